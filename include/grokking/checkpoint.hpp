@@ -1,0 +1,36 @@
+// Checkpoints: a pickled dict that Python's torch.load reads (weights_only=False), carrying a
+// format version and a checksum over its contents.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "grokking/config.hpp"
+#include "grokking/model.hpp"
+
+namespace grokking {
+
+constexpr int64_t kCheckpointVersion = 1;
+
+struct Checkpoint {
+  std::string path;
+  int64_t epoch = 0;
+  Config config;
+  std::vector<std::pair<std::string, torch::Tensor>> weights;  // TransformerLens names, CPU float32
+  bool has_optimizer = false;
+  torch::Tensor exp_avg, exp_avg_sq;  // flat, in parameter order
+  int64_t optimizer_step = 0;
+};
+
+// Writes atomically. `optimizer` null: weights only (the epoch_N.pt files).
+void save_checkpoint(const std::string& path, const Model& model, const FlatAdamW* optimizer, int64_t epoch);
+// Verifies format, version, checksum and shapes. RunError("PATH: ...") otherwise.
+Checkpoint load_checkpoint(const std::string& path);
+// A checkpoint file, or a run directory (its latest epoch checkpoint).
+std::string resolve_checkpoint(const std::string& path_or_run_dir);
+// A CPU model holding the checkpoint's weights.
+Model model_from_checkpoint(const Checkpoint& ck);
+
+}  // namespace grokking

@@ -1,0 +1,97 @@
+// The one-layer transformer of Nanda et al. (2023) with TransformerLens names and shapes,
+// its dataset, and an AdamW over one flat parameter buffer.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "grokking/config.hpp"
+
+namespace grokking {
+
+// ---- data ----
+struct Dataset {
+  torch::Tensor train_x, train_y;  // [n_train, 3] int64 tokens [a, b, =], [n_train] labels
+  torch::Tensor test_x, test_y;
+  torch::Tensor all_x, all_y;      // every pair in (a, b) row-major order
+  torch::Tensor train_mask;        // [n_all] bool: which of all_x are in train
+};
+// All pairs of the operation, split by a permutation drawn from task.seed.
+Dataset make_dataset(const TaskConfig& task);
+
+// ---- model ----
+struct ParamSpec {
+  std::string name;              // TransformerLens state-dict name
+  std::vector<int64_t> shape;
+  bool is_bias;
+};
+std::vector<ParamSpec> param_specs(const Config& cfg);
+
+// Activations the analysis needs, at the last position.
+struct Cache {
+  torch::Tensor attn_pattern;  // [N, n_heads, 3] attention of the "=" position
+  torch::Tensor resid_mid;     // [N, d_model]
+  torch::Tensor mlp_post;      // [N, d_mlp]
+  torch::Tensor resid_post;    // [N, d_model]
+};
+
+class Model {
+ public:
+  // Initialised on the CPU from train.seed, so CPU and CUDA runs start from the same weights.
+  explicit Model(const Config& cfg);
+
+  // Logits at the "=" position for tokens [N, 3]: [N, P], float32.
+  torch::Tensor forward(const torch::Tensor& x, Cache* cache = nullptr) const;  // all positions (reference)
+  torch::Tensor forward_fast(const torch::Tensor& x) const;  // last position only, exact same function
+
+  // TransformerLens-named parameters, each a view into flat().
+  const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
+  torch::Tensor param(const std::string& name) const;
+  torch::Tensor& flat() { return flat_; }
+  const torch::Tensor& flat() const { return flat_; }
+  torch::Tensor& flat_grad() { return flat_grad_; }
+  const Config& config() const { return cfg_; }
+
+  void to(torch::Device device);
+  // Replaces the weights (e.g. from a checkpoint); shapes must match.
+  void load(const std::vector<std::pair<std::string, torch::Tensor>>& weights);
+  double sum_squared_weights() const;
+
+ private:
+  void bind_views();
+  Config cfg_;
+  std::vector<ParamSpec> specs_;
+  torch::Tensor flat_, flat_grad_;
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+};
+
+// Cross-entropy of logits [N, P] against labels [N], computed in float64 (mean).
+torch::Tensor loss_fn(const torch::Tensor& logits, const torch::Tensor& labels);
+double accuracy(const torch::Tensor& logits, const torch::Tensor& labels);
+
+// ---- optimiser ----
+// AdamW with the arithmetic of torch::optim::AdamW, applied to one flat buffer: a handful of
+// kernels per step instead of a handful per parameter. Frozen (zero) parameters have zero
+// gradients and stay exactly zero.
+class FlatAdamW {
+ public:
+  FlatAdamW(torch::Tensor param, torch::Tensor grad, const OptimConfig& opt);
+  void step(double lr);
+  // lr for the next step: lr * min(step/warmup, 1), step counted from 0 (the paper's LambdaLR).
+  double scheduled_lr() const;
+  int64_t steps() const { return step_; }
+  torch::Tensor& exp_avg() { return exp_avg_; }
+  torch::Tensor& exp_avg_sq() { return exp_avg_sq_; }
+  void set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64_t step);
+
+ private:
+  torch::Tensor param_, grad_, exp_avg_, exp_avg_sq_;
+  OptimConfig opt_;
+  int64_t step_ = 0;
+};
+
+torch::Device resolve_device(const std::string& spec);
+
+}  // namespace grokking

@@ -1,0 +1,63 @@
+// The run directory on disk: atomic files, metrics.csv, the lock. Torch-free.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace grokking {
+
+// Writes `data` to `path` through a temporary file, fsync and rename: a kill at any moment
+// leaves either the old file or the new one. Throws RunError naming the path on any failure
+// (a full disk included); the temporary file is removed.
+void atomic_write(const std::string& path, const std::string& data);
+// Appends one complete line with a single write and fsync.
+void append_line(const std::string& path, const std::string& line);
+std::string read_file(const std::string& path);  // RunError when missing or unreadable
+bool exists(const std::string& path);
+bool is_dir(const std::string& path);
+void make_dirs(const std::string& path);  // RunError when impossible (a file is in the way, permissions)
+
+// One evaluation: a row of metrics.csv.
+struct MetricsRow {
+  int64_t epoch = 0;
+  double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0, sum_sq_weights = 0, lr = 0, elapsed_s = 0;
+};
+std::string metrics_header();
+std::string format_row(const MetricsRow& r);
+// Rows of a metrics.csv; a half-written last line is dropped. RunError naming file and line.
+std::vector<MetricsRow> read_metrics(const std::string& path);
+void write_metrics(const std::string& path, const std::vector<MetricsRow>& rows);
+
+// Figures derived from the metrics: the memorisation and grokking epochs.
+struct Milestones {
+  std::optional<int64_t> memorised;  // first evaluation with train accuracy 100 %
+  std::optional<int64_t> grokked;    // first evaluation with test accuracy >= 99 %
+};
+Milestones find_milestones(const std::vector<MetricsRow>& rows, double grok_acc = 0.99);
+
+// An exclusive lock on a run directory, released by the kernel when the process dies.
+class RunLock {
+ public:
+  explicit RunLock(const std::string& dir);  // UsageError when another process holds it
+  ~RunLock();
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// Checkpoints of a run: {epoch, path} sorted by epoch (weights-only epoch_N.pt files).
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& run_dir);
+std::string checkpoint_path(const std::string& run_dir, int64_t epoch);
+std::string resume_path(const std::string& run_dir);
+
+nlohmann::json read_json_file(const std::string& path);  // RunError naming the file
+
+// Formats seconds as 1h02m, 3m05s or 12s.
+std::string format_duration(double seconds);
+
+}  // namespace grokking

@@ -1,0 +1,44 @@
+// `grokking train`: the experiment runner. Torch-free interface.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "grokking/config.hpp"
+#include "grokking/rundir.hpp"
+
+namespace grokking {
+
+struct TrainOptions {
+  std::string config_path;        // empty with resume_dir
+  std::vector<std::string> sets;  // section.key=value overrides
+  std::string out_dir;            // overrides output.dir
+  std::string resume_dir;         // continue this run from its latest checkpoint
+  bool force = false;             // start over in a non-empty run directory
+  bool quiet = false;             // no progress lines (warnings and errors still print)
+};
+
+struct TrainReport {
+  std::string status;  // completed | early_stopped | interrupted | diverged
+  std::string run_dir;
+  int64_t epochs_done = 0;
+  int signal = 0;  // the signal that interrupted the run, if any
+  MetricsRow final;
+  Milestones milestones;
+  double wall_s = 0;
+};
+
+// Prepares (or reopens) the run directory and trains. Throws UsageError / RunError.
+TrainReport run_train(const TrainOptions& opts);
+// Trains `cfg` into an existing, locked run directory (config.json already written).
+TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bool quiet);
+
+// Sets intra-op and BLAS threads; returns the thread count used.
+int configure_threads(int64_t requested);
+// The BLAS library LibTorch's matrix products run on, as loaded into this process.
+std::string blas_description();
+
+// Resolved config of a run directory, with the overrides a resume may change applied.
+Config load_run_config(const std::string& run_dir, const std::vector<std::string>& sets = {});
+
+}  // namespace grokking

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Configures and builds grokking (Release) into ./build. Extra arguments go to CMake.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+if [ ! -f build/CMakeCache.txt ]; then
+  cmake -S . -B build "${gen[@]}" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+fi
+cmake --build build --parallel "$(nproc)"

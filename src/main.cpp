@@ -1,0 +1,69 @@
+// grokking: a thin command line over the library. Parse, dispatch, turn every exception into
+// one line on stderr and an exit code.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <csignal>
+
+#include "grokking/commands.hpp"
+#include "grokking/error.hpp"
+#include "grokking/train.hpp"
+
+using namespace grokking;
+
+int main(int argc, char** argv) {
+  std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit becomes a write error we can report
+  init_cli_logging();
+
+  CLI::App app{"grokking: train and analyse the transformers of the grokking papers"};
+  app.set_version_flag("--version", std::string("grokking ") + GROKKING_VERSION);
+  app.require_subcommand(1);
+
+  // ---- train ----
+  TrainOptions train;
+  auto* t = app.add_subcommand("train", "Train a model from a JSON config into a run directory");
+  t->add_option("config", train.config_path, "Experiment config (JSON); {} is all defaults");
+  t->add_option("--set", train.sets, "Override a key: section.key=value (repeatable)");
+  t->add_option("--out", train.out_dir, "Run directory (overrides output.dir)");
+  t->add_option("--resume", train.resume_dir, "Continue the run in this directory from its latest checkpoint");
+  t->add_flag("--force", train.force, "Start over in a non-empty run directory");
+  t->add_flag("-q,--quiet", train.quiet, "Only warnings and errors on stderr");
+
+  // ---- config ----
+  std::string config_path;
+  std::vector<std::string> config_sets;
+  bool config_doc = false;
+  auto* c = app.add_subcommand("config", "Print the resolved config (defaults when no file), or --doc");
+  c->add_option("config", config_path, "Experiment config (JSON)");
+  c->add_option("--set", config_sets, "Override a key: section.key=value (repeatable)");
+  c->add_flag("--doc", config_doc, "List every key with its default and meaning");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "error: %s (see grokking --help)\n", e.what());
+    return kExitUsage;
+  }
+
+  try {
+    if (t->parsed()) {
+      auto rep = run_train(train);
+      if (rep.status == "interrupted") return rep.signal == SIGTERM ? kExitSigterm : kExitSigint;
+      return kExitOk;
+    }
+    if (c->parsed()) return run_config_command(config_path, config_sets, config_doc);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", describe_exception(e).c_str());
+    return kExitFailure;
+  }
+  return kExitOk;
+}

@@ -1,0 +1,257 @@
+#include "grokking/rundir.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+#include "grokking/config.hpp"
+#include "grokking/error.hpp"
+
+namespace grokking {
+
+namespace {
+std::string errno_text(int err) { return std::strerror(err); }
+
+void write_all(int fd, const char* data, size_t n, const std::string& path) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, data, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw RunError(path + ": write failed: " + errno_text(errno));
+    }
+    data += w;
+    n -= size_t(w);
+  }
+}
+
+std::string parent_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+}  // namespace
+
+void atomic_write(const std::string& path, const std::string& data) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw RunError(path + ": cannot write: " + errno_text(errno));
+  try {
+    write_all(fd, data.data(), data.size(), path);
+    if (::fsync(fd) != 0) throw RunError(path + ": fsync failed: " + errno_text(errno));
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::close(fd) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw RunError(path + ": write failed: " + errno_text(err));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw RunError(path + ": rename failed: " + errno_text(err));
+  }
+  // Make the rename itself durable.
+  int dfd = ::open(parent_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+void append_line(const std::string& path, const std::string& line) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) throw RunError(path + ": cannot append: " + errno_text(errno));
+  std::string l = line + "\n";
+  struct stat st {};
+  ::fstat(fd, &st);
+  try {
+    write_all(fd, l.data(), l.size(), path);
+    if (::fsync(fd) != 0) throw RunError(path + ": fsync failed: " + errno_text(errno));
+  } catch (...) {
+    // Never leave half a row behind: cut the file back to where it was.
+    if (::ftruncate(fd, st.st_size) != 0) { /* the reader drops a partial last line anyway */ }
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+}
+
+std::string read_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw RunError(path + ": cannot read: " + errno_text(errno));
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      throw RunError(path + ": cannot read: " + errno_text(err));
+    }
+    if (r == 0) break;
+    out.append(buf, size_t(r));
+  }
+  ::close(fd);
+  return out;
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool is_dir(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void make_dirs(const std::string& path) {
+  std::string cur;
+  std::stringstream ss(path);
+  std::string part;
+  if (!path.empty() && path[0] == '/') cur = "/";
+  while (std::getline(ss, part, '/')) {
+    if (part.empty()) continue;
+    cur += (cur.empty() || cur.back() == '/' ? "" : "/") + part;
+    struct stat st {};
+    if (::stat(cur.c_str(), &st) == 0) {
+      if (!S_ISDIR(st.st_mode)) throw RunError(cur + ": exists and is not a directory");
+      continue;
+    }
+    if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+      throw RunError(cur + ": cannot create directory: " + errno_text(errno));
+  }
+  if (::access(path.c_str(), W_OK) != 0) throw RunError(path + ": directory is not writable");
+}
+
+std::string metrics_header() {
+  return "epoch,train_loss,test_loss,train_acc,test_acc,sum_sq_weights,lr,elapsed_s";
+}
+
+std::string format_row(const MetricsRow& r) {
+  char buf[512];
+  // %.17g round-trips doubles exactly: resumed and uninterrupted runs compare byte for byte.
+  std::snprintf(buf, sizeof buf, "%" PRId64 ",%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.3f", r.epoch, r.train_loss,
+                r.test_loss, r.train_acc, r.test_acc, r.sum_sq_weights, r.lr, r.elapsed_s);
+  return buf;
+}
+
+std::vector<MetricsRow> read_metrics(const std::string& path) {
+  std::string text = read_file(path);
+  std::vector<MetricsRow> rows;
+  std::istringstream in(text);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (lineno == 1) {
+      if (line != metrics_header()) throw RunError(path + ": line 1: not a grokking metrics.csv header");
+      continue;
+    }
+    if (in.eof() && text.back() != '\n') break;  // a half-written last row
+    if (line.empty()) continue;
+    MetricsRow r;
+    int n = std::sscanf(line.c_str(), "%" SCNd64 ",%lf,%lf,%lf,%lf,%lf,%lf,%lf", &r.epoch, &r.train_loss,
+                        &r.test_loss, &r.train_acc, &r.test_acc, &r.sum_sq_weights, &r.lr, &r.elapsed_s);
+    if (n != 8) throw RunError(path + ": line " + std::to_string(lineno) + ": expected 8 numbers");
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+void write_metrics(const std::string& path, const std::vector<MetricsRow>& rows) {
+  std::string out = metrics_header() + "\n";
+  for (auto& r : rows) out += format_row(r) + "\n";
+  atomic_write(path, out);
+}
+
+Milestones find_milestones(const std::vector<MetricsRow>& rows, double grok_acc) {
+  Milestones m;
+  for (auto& r : rows) {
+    if (!m.memorised && r.train_acc >= 1.0) m.memorised = r.epoch;
+    if (!m.grokked && r.test_acc >= grok_acc) m.grokked = r.epoch;
+  }
+  return m;
+}
+
+RunLock::RunLock(const std::string& dir) {
+  const std::string path = dir + "/.lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw RunError(path + ": cannot open lock file: " + errno_text(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    std::string holder = read_file(path);
+    ::close(fd_);
+    fd_ = -1;
+    throw UsageError(dir + ": run directory is in use by another grokking process" +
+                     (holder.empty() ? std::string() : " (pid " + holder + ")"));
+  }
+  std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd_, 0) == 0 && ::write(fd_, pid.data(), pid.size()) < 0) { /* the pid is informative only */ }
+}
+
+RunLock::~RunLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+}
+
+std::string checkpoint_path(const std::string& run_dir, int64_t epoch) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "/checkpoints/epoch_%07" PRId64 ".pt", epoch);
+  return run_dir + buf;
+}
+
+std::string resume_path(const std::string& run_dir) { return run_dir + "/checkpoints/resume.pt"; }
+
+std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& run_dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  const std::string dir = run_dir + "/checkpoints";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (auto* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    int64_t epoch = 0;
+    char tail[8] = {0};
+    if (name.size() > 9 && name.rfind("epoch_", 0) == 0 &&
+        std::sscanf(name.c_str(), "epoch_%" SCNd64 ".%3s", &epoch, tail) == 2 && std::string(tail) == "pt" &&
+        name.size() == name.find(".pt") + 3)
+      out.emplace_back(epoch, dir + "/" + name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::string text = read_file(path);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    std::string msg = e.what();
+    auto pos = msg.find("] ");
+    throw RunError(path + ": invalid JSON: " + (pos == std::string::npos ? msg : msg.substr(pos + 2)));
+  }
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  char buf[32];
+  auto t = int64_t(s + 0.5);
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%" PRId64 "h%02" PRId64 "m", t / 3600, (t % 3600) / 60);
+  else if (t >= 60) std::snprintf(buf, sizeof buf, "%" PRId64 "m%02" PRId64 "s", t / 60, t % 60);
+  else if (s < 10) std::snprintf(buf, sizeof buf, "%.1fs", s);
+  else std::snprintf(buf, sizeof buf, "%" PRId64 "s", t);
+  return buf;
+}
+
+}  // namespace grokking

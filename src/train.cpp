@@ -1,0 +1,421 @@
+#include "grokking/train.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <signal.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <thread>
+
+#include "grokking/checkpoint.hpp"
+#include "grokking/compat.hpp"
+#include "grokking/error.hpp"
+#include "grokking/model.hpp"
+
+namespace grokking {
+
+namespace {
+
+std::atomic<int> g_signal{0};
+
+extern "C" void on_signal(int sig) {
+  if (g_signal.load() != 0) ::_exit(128 + sig);  // a second Ctrl-C: stop now (checkpoints are atomic)
+  g_signal.store(sig);
+}
+
+// Installs SIGINT/SIGTERM handlers for the lifetime of a training loop.
+struct SignalScope {
+  struct sigaction old_int {}, old_term {};
+  SignalScope() {
+    g_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+  }
+  ~SignalScope() {
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+  }
+};
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct Eval {
+  double loss, acc;
+};
+
+// Loss and accuracy over a whole split, in chunks that bound memory.
+Eval evaluate(const Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = x.size(0), chunk = 16384;
+  double loss_sum = 0, correct = 0;
+  for (int64_t i = 0; i < n; i += chunk) {
+    auto xs = x.slice(0, i, i + chunk), ys = y.slice(0, i, i + chunk);
+    auto logits = fast ? model.forward_fast(xs) : model.forward(xs);
+    loss_sum += loss_fn(logits, ys).item<double>() * double(xs.size(0));
+    correct += accuracy(logits, ys) * double(xs.size(0));
+  }
+  return {loss_sum / double(n), correct / double(n)};
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::shared_ptr<spdlog::logger> make_logger(const std::string& run_dir, bool quiet) {
+  auto err = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  err->set_pattern("%v");
+  err->set_level(quiet ? spdlog::level::warn : spdlog::level::info);
+  auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(run_dir + "/train.log");
+  file->set_pattern("[%Y-%m-%d %H:%M:%S] %v");
+  auto log = std::make_shared<spdlog::logger>("train", spdlog::sinks_init_list{err, file});
+  log->set_level(spdlog::level::info);
+  log->flush_on(spdlog::level::info);
+  return log;
+}
+
+// A one-line live bar, only when stderr is a terminal.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled) {}
+  void update(int64_t epoch, int64_t total, double eps) {
+    if (!enabled_ || seconds_since(last_) < 0.2) return;
+    last_ = Clock::now();
+    const int width = 30;
+    int filled = int(double(width) * double(epoch) / double(total));
+    std::string bar(size_t(filled), '#');
+    bar.resize(size_t(width), '.');
+    std::fprintf(stderr, "\r[%s] %lld/%lld  %.0f ep/s  eta %s\033[K", bar.c_str(), (long long)epoch,
+                 (long long)total, eps, format_duration(double(total - epoch) / std::max(eps, 1e-9)).c_str());
+    std::fflush(stderr);
+    shown_ = true;
+  }
+  void clear() {
+    if (shown_) std::fprintf(stderr, "\r\033[K"), std::fflush(stderr);
+    shown_ = false;
+  }
+
+ private:
+  bool enabled_, shown_ = false;
+  Clock::time_point last_ = Clock::now();
+};
+
+nlohmann::json optional_json(const std::optional<int64_t>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); }
+
+}  // namespace
+
+int configure_threads(int64_t requested) {
+  int n = requested > 0 ? int(requested) : int(std::max(1u, std::thread::hardware_concurrency()));
+  // Two pools on the same cores stall each other (measured: 2 OpenMP + 2 OpenBLAS threads ran a
+  // P=23 step 3x slower than either alone). The matrix products carry the FLOPs, so the cores go
+  // to OpenBLAS and LibTorch's own kernels run on one thread.
+  at::set_num_threads(1);
+  if (auto set = reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(n);
+  else at::set_num_threads(n);  // another BLAS: let LibTorch use the cores
+  return n;
+}
+
+std::string blas_description() {
+  if (auto cfg = reinterpret_cast<char* (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_config"))) {
+    std::string s = cfg();
+    if (auto sp = s.find(' ', 9); sp != std::string::npos) s.resize(sp);  // "OpenBLAS 0.3.21"
+    return s;
+  }
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    auto slash = line.find('/');
+    if (slash != std::string::npos && (line.find("blas") != std::string::npos || line.find("mkl") != std::string::npos))
+      return line.substr(slash);
+  }
+  return "unknown";
+}
+
+Config load_run_config(const std::string& run_dir, const std::vector<std::string>& sets) {
+  // Only what does not change the computation may differ on resume.
+  static const std::vector<std::string> allowed = {"train.epochs", "train.log_every", "train.threads",
+                                                   "train.early_stop_acc", "train.early_stop_hold",
+                                                   "train.checkpoint_every", "train.eval_every"};
+  for (auto& s : sets) {
+    auto key = s.substr(0, s.find('='));
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
+      throw UsageError("--set " + s + ": cannot change " + key +
+                       " when resuming (it changes the computation); allowed: train.epochs, train.eval_every, "
+                       "train.checkpoint_every, train.log_every, train.threads, train.early_stop_acc, "
+                       "train.early_stop_hold");
+  }
+  const std::string path = run_dir + "/config.json";
+  if (!exists(path)) throw UsageError(run_dir + ": not a run directory (no config.json)");
+  return parse_config(read_text_file(path), path, sets);
+}
+
+TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bool quiet) {
+  const auto t0 = Clock::now();
+  const auto& tc = cfg.train;
+  auto log = make_logger(run_dir, quiet);
+  const std::string metrics_path = run_dir + "/metrics.csv";
+
+  // ---- environment: threads, denormals, device ----
+  const int threads = configure_threads(tc.threads);
+  torch::Device device = resolve_device(tc.device);
+  if (device.is_cpu()) at::globalContext().setFlushDenormal(tc.flush_denormal);
+  const bool fast = tc.path != "plain";
+
+  // ---- data and model, initialised on the CPU then moved ----
+  Dataset data = make_dataset(cfg.task);
+  Model model(cfg);
+  int64_t start_epoch = 0;
+  std::vector<MetricsRow> rows;
+  Checkpoint ck;
+  if (resume) {
+    ck = load_checkpoint(resume_path(run_dir));
+    if (!ck.has_optimizer) throw RunError(ck.path + ": has no optimizer state; cannot resume from it");
+    if (config_to_json(ck.config)["model"] != config_to_json(cfg)["model"] ||
+        config_to_json(ck.config)["task"] != config_to_json(cfg)["task"])
+      throw RunError(ck.path + ": was written by a different task/model config than " + run_dir + "/config.json");
+    model.load(ck.weights);
+    start_epoch = ck.epoch;
+  }
+  model.to(device);
+  FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
+  if (resume) {
+    opt.set_state(ck.exp_avg.to(device), ck.exp_avg_sq.to(device), ck.optimizer_step);
+    for (auto& r : read_metrics(metrics_path))
+      if (r.epoch <= start_epoch) rows.push_back(r);
+    write_metrics(metrics_path, rows);  // drop rows written after the checkpoint
+  }
+  auto train_x = data.train_x.to(device), train_y = data.train_y.to(device);
+  auto test_x = data.test_x.to(device), test_y = data.test_y.to(device);
+  const int64_t n_train = train_x.size(0);
+  const int64_t batch = tc.batch_size > 0 ? tc.batch_size : n_train;
+
+  log->info("grokking {} | LibTorch {} | device {} | BLAS {} | {} threads | flush_denormal {} | {} path",
+            GROKKING_VERSION, compat::torch_version(), device.str(), blas_description(), threads,
+            device.is_cpu() && tc.flush_denormal ? "on" : "off", fast ? "fast" : "plain");
+  log->info("{} (mod {}): {} train / {} test pairs | {} parameters | {} epochs{}", cfg.task.operation, cfg.task.p,
+            n_train, test_x.size(0), model.flat().numel(), tc.epochs,
+            resume ? " | resuming at epoch " + std::to_string(start_epoch) : "");
+
+  // ---- evaluation: a metrics.csv row ----
+  const double elapsed_before = rows.empty() ? 0.0 : rows.back().elapsed_s;
+  auto evaluate_row = [&](int64_t epoch, double lr) {
+    auto tr = evaluate(model, train_x, train_y, fast);
+    auto te = evaluate(model, test_x, test_y, fast);
+    MetricsRow r{epoch, tr.loss, te.loss, tr.acc, te.acc, model.sum_squared_weights(), lr,
+                 elapsed_before + seconds_since(t0)};
+    append_line(metrics_path, format_row(r));
+    rows.push_back(r);
+    return r;
+  };
+  if (!resume) {
+    atomic_write(metrics_path, metrics_header() + "\n");
+    evaluate_row(0, 0.0);
+  }
+
+  // ---- checkpoints: weights-only history plus the full state to resume from ----
+  int64_t last_ckpt = resume ? start_epoch : -1;
+  auto checkpoint = [&](int64_t epoch) {
+    if (epoch == last_ckpt) return;
+    save_checkpoint(checkpoint_path(run_dir, epoch), model, nullptr, epoch);
+    save_checkpoint(resume_path(run_dir), model, &opt, epoch);
+    last_ckpt = epoch;
+  };
+  if (!resume) checkpoint(0);
+
+  // ---- the training loop ----
+  SignalScope signals;
+  ProgressBar bar(!quiet && ::isatty(2));
+  TrainReport rep;
+  rep.run_dir = run_dir;
+  rep.status = "completed";
+  int64_t held_since = -1, last_logged = start_epoch;
+  for (auto& r : rows)
+    held_since = (tc.early_stop_acc > 0 && r.test_acc >= tc.early_stop_acc) ? (held_since < 0 ? r.epoch : held_since) : -1;
+  const auto loop_start = Clock::now();
+  int64_t epoch = start_epoch;
+  while (epoch < tc.epochs) {
+    // One epoch: full batch, or minibatches in an order drawn from (seed, epoch) so that a
+    // resumed run draws the same order without saved generator state.
+    double lr = 0;
+    double step_loss = 0;
+    for (int64_t i = 0; i < n_train; i += batch) {
+      torch::Tensor xb = train_x, yb = train_y;
+      if (batch < n_train) {
+        if (i == 0) {
+          auto gen = at::detail::createCPUGenerator(uint64_t(tc.seed) * 1000003u + uint64_t(epoch));
+          auto perm = torch::randperm(n_train, gen, torch::kInt64).to(device);
+          xb = train_x.index_select(0, perm), yb = train_y.index_select(0, perm);
+          train_x = xb, train_y = yb;  // keep the shuffled order for this epoch's remaining batches
+        }
+        xb = train_x.slice(0, i, i + batch), yb = train_y.slice(0, i, i + batch);
+      }
+      model.flat_grad().zero_();
+      auto logits = fast ? model.forward_fast(xb) : model.forward(xb);
+      auto loss = loss_fn(logits, yb);
+      loss.backward();
+      lr = opt.scheduled_lr();
+      opt.step(lr);
+      if (device.is_cpu()) step_loss = loss.item<double>();  // free on the CPU; a sync on a GPU
+    }
+    if (batch < n_train) train_x = data.train_x.to(device), train_y = data.train_y.to(device);
+    ++epoch;
+
+    const bool eval_now = epoch % tc.eval_every == 0 || epoch == tc.epochs;
+    if (device.is_cpu() && !std::isfinite(step_loss)) {
+      rep.status = "diverged";
+      break;
+    }
+    if (eval_now) {
+      auto r = evaluate_row(epoch, lr);
+      if (!std::isfinite(r.train_loss) || !std::isfinite(r.sum_sq_weights)) {
+        rep.status = "diverged";
+        break;
+      }
+      if (tc.early_stop_acc > 0 && r.test_acc >= tc.early_stop_acc) {
+        if (held_since < 0) held_since = epoch;
+      } else {
+        held_since = -1;
+      }
+      const double eps = double(epoch - start_epoch) / std::max(seconds_since(loop_start), 1e-9);
+      if (epoch - last_logged >= std::max<int64_t>(tc.log_every, 1) || epoch == tc.epochs) {
+        bar.clear();
+        log->info("epoch {}/{} | train {} | test {} | acc {}/{} | {} ep/s | eta {}", epoch, tc.epochs,
+                  fmt("%.2e", r.train_loss), fmt("%.2e", r.test_loss), fmt("%.3f", r.train_acc),
+                  fmt("%.3f", r.test_acc), fmt("%.0f", eps),
+                  format_duration(double(tc.epochs - epoch) / std::max(eps, 1e-9)));
+        last_logged = epoch;
+      }
+      if (held_since >= 0 && epoch - held_since >= tc.early_stop_hold) {
+        rep.status = "early_stopped";
+        checkpoint(epoch);
+        break;
+      }
+    }
+    if (epoch % tc.checkpoint_every == 0 || epoch == tc.epochs) checkpoint(epoch);
+    if (g_signal.load() != 0) {
+      rep.status = "interrupted";
+      rep.signal = g_signal.load();
+      checkpoint(epoch);
+      break;
+    }
+    bar.update(epoch, tc.epochs, double(epoch - start_epoch) / std::max(seconds_since(loop_start), 1e-9));
+  }
+  bar.clear();
+
+  // ---- summary.json ----
+  rep.epochs_done = epoch;
+  rep.wall_s = seconds_since(t0);
+  rep.milestones = find_milestones(rows);
+  if (!rows.empty()) rep.final = rows.back();
+  nlohmann::json s;
+  s["status"] = rep.status;
+  s["epochs"] = epoch;
+  s["epochs_planned"] = tc.epochs;
+  s["final"] = {{"epoch", rep.final.epoch},           {"train_loss", rep.final.train_loss},
+                {"test_loss", rep.final.test_loss},   {"train_acc", rep.final.train_acc},
+                {"test_acc", rep.final.test_acc},     {"sum_sq_weights", rep.final.sum_sq_weights}};
+  s["memorised_epoch"] = optional_json(rep.milestones.memorised);
+  s["grokked_epoch"] = optional_json(rep.milestones.grokked);
+  s["grokking_delay"] = (rep.milestones.memorised && rep.milestones.grokked)
+                            ? nlohmann::json(*rep.milestones.grokked - *rep.milestones.memorised)
+                            : nlohmann::json();
+  s["milestone_resolution_epochs"] = tc.eval_every;
+  s["wall_time_s"] = elapsed_before + rep.wall_s;
+  s["epochs_per_s"] = double(epoch - start_epoch) / std::max(seconds_since(loop_start), 1e-9);
+  s["n_train"] = n_train;
+  s["n_test"] = test_x.size(0);
+  s["n_params"] = model.flat().numel();
+  s["device"] = device.str();
+  s["threads"] = threads;
+  s["blas"] = blas_description();
+  s["flush_denormal"] = device.is_cpu() && tc.flush_denormal;
+  s["path"] = fast ? "fast" : "plain";
+  s["libtorch"] = compat::torch_version();
+  s["grokking_version"] = GROKKING_VERSION;
+  atomic_write(run_dir + "/summary.json", s.dump(2) + "\n");
+
+  // ---- how it ended ----
+  auto epoch_text = [](const std::optional<int64_t>& e) { return e ? std::to_string(*e) : std::string("never"); };
+  if (rep.status == "diverged") {
+    auto list = list_checkpoints(run_dir);
+    throw RunError("training diverged at epoch " + std::to_string(epoch) +
+                   ": the loss is not finite (lr too high?); the last finite checkpoint is " +
+                   (list.empty() ? std::string("none") : list.back().second));
+  }
+  if (rep.status == "interrupted") {
+    log->warn("interrupted by {} at epoch {}; checkpoint written. Resume with: grokking train --resume {}",
+              rep.signal == SIGINT ? "Ctrl-C" : "SIGTERM", epoch, run_dir);
+  } else {
+    log->info("{} after {} epochs in {}: memorised at epoch {}, grokked at epoch {} | final train {} test {} acc {}/{}",
+              rep.status == "completed" ? "done" : "early stop", epoch, format_duration(rep.wall_s),
+              epoch_text(rep.milestones.memorised), epoch_text(rep.milestones.grokked),
+              fmt("%.2e", rep.final.train_loss), fmt("%.2e", rep.final.test_loss), fmt("%.3f", rep.final.train_acc),
+              fmt("%.3f", rep.final.test_acc));
+  }
+  return rep;
+}
+
+TrainReport run_train(const TrainOptions& opts) {
+  // ---- resume: the run directory holds the config ----
+  if (!opts.resume_dir.empty()) {
+    const std::string dir = opts.resume_dir;
+    Config cfg = load_run_config(dir, opts.sets);
+    resolve_device(cfg.train.device);
+    if (!exists(resume_path(dir))) throw UsageError(dir + ": no checkpoints/resume.pt to resume from");
+    RunLock lock(dir);
+    if (!opts.sets.empty()) atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
+    if (exists(dir + "/summary.json")) {
+      auto s = read_json_file(dir + "/summary.json");
+      if (s.value("status", "") != "interrupted" && s.value("status", "") != "diverged" &&
+          s.value("epochs", int64_t(-1)) >= cfg.train.epochs) {
+        TrainReport rep;
+        rep.status = "completed";
+        rep.run_dir = dir;
+        rep.epochs_done = s.value("epochs", int64_t(0));
+        spdlog::info("{}: already complete ({} epochs); nothing to do", dir, rep.epochs_done);
+        return rep;
+      }
+    }
+    return train(cfg, dir, true, opts.quiet);
+  }
+
+  // ---- new run: validate everything before writing anything ----
+  if (opts.config_path.empty()) throw UsageError("train: give a CONFIG.json, or --resume RUN_DIR");
+  Config cfg = load_config(opts.config_path, opts.sets);
+  if (!opts.out_dir.empty()) cfg.output.dir = opts.out_dir;
+  const std::string dir = cfg.output.dir;
+  resolve_device(cfg.train.device);
+  if (exists(dir) && !is_dir(dir)) throw UsageError(dir + ": run directory path exists and is not a directory");
+  const bool nonempty = exists(dir + "/config.json") || exists(dir + "/metrics.csv") || exists(dir + "/checkpoints");
+  if (nonempty && !opts.force)
+    throw UsageError(dir + ": run directory is not empty; use --resume " + dir + " to continue it or --force to start over");
+  try {
+    make_dirs(dir + "/checkpoints");
+  } catch (const RunError& e) {
+    throw UsageError(std::string(e.what()) + " (output.dir / --out)");
+  }
+  RunLock lock(dir);
+  if (opts.force) {
+    for (auto& [e, path] : list_checkpoints(dir)) std::remove(path.c_str());
+    for (auto name : {"/checkpoints/resume.pt", "/metrics.csv", "/summary.json", "/train.log", "/progress.csv",
+                      "/fourier.csv", "/ablate.csv"})
+      std::remove((dir + name).c_str());
+  }
+  atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
+  return train(cfg, dir, false, opts.quiet);
+}
+
+}  // namespace grokking

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Drives the real binary: exit codes, one-line errors, refusal to clobber, Ctrl-C and resume.
+# Usage: tests/cli.sh path/to/grokking
+set -uo pipefail
+bin=$(readlink -f "$1")
+work=$(mktemp -d "${TMPDIR:-/tmp}/grokking-cli.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+pass=0
+fail=0
+
+# expect CODE PATTERN -- command...: exit code CODE, stderr one line matching PATTERN, no backtrace.
+expect() {
+  local code=$1 pattern=$2
+  shift 3
+  "$@" >out.txt 2>err.txt
+  local rc=$?
+  local lines
+  lines=$(grep -c . err.txt)
+  if [ "$rc" -eq "$code" ] && { [ -z "$pattern" ] || grep -Eq -- "$pattern" err.txt; } && { [ "$code" -eq 0 ] || [ "$lines" -eq 1 ]; } &&
+    ! grep -q "Exception raised from\|frame #" err.txt; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL: $* -> rc $rc (want $code), stderr:" >&2
+    sed 's/^/  | /' err.txt | head -5 >&2
+  fi
+}
+
+tiny='{"task": {"p": 7, "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 16},
+       "train": {"epochs": 40, "eval_every": 10, "checkpoint_every": 20, "threads": 1, "device": "cpu"}}'
+echo "$tiny" >tiny.json
+
+# ---- bad input: exit 2, one line naming the file and field, nothing written ----
+expect 2 "missing.json: no such file" -- "$bin" train missing.json
+mkdir adir
+expect 2 "adir: is a directory" -- "$bin" train adir
+: >empty.json
+expect 2 "empty.json: empty file" -- "$bin" train empty.json
+echo '{"task": {"p": 7,}}' >trailing.json
+expect 2 "trailing.json: invalid JSON: .*line 1" -- "$bin" train trailing.json
+echo '{"task": {"p": 1}}' >p1.json
+expect 2 "p1.json: /task/p: must be an integer in \[2, 4096\] \(got 1\)" -- "$bin" train p1.json
+echo '{"optim": {"lr": -1}}' >lr.json
+expect 2 "lr.json: /optim/lr: must be in \(0, 1e\+09\] \(got -1\)" -- "$bin" train lr.json
+echo '{"optim": {"momentum": 0.9}}' >unknown.json
+expect 2 "unknown.json: /optim/momentum: unknown key" -- "$bin" train unknown.json
+expect 2 "--set task.p=abc: /task/p: must be an integer" -- "$bin" train tiny.json --set task.p=abc --out r0
+expect 2 "/train/device: 'cuda' requested" -- "$bin" train tiny.json --set train.device=cuda --out r0
+expect 2 "unrecognized|Extra|not expected|requires" -- "$bin" train tiny.json --bogus
+[ ! -e r0 ] && [ ! -e runs ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a refused config wrote files" >&2; }
+touch afile
+expect 2 "afile: exists and is not a directory" -- "$bin" train tiny.json --out afile/run
+
+# ---- a run, then refusal to start over in it ----
+expect 0 "" -- "$bin" train tiny.json --out r1 -q
+[ -s r1/metrics.csv ] && [ -s r1/summary.json ] && [ -s r1/checkpoints/resume.pt ] && pass=$((pass + 1)) ||
+  { fail=$((fail + 1)); echo "FAIL: run directory incomplete" >&2; }
+expect 2 "r1: run directory is not empty; use --resume r1" -- "$bin" train tiny.json --out r1
+expect 0 "" -- "$bin" train tiny.json --out r1 --force -q
+expect 0 "already complete" -- "$bin" train --resume r1
+expect 2 "cannot change task.p when resuming" -- "$bin" train --resume r1 --set task.p=11
+expect 2 "nothere: not a run directory" -- "$bin" train --resume nothere
+
+# ---- Ctrl-C / SIGTERM: checkpoint, one line saying how to resume, 130 / 143 ----
+for sig in INT TERM; do
+  want=130
+  [ $sig = TERM ] && want=143
+  "$bin" train tiny.json --out "s$sig" --set train.epochs=1000000 --set train.checkpoint_every=1000000 -q 2>err.txt &
+  pid=$!
+  for _ in $(seq 100); do [ -s "s$sig/metrics.csv" ] && [ "$(wc -l <"s$sig/metrics.csv")" -ge 3 ] && break; sleep 0.1; done
+  kill -$sig $pid
+  wait $pid
+  rc=$?
+  if [ $rc -eq $want ] && grep -q "Resume with: grokking train --resume s$sig" err.txt &&
+    grep -q '"status": "interrupted"' "s$sig/summary.json"; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL: SIG$sig -> rc $rc (want $want)" >&2
+    cat err.txt >&2
+  fi
+done
+# The interrupted run resumes to completion with a smaller epoch count than planned... or more.
+done_at=$(grep -o '"epochs": [0-9]*' sINT/summary.json | grep -o '[0-9]*$')
+expect 0 "" -- "$bin" train --resume sINT --set train.epochs=$((done_at + 20)) -q
+grep -q '"status": "completed"' sINT/summary.json && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: resume did not complete" >&2; }
+
+# ---- a second process on the same run directory is refused at once ----
+"$bin" train tiny.json --out busy --set train.epochs=1000000 -q 2>/dev/null &
+pid=$!
+for _ in $(seq 100); do [ -s busy/metrics.csv ] && break; sleep 0.1; done
+expect 2 "busy: run directory is in use by another grokking process" -- "$bin" train --resume busy
+kill -9 $pid
+wait $pid 2>/dev/null
+# A dead process does not leave the lock stuck.
+expect 0 "" -- "$bin" train --resume busy --set train.epochs=30 -q
+
+# ---- config subcommand ----
+expect 0 "" -- "$bin" config --doc
+grep -q "task.p" out.txt && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: config --doc" >&2; }
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

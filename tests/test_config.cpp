@@ -1,0 +1,117 @@
+#include "catch.hpp"
+#include "grokking/config.hpp"
+#include "grokking/error.hpp"
+#include "helpers.hpp"
+
+using namespace grokking;
+
+namespace {
+// The message of the UsageError that parsing `text` raises ("" if none).
+std::string error_of(const std::string& text, const std::vector<std::string>& sets = {}) {
+  try {
+    parse_config(text, "cfg.json", sets);
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return "";
+}
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("the empty config is valid and gives the documented defaults", "[config]") {
+  Config c = parse_config("{}", "cfg.json");
+  CHECK(c.task.p == 113);
+  CHECK(c.task.frac_train == 0.3);
+  CHECK(c.optim.lr == 1e-3);
+  CHECK(c.optim.weight_decay == 1.0);
+  CHECK(c.optim.beta2 == 0.98);
+  CHECK(c.model.d_model == c.model.n_heads * c.model.d_head);
+  // Every documented key appears in the resolved JSON and round-trips.
+  auto j = config_to_json(c);
+  for (auto& k : config_docs()) {
+    auto dot = k.key.find('.');
+    CHECK(j[k.key.substr(0, dot)].contains(k.key.substr(dot + 1)));
+  }
+  Config back = config_from_json(j, "x");
+  CHECK(config_to_json(back) == j);
+}
+
+TEST_CASE("values are read from the file", "[config]") {
+  Config c = parse_config(R"({"task": {"p": 23, "operation": "sub"}, "optim": {"lr": 0.003}})", "cfg.json");
+  CHECK(c.task.p == 23);
+  CHECK(c.task.operation == "sub");
+  CHECK(c.optim.lr == 0.003);
+  CHECK(c.train.epochs == 25000);
+}
+
+TEST_CASE("each validation rule names the file, the JSON path and what is allowed", "[config]") {
+  struct Case {
+    std::string text, pointer, allowed;
+  };
+  std::vector<Case> cases = {
+      {R"({"tusk": {}})", "/tusk", "unknown section"},
+      {R"({"task": {"q": 3}})", "/task/q", "unknown key; allowed in task: operation, p, frac_train, seed"},
+      {R"({"task": 3})", "/task", "must be an object"},
+      {R"({"task": {"p": "113"}})", "/task/p", "must be an integer"},
+      {R"({"task": {"p": 11.5}})", "/task/p", "must be an integer"},
+      {R"({"task": {"p": 1}})", "/task/p", "[2, 4096]"},
+      {R"({"task": {"p": 0}})", "/task/p", "[2, 4096]"},
+      {R"({"task": {"p": 100000}})", "/task/p", "[2, 4096]"},
+      {R"({"task": {"p": 99999999999999999999}})", "/task/p", "must be an integer"},
+      {R"({"task": {"frac_train": 0}})", "/task/frac_train", "(0, 1)"},
+      {R"({"task": {"frac_train": 1}})", "/task/frac_train", "(0, 1)"},
+      {R"({"task": {"p": 2, "frac_train": 0.1}})", "/task/frac_train", "empty train or test set"},
+      {R"({"task": {"operation": "pow"}})", "/task/operation", "must be one of add, sub"},
+      {R"({"task": {"operation": "div", "p": 12}})", "/task/p", "prime"},
+      {R"({"optim": {"lr": -1}})", "/optim/lr", "(0, 1e+09]"},
+      {R"({"optim": {"lr": 0}})", "/optim/lr", "(0, 1e+09]"},
+      {R"({"optim": {"beta1": 1}})", "/optim/beta1", "[0, 1)"},
+      {R"({"optim": {"weight_decay": -0.1}})", "/optim/weight_decay", "[0, "},
+      {R"({"model": {"d_model": 100}})", "/model/d_model", "n_heads*d_head"},
+      {R"({"model": {"activation": "tanh"}})", "/model/activation", "relu, gelu"},
+      {R"({"model": {"train_biases": 1}})", "/model/train_biases", "true or false"},
+      {R"({"train": {"device": "tpu"}})", "/train/device", "auto, cpu, cuda"},
+      {R"({"train": {"epochs": 0}})", "/train/epochs", "integer in [1,"},
+      {R"({"train": {"batch_size": 5000}})", "/train/batch_size", "at most the 3830 training pairs"},
+      {R"({"train": {"early_stop_acc": 1.5}})", "/train/early_stop_acc", "[0, 1]"},
+      {R"({"output": {"dir": 5}})", "/output/dir", "must be a string"},
+  };
+  for (auto& c : cases) {
+    INFO(c.text);
+    auto msg = error_of(c.text);
+    CHECK(contains(msg, "cfg.json: " + c.pointer + ": "));
+    CHECK(contains(msg, c.allowed));
+  }
+}
+
+TEST_CASE("malformed JSON is reported with line and column", "[config]") {
+  CHECK(contains(error_of(""), "empty file"));
+  CHECK(contains(error_of("{\"task\": {\"p\": 3,}}"), "cfg.json: invalid JSON"));
+  CHECK(contains(error_of("{\"task\": {\"p\": 3,}}"), "line 1"));
+  CHECK(contains(error_of("{} trailing"), "invalid JSON"));
+  CHECK(contains(error_of("{\"task\": {\"p\": 3}"), "invalid JSON"));
+  CHECK(contains(error_of("// comment\n{}"), "invalid JSON"));
+  CHECK(contains(error_of(R"({"task": {"frac_train": 1e999}})"), "cfg.json: invalid JSON: number overflow"));
+  CHECK(contains(error_of("[1, 2]"), "must be a JSON object"));
+  CHECK(contains(error_of(R"({"task": {"p": 3, "p": 5}})"), "duplicate key \"p\""));
+}
+
+TEST_CASE("--set overrides any key and is validated like the file", "[config]") {
+  Config c = parse_config("{}", "cfg.json", {"task.p=53", "train.device=cpu", "optim.weight_decay=5"});
+  CHECK(c.task.p == 53);
+  CHECK(c.train.device == "cpu");
+  CHECK(c.optim.weight_decay == 5.0);
+  CHECK(contains(error_of("{}", {"task.q=3"}), "--set task.q=3: /task/q: unknown key"));
+  CHECK(contains(error_of("{}", {"task.p=abc"}), "--set task.p=abc: /task/p: must be an integer"));
+  CHECK(contains(error_of("{}", {"nonsense"}), "expected section.key=value"));
+  CHECK(contains(error_of("{}", {"model.d_head=16"}), "--set model.d_head=16: /model/d_model"));
+}
+
+TEST_CASE("operations follow Power et al.", "[config]") {
+  CHECK(apply_operation("add", 100, 20, 113) == 7);
+  CHECK(apply_operation("sub", 3, 5, 7) == 5);
+  CHECK(apply_operation("div", 6, 3, 7) == 2);
+  CHECK(apply_operation("div", 6, 0, 7) == -1);
+  for (int64_t b = 1; b < 7; ++b) CHECK(apply_operation("div", apply_operation("mul", 4, b, 7), b, 7) == 4);
+  CHECK(apply_operation("x^3+xy^2+y", 2, 3, 97) == (8 + 18 + 3) % 97);
+}

@@ -1,0 +1,218 @@
+#include <torch/torch.h>
+
+#include <cmath>
+#include <set>
+
+#include "catch.hpp"
+#include "grokking/model.hpp"
+#include "helpers.hpp"
+
+using namespace grokking;
+using test::tiny_config;
+
+TEST_CASE("parameters carry TransformerLens names and the shapes of SCIENCE.md section 2", "[model]") {
+  Config cfg;  // P=113, d_model 128, 4 heads of 32, d_mlp 512
+  Model m(cfg);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> expected = {
+      {"embed.W_E", {114, 128}},         {"pos_embed.W_pos", {3, 128}},
+      {"blocks.0.attn.W_Q", {4, 128, 32}}, {"blocks.0.attn.W_K", {4, 128, 32}},
+      {"blocks.0.attn.W_V", {4, 128, 32}}, {"blocks.0.attn.W_O", {4, 32, 128}},
+      {"blocks.0.attn.b_Q", {4, 32}},     {"blocks.0.attn.b_K", {4, 32}},
+      {"blocks.0.attn.b_V", {4, 32}},     {"blocks.0.attn.b_O", {128}},
+      {"blocks.0.mlp.W_in", {128, 512}},  {"blocks.0.mlp.b_in", {512}},
+      {"blocks.0.mlp.W_out", {512, 128}}, {"blocks.0.mlp.b_out", {128}},
+      {"unembed.W_U", {128, 113}},        {"unembed.b_U", {113}},
+  };
+  auto& params = m.named_parameters();
+  REQUIRE(params.size() == expected.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    CHECK(params[i].first == expected[i].first);
+    CHECK(params[i].second.sizes().vec() == expected[i].second);
+  }
+  // TL demo: biases zero and frozen; weights ~ N(0, (0.8/sqrt(128))^2).
+  CHECK(m.param("blocks.0.mlp.b_in").abs().sum().item<double>() == 0.0);
+  CHECK_FALSE(m.param("blocks.0.mlp.b_in").requires_grad());
+  CHECK(m.param("blocks.0.mlp.W_in").requires_grad());
+  double sd = m.param("blocks.0.mlp.W_in").std().item<double>();
+  CHECK(sd == Approx(0.8 / std::sqrt(128.0)).epsilon(0.02));
+}
+
+TEST_CASE("the same seed gives the same model; another seed another", "[model]") {
+  auto cfg = tiny_config();
+  Model a(cfg), b(cfg);
+  CHECK(torch::equal(a.flat(), b.flat()));
+  cfg.train.seed += 1;
+  Model c(cfg);
+  CHECK_FALSE(torch::equal(a.flat(), c.flat()));
+}
+
+TEST_CASE("the data split has the sizes of SCIENCE.md and is determined by its seed", "[model]") {
+  Config cfg;
+  cfg.task.seed = 598;
+  auto d = make_dataset(cfg.task);
+  CHECK(d.all_x.size(0) == 12769);
+  CHECK(d.train_x.size(0) == 3830);
+  CHECK(d.test_x.size(0) == 8939);
+  CHECK(d.train_mask.sum().item<int64_t>() == 3830);
+  // Inputs are [a, b, =] and labels (a+b) mod P.
+  CHECK((d.train_x.select(1, 2) == 113).all().item<bool>());
+  auto sum = (d.train_x.select(1, 0) + d.train_x.select(1, 1)).remainder(113);
+  CHECK(torch::equal(sum, d.train_y));
+  // Train and test are disjoint and cover all pairs.
+  std::set<int64_t> seen;
+  for (auto* x : {&d.train_x, &d.test_x}) {
+    auto acc = x->accessor<int64_t, 2>();
+    for (int64_t i = 0; i < x->size(0); ++i) seen.insert(acc[i][0] * 113 + acc[i][1]);
+  }
+  CHECK(seen.size() == 12769);
+  auto again = make_dataset(cfg.task);
+  CHECK(torch::equal(again.train_x, d.train_x));
+  cfg.task.seed = 0;
+  CHECK_FALSE(torch::equal(make_dataset(cfg.task).train_x, d.train_x));
+}
+
+TEST_CASE("division leaves out y = 0", "[model]") {
+  TaskConfig t;
+  t.operation = "div";
+  t.p = 7;
+  t.frac_train = 0.5;
+  auto d = make_dataset(t);
+  CHECK(d.all_x.size(0) == 42);
+  CHECK((d.all_x.select(1, 1) != 0).all().item<bool>());
+}
+
+TEST_CASE("the loss is the float64 cross-entropy at the last position", "[model]") {
+  auto logits = torch::tensor({{1.0f, 2.0f, 3.0f}, {0.5f, -1.0f, 0.0f}});
+  auto labels = torch::tensor({2, 0}, torch::kInt64);
+  auto loss = loss_fn(logits, labels);
+  CHECK(loss.scalar_type() == torch::kFloat64);
+  double l0 = -3.0 + std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0));
+  double l1 = -0.5 + std::log(std::exp(0.5) + std::exp(-1.0) + std::exp(0.0));
+  CHECK(loss.item<double>() == Approx((l0 + l1) / 2).epsilon(1e-12));
+  CHECK(accuracy(logits, labels) == 1.0);
+  CHECK(accuracy(logits, torch::tensor({0, 0}, torch::kInt64)) == 0.5);
+}
+
+TEST_CASE("the forward pass matches a per-example hand computation", "[model]") {
+  auto cfg = tiny_config(5);
+  cfg.model.train_biases = true;
+  Model m(cfg);
+  {
+    torch::NoGradGuard g;  // non-zero biases so that every term is exercised
+    for (auto& [n, t] : m.named_parameters())
+      if (n.find(".b_") != std::string::npos) t.normal_(0, 0.1);
+  }
+  auto x = torch::tensor({{3, 1, 5}}, torch::kInt64);
+  auto out = m.forward(x).squeeze(0);
+  // Naive loops over positions and heads.
+  torch::NoGradGuard g;
+  auto P = [&](const char* n) { return m.param(n).to(torch::kFloat64); };
+  std::vector<torch::Tensor> resid;
+  for (int i = 0; i < 3; ++i) resid.push_back(P("embed.W_E")[x[0][i].item<int64_t>()] + P("pos_embed.W_pos")[i]);
+  auto attn = torch::zeros({16}, torch::kFloat64);
+  for (int h = 0; h < 2; ++h) {
+    auto q = resid[2].matmul(P("blocks.0.attn.W_Q")[h]) + P("blocks.0.attn.b_Q")[h];
+    std::vector<double> s;
+    for (int j = 0; j < 3; ++j)
+      s.push_back((q * (resid[j].matmul(P("blocks.0.attn.W_K")[h]) + P("blocks.0.attn.b_K")[h])).sum().item<double>() /
+                  std::sqrt(8.0));
+    double mx = std::max({s[0], s[1], s[2]}), den = 0;
+    for (double v : s) den += std::exp(v - mx);
+    auto z = torch::zeros({8}, torch::kFloat64);
+    for (int j = 0; j < 3; ++j)
+      z += std::exp(s[j] - mx) / den * (resid[j].matmul(P("blocks.0.attn.W_V")[h]) + P("blocks.0.attn.b_V")[h]);
+    attn += z.matmul(P("blocks.0.attn.W_O")[h]);
+  }
+  auto mid = resid[2] + attn + P("blocks.0.attn.b_O");
+  auto post = torch::relu(mid.matmul(P("blocks.0.mlp.W_in")) + P("blocks.0.mlp.b_in"));
+  auto fin = mid + post.matmul(P("blocks.0.mlp.W_out")) + P("blocks.0.mlp.b_out");
+  auto expect = fin.matmul(P("unembed.W_U")) + P("unembed.b_U");
+  CHECK((out.to(torch::kFloat64) - expect).abs().max().item<double>() < 1e-5);
+}
+
+namespace {
+// Loss and flat gradient of one full-batch step through either path.
+std::pair<double, torch::Tensor> loss_and_grad(Model& m, const Dataset& d, bool fast) {
+  m.flat_grad().zero_();
+  auto logits = fast ? m.forward_fast(d.train_x) : m.forward(d.train_x);
+  auto loss = loss_fn(logits, d.train_y);
+  loss.backward();
+  return {loss.item<double>(), m.flat_grad().clone()};
+}
+}  // namespace
+
+TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]") {
+  std::vector<Config> configs;
+  configs.push_back(tiny_config(11));
+  {
+    auto c = tiny_config(13);
+    c.model.activation = "gelu";
+    c.model.train_biases = true;
+    configs.push_back(c);
+  }
+  {
+    auto c = tiny_config(17);
+    c.model.n_heads = 4;
+    c.model.d_head = 4;
+    c.model.init = "paper";
+    c.task.operation = "x^2+xy+y^2";
+    configs.push_back(c);
+  }
+  {
+    Config c;  // the paper's size, P = 113
+    c.train.seed = 5;
+    configs.push_back(c);
+  }
+  for (auto& cfg : configs) {
+    INFO("P=" << cfg.task.p << " act=" << cfg.model.activation);
+    Model m(cfg);
+    if (cfg.model.train_biases) {
+      torch::NoGradGuard g;
+      for (auto& [n, t] : m.named_parameters())
+        if (n.find(".b_") != std::string::npos) t.normal_(0, 0.1);
+    }
+    auto d = make_dataset(cfg.task);
+    auto [l_plain, g_plain] = loss_and_grad(m, d, false);
+    auto [l_fast, g_fast] = loss_and_grad(m, d, true);
+    CHECK(std::abs(l_fast - l_plain) <= 1e-5 * std::abs(l_plain));
+    // Every parameter's gradient, relative to its norm.
+    int64_t off = 0;
+    for (auto& [name, t] : m.named_parameters()) {
+      auto gp = g_plain.narrow(0, off, t.numel()), gf = g_fast.narrow(0, off, t.numel());
+      off += t.numel();
+      // b_K's true gradient is zero (softmax ignores a shift shared by all keys): compare its
+      // rounding noise against the scale of the whole gradient instead.
+      double scale = std::max(gp.norm().item<double>(), 1e-4 * g_plain.norm().item<double>());
+      INFO(name);
+      CHECK((gf - gp).norm().item<double>() / scale <= 1e-5);
+    }
+  }
+}
+
+TEST_CASE("FlatAdamW is bit-identical to torch::optim::AdamW with warmup", "[model]") {
+  auto cfg = tiny_config();
+  cfg.model.train_biases = true;
+  Model ours(cfg), ref(cfg);
+  auto d = make_dataset(cfg.task);
+  FlatAdamW opt(ours.flat(), ours.flat_grad(), cfg.optim);
+  std::vector<torch::Tensor> ref_params;
+  for (auto& [n, t] : ref.named_parameters()) ref_params.push_back(t);
+  torch::optim::AdamW adamw(ref_params, torch::optim::AdamWOptions(cfg.optim.lr)
+                                            .betas({cfg.optim.beta1, cfg.optim.beta2})
+                                            .eps(cfg.optim.eps)
+                                            .weight_decay(cfg.optim.weight_decay));
+  for (int step = 0; step < 15; ++step) {
+    // ours
+    double lr = opt.scheduled_lr();
+    CHECK(lr == Approx(cfg.optim.lr * std::min(step / 10.0, 1.0)));
+    ours.flat_grad().zero_();
+    loss_fn(ours.forward(d.train_x), d.train_y).backward();
+    opt.step(lr);
+    // reference, lr set per step as LambdaLR does
+    for (auto& g : adamw.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    ref.flat_grad().zero_();  // the grads are views into it (Optimizer::zero_grad would detach them)
+    loss_fn(ref.forward(d.train_x), d.train_y).backward();
+    adamw.step();
+  }
+  CHECK(torch::equal(ours.flat(), ref.flat()));
+}

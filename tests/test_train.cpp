@@ -1,0 +1,205 @@
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "catch.hpp"
+#include "grokking/checkpoint.hpp"
+#include "grokking/error.hpp"
+#include "grokking/rundir.hpp"
+#include "grokking/train.hpp"
+#include "helpers.hpp"
+
+using namespace grokking;
+using test::temp_dir;
+using test::tiny_config;
+
+namespace {
+// A new run directory holding cfg's config.json, as `grokking train` prepares it.
+std::string prepare_run(const Config& cfg, const std::string& name) {
+  std::string dir = temp_dir(name);
+  make_dirs(dir + "/checkpoints");
+  atomic_write(dir + "/config.json", config_to_json(cfg).dump(2));
+  return dir;
+}
+std::vector<std::string> metric_lines_without_time(const std::string& path) {
+  std::vector<std::string> out;
+  for (auto& r : read_metrics(path)) {
+    auto row = r;
+    row.elapsed_s = 0;
+    out.push_back(format_row(row));
+  }
+  return out;
+}
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("a checkpoint round-trips weights, optimizer state and config", "[train]") {
+  auto cfg = tiny_config();
+  std::string dir = temp_dir("ckpt");
+  Model m(cfg);
+  FlatAdamW opt(m.flat(), m.flat_grad(), cfg.optim);
+  opt.exp_avg().normal_();
+  opt.exp_avg_sq().uniform_();
+  opt.step(1e-3);
+  save_checkpoint(dir + "/a.pt", m, &opt, 42);
+  auto ck = load_checkpoint(dir + "/a.pt");
+  CHECK(ck.epoch == 42);
+  CHECK(config_to_json(ck.config) == config_to_json(cfg));
+  REQUIRE(ck.has_optimizer);
+  CHECK(ck.optimizer_step == 1);
+  CHECK(torch::equal(ck.exp_avg, opt.exp_avg()));
+  CHECK(torch::equal(ck.exp_avg_sq, opt.exp_avg_sq()));
+  Model back = model_from_checkpoint(ck);
+  CHECK(torch::equal(back.flat(), m.flat()));
+
+  SECTION("a flipped bit is caught by the checksum") {
+    std::string raw = read_file(dir + "/a.pt");
+    // Flip a byte inside the tensor data: find the float data of the largest record.
+    auto ref = m.param("blocks.0.mlp.W_in").contiguous();
+    std::string needle(static_cast<const char*>(ref.data_ptr()), 16);
+    auto pos = raw.find(needle);
+    REQUIRE(pos != std::string::npos);
+    raw[pos + 3] ^= 0x10;
+    atomic_write(dir + "/flip.pt", raw);
+    try {
+      load_checkpoint(dir + "/flip.pt");
+      FAIL("a corrupted checkpoint loaded");
+    } catch (const RunError& e) {
+      CHECK(contains(e.what(), "flip.pt: checksum mismatch"));
+    }
+  }
+  SECTION("truncated, empty and foreign files are refused with the path") {
+    std::string raw = read_file(dir + "/a.pt");
+    atomic_write(dir + "/trunc.pt", raw.substr(0, raw.size() / 2));
+    atomic_write(dir + "/empty.pt", "");
+    atomic_write(dir + "/foreign.pt", "PK\x03\x04 not really a zip");
+    for (auto name : {"trunc.pt", "empty.pt", "foreign.pt", "missing.pt"}) {
+      INFO(name);
+      try {
+        load_checkpoint(dir + "/" + name);
+        FAIL("loaded");
+      } catch (const RunError& e) {
+        CHECK(contains(e.what(), dir + "/" + name + ": "));
+        CHECK_FALSE(contains(e.what(), "\n"));
+      }
+    }
+  }
+  SECTION("a weights-only checkpoint has no optimizer") {
+    save_checkpoint(dir + "/w.pt", m, nullptr, 7);
+    CHECK_FALSE(load_checkpoint(dir + "/w.pt").has_optimizer);
+  }
+}
+
+TEST_CASE("Python's torch.load reads a checkpoint", "[train]") {
+  // Debian's python3-torch (scripts/setup.sh installs it); the plain python3 on PATH may lack torch.
+  const char* py = std::getenv("GROKKING_PYTHON") ? std::getenv("GROKKING_PYTHON") : "/usr/bin/python3";
+  auto cfg = tiny_config();
+  std::string dir = temp_dir("py");
+  Model m(cfg);
+  save_checkpoint(dir + "/a.pt", m, nullptr, 3);
+  std::string script = dir + "/load.py";
+  std::ofstream(script) << "import sys, torch\n"
+                           "kw = {'weights_only': False} if 'weights_only' in torch.load.__code__.co_varnames else {}\n"
+                           "ck = torch.load(sys.argv[1], map_location='cpu', **kw)\n"
+                           "sd = ck['model']\n"
+                           "print(ck['format'], ck['format_version'], ck['epoch'], len(sd))\n"
+                           "print(' '.join(f'{k}:{list(v.shape)}' for k, v in sd.items()))\n"
+                           "print('%.9e' % sd['embed.W_E'].double().sum().item())\n";
+  std::string cmd = std::string(py) + " " + script + " " + dir + "/a.pt > " + dir + "/out.txt 2>&1";
+  int rc = std::system(cmd.c_str());
+  std::string out = read_file(dir + "/out.txt");
+  INFO(out);
+  REQUIRE(rc == 0);
+  CHECK(contains(out, "grokking-checkpoint 1 3 16"));
+  CHECK(contains(out, "embed.W_E:[12, 16]"));
+  CHECK(contains(out, "blocks.0.attn.W_O:[2, 8, 16]"));
+  char expect[64];
+  std::snprintf(expect, sizeof expect, "%.9e", m.param("embed.W_E").to(torch::kFloat64).sum().item<double>());
+  CHECK(contains(out, expect));
+}
+
+TEST_CASE("a resumed run equals an uninterrupted one bit for bit", "[train]") {
+  auto cfg = tiny_config();
+  cfg.train.epochs = 120;
+  cfg.train.eval_every = 10;
+  cfg.train.checkpoint_every = 30;
+  for (int64_t batch : {0, 16}) {
+    INFO("batch " << batch);
+    cfg.train.batch_size = batch;
+    std::string whole = prepare_run(cfg, "whole" + std::to_string(batch));
+    train(cfg, whole, false, true);
+
+    // The same run stopped at epoch 60 (a checkpoint), then resumed with the full epoch count.
+    auto first = cfg;
+    first.train.epochs = 60;
+    std::string split = prepare_run(first, "split" + std::to_string(batch));
+    train(first, split, false, true);
+    // A kill after the checkpoint may leave rows past it: they must be dropped on resume.
+    append_line(split + "/metrics.csv", "70,1,1,1,1,1,1,1");
+    Config resumed = load_run_config(split, {"train.epochs=120"});
+    auto rep = train(resumed, split, true, true);
+    CHECK(rep.epochs_done == 120);
+
+    CHECK(metric_lines_without_time(whole + "/metrics.csv") == metric_lines_without_time(split + "/metrics.csv"));
+    auto a = load_checkpoint(resume_path(whole)), b = load_checkpoint(resume_path(split));
+    CHECK(a.epoch == 120);
+    CHECK(b.epoch == 120);
+    CHECK(torch::equal(model_from_checkpoint(a).flat(), model_from_checkpoint(b).flat()));
+    CHECK(torch::equal(a.exp_avg_sq, b.exp_avg_sq));
+  }
+}
+
+TEST_CASE("a run writes its directory: config, metrics, summary, checkpoints", "[train]") {
+  auto cfg = tiny_config();
+  cfg.train.epochs = 45;
+  std::string dir = prepare_run(cfg, "layout");
+  auto rep = train(cfg, dir, false, true);
+  CHECK(rep.status == "completed");
+  auto rows = read_metrics(dir + "/metrics.csv");
+  std::vector<int64_t> epochs;
+  for (auto& r : rows) epochs.push_back(r.epoch);
+  CHECK(epochs == std::vector<int64_t>{0, 10, 20, 30, 40, 45});
+  std::vector<int64_t> ckpts;
+  for (auto& [e, p] : list_checkpoints(dir)) ckpts.push_back(e);
+  CHECK(ckpts == std::vector<int64_t>{0, 20, 40, 45});
+  auto s = read_json_file(dir + "/summary.json");
+  CHECK(s["status"] == "completed");
+  CHECK(s["epochs"] == 45);
+  CHECK(s["final"]["test_acc"].get<double>() == rows.back().test_acc);
+  CHECK(s["device"] == "cpu");
+  CHECK(s.contains("libtorch"));
+  CHECK(s.contains("blas"));
+}
+
+TEST_CASE("a diverging loss stops the run and names the epoch", "[train]") {
+  auto cfg = tiny_config();
+  cfg.optim.lr = 1e6;
+  cfg.optim.warmup_steps = 0;
+  cfg.optim.weight_decay = 0;
+  cfg.train.epochs = 2000;
+  std::string dir = prepare_run(cfg, "nan");
+  try {
+    train(cfg, dir, false, true);
+    FAIL("no divergence detected");
+  } catch (const RunError& e) {
+    CHECK(contains(e.what(), "training diverged at epoch"));
+  }
+  CHECK(read_json_file(dir + "/summary.json")["status"] == "diverged");
+  // Every checkpoint that was kept holds finite weights.
+  for (auto& [e, p] : list_checkpoints(dir))
+    CHECK(torch::isfinite(model_from_checkpoint(load_checkpoint(p)).flat()).all().item<bool>());
+}
+
+TEST_CASE("configs/ci-small.json groks: memorise first, generalise much later", "[train][ci-small]") {
+  Config cfg = load_config(test::source_dir() + "/configs/ci-small.json");
+  cfg.train.device = "cpu";
+  std::string dir = prepare_run(cfg, "ci-small");
+  auto rep = train(cfg, dir, false, true);
+  REQUIRE(rep.milestones.memorised.has_value());
+  REQUIRE(rep.milestones.grokked.has_value());
+  INFO("memorised at " << *rep.milestones.memorised << ", grokked at " << *rep.milestones.grokked);
+  CHECK(*rep.milestones.grokked - *rep.milestones.memorised >= 500);
+  CHECK(rep.final.test_acc >= 0.99);
+  CHECK(rep.final.train_acc == 1.0);
+}
