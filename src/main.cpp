@@ -38,6 +38,26 @@ int main(int argc, char** argv) {
   c->add_option("--set", config_sets, "Override a key: section.key=value (repeatable)");
   c->add_flag("--doc", config_doc, "List every key with its default and meaning");
 
+  // ---- analysis: fourier, ablate, progress ----
+  AnalysisOptions an;
+  std::string freqs_text;
+  auto analysis = [&](const char* name, const char* help, const char* what) {
+    auto* sub = app.add_subcommand(name, help);
+    sub->add_option("path", an.path, what)->required();
+    sub->add_flag("--json", an.json, "Machine-readable output on stdout");
+    return sub;
+  };
+  auto* fo = analysis("fourier", "Fourier spectra of W_E, W_U and the MLP neurons; key frequencies; Gini",
+                      "Checkpoint file, or run directory (its latest checkpoint)");
+  auto* ab = analysis("ablate", "Loss and accuracy with frequencies ablated, in logit and in weight space",
+                      "Checkpoint file, or run directory (its latest checkpoint)");
+  ab->add_option("--freqs", freqs_text, "Frequencies to ablate, e.g. 14,35,41 (default: the key frequencies)");
+  ab->add_option("--draws", an.draws, "Random control draws")->check(CLI::Range(1, 1000));
+  ab->add_option("--seed", an.seed, "Seed of the random control draws");
+  auto* pr = analysis("progress", "Progress measures over every checkpoint of a run, and its phases",
+                      "Run directory");
+  pr->add_option("--freqs", freqs_text, "Key frequencies to use (default: those of the final checkpoint)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -58,6 +78,10 @@ int main(int argc, char** argv) {
       return kExitOk;
     }
     if (c->parsed()) return run_config_command(config_path, config_sets, config_doc);
+    if (!freqs_text.empty()) an.freqs = parse_int_list(freqs_text, "--freqs");
+    if (fo->parsed()) return run_fourier_command(an);
+    if (ab->parsed()) return run_ablate_command(an);
+    if (pr->parsed()) return run_progress_command(an);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return kExitUsage;

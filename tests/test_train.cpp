@@ -8,6 +8,7 @@
 #include "grokking/error.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/train.hpp"
+#include "grokked_run.hpp"
 #include "helpers.hpp"
 
 using namespace grokking;
@@ -191,11 +192,8 @@ TEST_CASE("a diverging loss stops the run and names the epoch", "[train]") {
     CHECK(torch::isfinite(model_from_checkpoint(load_checkpoint(p)).flat()).all().item<bool>());
 }
 
-TEST_CASE("configs/ci-small.json groks: memorise first, generalise much later", "[train][ci-small]") {
-  Config cfg = load_config(test::source_dir() + "/configs/ci-small.json");
-  cfg.train.device = "cpu";
-  std::string dir = prepare_run(cfg, "ci-small");
-  auto rep = train(cfg, dir, false, true);
+TEST_CASE("configs/ci-small.json groks: memorise first, generalise much later", "[ci-small]") {
+  const auto& rep = test::grokked_run().report;
   REQUIRE(rep.milestones.memorised.has_value());
   REQUIRE(rep.milestones.grokked.has_value());
   INFO("memorised at " << *rep.milestones.memorised << ", grokked at " << *rep.milestones.grokked);

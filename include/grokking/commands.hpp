@@ -16,3 +16,22 @@ std::string describe_exception(const std::exception& e);
 int run_config_command(const std::string& config_path, const std::vector<std::string>& sets, bool doc);
 
 }  // namespace grokking
+
+namespace grokking {
+
+struct AnalysisOptions {
+  std::string path;              // checkpoint file or run directory
+  bool json = false;             // machine-readable stdout
+  std::vector<int64_t> freqs;    // ablate/progress: frequencies to use instead of the key ones
+  int64_t draws = 5;             // ablate: random control draws
+  uint64_t seed = 0;             // ablate: seed of the control draws
+  bool quiet = false;
+};
+int run_fourier_command(const AnalysisOptions& opts);
+int run_ablate_command(const AnalysisOptions& opts);
+int run_progress_command(const AnalysisOptions& opts);
+
+// "1,2,5-7" -> {1, 2, 5, 6, 7}; UsageError naming `what` otherwise.
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what);
+
+}  // namespace grokking

@@ -1,0 +1,90 @@
+// The analysis of Nanda et al. (2023), SCIENCE.md sections 4-5: Fourier spectra, key
+// frequencies, frequency ablations, restricted and excluded loss, and the phases of a run.
+#pragma once
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "grokking/model.hpp"
+
+namespace grokking {
+
+// ---- Fourier basis over Z_P ----
+// [P, P] float64, orthonormal rows: row 0 constant; rows 2k-1, 2k = cos, sin of frequency k for
+// k = 1..(P-1)/2 (and, for even P, a last cos row for k = P/2).
+torch::Tensor fourier_basis(int64_t p);
+int64_t n_frequencies(int64_t p);  // floor(P/2): frequencies 1..n
+// Basis row indices of frequency k (1..n_frequencies): {cos, sin} or {cos}.
+std::vector<int64_t> frequency_rows(int64_t p, int64_t k);
+// Per-frequency norm of the rows of F·X (X: [P, d]): [n_frequencies], index k-1.
+std::vector<double> frequency_norms(const torch::Tensor& x);
+double gini(std::vector<double> values);
+
+// ---- spectra and key frequencies ----
+struct FourierReport {
+  int64_t p = 0;
+  std::vector<double> embed_norm, unembed_norm;  // per frequency 1..n
+  double embed_const_norm = 0;                    // the constant component of W_E
+  std::vector<int64_t> neuron_freq;               // per MLP neuron: best frequency (0: dead neuron)
+  std::vector<double> neuron_frac;                // fraction of its variance that frequency explains
+  std::vector<int64_t> neurons_per_freq;          // per frequency 1..n, clustered neurons only
+  std::vector<int64_t> key_neurons, key_embed;    // key frequencies by the two methods
+  double frac_neurons_clustered = 0;
+  double gini_embed = 0, gini_unembed = 0;
+  bool agree() const { return key_neurons == key_embed; }
+};
+// Neurons count as clustered when their best frequency explains at least this much variance.
+constexpr double kNeuronClusterFrac = 0.5;
+FourierReport analyse_fourier(const Model& model);
+
+// ---- ablations ----
+struct Split {
+  double loss = 0, acc = 0;
+};
+struct AblationResult {
+  std::string name;   // what was done
+  std::string space;  // "logits" or "weights"
+  std::vector<int64_t> freqs;
+  Split train, test, all;
+  int64_t draws = 1;  // random controls: averaged over this many draws
+};
+// Logits [P^2, P] over all pairs in (a, b) order, float64.
+torch::Tensor all_logits(const Model& model);
+// Projection of every logit column onto the cos/sin(w_k(a+b)) directions of `freqs`.
+torch::Tensor project_sum_directions(const torch::Tensor& logits, int64_t p, const std::vector<int64_t>& freqs);
+Split evaluate_logits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& mask);
+
+struct LossMeasures {
+  Split full;        // the model as is (all pairs)
+  double train_loss = 0, test_loss = 0;
+  double restricted_loss = 0;  // only the key (a+b) directions, bias corrected, all pairs
+  double excluded_loss = 0;    // key (a+b) directions removed, training pairs
+};
+LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key_freqs);
+
+struct AblateOptions {
+  std::vector<int64_t> freqs;  // empty: the key frequencies by the neuron method
+  int64_t control_draws = 5;
+  uint64_t seed = 0;
+};
+std::vector<AblationResult> ablate(const Model& model, const Dataset& data, const AblateOptions& opts,
+                                   std::vector<int64_t>* used_freqs = nullptr);
+
+// ---- progress over a run ----
+struct ProgressRow {
+  int64_t epoch = 0;
+  double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0;
+  double restricted_loss = 0, excluded_loss = 0, gini = 0, sum_sq_weights = 0;
+};
+struct Phases {
+  bool grokked = false;
+  std::optional<int64_t> memorisation_end;   // = circuit formation start
+  std::optional<int64_t> circuit_formation_end;  // = cleanup start
+  std::optional<int64_t> cleanup_end;
+  std::string note;
+};
+Phases detect_phases(const std::vector<ProgressRow>& rows);
+
+}  // namespace grokking

@@ -1,0 +1,354 @@
+#include "grokking/analysis.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "grokking/error.hpp"
+
+namespace grokking {
+
+// ---------------------------------------------------------------------------------------------
+// Fourier basis
+
+int64_t n_frequencies(int64_t p) { return p / 2; }
+
+std::vector<int64_t> frequency_rows(int64_t p, int64_t k) {
+  if (k < 1 || k > n_frequencies(p)) throw std::out_of_range("frequency out of range");
+  if (p % 2 == 0 && k == p / 2) return {p - 1};
+  return {2 * k - 1, 2 * k};
+}
+
+torch::Tensor fourier_basis(int64_t p) {
+  auto x = torch::arange(p, torch::kFloat64);
+  std::vector<torch::Tensor> rows = {torch::ones({p}, torch::kFloat64)};
+  for (int64_t k = 1; k <= (p - 1) / 2; ++k) {
+    rows.push_back(torch::cos(2 * M_PI * double(k) * x / double(p)));
+    rows.push_back(torch::sin(2 * M_PI * double(k) * x / double(p)));
+  }
+  if (p % 2 == 0) rows.push_back(torch::cos(M_PI * x));
+  auto f = torch::stack(rows);
+  return f / f.norm(2, 1, true);
+}
+
+std::vector<double> frequency_norms(const torch::Tensor& x) {
+  const int64_t p = x.size(0);
+  auto coeffs = fourier_basis(p).matmul(x.to(torch::kFloat64));  // [P, d]
+  auto row_sq = coeffs.pow(2).sum(1);                           // [P]
+  std::vector<double> out;
+  for (int64_t k = 1; k <= n_frequencies(p); ++k) {
+    double s = 0;
+    for (auto r : frequency_rows(p, k)) s += row_sq[r].item<double>();
+    out.push_back(std::sqrt(s));
+  }
+  return out;
+}
+
+double gini(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  double sum = std::accumulate(v.begin(), v.end(), 0.0), weighted = 0;
+  if (sum <= 0) return 0;
+  for (size_t i = 0; i < v.size(); ++i) weighted += double(i + 1) * v[i];
+  const double n = double(v.size());
+  return 2 * weighted / (n * sum) - (n + 1) / n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spectra and key frequencies
+
+namespace {
+const std::vector<int64_t> kPairDims = {0, 1};  // the (a, b) axes of a [P, P, ...] tensor
+
+void require_full_grid(const Model& m) {
+  if (m.config().task.operation == "div")
+    throw UsageError("the Fourier analysis needs every pair (a, b); operation 'div' leaves out b = 0");
+}
+
+// Key frequencies from embedding norms: clear outliers among the per-frequency norms.
+std::vector<int64_t> key_from_norms(const std::vector<double>& norms) {
+  std::vector<double> sorted = norms;
+  std::sort(sorted.begin(), sorted.end());
+  const double median = sorted[sorted.size() / 2], mx = sorted.back();
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < norms.size(); ++i)
+    if (norms[i] >= 0.25 * mx && norms[i] >= 3 * median) out.push_back(int64_t(i) + 1);
+  return out;
+}
+}  // namespace
+
+FourierReport analyse_fourier(const Model& model) {
+  torch::NoGradGuard no_grad;
+  require_full_grid(model);
+  const auto& cfg = model.config();
+  const int64_t p = cfg.task.p, nf = n_frequencies(p);
+  FourierReport r;
+  r.p = p;
+
+  // ---- embedding and unembedding spectra ----
+  auto W_E = model.param("embed.W_E").detach().cpu().narrow(0, 0, p);  // [P, d]: "=" row dropped
+  r.embed_norm = frequency_norms(W_E);
+  r.embed_const_norm = (fourier_basis(p)[0].unsqueeze(0).matmul(W_E.to(torch::kFloat64))).norm().item<double>();
+  r.unembed_norm = frequency_norms(model.param("unembed.W_U").detach().cpu().t());  // [P, d]
+  r.gini_embed = gini(r.embed_norm);
+  r.gini_unembed = gini(r.unembed_norm);
+  r.key_embed = key_from_norms(r.embed_norm);
+
+  // ---- MLP neurons: 2-D Fourier transform of centred activations over (a, b) ----
+  Dataset data = make_dataset(cfg.task);
+  Cache cache;
+  Model cpu_model = model;  // shares storage when already on the CPU
+  cpu_model.to(torch::kCPU);
+  cpu_model.forward(data.all_x, &cache);
+  const int64_t m = cfg.model.d_mlp;
+  auto acts = cache.mlp_post.to(torch::kFloat64).view({p, p, m});
+  acts = acts - acts.mean(kPairDims, true);
+  auto F = fourier_basis(p);
+  auto coeff = torch::tensordot(F, acts, {1}, {0});            // [i, b, m]
+  coeff = torch::tensordot(F, coeff, {1}, {1}).permute({1, 0, 2});  // [i, j, m]
+  auto power = coeff.pow(2);
+  auto total = power.sum(kPairDims);  // [m]
+  // Variance of each neuron explained by the {const, cos k, sin k}^2 block of each frequency.
+  std::vector<torch::Tensor> explained;
+  for (int64_t k = 1; k <= nf; ++k) {
+    auto rows = frequency_rows(p, k);
+    rows.insert(rows.begin(), 0);
+    auto idx = torch::tensor(rows, torch::kInt64);
+    explained.push_back(power.index_select(0, idx).index_select(1, idx).sum(kPairDims));
+  }
+  auto frac = torch::stack(explained) / total.clamp_min(1e-30);  // [nf, m]
+  auto [best_frac, best_k] = frac.max(0);
+  r.neurons_per_freq.assign(size_t(nf), 0);
+  int64_t clustered = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const bool dead = total[i].item<double>() < 1e-20;
+    r.neuron_freq.push_back(dead ? 0 : best_k[i].item<int64_t>() + 1);
+    r.neuron_frac.push_back(dead ? 0.0 : best_frac[i].item<double>());
+    if (!dead && r.neuron_frac.back() >= kNeuronClusterFrac) {
+      ++clustered;
+      ++r.neurons_per_freq[size_t(r.neuron_freq.back() - 1)];
+    }
+  }
+  r.frac_neurons_clustered = double(clustered) / double(m);
+  // A key frequency holds at least 2 clustered neurons and at least 2 % of them.
+  for (int64_t k = 1; k <= nf; ++k) {
+    auto n = r.neurons_per_freq[size_t(k - 1)];
+    if (n >= 2 && double(n) >= 0.02 * double(clustered)) r.key_neurons.push_back(k);
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ablations in logit space and weight space
+
+torch::Tensor all_logits(const Model& model) {
+  torch::NoGradGuard no_grad;
+  require_full_grid(model);
+  auto data = make_dataset(model.config().task);
+  auto x = data.all_x.to(model.flat().device());
+  std::vector<torch::Tensor> parts;
+  for (int64_t i = 0; i < x.size(0); i += 16384) parts.push_back(model.forward_fast(x.slice(0, i, i + 16384)));
+  return torch::cat(parts).to(torch::kCPU, torch::kFloat64);
+}
+
+namespace {
+// Unit vectors over the P^2 pairs for cos(w_k(a+b)) and sin(w_k(a+b)): [2|freqs|, P^2].
+torch::Tensor sum_directions(int64_t p, const std::vector<int64_t>& freqs) {
+  auto a = torch::arange(p, torch::kFloat64).view({p, 1}), b = torch::arange(p, torch::kFloat64).view({1, p});
+  std::vector<torch::Tensor> dirs;
+  for (auto k : freqs) {
+    auto phase = 2 * M_PI * double(k) * (a + b) / double(p);
+    for (auto d : {torch::cos(phase), torch::sin(phase)}) {
+      auto flat = d.reshape(-1);
+      auto n = flat.norm().item<double>();
+      if (n > 1e-9) dirs.push_back(flat / n);  // sin(pi(a+b)) vanishes for k = P/2
+    }
+  }
+  if (dirs.empty()) return torch::zeros({0, p * p}, torch::kFloat64);
+  return torch::stack(dirs);
+}
+
+torch::Tensor project_out_embedding(const Model& model, const std::vector<int64_t>& freqs, bool keep) {
+  const int64_t p = model.config().task.p;
+  auto F = fourier_basis(p);
+  std::vector<int64_t> rows;
+  if (keep) rows.push_back(0);  // keeping only some frequencies keeps the constant too
+  for (auto k : freqs)
+    for (auto r : frequency_rows(p, k)) rows.push_back(r);
+  auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, P]
+  auto W = model.param("embed.W_E").detach().cpu().to(torch::kFloat64).narrow(0, 0, p);  // [P, d]
+  auto proj = B.t().matmul(B.matmul(W));
+  return (keep ? proj : W - proj).to(torch::kFloat32);
+}
+
+Split split_of(const torch::Tensor& logits, const torch::Tensor& labels) {
+  if (labels.size(0) == 0) return {};
+  auto logp = logits.log_softmax(-1);
+  return {-logp.gather(1, labels.unsqueeze(1)).mean().item<double>(),
+          logits.argmax(-1).eq(labels).to(torch::kFloat64).mean().item<double>()};
+}
+}  // namespace
+
+torch::Tensor project_sum_directions(const torch::Tensor& logits, int64_t p, const std::vector<int64_t>& freqs) {
+  auto U = sum_directions(p, freqs);  // [r, P^2]
+  return U.t().matmul(U.matmul(logits));
+}
+
+Split evaluate_logits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& mask) {
+  auto idx = mask.nonzero().squeeze(1);
+  return split_of(logits.index_select(0, idx), labels.index_select(0, idx));
+}
+
+LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key) {
+  const int64_t p = model.config().task.p;
+  auto logits = all_logits(model);
+  auto train = data.train_mask, test = data.train_mask.logical_not(), all = torch::ones_like(train);
+  LossMeasures m;
+  m.full = evaluate_logits(logits, data.all_y, all);
+  m.train_loss = evaluate_logits(logits, data.all_y, train).loss;
+  m.test_loss = evaluate_logits(logits, data.all_y, test).loss;
+  auto kept = project_sum_directions(logits, p, key);
+  // Bias correction: add back the per-class mean of what was removed.
+  auto restricted = kept + (logits - kept).mean(0, true);
+  m.restricted_loss = evaluate_logits(restricted, data.all_y, all).loss;
+  m.excluded_loss = evaluate_logits(logits - kept, data.all_y, train).loss;
+  return m;
+}
+
+std::vector<AblationResult> ablate(const Model& model, const Dataset& data, const AblateOptions& opts,
+                                   std::vector<int64_t>* used_freqs) {
+  torch::NoGradGuard no_grad;
+  const auto& cfg = model.config();
+  if (cfg.task.operation != "add")
+    throw UsageError("frequency ablations use the cos/sin(w(a+b)) directions and are defined for operation 'add' (got '" +
+                     cfg.task.operation + "')");
+  const int64_t p = cfg.task.p, nf = n_frequencies(p);
+  std::vector<int64_t> key = opts.freqs;
+  if (key.empty()) key = analyse_fourier(model).key_neurons;
+  for (auto k : key)
+    if (k < 1 || k > nf)
+      throw UsageError("--freqs: frequency " + std::to_string(k) + " is out of range 1.." + std::to_string(nf));
+  if (used_freqs) *used_freqs = key;
+  std::vector<int64_t> non_key;
+  for (int64_t k = 1; k <= nf; ++k)
+    if (std::find(key.begin(), key.end(), k) == key.end()) non_key.push_back(k);
+
+  auto train = data.train_mask, test = data.train_mask.logical_not(), all = torch::ones_like(train);
+  auto row = [&](const std::string& name, const std::string& space, std::vector<int64_t> freqs,
+                 const torch::Tensor& logits) {
+    AblationResult r{name, space, std::move(freqs), evaluate_logits(logits, data.all_y, train),
+                     evaluate_logits(logits, data.all_y, test), evaluate_logits(logits, data.all_y, all), 1};
+    return r;
+  };
+  std::vector<AblationResult> out;
+  auto logits = all_logits(model);
+  out.push_back(row("model as is", "none", {}, logits));
+
+  // ---- logit space (the paper's): project every class's logits over the P^2 pairs ----
+  for (auto k : key) out.push_back(row("remove key freq " + std::to_string(k), "logits", {k},
+                                       logits - project_sum_directions(logits, p, {k})));
+  auto kept = project_sum_directions(logits, p, key);
+  out.push_back(row("remove all key freqs (excluded)", "logits", key, logits - kept));
+  out.push_back(row("keep only key freqs (restricted)", "logits", key, kept + (logits - kept).mean(0, true)));
+  {
+    // Remove every 2-D Fourier component that involves a non-key frequency in a or in b.
+    auto F = fourier_basis(p);
+    std::vector<int64_t> rows = {0};
+    for (auto k : key)
+      for (auto r : frequency_rows(p, k)) rows.push_back(r);
+    auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, P]
+    auto L = logits.view({p, p, p});                                   // [a, b, c]
+    auto c = torch::tensordot(B, torch::tensordot(B, L, {1}, {0}), {1}, {1});  // [j, i, c]
+    auto back = torch::tensordot(B, torch::tensordot(B, c, {0}, {0}), {0}, {1});  // [a, b, c]
+    out.push_back(row("remove all non-key components", "logits", key, back.reshape({p * p, p})));
+  }
+  if (!non_key.empty() && !key.empty()) {
+    // Control: remove as many randomly chosen non-key frequencies, averaged over seeded draws.
+    std::mt19937_64 rng(opts.seed);
+    AblationResult avg{"remove " + std::to_string(key.size()) + " random non-key freqs (control)", "logits", {}, {}, {}, {},
+                       opts.control_draws};
+    for (int64_t d = 0; d < opts.control_draws; ++d) {
+      auto pool = non_key;
+      std::shuffle(pool.begin(), pool.end(), rng);
+      pool.resize(std::min(pool.size(), key.size()));
+      auto r = row("", "logits", pool, logits - project_sum_directions(logits, p, pool));
+      for (auto [dst, src] : {std::pair{&avg.train, &r.train}, {&avg.test, &r.test}, {&avg.all, &r.all}}) {
+        dst->loss += src->loss / double(opts.control_draws);
+        dst->acc += src->acc / double(opts.control_draws);
+      }
+    }
+    out.push_back(avg);
+  }
+
+  // ---- weight space: the frequencies' components of W_E projected out ----
+  auto with_embedding = [&](const torch::Tensor& numbers) {
+    Model copy(cfg);
+    copy.load(model.named_parameters());
+    {
+      torch::NoGradGuard g;
+      copy.param("embed.W_E").narrow(0, 0, p).copy_(numbers);
+    }
+    return all_logits(copy);
+  };
+  out.push_back(row("remove all key freqs from W_E", "weights", key, with_embedding(project_out_embedding(model, key, false))));
+  out.push_back(row("keep only key freqs in W_E", "weights", key, with_embedding(project_out_embedding(model, key, true))));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+
+Phases detect_phases(const std::vector<ProgressRow>& rows) {
+  Phases ph;
+  if (rows.size() < 3) {
+    ph.note = "too few checkpoints to find phases";
+    return ph;
+  }
+  // Cleanup ends when the model generalises: the first checkpoint with test accuracy >= 99 %.
+  size_t end = rows.size();
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (rows[i].test_acc >= 0.99) {
+      end = i;
+      break;
+    }
+  ph.grokked = end < rows.size();
+  // Memorisation ends at the peak of the test loss before generalisation, and no earlier than
+  // the first checkpoint that fits the training set.
+  const size_t stop = ph.grokked ? end : rows.size() - 1;
+  size_t peak = 0;
+  for (size_t i = 0; i <= stop; ++i)
+    if (rows[i].test_loss > rows[peak].test_loss) peak = i;
+  size_t fit = rows.size();
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (rows[i].train_acc >= 1.0) {
+      fit = i;
+      break;
+    }
+  if (fit == rows.size()) {
+    ph.note = "the training set was never fit: still memorising";
+    return ph;
+  }
+  const size_t mem_end = std::max(peak, fit);
+  ph.memorisation_end = rows[mem_end].epoch;
+  if (!ph.grokked) {
+    ph.note = "never grokked (test accuracy stayed below 99%): circuit formation is still under way";
+    return ph;
+  }
+  ph.cleanup_end = rows[end].epoch;
+  // Cleanup starts where the restricted loss has fallen to the level the grokked model keeps:
+  // the first checkpoint after memorisation whose restricted loss is within 10x of its value at
+  // the end, i.e. the Fourier circuit alone already solves the task; the test loss then falls as
+  // weight decay removes the memorising components.
+  const double target = std::log10(std::max(rows[end].restricted_loss, 1e-12)) + 1.0;
+  size_t start = end;
+  for (size_t i = mem_end; i <= end; ++i)
+    if (std::log10(std::max(rows[i].restricted_loss, 1e-12)) <= target) {
+      start = i;
+      break;
+    }
+  ph.circuit_formation_end = rows[std::max(start, mem_end)].epoch;
+  return ph;
+}
+
+}  // namespace grokking

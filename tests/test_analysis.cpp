@@ -1,0 +1,155 @@
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "catch.hpp"
+#include "grokked_run.hpp"
+#include "grokking/analysis.hpp"
+#include "grokking/checkpoint.hpp"
+#include "helpers.hpp"
+
+using namespace grokking;
+
+TEST_CASE("the Fourier basis is orthonormal, for odd and even P", "[analysis]") {
+  for (int64_t p : {113, 23, 12}) {
+    auto F = fourier_basis(p);
+    CHECK(F.size(0) == p);
+    CHECK((F.matmul(F.t()) - torch::eye(p, torch::kFloat64)).abs().max().item<double>() < 1e-12);
+  }
+  CHECK(n_frequencies(113) == 56);
+  CHECK(frequency_rows(113, 56) == std::vector<int64_t>{111, 112});  // the last frequency is tested too
+  CHECK(frequency_rows(12, 6) == std::vector<int64_t>{11});
+}
+
+TEST_CASE("a planted pure-frequency embedding has all its norm at that frequency", "[analysis]") {
+  const int64_t p = 31, d = 8, k = 7;
+  auto x = torch::arange(p, torch::kFloat64).unsqueeze(1);
+  auto v1 = torch::randn({1, d}, torch::kFloat64), v2 = torch::randn({1, d}, torch::kFloat64);
+  auto W = torch::cos(2 * M_PI * k * x / p).matmul(v1) + torch::sin(2 * M_PI * k * x / p).matmul(v2);
+  auto norms = frequency_norms(W);
+  REQUIRE(norms.size() == 15);
+  // ||cos||^2 = P/2, so the norm is sqrt(P/2 (|v1|^2 + |v2|^2)).
+  double expect = std::sqrt(p / 2.0 * (v1.pow(2).sum().item<double>() + v2.pow(2).sum().item<double>()));
+  CHECK(norms[k - 1] == Approx(expect).epsilon(1e-10));
+  for (int64_t j = 1; j <= 15; ++j)
+    if (j != k) CHECK(norms[size_t(j - 1)] < 1e-10);
+  // One non-zero value among n: Gini = (n-1)/n. Equal values: 0.
+  CHECK(gini(norms) == Approx(14.0 / 15.0).epsilon(1e-9));
+  CHECK(gini(std::vector<double>(10, 2.5)) == Approx(0.0).margin(1e-12));
+}
+
+TEST_CASE("logits built from one frequency's (a+b) directions are kept whole by the projection", "[analysis]") {
+  const int64_t p = 13;
+  auto a = torch::arange(p, torch::kFloat64).view({p, 1, 1}), b = torch::arange(p, torch::kFloat64).view({1, p, 1});
+  auto c = torch::arange(p, torch::kFloat64).view({1, 1, p});
+  // The paper's algorithm: logit(c) = cos(w(a+b-c)) for w = 2*pi*3/P, plus another frequency.
+  auto pure = torch::cos(2 * M_PI * 3 * (a + b - c) / p).reshape({p * p, p});
+  auto other = 0.5 * torch::cos(2 * M_PI * 5 * (a + b - c) / p).reshape({p * p, p});
+  auto kept = project_sum_directions(pure + other, p, {3});
+  CHECK((kept - pure).abs().max().item<double>() < 1e-10);
+  CHECK(project_sum_directions(pure, p, {4}).abs().max().item<double>() < 1e-10);
+}
+
+TEST_CASE("phase detection: order, and a run that never grokked says so", "[analysis]") {
+  std::vector<ProgressRow> rows;
+  for (int64_t e = 0; e <= 20; ++e) {
+    ProgressRow r;
+    r.epoch = e * 100;
+    r.train_acc = e >= 3 ? 1.0 : 0.5;
+    r.test_loss = e <= 4 ? 1.0 + e : 5.0 - 0.2 * double(e);
+    r.test_acc = 0.1;
+    r.restricted_loss = std::pow(10.0, -0.4 * double(e));
+    rows.push_back(r);
+  }
+  auto ph = detect_phases(rows);
+  CHECK_FALSE(ph.grokked);
+  CHECK(ph.memorisation_end == int64_t(400));
+  CHECK(ph.note.find("never grokked") != std::string::npos);
+  for (int64_t e = 15; e <= 20; ++e) rows[size_t(e)].test_acc = 1.0;
+  ph = detect_phases(rows);
+  REQUIRE(ph.grokked);
+  CHECK(*ph.memorisation_end <= *ph.circuit_formation_end);
+  CHECK(*ph.circuit_formation_end <= *ph.cleanup_end);
+  CHECK(ph.cleanup_end == int64_t(1500));
+}
+
+TEST_CASE("an untrained model's spectrum is spread out", "[analysis]") {
+  Config cfg;
+  cfg.task.p = 23;
+  auto r = analyse_fourier(Model(cfg));
+  CHECK(r.gini_embed < 0.35);
+  CHECK(r.key_embed.size() <= 2);
+}
+
+// ---- on the grokked configs/ci-small.json model (trained once per test process) ----
+
+TEST_CASE("a grokked model is sparse in frequency, and both methods find its key frequencies", "[ci-small]") {
+  const auto& run = test::grokked_run();
+  auto ck = load_checkpoint(resolve_checkpoint(run.dir));
+  Model m = model_from_checkpoint(ck);
+  auto r = analyse_fourier(m);
+  Config untrained_cfg = ck.config;
+  auto untrained = analyse_fourier(Model(untrained_cfg));
+  INFO("key (neurons) " << r.key_neurons.size() << ", key (embed) " << r.key_embed.size());
+  CHECK(r.key_neurons.size() >= 1);
+  CHECK(r.key_neurons.size() <= 6);
+  CHECK(r.frac_neurons_clustered > 0.6);
+  CHECK(r.gini_embed > untrained.gini_embed + 0.15);
+  // The embedding norms single out the neurons' frequencies.
+  for (auto k : r.key_embed)
+    CHECK(std::find(r.key_neurons.begin(), r.key_neurons.end(), k) != r.key_neurons.end());
+}
+
+TEST_CASE("removing the key frequencies destroys the model; removing as many others does nothing", "[ci-small]") {
+  const auto& run = test::grokked_run();
+  auto ck = load_checkpoint(resolve_checkpoint(run.dir));
+  Model m = model_from_checkpoint(ck);
+  auto data = make_dataset(ck.config.task);
+  auto rows = ablate(m, data, AblateOptions{});
+  auto find = [&](const std::string& prefix, const std::string& space) {
+    for (auto& r : rows)
+      if (r.name.rfind(prefix, 0) == 0 && r.space == space) return r;
+    FAIL("no ablation " << prefix);
+    return rows[0];
+  };
+  auto base = find("model as is", "none");
+  CHECK(base.test.acc >= 0.99);
+  const double chance = 1.0 / double(ck.config.task.p);
+  CHECK(find("remove all key freqs", "logits").test.acc < 3 * chance);
+  CHECK(find("remove all key freqs from W_E", "weights").test.acc < 3 * chance);
+  for (auto& r : rows)
+    if (r.name.find("(control)") != std::string::npos) {
+      CHECK(r.draws == 5);
+      CHECK(r.test.acc >= 0.99);
+    }
+  auto restricted = find("keep only key freqs (restricted)", "logits");
+  CHECK(restricted.test.acc >= 0.99);
+  CHECK(restricted.all.loss <= std::max(10 * base.all.loss, 1e-3));
+}
+
+TEST_CASE("progress measures over the run find the phases in order", "[ci-small]") {
+  const auto& run = test::grokked_run();
+  auto list = list_checkpoints(run.dir);
+  REQUIRE(list.size() >= 5);
+  auto key = analyse_fourier(model_from_checkpoint(load_checkpoint(list.back().second))).key_neurons;
+  auto data = make_dataset(load_checkpoint(list.back().second).config.task);
+  std::vector<ProgressRow> rows;
+  for (auto& [e, path] : list) {
+    Model m = model_from_checkpoint(load_checkpoint(path));
+    auto lm = loss_measures(m, data, key);
+    auto logits = all_logits(m);
+    ProgressRow r{e, lm.train_loss, lm.test_loss,
+                  evaluate_logits(logits, data.all_y, data.train_mask).acc,
+                  evaluate_logits(logits, data.all_y, data.train_mask.logical_not()).acc,
+                  lm.restricted_loss, lm.excluded_loss, 0, m.sum_squared_weights()};
+    rows.push_back(r);
+  }
+  auto ph = detect_phases(rows);
+  REQUIRE(ph.grokked);
+  CHECK(*ph.memorisation_end < *ph.cleanup_end);
+  CHECK(*ph.memorisation_end <= *ph.circuit_formation_end);
+  CHECK(*ph.circuit_formation_end <= *ph.cleanup_end);
+  // After grokking the Fourier circuit alone solves the task; before memorisation ends it does not.
+  CHECK(rows.back().restricted_loss < 0.01);
+  CHECK(rows.back().excluded_loss > rows.back().train_loss * 100);
+}
