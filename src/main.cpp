@@ -58,6 +58,14 @@ int main(int argc, char** argv) {
                       "Run directory");
   pr->add_option("--freqs", freqs_text, "Key frequencies to use (default: those of the final checkpoint)");
 
+  // ---- bench ----
+  BenchOptions bench;
+  auto* be = app.add_subcommand("bench", "Time the plain and fast training steps against the machine's GEMM peak");
+  be->add_option("config", bench.config_path, "Experiment config (default: the paper's P=113 setup)");
+  be->add_option("--set", bench.sets, "Override a key: section.key=value (repeatable)");
+  be->add_option("--steps", bench.steps, "Timed steps per path (median reported)")->check(CLI::Range(1, 100000));
+  be->add_flag("--json", bench.json, "Machine-readable output on stdout");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -82,6 +90,7 @@ int main(int argc, char** argv) {
     if (fo->parsed()) return run_fourier_command(an);
     if (ab->parsed()) return run_ablate_command(an);
     if (pr->parsed()) return run_progress_command(an);
+    if (be->parsed()) return run_bench_command(bench);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return kExitUsage;

@@ -34,4 +34,12 @@ int run_progress_command(const AnalysisOptions& opts);
 // "1,2,5-7" -> {1, 2, 5, 6, 7}; UsageError naming `what` otherwise.
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what);
 
+struct BenchOptions {
+  std::string config_path;        // empty: defaults (the paper's P=113 setup)
+  std::vector<std::string> sets;
+  int steps = 20;
+  bool json = false;
+};
+int run_bench_command(const BenchOptions& opts);
+
 }  // namespace grokking

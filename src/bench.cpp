@@ -1,0 +1,104 @@
+// `grokking bench`: steps per second of the plain and fast training paths against the machine's
+// measured GEMM peak and the FLOPs a step cannot avoid.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "grokking/commands.hpp"
+#include "grokking/compat.hpp"
+#include "grokking/config.hpp"
+#include "grokking/model.hpp"
+#include "grokking/train.hpp"
+
+namespace grokking {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+// Median seconds of `reps` calls of f after `warmup` calls.
+template <class F>
+double median_seconds(F&& f, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) f();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    auto t0 = Clock::now();
+    f();
+    t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+double gemm_peak_gflops(torch::Device dev) {
+  const int64_t n = 1024;
+  auto a = torch::randn({n, n}, torch::TensorOptions().device(dev)), b = torch::randn({n, n}, torch::TensorOptions().device(dev));
+  double s = median_seconds([&] {
+    auto c = torch::mm(a, b);
+    if (dev.is_cuda()) c.cpu();
+  }, 3, 15);
+  return 2.0 * double(n * n * n) / s / 1e9;
+}
+}  // namespace
+
+// FLOPs a full-batch step cannot avoid: the MLP, W_O and the unembedding over the training
+// pairs at the last position, forward (1x) and backward (2x).
+double step_flops(const Config& c, int64_t n_train) {
+  const double n = double(n_train), d = double(c.model.d_model), m = double(c.model.d_mlp),
+               hd = double(c.model.n_heads * c.model.d_head), p = double(c.task.p);
+  const double forward = 2 * n * (d * m + m * d + hd * d + d * p);
+  return 3 * forward;
+}
+
+int run_bench_command(const BenchOptions& opts) {
+  Config cfg = opts.config_path.empty() ? parse_config("{}", "(defaults)", opts.sets) : load_config(opts.config_path, opts.sets);
+  const int threads = configure_threads(cfg.train.threads);
+  torch::Device dev = resolve_device(cfg.train.device);
+  if (dev.is_cpu()) at::globalContext().setFlushDenormal(cfg.train.flush_denormal);
+  Dataset data = make_dataset(cfg.task);
+  auto x = data.train_x.to(dev), y = data.train_y.to(dev);
+  const double flops = step_flops(cfg, x.size(0));
+  const double peak = gemm_peak_gflops(dev);
+
+  struct PathResult {
+    std::string name;
+    double seconds;
+  };
+  std::vector<PathResult> results;
+  for (bool fast : {false, true}) {
+    Model model(cfg);
+    model.to(dev);
+    FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
+    auto step = [&] {
+      model.flat_grad().zero_();
+      auto loss = loss_fn(fast ? model.forward_fast(x) : model.forward(x), y);
+      loss.backward();
+      opt.step(cfg.optim.lr);
+      if (dev.is_cuda()) loss.item<double>();
+    };
+    results.push_back({fast ? "fast" : "plain", median_seconds(step, 3, opts.steps)});
+  }
+  const double limit = flops / (peak * 1e9);
+  if (opts.json) {
+    nlohmann::json j = {{"p", cfg.task.p},          {"n_train", x.size(0)},     {"device", dev.str()},
+                        {"threads", threads},        {"blas", blas_description()}, {"libtorch", compat::torch_version()},
+                        {"gemm_peak_gflops", peak},  {"step_gflop", flops / 1e9}, {"limit_ms", limit * 1e3},
+                        {"paths", nlohmann::json::object()}};
+    for (auto& r : results)
+      j["paths"][r.name] = {{"ms_per_step", r.seconds * 1e3}, {"steps_per_s", 1 / r.seconds},
+                            {"gflops", flops / r.seconds / 1e9}, {"fraction_of_limit", limit / r.seconds}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("P=%lld, %lld training pairs, device %s, %d threads, %s, LibTorch %s\n", (long long)cfg.task.p,
+              (long long)x.size(0), dev.str().c_str(), threads, blas_description().c_str(), compat::torch_version().c_str());
+  std::printf("GEMM peak (1024^3 sgemm): %.1f GFLOP/s; unavoidable work: %.3f GFLOP/step; limit %.2f ms/step\n\n",
+              peak, flops / 1e9, limit * 1e3);
+  std::printf("%-6s %12s %10s %10s %14s\n", "path", "ms/step", "steps/s", "GFLOP/s", "of the limit");
+  for (auto& r : results)
+    std::printf("%-6s %12.2f %10.1f %10.1f %13.0f%%\n", r.name.c_str(), r.seconds * 1e3, 1 / r.seconds,
+                flops / r.seconds / 1e9, 100 * limit / r.seconds);
+  std::printf("\nfast path speed-up over plain: %.2fx\n", results[0].seconds / results[1].seconds);
+  return 0;
+}
+
+}  // namespace grokking
