@@ -9,6 +9,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev catch2
   python3-torch           # the interop test loads a checkpoint with Python's torch.load
   gnuplot-nox             # grokking plot
+  parallel                # scripts/sweep-parallel.sh
 )
 
 missing=()

@@ -4,9 +4,11 @@
 
 #include <cstdio>
 #include <csignal>
+#include <unistd.h>
 
 #include "grokking/commands.hpp"
 #include "grokking/error.hpp"
+#include "grokking/sweep.hpp"
 #include "grokking/train.hpp"
 
 using namespace grokking;
@@ -66,6 +68,17 @@ int main(int argc, char** argv) {
   be->add_option("--steps", bench.steps, "Timed steps per path (median reported)")->check(CLI::Range(1, 100000));
   be->add_flag("--json", bench.json, "Machine-readable output on stdout");
 
+  // ---- sweep ----
+  SweepOptions sw;
+  auto* swc = app.add_subcommand("sweep", "Run a grid of configs; --list for shell loops, --shard for clusters");
+  swc->add_option("sweep", sw.sweep_path, "Sweep file (JSON: base, grid, points, dir)");
+  swc->add_option("--dir", sw.dir, "Sweep directory (overrides the file's dir)");
+  swc->add_flag("--list", sw.list, "Print one run a line: its name and --set overrides");
+  swc->add_option("--shard", sw.shard, "Run only shard i of n (0 <= i < n): runs j with j mod n = i");
+  swc->add_option("--jobs", sw.jobs, "Runs at once on this machine (threads split between them)")->check(CLI::Range(1, 256));
+  swc->add_option("--aggregate", sw.aggregate_dir, "Only rebuild DIR/sweep.csv from the finished runs");
+  swc->add_flag("-q,--quiet", sw.quiet, "Only warnings and errors on stderr");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -91,6 +104,12 @@ int main(int argc, char** argv) {
     if (ab->parsed()) return run_ablate_command(an);
     if (pr->parsed()) return run_progress_command(an);
     if (be->parsed()) return run_bench_command(bench);
+    if (swc->parsed()) {
+      char exe[4096];
+      ssize_t len = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+      sw.self_exe = len > 0 ? std::string(exe, size_t(len)) : std::string(argv[0]);
+      return run_sweep_command(sw);
+    }
   } catch (const UsageError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return kExitUsage;

@@ -1,0 +1,316 @@
+#include "grokking/sweep.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <thread>
+
+#include "grokking/config.hpp"
+#include "grokking/error.hpp"
+#include "grokking/rundir.hpp"
+
+namespace grokking {
+using nlohmann::json;
+
+namespace {
+
+// A value as it appears in a directory name: 0.3, 1e-05, add, true.
+std::string value_text(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
+std::string safe_name(std::string s) {
+  for (auto& ch : s)
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '=' || ch == '-' || ch == '_' || ch == '+'))
+      ch = '-';
+  return s;
+}
+
+std::string dir_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+std::string stem_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  std::string s = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (s.size() > 5 && s.substr(s.size() - 5) == ".json") s.resize(s.size() - 5);
+  return s;
+}
+
+}  // namespace
+
+SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
+  json j = parse_json_strict(read_text_file(path), path);
+  if (!j.is_object()) throw UsageError(path + ": /: a sweep file is a JSON object");
+  for (auto& [k, v] : j.items())
+    if (k != "base" && k != "grid" && k != "points" && k != "dir")
+      throw UsageError(path + ": /" + k + ": unknown key; allowed: base, grid, points, dir");
+  SweepPlan plan;
+  // ---- the base config: a path (relative to the sweep file) or inline ----
+  Config base;
+  if (!j.contains("base") || j["base"].is_object()) {
+    base = config_from_json(j.value("base", json::object()), path + " (base)");
+  } else if (j["base"].is_string()) {
+    std::string p = j["base"].get<std::string>();
+    if (!p.empty() && p[0] != '/' && !exists(p)) p = dir_of(path) + "/" + p;
+    base = load_config(p);
+  } else {
+    throw UsageError(path + ": /base: must be a config path or an inline config object");
+  }
+  plan.base = config_to_json(base);
+  plan.dir = !dir_override.empty() ? dir_override : j.value("dir", std::string("sweeps/") + stem_of(path));
+
+  // ---- the grid: the cartesian product, keys in file order of nlohmann (sorted) ----
+  std::vector<std::pair<std::string, std::vector<json>>> axes;
+  if (j.contains("grid")) {
+    if (!j["grid"].is_object()) throw UsageError(path + ": /grid: must be an object of \"section.key\": [values]");
+    for (auto& [key, values] : j["grid"].items()) {
+      if (!values.is_array() || values.empty())
+        throw UsageError(path + ": /grid/" + key + ": must be a non-empty list of values");
+      axes.emplace_back(key, std::vector<json>(values.begin(), values.end()));
+      plan.keys.push_back(key);
+    }
+  }
+  std::vector<json> combos;
+  if (!axes.empty()) {
+    std::vector<size_t> idx(axes.size(), 0);
+    for (;;) {
+      json c = json::object();
+      for (size_t a = 0; a < axes.size(); ++a) c[axes[a].first] = axes[a].second[idx[a]];
+      combos.push_back(c);
+      size_t a = axes.size();
+      while (a > 0 && ++idx[a - 1] == axes[a - 1].second.size()) idx[--a] = 0;
+      if (a == 0) break;
+    }
+  }
+  if (j.contains("points")) {
+    if (!j["points"].is_array()) throw UsageError(path + ": /points: must be a list of {\"section.key\": value} objects");
+    for (size_t i = 0; i < j["points"].size(); ++i) {
+      auto& pt = j["points"][i];
+      if (!pt.is_object() || pt.empty())
+        throw UsageError(path + ": /points/" + std::to_string(i) + ": must be a non-empty object");
+      for (auto& [k, v] : pt.items())
+        if (std::find(plan.keys.begin(), plan.keys.end(), k) == plan.keys.end()) plan.keys.push_back(k);
+      combos.push_back(pt);
+    }
+  }
+  if (combos.empty()) throw UsageError(path + ": the sweep has no runs (give a grid or points)");
+
+  // ---- every run validated now, before anything is written ----
+  std::map<std::string, int> seen;
+  for (size_t i = 0; i < combos.size(); ++i) {
+    SweepRun r;
+    r.values = combos[i];
+    std::string name;
+    for (auto& [k, v] : combos[i].items()) {
+      r.sets.push_back(k + "=" + v.dump());
+      name += (name.empty() ? "" : "_") + k + "=" + value_text(v);
+    }
+    r.name = safe_name(name);
+    if (seen[r.name]++) throw UsageError(path + ": two runs share the name " + r.name + " (a duplicate point?)");
+    try {
+      parse_config(plan.base.dump(), path, r.sets);
+    } catch (const UsageError& e) {
+      throw UsageError(path + ": run " + r.name + ": " + e.what());
+    }
+    plan.runs.push_back(r);
+  }
+  return plan;
+}
+
+std::pair<int64_t, int64_t> parse_shard(const std::string& text) {
+  long long i = -1, n = -1;
+  char tail = 0;
+  if (std::sscanf(text.c_str(), "%lld/%lld%c", &i, &n, &tail) != 2 || n < 1 || i < 0 || i >= n)
+    throw UsageError("--shard " + text + ": expected i/n with 0 <= i < n, e.g. --shard 0/4");
+  return {i, n};
+}
+
+std::vector<SweepRun> shard(const std::vector<SweepRun>& runs, int64_t i, int64_t n) {
+  std::vector<SweepRun> out;
+  for (size_t j = 0; j < runs.size(); ++j)
+    if (int64_t(j) % n == i) out.push_back(runs[j]);
+  return out;
+}
+
+namespace {
+
+std::string run_status(const std::string& run_dir) {
+  if (exists(run_dir + "/summary.json")) {
+    try {
+      return read_json_file(run_dir + "/summary.json").value("status", "unknown");
+    } catch (const RunError&) {
+      return "unknown";
+    }
+  }
+  if (exists(run_dir + "/checkpoints/resume.pt")) return "interrupted";
+  return "new";
+}
+
+std::string csv_field(const json& v) {
+  if (v.is_null()) return "";
+  if (v.is_string()) {
+    std::string s = v.get<std::string>();
+    if (s.find_first_of(",\"\n") == std::string::npos) return s;
+    std::string q = "\"";
+    for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+    return q + "\"";
+  }
+  return v.dump();
+}
+
+// Runs `grokking train` for one run of the plan as a child process; returns its exit code.
+int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun& run, int64_t threads) {
+  const std::string run_dir = plan.dir + "/runs/" + run.name;
+  std::vector<std::string> args = {opts.self_exe, "train"};
+  const std::string status = run_status(run_dir);
+  if (status == "interrupted" || status == "diverged" || status == "unknown") {
+    args.insert(args.end(), {"--resume", run_dir});
+  } else {
+    args.insert(args.end(), {plan.dir + "/base.json", "--out", run_dir});
+    for (auto& s : run.sets) args.insert(args.end(), {"--set", s});
+  }
+  args.insert(args.end(), {"--set", "train.threads=" + std::to_string(threads), "-q"});
+  pid_t pid = ::fork();
+  if (pid < 0) throw RunError("fork failed");
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    std::_Exit(127);
+  }
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+}  // namespace
+
+size_t aggregate_sweep(const std::string& dir) {
+  const json plan = read_json_file(dir + "/plan.json");
+  std::vector<std::string> keys = plan.at("keys").get<std::vector<std::string>>();
+  std::string csv = "name";
+  for (auto& k : keys) csv += "," + k;
+  csv += ",status,epochs,memorised_epoch,grokked_epoch,grokking_delay,final_train_acc,final_test_acc,"
+         "final_train_loss,final_test_loss,wall_time_s,key_freqs,memorisation_end,circuit_formation_end,cleanup_end\n";
+  size_t rows = 0;
+  for (auto& run : plan.at("runs")) {
+    const std::string name = run.at("name").get<std::string>(), run_dir = dir + "/runs/" + name;
+    if (!exists(run_dir + "/summary.json")) continue;
+    json s;
+    try {
+      s = read_json_file(run_dir + "/summary.json");
+    } catch (const RunError&) {
+      continue;
+    }
+    csv += name;
+    for (auto& k : keys) csv += "," + csv_field(run.at("values").value(k, json()));
+    json f = s.value("final", json::object());
+    std::string key_freqs;
+    if (s.contains("phases") && s["phases"].contains("key_freqs"))
+      for (auto& k : s["phases"]["key_freqs"]) key_freqs += (key_freqs.empty() ? "" : " ") + k.dump();
+    auto phase = [&](const char* name2, const char* end) {
+      return s.contains("phases") ? csv_field(s["phases"][name2][end]) : std::string();
+    };
+    csv += "," + csv_field(s.value("status", json())) + "," + csv_field(s.value("epochs", json())) + "," +
+           csv_field(s.value("memorised_epoch", json())) + "," + csv_field(s.value("grokked_epoch", json())) + "," +
+           csv_field(s.value("grokking_delay", json())) + "," + csv_field(f.value("train_acc", json())) + "," +
+           csv_field(f.value("test_acc", json())) + "," + csv_field(f.value("train_loss", json())) + "," +
+           csv_field(f.value("test_loss", json())) + "," + csv_field(s.value("wall_time_s", json())) + "," +
+           key_freqs + "," + phase("memorisation", "end") + "," + phase("circuit_formation", "end") + "," +
+           phase("cleanup", "end") + "\n";
+    ++rows;
+  }
+  atomic_write(dir + "/sweep.csv", csv);
+  return rows;
+}
+
+int run_sweep_command(const SweepOptions& opts) {
+  if (!opts.aggregate_dir.empty()) {
+    if (!exists(opts.aggregate_dir + "/plan.json"))
+      throw UsageError(opts.aggregate_dir + ": not a sweep directory (no plan.json)");
+    size_t n = aggregate_sweep(opts.aggregate_dir);
+    spdlog::info("{}/sweep.csv: {} finished runs", opts.aggregate_dir, n);
+    return 0;
+  }
+  if (opts.sweep_path.empty()) throw UsageError("sweep: give a SWEEP.json, or --aggregate DIR");
+  SweepPlan plan = load_sweep(opts.sweep_path, opts.dir);
+  auto runs = plan.runs;
+  if (!opts.shard.empty()) {
+    auto [i, n] = parse_shard(opts.shard);
+    runs = shard(runs, i, n);
+  }
+  // ---- the sweep directory: base config and plan, identical for every shard ----
+  try {
+    make_dirs(plan.dir + "/runs");
+  } catch (const RunError& e) {
+    throw UsageError(e.what());
+  }
+  atomic_write(plan.dir + "/base.json", plan.base.dump(2) + "\n");
+  json pj = {{"keys", plan.keys}, {"runs", json::array()}};
+  for (auto& r : plan.runs) pj["runs"].push_back({{"name", r.name}, {"sets", r.sets}, {"values", r.values}});
+  atomic_write(plan.dir + "/plan.json", pj.dump(2) + "\n");
+
+  // --list prepares the directory too, so that shell loops can train from base.json.
+  if (opts.list) {
+    for (auto& r : runs) {
+      std::printf("%s\t", r.name.c_str());  // name, a tab, then the shell-quoted overrides
+      for (size_t k = 0; k < r.sets.size(); ++k) {
+        std::string q;
+        for (char ch : r.sets[k]) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+        std::printf("%s--set '%s'", k ? " " : "", q.c_str());
+      }
+      std::printf("\n");
+    }
+    return 0;
+  }
+
+  // ---- run what is not finished, `jobs` at a time, threads split between them ----
+  std::vector<SweepRun> todo;
+  for (auto& r : runs) {
+    auto st = run_status(plan.dir + "/runs/" + r.name);
+    if (st == "completed" || st == "early_stopped") {
+      if (!opts.quiet) spdlog::info("{}: finished, skipped", r.name);
+    } else {
+      todo.push_back(r);
+    }
+  }
+  const int64_t cores = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
+  const int64_t jobs = std::max<int64_t>(1, std::min<int64_t>(opts.jobs, int64_t(todo.size())));
+  const int64_t threads = std::max<int64_t>(1, cores / jobs);
+  if (!opts.quiet)
+    spdlog::info("{}: {} runs in this shard, {} to train, {} at a time with {} threads each", plan.dir, runs.size(),
+                 todo.size(), jobs, threads);
+  std::atomic<size_t> next{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> workers;
+  for (int64_t w = 0; w < jobs; ++w)
+    workers.emplace_back([&] {
+      for (size_t k; (k = next++) < todo.size();) {
+        int rc = train_child(opts, plan, todo[k], threads);
+        if (rc == 2 && run_status(plan.dir + "/runs/" + todo[k].name) != "new") {
+          spdlog::warn("{}: busy (another shard or machine is training it), skipped", todo[k].name);
+        } else if (rc != 0) {
+          spdlog::error("{}: grokking train exited with {}", todo[k].name, rc);
+          ++failures;
+        } else if (!opts.quiet) {
+          spdlog::info("{}: done", todo[k].name);
+        }
+      }
+    });
+  for (auto& t : workers) t.join();
+  size_t n = aggregate_sweep(plan.dir);
+  if (!opts.quiet) spdlog::info("{}/sweep.csv: {} finished runs", plan.dir, n);
+  if (failures > 0) throw RunError(std::to_string(failures.load()) + " run(s) of the sweep failed; see their train.log");
+  return 0;
+}
+
+}  // namespace grokking

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The sweep scripts on a tiny sweep: bash loop, GNU parallel, SLURM shards set by hand, and an
+# interrupted sweep that resumes without retraining finished runs.
+# Usage: tests/sweep.sh path/to/grokking
+set -uo pipefail
+export GROKKING=$(readlink -f "$1")
+src=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/grokking-sweep.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+pass=0
+fail=0
+check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1" >&2; fi; }
+starts() { grep -c "^\[.*\] grokking " "$1/train.log" 2>/dev/null || echo 0; }
+
+cat >tiny.json <<'J'
+{"base": {"task": {"p": 7, "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 16},
+          "train": {"epochs": 20, "eval_every": 10, "checkpoint_every": 10, "device": "cpu", "threads": 1}},
+ "grid": {"train.seed": [0, 1, 2], "optim.weight_decay": [0.5, 1]}, "points": [{"task.p": 11}]}
+J
+runs=7
+
+# ---- bash loop ----
+bash "$src/scripts/sweep-loop.sh" tiny.json loop >/dev/null 2>loop.err
+check "loop: sweep.csv has every run" '[ "$(($(wc -l <loop/sweep.csv) - 1))" -eq $runs ]'
+
+# ---- GNU parallel ----
+if command -v parallel >/dev/null; then
+  JOBS=2 bash "$src/scripts/sweep-parallel.sh" tiny.json par >/dev/null 2>par.err
+  check "parallel: sweep.csv has every run" '[ "$(($(wc -l <par/sweep.csv) - 1))" -eq $runs ]'
+else
+  echo "FAIL: GNU parallel is not installed (scripts/setup.sh installs it)" >&2
+  fail=$((fail + 1))
+fi
+
+# ---- SLURM array: every run trained by exactly one of n tasks, for several n ----
+for n in 1 3 4; do
+  for ((i = 0; i < n; i++)); do
+    SLURM_ARRAY_TASK_ID=$i SLURM_ARRAY_TASK_COUNT=$n bash "$src/scripts/sweep.slurm" tiny.json --dir "slurm$n" -q 2>>slurm.err
+  done
+  total=0
+  for d in "slurm$n"/runs/*/; do total=$((total + $(starts "$d"))); done
+  check "slurm n=$n: each run trained exactly once ($total starts)" '[ "$total" -eq $runs ]'
+  check "slurm n=$n: aggregate has every run" '[ "$(($(wc -l <slurm$n/sweep.csv) - 1))" -eq $runs ]'
+done
+# Shards partition the runs: the union of --list over shards is the whole list, no repeats.
+"$GROKKING" sweep tiny.json --dir lst --list | cut -f1 | sort >all.txt
+for n in 2 5 7 9; do
+  : >union.txt
+  for ((i = 0; i < n; i++)); do "$GROKKING" sweep tiny.json --dir lst --list --shard "$i/$n" | cut -f1 >>union.txt; done
+  check "shards $n partition the runs" 'sort union.txt | cmp -s - all.txt'
+done
+SLURM_ARRAY_TASK_ID=3 SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_MAX=4 bash "$src/scripts/sweep.slurm" tiny.json --dir minmax --list >mm.txt
+"$GROKKING" sweep tiny.json --dir lst --list --shard 2/4 >want.txt
+check "slurm with 1-based array ids maps to shard 2/4" 'cmp -s mm.txt want.txt'
+
+# ---- an interrupted sweep resumes; finished runs are not retrained ----
+sed 's/"epochs": 20/"epochs": 400/' tiny.json >slow.json
+"$GROKKING" sweep slow.json --dir intr -q &
+pid=$!
+for _ in $(seq 200); do [ "$(ls intr/runs 2>/dev/null | wc -l)" -ge 3 ] && break; sleep 0.1; done
+kill -INT $pid
+wait $pid
+pkill -INT -f "grokking train .*intr/" 2>/dev/null
+sleep 0.5
+"$GROKKING" sweep slow.json --dir intr -q 2>intr.err
+check "interrupted sweep completes" '[ "$(($(wc -l <intr/sweep.csv) - 1))" -eq $runs ]'
+first=$(ls intr/runs | head -1)
+check "a run finished before the interruption was trained once" '[ "$(starts "intr/runs/$first")" -eq 1 ]'
+check "every run completed" '! grep -q interrupted intr/sweep.csv'
+
+echo "sweep: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
