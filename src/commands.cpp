@@ -137,6 +137,7 @@ int run_fourier_command(const AnalysisOptions& opts) {
     }
     atomic_write(run_dir + "/fourier.csv", csv);
   }
+  if (opts.quiet) return 0;
   if (opts.json) {
     nlohmann::json j = {{"checkpoint", ck.path},
                         {"epoch", ck.epoch},
@@ -189,6 +190,7 @@ int run_ablate_command(const AnalysisOptions& opts) {
              num(r.all.loss, "%.9g") + "," + num(r.all.acc, "%.9g") + "," + std::to_string(r.draws) + "\n";
     atomic_write(run_dir + "/ablate.csv", csv);
   }
+  if (opts.quiet) return 0;
   if (opts.json) {
     nlohmann::json j = {{"checkpoint", ck.path}, {"epoch", ck.epoch}, {"freqs", freqs}, {"ablations", nlohmann::json::array()}};
     for (auto& r : rows)
@@ -256,6 +258,7 @@ int run_progress_command(const AnalysisOptions& opts) {
     atomic_write(dir + "/summary.json", s.dump(2) + "\n");
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (opts.quiet) return 0;
   if (opts.json) {
     nlohmann::json j = {{"run_dir", dir}, {"checkpoints", rows.size()}, {"seconds", secs}, {"phases", phases}};
     std::printf("%s\n", j.dump(2).c_str());

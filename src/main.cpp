@@ -8,6 +8,7 @@
 
 #include "grokking/commands.hpp"
 #include "grokking/error.hpp"
+#include "grokking/plot.hpp"
 #include "grokking/sweep.hpp"
 #include "grokking/train.hpp"
 
@@ -79,6 +80,13 @@ int main(int argc, char** argv) {
   swc->add_option("--aggregate", sw.aggregate_dir, "Only rebuild DIR/sweep.csv from the finished runs");
   swc->add_flag("-q,--quiet", sw.quiet, "Only warnings and errors on stderr");
 
+  // ---- plot ----
+  PlotOptions plot;
+  bool no_analysis = false;
+  auto* pl = app.add_subcommand("plot", "PNG/SVG figures (with their gnuplot scripts) and report.html");
+  pl->add_option("path", plot.path, "Run directory or sweep directory")->required();
+  pl->add_flag("--no-analysis", no_analysis, "Do not compute fourier/progress/ablate CSVs that are missing");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -104,6 +112,10 @@ int main(int argc, char** argv) {
     if (ab->parsed()) return run_ablate_command(an);
     if (pr->parsed()) return run_progress_command(an);
     if (be->parsed()) return run_bench_command(bench);
+    if (pl->parsed()) {
+      plot.analyse = !no_analysis;
+      return run_plot_command(plot);
+    }
     if (swc->parsed()) {
       char exe[4096];
       ssize_t len = ::readlink("/proc/self/exe", exe, sizeof exe - 1);

@@ -100,5 +100,19 @@ expect 0 "" -- "$bin" train --resume busy --set train.epochs=30 -q
 expect 0 "" -- "$bin" config --doc
 grep -q "task.p" out.txt && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: config --doc" >&2; }
 
+# ---- plot: valid PNG and SVG files and a report for a trained run ----
+expect 0 "" -- "$bin" plot r1
+for f in loss accuracy spectrum progress; do
+  if [ "$(head -c 8 "r1/plots/$f.png" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] &&
+    grep -q "<svg" "r1/plots/$f.svg" && grep -q "</svg>" "r1/plots/$f.svg" && [ -s "r1/plots/$f.gp" ]; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1)); echo "FAIL: plot $f" >&2
+  fi
+done
+grep -q "<svg" r1/report.html && grep -q "Ablations" r1/report.html && pass=$((pass + 1)) ||
+  { fail=$((fail + 1)); echo "FAIL: report.html" >&2; }
+expect 2 "not a directory" -- "$bin" plot tiny.json
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,0 +1,305 @@
+#include "grokking/plot.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <sstream>
+
+#include "grokking/commands.hpp"
+#include "grokking/error.hpp"
+#include "grokking/rundir.hpp"
+
+namespace grokking {
+using nlohmann::json;
+
+int CsvTable::column(const std::string& name) const {
+  auto it = std::find(header.begin(), header.end(), name);
+  return it == header.end() ? -1 : int(it - header.begin());
+}
+
+CsvTable read_csv(const std::string& path) {
+  CsvTable t;
+  std::istringstream in(read_file(path));
+  std::string line;
+  auto split = [](const std::string& l) {
+    std::vector<std::string> out;
+    std::string cur;
+    bool quoted = false;
+    for (size_t i = 0; i < l.size(); ++i) {
+      char ch = l[i];
+      if (quoted) {
+        if (ch == '"' && i + 1 < l.size() && l[i + 1] == '"') cur += '"', ++i;
+        else if (ch == '"') quoted = false;
+        else cur += ch;
+      } else if (ch == '"') {
+        quoted = true;
+      } else if (ch == ',') {
+        out.push_back(cur), cur.clear();
+      } else {
+        cur += ch;
+      }
+    }
+    out.push_back(cur);
+    return out;
+  };
+  if (std::getline(in, line)) t.header = split(line);
+  while (std::getline(in, line))
+    if (!line.empty()) t.rows.push_back(split(line));
+  return t;
+}
+
+namespace {
+
+// Runs gnuplot on `script` inside `dir`; RunError with a hint when gnuplot is missing.
+void run_gnuplot(const std::string& gnuplot, const std::string& dir, const std::string& script) {
+  pid_t pid = ::fork();
+  if (pid < 0) throw RunError("fork failed");
+  if (pid == 0) {
+    if (::chdir(dir.c_str()) != 0) std::_Exit(126);
+    ::execlp(gnuplot.c_str(), gnuplot.c_str(), script.c_str(), static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+  if (rc == 127)
+    throw RunError("gnuplot not found: install it with 'sudo apt-get install gnuplot-nox' (scripts/setup.sh does)");
+  if (rc != 0) throw RunError(dir + "/" + script + ": gnuplot failed (exit " + std::to_string(rc) + ")");
+}
+
+// A figure: its gnuplot script writes NAME.png and NAME.svg from the same plot commands.
+void figure(const std::string& gnuplot, const std::string& plots, const std::string& name, const std::string& body) {
+  std::string script =
+      "# " + name + ": regenerate with `gnuplot " + name + ".gp` in this folder; restyle freely.\n"
+      "set datafile separator ','\n"
+      "set key outside right top autotitle columnhead\n"
+      "set grid lc rgb '#dddddd'\n"
+      "set style line 1 lc rgb '#1f77b4' lw 2\n"
+      "set style line 2 lc rgb '#d62728' lw 2\n"
+      "set style line 3 lc rgb '#2ca02c' lw 2\n"
+      "set style line 4 lc rgb '#9467bd' lw 2\n"
+      "set style line 5 lc rgb '#ff7f0e' lw 2\n"
+      "set terminal pngcairo size 1000,560 font 'sans,11'\n"
+      "set output '" + name + ".png'\n" + body +
+      "set terminal svg size 1000,560 font 'sans,11' dynamic\n"
+      "set output '" + name + ".svg'\n"
+      "replot\n";
+  atomic_write(plots + "/" + name + ".gp", script);
+  run_gnuplot(gnuplot, plots, name + ".gp");
+}
+
+std::string num(double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.6g", v);
+  return b;
+}
+
+// Vertical lines at the memorisation and grokking epochs.
+std::string milestone_marks(const json& s) {
+  std::string out;
+  auto mark = [&](const char* key, const char* label, const char* color, const char* place) {
+    if (s.contains(key) && s[key].is_number()) {
+      auto e = s[key].get<int64_t>();
+      out += "set arrow from " + std::to_string(e) + ", graph 0 to " + std::to_string(e) + ", graph 1 nohead dt 2 lc rgb '" +
+             color + "'\n";
+      out += "set label '" + std::string(label) + " " + std::to_string(e) + "' at " + std::to_string(e) + place +
+             " tc rgb '" + color + "' noenhanced\n";
+    }
+  };
+  mark("memorised_epoch", "memorised", "#555555", ", graph 0.92 left offset 0.5,0");
+  mark("grokked_epoch", "grokked", "#2ca02c", ", graph 0.97 right offset -0.5,0");
+  return out;
+}
+
+std::string phase_shading(const json& s) {
+  if (!s.contains("phases")) return "";
+  const json& p = s["phases"];
+  std::string out;
+  auto band = [&](const char* phase, const char* color) {
+    if (!p.contains(phase)) return;
+    auto& ph = p[phase];
+    if (!ph["start"].is_number() || !ph["end"].is_number()) return;
+    out += "set object rect from " + ph["start"].dump() + ", graph 0 to " + ph["end"].dump() +
+           ", graph 1 fc rgb '" + color + "' fs solid 0.35 noborder behind\n";
+    std::string label = phase;
+    std::replace(label.begin(), label.end(), '_', ' ');
+    out += "set label '" + label + "' at " + ph["start"].dump() + ", graph 0.04 offset 0.5,0 font ',9' noenhanced\n";
+  };
+  band("memorisation", "#dbe9f6");
+  band("circuit_formation", "#fde8c8");
+  band("cleanup", "#d8f0d2");
+  return out;
+}
+
+std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char ch : s) {
+    if (ch == '<') o += "&lt;";
+    else if (ch == '>') o += "&gt;";
+    else if (ch == '&') o += "&amp;";
+    else o += ch;
+  }
+  return o;
+}
+
+std::string html_table(const CsvTable& t, size_t max_rows = 200) {
+  std::string h = "<table><tr>";
+  for (auto& c : t.header) h += "<th>" + html_escape(c) + "</th>";
+  h += "</tr>";
+  for (size_t i = 0; i < t.rows.size() && i < max_rows; ++i) {
+    h += "<tr>";
+    for (auto& c : t.rows[i]) {
+      char* end = nullptr;
+      double v = std::strtod(c.c_str(), &end);
+      bool numeric = !c.empty() && end && *end == 0 && c.find_first_of("eE.") != std::string::npos;
+      h += "<td>" + html_escape(numeric ? num(v) : c) + "</td>";
+    }
+    h += "</tr>";
+  }
+  return h + "</table>";
+}
+
+std::string inline_svg(const std::string& path) {
+  if (!exists(path)) return "";
+  std::string svg = read_file(path);
+  auto start = svg.find("<svg");
+  return start == std::string::npos ? "" : "<div class=fig>" + svg.substr(start) + "</div>";
+}
+
+const char* kStyle =
+    "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;"
+    "text-align:right}th{background:#f3f3f3}.fig svg{max-width:100%;height:auto}pre{background:#f6f6f6;"
+    "padding:1em;overflow:auto}</style>";
+
+void plot_run(const PlotOptions& opts, const std::string& dir) {
+  if (!exists(dir + "/metrics.csv")) throw UsageError(dir + ": not a run directory (no metrics.csv)");
+  if (opts.analyse) {
+    // The spectrum and phase figures need the analysis; compute it once when missing.
+    AnalysisOptions an;
+    an.path = dir;
+    an.quiet = true;
+    try {
+      if (!exists(dir + "/fourier.csv")) run_fourier_command(an);
+      if (!exists(dir + "/progress.csv")) run_progress_command(an);
+      if (!exists(dir + "/ablate.csv")) run_ablate_command(an);
+    } catch (const UsageError& e) {
+      spdlog::warn("{}: analysis skipped: {}", dir, e.what());
+    }
+  }
+  json s = exists(dir + "/summary.json") ? read_json_file(dir + "/summary.json") : json::object();
+  const std::string plots = dir + "/plots";
+  make_dirs(plots);
+  figure(opts.gnuplot, plots, "loss",
+         "set title 'Loss (ln P = uniform guess)'\nset xlabel 'epoch'\nset ylabel 'cross-entropy loss'\nset logscale y\n"
+         "set format y '10^{%L}'\n" + milestone_marks(s) + phase_shading(s) +
+             "plot '../metrics.csv' using 'epoch':'train_loss' with lines ls 1 title 'train', "
+             "'' using 'epoch':'test_loss' with lines ls 2 title 'test'\n");
+  figure(opts.gnuplot, plots, "accuracy",
+         "set title 'Accuracy'\nset xlabel 'epoch'\nset ylabel 'accuracy'\nset yrange [0:1.05]\n" + milestone_marks(s) +
+             phase_shading(s) +
+             "plot '../metrics.csv' using 'epoch':'train_acc' with lines ls 1 title 'train', "
+             "'' using 'epoch':'test_acc' with lines ls 2 title 'test'\n");
+  if (exists(dir + "/fourier.csv"))
+    figure(opts.gnuplot, plots, "spectrum",
+           "set title 'Fourier spectrum of the embedding W_E (key frequencies highlighted)'\nset xlabel 'frequency k'\n"
+           "set ylabel 'norm of the cos k, sin k components'\nset style fill solid 0.8 noborder\nset boxwidth 0.8\n"
+           "set xrange [0:*]\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\n"
+           "plot '../fourier.csv' using 'k':(column('key_neurons') == 1 ? column('embed_norm') : 1/0) with boxes "
+           "lc rgb '#d62728' title 'key', '' using 'k':(column('key_neurons') == 0 ? column('embed_norm') : 1/0) "
+           "with boxes lc rgb '#9ab' title 'other'\n");
+  if (exists(dir + "/progress.csv"))
+    figure(opts.gnuplot, plots, "progress",
+           "set title 'Progress measures (phases shaded)'\nset xlabel 'epoch'\nset ylabel 'loss'\nset logscale y\n"
+           "set format y '10^{%L}'\nset y2label 'Gini of W_E frequency norms'\nset y2range [0:1]\nset y2tics\n" +
+               phase_shading(s) +
+               "plot '../progress.csv' using 'epoch':'train_loss' with lines ls 1 title 'train', "
+               "'' using 'epoch':'test_loss' with lines ls 2 title 'test', "
+               "'' using 'epoch':'restricted_loss' with lines ls 3 title 'restricted', "
+               "'' using 'epoch':'excluded_loss' with lines ls 4 title 'excluded', "
+               "'' using 'epoch':'gini' axes x1y2 with lines ls 5 dt 2 title 'Gini (right)'\n");
+
+  // ---- report.html ----
+  std::string h = "<!doctype html><html><head><meta charset=utf-8><title>grokking run " + html_escape(dir) +
+                  "</title>" + kStyle + "</head><body><h1>Run " + html_escape(dir) + "</h1>";
+  if (!s.empty()) {
+    h += "<p>status <b>" + html_escape(s.value("status", "?")) + "</b>; memorised at epoch " +
+         html_escape(s.value("memorised_epoch", json()).dump()) + ", grokked at epoch " +
+         html_escape(s.value("grokked_epoch", json()).dump()) + " (resolution " +
+         html_escape(s.value("milestone_resolution_epochs", json()).dump()) + " epochs)</p>";
+    h += "<h2>Summary</h2><pre>" + html_escape(s.dump(2)) + "</pre>";
+  }
+  for (auto name : {"loss", "accuracy", "spectrum", "progress"}) h += inline_svg(plots + "/" + name + ".svg");
+  if (exists(dir + "/ablate.csv")) h += "<h2>Ablations</h2>" + html_table(read_csv(dir + "/ablate.csv"));
+  if (exists(dir + "/fourier.csv")) h += "<h2>Fourier spectrum</h2>" + html_table(read_csv(dir + "/fourier.csv"));
+  h += "<h2>Config</h2><pre>" + html_escape(read_file(dir + "/config.json")) + "</pre></body></html>\n";
+  atomic_write(dir + "/report.html", h);
+  spdlog::info("{}: plots/{{loss,accuracy,spectrum,progress}}.{{png,svg,gp}} and report.html", dir);
+}
+
+void plot_sweep(const PlotOptions& opts, const std::string& dir) {
+  if (!exists(dir + "/sweep.csv")) throw UsageError(dir + ": no sweep.csv yet (run grokking sweep --aggregate " + dir + ")");
+  auto table = read_csv(dir + "/sweep.csv");
+  json plan = read_json_file(dir + "/plan.json");
+  const std::string plots = dir + "/plots";
+  make_dirs(plots);
+  const int g = table.column("grokked_epoch");
+  std::vector<std::string> figs;
+  for (auto& key : plan["keys"]) {
+    const std::string k = key.get<std::string>();
+    const int c = table.column(k);
+    // Points: (value, grokked epoch) per run; the median per value as a line.
+    std::map<double, std::vector<double>> by_value;
+    std::string points = "value,grokked_epoch\n";
+    for (auto& r : table.rows) {
+      char* end = nullptr;
+      double v = std::strtod(r[size_t(c)].c_str(), &end);
+      if (r[size_t(c)].empty() || *end != 0 || r[size_t(g)].empty()) continue;
+      double e = std::strtod(r[size_t(g)].c_str(), nullptr);
+      by_value[v].push_back(e);
+      points += num(v) + "," + num(e) + "\n";
+    }
+    if (by_value.empty()) continue;
+    std::string medians = "value,median\n";
+    for (auto& [v, es] : by_value) {
+      std::sort(es.begin(), es.end());
+      double med = es.size() % 2 ? es[es.size() / 2] : 0.5 * (es[es.size() / 2 - 1] + es[es.size() / 2]);
+      medians += num(v) + "," + num(med) + "\n";
+    }
+    std::string safe = k;
+    std::replace(safe.begin(), safe.end(), '.', '_');
+    atomic_write(plots + "/grok_vs_" + safe + ".csv", points);
+    atomic_write(plots + "/grok_vs_" + safe + "_median.csv", medians);
+    const bool logx = by_value.begin()->first > 0 && by_value.rbegin()->first / by_value.begin()->first >= 10;
+    figure(opts.gnuplot, plots, "grok_vs_" + safe,
+           "set title 'Grokking epoch against " + k + " (runs that never grokked are left out)'\nset xlabel '" + k +
+               "'\nset ylabel 'first epoch with test accuracy >= 99%'\n" + (logx ? "set logscale x\n" : "") +
+               "set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\n"
+               "plot 'grok_vs_" + safe + ".csv' using 1:2 with points pt 7 ps 1.2 lc rgb '#1f77b4' title 'runs', "
+               "'grok_vs_" + safe + "_median.csv' using 1:2 with linespoints ls 2 title 'median'\n");
+    figs.push_back("grok_vs_" + safe);
+  }
+  std::string h = "<!doctype html><html><head><meta charset=utf-8><title>grokking sweep " + html_escape(dir) +
+                  "</title>" + kStyle + "</head><body><h1>Sweep " + html_escape(dir) + "</h1><p>" +
+                  std::to_string(table.rows.size()) + " finished runs of " + std::to_string(plan["runs"].size()) + "</p>";
+  for (auto& f : figs) h += inline_svg(plots + "/" + f + ".svg");
+  h += "<h2>Runs</h2>" + html_table(table, 100000) + "</body></html>\n";
+  atomic_write(dir + "/report.html", h);
+  spdlog::info("{}: {} figure(s) in plots/ and report.html", dir, figs.size());
+}
+
+}  // namespace
+
+int run_plot_command(const PlotOptions& opts) {
+  if (!is_dir(opts.path)) throw UsageError(opts.path + ": not a directory; plot takes a run or a sweep directory");
+  if (exists(opts.path + "/plan.json")) plot_sweep(opts, opts.path);
+  else plot_run(opts, opts.path);
+  return 0;
+}
+
+}  // namespace grokking
