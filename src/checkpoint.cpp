@@ -86,7 +86,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   } catch (const std::exception& e) {
     std::string why = compat::what(e);
     if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
-    bad(path, "not a readable checkpoint (truncated or corrupted?): " + why);
+    bad(path, "not a readable checkpoint: not a grokking checkpoint, or truncated/corrupted (" + why + ")");
   }
   if (!iv.isGenericDict()) bad(path, "not a grokking checkpoint (a pickle, but not a dict)");
   auto d = iv.toGenericDict();
@@ -161,6 +161,12 @@ std::string resolve_checkpoint(const std::string& p) {
   auto list = list_checkpoints(p);
   if (list.empty()) throw RunError(p + ": no checkpoints in " + p + "/checkpoints (is it a run directory?)");
   return list.back().second;
+}
+
+std::string weights_checksum(const Model& model) {
+  Hasher h;
+  for (auto& [name, t] : model.named_parameters()) h.str(name), h.tensor(t.detach());
+  return h.hex();
 }
 
 Model model_from_checkpoint(const Checkpoint& ck) {

@@ -228,8 +228,15 @@ int run_progress_command(const AnalysisOptions& opts) {
 
   std::vector<ProgressRow> rows;
   std::string csv = "epoch,train_loss,test_loss,train_acc,test_acc,restricted_loss,excluded_loss,gini,sum_sq_weights\n";
+  const auto shape_of = [](const Config& c) {
+    auto j = config_to_json(c);
+    return nlohmann::json{{"task", j["task"]}, {"model", j["model"]}};
+  };
   for (auto& [epoch, path] : list) {
     auto ck = load_checkpoint(path);
+    if (shape_of(ck.config) != shape_of(final_ck.config))
+      throw RunError(path + ": task/model config differs from the run's final checkpoint " + list.back().second +
+                     " (a checkpoint from another run?)");
     Model m = model_from_checkpoint(ck);
     auto lm = loss_measures(m, data, key);
     auto logits = all_logits(m);

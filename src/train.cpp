@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <signal.h>
 #include <spdlog/sinks/basic_file_sink.h>
@@ -142,6 +143,18 @@ std::string blas_description() {
       return line.substr(slash);
   }
   return "unknown";
+}
+
+// Temporary files of writes that a kill interrupted (atomic_write's *.tmp.PID).
+void remove_temporaries(const std::string& dir) {
+  for (auto sub : {"", "/checkpoints"}) {
+    const std::string d = dir + sub;
+    if (DIR* h = ::opendir(d.c_str())) {
+      while (auto* e = ::readdir(h))
+        if (std::string(e->d_name).find(".tmp.") != std::string::npos) std::remove((d + "/" + e->d_name).c_str());
+      ::closedir(h);
+    }
+  }
 }
 
 Config load_run_config(const std::string& run_dir, const std::vector<std::string>& sets) {
@@ -338,6 +351,7 @@ TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bo
   s["n_train"] = n_train;
   s["n_test"] = test_x.size(0);
   s["n_params"] = model.flat().numel();
+  s["weights_checksum"] = weights_checksum(model);
   s["device"] = device.str();
   s["threads"] = threads;
   s["blas"] = blas_description();
@@ -374,8 +388,14 @@ TrainReport run_train(const TrainOptions& opts) {
     const std::string dir = opts.resume_dir;
     Config cfg = load_run_config(dir, opts.sets);
     resolve_device(cfg.train.device);
-    if (!exists(resume_path(dir))) throw UsageError(dir + ": no checkpoints/resume.pt to resume from");
     RunLock lock(dir);
+    remove_temporaries(dir);
+    if (!exists(resume_path(dir))) {
+      // Killed before its first checkpoint: nothing to lose, start the run over.
+      spdlog::warn("{}: no checkpoint yet; starting the run from epoch 0", dir);
+      atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
+      return train(cfg, dir, false, opts.quiet);
+    }
     if (!opts.sets.empty()) atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
     if (exists(dir + "/summary.json")) {
       auto s = read_json_file(dir + "/summary.json");

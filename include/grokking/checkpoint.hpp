@@ -30,6 +30,8 @@ void save_checkpoint(const std::string& path, const Model& model, const FlatAdam
 Checkpoint load_checkpoint(const std::string& path);
 // A checkpoint file, or a run directory (its latest epoch checkpoint).
 std::string resolve_checkpoint(const std::string& path_or_run_dir);
+// FNV-1a of the weights (names, shapes, bytes): equal checksums, equal models.
+std::string weights_checksum(const Model& model);
 // A CPU model holding the checkpoint's weights.
 Model model_from_checkpoint(const Checkpoint& ck);
 
