@@ -49,8 +49,9 @@ std::string checksum(int64_t epoch, const std::string& config, const c10::Dict<s
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, const Model& model, const FlatAdamW* optimizer, int64_t epoch) {
+void save_checkpoint(const std::string& path, const Model& model, const OptimState* optimizer, int64_t epoch) {
   torch::NoGradGuard no_grad;
+  if (model.replicas() != 1) throw std::logic_error("save_checkpoint takes one model; use Model::replica");
   c10::Dict<std::string, torch::Tensor> weights;
   for (auto& [name, t] : model.named_parameters()) weights.insert(name, t.detach().to(torch::kCPU).clone());
   const std::string config = config_to_json(model.config()).dump();
@@ -64,10 +65,9 @@ void save_checkpoint(const std::string& path, const Model& model, const FlatAdam
   c10::Dict<std::string, torch::Tensor> optim;
   int64_t step = 0;
   if (optimizer) {
-    auto& opt = const_cast<FlatAdamW&>(*optimizer);
-    optim.insert("exp_avg", opt.exp_avg().to(torch::kCPU).clone());
-    optim.insert("exp_avg_sq", opt.exp_avg_sq().to(torch::kCPU).clone());
-    step = opt.steps();
+    optim.insert("exp_avg", optimizer->exp_avg.to(torch::kCPU).clone());
+    optim.insert("exp_avg_sq", optimizer->exp_avg_sq.to(torch::kCPU).clone());
+    step = optimizer->step;
     d.insert("optimizer", optim);
     d.insert("optimizer_step", step);
   }

@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
   t->add_option("--resume", train.resume_dir, "Continue the run in this directory from its latest checkpoint");
   t->add_flag("--force", train.force, "Start over in a non-empty run directory");
   t->add_flag("-q,--quiet", train.quiet, "Only warnings and errors on stderr");
+  std::string seeds_text;
+  t->add_option("--seeds", seeds_text, "Train these seeds side by side (e.g. 0-7) into <dir>/seed=K");
 
   // ---- config ----
   std::string config_path;
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
   be->add_option("config", bench.config_path, "Experiment config (default: the paper's P=113 setup)");
   be->add_option("--set", bench.sets, "Override a key: section.key=value (repeatable)");
   be->add_option("--steps", bench.steps, "Timed steps per path (median reported)")->check(CLI::Range(1, 100000));
+  be->add_option("--seeds", bench.seeds, "Also time this many seeds trained side by side")->check(CLI::Range(2, 1024));
   be->add_flag("--json", bench.json, "Machine-readable output on stdout");
 
   // ---- sweep ----
@@ -102,6 +105,7 @@ int main(int argc, char** argv) {
 
   try {
     if (t->parsed()) {
+      if (!seeds_text.empty()) train.seeds = parse_int_list(seeds_text, "--seeds");
       auto rep = run_train(train);
       if (rep.status == "interrupted") return rep.signal == SIGTERM ? kExitSigterm : kExitSigint;
       return kExitOk;

@@ -73,25 +73,30 @@ int64_t numel(const std::vector<int64_t>& shape) {
 }
 }  // namespace
 
-Model::Model(const Config& cfg) : cfg_(cfg), specs_(param_specs(cfg)) {
-  int64_t total = 0;
-  for (auto& s : specs_) total += numel(s.shape);
-  flat_ = torch::zeros({total}, torch::kFloat32);
-  flat_grad_ = torch::zeros({total}, torch::kFloat32);
+Model::Model(const Config& cfg, std::vector<int64_t> seeds)
+    : cfg_(cfg), seeds_(seeds.empty() ? std::vector<int64_t>{cfg.train.seed} : std::move(seeds)),
+      specs_(param_specs(cfg)) {
+  int64_t n = 0;
+  for (auto& s : specs_) n += numel(s.shape);
+  const int64_t S = replicas();
+  flat_ = torch::zeros({S * n}, torch::kFloat32);
+  flat_grad_ = torch::zeros({S * n}, torch::kFloat32);
 
-  // Initialise on the CPU, parameter by parameter in spec order, from one seeded generator.
-  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.train.seed));
+  // Initialise on the CPU, parameter by parameter in spec order, from one seeded generator per replica.
   const double d = double(cfg.model.d_model);
-  int64_t off = 0;
-  for (auto& s : specs_) {
-    const int64_t n = numel(s.shape);
-    if (!s.is_bias) {
-      double std = 0.8 / std::sqrt(d);  // TransformerLens: initializer_range = 0.8/sqrt(d_model)
-      if (cfg.model.init == "paper")    // progress-measures-paper: randn/sqrt(d_model), W_U randn/sqrt(d_vocab)
-        std = (s.name == "unembed.W_U") ? 1.0 / std::sqrt(double(cfg.task.p + 1)) : 1.0 / std::sqrt(d);
-      flat_.narrow(0, off, n).copy_(torch::randn({n}, gen, torch::kFloat32) * std);
+  for (int64_t r = 0; r < S; ++r) {
+    auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seeds_[size_t(r)]));
+    int64_t off = r * n;
+    for (auto& s : specs_) {
+      const int64_t k = numel(s.shape);
+      if (!s.is_bias) {
+        double std = 0.8 / std::sqrt(d);  // TransformerLens: initializer_range = 0.8/sqrt(d_model)
+        if (cfg.model.init == "paper")    // progress-measures-paper: randn/sqrt(d_model), W_U randn/sqrt(d_vocab)
+          std = (s.name == "unembed.W_U") ? 1.0 / std::sqrt(double(cfg.task.p + 1)) : 1.0 / std::sqrt(d);
+        flat_.narrow(0, off, k).copy_(torch::randn({k}, gen, torch::kFloat32) * std);
+      }
+      off += k;
     }
-    off += n;
   }
   bind_views();
 }
@@ -99,19 +104,33 @@ Model::Model(const Config& cfg) : cfg_(cfg), specs_(param_specs(cfg)) {
 void Model::bind_views() {
   torch::NoGradGuard no_grad;
   params_.clear();
+  const int64_t S = replicas(), n = flat_.numel() / S;
+  auto flat2 = flat_.view({S, n}), grad2 = flat_grad_.view({S, n});
   int64_t off = 0;
   for (auto& s : specs_) {
-    const int64_t n = numel(s.shape);
-    auto v = flat_.narrow(0, off, n).view(s.shape);
+    const int64_t k = numel(s.shape);
+    std::vector<int64_t> shape = s.shape;
+    if (S > 1) shape.insert(shape.begin(), S);
+    auto v = flat2.narrow(1, off, k).view(shape);
     if (!s.is_bias || cfg_.model.train_biases) {
       v.requires_grad_(true);
       // Gradients accumulate in place into a view of one flat buffer, so the optimiser
       // updates every parameter with a few kernels.
-      v.mutable_grad() = flat_grad_.narrow(0, off, n).view(s.shape);
+      v.mutable_grad() = grad2.narrow(1, off, k).view(shape);
     }
     params_.emplace_back(s.name, v);
-    off += n;
+    off += k;
   }
+}
+
+Model Model::replica(int64_t s) const {
+  Config c = cfg_;
+  c.train.seed = seeds_[size_t(s)];
+  Model m(c);
+  torch::NoGradGuard no_grad;
+  const int64_t n = flat_.numel() / replicas();
+  m.flat_.copy_(flat_.view({replicas(), n})[s]);
+  return m;
 }
 
 torch::Tensor Model::param(const std::string& name) const {
@@ -150,6 +169,7 @@ torch::Tensor heads_in(const torch::Tensor& w) { return w.permute({1, 0, 2}).res
 }  // namespace
 
 torch::Tensor Model::forward(const torch::Tensor& x, Cache* cache) const {
+  if (replicas() != 1) throw std::logic_error("the plain forward runs one model; use replica(s)");
   const int64_t n = x.size(0), d = cfg_.model.d_model, h = cfg_.model.n_heads, dh = cfg_.model.d_head;
   const auto& W_E = params_[0].second;
   const auto& W_pos = params_[1].second;
@@ -190,43 +210,58 @@ torch::Tensor Model::forward(const torch::Tensor& x, Cache* cache) const {
 // position always holds "=", so its query, key and value are constants; positions 0 and 1 hold
 // one of P tokens each, so their keys and values are P-row tables gathered per pair.
 torch::Tensor Model::forward_fast(const torch::Tensor& x) const {
-  const int64_t n = x.size(0), p = cfg_.task.p, h = cfg_.model.n_heads, dh = cfg_.model.d_head;
-  const auto& W_E = params_[0].second;
-  const auto& W_pos = params_[1].second;
+  const int64_t n = x.size(0), p = cfg_.task.p, h = cfg_.model.n_heads, dh = cfg_.model.d_head, S = replicas();
+  // Every parameter with a leading replica axis: [S, ...].
+  auto W = [&](int i) { return S == 1 ? params_[size_t(i)].second.unsqueeze(0) : params_[size_t(i)].second; };
   auto a = x.select(1, 0), b = x.select(1, 1);
 
-  auto numbers = W_E.narrow(0, 0, p);                       // [P, d]
-  auto tok0 = numbers + W_pos[0], tok1 = numbers + W_pos[1];  // [P, d]
-  auto eq = W_E[p] + W_pos[2];                                // [d]
-  auto table = [&](const torch::Tensor& e, int w, int bias) {  // [rows, H*dh]
-    return e.matmul(heads_in(params_[w].second)) + params_[bias].second.reshape(-1);
+  auto W_E = W(0), W_pos = W(1);
+  auto numbers = W_E.narrow(1, 0, p);                                    // [S, P, d]
+  auto tok0 = numbers + W_pos.narrow(1, 0, 1), tok1 = numbers + W_pos.narrow(1, 1, 1);
+  auto eq = (W_E.narrow(1, p, 1) + W_pos.narrow(1, 2, 1));               // [S, 1, d]
+  auto table = [&](const torch::Tensor& e, int w, int bias) {            // [S, rows, H*dh]
+    auto Wm = W(w);                                                      // [S, H, d, dh] -> [S, d, H*dh]
+    return e.matmul(Wm.permute({0, 2, 1, 3}).reshape({S, Wm.size(2), h * dh})) + W(bias).reshape({S, 1, h * dh});
   };
-  auto q = table(eq, 2, 6).view({h, dh});                       // [H, dh]
+  auto q = table(eq, 2, 6).view({S, 1, h, dh});
   auto scale = 1.0 / std::sqrt(double(dh));
-  auto s0 = (table(tok0, 3, 7).view({p, h, dh}) * q).sum(-1) * scale;  // [P, H]
-  auto s1 = (table(tok1, 3, 7).view({p, h, dh}) * q).sum(-1) * scale;
-  auto s2 = (table(eq, 3, 7).view({h, dh}) * q).sum(-1) * scale;      // [H]
-  auto w = torch::stack({s0.index_select(0, a), s1.index_select(0, b), s2.expand({n, h})}, -1).softmax(-1);
+  auto s0 = (table(tok0, 3, 7).view({S, p, h, dh}) * q).sum(-1) * scale;  // [S, P, H]
+  auto s1 = (table(tok1, 3, 7).view({S, p, h, dh}) * q).sum(-1) * scale;
+  auto s2 = (table(eq, 3, 7).view({S, 1, h, dh}) * q).sum(-1) * scale;    // [S, 1, H]
+  auto w = torch::stack({s0.index_select(1, a), s1.index_select(1, b), s2.expand({S, n, h})}, -1).softmax(-1);
 
-  auto v0 = table(tok0, 4, 8).index_select(0, a).view({n, h, dh});
-  auto v1 = table(tok1, 4, 8).index_select(0, b).view({n, h, dh});
-  auto v2 = table(eq, 4, 8).view({1, h, dh});
-  auto z = (w.select(2, 0).unsqueeze(-1) * v0 + w.select(2, 1).unsqueeze(-1) * v1 +
-            w.select(2, 2).unsqueeze(-1) * v2)
-               .reshape({n, h * dh});                            // [N, H*dh]
-  auto resid_mid = eq + z.matmul(params_[5].second.reshape({h * dh, -1})) + params_[9].second;  // [N, d]
-  auto post = activation(resid_mid.matmul(params_[10].second) + params_[11].second, cfg_.model.activation);
-  auto resid_post = resid_mid + post.matmul(params_[12].second) + params_[13].second;
-  return resid_post.matmul(params_[14].second) + params_[15].second;
+  auto v0 = table(tok0, 4, 8).index_select(1, a).view({S, n, h, dh});
+  auto v1 = table(tok1, 4, 8).index_select(1, b).view({S, n, h, dh});
+  auto v2 = table(eq, 4, 8).view({S, 1, h, dh});
+  auto z = (w.select(3, 0).unsqueeze(-1) * v0 + w.select(3, 1).unsqueeze(-1) * v1 +
+            w.select(3, 2).unsqueeze(-1) * v2)
+               .reshape({S, n, h * dh});                                 // [S, N, H*dh]
+  auto W_O = W(5);
+  auto resid_mid = eq + z.matmul(W_O.reshape({S, h * dh, W_O.size(3)})) + W(9).unsqueeze(1);  // [S, N, d]
+  auto post = activation(resid_mid.matmul(W(10)) + W(11).unsqueeze(1), cfg_.model.activation);
+  auto resid_post = resid_mid + post.matmul(W(12)) + W(13).unsqueeze(1);
+  auto logits = resid_post.matmul(W(14)) + W(15).unsqueeze(1);           // [S, N, P]
+  return S == 1 ? logits.squeeze(0) : logits;
 }
 
 torch::Tensor loss_fn(const torch::Tensor& logits, const torch::Tensor& labels) {
+  if (logits.dim() == 3) return replica_losses(logits, labels).sum();
   auto logp = logits.to(torch::kFloat64).log_softmax(-1);
   return -logp.gather(1, labels.unsqueeze(1)).mean();
 }
 
 double accuracy(const torch::Tensor& logits, const torch::Tensor& labels) {
   return logits.argmax(-1).eq(labels).to(torch::kFloat64).mean().item<double>();
+}
+
+torch::Tensor replica_losses(const torch::Tensor& logits, const torch::Tensor& labels) {
+  auto logp = logits.to(torch::kFloat64).log_softmax(-1);  // [S, N, P]
+  auto idx = labels.view({1, -1, 1}).expand({logits.size(0), labels.size(0), 1});
+  return -logp.gather(2, idx).squeeze(2).mean(1);
+}
+
+torch::Tensor replica_accuracies(const torch::Tensor& logits, const torch::Tensor& labels) {
+  return logits.argmax(-1).eq(labels.unsqueeze(0)).to(torch::kFloat64).mean(1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,6 +296,11 @@ void FlatAdamW::set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64
   exp_avg_.copy_(exp_avg);
   exp_avg_sq_.copy_(exp_avg_sq);
   step_ = step;
+}
+
+OptimState FlatAdamW::state(int64_t s, int64_t replicas) const {
+  const int64_t n = exp_avg_.numel() / replicas;
+  return {exp_avg_.narrow(0, s * n, n), exp_avg_sq_.narrow(0, s * n, n), step_};
 }
 
 torch::Device resolve_device(const std::string& spec) {

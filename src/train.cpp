@@ -53,21 +53,27 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 struct Eval {
-  double loss, acc;
+  std::vector<double> loss, acc;  // per replica
 };
 
-// Loss and accuracy over a whole split, in chunks that bound memory.
+// Loss and accuracy over a whole split for every replica, in chunks that bound memory.
 Eval evaluate(const Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast) {
   torch::NoGradGuard no_grad;
-  const int64_t n = x.size(0), chunk = 16384;
-  double loss_sum = 0, correct = 0;
+  const int64_t n = x.size(0), chunk = 16384, S = model.replicas();
+  auto loss_sum = torch::zeros({S}, torch::kFloat64), correct = torch::zeros({S}, torch::kFloat64);
   for (int64_t i = 0; i < n; i += chunk) {
     auto xs = x.slice(0, i, i + chunk), ys = y.slice(0, i, i + chunk);
     auto logits = fast ? model.forward_fast(xs) : model.forward(xs);
-    loss_sum += loss_fn(logits, ys).item<double>() * double(xs.size(0));
-    correct += accuracy(logits, ys) * double(xs.size(0));
+    if (logits.dim() == 2) logits = logits.unsqueeze(0);
+    loss_sum += replica_losses(logits, ys).cpu() * double(xs.size(0));
+    correct += replica_accuracies(logits, ys).cpu() * double(xs.size(0));
   }
-  return {loss_sum / double(n), correct / double(n)};
+  Eval e;
+  for (int64_t r = 0; r < S; ++r) {
+    e.loss.push_back(loss_sum[r].item<double>() / double(n));
+    e.acc.push_back(correct[r].item<double>() / double(n));
+  }
+  return e;
 }
 
 std::string fmt(const char* f, double v) {
@@ -76,13 +82,17 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-std::shared_ptr<spdlog::logger> make_logger(const std::string& run_dir, bool quiet) {
+std::shared_ptr<spdlog::logger> make_logger(const std::vector<std::string>& run_dirs, bool quiet) {
   auto err = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   err->set_pattern("%v");
   err->set_level(quiet ? spdlog::level::warn : spdlog::level::info);
-  auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(run_dir + "/train.log");
-  file->set_pattern("[%Y-%m-%d %H:%M:%S] %v");
-  auto log = std::make_shared<spdlog::logger>("train", spdlog::sinks_init_list{err, file});
+  std::vector<spdlog::sink_ptr> sinks = {err};
+  for (auto& dir : run_dirs) {
+    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(dir + "/train.log");
+    file->set_pattern("[%Y-%m-%d %H:%M:%S] %v");
+    sinks.push_back(file);
+  }
+  auto log = std::make_shared<spdlog::logger>("train", sinks.begin(), sinks.end());
   log->set_level(spdlog::level::info);
   log->flush_on(spdlog::level::info);
   return log;
@@ -176,29 +186,36 @@ Config load_run_config(const std::string& run_dir, const std::vector<std::string
 }
 
 TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bool quiet) {
+  return train_replicas(cfg, {cfg.train.seed}, {run_dir}, resume, quiet)[0];
+}
+
+std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int64_t>& seeds,
+                                        const std::vector<std::string>& dirs, bool resume, bool quiet) {
   const auto t0 = Clock::now();
   const auto& tc = cfg.train;
-  auto log = make_logger(run_dir, quiet);
-  const std::string metrics_path = run_dir + "/metrics.csv";
+  const auto S = int64_t(seeds.size());
+  if (resume && S != 1) throw UsageError("--resume continues one run; resume the seeds of a batched run one by one");
+  auto log = make_logger(dirs, quiet);
+  auto metrics_path = [&](int64_t r) { return dirs[size_t(r)] + "/metrics.csv"; };
 
   // ---- environment: threads, denormals, device ----
   const int threads = configure_threads(tc.threads);
   torch::Device device = resolve_device(tc.device);
   if (device.is_cpu()) at::globalContext().setFlushDenormal(tc.flush_denormal);
-  const bool fast = tc.path != "plain";
+  const bool fast = tc.path != "plain" || S > 1;  // replicas train through the batched fast path
 
-  // ---- data and model, initialised on the CPU then moved ----
+  // ---- data and model(s), initialised on the CPU then moved ----
   Dataset data = make_dataset(cfg.task);
-  Model model(cfg);
+  Model model(cfg, seeds);
   int64_t start_epoch = 0;
-  std::vector<MetricsRow> rows;
+  std::vector<std::vector<MetricsRow>> rows(static_cast<size_t>(S));
   Checkpoint ck;
   if (resume) {
-    ck = load_checkpoint(resume_path(run_dir));
+    ck = load_checkpoint(resume_path(dirs[0]));
     if (!ck.has_optimizer) throw RunError(ck.path + ": has no optimizer state; cannot resume from it");
     if (config_to_json(ck.config)["model"] != config_to_json(cfg)["model"] ||
         config_to_json(ck.config)["task"] != config_to_json(cfg)["task"])
-      throw RunError(ck.path + ": was written by a different task/model config than " + run_dir + "/config.json");
+      throw RunError(ck.path + ": was written by a different task/model config than " + dirs[0] + "/config.json");
     model.load(ck.weights);
     start_epoch = ck.epoch;
   }
@@ -206,9 +223,9 @@ TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bo
   FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
   if (resume) {
     opt.set_state(ck.exp_avg.to(device), ck.exp_avg_sq.to(device), ck.optimizer_step);
-    for (auto& r : read_metrics(metrics_path))
-      if (r.epoch <= start_epoch) rows.push_back(r);
-    write_metrics(metrics_path, rows);  // drop rows written after the checkpoint
+    for (auto& r : read_metrics(metrics_path(0)))
+      if (r.epoch <= start_epoch) rows[0].push_back(r);
+    write_metrics(metrics_path(0), rows[0]);  // drop rows written after the checkpoint
   }
   auto train_x = data.train_x.to(device), train_y = data.train_y.to(device);
   auto test_x = data.test_x.to(device), test_y = data.test_y.to(device);
@@ -218,32 +235,39 @@ TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bo
   log->info("grokking {} | LibTorch {} | device {} | BLAS {} | {} threads | flush_denormal {} | {} path",
             GROKKING_VERSION, compat::torch_version(), device.str(), blas_description(), threads,
             device.is_cpu() && tc.flush_denormal ? "on" : "off", fast ? "fast" : "plain");
-  log->info("{} (mod {}): {} train / {} test pairs | {} parameters | {} epochs{}", cfg.task.operation, cfg.task.p,
-            n_train, test_x.size(0), model.flat().numel(), tc.epochs,
+  log->info("{} (mod {}): {} train / {} test pairs | {} parameters | {} epochs{}{}", cfg.task.operation, cfg.task.p,
+            n_train, test_x.size(0), model.flat().numel() / S, tc.epochs,
+            S > 1 ? " | " + std::to_string(S) + " seeds side by side" : "",
             resume ? " | resuming at epoch " + std::to_string(start_epoch) : "");
 
-  // ---- evaluation: a metrics.csv row ----
-  const double elapsed_before = rows.empty() ? 0.0 : rows.back().elapsed_s;
-  auto evaluate_row = [&](int64_t epoch, double lr) {
-    auto tr = evaluate(model, train_x, train_y, fast);
-    auto te = evaluate(model, test_x, test_y, fast);
-    MetricsRow r{epoch, tr.loss, te.loss, tr.acc, te.acc, model.sum_squared_weights(), lr,
-                 elapsed_before + seconds_since(t0)};
-    append_line(metrics_path, format_row(r));
-    rows.push_back(r);
-    return r;
+  // ---- evaluation: a metrics.csv row per replica ----
+  const double elapsed_before = rows[0].empty() ? 0.0 : rows[0].back().elapsed_s;
+  auto evaluate_rows = [&](int64_t epoch, double lr) {
+    auto tr = evaluate(model, train_x, train_y, fast), te = evaluate(model, test_x, test_y, fast);
+    const int64_t n = model.flat().numel() / S;
+    auto sq = model.flat().detach().to(torch::kFloat64).view({S, n}).pow(2).sum(1).cpu();
+    const double elapsed = elapsed_before + seconds_since(t0);
+    for (int64_t r = 0; r < S; ++r) {
+      MetricsRow row{epoch, tr.loss[r], te.loss[r], tr.acc[r], te.acc[r], sq[r].item<double>(), lr, elapsed};
+      append_line(metrics_path(r), format_row(row));
+      rows[size_t(r)].push_back(row);
+    }
   };
   if (!resume) {
-    atomic_write(metrics_path, metrics_header() + "\n");
-    evaluate_row(0, 0.0);
+    for (int64_t r = 0; r < S; ++r) atomic_write(metrics_path(r), metrics_header() + "\n");
+    evaluate_rows(0, 0.0);
   }
 
   // ---- checkpoints: weights-only history plus the full state to resume from ----
   int64_t last_ckpt = resume ? start_epoch : -1;
   auto checkpoint = [&](int64_t epoch) {
     if (epoch == last_ckpt) return;
-    save_checkpoint(checkpoint_path(run_dir, epoch), model, nullptr, epoch);
-    save_checkpoint(resume_path(run_dir), model, &opt, epoch);
+    for (int64_t r = 0; r < S; ++r) {
+      Model one = S == 1 ? model : model.replica(r);
+      auto st = opt.state(r, S);
+      save_checkpoint(checkpoint_path(dirs[size_t(r)], epoch), one, nullptr, epoch);
+      save_checkpoint(resume_path(dirs[size_t(r)]), one, &st, epoch);
+    }
     last_ckpt = epoch;
   };
   if (!resume) checkpoint(0);
@@ -251,12 +275,17 @@ TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bo
   // ---- the training loop ----
   SignalScope signals;
   ProgressBar bar(!quiet && ::isatty(2));
-  TrainReport rep;
-  rep.run_dir = run_dir;
-  rep.status = "completed";
-  int64_t held_since = -1, last_logged = start_epoch;
-  for (auto& r : rows)
-    held_since = (tc.early_stop_acc > 0 && r.test_acc >= tc.early_stop_acc) ? (held_since < 0 ? r.epoch : held_since) : -1;
+  std::string status = "completed";
+  int signal = 0;
+  // Early stop: every replica's test accuracy has held the threshold since held_since[r].
+  std::vector<int64_t> held_since(size_t(S), int64_t(-1));
+  auto update_hold = [&](int64_t r, const MetricsRow& row) {
+    auto& h = held_since[size_t(r)];
+    h = (tc.early_stop_acc > 0 && row.test_acc >= tc.early_stop_acc) ? (h < 0 ? row.epoch : h) : -1;
+  };
+  for (int64_t r = 0; r < S; ++r)
+    for (auto& row : rows[size_t(r)]) update_hold(r, row);
+  int64_t last_logged = start_epoch;
   const auto loop_start = Clock::now();
   int64_t epoch = start_epoch;
   while (epoch < tc.epochs) {
@@ -264,63 +293,69 @@ TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bo
     // resumed run draws the same order without saved generator state.
     double lr = 0;
     double step_loss = 0;
+    torch::Tensor xs = train_x, ys = train_y;
+    if (batch < n_train) {
+      auto gen = at::detail::createCPUGenerator(uint64_t(tc.seed) * 1000003u + uint64_t(epoch));
+      auto perm = torch::randperm(n_train, gen, torch::kInt64).to(device);
+      xs = train_x.index_select(0, perm), ys = train_y.index_select(0, perm);
+    }
     for (int64_t i = 0; i < n_train; i += batch) {
-      torch::Tensor xb = train_x, yb = train_y;
-      if (batch < n_train) {
-        if (i == 0) {
-          auto gen = at::detail::createCPUGenerator(uint64_t(tc.seed) * 1000003u + uint64_t(epoch));
-          auto perm = torch::randperm(n_train, gen, torch::kInt64).to(device);
-          xb = train_x.index_select(0, perm), yb = train_y.index_select(0, perm);
-          train_x = xb, train_y = yb;  // keep the shuffled order for this epoch's remaining batches
-        }
-        xb = train_x.slice(0, i, i + batch), yb = train_y.slice(0, i, i + batch);
-      }
+      auto xb = batch < n_train ? xs.slice(0, i, i + batch) : xs, yb = batch < n_train ? ys.slice(0, i, i + batch) : ys;
       model.flat_grad().zero_();
-      auto logits = fast ? model.forward_fast(xb) : model.forward(xb);
-      auto loss = loss_fn(logits, yb);
+      auto loss = loss_fn(fast ? model.forward_fast(xb) : model.forward(xb), yb);
       loss.backward();
       lr = opt.scheduled_lr();
       opt.step(lr);
       if (device.is_cpu()) step_loss = loss.item<double>();  // free on the CPU; a sync on a GPU
     }
-    if (batch < n_train) train_x = data.train_x.to(device), train_y = data.train_y.to(device);
     ++epoch;
 
-    const bool eval_now = epoch % tc.eval_every == 0 || epoch == tc.epochs;
     if (device.is_cpu() && !std::isfinite(step_loss)) {
-      rep.status = "diverged";
+      status = "diverged";
       break;
     }
-    if (eval_now) {
-      auto r = evaluate_row(epoch, lr);
-      if (!std::isfinite(r.train_loss) || !std::isfinite(r.sum_sq_weights)) {
-        rep.status = "diverged";
-        break;
+    if (epoch % tc.eval_every == 0 || epoch == tc.epochs) {
+      evaluate_rows(epoch, lr);
+      bool finite = true, all_held = tc.early_stop_acc > 0;
+      for (int64_t r = 0; r < S; ++r) {
+        auto& row = rows[size_t(r)].back();
+        finite = finite && std::isfinite(row.train_loss) && std::isfinite(row.sum_sq_weights);
+        update_hold(r, row);
+        all_held = all_held && held_since[size_t(r)] >= 0 && epoch - held_since[size_t(r)] >= tc.early_stop_hold;
       }
-      if (tc.early_stop_acc > 0 && r.test_acc >= tc.early_stop_acc) {
-        if (held_since < 0) held_since = epoch;
-      } else {
-        held_since = -1;
+      if (!finite) {
+        status = "diverged";
+        break;
       }
       const double eps = double(epoch - start_epoch) / std::max(seconds_since(loop_start), 1e-9);
       if (epoch - last_logged >= std::max<int64_t>(tc.log_every, 1) || epoch == tc.epochs) {
         bar.clear();
-        log->info("epoch {}/{} | train {} | test {} | acc {}/{} | {} ep/s | eta {}", epoch, tc.epochs,
-                  fmt("%.2e", r.train_loss), fmt("%.2e", r.test_loss), fmt("%.3f", r.train_acc),
-                  fmt("%.3f", r.test_acc), fmt("%.0f", eps),
+        const auto& r0 = rows[0].back();
+        std::string figures;
+        if (S == 1) {
+          figures = "train " + fmt("%.2e", r0.train_loss) + " | test " + fmt("%.2e", r0.test_loss) + " | acc " +
+                    fmt("%.3f", r0.train_acc) + "/" + fmt("%.3f", r0.test_acc);
+        } else {
+          double lo = 1, hi = 0, mean = 0;
+          for (auto& rr : rows) lo = std::min(lo, rr.back().test_acc), hi = std::max(hi, rr.back().test_acc),
+                                mean += rr.back().test_acc / double(S);
+          figures = "test acc over " + std::to_string(S) + " seeds min " + fmt("%.3f", lo) + " mean " +
+                    fmt("%.3f", mean) + " max " + fmt("%.3f", hi);
+        }
+        log->info("epoch {}/{} | {} | {} ep/s | eta {}", epoch, tc.epochs, figures, fmt("%.0f", eps),
                   format_duration(double(tc.epochs - epoch) / std::max(eps, 1e-9)));
         last_logged = epoch;
       }
-      if (held_since >= 0 && epoch - held_since >= tc.early_stop_hold) {
-        rep.status = "early_stopped";
+      if (all_held) {
+        status = "early_stopped";
         checkpoint(epoch);
         break;
       }
     }
     if (epoch % tc.checkpoint_every == 0 || epoch == tc.epochs) checkpoint(epoch);
     if (g_signal.load() != 0) {
-      rep.status = "interrupted";
-      rep.signal = g_signal.load();
+      status = "interrupted";
+      signal = g_signal.load();
       checkpoint(epoch);
       break;
     }
@@ -328,58 +363,72 @@ TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bo
   }
   bar.clear();
 
-  // ---- summary.json ----
-  rep.epochs_done = epoch;
-  rep.wall_s = seconds_since(t0);
-  rep.milestones = find_milestones(rows);
-  if (!rows.empty()) rep.final = rows.back();
-  nlohmann::json s;
-  s["status"] = rep.status;
-  s["epochs"] = epoch;
-  s["epochs_planned"] = tc.epochs;
-  s["final"] = {{"epoch", rep.final.epoch},           {"train_loss", rep.final.train_loss},
-                {"test_loss", rep.final.test_loss},   {"train_acc", rep.final.train_acc},
-                {"test_acc", rep.final.test_acc},     {"sum_sq_weights", rep.final.sum_sq_weights}};
-  s["memorised_epoch"] = optional_json(rep.milestones.memorised);
-  s["grokked_epoch"] = optional_json(rep.milestones.grokked);
-  s["grokking_delay"] = (rep.milestones.memorised && rep.milestones.grokked)
-                            ? nlohmann::json(*rep.milestones.grokked - *rep.milestones.memorised)
-                            : nlohmann::json();
-  s["milestone_resolution_epochs"] = tc.eval_every;
-  s["wall_time_s"] = elapsed_before + rep.wall_s;
-  s["epochs_per_s"] = double(epoch - start_epoch) / std::max(seconds_since(loop_start), 1e-9);
-  s["n_train"] = n_train;
-  s["n_test"] = test_x.size(0);
-  s["n_params"] = model.flat().numel();
-  s["weights_checksum"] = weights_checksum(model);
-  s["device"] = device.str();
-  s["threads"] = threads;
-  s["blas"] = blas_description();
-  s["flush_denormal"] = device.is_cpu() && tc.flush_denormal;
-  s["path"] = fast ? "fast" : "plain";
-  s["libtorch"] = compat::torch_version();
-  s["grokking_version"] = GROKKING_VERSION;
-  atomic_write(run_dir + "/summary.json", s.dump(2) + "\n");
+  // ---- summary.json per run ----
+  std::vector<TrainReport> reports;
+  const double wall = seconds_since(t0);
+  const double eps = double(epoch - start_epoch) / std::max(seconds_since(loop_start), 1e-9);
+  for (int64_t r = 0; r < S; ++r) {
+    TrainReport rep;
+    rep.status = status;
+    rep.signal = signal;
+    rep.run_dir = dirs[size_t(r)];
+    rep.epochs_done = epoch;
+    rep.wall_s = wall;
+    rep.milestones = find_milestones(rows[size_t(r)]);
+    if (!rows[size_t(r)].empty()) rep.final = rows[size_t(r)].back();
+    nlohmann::json s;
+    s["status"] = status;
+    s["epochs"] = epoch;
+    s["epochs_planned"] = tc.epochs;
+    s["final"] = {{"epoch", rep.final.epoch},         {"train_loss", rep.final.train_loss},
+                  {"test_loss", rep.final.test_loss}, {"train_acc", rep.final.train_acc},
+                  {"test_acc", rep.final.test_acc},   {"sum_sq_weights", rep.final.sum_sq_weights}};
+    s["memorised_epoch"] = optional_json(rep.milestones.memorised);
+    s["grokked_epoch"] = optional_json(rep.milestones.grokked);
+    s["grokking_delay"] = (rep.milestones.memorised && rep.milestones.grokked)
+                              ? nlohmann::json(*rep.milestones.grokked - *rep.milestones.memorised)
+                              : nlohmann::json();
+    s["milestone_resolution_epochs"] = tc.eval_every;
+    s["wall_time_s"] = elapsed_before + wall;
+    s["epochs_per_s"] = eps;
+    s["n_train"] = n_train;
+    s["n_test"] = test_x.size(0);
+    s["n_params"] = model.flat().numel() / S;
+    s["weights_checksum"] = weights_checksum(S == 1 ? model : model.replica(r));
+    s["seed"] = seeds[size_t(r)];
+    s["seeds_side_by_side"] = S;
+    s["device"] = device.str();
+    s["threads"] = threads;
+    s["blas"] = blas_description();
+    s["flush_denormal"] = device.is_cpu() && tc.flush_denormal;
+    s["path"] = fast ? "fast" : "plain";
+    s["libtorch"] = compat::torch_version();
+    s["grokking_version"] = GROKKING_VERSION;
+    atomic_write(dirs[size_t(r)] + "/summary.json", s.dump(2) + "\n");
+    reports.push_back(rep);
+  }
 
   // ---- how it ended ----
   auto epoch_text = [](const std::optional<int64_t>& e) { return e ? std::to_string(*e) : std::string("never"); };
-  if (rep.status == "diverged") {
-    auto list = list_checkpoints(run_dir);
+  if (status == "diverged") {
+    auto list = list_checkpoints(dirs[0]);
     throw RunError("training diverged at epoch " + std::to_string(epoch) +
                    ": the loss is not finite (lr too high?); the last finite checkpoint is " +
                    (list.empty() ? std::string("none") : list.back().second));
   }
-  if (rep.status == "interrupted") {
-    log->warn("interrupted by {} at epoch {}; checkpoint written. Resume with: grokking train --resume {}",
-              rep.signal == SIGINT ? "Ctrl-C" : "SIGTERM", epoch, run_dir);
+  if (status == "interrupted") {
+    std::string how = S == 1 ? "grokking train --resume " + dirs[0] : "grokking train --resume DIR for each of " + dirs[0] + " ...";
+    log->warn("interrupted by {} at epoch {}; checkpoint written. Resume with: {}",
+              signal == SIGINT ? "Ctrl-C" : "SIGTERM", epoch, how);
   } else {
-    log->info("{} after {} epochs in {}: memorised at epoch {}, grokked at epoch {} | final train {} test {} acc {}/{}",
-              rep.status == "completed" ? "done" : "early stop", epoch, format_duration(rep.wall_s),
-              epoch_text(rep.milestones.memorised), epoch_text(rep.milestones.grokked),
-              fmt("%.2e", rep.final.train_loss), fmt("%.2e", rep.final.test_loss), fmt("%.3f", rep.final.train_acc),
-              fmt("%.3f", rep.final.test_acc));
+    for (auto& rep : reports)
+      log->info("{}{} after {} epochs in {}: memorised at epoch {}, grokked at epoch {} | final train {} test {} acc {}/{}",
+                S > 1 ? rep.run_dir + ": " : "", status == "completed" ? "done" : "early stop", epoch,
+                format_duration(rep.wall_s), epoch_text(rep.milestones.memorised), epoch_text(rep.milestones.grokked),
+                fmt("%.2e", rep.final.train_loss), fmt("%.2e", rep.final.test_loss), fmt("%.3f", rep.final.train_acc),
+                fmt("%.3f", rep.final.test_acc));
   }
-  return rep;
+  return reports;
 }
 
 TrainReport run_train(const TrainOptions& opts) {
@@ -416,26 +465,43 @@ TrainReport run_train(const TrainOptions& opts) {
   if (opts.config_path.empty()) throw UsageError("train: give a CONFIG.json, or --resume RUN_DIR");
   Config cfg = load_config(opts.config_path, opts.sets);
   if (!opts.out_dir.empty()) cfg.output.dir = opts.out_dir;
-  const std::string dir = cfg.output.dir;
   resolve_device(cfg.train.device);
-  if (exists(dir) && !is_dir(dir)) throw UsageError(dir + ": run directory path exists and is not a directory");
-  const bool nonempty = exists(dir + "/config.json") || exists(dir + "/metrics.csv") || exists(dir + "/checkpoints");
-  if (nonempty && !opts.force)
-    throw UsageError(dir + ": run directory is not empty; use --resume " + dir + " to continue it or --force to start over");
-  try {
-    make_dirs(dir + "/checkpoints");
-  } catch (const RunError& e) {
-    throw UsageError(std::string(e.what()) + " (output.dir / --out)");
+  std::vector<int64_t> seeds = opts.seeds.empty() ? std::vector<int64_t>{cfg.train.seed} : opts.seeds;
+  if (!opts.seeds.empty() && cfg.train.batch_size != 0)
+    throw UsageError("--seeds trains full-batch runs side by side; /train/batch_size must be 0 (got " +
+                     std::to_string(cfg.train.batch_size) + ")");
+  std::vector<std::string> dirs;
+  for (auto seed : seeds)
+    dirs.push_back(opts.seeds.empty() ? cfg.output.dir : cfg.output.dir + "/seed=" + std::to_string(seed));
+  for (auto& dir : dirs) {
+    if (exists(dir) && !is_dir(dir)) throw UsageError(dir + ": run directory path exists and is not a directory");
+    const bool nonempty = exists(dir + "/config.json") || exists(dir + "/metrics.csv") || exists(dir + "/checkpoints");
+    if (nonempty && !opts.force)
+      throw UsageError(dir + ": run directory is not empty; use --resume " + dir + " to continue it or --force to start over");
   }
-  RunLock lock(dir);
-  if (opts.force) {
-    for (auto& [e, path] : list_checkpoints(dir)) std::remove(path.c_str());
-    for (auto name : {"/checkpoints/resume.pt", "/metrics.csv", "/summary.json", "/train.log", "/progress.csv",
-                      "/fourier.csv", "/ablate.csv"})
-      std::remove((dir + name).c_str());
+  std::vector<std::unique_ptr<RunLock>> locks;
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    const auto& dir = dirs[i];
+    try {
+      make_dirs(dir + "/checkpoints");
+    } catch (const RunError& e) {
+      throw UsageError(std::string(e.what()) + " (output.dir / --out)");
+    }
+    locks.push_back(std::make_unique<RunLock>(dir));
+    if (opts.force) {
+      for (auto& [e, path] : list_checkpoints(dir)) std::remove(path.c_str());
+      for (auto name : {"/checkpoints/resume.pt", "/metrics.csv", "/summary.json", "/train.log", "/progress.csv",
+                        "/fourier.csv", "/ablate.csv", "/report.html"})
+        std::remove((dir + name).c_str());
+    }
+    Config one = cfg;
+    one.train.seed = seeds[i];
+    one.output.dir = dir;
+    atomic_write(dir + "/config.json", config_to_json(one).dump(2) + "\n");
   }
-  atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
-  return train(cfg, dir, false, opts.quiet);
+  if (seeds.size() == 1 && opts.seeds.empty()) return train(cfg, dirs[0], false, opts.quiet);
+  auto reports = train_replicas(cfg, seeds, dirs, false, opts.quiet);
+  return reports[0];
 }
 
 }  // namespace grokking

@@ -142,6 +142,7 @@ std::pair<double, torch::Tensor> loss_and_grad(Model& m, const Dataset& d, bool 
 }  // namespace
 
 TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]") {
+  torch::manual_seed(1);
   std::vector<Config> configs;
   configs.push_back(tiny_config(11));
   {
@@ -180,10 +181,16 @@ TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]
     for (auto& [name, t] : m.named_parameters()) {
       auto gp = g_plain.narrow(0, off, t.numel()), gf = g_fast.narrow(0, off, t.numel());
       off += t.numel();
-      // b_K's true gradient is zero (softmax ignores a shift shared by all keys): compare its
-      // rounding noise against the scale of the whole gradient instead.
-      double scale = std::max(gp.norm().item<double>(), 1e-4 * g_plain.norm().item<double>());
       INFO(name);
+      if (name == "blocks.0.attn.b_K") {
+        // Its true gradient is zero (softmax ignores a shift shared by every key): both paths
+        // must give rounding noise only.
+        const double total = g_plain.norm().item<double>();
+        CHECK(gp.norm().item<double>() <= 1e-5 * total);
+        CHECK(gf.norm().item<double>() <= 1e-5 * total);
+        continue;
+      }
+      const double scale = std::max(gp.norm().item<double>(), 1e-12);
       CHECK((gf - gp).norm().item<double>() / scale <= 1e-5);
     }
   }

@@ -43,7 +43,8 @@ TEST_CASE("a checkpoint round-trips weights, optimizer state and config", "[trai
   opt.exp_avg().normal_();
   opt.exp_avg_sq().uniform_();
   opt.step(1e-3);
-  save_checkpoint(dir + "/a.pt", m, &opt, 42);
+  auto st = opt.state();
+  save_checkpoint(dir + "/a.pt", m, &st, 42);
   auto ck = load_checkpoint(dir + "/a.pt");
   CHECK(ck.epoch == 42);
   CHECK(config_to_json(ck.config) == config_to_json(cfg));
@@ -200,4 +201,42 @@ TEST_CASE("configs/ci-small.json groks: memorise first, generalise much later", 
   CHECK(*rep.milestones.grokked - *rep.milestones.memorised >= 500);
   CHECK(rep.final.test_acc >= 0.99);
   CHECK(rep.final.train_acc == 1.0);
+}
+
+TEST_CASE("seeds trained side by side write what single-seed runs write", "[train]") {
+  auto cfg = tiny_config(13);
+  cfg.train.epochs = 80;
+  cfg.train.eval_every = 20;
+  cfg.train.checkpoint_every = 40;
+  const std::vector<int64_t> seeds = {3, 4, 5};
+  std::string parent = temp_dir("seeds");
+  std::vector<std::string> dirs;
+  for (auto s : seeds) {
+    dirs.push_back(parent + "/seed=" + std::to_string(s));
+    make_dirs(dirs.back() + "/checkpoints");
+  }
+  auto reps = train_replicas(cfg, seeds, dirs, false, true);
+  REQUIRE(reps.size() == 3);
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    INFO("seed " << seeds[i]);
+    auto one = cfg;
+    one.train.seed = seeds[i];
+    std::string single = prepare_run(one, "single" + std::to_string(seeds[i]));
+    train(one, single, false, true);
+    auto a = read_metrics(single + "/metrics.csv"), b = read_metrics(dirs[i] + "/metrics.csv");
+    REQUIRE(a.size() == b.size());
+    for (size_t k = 0; k < a.size(); ++k) {
+      CHECK(a[k].epoch == b[k].epoch);
+      CHECK(b[k].train_loss == Approx(a[k].train_loss).epsilon(1e-3).margin(1e-6));
+      CHECK(b[k].test_loss == Approx(a[k].test_loss).epsilon(1e-3).margin(1e-6));
+      CHECK(std::abs(b[k].test_acc - a[k].test_acc) <= 0.02);
+      CHECK(b[k].sum_sq_weights == Approx(a[k].sum_sq_weights).epsilon(1e-4));
+    }
+    auto wa = model_from_checkpoint(load_checkpoint(resume_path(single))).flat();
+    auto cb = load_checkpoint(resume_path(dirs[i]));
+    CHECK(cb.config.train.seed == seeds[i]);
+    auto wb = model_from_checkpoint(cb).flat();
+    CHECK((wa - wb).norm().item<double>() <= 1e-3 * wa.norm().item<double>());
+    CHECK(read_json_file(dirs[i] + "/summary.json")["seed"] == seeds[i]);
+  }
 }

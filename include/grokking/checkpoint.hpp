@@ -24,8 +24,8 @@ struct Checkpoint {
   int64_t optimizer_step = 0;
 };
 
-// Writes atomically. `optimizer` null: weights only (the epoch_N.pt files).
-void save_checkpoint(const std::string& path, const Model& model, const FlatAdamW* optimizer, int64_t epoch);
+// Writes atomically. `optimizer` null: weights only (the epoch_N.pt files). One model, not replicas.
+void save_checkpoint(const std::string& path, const Model& model, const OptimState* optimizer, int64_t epoch);
 // Verifies format, version, checksum and shapes. RunError("PATH: ...") otherwise.
 Checkpoint load_checkpoint(const std::string& path);
 // A checkpoint file, or a run directory (its latest epoch checkpoint).

@@ -38,6 +38,7 @@ struct BenchOptions {
   std::string config_path;        // empty: defaults (the paper's P=113 setup)
   std::vector<std::string> sets;
   int steps = 20;
+  int64_t seeds = 0;  // > 1: also time this many seeds side by side
   bool json = false;
 };
 int run_bench_command(const BenchOptions& opts);

@@ -37,16 +37,24 @@ struct Cache {
   torch::Tensor resid_post;    // [N, d_model]
 };
 
+// One model, or S replicas trained side by side as batched tensors (one per seed).
 class Model {
  public:
-  // Initialised on the CPU from train.seed, so CPU and CUDA runs start from the same weights.
-  explicit Model(const Config& cfg);
+  // Initialised on the CPU from train.seed (or from each of `seeds`: replica s gets exactly the
+  // weights a single model with train.seed = seeds[s] gets), then moved: the same seed gives
+  // the same model on CPU and CUDA.
+  explicit Model(const Config& cfg, std::vector<int64_t> seeds = {});
 
-  // Logits at the "=" position for tokens [N, 3]: [N, P], float32.
+  // Logits at the "=" position for tokens [N, 3]: [N, P] float32 ([S, N, P] for S replicas).
   torch::Tensor forward(const torch::Tensor& x, Cache* cache = nullptr) const;  // all positions (reference)
   torch::Tensor forward_fast(const torch::Tensor& x) const;  // last position only, exact same function
 
-  // TransformerLens-named parameters, each a view into flat().
+  int64_t replicas() const { return int64_t(seeds_.size()); }
+  const std::vector<int64_t>& seeds() const { return seeds_; }
+  // Replica s as a single model (CPU), its config's train.seed set to its seed.
+  Model replica(int64_t s) const;
+
+  // TransformerLens-named parameters, each a view into flat() ([S, ...] for S replicas).
   const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
   torch::Tensor param(const std::string& name) const;
   torch::Tensor& flat() { return flat_; }
@@ -62,16 +70,26 @@ class Model {
  private:
   void bind_views();
   Config cfg_;
+  std::vector<int64_t> seeds_;
   std::vector<ParamSpec> specs_;
   torch::Tensor flat_, flat_grad_;
   std::vector<std::pair<std::string, torch::Tensor>> params_;
 };
 
-// Cross-entropy of logits [N, P] against labels [N], computed in float64 (mean).
+// Cross-entropy of logits [N, P] against labels [N], computed in float64 (mean). For replicas'
+// logits [S, N, P], the sum of their means: each replica gets its own gradient.
 torch::Tensor loss_fn(const torch::Tensor& logits, const torch::Tensor& labels);
 double accuracy(const torch::Tensor& logits, const torch::Tensor& labels);
+// Per replica, for logits [S, N, P]: mean loss and accuracy, [S] float64 each.
+torch::Tensor replica_losses(const torch::Tensor& logits, const torch::Tensor& labels);
+torch::Tensor replica_accuracies(const torch::Tensor& logits, const torch::Tensor& labels);
 
 // ---- optimiser ----
+struct OptimState {
+  torch::Tensor exp_avg, exp_avg_sq;  // flat, in parameter order
+  int64_t step = 0;
+};
+
 // AdamW with the arithmetic of torch::optim::AdamW, applied to one flat buffer: a handful of
 // kernels per step instead of a handful per parameter. Frozen (zero) parameters have zero
 // gradients and stay exactly zero.
@@ -85,6 +103,8 @@ class FlatAdamW {
   torch::Tensor& exp_avg() { return exp_avg_; }
   torch::Tensor& exp_avg_sq() { return exp_avg_sq_; }
   void set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64_t step);
+  // The state of replica s of `replicas` equal-sized replicas laid out one after another.
+  OptimState state(int64_t s = 0, int64_t replicas = 1) const;
 
  private:
   torch::Tensor param_, grad_, exp_avg_, exp_avg_sq_;

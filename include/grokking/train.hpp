@@ -16,6 +16,7 @@ struct TrainOptions {
   std::string resume_dir;         // continue this run from its latest checkpoint
   bool force = false;             // start over in a non-empty run directory
   bool quiet = false;             // no progress lines (warnings and errors still print)
+  std::vector<int64_t> seeds;     // several seeds side by side: runs in <dir>/seed=K
 };
 
 struct TrainReport {
@@ -32,6 +33,10 @@ struct TrainReport {
 TrainReport run_train(const TrainOptions& opts);
 // Trains `cfg` into an existing, locked run directory (config.json already written).
 TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bool quiet);
+// Trains one model per seed side by side as batched tensors, each into its own prepared run
+// directory, which ends up holding what a single-seed run would have written.
+std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int64_t>& seeds,
+                                        const std::vector<std::string>& dirs, bool resume, bool quiet);
 
 // Sets intra-op and BLAS threads; returns the thread count used.
 int configure_threads(int64_t requested);
