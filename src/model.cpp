@@ -82,20 +82,21 @@ Model::Model(const Config& cfg, std::vector<int64_t> seeds)
   flat_ = torch::zeros({S * n}, torch::kFloat32);
   flat_grad_ = torch::zeros({S * n}, torch::kFloat32);
 
-  // Initialise on the CPU, parameter by parameter in spec order, from one seeded generator per replica.
+  // Initialise on the CPU, parameter by parameter in spec order, from one seeded generator per
+  // replica. Layout: parameter-major, each parameter one contiguous [S, ...] block.
   const double d = double(cfg.model.d_model);
   for (int64_t r = 0; r < S; ++r) {
     auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seeds_[size_t(r)]));
-    int64_t off = r * n;
+    int64_t off = 0;
     for (auto& s : specs_) {
       const int64_t k = numel(s.shape);
       if (!s.is_bias) {
         double std = 0.8 / std::sqrt(d);  // TransformerLens: initializer_range = 0.8/sqrt(d_model)
         if (cfg.model.init == "paper")    // progress-measures-paper: randn/sqrt(d_model), W_U randn/sqrt(d_vocab)
           std = (s.name == "unembed.W_U") ? 1.0 / std::sqrt(double(cfg.task.p + 1)) : 1.0 / std::sqrt(d);
-        flat_.narrow(0, off, k).copy_(torch::randn({k}, gen, torch::kFloat32) * std);
+        flat_.narrow(0, off + r * k, k).copy_(torch::randn({k}, gen, torch::kFloat32) * std);
       }
-      off += k;
+      off += S * k;
     }
   }
   bind_views();
@@ -104,23 +105,34 @@ Model::Model(const Config& cfg, std::vector<int64_t> seeds)
 void Model::bind_views() {
   torch::NoGradGuard no_grad;
   params_.clear();
-  const int64_t S = replicas(), n = flat_.numel() / S;
-  auto flat2 = flat_.view({S, n}), grad2 = flat_grad_.view({S, n});
+  const int64_t S = replicas();
   int64_t off = 0;
   for (auto& s : specs_) {
-    const int64_t k = numel(s.shape);
+    const int64_t k = S * numel(s.shape);
     std::vector<int64_t> shape = s.shape;
     if (S > 1) shape.insert(shape.begin(), S);
-    auto v = flat2.narrow(1, off, k).view(shape);
+    auto v = flat_.narrow(0, off, k).view(shape);
     if (!s.is_bias || cfg_.model.train_biases) {
       v.requires_grad_(true);
       // Gradients accumulate in place into a view of one flat buffer, so the optimiser
       // updates every parameter with a few kernels.
-      v.mutable_grad() = grad2.narrow(1, off, k).view(shape);
+      v.mutable_grad() = flat_grad_.narrow(0, off, k).view(shape);
     }
     params_.emplace_back(s.name, v);
     off += k;
   }
+}
+
+torch::Tensor Model::replica_part(const torch::Tensor& flat, int64_t s) const {
+  if (replicas() == 1) return flat;
+  std::vector<torch::Tensor> parts;
+  int64_t off = 0;
+  for (auto& spec : specs_) {
+    const int64_t k = numel(spec.shape);
+    parts.push_back(flat.narrow(0, off + s * k, k));
+    off += replicas() * k;
+  }
+  return torch::cat(parts);
 }
 
 Model Model::replica(int64_t s) const {
@@ -128,8 +140,7 @@ Model Model::replica(int64_t s) const {
   c.train.seed = seeds_[size_t(s)];
   Model m(c);
   torch::NoGradGuard no_grad;
-  const int64_t n = flat_.numel() / replicas();
-  m.flat_.copy_(flat_.view({replicas(), n})[s]);
+  m.flat_.copy_(replica_part(flat_.detach(), s));
   return m;
 }
 
@@ -298,10 +309,7 @@ void FlatAdamW::set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64
   step_ = step;
 }
 
-OptimState FlatAdamW::state(int64_t s, int64_t replicas) const {
-  const int64_t n = exp_avg_.numel() / replicas;
-  return {exp_avg_.narrow(0, s * n, n), exp_avg_sq_.narrow(0, s * n, n), step_};
-}
+OptimState FlatAdamW::state() const { return {exp_avg_, exp_avg_sq_, step_}; }
 
 torch::Device resolve_device(const std::string& spec) {
   if (spec == "cpu") return torch::kCPU;

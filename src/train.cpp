@@ -244,11 +244,12 @@ std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int
   const double elapsed_before = rows[0].empty() ? 0.0 : rows[0].back().elapsed_s;
   auto evaluate_rows = [&](int64_t epoch, double lr) {
     auto tr = evaluate(model, train_x, train_y, fast), te = evaluate(model, test_x, test_y, fast);
-    const int64_t n = model.flat().numel() / S;
-    auto sq = model.flat().detach().to(torch::kFloat64).view({S, n}).pow(2).sum(1).cpu();
+    std::vector<double> sq;
+    for (int64_t r = 0; r < S; ++r)
+      sq.push_back(model.replica_part(model.flat().detach(), r).to(torch::kFloat64).pow(2).sum().item<double>());
     const double elapsed = elapsed_before + seconds_since(t0);
     for (int64_t r = 0; r < S; ++r) {
-      MetricsRow row{epoch, tr.loss[r], te.loss[r], tr.acc[r], te.acc[r], sq[r].item<double>(), lr, elapsed};
+      MetricsRow row{epoch, tr.loss[size_t(r)], te.loss[size_t(r)], tr.acc[size_t(r)], te.acc[size_t(r)], sq[size_t(r)], lr, elapsed};
       append_line(metrics_path(r), format_row(row));
       rows[size_t(r)].push_back(row);
     }
@@ -264,7 +265,8 @@ std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int
     if (epoch == last_ckpt) return;
     for (int64_t r = 0; r < S; ++r) {
       Model one = S == 1 ? model : model.replica(r);
-      auto st = opt.state(r, S);
+      auto full = opt.state();
+      OptimState st{model.replica_part(full.exp_avg, r), model.replica_part(full.exp_avg_sq, r), full.step};
       save_checkpoint(checkpoint_path(dirs[size_t(r)], epoch), one, nullptr, epoch);
       save_checkpoint(resume_path(dirs[size_t(r)]), one, &st, epoch);
     }

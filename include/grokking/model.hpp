@@ -53,6 +53,8 @@ class Model {
   const std::vector<int64_t>& seeds() const { return seeds_; }
   // Replica s as a single model (CPU), its config's train.seed set to its seed.
   Model replica(int64_t s) const;
+  // Replica s's part of a buffer laid out like flat() (weights, gradients, Adam moments).
+  torch::Tensor replica_part(const torch::Tensor& flat, int64_t s) const;
 
   // TransformerLens-named parameters, each a view into flat() ([S, ...] for S replicas).
   const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
@@ -103,8 +105,7 @@ class FlatAdamW {
   torch::Tensor& exp_avg() { return exp_avg_; }
   torch::Tensor& exp_avg_sq() { return exp_avg_sq_; }
   void set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64_t step);
-  // The state of replica s of `replicas` equal-sized replicas laid out one after another.
-  OptimState state(int64_t s = 0, int64_t replicas = 1) const;
+  OptimState state() const;
 
  private:
   torch::Tensor param_, grad_, exp_avg_, exp_avg_sq_;
