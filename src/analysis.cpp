@@ -206,8 +206,8 @@ LossMeasures loss_measures(const Model& model, const Dataset& data, const std::v
   auto train = data.train_mask, test = data.train_mask.logical_not(), all = torch::ones_like(train);
   LossMeasures m;
   m.full = evaluate_logits(logits, data.all_y, all);
-  m.train_loss = evaluate_logits(logits, data.all_y, train).loss;
-  m.test_loss = evaluate_logits(logits, data.all_y, test).loss;
+  auto tr = evaluate_logits(logits, data.all_y, train), te = evaluate_logits(logits, data.all_y, test);
+  m.train_loss = tr.loss, m.train_acc = tr.acc, m.test_loss = te.loss, m.test_acc = te.acc;
   auto kept = project_sum_directions(logits, p, key);
   // Bias correction: add back the per-class mean of what was removed.
   auto restricted = kept + (logits - kept).mean(0, true);
@@ -336,17 +336,28 @@ Phases detect_phases(const std::vector<ProgressRow>& rows) {
     return ph;
   }
   ph.cleanup_end = rows[end].epoch;
-  // Cleanup starts where the restricted loss has fallen to the level the grokked model keeps:
-  // the first checkpoint after memorisation whose restricted loss is within 10x of its value at
-  // the end, i.e. the Fourier circuit alone already solves the task; the test loss then falls as
-  // weight decay removes the memorising components.
-  const double target = std::log10(std::max(rows[end].restricted_loss, 1e-12)) + 1.0;
+  // Cleanup starts when the test loss begins its sharp fall: the first checkpoint after
+  // memorisation from which log10(test loss), over a window of about 1/12 of the span,
+  // falls at least twice as fast as its median rate between memorisation and generalisation.
   size_t start = end;
-  for (size_t i = mem_end; i <= end; ++i)
-    if (std::log10(std::max(rows[i].restricted_loss, 1e-12)) <= target) {
-      start = i;
-      break;
-    }
+  if (end > mem_end + 1) {
+    const size_t span = end - mem_end, window = std::max<size_t>(1, span / 12);
+    auto slope = [&](size_t i) {
+      size_t j = std::min(i + window, end);
+      return (std::log10(std::max(rows[j].test_loss, 1e-12)) - std::log10(std::max(rows[i].test_loss, 1e-12))) /
+             double(std::max<int64_t>(rows[j].epoch - rows[i].epoch, 1));
+    };
+    std::vector<double> slopes;
+    for (size_t i = mem_end; i < end; ++i) slopes.push_back(slope(i));
+    std::vector<double> sorted = slopes;
+    std::sort(sorted.begin(), sorted.end());
+    const double median = sorted[sorted.size() / 2];
+    for (size_t k = 0; k < slopes.size(); ++k)
+      if (median < 0 && slopes[k] < 2 * median) {
+        start = mem_end + k;
+        break;
+      }
+  }
   ph.circuit_formation_end = rows[std::max(start, mem_end)].epoch;
   return ph;
 }

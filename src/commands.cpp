@@ -45,6 +45,7 @@ int run_config_command(const std::string& config_path, const std::vector<std::st
 #include "grokking/checkpoint.hpp"
 #include "grokking/error.hpp"
 #include "grokking/rundir.hpp"
+#include "grokking/train.hpp"
 
 namespace grokking {
 
@@ -113,6 +114,7 @@ struct Loaded {
   std::string run_dir;
 };
 Loaded load_for_analysis(const std::string& path) {
+  configure_threads(0);
   auto file = resolve_checkpoint(path);
   Loaded l{load_checkpoint(file), ""};
   l.run_dir = run_dir_of(path, file);
@@ -217,6 +219,7 @@ int run_progress_command(const AnalysisOptions& opts) {
   auto list = list_checkpoints(dir);
   if (list.empty()) throw RunError(dir + ": no checkpoints in " + dir + "/checkpoints");
   const auto t0 = std::chrono::steady_clock::now();
+  configure_threads(1);
 
   // Key frequencies of the final model, applied to every checkpoint (as the paper does).
   auto final_ck = load_checkpoint(list.back().second);
@@ -239,10 +242,7 @@ int run_progress_command(const AnalysisOptions& opts) {
                      " (a checkpoint from another run?)");
     Model m = model_from_checkpoint(ck);
     auto lm = loss_measures(m, data, key);
-    auto logits = all_logits(m);
-    auto train = evaluate_logits(logits, data.all_y, data.train_mask);
-    auto test = evaluate_logits(logits, data.all_y, data.train_mask.logical_not());
-    ProgressRow r{ck.epoch, lm.train_loss, lm.test_loss, train.acc, test.acc, lm.restricted_loss, lm.excluded_loss,
+    ProgressRow r{ck.epoch, lm.train_loss, lm.test_loss, lm.train_acc, lm.test_acc, lm.restricted_loss, lm.excluded_loss,
                   gini(frequency_norms(m.param("embed.W_E").detach().narrow(0, 0, ck.config.task.p))),
                   m.sum_squared_weights()};
     rows.push_back(r);

@@ -4,6 +4,9 @@
 
 #include <cstdio>
 #include <csignal>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <unistd.h>
 
 #include "grokking/commands.hpp"
@@ -16,6 +19,12 @@ using namespace grokking;
 
 int main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit becomes a write error we can report
+#if defined(__GLIBC__)
+  // Keep tensors of up to 32 MiB on the heap: glibc otherwise maps and unmaps each one, and the
+  // page faults cost more than the arithmetic (progress over 251 P=113 checkpoints: 83 s -> 50 s).
+  mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+#endif
   init_cli_logging();
 
   CLI::App app{"grokking: train and analyse the transformers of the grokking papers"};

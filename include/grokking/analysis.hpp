@@ -58,7 +58,7 @@ Split evaluate_logits(const torch::Tensor& logits, const torch::Tensor& labels, 
 
 struct LossMeasures {
   Split full;        // the model as is (all pairs)
-  double train_loss = 0, test_loss = 0;
+  double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0;
   double restricted_loss = 0;  // only the key (a+b) directions, bias corrected, all pairs
   double excluded_loss = 0;    // key (a+b) directions removed, training pairs
 };
