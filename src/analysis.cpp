@@ -73,7 +73,7 @@ std::vector<int64_t> key_from_norms(const std::vector<double>& norms) {
   const double median = sorted[sorted.size() / 2], mx = sorted.back();
   std::vector<int64_t> out;
   for (size_t i = 0; i < norms.size(); ++i)
-    if (norms[i] >= 0.25 * mx && norms[i] >= 3 * median) out.push_back(int64_t(i) + 1);
+    if (norms[i] >= 0.5 * mx && norms[i] >= 3 * median) out.push_back(int64_t(i) + 1);
   return out;
 }
 }  // namespace

@@ -120,7 +120,7 @@ std::string phase_shading(const json& s) {
   if (!s.contains("phases")) return "";
   const json& p = s["phases"];
   std::string out;
-  auto band = [&](const char* phase, const char* color) {
+  auto band = [&](const char* phase, const char* color, const char* height) {
     if (!p.contains(phase)) return;
     auto& ph = p[phase];
     if (!ph["start"].is_number() || !ph["end"].is_number()) return;
@@ -128,11 +128,11 @@ std::string phase_shading(const json& s) {
            ", graph 1 fc rgb '" + color + "' fs solid 0.35 noborder behind\n";
     std::string label = phase;
     std::replace(label.begin(), label.end(), '_', ' ');
-    out += "set label '" + label + "' at " + ph["start"].dump() + ", graph 0.04 offset 0.5,0 font ',9' noenhanced\n";
+    out += "set label '" + label + "' at " + ph["start"].dump() + ", graph " + height + " offset 0.5,0 font ',9' noenhanced\n";
   };
-  band("memorisation", "#dbe9f6");
-  band("circuit_formation", "#fde8c8");
-  band("cleanup", "#d8f0d2");
+  band("memorisation", "#dbe9f6", "0.04");
+  band("circuit_formation", "#fde8c8", "0.09");
+  band("cleanup", "#d8f0d2", "0.04");
   return out;
 }
 
