@@ -3,30 +3,12 @@
 # stderr that names the file and the field (or what is wrong with the file), print no C++
 # backtrace, not die of a signal, and leave nothing half-written.
 # Usage: tests/bad_input.sh path/to/grokking
-set -uo pipefail
-bin=$(readlink -f "$1")
 here=$(cd "$(dirname "$0")" && pwd)
 data=$here/bad_input
 py=${GROKKING_PYTHON:-/usr/bin/python3}
-work=$(mktemp -d "${TMPDIR:-/tmp}/grokking-bad.XXXXXX")
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-cd "$work"
-pass=0
-fail=0
+name=bad-input
+source "$here/lib.sh"
 
-# case CODE PATTERN -- command...
-case_() {
-  local code=$1 pattern=$2
-  shift 3
-  "$@" >out.txt 2>err.txt
-  local rc=$? why=""
-  [ "$rc" -eq "$code" ] || why="exit $rc, want $code"
-  [ "$rc" -lt 128 ] || why="killed by a signal ($rc)"
-  [ "$(grep -c . err.txt)" -eq 1 ] || why="$why; $(grep -c . err.txt) stderr lines, want 1"
-  grep -Eq -- "$pattern" err.txt || why="$why; stderr lacks /$pattern/"
-  ! grep -q "Exception raised from\|frame #\|terminate called" err.txt || why="$why; backtrace"
-  if [ -z "$why" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $* -> $why" >&2; sed 's/^/  | /' err.txt | head -3 >&2; fi
-}
 # Nothing written for a refused config: no run directory appeared.
 nothing_written() {
   if [ -e runs ] || [ -e out ]; then fail=$((fail + 1)); echo "FAIL: a refused input wrote files" >&2; rm -rf runs out; else pass=$((pass + 1)); fi
@@ -34,67 +16,67 @@ nothing_written() {
 
 T="$bin train"
 # ---- configs: exit 2, "FILE: /section/key: what is allowed (got X)" ----
-case_ 2 "nothere.json: no such file" -- $T nothere.json --out out
-case_ 2 "bad_input: is a directory" -- $T "$data" --out out
-case_ 2 "empty.json: empty file" -- $T "$data/empty.json" --out out
-case_ 2 "binary.json: invalid JSON: .*line 1, column 1" -- $T "$data/binary.json" --out out
-case_ 2 "truncated.json: invalid JSON: .*line 2" -- $T "$data/truncated.json" --out out
-case_ 2 "trailing.json: invalid JSON: .*line 1, column 2[0-9]" -- $T "$data/trailing.json" --out out
-case_ 2 "duplicate.json: duplicate key \"p\"" -- $T "$data/duplicate.json" --out out
-case_ 2 "comment.json: invalid JSON: .*line 1, column 1" -- $T "$data/comment.json" --out out
-case_ 2 "task_p_string.json: /task/p: must be an integer \(got \"23\"\)" -- $T "$data/task_p_string.json" --out out
-case_ 2 "model_bool.json: /model/d_model: must be an integer \(got true\)" -- $T "$data/model_bool.json" --out out
-case_ 2 "optim_lr_string.json: /optim/lr: must be a number" -- $T "$data/optim_lr_string.json" --out out
-case_ 2 "train_epochs_float.json: /train/epochs: must be an integer \(got 10.5\)" -- $T "$data/train_epochs_float.json" --out out
-case_ 2 "output_dir_number.json: /output/dir: must be a string \(got 42\)" -- $T "$data/output_dir_number.json" --out out
-case_ 2 "section_array.json: /train: must be an object" -- $T "$data/section_array.json" --out out
-case_ 2 "nan.json: invalid JSON" -- $T "$data/nan.json" --out out
-case_ 2 "infinity.json: invalid JSON" -- $T "$data/infinity.json" --out out
-case_ 2 "overflow.json: invalid JSON: number overflow" -- $T "$data/overflow.json" --out out
-case_ 2 "lr_negative.json: /optim/lr: must be in \(0, " -- $T "$data/lr_negative.json" --out out
-case_ 2 "lr_zero.json: /optim/lr: must be in \(0, " -- $T "$data/lr_zero.json" --out out
-case_ 2 "wd_negative.json: /optim/weight_decay: must be in \[0, " -- $T "$data/wd_negative.json" --out out
-case_ 2 "epochs_huge.json: /train/epochs: must be an integer" -- $T "$data/epochs_huge.json" --out out
-case_ 2 "epochs_zero.json: /train/epochs: must be an integer in \[1, " -- $T "$data/epochs_zero.json" --out out
-case_ 2 "p0.json: /task/p: must be an integer in \[2, 4096\] \(got 0\)" -- $T "$data/p0.json" --out out
-case_ 2 "p1.json: /task/p: must be an integer in \[2, 4096\] \(got 1\)" -- $T "$data/p1.json" --out out
-case_ 2 "p_huge.json: /task/p: must be an integer in \[2, 4096\] \(got 100000\)" -- $T "$data/p_huge.json" --out out
-case_ 2 "p_memory.json: /task/p: too large: .* GB" -- $T "$data/p_memory.json" --out out
-case_ 2 "frac0.json: /task/frac_train: must be in \(0, 1\) \(got 0\)" -- $T "$data/frac0.json" --out out
-case_ 2 "frac1.json: /task/frac_train: must be in \(0, 1\) \(got 1\)" -- $T "$data/frac1.json" --out out
-case_ 2 "op_unknown.json: /task/operation: must be one of add, sub, mul" -- $T "$data/op_unknown.json" --out out
-case_ 2 "act_unknown.json: /model/activation: must be one of relu, gelu" -- $T "$data/act_unknown.json" --out out
-case_ 2 "device_unknown.json: /train/device: must be one of auto, cpu, cuda" -- $T "$data/device_unknown.json" --out out
-case_ 2 "/train/device: 'cuda' requested but" -- $T "$data/device_cuda.json" --out out
-case_ 2 "section_unknown.json: /trian: unknown section" -- $T "$data/section_unknown.json" --out out
-case_ 2 "key_unknown.json: /optim/momentum: unknown key; allowed in optim: lr" -- $T "$data/key_unknown.json" --out out
-case_ 2 "d_model_mismatch.json: /model/d_model: must equal n_heads\*d_head" -- $T "$data/d_model_mismatch.json" --out out
-case_ 2 "batch_too_big.json: /train/batch_size: must be 0 \(full batch\) or at most the 3830" -- $T "$data/batch_too_big.json" --out out
-case_ 2 "toplevel_array.json: /: the config must be a JSON object" -- $T "$data/toplevel_array.json" --out out
-case_ 2 "threads_negative.json: /train/threads: must be an integer in \[0, 1024\]" -- $T "$data/threads_negative.json" --out out
-case_ 2 "eval_zero.json: /train/eval_every: must be an integer in \[1, " -- $T "$data/eval_zero.json" --out out
-case_ 2 "beta2_one.json: /optim/beta2: must be in \[0, 1\)" -- $T "$data/beta2_one.json" --out out
-case_ 2 "div_not_prime.json: /task/p: must be prime for operation 'div'" -- $T "$data/div_not_prime.json" --out out
-case_ 2 "seed_negative.json: /task/seed: must be an integer in \[0, " -- $T "$data/seed_negative.json" --out out
-case_ 2 "early_stop_range.json: /train/early_stop_acc: must be in \[0, 1\]" -- $T "$data/early_stop_range.json" --out out
+expect 2 "nothere.json: no such file" -- $T nothere.json --out out
+expect 2 "bad_input: is a directory" -- $T "$data" --out out
+expect 2 "empty.json: empty file" -- $T "$data/empty.json" --out out
+expect 2 "binary.json: invalid JSON: .*line 1, column 1" -- $T "$data/binary.json" --out out
+expect 2 "truncated.json: invalid JSON: .*line 2" -- $T "$data/truncated.json" --out out
+expect 2 "trailing.json: invalid JSON: .*line 1, column 2[0-9]" -- $T "$data/trailing.json" --out out
+expect 2 "duplicate.json: duplicate key \"p\"" -- $T "$data/duplicate.json" --out out
+expect 2 "comment.json: invalid JSON: .*line 1, column 1" -- $T "$data/comment.json" --out out
+expect 2 "task_p_string.json: /task/p: must be an integer \(got \"23\"\)" -- $T "$data/task_p_string.json" --out out
+expect 2 "model_bool.json: /model/d_model: must be an integer \(got true\)" -- $T "$data/model_bool.json" --out out
+expect 2 "optim_lr_string.json: /optim/lr: must be a number" -- $T "$data/optim_lr_string.json" --out out
+expect 2 "train_epochs_float.json: /train/epochs: must be an integer \(got 10.5\)" -- $T "$data/train_epochs_float.json" --out out
+expect 2 "output_dir_number.json: /output/dir: must be a string \(got 42\)" -- $T "$data/output_dir_number.json" --out out
+expect 2 "section_array.json: /train: must be an object" -- $T "$data/section_array.json" --out out
+expect 2 "nan.json: invalid JSON" -- $T "$data/nan.json" --out out
+expect 2 "infinity.json: invalid JSON" -- $T "$data/infinity.json" --out out
+expect 2 "overflow.json: invalid JSON: number overflow" -- $T "$data/overflow.json" --out out
+expect 2 "lr_negative.json: /optim/lr: must be in \(0, " -- $T "$data/lr_negative.json" --out out
+expect 2 "lr_zero.json: /optim/lr: must be in \(0, " -- $T "$data/lr_zero.json" --out out
+expect 2 "wd_negative.json: /optim/weight_decay: must be in \[0, " -- $T "$data/wd_negative.json" --out out
+expect 2 "epochs_huge.json: /train/epochs: must be an integer" -- $T "$data/epochs_huge.json" --out out
+expect 2 "epochs_zero.json: /train/epochs: must be an integer in \[1, " -- $T "$data/epochs_zero.json" --out out
+expect 2 "p0.json: /task/p: must be an integer in \[2, 4096\] \(got 0\)" -- $T "$data/p0.json" --out out
+expect 2 "p1.json: /task/p: must be an integer in \[2, 4096\] \(got 1\)" -- $T "$data/p1.json" --out out
+expect 2 "p_huge.json: /task/p: must be an integer in \[2, 4096\] \(got 100000\)" -- $T "$data/p_huge.json" --out out
+expect 2 "p_memory.json: /task/p: too large: .* GB" -- $T "$data/p_memory.json" --out out
+expect 2 "frac0.json: /task/frac_train: must be in \(0, 1\) \(got 0\)" -- $T "$data/frac0.json" --out out
+expect 2 "frac1.json: /task/frac_train: must be in \(0, 1\) \(got 1\)" -- $T "$data/frac1.json" --out out
+expect 2 "op_unknown.json: /task/operation: must be one of add, sub, mul" -- $T "$data/op_unknown.json" --out out
+expect 2 "act_unknown.json: /model/activation: must be one of relu, gelu" -- $T "$data/act_unknown.json" --out out
+expect 2 "device_unknown.json: /train/device: must be one of auto, cpu, cuda" -- $T "$data/device_unknown.json" --out out
+expect 2 "/train/device: 'cuda' requested but" -- $T "$data/device_cuda.json" --out out
+expect 2 "section_unknown.json: /trian: unknown section" -- $T "$data/section_unknown.json" --out out
+expect 2 "key_unknown.json: /optim/momentum: unknown key; allowed in optim: lr" -- $T "$data/key_unknown.json" --out out
+expect 2 "d_model_mismatch.json: /model/d_model: must equal n_heads\*d_head" -- $T "$data/d_model_mismatch.json" --out out
+expect 2 "batch_too_big.json: /train/batch_size: must be 0 \(full batch\) or at most the 3830" -- $T "$data/batch_too_big.json" --out out
+expect 2 "toplevel_array.json: /: the config must be a JSON object" -- $T "$data/toplevel_array.json" --out out
+expect 2 "threads_negative.json: /train/threads: must be an integer in \[0, 1024\]" -- $T "$data/threads_negative.json" --out out
+expect 2 "eval_zero.json: /train/eval_every: must be an integer in \[1, " -- $T "$data/eval_zero.json" --out out
+expect 2 "beta2_one.json: /optim/beta2: must be in \[0, 1\)" -- $T "$data/beta2_one.json" --out out
+expect 2 "div_not_prime.json: /task/p: must be prime for operation 'div'" -- $T "$data/div_not_prime.json" --out out
+expect 2 "seed_negative.json: /task/seed: must be an integer in \[0, " -- $T "$data/seed_negative.json" --out out
+expect 2 "early_stop_range.json: /train/early_stop_acc: must be in \[0, 1\]" -- $T "$data/early_stop_range.json" --out out
 # ---- --set ----
-case_ 2 "--set task.q=1: /task/q: unknown key" -- $T "$data/ok_tiny.json" --set task.q=1 --out out
-case_ 2 "--set task.p=abc: /task/p: must be an integer \(got \"abc\"\)" -- $T "$data/ok_tiny.json" --set task.p=abc --out out
-case_ 2 "--set nonsense: expected section.key=value" -- $T "$data/ok_tiny.json" --set nonsense --out out
-case_ 2 "--set optim.lr=-1: /optim/lr: must be in" -- $T "$data/ok_tiny.json" --set optim.lr=-1 --out out
+expect 2 "--set task.q=1: /task/q: unknown key" -- $T "$data/ok_tiny.json" --set task.q=1 --out out
+expect 2 "--set task.p=abc: /task/p: must be an integer \(got \"abc\"\)" -- $T "$data/ok_tiny.json" --set task.p=abc --out out
+expect 2 "--set nonsense: expected section.key=value" -- $T "$data/ok_tiny.json" --set nonsense --out out
+expect 2 "--set optim.lr=-1: /optim/lr: must be in" -- $T "$data/ok_tiny.json" --set optim.lr=-1 --out out
 nothing_written
 # ---- output directories ----
 touch afile
-case_ 2 "afile: exists and is not a directory" -- $T "$data/ok_tiny.json" --out afile/run
-case_ 2 "afile: run directory path exists and is not a directory" -- $T "$data/ok_tiny.json" --out afile
-case_ 2 "/proc/grokking-run: cannot create directory" -- $T "$data/ok_tiny.json" --out /proc/grokking-run
+expect 2 "afile: exists and is not a directory" -- $T "$data/ok_tiny.json" --out afile/run
+expect 2 "afile: run directory path exists and is not a directory" -- $T "$data/ok_tiny.json" --out afile
+expect 2 "/proc/grokking-run: cannot create directory" -- $T "$data/ok_tiny.json" --out /proc/grokking-run
 mkdir ro && chmod 555 ro
 if [ "$(id -u)" -ne 0 ]; then
-  case_ 2 "ro/run: cannot create directory: Permission denied" -- $T "$data/ok_tiny.json" --out ro/run
+  expect 2 "ro/run: cannot create directory: Permission denied" -- $T "$data/ok_tiny.json" --out ro/run
 fi
 $T "$data/ok_tiny.json" --out good -q 2>/dev/null
-case_ 2 "good: run directory is not empty; use --resume good to continue it or --force" -- $T "$data/ok_tiny.json" --out good
-case_ 2 "nothere: not a run directory \(no config.json\)" -- $T --resume nothere
+expect 2 "good: run directory is not empty; use --resume good to continue it or --force" -- $T "$data/ok_tiny.json" --out good
+expect 2 "nothere: not a run directory \(no config.json\)" -- $T --resume nothere
 
 # ---- checkpoints, for every analysis subcommand ----
 $T "$data/ok_tiny_p11.json" --out other -q 2>/dev/null
@@ -107,29 +89,28 @@ if ! "$py" "$here/make_bad_checkpoints.py" "$good_ck" "$other_ck" bad 2>py.err; 
   cat py.err >&2
 fi
 for sub in fourier ablate; do
-  case_ 1 "missing.pt: no such file or directory" -- "$bin" $sub bad/missing.pt
-  case_ 1 "bad/empty.pt: empty file, not a grokking checkpoint" -- "$bin" $sub bad/empty.pt
-  case_ 1 "bad/truncated.pt: not a readable checkpoint" -- "$bin" $sub bad/truncated.pt
-  case_ 1 "bad/garbage.pt: not a readable checkpoint" -- "$bin" $sub bad/garbage.pt
-  case_ 1 "bad/bitflip.pt: checksum mismatch" -- "$bin" $sub bad/bitflip.pt
-  case_ 1 "bad/foreign_zip.pt: not a readable checkpoint" -- "$bin" $sub bad/foreign_zip.pt
-  case_ 1 "bad/foreign_pickle.pt: .*not a grokking checkpoint" -- "$bin" $sub bad/foreign_pickle.pt
-  case_ 1 "bad/foreign_list.pt: not a grokking checkpoint" -- "$bin" $sub bad/foreign_list.pt
-  case_ 1 "empty_run: no checkpoints" -- "$bin" $sub "$(mkdir -p empty_run && echo empty_run)"
+  expect 1 "missing.pt: no such file or directory" -- "$bin" $sub bad/missing.pt
+  expect 1 "bad/empty.pt: empty file, not a grokking checkpoint" -- "$bin" $sub bad/empty.pt
+  expect 1 "bad/truncated.pt: not a readable checkpoint" -- "$bin" $sub bad/truncated.pt
+  expect 1 "bad/garbage.pt: not a readable checkpoint" -- "$bin" $sub bad/garbage.pt
+  expect 1 "bad/bitflip.pt: checksum mismatch" -- "$bin" $sub bad/bitflip.pt
+  expect 1 "bad/foreign_zip.pt: not a readable checkpoint" -- "$bin" $sub bad/foreign_zip.pt
+  expect 1 "bad/foreign_pickle.pt: .*not a grokking checkpoint" -- "$bin" $sub bad/foreign_pickle.pt
+  expect 1 "bad/foreign_list.pt: not a grokking checkpoint" -- "$bin" $sub bad/foreign_list.pt
+  expect 1 "empty_run: no checkpoints" -- "$bin" $sub "$(mkdir -p empty_run && echo empty_run)"
 done
-case_ 2 "--freqs: expected numbers like 1,2,5-7" -- "$bin" ablate "$good_ck" --freqs 1,x
-case_ 2 "--freqs: frequency 9 is out of range 1..3" -- "$bin" ablate "$good_ck" --freqs 9
+expect 2 "--freqs: expected numbers like 1,2,5-7" -- "$bin" ablate "$good_ck" --freqs 1,x
+expect 2 "--freqs: frequency 9 is out of range 1..3" -- "$bin" ablate "$good_ck" --freqs 9
 # progress reads a whole run: each broken checkpoint in turn, and one from another run (P=11).
 for f in empty truncated bitflip foreign_zip foreign_pickle other_p; do
   rm -rf prun && cp -r good prun && cp "bad/$f.pt" prun/checkpoints/epoch_0000005.pt
   want="epoch_0000005.pt: "
   [ $f = other_p ] && want="epoch_0000005.pt: task/model config differs"
-  case_ 1 "$want" -- "$bin" progress prun
+  expect 1 "$want" -- "$bin" progress prun
 done
-case_ 2 "progress takes a run directory" -- "$bin" progress "$good_ck"
+expect 2 "progress takes a run directory" -- "$bin" progress "$good_ck"
 # A corrupted resume checkpoint is reported, not loaded.
 rm -rf rrun && cp -r good rrun && cp bad/bitflip.pt rrun/checkpoints/resume.pt
-case_ 1 "rrun/checkpoints/resume.pt: checksum mismatch" -- $T --resume rrun --set train.epochs=40
+expect 1 "rrun/checkpoints/resume.pt: checksum mismatch" -- $T --resume rrun --set train.epochs=40
 
-echo "bad input: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

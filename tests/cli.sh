@@ -1,31 +1,8 @@
 #!/usr/bin/env bash
 # Drives the real binary: exit codes, one-line errors, refusal to clobber, Ctrl-C and resume.
 # Usage: tests/cli.sh path/to/grokking
-set -uo pipefail
-bin=$(readlink -f "$1")
-work=$(mktemp -d "${TMPDIR:-/tmp}/grokking-cli.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-pass=0
-fail=0
-
-# expect CODE PATTERN -- command...: exit code CODE, stderr one line matching PATTERN, no backtrace.
-expect() {
-  local code=$1 pattern=$2
-  shift 3
-  "$@" >out.txt 2>err.txt
-  local rc=$?
-  local lines
-  lines=$(grep -c . err.txt)
-  if [ "$rc" -eq "$code" ] && { [ -z "$pattern" ] || grep -Eq -- "$pattern" err.txt; } && { [ "$code" -eq 0 ] || [ "$lines" -eq 1 ]; } &&
-    ! grep -q "Exception raised from\|frame #" err.txt; then
-    pass=$((pass + 1))
-  else
-    fail=$((fail + 1))
-    echo "FAIL: $* -> rc $rc (want $code), stderr:" >&2
-    sed 's/^/  | /' err.txt | head -5 >&2
-  fi
-}
+name=cli
+source "$(dirname "$0")/lib.sh"
 
 tiny='{"task": {"p": 7, "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 16},
        "train": {"epochs": 40, "eval_every": 10, "checkpoint_every": 20, "threads": 1, "device": "cpu"}}'
@@ -114,5 +91,4 @@ grep -q "<svg" r1/report.html && grep -q "Ablations" r1/report.html && pass=$((p
   { fail=$((fail + 1)); echo "FAIL: report.html" >&2; }
 expect 2 "not a directory" -- "$bin" plot tiny.json
 
-echo "cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -3,16 +3,9 @@
 # fills up while checkpoints are written. Every trial must end with the metrics and the weights
 # of an uninterrupted run, bit for bit (CPU).
 # Usage: tests/faults.sh path/to/grokking [TRIALS]
-set -uo pipefail
-bin=$(readlink -f "$1")
 trials=${2:-12}
-work=$(mktemp -d "${TMPDIR:-/tmp}/grokking-faults.XXXXXX")
-cleanup() { mountpoint -q "$work/disk" 2>/dev/null && umount "$work/disk"; rm -rf "$work"; }
-trap cleanup EXIT
-cd "$work"
-pass=0
-fail=0
-check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1" >&2; fi; }
+name=faults
+source "$(dirname "$0")/lib.sh"
 rows() { cut -d, -f1-7 "$1/metrics.csv"; }  # every column but elapsed seconds
 weights() { grep -o '"weights_checksum": "[0-9a-f]*"' "$1/summary.json"; }
 
@@ -77,5 +70,4 @@ else
   check "file-size limit: resumed, same weights" '[ "$(weights bigref)" = "$(weights lim)" ]'
 fi
 
-echo "faults: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

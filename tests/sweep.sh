@@ -2,15 +2,10 @@
 # The sweep scripts on a tiny sweep: bash loop, GNU parallel, SLURM shards set by hand, and an
 # interrupted sweep that resumes without retraining finished runs.
 # Usage: tests/sweep.sh path/to/grokking
-set -uo pipefail
-export GROKKING=$(readlink -f "$1")
 src=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d "${TMPDIR:-/tmp}/grokking-sweep.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-pass=0
-fail=0
-check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1" >&2; fi; }
+name=sweep
+source "$src/tests/lib.sh"
+export GROKKING=$bin
 starts() { grep -c "^\[.*\] grokking " "$1/train.log" 2>/dev/null || echo 0; }
 
 cat >tiny.json <<'J'
@@ -69,5 +64,4 @@ first=$(ls intr/runs | head -1)
 check "a run finished before the interruption was trained once" '[ "$(starts "intr/runs/$first")" -eq 1 ]'
 check "every run completed" '! grep -q interrupted intr/sweep.csv'
 
-echo "sweep: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish
