@@ -232,7 +232,26 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
          html_escape(s.value("memorised_epoch", json()).dump()) + ", grokked at epoch " +
          html_escape(s.value("grokked_epoch", json()).dump()) + " (resolution " +
          html_escape(s.value("milestone_resolution_epochs", json()).dump()) + " epochs)</p>";
-    h += "<h2>Summary</h2><pre>" + html_escape(s.dump(2)) + "</pre>";
+    // The figures people look for first, then everything.
+    auto cell = [&](const json& v) {
+      return html_escape(v.is_number_float() ? num(v.get<double>()) : v.is_string() ? v.get<std::string>() : v.dump());
+    };
+    json f = s.value("final", json::object());
+    h += "<table><tr><th>epochs</th><th>memorised</th><th>grokked</th><th>delay</th><th>train loss</th>"
+         "<th>test loss</th><th>train acc</th><th>test acc</th><th>wall time (s)</th><th>device</th></tr><tr><td>" +
+         cell(s.value("epochs", json())) + "</td><td>" + cell(s.value("memorised_epoch", json())) + "</td><td>" +
+         cell(s.value("grokked_epoch", json())) + "</td><td>" + cell(s.value("grokking_delay", json())) + "</td><td>" +
+         cell(f.value("train_loss", json())) + "</td><td>" + cell(f.value("test_loss", json())) + "</td><td>" +
+         cell(f.value("train_acc", json())) + "</td><td>" + cell(f.value("test_acc", json())) + "</td><td>" +
+         cell(s.value("wall_time_s", json())) + "</td><td>" + cell(s.value("device", json())) + "</td></tr></table>";
+    if (s.contains("phases") && s["phases"].value("grokked", false)) {
+      auto& p = s["phases"];
+      h += "<p>phases: memorisation 0&ndash;" + cell(p["memorisation"]["end"]) + ", circuit formation " +
+           cell(p["circuit_formation"]["start"]) + "&ndash;" + cell(p["circuit_formation"]["end"]) + ", cleanup " +
+           cell(p["cleanup"]["start"]) + "&ndash;" + cell(p["cleanup"]["end"]) + "; key frequencies " +
+           cell(p["key_freqs"]) + "</p>";
+    }
+    h += "<details><summary>summary.json</summary><pre>" + html_escape(s.dump(2)) + "</pre></details>";
   }
   for (auto name : {"loss", "accuracy", "spectrum", "progress"}) h += inline_svg(plots + "/" + name + ".svg");
   if (exists(dir + "/ablate.csv")) h += "<h2>Ablations</h2>" + html_table(read_csv(dir + "/ablate.csv"));
