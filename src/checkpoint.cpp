@@ -82,7 +82,14 @@ Checkpoint load_checkpoint(const std::string& path) {
   if (raw.empty()) bad(path, "empty file, not a grokking checkpoint");
   c10::IValue iv;
   try {
-    iv = torch::pickle_load(std::vector<char>(raw.begin(), raw.end()));
+    // LibTorch 1.13's in-memory reader copies what the zip reader asks for without checking
+    // the buffer's end, and on a truncated file it asks for up to 4 KiB past it (found by
+    // AddressSanitizer). Spare capacity keeps those reads inside our allocation; the bytes past
+    // size() are never part of a valid archive, so what loads is unchanged.
+    std::vector<char> bytes;
+    bytes.reserve(raw.size() + 65536);
+    bytes.assign(raw.begin(), raw.end());
+    iv = torch::pickle_load(bytes);
   } catch (const std::exception& e) {
     std::string why = compat::what(e);
     if (auto nl = why.find('\n'); nl != std::string::npos) why.resize(nl);
