@@ -47,6 +47,28 @@ std::string checksum(int64_t epoch, const std::string& config, const c10::Dict<s
 
 [[noreturn]] void bad(const std::string& path, const std::string& what) { throw RunError(path + ": " + what); }
 
+uint32_t le32(const std::string& b, size_t at) {
+  return uint32_t(uint8_t(b[at])) | uint32_t(uint8_t(b[at + 1])) << 8 | uint32_t(uint8_t(b[at + 2])) << 16 |
+         uint32_t(uint8_t(b[at + 3])) << 24;
+}
+uint16_t le16(const std::string& b, size_t at) { return uint16_t(uint8_t(b[at]) | uint8_t(b[at + 1]) << 8); }
+
+// The file ends with a zip end-of-central-directory record (possibly after a zip64 one) whose
+// central directory lies inside the file.
+bool zip_is_complete(const std::string& b) {
+  const size_t n = b.size();
+  if (n < 22) return false;
+  const size_t lowest = n > 65557 ? n - 65557 : 0;
+  for (size_t at = n - 22 + 1; at-- > lowest;) {
+    if (le32(b, at) != 0x06054b50u) continue;
+    if (at + 22 + le16(b, at + 20) != n) return false;  // the comment must run to the end
+    const uint32_t cdir_size = le32(b, at + 12), cdir_ofs = le32(b, at + 16);
+    if (cdir_ofs == 0xffffffffu || cdir_size == 0xffffffffu) return true;  // zip64: LibTorch checks those
+    return uint64_t(cdir_ofs) + cdir_size <= at;
+  }
+  return false;
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const Model& model, const OptimState* optimizer, int64_t epoch) {
@@ -80,15 +102,13 @@ Checkpoint load_checkpoint(const std::string& path) {
   if (is_dir(path)) bad(path, "is a directory; give a checkpoint file or a run directory");
   std::string raw = read_file(path);
   if (raw.empty()) bad(path, "empty file, not a grokking checkpoint");
+  // LibTorch 1.13's in-memory zip reader trusts the archive's own offsets and reads past the
+  // end of a truncated file (found by AddressSanitizer): check the end-of-central-directory
+  // record and the central directory's extent ourselves first.
+  if (!zip_is_complete(raw)) bad(path, "not a readable checkpoint: truncated or not a zip archive");
   c10::IValue iv;
   try {
-    // LibTorch 1.13's in-memory reader copies what the zip reader asks for without checking
-    // the buffer's end, and on a truncated file it asks for up to 4 KiB past it (found by
-    // AddressSanitizer). Spare capacity keeps those reads inside our allocation; the bytes past
-    // size() are never part of a valid archive, so what loads is unchanged.
-    std::vector<char> bytes;
-    bytes.reserve(raw.size() + 65536);
-    bytes.assign(raw.begin(), raw.end());
+    std::vector<char> bytes(raw.begin(), raw.end());
     iv = torch::pickle_load(bytes);
   } catch (const std::exception& e) {
     std::string why = compat::what(e);
