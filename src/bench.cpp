@@ -69,10 +69,7 @@ int run_bench_command(const BenchOptions& opts) {
     model.to(dev);
     FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
     auto step = [&] {
-      model.flat_grad().zero_();
-      auto loss = loss_fn(fast ? model.forward_fast(x) : model.forward(x), y);
-      loss.backward();
-      opt.step(cfg.optim.lr);
+      auto loss = train_step(model, opt, x, y, fast, cfg.optim.lr);
       if (dev.is_cuda()) loss.item<double>();
     };
     results.push_back({fast ? "fast" : "plain", median_seconds(step, 3, opts.steps)});
@@ -86,10 +83,7 @@ int run_bench_command(const BenchOptions& opts) {
     model.to(dev);
     FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
     batched = median_seconds([&] {
-      model.flat_grad().zero_();
-      auto loss = loss_fn(model.forward_fast(x), y);
-      loss.backward();
-      opt.step(cfg.optim.lr);
+      auto loss = train_step(model, opt, x, y, true, cfg.optim.lr);
       if (dev.is_cuda()) loss.item<double>();
     }, 3, opts.steps);
   }

@@ -3,10 +3,16 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdio>
 
+#include "grokking/analysis.hpp"
+#include "grokking/checkpoint.hpp"
 #include "grokking/compat.hpp"
 #include "grokking/config.hpp"
+#include "grokking/error.hpp"
+#include "grokking/rundir.hpp"
+#include "grokking/train.hpp"
 
 namespace grokking {
 
@@ -38,14 +44,6 @@ int run_config_command(const std::string& config_path, const std::vector<std::st
 
 // ---------------------------------------------------------------------------------------------
 // Analysis subcommands
-
-#include <chrono>
-
-#include "grokking/analysis.hpp"
-#include "grokking/checkpoint.hpp"
-#include "grokking/error.hpp"
-#include "grokking/rundir.hpp"
-#include "grokking/train.hpp"
 
 namespace grokking {
 

@@ -311,6 +311,15 @@ void FlatAdamW::set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64
 
 OptimState FlatAdamW::state() const { return {exp_avg_, exp_avg_sq_, step_}; }
 
+torch::Tensor train_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y, bool fast,
+                         double lr) {
+  model.flat_grad().zero_();
+  auto loss = loss_fn(fast ? model.forward_fast(x) : model.forward(x), y);
+  loss.backward();
+  opt.step(lr);
+  return loss;
+}
+
 torch::Device resolve_device(const std::string& spec) {
   if (spec == "cpu") return torch::kCPU;
   if (spec == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);

@@ -126,6 +126,18 @@ class ProgressBar {
 
 nlohmann::json optional_json(const std::optional<int64_t>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); }
 
+// Temporary files of writes that a kill interrupted (atomic_write's *.tmp.PID).
+void remove_temporaries(const std::string& dir) {
+  for (auto sub : {"", "/checkpoints"}) {
+    const std::string d = dir + sub;
+    if (DIR* h = ::opendir(d.c_str())) {
+      while (auto* e = ::readdir(h))
+        if (std::string(e->d_name).find(".tmp.") != std::string::npos) std::remove((d + "/" + e->d_name).c_str());
+      ::closedir(h);
+    }
+  }
+}
+
 }  // namespace
 
 int configure_threads(int64_t requested) {
@@ -153,18 +165,6 @@ std::string blas_description() {
       return line.substr(slash);
   }
   return "unknown";
-}
-
-// Temporary files of writes that a kill interrupted (atomic_write's *.tmp.PID).
-void remove_temporaries(const std::string& dir) {
-  for (auto sub : {"", "/checkpoints"}) {
-    const std::string d = dir + sub;
-    if (DIR* h = ::opendir(d.c_str())) {
-      while (auto* e = ::readdir(h))
-        if (std::string(e->d_name).find(".tmp.") != std::string::npos) std::remove((d + "/" + e->d_name).c_str());
-      ::closedir(h);
-    }
-  }
 }
 
 Config load_run_config(const std::string& run_dir, const std::vector<std::string>& sets) {
@@ -303,11 +303,8 @@ std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int
     }
     for (int64_t i = 0; i < n_train; i += batch) {
       auto xb = batch < n_train ? xs.slice(0, i, i + batch) : xs, yb = batch < n_train ? ys.slice(0, i, i + batch) : ys;
-      model.flat_grad().zero_();
-      auto loss = loss_fn(fast ? model.forward_fast(xb) : model.forward(xb), yb);
-      loss.backward();
       lr = opt.scheduled_lr();
-      opt.step(lr);
+      auto loss = train_step(model, opt, xb, yb, fast, lr);
       if (device.is_cpu()) step_loss = loss.item<double>();  // free on the CPU; a sync on a GPU
     }
     ++epoch;

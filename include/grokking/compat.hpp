@@ -8,16 +8,6 @@
 
 namespace grokking::compat {
 
-#if TORCH_VERSION_MAJOR >= 2
-using InferenceMode = c10::InferenceMode;
-template <class T>
-using optional = std::optional<T>;
-#else
-using InferenceMode = c10::InferenceMode;
-template <class T>
-using optional = c10::optional<T>;
-#endif
-
 // The message of a c10::Error without its C++ backtrace.
 inline std::string what(const std::exception& e) {
   if (auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();

@@ -113,6 +113,11 @@ class FlatAdamW {
   int64_t step_ = 0;
 };
 
+// One optimiser step on a batch: zero the gradients, forward (fast or plain), float64 loss,
+// backward, AdamW at `lr`. Returns the loss (a tensor: reading it on a GPU synchronises).
+torch::Tensor train_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y, bool fast,
+                         double lr);
+
 torch::Device resolve_device(const std::string& spec);
 
 }  // namespace grokking
