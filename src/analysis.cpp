@@ -78,7 +78,48 @@ std::vector<int64_t> key_from_norms(const std::vector<double>& norms) {
 }
 }  // namespace
 
-FourierReport analyse_fourier(const Model& model) {
+NeuronSpectrum neuron_spectrum(const torch::Tensor& acts, int64_t p) {
+  torch::NoGradGuard no_grad;
+  const int64_t m = acts.size(1), nf = n_frequencies(p);
+  if (acts.dim() != 2 || acts.size(0) != p * p) throw std::invalid_argument("neuron_spectrum: acts must be [P^2, m]");
+  // Float32 like the activations themselves (fractions good to about 1e-6): at P=113 the float64
+  // version spent most of its time converting and allocating 50 MB tensors.
+  auto x = acts.to(torch::kFloat32);
+  // Centring removes exactly the (const, const) component; the basis is orthonormal, so the
+  // other coefficients do not change.
+  auto centred = x - x.mean(0, true);
+  NeuronSpectrum s;
+  s.variance = centred.pow(2).sum(0).to(torch::kFloat64);  // = the sum of all squared coefficients
+  // Transform over a once ([i, b, m]); over b only the 3x3 block {const, cos k, sin k}^2 of each
+  // frequency is needed, 3 basis rows per frequency: P^2 m (P + 9) multiplies instead of the
+  // 2 P^3 m of the full 2-D transform.
+  auto F = fourier_basis(p).to(torch::kFloat32);
+  auto over_a = F.matmul(centred.view({p, p * m})).view({p, p, m});
+  std::vector<torch::Tensor> explained;
+  for (int64_t k = 1; k <= nf; ++k) {
+    auto rows = frequency_rows(p, k);
+    rows.insert(rows.begin(), 0);
+    auto idx = torch::tensor(rows, torch::kInt64);
+    auto block = torch::matmul(F.index_select(0, idx), over_a.index_select(0, idx));  // [i, j, m]
+    explained.push_back(block.to(torch::kFloat64).pow(2).sum(kPairDims));
+  }
+  s.frac = torch::stack(explained) / s.variance.clamp_min(1e-30);
+  return s;
+}
+
+Cache run_all_pairs(const Model& model) {
+  torch::NoGradGuard no_grad;
+  require_full_grid(model);
+  Model cpu_model = model;  // shares storage when already on the CPU
+  cpu_model.to(torch::kCPU);
+  Cache cache;
+  cpu_model.forward_fast(make_dataset(model.config().task).all_x, &cache);
+  return cache;
+}
+
+FourierReport analyse_fourier(const Model& model) { return analyse_fourier(model, run_all_pairs(model)); }
+
+FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   torch::NoGradGuard no_grad;
   require_full_grid(model);
   const auto& cfg = model.config();
@@ -96,35 +137,21 @@ FourierReport analyse_fourier(const Model& model) {
   r.key_embed = key_from_norms(r.embed_norm);
 
   // ---- MLP neurons: 2-D Fourier transform of centred activations over (a, b) ----
-  Dataset data = make_dataset(cfg.task);
-  Cache cache;
-  Model cpu_model = model;  // shares storage when already on the CPU
-  cpu_model.to(torch::kCPU);
-  cpu_model.forward(data.all_x, &cache);
   const int64_t m = cfg.model.d_mlp;
-  auto acts = cache.mlp_post.to(torch::kFloat64).view({p, p, m});
-  acts = acts - acts.mean(kPairDims, true);
-  auto F = fourier_basis(p);
-  auto coeff = torch::tensordot(F, acts, {1}, {0});            // [i, b, m]
-  coeff = torch::tensordot(F, coeff, {1}, {1}).permute({1, 0, 2});  // [i, j, m]
-  auto power = coeff.pow(2);
-  auto total = power.sum(kPairDims);  // [m]
-  // Variance of each neuron explained by the {const, cos k, sin k}^2 block of each frequency.
-  std::vector<torch::Tensor> explained;
-  for (int64_t k = 1; k <= nf; ++k) {
-    auto rows = frequency_rows(p, k);
-    rows.insert(rows.begin(), 0);
-    auto idx = torch::tensor(rows, torch::kInt64);
-    explained.push_back(power.index_select(0, idx).index_select(1, idx).sum(kPairDims));
-  }
-  auto frac = torch::stack(explained) / total.clamp_min(1e-30);  // [nf, m]
-  auto [best_frac, best_k] = frac.max(0);
+  auto spectrum = neuron_spectrum(all_pairs.mlp_post, p);
+  auto total = spectrum.variance;
+  auto frac = spectrum.frac;
+  auto [best_frac_t, best_k_t] = frac.max(0);
+  auto tot = total.contiguous(), best_frac = best_frac_t.contiguous(), best_k = best_k_t.contiguous();
+  const double* tot_v = tot.data_ptr<double>();
+  const double* frac_v = best_frac.data_ptr<double>();
+  const int64_t* k_v = best_k.data_ptr<int64_t>();
   r.neurons_per_freq.assign(size_t(nf), 0);
   int64_t clustered = 0;
   for (int64_t i = 0; i < m; ++i) {
-    const bool dead = total[i].item<double>() < 1e-20;
-    r.neuron_freq.push_back(dead ? 0 : best_k[i].item<int64_t>() + 1);
-    r.neuron_frac.push_back(dead ? 0.0 : best_frac[i].item<double>());
+    const bool dead = tot_v[i] < 1e-20;
+    r.neuron_freq.push_back(dead ? 0 : k_v[i] + 1);
+    r.neuron_frac.push_back(dead ? 0.0 : frac_v[i]);
     if (!dead && r.neuron_frac.back() >= kNeuronClusterFrac) {
       ++clustered;
       ++r.neurons_per_freq[size_t(r.neuron_freq.back() - 1)];
@@ -182,12 +209,6 @@ torch::Tensor project_out_embedding(const Model& model, const std::vector<int64_
   return (keep ? proj : W - proj).to(torch::kFloat32);
 }
 
-Split split_of(const torch::Tensor& logits, const torch::Tensor& labels) {
-  if (labels.size(0) == 0) return {};
-  auto logp = logits.log_softmax(-1);
-  return {-logp.gather(1, labels.unsqueeze(1)).mean().item<double>(),
-          logits.argmax(-1).eq(labels).to(torch::kFloat64).mean().item<double>()};
-}
 }  // namespace
 
 torch::Tensor project_sum_directions(const torch::Tensor& logits, int64_t p, const std::vector<int64_t>& freqs) {
@@ -195,24 +216,33 @@ torch::Tensor project_sum_directions(const torch::Tensor& logits, int64_t p, con
   return U.t().matmul(U.matmul(logits));
 }
 
-Split evaluate_logits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& mask) {
-  auto idx = mask.nonzero().squeeze(1);
-  return split_of(logits.index_select(0, idx), labels.index_select(0, idx));
+Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask) {
+  // One log-softmax over all pairs; each split is a masked mean of the per-pair values.
+  auto nll = -logits.to(torch::kFloat64).log_softmax(-1).gather(1, labels.unsqueeze(1)).squeeze(1);
+  auto hit = logits.argmax(-1).eq(labels).to(torch::kFloat64);
+  auto tr = train_mask.to(torch::kFloat64), te = 1 - tr;
+  auto v = torch::stack({(nll * tr).sum(), (hit * tr).sum(), tr.sum(), (nll * te).sum(), (hit * te).sum(), te.sum(),
+                         nll.sum(), hit.sum()})
+               .contiguous();
+  auto a = v.accessor<double, 1>();
+  auto mean = [](double sum, double n) { return n > 0 ? sum / n : 0.0; };
+  const double n = double(labels.size(0));
+  return {{mean(a[0], a[2]), mean(a[1], a[2])}, {mean(a[3], a[5]), mean(a[4], a[5])}, {mean(a[6], n), mean(a[7], n)}};
 }
 
 LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key) {
   const int64_t p = model.config().task.p;
   auto logits = all_logits(model);
-  auto train = data.train_mask, test = data.train_mask.logical_not(), all = torch::ones_like(train);
   LossMeasures m;
-  m.full = evaluate_logits(logits, data.all_y, all);
-  auto tr = evaluate_logits(logits, data.all_y, train), te = evaluate_logits(logits, data.all_y, test);
+  auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
+  m.full = ev.all;
+  auto tr = ev.train, te = ev.test;
   m.train_loss = tr.loss, m.train_acc = tr.acc, m.test_loss = te.loss, m.test_acc = te.acc;
   auto kept = project_sum_directions(logits, p, key);
   // Bias correction: add back the per-class mean of what was removed.
   auto restricted = kept + (logits - kept).mean(0, true);
-  m.restricted_loss = evaluate_logits(restricted, data.all_y, all).loss;
-  m.excluded_loss = evaluate_logits(logits - kept, data.all_y, train).loss;
+  m.restricted_loss = evaluate_splits(restricted, data.all_y, data.train_mask).all.loss;
+  m.excluded_loss = evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss;
   return m;
 }
 
@@ -225,7 +255,8 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
                      cfg.task.operation + "')");
   const int64_t p = cfg.task.p, nf = n_frequencies(p);
   std::vector<int64_t> key = opts.freqs;
-  if (key.empty()) key = analyse_fourier(model).key_neurons;
+  const Cache cache = run_all_pairs(model);
+  if (key.empty()) key = analyse_fourier(model, cache).key_neurons;
   for (auto k : key)
     if (k < 1 || k > nf)
       throw UsageError("--freqs: frequency " + std::to_string(k) + " is out of range 1.." + std::to_string(nf));
@@ -234,15 +265,13 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   for (int64_t k = 1; k <= nf; ++k)
     if (std::find(key.begin(), key.end(), k) == key.end()) non_key.push_back(k);
 
-  auto train = data.train_mask, test = data.train_mask.logical_not(), all = torch::ones_like(train);
   auto row = [&](const std::string& name, const std::string& space, std::vector<int64_t> freqs,
                  const torch::Tensor& logits) {
-    AblationResult r{name, space, std::move(freqs), evaluate_logits(logits, data.all_y, train),
-                     evaluate_logits(logits, data.all_y, test), evaluate_logits(logits, data.all_y, all), 1};
-    return r;
+    auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
+    return AblationResult{name, space, std::move(freqs), ev.train, ev.test, ev.all, 1};
   };
   std::vector<AblationResult> out;
-  auto logits = all_logits(model);
+  auto logits = cache.logits.to(torch::kFloat64);
   out.push_back(row("model as is", "none", {}, logits));
 
   // ---- logit space (the paper's): project every class's logits over the P^2 pairs ----
@@ -283,8 +312,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
 
   // ---- weight space: the frequencies' components of W_E projected out ----
   auto with_embedding = [&](const torch::Tensor& numbers) {
-    Model copy(cfg);
-    copy.load(model.named_parameters());
+    Model copy = model.clone();
     {
       torch::NoGradGuard g;
       copy.param("embed.W_E").narrow(0, 0, p).copy_(numbers);

@@ -7,6 +7,7 @@
 #include "grokking/commands.hpp"
 #include "grokking/compat.hpp"
 #include "grokking/config.hpp"
+#include "grokking/graph_step.hpp"
 #include "grokking/model.hpp"
 #include "grokking/train.hpp"
 
@@ -74,6 +75,14 @@ int run_bench_command(const BenchOptions& opts) {
     };
     results.push_back({fast ? "fast" : "plain", median_seconds(step, 3, opts.steps)});
   }
+  // On CUDA: the fast step captured in a CUDA graph and replayed (the training loop's default).
+  if (dev.is_cuda() && GraphedStep::built()) {
+    Model model(cfg);
+    model.to(dev);
+    FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
+    GraphedStep graph(model, opt, x, y, true);
+    results.push_back({"graph", median_seconds([&] { graph.run().item<double>(); }, 5, opts.steps)});
+  }
   // Several seeds side by side: one batched step against as many single steps.
   double batched = 0;
   if (opts.seeds > 1) {
@@ -111,6 +120,7 @@ int run_bench_command(const BenchOptions& opts) {
     std::printf("%-6s %12.2f %10.1f %10.1f %13.0f%%\n", r.name.c_str(), r.seconds * 1e3, 1 / r.seconds,
                 flops / r.seconds / 1e9, 100 * limit / r.seconds);
   std::printf("\nfast path speed-up over plain: %.2fx\n", results[0].seconds / results[1].seconds);
+  if (results.size() > 2) std::printf("CUDA graph speed-up over the fast path: %.2fx\n", results[1].seconds / results[2].seconds);
   if (batched > 0)
     std::printf("%lld seeds side by side: %.2f ms/step for all, %.2fx the throughput of one seed at a time\n",
                 (long long)opts.seeds, batched * 1e3, double(opts.seeds) * results[1].seconds / batched);

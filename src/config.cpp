@@ -174,6 +174,8 @@ const std::vector<Field>& schema() {
                            "CPU: flush denormal floats to zero (keeps full speed after memorisation)"));
     f.push_back(string_field("train", "path", &C::train, &TrainConfig::path, {"auto", "fast", "plain"},
                              "training forward: fast uses the [a, b, =] structure (same loss and gradients); plain runs all positions"));
+    f.push_back(bool_field("train", "cuda_graph", &C::train, &TrainConfig::cuda_graph,
+                           "CUDA, full batch: capture one training step in a CUDA graph and replay it (needs a LibTorch with CUDA)"));
     f.push_back(string_field("output", "dir", &C::output, &OutputConfig::dir, {},
                              "run directory; empty: runs/<config file name without .json>"));
     return f;

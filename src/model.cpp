@@ -136,12 +136,19 @@ torch::Tensor Model::replica_part(const torch::Tensor& flat, int64_t s) const {
 }
 
 Model Model::replica(int64_t s) const {
-  Config c = cfg_;
-  c.train.seed = seeds_[size_t(s)];
-  Model m(c);
   torch::NoGradGuard no_grad;
-  m.flat_.copy_(replica_part(flat_.detach(), s));
+  Model m = *this;  // no fresh initialisation: only the weights are replaced
+  m.cfg_.train.seed = seeds_[size_t(s)];
+  m.seeds_ = {seeds_[size_t(s)]};
+  m.flat_ = replica_part(flat_.detach(), s).clone();
+  m.flat_grad_ = torch::zeros_like(m.flat_);
+  m.bind_views();
   return m;
+}
+
+Model Model::clone() const {
+  if (replicas() != 1) throw std::logic_error("clone copies one model; use replica(s)");
+  return replica(0);
 }
 
 torch::Tensor Model::param(const std::string& name) const {
@@ -214,13 +221,16 @@ torch::Tensor Model::forward(const torch::Tensor& x, Cache* cache) const {
     cache->mlp_post = post.select(1, 2);
     cache->resid_post = last;
   }
-  return last.matmul(params_[14].second) + params_[15].second;
+  auto logits = last.matmul(params_[14].second) + params_[15].second;
+  if (cache) cache->logits = logits;
+  return logits;
 }
 
 // The same function as forward() at the last position, using the task's structure: the query
 // position always holds "=", so its query, key and value are constants; positions 0 and 1 hold
 // one of P tokens each, so their keys and values are P-row tables gathered per pair.
-torch::Tensor Model::forward_fast(const torch::Tensor& x) const {
+torch::Tensor Model::forward_fast(const torch::Tensor& x, Cache* cache) const {
+  if (cache && replicas() != 1) throw std::logic_error("forward_fast fills a cache for one model; use replica(s)");
   const int64_t n = x.size(0), p = cfg_.task.p, h = cfg_.model.n_heads, dh = cfg_.model.d_head, S = replicas();
   // Every parameter with a leading replica axis: [S, ...].
   auto W = [&](int i) { return S == 1 ? params_[size_t(i)].second.unsqueeze(0) : params_[size_t(i)].second; };
@@ -252,6 +262,13 @@ torch::Tensor Model::forward_fast(const torch::Tensor& x) const {
   auto post = activation(resid_mid.matmul(W(10)) + W(11).unsqueeze(1), cfg_.model.activation);
   auto resid_post = resid_mid + post.matmul(W(12)) + W(13).unsqueeze(1);
   auto logits = resid_post.matmul(W(14)) + W(15).unsqueeze(1);           // [S, N, P]
+  if (cache) {
+    cache->attn_pattern = w.squeeze(0);  // [N, H, 3]
+    cache->resid_mid = resid_mid.squeeze(0);
+    cache->mlp_post = post.squeeze(0);
+    cache->resid_post = resid_post.squeeze(0);
+    cache->logits = logits.squeeze(0);
+  }
   return S == 1 ? logits.squeeze(0) : logits;
 }
 
@@ -292,6 +309,7 @@ double FlatAdamW::scheduled_lr() const {
 void FlatAdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   ++step_;
+  device_step_ = torch::Tensor();  // step_on_device() starts again from the host's count
   // The arithmetic and order of torch::optim::AdamW (tested to be bit-identical).
   const double bias_correction1 = 1 - std::pow(opt_.beta1, double(step_));
   const double bias_correction2 = 1 - std::pow(opt_.beta2, double(step_));
@@ -302,8 +320,27 @@ void FlatAdamW::step(double lr) {
   param_.addcdiv_(exp_avg_, denom, -lr / bias_correction1);
 }
 
+void FlatAdamW::step_on_device() {
+  torch::NoGradGuard no_grad;
+  if (!device_step_.defined())  // first use, or after step() or set_state()
+    device_step_ = torch::full({}, double(step_), torch::TensorOptions().dtype(torch::kFloat64).device(param_.device()));
+  // step()'s arithmetic, with the host's double scalars as float64 device scalars.
+  auto lr = opt_.warmup_steps <= 0 ? torch::full_like(device_step_, opt_.lr)
+                                   : (device_step_ / double(opt_.warmup_steps)).clamp_max(1.0) * opt_.lr;
+  device_step_.add_(1);
+  auto bias_correction1 = 1 - torch::pow(opt_.beta1, device_step_);
+  auto bias_correction2 = 1 - torch::pow(opt_.beta2, device_step_);
+  param_.mul_(1 - lr * opt_.weight_decay);
+  exp_avg_.mul_(opt_.beta1).add_(grad_, 1 - opt_.beta1);
+  exp_avg_sq_.mul_(opt_.beta2).addcmul_(grad_, grad_, 1 - opt_.beta2);
+  auto denom = (exp_avg_sq_.sqrt() / bias_correction2.sqrt()).add_(opt_.eps);
+  // addcdiv's order: param + (value * exp_avg) / denom.
+  param_.add_(exp_avg_.mul(-lr / bias_correction1).div_(denom));
+}
+
 void FlatAdamW::set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64_t step) {
   torch::NoGradGuard no_grad;
+  device_step_ = torch::Tensor();
   exp_avg_.copy_(exp_avg);
   exp_avg_sq_.copy_(exp_avg_sq);
   step_ = step;

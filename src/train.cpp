@@ -19,6 +19,7 @@
 #include "grokking/checkpoint.hpp"
 #include "grokking/compat.hpp"
 #include "grokking/error.hpp"
+#include "grokking/graph_step.hpp"
 #include "grokking/model.hpp"
 
 namespace grokking {
@@ -170,7 +171,7 @@ std::string blas_description() {
 Config load_run_config(const std::string& run_dir, const std::vector<std::string>& sets) {
   // Only what does not change the computation may differ on resume.
   static const std::vector<std::string> allowed = {"train.epochs", "train.log_every", "train.threads",
-                                                   "train.early_stop_acc", "train.early_stop_hold",
+                                                   "train.early_stop_acc", "train.early_stop_hold", "train.cuda_graph",
                                                    "train.checkpoint_every", "train.eval_every"};
   for (auto& s : sets) {
     auto key = s.substr(0, s.find('='));
@@ -232,9 +233,22 @@ std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int
   const int64_t n_train = train_x.size(0);
   const int64_t batch = tc.batch_size > 0 ? tc.batch_size : n_train;
 
-  log->info("grokking {} | LibTorch {} | device {} | BLAS {} | {} threads | flush_denormal {} | {} path",
+  // CUDA graphs: full batch only (a minibatch is a new tensor every step).
+  std::string graph_note = "off";
+  std::unique_ptr<GraphedStep> graph;
+  if (device.is_cuda()) {
+    if (!tc.cuda_graph) graph_note = "off (train.cuda_graph false)";
+    else if (!GraphedStep::built()) graph_note = "off (not built)";
+    else if (batch < n_train) graph_note = "off (minibatches)";
+    else {
+      graph = std::make_unique<GraphedStep>(model, opt, train_x, train_y, fast);
+      graph_note = "on";
+    }
+  }
+  log->info("grokking {} | LibTorch {} | device {} | BLAS {} | {} threads | flush_denormal {} | {} path{}",
             GROKKING_VERSION, compat::torch_version(), device.str(), blas_description(), threads,
-            device.is_cpu() && tc.flush_denormal ? "on" : "off", fast ? "fast" : "plain");
+            device.is_cpu() && tc.flush_denormal ? "on" : "off", fast ? "fast" : "plain",
+            device.is_cuda() ? " | CUDA graph " + graph_note : "");
   log->info("{} (mod {}): {} train / {} test pairs | {} parameters | {} epochs{}{}", cfg.task.operation, cfg.task.p,
             n_train, test_x.size(0), model.flat().numel() / S, tc.epochs,
             S > 1 ? " | " + std::to_string(S) + " seeds side by side" : "",
@@ -304,7 +318,7 @@ std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int
     for (int64_t i = 0; i < n_train; i += batch) {
       auto xb = batch < n_train ? xs.slice(0, i, i + batch) : xs, yb = batch < n_train ? ys.slice(0, i, i + batch) : ys;
       lr = opt.scheduled_lr();
-      auto loss = train_step(model, opt, xb, yb, fast, lr);
+      auto loss = graph ? graph->run() : train_step(model, opt, xb, yb, fast, lr);
       if (device.is_cpu()) step_loss = loss.item<double>();  // free on the CPU; a sync on a GPU
     }
     ++epoch;
@@ -401,6 +415,7 @@ std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int
     s["blas"] = blas_description();
     s["flush_denormal"] = device.is_cpu() && tc.flush_denormal;
     s["path"] = fast ? "fast" : "plain";
+    s["cuda_graph"] = graph != nullptr;
     s["libtorch"] = compat::torch_version();
     s["grokking_version"] = GROKKING_VERSION;
     atomic_write(dirs[size_t(r)] + "/summary.json", s.dump(2) + "\n");
@@ -474,7 +489,10 @@ TrainReport run_train(const TrainOptions& opts) {
     dirs.push_back(opts.seeds.empty() ? cfg.output.dir : cfg.output.dir + "/seed=" + std::to_string(seed));
   for (auto& dir : dirs) {
     if (exists(dir) && !is_dir(dir)) throw UsageError(dir + ": run directory path exists and is not a directory");
-    const bool nonempty = exists(dir + "/config.json") || exists(dir + "/metrics.csv") || exists(dir + "/checkpoints");
+    // Work to protect: a config, metrics or a checkpoint. A run killed while it was creating its
+    // directory leaves only an empty checkpoints/ folder (and a lock file): start over there.
+    const bool nonempty = exists(dir + "/config.json") || exists(dir + "/metrics.csv") ||
+                          exists(resume_path(dir)) || !list_checkpoints(dir).empty();
     if (nonempty && !opts.force)
       throw UsageError(dir + ": run directory is not empty; use --resume " + dir + " to continue it or --force to start over");
   }

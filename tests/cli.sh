@@ -38,6 +38,14 @@ expect 0 "" -- "$bin" train tiny.json --out r1 --force -q
 expect 0 "already complete" -- "$bin" train --resume r1
 expect 2 "cannot change task.p when resuming" -- "$bin" train --resume r1 --set task.p=11
 expect 2 "nothere: not a run directory" -- "$bin" train --resume nothere
+# Killed while creating its directory (only an empty checkpoints/ folder): a fresh start goes ahead;
+# with a config but no checkpoint yet, --resume starts over from epoch 0.
+mkdir -p r2/checkpoints
+expect 0 "" -- "$bin" train tiny.json --out r2 -q
+rm -rf r3 && mkdir -p r3/checkpoints && cp r2/config.json r3/
+expect 0 "no checkpoint yet; starting the run from epoch 0" -- "$bin" train --resume r3 -q
+[ -s r3/checkpoints/resume.pt ] && cmp -s <(cut -d, -f1-7 r2/metrics.csv) <(cut -d, -f1-7 r3/metrics.csv) &&
+  pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a restarted run differs from a fresh one" >&2; }
 
 # ---- Ctrl-C / SIGTERM: checkpoint, one line saying how to resume, 130 / 143 ----
 for sig in INT TERM; do

@@ -50,6 +50,57 @@ TEST_CASE("logits built from one frequency's (a+b) directions are kept whole by 
   CHECK(project_sum_directions(pure, p, {4}).abs().max().item<double>() < 1e-10);
 }
 
+TEST_CASE("neuron spectra of planted activations have their closed forms", "[analysis]") {
+  const int64_t p = 11;
+  auto a = torch::arange(p, torch::kFloat64).view({p, 1}).expand({p, p}).reshape(-1);  // row-major (a, b)
+  auto b = torch::arange(p, torch::kFloat64).view({1, p}).expand({p, p}).reshape(-1);
+  auto w = [&](int64_t k) { return 2 * M_PI * double(k) / double(p); };
+  auto acts = torch::stack({
+                               5 + torch::cos(w(3) * a) * torch::sin(w(3) * b),  // both inputs at k=3, offset
+                               torch::cos(w(2) * a) + 2 * torch::sin(w(4) * b),  // variance 1 : 4 at k=2, k=4
+                               torch::full({p * p}, 7.0, torch::kFloat64),       // constant: no variance
+                               torch::cos(w(1) * a) * torch::cos(w(2) * b),      // two frequencies: no block
+                           },
+                           1);
+  auto s = neuron_spectrum(acts, p);
+  REQUIRE(s.frac.sizes() == torch::IntArrayRef({5, 4}));
+  auto f = [&](int64_t k, int64_t neuron) { return s.frac[k - 1][neuron].item<double>(); };
+  // Variance over the P^2 pairs: cos^2 averages 1/2, a product of two 1/4.
+  CHECK(s.variance[0].item<double>() == Approx(p * p / 4.0).epsilon(1e-5));
+  CHECK(s.variance[1].item<double>() == Approx(p * p * (0.5 + 2.0)).epsilon(1e-5));
+  CHECK(s.variance[2].item<double>() == Approx(0.0).margin(1e-6));
+  CHECK(f(3, 0) == Approx(1.0).epsilon(1e-5));
+  CHECK(f(2, 1) == Approx(0.2).epsilon(1e-5));
+  CHECK(f(4, 1) == Approx(0.8).epsilon(1e-5));
+  for (int64_t k = 1; k <= 5; ++k) {
+    CHECK(f(k, 3) == Approx(0.0).margin(1e-5));
+    if (k != 3) CHECK(f(k, 0) == Approx(0.0).margin(1e-5));
+    if (k != 2 && k != 4) CHECK(f(k, 1) == Approx(0.0).margin(1e-5));
+  }
+}
+
+TEST_CASE("train, test and all-pairs loss and accuracy from one pass", "[analysis]") {
+  // Three pairs, three classes: the first two are training pairs.
+  auto logits = torch::tensor({0.0, 1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 3.0}, torch::kFloat64).view({3, 3});
+  auto labels = torch::tensor({1, 1, 2}, torch::kInt64);
+  auto mask = torch::tensor({true, true, false});
+  auto ev = evaluate_splits(logits, labels, mask);
+  auto nll = [](double correct, double o1, double o2) {
+    return -correct + std::log(std::exp(correct) + std::exp(o1) + std::exp(o2));
+  };
+  const double l0 = nll(1, 0, 0), l1 = nll(0, 2, 0), l2 = nll(3, 0, 0);
+  CHECK(ev.train.loss == Approx((l0 + l1) / 2).epsilon(1e-12));
+  CHECK(ev.train.acc == Approx(0.5));
+  CHECK(ev.test.loss == Approx(l2).epsilon(1e-12));
+  CHECK(ev.test.acc == Approx(1.0));
+  CHECK(ev.all.loss == Approx((l0 + l1 + l2) / 3).epsilon(1e-12));
+  CHECK(ev.all.acc == Approx(2.0 / 3.0));
+  // Every pair in train: the test split is empty and reads 0.
+  auto all_train = evaluate_splits(logits, labels, torch::ones({3}, torch::kBool));
+  CHECK(all_train.test.loss == 0.0);
+  CHECK(all_train.train.loss == Approx(ev.all.loss).epsilon(1e-12));
+}
+
 TEST_CASE("phase detection: order, and a run that never grokked says so", "[analysis]") {
   std::vector<ProgressRow> rows;
   for (int64_t e = 0; e <= 20; ++e) {
@@ -137,11 +188,7 @@ TEST_CASE("progress measures over the run find the phases in order", "[ci-small]
   for (auto& [e, path] : list) {
     Model m = model_from_checkpoint(load_checkpoint(path));
     auto lm = loss_measures(m, data, key);
-    auto logits = all_logits(m);
-    ProgressRow r{e, lm.train_loss, lm.test_loss,
-                  evaluate_logits(logits, data.all_y, data.train_mask).acc,
-                  evaluate_logits(logits, data.all_y, data.train_mask.logical_not()).acc,
-                  lm.restricted_loss, lm.excluded_loss, 0, m.sum_squared_weights()};
+    ProgressRow r{e, lm.train_loss, lm.test_loss, lm.train_acc, lm.test_acc, lm.restricted_loss, lm.excluded_loss, 0, m.sum_squared_weights()};
     rows.push_back(r);
   }
   auto ph = detect_phases(rows);

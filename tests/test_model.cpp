@@ -5,6 +5,7 @@
 
 #include "catch.hpp"
 #include "grokking/model.hpp"
+#include "grokking/graph_step.hpp"
 #include "helpers.hpp"
 
 using namespace grokking;
@@ -196,6 +197,49 @@ TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]
   }
 }
 
+TEST_CASE("the fast path fills the plain path's activation cache", "[model]") {
+  for (auto act : {"relu", "gelu"}) {
+    auto cfg = tiny_config(13);
+    cfg.model.activation = act;
+    Model m(cfg);
+    auto x = make_dataset(cfg.task).all_x;
+    torch::NoGradGuard g;
+    Cache plain, fast;
+    auto lp = m.forward(x, &plain);
+    auto lf = m.forward_fast(x, &fast);
+    INFO(act);
+    auto close = [](const torch::Tensor& a, const torch::Tensor& b) {
+      return a.sizes() == b.sizes() && (a - b).abs().max().item<double>() <= 1e-5 * (1 + b.abs().max().item<double>());
+    };
+    CHECK(close(fast.logits, plain.logits));
+    CHECK(close(lf, lp));
+    CHECK(close(fast.attn_pattern, plain.attn_pattern));
+    CHECK(close(fast.resid_mid, plain.resid_mid));
+    CHECK(close(fast.mlp_post, plain.mlp_post));
+    CHECK(close(fast.resid_post, plain.resid_post));
+  }
+}
+
+TEST_CASE("clone and replica copy the weights, not share them", "[model]") {
+  auto cfg = tiny_config(11);
+  Model m(cfg, {3, 4});
+  Model r1 = m.replica(1);
+  CHECK(r1.config().train.seed == 4);
+  CHECK(r1.replicas() == 1);
+  // Replica 1 has the weights a single model with seed 4 gets.
+  auto single_cfg = cfg;
+  single_cfg.train.seed = 4;
+  CHECK(torch::equal(r1.flat(), Model(single_cfg).flat()));
+  Model c = r1.clone();
+  {
+    torch::NoGradGuard g;
+    c.param("embed.W_E").fill_(0.5);
+  }
+  CHECK_FALSE(torch::equal(c.flat(), r1.flat()));
+  CHECK(r1.param("embed.W_E").abs().max().item<double>() != 0.5);
+  CHECK_THROWS(m.clone());
+}
+
 TEST_CASE("FlatAdamW is bit-identical to torch::optim::AdamW with warmup", "[model]") {
   auto cfg = tiny_config();
   cfg.model.train_biases = true;
@@ -222,4 +266,33 @@ TEST_CASE("FlatAdamW is bit-identical to torch::optim::AdamW with warmup", "[mod
     adamw.step();
   }
   CHECK(torch::equal(ours.flat(), ref.flat()));
+}
+
+TEST_CASE("the graph-capturable step equals the host-scheduled one", "[model]") {
+  auto cfg = tiny_config();
+  cfg.optim.warmup_steps = 10;
+  Model host(cfg), dev(cfg);
+  auto d = make_dataset(cfg.task);
+  FlatAdamW host_opt(host.flat(), host.flat_grad(), cfg.optim), dev_opt(dev.flat(), dev.flat_grad(), cfg.optim);
+  for (int step = 0; step < 25; ++step) {
+    auto lh = train_step(host, host_opt, d.train_x, d.train_y, true, host_opt.scheduled_lr());
+    // Mostly device-scheduled steps; a host step in between must hand the count back and forth.
+    torch::Tensor ld;
+    if (step == 12) {
+      ld = train_step(dev, dev_opt, d.train_x, d.train_y, true, dev_opt.scheduled_lr());
+    } else {
+      ld = device_scheduled_step(dev, dev_opt, d.train_x, d.train_y, true);
+      CHECK(dev_opt.steps() == step);  // the host's count moves only when told
+      dev_opt.count_device_step();
+      CHECK(dev_opt.device_step().item<double>() == double(step + 1));
+    }
+    REQUIRE(dev_opt.steps() == host_opt.steps());
+    CHECK(ld.item<double>() == lh.item<double>());
+  }
+  CHECK(torch::equal(dev.flat(), host.flat()));
+  CHECK(torch::equal(dev_opt.exp_avg_sq(), host_opt.exp_avg_sq()));
+  // Resuming (set_state) restarts the device count from the host's.
+  dev_opt.set_state(host_opt.exp_avg(), host_opt.exp_avg_sq(), 3);
+  device_scheduled_step(dev, dev_opt, d.train_x, d.train_y, true);
+  CHECK(dev_opt.device_step().item<double>() == 4.0);
 }

@@ -38,6 +38,19 @@ struct FourierReport {
 // Neurons count as clustered when their best frequency explains at least this much variance.
 constexpr double kNeuronClusterFrac = 0.5;
 FourierReport analyse_fourier(const Model& model);
+// The same from the activations of every pair, as run_all_pairs gives them.
+FourierReport analyse_fourier(const Model& model, const Cache& all_pairs);
+// Activations and logits of every pair (a, b), in row-major order, on the CPU.
+Cache run_all_pairs(const Model& model);
+
+// MLP activations acts [P^2, m] over all pairs (a, b) in row-major order: for each neuron, its
+// variance over the pairs and the fraction of it in each frequency k's {const, cos k, sin k}^2
+// block of the 2-D Fourier basis (both inputs at frequency k, or one of them).
+struct NeuronSpectrum {
+  torch::Tensor frac;      // [n_frequencies, m] float64, row k-1
+  torch::Tensor variance;  // [m] float64: sum over pairs of the squared deviation from the mean
+};
+NeuronSpectrum neuron_spectrum(const torch::Tensor& acts, int64_t p);
 
 // ---- ablations ----
 struct Split {
@@ -54,7 +67,11 @@ struct AblationResult {
 torch::Tensor all_logits(const Model& model);
 // Projection of every logit column onto the cos/sin(w_k(a+b)) directions of `freqs`.
 torch::Tensor project_sum_directions(const torch::Tensor& logits, int64_t p, const std::vector<int64_t>& freqs);
-Split evaluate_logits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& mask);
+struct Splits {
+  Split train, test, all;
+};
+// Loss (float64) and accuracy of logits [P^2, P] on the training pairs, the test pairs and all pairs.
+Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask);
 
 struct LossMeasures {
   Split full;        // the model as is (all pairs)

@@ -46,6 +46,7 @@ struct TrainConfig {
   int64_t early_stop_hold = 1000;  // ... for this many epochs
   bool flush_denormal = true;   // CPU: flush denormals to zero (2x faster after memorisation)
   std::string path = "auto";    // auto | fast | plain: training forward implementation
+  bool cuda_graph = true;       // CUDA, full batch: capture the step in a CUDA graph and replay it
 };
 
 struct OutputConfig {

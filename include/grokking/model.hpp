@@ -35,6 +35,7 @@ struct Cache {
   torch::Tensor resid_mid;     // [N, d_model]
   torch::Tensor mlp_post;      // [N, d_mlp]
   torch::Tensor resid_post;    // [N, d_model]
+  torch::Tensor logits;        // [N, P], what the forward returns
 };
 
 // One model, or S replicas trained side by side as batched tensors (one per seed).
@@ -47,12 +48,16 @@ class Model {
 
   // Logits at the "=" position for tokens [N, 3]: [N, P] float32 ([S, N, P] for S replicas).
   torch::Tensor forward(const torch::Tensor& x, Cache* cache = nullptr) const;  // all positions (reference)
-  torch::Tensor forward_fast(const torch::Tensor& x) const;  // last position only, exact same function
+  // Last position only, the same function; fills the same cache (one model only).
+  torch::Tensor forward_fast(const torch::Tensor& x, Cache* cache = nullptr) const;
 
   int64_t replicas() const { return int64_t(seeds_.size()); }
   const std::vector<int64_t>& seeds() const { return seeds_; }
-  // Replica s as a single model (CPU), its config's train.seed set to its seed.
+  // Replica s as a single model with its own copy of the weights (same device), its config's
+  // train.seed set to its seed.
   Model replica(int64_t s) const;
+  // A deep copy of a single model: its own weights and gradients.
+  Model clone() const;
   // Replica s's part of a buffer laid out like flat() (weights, gradients, Adam moments).
   torch::Tensor replica_part(const torch::Tensor& flat, int64_t s) const;
 
@@ -99,6 +104,15 @@ class FlatAdamW {
  public:
   FlatAdamW(torch::Tensor param, torch::Tensor grad, const OptimConfig& opt);
   void step(double lr);
+  // The same update with the step count and everything that depends on it (the warm-up
+  // learning rate, the bias corrections) in device tensors that the update itself advances:
+  // nothing read from the host changes between steps, so a CUDA graph can capture it. The
+  // learning rate is scheduled_lr(). Bit-identical to step(scheduled_lr()) on the CPU (tested).
+  // It leaves the host's count alone: a captured step runs later, once per replay.
+  void step_on_device();
+  // A step_on_device() ran (eagerly or replayed from a graph): advance the host's count.
+  void count_device_step() { ++step_; }
+  const torch::Tensor& device_step() const { return device_step_; }
   // lr for the next step: lr * min(step/warmup, 1), step counted from 0 (the paper's LambdaLR).
   double scheduled_lr() const;
   int64_t steps() const { return step_; }
@@ -109,6 +123,7 @@ class FlatAdamW {
 
  private:
   torch::Tensor param_, grad_, exp_avg_, exp_avg_sq_;
+  torch::Tensor device_step_;  // float64 scalar on the parameters' device, for step_on_device()
   OptimConfig opt_;
   int64_t step_ = 0;
 };

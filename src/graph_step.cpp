@@ -1,0 +1,107 @@
+#include "grokking/graph_step.hpp"
+
+#include <stdexcept>
+
+#ifdef GROKKING_CUDA_GRAPHS
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace grokking {
+
+torch::Tensor device_scheduled_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y,
+                                    bool fast) {
+  model.flat_grad().zero_();
+  auto loss = loss_fn(fast ? model.forward_fast(x) : model.forward(x), y);
+  loss.backward();
+  opt.step_on_device();
+  return loss;
+}
+
+#ifdef GROKKING_CUDA_GRAPHS
+
+struct GraphedStep::Impl {
+  static constexpr int kWarmup = 3;  // eager steps before capture, as PyTorch's recipe does
+  Model& model;
+  FlatAdamW& opt;
+  torch::Tensor x, y;
+  bool fast;
+  int eager_done = 0;
+  std::unique_ptr<at::cuda::CUDAGraph> graph;
+  torch::Tensor loss;  // the captured step's output, rewritten by every replay
+  // Tensors the graph reads and writes by address: held so that their memory stays theirs.
+  std::vector<torch::Tensor> pinned;
+  c10::cuda::CUDAStream side;
+
+  Impl(Model& m, FlatAdamW& o, torch::Tensor x_, torch::Tensor y_, bool f)
+      : model(m), opt(o), x(std::move(x_)), y(std::move(y_)), fast(f),
+        side(c10::cuda::getStreamFromPool(false, x.device().index())) {}
+
+  // Runs fn on the side stream, ordered after everything already queued on the current one,
+  // and makes the current stream wait for it.
+  template <class F>
+  auto on_side_stream(F&& fn) {
+    auto current = c10::cuda::getCurrentCUDAStream(x.device().index());
+    current.synchronize();
+    decltype(fn()) out;
+    {
+      c10::cuda::CUDAStreamGuard guard(side);
+      out = fn();
+    }
+    side.synchronize();
+    return out;
+  }
+};
+
+bool GraphedStep::built() { return true; }
+
+GraphedStep::GraphedStep(Model& model, FlatAdamW& opt, torch::Tensor x, torch::Tensor y, bool fast) {
+  if (!x.is_cuda() || !model.flat().is_cuda())
+    throw std::invalid_argument("GraphedStep: model and batch must be on a CUDA device");
+  impl_ = std::make_unique<Impl>(model, opt, std::move(x), std::move(y), fast);
+}
+
+GraphedStep::~GraphedStep() = default;
+
+bool GraphedStep::captured() const { return impl_->graph != nullptr; }
+
+torch::Tensor GraphedStep::run() {
+  auto& s = *impl_;
+  if (s.eager_done < Impl::kWarmup) {
+    ++s.eager_done;
+    auto loss = s.on_side_stream([&] { return device_scheduled_step(s.model, s.opt, s.x, s.y, s.fast); });
+    s.opt.count_device_step();
+    return loss;
+  }
+  if (!s.graph) {
+    // Capture one step; capturing runs nothing, so this call then replays it once.
+    s.graph = std::make_unique<at::cuda::CUDAGraph>();
+    s.loss = s.on_side_stream([&] {
+      s.graph->capture_begin();
+      auto loss = device_scheduled_step(s.model, s.opt, s.x, s.y, s.fast);
+      s.graph->capture_end();
+      return loss;
+    });
+    s.pinned = {s.model.flat(), s.model.flat_grad(), s.opt.exp_avg(), s.opt.exp_avg_sq(), s.opt.device_step(), s.x,
+                s.y, s.loss};
+  }
+  s.graph->replay();
+  s.opt.count_device_step();
+  return s.loss;
+}
+
+#else  // LibTorch without CUDA
+
+struct GraphedStep::Impl {};
+bool GraphedStep::built() { return false; }
+GraphedStep::GraphedStep(Model&, FlatAdamW&, torch::Tensor, torch::Tensor, bool) {
+  throw std::logic_error("CUDA graphs are not built: this LibTorch has no CUDA");
+}
+GraphedStep::~GraphedStep() = default;
+bool GraphedStep::captured() const { return false; }
+torch::Tensor GraphedStep::run() { throw std::logic_error("CUDA graphs are not built"); }
+
+#endif
+
+}  // namespace grokking
