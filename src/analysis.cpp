@@ -32,18 +32,22 @@ torch::Tensor fourier_basis(int64_t p) {
   return f / f.norm(2, 1, true);
 }
 
-std::vector<double> frequency_norms(const torch::Tensor& x) {
+FrequencyComponents frequency_components(const torch::Tensor& x) {
   const int64_t p = x.size(0);
   auto coeffs = fourier_basis(p).matmul(x.to(torch::kFloat64));  // [P, d]
-  auto row_sq = coeffs.pow(2).sum(1);                           // [P]
-  std::vector<double> out;
+  auto row_sq = coeffs.pow(2).sum(1).contiguous();               // [P]
+  const double* sq = row_sq.data_ptr<double>();
+  FrequencyComponents out;
   for (int64_t k = 1; k <= n_frequencies(p); ++k) {
-    double s = 0;
-    for (auto r : frequency_rows(p, k)) s += row_sq[r].item<double>();
-    out.push_back(std::sqrt(s));
+    auto rows = frequency_rows(p, k);
+    out.cos.push_back(std::sqrt(sq[rows[0]]));
+    out.sin.push_back(rows.size() > 1 ? std::sqrt(sq[rows[1]]) : 0.0);  // no sin row for k = P/2
+    out.total.push_back(std::hypot(out.cos.back(), out.sin.back()));
   }
   return out;
 }
+
+std::vector<double> frequency_norms(const torch::Tensor& x) { return frequency_components(x).total; }
 
 double gini(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -129,9 +133,11 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
 
   // ---- embedding and unembedding spectra ----
   auto W_E = model.param("embed.W_E").detach().cpu().narrow(0, 0, p);  // [P, d]: "=" row dropped
-  r.embed_norm = frequency_norms(W_E);
+  auto embed = frequency_components(W_E);
+  r.embed_norm = embed.total, r.embed_cos = embed.cos, r.embed_sin = embed.sin;
   r.embed_const_norm = (fourier_basis(p)[0].unsqueeze(0).matmul(W_E.to(torch::kFloat64))).norm().item<double>();
-  r.unembed_norm = frequency_norms(model.param("unembed.W_U").detach().cpu().t());  // [P, d]
+  auto unembed = frequency_components(model.param("unembed.W_U").detach().cpu().t());  // [P, d]
+  r.unembed_norm = unembed.total, r.unembed_cos = unembed.cos, r.unembed_sin = unembed.sin;
   r.gini_embed = gini(r.embed_norm);
   r.gini_unembed = gini(r.unembed_norm);
   r.key_embed = key_from_norms(r.embed_norm);

@@ -128,12 +128,14 @@ int run_fourier_command(const AnalysisOptions& opts) {
   const int64_t nf = n_frequencies(r.p);
 
   if (!run_dir.empty()) {
-    std::string csv = "k,embed_norm,unembed_norm,neurons,key_neurons,key_embed\n";
+    std::string csv = "k,embed_norm,unembed_norm,neurons,key_neurons,key_embed,embed_cos,embed_sin,unembed_cos,unembed_sin\n";
     for (int64_t k = 1; k <= nf; ++k) {
       auto has = [&](const std::vector<int64_t>& v) { return std::find(v.begin(), v.end(), k) != v.end() ? 1 : 0; };
       csv += std::to_string(k) + "," + num(r.embed_norm[size_t(k - 1)], "%.9g") + "," +
              num(r.unembed_norm[size_t(k - 1)], "%.9g") + "," + std::to_string(r.neurons_per_freq[size_t(k - 1)]) +
-             "," + std::to_string(has(r.key_neurons)) + "," + std::to_string(has(r.key_embed)) + "\n";
+             "," + std::to_string(has(r.key_neurons)) + "," + std::to_string(has(r.key_embed)) + "," +
+             num(r.embed_cos[size_t(k - 1)], "%.9g") + "," + num(r.embed_sin[size_t(k - 1)], "%.9g") + "," +
+             num(r.unembed_cos[size_t(k - 1)], "%.9g") + "," + num(r.unembed_sin[size_t(k - 1)], "%.9g") + "\n";
     }
     atomic_write(run_dir + "/fourier.csv", csv);
   }
@@ -151,6 +153,10 @@ int run_fourier_command(const AnalysisOptions& opts) {
                         {"embed_const_norm", r.embed_const_norm},
                         {"embed_norm", r.embed_norm},
                         {"unembed_norm", r.unembed_norm},
+                        {"embed_cos", r.embed_cos},
+                        {"embed_sin", r.embed_sin},
+                        {"unembed_cos", r.unembed_cos},
+                        {"unembed_sin", r.unembed_sin},
                         {"neurons_per_freq", r.neurons_per_freq},
                         {"neuron_freq", r.neuron_freq},
                         {"neuron_frac", r.neuron_frac}};
@@ -164,12 +170,13 @@ int run_fourier_command(const AnalysisOptions& opts) {
               r.agree() ? "the methods agree" : "the methods differ");
   std::printf("Gini of frequency norms: W_E %.3f, W_U %.3f  (near 0: spread out; near 1: sparse)\n\n", r.gini_embed,
               r.gini_unembed);
-  std::printf("%4s  %10s  %10s  %8s\n", "k", "|W_E|_k", "|W_U|_k", "neurons");
+  std::printf("%4s  %10s  %8s  %8s  %10s  %8s\n", "k", "|W_E|_k", "cos", "sin", "|W_U|_k", "neurons");
   for (int64_t k = 1; k <= nf; ++k) {
     bool key = std::find(r.key_neurons.begin(), r.key_neurons.end(), k) != r.key_neurons.end() ||
                std::find(r.key_embed.begin(), r.key_embed.end(), k) != r.key_embed.end();
-    std::printf("%4lld  %10.4f  %10.4f  %8lld%s\n", (long long)k, r.embed_norm[size_t(k - 1)],
-                r.unembed_norm[size_t(k - 1)], (long long)r.neurons_per_freq[size_t(k - 1)], key ? "  *" : "");
+    const auto i = size_t(k - 1);
+    std::printf("%4lld  %10.4f  %8.4f  %8.4f  %10.4f  %8lld%s\n", (long long)k, r.embed_norm[i], r.embed_cos[i],
+                r.embed_sin[i], r.unembed_norm[i], (long long)r.neurons_per_freq[i], key ? "  *" : "");
   }
   return 0;
 }

@@ -85,6 +85,22 @@ expect 0 "" -- "$bin" train --resume busy --set train.epochs=30 -q
 expect 0 "" -- "$bin" config --doc
 grep -q "task.p" out.txt && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: config --doc" >&2; }
 
+# ---- analysis subcommands: table, --json, a CSV in the run directory ----
+expect 0 "" -- "$bin" fourier r1
+check "fourier: table" 'grep -q "key frequencies, neuron method" out.txt && grep -q "|W_E|_k" out.txt'
+check "fourier: fourier.csv, one row per frequency (P=7: 3)" \
+  '[ "$(head -1 r1/fourier.csv)" = "k,embed_norm,unembed_norm,neurons,key_neurons,key_embed,embed_cos,embed_sin,unembed_cos,unembed_sin" ] && [ "$(wc -l <r1/fourier.csv)" -eq 4 ]'
+expect 0 "" -- "$bin" fourier r1/checkpoints/epoch_0000020.pt --json
+check "fourier --json: epoch and cos/sin norms" 'grep -q "\"epoch\": 20" out.txt && grep -q "\"embed_sin\": \[" out.txt'
+expect 0 "" -- "$bin" ablate r1 --freqs 1,3 --json
+check "ablate --freqs: each named frequency, both spaces" \
+  'grep -q "remove key freq 3" out.txt && grep -q "\"space\": \"weights\"" out.txt && grep -q "\"space\": \"logits\"" out.txt'
+check "ablate: ablate.csv" '[ "$(wc -l <r1/ablate.csv)" -ge 8 ]'
+expect 2 "--freqs: frequency 4 is out of range 1..3" -- "$bin" ablate r1 --freqs 4
+expect 0 "" -- "$bin" progress r1 --json
+check "progress: a row per checkpoint and the phases" \
+  '[ "$(wc -l <r1/progress.csv)" -eq $(($(ls r1/checkpoints/epoch_*.pt | wc -l) + 1)) ] && grep -q "\"phases\"" out.txt'
+
 # ---- plot: valid PNG and SVG files and a report for a trained run ----
 expect 0 "" -- "$bin" plot r1
 for f in loss accuracy spectrum progress; do

@@ -33,6 +33,14 @@ TEST_CASE("a planted pure-frequency embedding has all its norm at that frequency
   CHECK(norms[k - 1] == Approx(expect).epsilon(1e-10));
   for (int64_t j = 1; j <= 15; ++j)
     if (j != k) CHECK(norms[size_t(j - 1)] < 1e-10);
+  // Its cos and sin parts apart: sqrt(P/2) |v1| and sqrt(P/2) |v2|.
+  auto parts = frequency_components(W);
+  CHECK(parts.cos[k - 1] == Approx(std::sqrt(p / 2.0 * v1.pow(2).sum().item<double>())).epsilon(1e-10));
+  CHECK(parts.sin[k - 1] == Approx(std::sqrt(p / 2.0 * v2.pow(2).sum().item<double>())).epsilon(1e-10));
+  // Even P: the last frequency has a cos row only.
+  auto even = frequency_components(torch::cos(M_PI * torch::arange(12, torch::kFloat64)).unsqueeze(1));
+  CHECK(even.cos.back() == Approx(std::sqrt(12.0)).epsilon(1e-10));
+  CHECK(even.sin.back() == 0.0);
   // One non-zero value among n: Gini = (n-1)/n. Equal values: 0.
   CHECK(gini(norms) == Approx(14.0 / 15.0).epsilon(1e-9));
   CHECK(gini(std::vector<double>(10, 2.5)) == Approx(0.0).margin(1e-12));

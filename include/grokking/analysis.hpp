@@ -18,14 +18,20 @@ torch::Tensor fourier_basis(int64_t p);
 int64_t n_frequencies(int64_t p);  // floor(P/2): frequencies 1..n
 // Basis row indices of frequency k (1..n_frequencies): {cos, sin} or {cos}.
 std::vector<int64_t> frequency_rows(int64_t p, int64_t k);
-// Per-frequency norm of the rows of F·X (X: [P, d]): [n_frequencies], index k-1.
-std::vector<double> frequency_norms(const torch::Tensor& x);
+// Per-frequency norms of the rows of F·X (X: [P, d]), index k-1: of the cos row, of the sin row
+// (0 for k = P/2, which has none), and of both together.
+struct FrequencyComponents {
+  std::vector<double> cos, sin, total;
+};
+FrequencyComponents frequency_components(const torch::Tensor& x);
+std::vector<double> frequency_norms(const torch::Tensor& x);  // frequency_components(x).total
 double gini(std::vector<double> values);
 
 // ---- spectra and key frequencies ----
 struct FourierReport {
   int64_t p = 0;
-  std::vector<double> embed_norm, unembed_norm;  // per frequency 1..n
+  std::vector<double> embed_norm, unembed_norm;  // per frequency 1..n: cos and sin together
+  std::vector<double> embed_cos, embed_sin, unembed_cos, unembed_sin;  // ... and each apart
   double embed_const_norm = 0;                    // the constant component of W_E
   std::vector<int64_t> neuron_freq;               // per MLP neuron: best frequency (0: dead neuron)
   std::vector<double> neuron_frac;                // fraction of its variance that frequency explains
