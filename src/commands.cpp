@@ -1,10 +1,14 @@
 #include "grokking/commands.hpp"
 
+#include <ATen/Parallel.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <exception>
+#include <thread>
 
 #include "grokking/analysis.hpp"
 #include "grokking/checkpoint.hpp"
@@ -234,27 +238,50 @@ int run_progress_command(const AnalysisOptions& opts) {
     throw UsageError("progress measures use the cos/sin(w(a+b)) directions: defined for operation 'add' only");
   Dataset data = make_dataset(final_ck.config.task);
 
-  std::vector<ProgressRow> rows;
-  std::string csv = "epoch,train_loss,test_loss,train_acc,test_acc,restricted_loss,excluded_loss,gini,sum_sq_weights\n";
   const auto shape_of = [](const Config& c) {
     auto j = config_to_json(c);
     return nlohmann::json{{"task", j["task"]}, {"model", j["model"]}};
   };
-  for (auto& [epoch, path] : list) {
+  auto measure = [&](const std::string& path) {
     auto ck = load_checkpoint(path);
     if (shape_of(ck.config) != shape_of(final_ck.config))
       throw RunError(path + ": task/model config differs from the run's final checkpoint " + list.back().second +
                      " (a checkpoint from another run?)");
     Model m = model_from_checkpoint(ck);
     auto lm = loss_measures(m, data, key);
-    ProgressRow r{ck.epoch, lm.train_loss, lm.test_loss, lm.train_acc, lm.test_acc, lm.restricted_loss, lm.excluded_loss,
-                  gini(frequency_norms(m.param("embed.W_E").detach().narrow(0, 0, ck.config.task.p))),
-                  m.sum_squared_weights()};
-    rows.push_back(r);
+    return ProgressRow{ck.epoch, lm.train_loss, lm.test_loss, lm.train_acc, lm.test_acc, lm.restricted_loss,
+                       lm.excluded_loss, gini(frequency_norms(m.param("embed.W_E").detach().narrow(0, 0, ck.config.task.p))),
+                       m.sum_squared_weights()};
+  };
+  // Checkpoints are independent: one worker thread per core, each with single-threaded kernels
+  // and BLAS (configure_threads(1) above), takes the next checkpoint until none is left. The
+  // first failing checkpoint in epoch order is the one reported.
+  std::vector<ProgressRow> rows(list.size());
+  std::vector<std::exception_ptr> errors(list.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    at::set_num_threads(1);  // OpenMP's thread count is per thread: new threads start at all cores
+    for (size_t i; (i = next++) < list.size();) {
+      try {
+        rows[i] = measure(list[i].second);
+      } catch (...) {
+        errors[i] = std::current_exception();
+        next = list.size();  // stop handing out work
+      }
+    }
+  };
+  const size_t workers = std::min<size_t>(list.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  std::string csv = "epoch,train_loss,test_loss,train_acc,test_acc,restricted_loss,excluded_loss,gini,sum_sq_weights\n";
+  for (auto& r : rows)
     csv += std::to_string(r.epoch) + "," + num(r.train_loss, "%.9g") + "," + num(r.test_loss, "%.9g") + "," +
            num(r.train_acc, "%.9g") + "," + num(r.test_acc, "%.9g") + "," + num(r.restricted_loss, "%.9g") + "," +
            num(r.excluded_loss, "%.9g") + "," + num(r.gini, "%.9g") + "," + num(r.sum_sq_weights, "%.9g") + "\n";
-  }
   atomic_write(dir + "/progress.csv", csv);
   auto ph = detect_phases(rows);
   auto opt_epoch = [](const std::optional<int64_t>& e) { return e ? nlohmann::json(*e) : nlohmann::json(); };
