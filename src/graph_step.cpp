@@ -38,8 +38,8 @@ struct GraphedStep::Impl {
       : model(m), opt(o), x(std::move(x_)), y(std::move(y_)), fast(f),
         side(c10::cuda::getStreamFromPool(false, x.device().index())) {}
 
-  // Runs fn on the side stream, ordered after everything already queued on the current one,
-  // and makes the current stream wait for it.
+  // Runs fn on the side stream after everything queued on the current one has finished, and
+  // waits for it to finish (warm-up and capture only: replays run on the current stream).
   template <class F>
   auto on_side_stream(F&& fn) {
     auto current = c10::cuda::getCurrentCUDAStream(x.device().index());
