@@ -84,8 +84,8 @@ std::vector<int64_t> key_from_norms(const std::vector<double>& norms) {
 
 NeuronSpectrum neuron_spectrum(const torch::Tensor& acts, int64_t p) {
   torch::NoGradGuard no_grad;
-  const int64_t m = acts.size(1), nf = n_frequencies(p);
   if (acts.dim() != 2 || acts.size(0) != p * p) throw std::invalid_argument("neuron_spectrum: acts must be [P^2, m]");
+  const int64_t m = acts.size(1), nf = n_frequencies(p);
   // Float32 like the activations themselves (fractions good to about 1e-6): at P=113 the float64
   // version spent most of its time converting and allocating 50 MB tensors.
   auto x = acts.to(torch::kFloat32);
@@ -227,7 +227,10 @@ Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels,
   auto nll = -logits.to(torch::kFloat64).log_softmax(-1).gather(1, labels.unsqueeze(1)).squeeze(1);
   auto hit = logits.argmax(-1).eq(labels).to(torch::kFloat64);
   auto tr = train_mask.to(torch::kFloat64), te = 1 - tr;
-  auto v = torch::stack({(nll * tr).sum(), (hit * tr).sum(), tr.sum(), (nll * te).sum(), (hit * te).sum(), te.sum(),
+  auto zero = torch::zeros({}, torch::kFloat64);
+  // where, not a product with the mask: an infinite loss on one split must not turn the other into NaN.
+  auto nll_tr = torch::where(train_mask, nll, zero), nll_te = torch::where(train_mask, zero, nll);
+  auto v = torch::stack({nll_tr.sum(), (hit * tr).sum(), tr.sum(), nll_te.sum(), (hit * te).sum(), te.sum(),
                          nll.sum(), hit.sum()})
                .contiguous();
   auto a = v.accessor<double, 1>();

@@ -270,9 +270,13 @@ int run_progress_command(const AnalysisOptions& opts) {
       }
     }
   };
-  const size_t workers = std::min<size_t>(list.size(), std::max(1u, std::thread::hardware_concurrency()));
+  const size_t workers = std::min<size_t>(list.size(), size_t(usable_cpus()));
   std::vector<std::thread> pool;
-  for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  try {
+    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  } catch (const std::system_error&) {
+    // No more threads to be had: the ones started and this one share the work.
+  }
   work();
   for (auto& t : pool) t.join();
   for (auto& e : errors)

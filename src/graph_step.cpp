@@ -76,16 +76,29 @@ torch::Tensor GraphedStep::run() {
   }
   if (!s.graph) {
     // Capture one step; capturing runs nothing, so this call then replays it once.
-    s.graph = std::make_unique<at::cuda::CUDAGraph>();
+    auto graph = std::make_unique<at::cuda::CUDAGraph>();
     s.loss = s.on_side_stream([&] {
-      s.graph->capture_begin();
-      auto loss = device_scheduled_step(s.model, s.opt, s.x, s.y, s.fast);
-      s.graph->capture_end();
-      return loss;
+      graph->capture_begin();
+      try {
+        // Detached: the captured loss need not keep the autograd graph of the capture alive.
+        auto loss = device_scheduled_step(s.model, s.opt, s.x, s.y, s.fast).detach();
+        graph->capture_end();
+        return loss;
+      } catch (...) {
+        try {
+          graph->capture_end();  // leave the stream out of capture mode before reporting
+        } catch (...) {
+        }
+        throw;
+      }
     });
+    s.graph = std::move(graph);
     s.pinned = {s.model.flat(), s.model.flat_grad(), s.opt.exp_avg(), s.opt.exp_avg_sq(), s.opt.device_step(), s.x,
                 s.y, s.loss};
   }
+  // The graph writes where these tensors were at capture time.
+  if (s.model.flat().data_ptr() != s.pinned[0].data_ptr() || s.opt.device_step().data_ptr() != s.pinned[4].data_ptr())
+    throw std::logic_error("GraphedStep: the model or optimiser state moved after capture");
   s.graph->replay();
   s.opt.count_device_step();
   return s.loss;

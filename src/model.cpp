@@ -309,7 +309,8 @@ double FlatAdamW::scheduled_lr() const {
 void FlatAdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   ++step_;
-  device_step_ = torch::Tensor();  // step_on_device() starts again from the host's count
+  // step_on_device() goes on from the host's count, in place: a captured graph keeps its address.
+  if (device_step_.defined()) device_step_.fill_(double(step_));
   // The arithmetic and order of torch::optim::AdamW (tested to be bit-identical).
   const double bias_correction1 = 1 - std::pow(opt_.beta1, double(step_));
   const double bias_correction2 = 1 - std::pow(opt_.beta2, double(step_));
@@ -322,7 +323,7 @@ void FlatAdamW::step(double lr) {
 
 void FlatAdamW::step_on_device() {
   torch::NoGradGuard no_grad;
-  if (!device_step_.defined())  // first use, or after step() or set_state()
+  if (!device_step_.defined())  // first use; step() and set_state() keep it in line afterwards
     device_step_ = torch::full({}, double(step_), torch::TensorOptions().dtype(torch::kFloat64).device(param_.device()));
   // step()'s arithmetic, with the host's double scalars as float64 device scalars.
   auto lr = opt_.warmup_steps <= 0 ? torch::full_like(device_step_, opt_.lr)
@@ -340,7 +341,7 @@ void FlatAdamW::step_on_device() {
 
 void FlatAdamW::set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64_t step) {
   torch::NoGradGuard no_grad;
-  device_step_ = torch::Tensor();
+  if (device_step_.defined()) device_step_.fill_(double(step));
   exp_avg_.copy_(exp_avg);
   exp_avg_sq_.copy_(exp_avg_sq);
   step_ = step;

@@ -12,6 +12,7 @@
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
 #include "grokking/rundir.hpp"
+#include "grokking/train.hpp"
 
 namespace grokking {
 using nlohmann::json;
@@ -283,7 +284,7 @@ int run_sweep_command(const SweepOptions& opts) {
       todo.push_back(r);
     }
   }
-  const int64_t cores = std::max<int64_t>(1, int64_t(std::thread::hardware_concurrency()));
+  const int64_t cores = usable_cpus();
   const int64_t jobs = std::max<int64_t>(1, std::min<int64_t>(opts.jobs, int64_t(todo.size())));
   const int64_t threads = std::max<int64_t>(1, cores / jobs);
   if (!opts.quiet)

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <dirent.h>
 #include <dlfcn.h>
+#include <sched.h>
 #include <signal.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -149,19 +150,29 @@ int openblas_parallel() {
 }
 }  // namespace
 
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int allowed = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+  const int online = int(std::thread::hardware_concurrency());
+  return std::max(1, allowed > 0 && online > 0 ? std::min(allowed, online) : std::max(allowed, online));
+}
+
 int configure_threads(int64_t requested) {
-  int n = requested > 0 ? int(requested) : int(std::max(1u, std::thread::hardware_concurrency()));
+  int n = requested > 0 ? int(requested) : usable_cpus();
   auto set_blas = reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (set_blas && openblas_parallel() == 1) {
-    // OpenBLAS with its own pthreads: two pools on the same cores stall each other (measured:
+  const int parallel = openblas_parallel();
+  if (set_blas && parallel != 0 && parallel != 2) {
+    // OpenBLAS with its own pthreads (or of unknown kind): two pools on the same cores stall each other (measured:
     // 2 OpenMP + 2 OpenBLAS threads ran a P=23 step 3x slower than either alone). The matrix
     // products carry the FLOPs, so the cores go to OpenBLAS and LibTorch's kernels get one.
     at::set_num_threads(1);
     set_blas(n);
   } else {
     // OpenBLAS on OpenMP (Debian's libopenblas0-openmp) shares LibTorch's OpenMP pool, so both
-    // can have every core (P=113 step about 10 % faster than the pthreads split); another BLAS
-    // gets LibTorch's setting.
+    // can have every core (P=113 step about 10 % faster than the pthreads split); a sequential
+    // OpenBLAS or another BLAS gets LibTorch's setting. An OpenBLAS that cannot say which it is
+    // (openblas_get_parallel is missing) gets the pthreads split above, the safe choice.
     at::set_num_threads(n);
     if (set_blas) set_blas(n);
   }

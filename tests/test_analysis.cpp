@@ -1,6 +1,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "catch.hpp"
 #include "grokked_run.hpp"
@@ -103,6 +104,12 @@ TEST_CASE("train, test and all-pairs loss and accuracy from one pass", "[analysi
   CHECK(ev.test.acc == Approx(1.0));
   CHECK(ev.all.loss == Approx((l0 + l1 + l2) / 3).epsilon(1e-12));
   CHECK(ev.all.acc == Approx(2.0 / 3.0));
+  // An infinite loss on the test pair stays in the test split.
+  auto inf_logits = logits.clone();
+  inf_logits[2][2] = -std::numeric_limits<double>::infinity();
+  auto ev_inf = evaluate_splits(inf_logits, labels, mask);
+  CHECK(std::isinf(ev_inf.test.loss));
+  CHECK(ev_inf.train.loss == Approx(ev.train.loss).epsilon(1e-12));
   // Every pair in train: the test split is empty and reads 0.
   auto all_train = evaluate_splits(logits, labels, torch::ones({3}, torch::kBool));
   CHECK(all_train.test.loss == 0.0);
