@@ -145,10 +145,8 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   // ---- MLP neurons: 2-D Fourier transform of centred activations over (a, b) ----
   const int64_t m = cfg.model.d_mlp;
   auto spectrum = neuron_spectrum(all_pairs.mlp_post, p);
-  auto total = spectrum.variance;
-  auto frac = spectrum.frac;
-  auto [best_frac_t, best_k_t] = frac.max(0);
-  auto tot = total.contiguous(), best_frac = best_frac_t.contiguous(), best_k = best_k_t.contiguous();
+  auto [best_frac_t, best_k_t] = spectrum.frac.max(0);
+  auto tot = spectrum.variance.contiguous(), best_frac = best_frac_t.contiguous(), best_k = best_k_t.contiguous();
   const double* tot_v = tot.data_ptr<double>();
   const double* frac_v = best_frac.data_ptr<double>();
   const int64_t* k_v = best_k.data_ptr<int64_t>();
@@ -245,8 +243,7 @@ LossMeasures loss_measures(const Model& model, const Dataset& data, const std::v
   LossMeasures m;
   auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
   m.full = ev.all;
-  auto tr = ev.train, te = ev.test;
-  m.train_loss = tr.loss, m.train_acc = tr.acc, m.test_loss = te.loss, m.test_acc = te.acc;
+  m.train_loss = ev.train.loss, m.train_acc = ev.train.acc, m.test_loss = ev.test.loss, m.test_acc = ev.test.acc;
   auto kept = project_sum_directions(logits, p, key);
   // Bias correction: add back the per-class mean of what was removed.
   auto restricted = kept + (logits - kept).mean(0, true);

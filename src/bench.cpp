@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 
 #include "grokking/commands.hpp"
 #include "grokking/compat.hpp"
@@ -65,36 +66,37 @@ int run_bench_command(const BenchOptions& opts) {
     double seconds;
   };
   std::vector<PathResult> results;
-  for (bool fast : {false, true}) {
-    Model model(cfg);
+  // Median seconds of one step of a fresh model on dev (several seeds: side by side);
+  // make_step(model, opt) gives the step to time, which returns the loss.
+  auto time_steps = [&](const std::vector<int64_t>& seeds, int warmup, auto make_step) {
+    Model model(cfg, seeds);
     model.to(dev);
     FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
-    auto step = [&] {
-      auto loss = train_step(model, opt, x, y, fast, cfg.optim.lr);
-      if (dev.is_cuda()) loss.item<double>();
-    };
-    results.push_back({fast ? "fast" : "plain", median_seconds(step, 3, opts.steps)});
-  }
-  // On CUDA: the fast step captured in a CUDA graph and replayed (the training loop's default).
-  if (dev.is_cuda() && GraphedStep::built()) {
-    Model model(cfg);
-    model.to(dev);
-    FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
-    GraphedStep graph(model, opt, x, y, true);
-    results.push_back({"graph", median_seconds([&] { graph.run().item<double>(); }, 5, opts.steps)});
-  }
+    auto step = make_step(model, opt);
+    return median_seconds([&] {
+      auto loss = step();
+      if (dev.is_cuda()) loss.template item<double>();
+    }, warmup, opts.steps);
+  };
+  for (bool fast : {false, true})
+    results.push_back({fast ? "fast" : "plain", time_steps({}, 3, [&](Model& m, FlatAdamW& o) {
+                         return [&, pm = &m, po = &o, fast] { return train_step(*pm, *po, x, y, fast, cfg.optim.lr); };
+                       })});
+  // On CUDA: the fast step captured in a CUDA graph and replayed (the training loop's default);
+  // its first 4 calls are the eager warm-up and the capture.
+  if (dev.is_cuda() && GraphedStep::built())
+    results.push_back({"graph", time_steps({}, 5, [&](Model& m, FlatAdamW& o) {
+                         auto graph = std::make_shared<GraphedStep>(m, o, x, y, true);
+                         return [graph] { return graph->run(); };
+                       })});
   // Several seeds side by side: one batched step against as many single steps.
   double batched = 0;
   if (opts.seeds > 1) {
     std::vector<int64_t> seeds;
     for (int64_t i = 0; i < opts.seeds; ++i) seeds.push_back(i);
-    Model model(cfg, seeds);
-    model.to(dev);
-    FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
-    batched = median_seconds([&] {
-      auto loss = train_step(model, opt, x, y, true, cfg.optim.lr);
-      if (dev.is_cuda()) loss.item<double>();
-    }, 3, opts.steps);
+    batched = time_steps(seeds, 3, [&](Model& m, FlatAdamW& o) {
+      return [&, pm = &m, po = &o] { return train_step(*pm, *po, x, y, true, cfg.optim.lr); };
+    });
   }
   const double limit = flops / (peak * 1e9);
   if (opts.json) {

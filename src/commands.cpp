@@ -44,12 +44,8 @@ int run_config_command(const std::string& config_path, const std::vector<std::st
   return 0;
 }
 
-}  // namespace grokking
-
 // ---------------------------------------------------------------------------------------------
 // Analysis subcommands
-
-namespace grokking {
 
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what) {
   std::vector<int64_t> out;

@@ -12,9 +12,7 @@ namespace grokking {
 
 torch::Tensor device_scheduled_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y,
                                     bool fast) {
-  model.flat_grad().zero_();
-  auto loss = loss_fn(fast ? model.forward_fast(x) : model.forward(x), y);
-  loss.backward();
+  auto loss = forward_backward(model, x, y, fast);
   opt.step_on_device();
   return loss;
 }

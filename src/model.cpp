@@ -349,11 +349,16 @@ void FlatAdamW::set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64
 
 OptimState FlatAdamW::state() const { return {exp_avg_, exp_avg_sq_, step_}; }
 
-torch::Tensor train_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y, bool fast,
-                         double lr) {
+torch::Tensor forward_backward(Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast) {
   model.flat_grad().zero_();
   auto loss = loss_fn(fast ? model.forward_fast(x) : model.forward(x), y);
   loss.backward();
+  return loss;
+}
+
+torch::Tensor train_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y, bool fast,
+                         double lr) {
+  auto loss = forward_backward(model, x, y, fast);
   opt.step(lr);
   return loss;
 }

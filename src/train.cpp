@@ -140,9 +140,6 @@ void remove_temporaries(const std::string& dir) {
   }
 }
 
-}  // namespace
-
-namespace {
 // OpenBLAS's threading model as loaded: 0 sequential, 1 its own pthreads, 2 OpenMP; -1 not OpenBLAS.
 int openblas_parallel() {
   if (auto get = reinterpret_cast<int (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_parallel"))) return get();
@@ -305,9 +302,9 @@ std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int
   int64_t last_ckpt = resume ? start_epoch : -1;
   auto checkpoint = [&](int64_t epoch) {
     if (epoch == last_ckpt) return;
+    const auto full = opt.state();
     for (int64_t r = 0; r < S; ++r) {
       Model one = S == 1 ? model : model.replica(r);
-      auto full = opt.state();
       OptimState st{model.replica_part(full.exp_avg, r), model.replica_part(full.exp_avg_sq, r), full.step};
       save_checkpoint(checkpoint_path(dirs[size_t(r)], epoch), one, nullptr, epoch);
       save_checkpoint(resume_path(dirs[size_t(r)]), one, &st, epoch);
@@ -544,9 +541,7 @@ TrainReport run_train(const TrainOptions& opts) {
     one.output.dir = dir;
     atomic_write(dir + "/config.json", config_to_json(one).dump(2) + "\n");
   }
-  if (seeds.size() == 1 && opts.seeds.empty()) return train(cfg, dirs[0], false, opts.quiet);
-  auto reports = train_replicas(cfg, seeds, dirs, false, opts.quiet);
-  return reports[0];
+  return train_replicas(cfg, seeds, dirs, false, opts.quiet)[0];
 }
 
 }  // namespace grokking

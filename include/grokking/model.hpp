@@ -128,8 +128,11 @@ class FlatAdamW {
   int64_t step_ = 0;
 };
 
-// One optimiser step on a batch: zero the gradients, forward (fast or plain), float64 loss,
-// backward, AdamW at `lr`. Returns the loss (a tensor: reading it on a GPU synchronises).
+// Zero the gradients, forward (fast or plain), float64 loss, backward: the gradients of one
+// step, left in model.flat_grad(). Returns the loss.
+torch::Tensor forward_backward(Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast);
+// One optimiser step on a batch: forward_backward, then AdamW at `lr`. Returns the loss (a
+// tensor: reading it on a GPU synchronises).
 torch::Tensor train_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y, bool fast,
                          double lr);
 
