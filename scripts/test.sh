@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh
+scripts/build.sh -DGROKKING_WARNINGS_AS_ERRORS=ON
 cd build
 ctest --output-on-failure --timeout 1200 -j 2

@@ -10,6 +10,8 @@
 #include "grokking/config.hpp"
 #include "grokking/graph_step.hpp"
 #include "grokking/model.hpp"
+#include "grokking/optim.hpp"
+#include "grokking/threads.hpp"
 #include "grokking/train.hpp"
 
 namespace grokking {

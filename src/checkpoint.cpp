@@ -3,6 +3,7 @@
 #include "grokking/compat.hpp"
 #include "grokking/error.hpp"
 #include "grokking/rundir.hpp"
+#include "grokking/text.hpp"
 
 namespace grokking {
 
@@ -166,8 +167,11 @@ Checkpoint load_checkpoint(const std::string& path) {
   for (auto& spec : param_specs(ck.config)) {
     if (!weights.contains(spec.name)) bad(path, "missing parameter " + spec.name);
     auto t = weights.at(spec.name);
-    if (t.sizes().vec() != spec.shape || t.scalar_type() != torch::kFloat32)
-      bad(path, "parameter " + spec.name + " does not match the embedded config's shape");
+    if (t.sizes().vec() != spec.shape)
+      bad(path, "parameter " + spec.name + " has shape " + format_shape(t.sizes().vec()) +
+                    " but the embedded config's model needs " + format_shape(spec.shape));
+    if (t.scalar_type() != torch::kFloat32)
+      bad(path, "parameter " + spec.name + " is " + std::string(c10::toString(t.scalar_type())) + ", not Float");
     ck.weights.emplace_back(spec.name, t);
     total += t.numel();
   }

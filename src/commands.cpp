@@ -1,21 +1,21 @@
 #include "grokking/commands.hpp"
 
-#include <ATen/Parallel.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <exception>
-#include <thread>
 
 #include "grokking/analysis.hpp"
 #include "grokking/checkpoint.hpp"
 #include "grokking/compat.hpp"
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
+#include "grokking/progress.hpp"
 #include "grokking/rundir.hpp"
+#include "grokking/text.hpp"
+#include "grokking/threads.hpp"
 #include "grokking/train.hpp"
 
 namespace grokking {
@@ -33,50 +33,20 @@ std::string describe_exception(const std::exception& e) {
   return s;
 }
 
-int run_config_command(const std::string& config_path, const std::vector<std::string>& sets, bool doc) {
-  if (doc) {
+int run_config_command(const ConfigOptions& opts) {
+  if (opts.doc) {
     std::printf("%-24s %-10s %s\n", "key", "default", "meaning");
     for (auto& k : config_docs()) std::printf("%-24s %-10s %s\n", k.key.c_str(), k.default_value.c_str(), k.doc.c_str());
     return 0;
   }
-  Config c = config_path.empty() ? parse_config("{}", "(defaults)", sets) : load_config(config_path, sets);
+  Config c = opts.config_path.empty() ? parse_config("{}", "(defaults)", opts.sets)
+                                      : load_config(opts.config_path, opts.sets);
   std::printf("%s\n", config_to_json(c).dump(2).c_str());
   return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Analysis subcommands
-
-std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what) {
-  std::vector<int64_t> out;
-  size_t i = 0;
-  auto bad = [&]() -> std::vector<int64_t> {
-    throw UsageError(what + ": expected numbers like 1,2,5-7 (got '" + text + "')");
-  };
-  if (text.empty()) bad();
-  while (i < text.size()) {
-    size_t j = text.find(',', i);
-    std::string part = text.substr(i, j == std::string::npos ? std::string::npos : j - i);
-    auto dash = part.find('-', 1);
-    try {
-      size_t used = 0;
-      if (dash == std::string::npos) {
-        out.push_back(std::stoll(part, &used));
-        if (used != part.size()) bad();
-      } else {
-        size_t u1 = 0, u2 = 0;
-        int64_t lo = std::stoll(part.substr(0, dash), &u1), hi = std::stoll(part.substr(dash + 1), &u2);
-        if (u1 != dash || u2 != part.size() - dash - 1 || hi < lo || hi - lo > 100000) bad();
-        for (int64_t v = lo; v <= hi; ++v) out.push_back(v);
-      }
-    } catch (const std::logic_error&) {
-      bad();
-    }
-    if (j == std::string::npos) break;
-    i = j + 1;
-  }
-  return out;
-}
 
 namespace {
 
@@ -91,18 +61,6 @@ std::string run_dir_of(const std::string& path, const std::string& ckpt) {
   }
   if (parent == "checkpoints" && exists("config.json")) return ".";
   return "";
-}
-
-std::string join(const std::vector<int64_t>& v, const char* sep = " ") {
-  std::string s;
-  for (auto x : v) s += (s.empty() ? "" : sep) + std::to_string(x);
-  return s.empty() ? "-" : s;
-}
-
-std::string num(double v, const char* f = "%.4g") {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
 }
 
 nlohmann::json split_json(const Split& s) { return {{"loss", s.loss}, {"acc", s.acc}}; }
@@ -128,16 +86,16 @@ int run_fourier_command(const AnalysisOptions& opts) {
   const int64_t nf = n_frequencies(r.p);
 
   if (!run_dir.empty()) {
-    std::string csv = "k,embed_norm,unembed_norm,neurons,key_neurons,key_embed,embed_cos,embed_sin,unembed_cos,unembed_sin\n";
+    CsvWriter csv({"k", "embed_norm", "unembed_norm", "neurons", "key_neurons", "key_embed", "embed_cos", "embed_sin",
+                   "unembed_cos", "unembed_sin"});
+    auto has = [](const std::vector<int64_t>& v, int64_t k) { return int64_t(std::count(v.begin(), v.end(), k) > 0); };
     for (int64_t k = 1; k <= nf; ++k) {
-      auto has = [&](const std::vector<int64_t>& v) { return std::find(v.begin(), v.end(), k) != v.end() ? 1 : 0; };
-      csv += std::to_string(k) + "," + num(r.embed_norm[size_t(k - 1)], "%.9g") + "," +
-             num(r.unembed_norm[size_t(k - 1)], "%.9g") + "," + std::to_string(r.neurons_per_freq[size_t(k - 1)]) +
-             "," + std::to_string(has(r.key_neurons)) + "," + std::to_string(has(r.key_embed)) + "," +
-             num(r.embed_cos[size_t(k - 1)], "%.9g") + "," + num(r.embed_sin[size_t(k - 1)], "%.9g") + "," +
-             num(r.unembed_cos[size_t(k - 1)], "%.9g") + "," + num(r.unembed_sin[size_t(k - 1)], "%.9g") + "\n";
+      const auto i = size_t(k - 1);
+      csv.field(k).field(r.embed_norm[i]).field(r.unembed_norm[i]).field(r.neurons_per_freq[i]);
+      csv.field(has(r.key_neurons, k)).field(has(r.key_embed, k)).field(r.embed_cos[i]).field(r.embed_sin[i]);
+      csv.field(r.unembed_cos[i]).field(r.unembed_sin[i]).end_row();
     }
-    atomic_write(run_dir + "/fourier.csv", csv);
+    atomic_write(run_dir + "/fourier.csv", csv.text());
   }
   if (opts.quiet) return 0;
   if (opts.json) {
@@ -165,8 +123,8 @@ int run_fourier_command(const AnalysisOptions& opts) {
   }
   std::printf("checkpoint %s (epoch %lld, P=%lld)\n", ck.path.c_str(), (long long)ck.epoch, (long long)r.p);
   std::printf("key frequencies, neuron method:   %s  (%.1f%% of neurons explained >= %.0f%% by one frequency)\n",
-              join(r.key_neurons).c_str(), 100 * r.frac_neurons_clustered, 100 * kNeuronClusterFrac);
-  std::printf("key frequencies, W_E norm method: %s  (%s)\n", join(r.key_embed).c_str(),
+              join_numbers(r.key_neurons).c_str(), 100 * r.frac_neurons_clustered, 100 * kNeuronClusterFrac);
+  std::printf("key frequencies, W_E norm method: %s  (%s)\n", join_numbers(r.key_embed).c_str(),
               r.agree() ? "the methods agree" : "the methods differ");
   std::printf("Gini of frequency norms: W_E %.3f, W_U %.3f  (near 0: spread out; near 1: sparse)\n\n", r.gini_embed,
               r.gini_unembed);
@@ -190,12 +148,13 @@ int run_ablate_command(const AnalysisOptions& opts) {
   auto rows = ablate(model, data, ao, &freqs);
 
   if (!run_dir.empty()) {
-    std::string csv = "ablation,space,freqs,train_loss,train_acc,test_loss,test_acc,all_loss,all_acc,draws\n";
-    for (auto& r : rows)
-      csv += "\"" + r.name + "\"," + r.space + "," + join(r.freqs, " ") + "," + num(r.train.loss, "%.9g") + "," +
-             num(r.train.acc, "%.9g") + "," + num(r.test.loss, "%.9g") + "," + num(r.test.acc, "%.9g") + "," +
-             num(r.all.loss, "%.9g") + "," + num(r.all.acc, "%.9g") + "," + std::to_string(r.draws) + "\n";
-    atomic_write(run_dir + "/ablate.csv", csv);
+    CsvWriter csv({"ablation", "space", "freqs", "train_loss", "train_acc", "test_loss", "test_acc", "all_loss",
+                   "all_acc", "draws"});
+    for (auto& r : rows) {
+      csv.field(r.name).field(r.space).field(join_numbers(r.freqs, " ")).field(r.train.loss).field(r.train.acc);
+      csv.field(r.test.loss).field(r.test.acc).field(r.all.loss).field(r.all.acc).field(r.draws).end_row();
+    }
+    atomic_write(run_dir + "/ablate.csv", csv.text());
   }
   if (opts.quiet) return 0;
   if (opts.json) {
@@ -207,7 +166,7 @@ int run_ablate_command(const AnalysisOptions& opts) {
     return 0;
   }
   std::printf("checkpoint %s (epoch %lld); frequencies %s%s\n", ck.path.c_str(), (long long)ck.epoch,
-              join(freqs).c_str(), opts.freqs.empty() ? " (key, neuron method)" : " (--freqs)");
+              join_numbers(freqs).c_str(), opts.freqs.empty() ? " (key, neuron method)" : " (--freqs)");
   std::printf("%-38s %-8s %11s %9s %11s %9s %11s %9s\n", "ablation", "space", "train loss", "train acc", "test loss",
               "test acc", "all loss", "all acc");
   for (auto& r : rows)
@@ -219,93 +178,25 @@ int run_ablate_command(const AnalysisOptions& opts) {
 }
 
 int run_progress_command(const AnalysisOptions& opts) {
-  const std::string dir = opts.path;
-  if (!is_dir(dir)) throw UsageError(dir + ": progress takes a run directory");
-  auto list = list_checkpoints(dir);
-  if (list.empty()) throw RunError(dir + ": no checkpoints in " + dir + "/checkpoints");
   const auto t0 = std::chrono::steady_clock::now();
-  configure_threads(1);
-
-  // Key frequencies of the final model, applied to every checkpoint (as the paper does).
-  auto final_ck = load_checkpoint(list.back().second);
-  std::vector<int64_t> key = opts.freqs;
-  if (key.empty()) key = analyse_fourier(model_from_checkpoint(final_ck)).key_neurons;
-  if (final_ck.config.task.operation != "add")
-    throw UsageError("progress measures use the cos/sin(w(a+b)) directions: defined for operation 'add' only");
-  Dataset data = make_dataset(final_ck.config.task);
-
-  const auto shape_of = [](const Config& c) {
-    auto j = config_to_json(c);
-    return nlohmann::json{{"task", j["task"]}, {"model", j["model"]}};
-  };
-  auto measure = [&](const std::string& path) {
-    auto ck = load_checkpoint(path);
-    if (shape_of(ck.config) != shape_of(final_ck.config))
-      throw RunError(path + ": task/model config differs from the run's final checkpoint " + list.back().second +
-                     " (a checkpoint from another run?)");
-    Model m = model_from_checkpoint(ck);
-    auto lm = loss_measures(m, data, key);
-    return ProgressRow{ck.epoch, lm.train_loss, lm.test_loss, lm.train_acc, lm.test_acc, lm.restricted_loss,
-                       lm.excluded_loss, gini(frequency_norms(m.param("embed.W_E").detach().narrow(0, 0, ck.config.task.p))),
-                       m.sum_squared_weights()};
-  };
-  // Checkpoints are independent: one worker thread per core, each with single-threaded kernels
-  // and BLAS (configure_threads(1) above), takes the next checkpoint until none is left. The
-  // first failing checkpoint in epoch order is the one reported.
-  std::vector<ProgressRow> rows(list.size());
-  std::vector<std::exception_ptr> errors(list.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    at::set_num_threads(1);  // OpenMP's thread count is per thread: new threads start at all cores
-    for (size_t i; (i = next++) < list.size();) {
-      try {
-        rows[i] = measure(list[i].second);
-      } catch (...) {
-        errors[i] = std::current_exception();
-        next = list.size();  // stop handing out work
-      }
-    }
-  };
-  const size_t workers = std::min<size_t>(list.size(), size_t(usable_cpus()));
-  std::vector<std::thread> pool;
-  try {
-    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
-  } catch (const std::system_error&) {
-    // No more threads to be had: the ones started and this one share the work.
-  }
-  work();
-  for (auto& t : pool) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-  std::string csv = "epoch,train_loss,test_loss,train_acc,test_acc,restricted_loss,excluded_loss,gini,sum_sq_weights\n";
-  for (auto& r : rows)
-    csv += std::to_string(r.epoch) + "," + num(r.train_loss, "%.9g") + "," + num(r.test_loss, "%.9g") + "," +
-           num(r.train_acc, "%.9g") + "," + num(r.test_acc, "%.9g") + "," + num(r.restricted_loss, "%.9g") + "," +
-           num(r.excluded_loss, "%.9g") + "," + num(r.gini, "%.9g") + "," + num(r.sum_sq_weights, "%.9g") + "\n";
-  atomic_write(dir + "/progress.csv", csv);
-  auto ph = detect_phases(rows);
-  auto opt_epoch = [](const std::optional<int64_t>& e) { return e ? nlohmann::json(*e) : nlohmann::json(); };
-  nlohmann::json phases = {{"grokked", ph.grokked},
-                           {"key_freqs", key},
-                           {"memorisation", {{"start", 0}, {"end", opt_epoch(ph.memorisation_end)}}},
-                           {"circuit_formation", {{"start", opt_epoch(ph.memorisation_end)}, {"end", opt_epoch(ph.circuit_formation_end)}}},
-                           {"cleanup", {{"start", opt_epoch(ph.circuit_formation_end)}, {"end", opt_epoch(ph.cleanup_end)}}},
-                           {"note", ph.note}};
-  if (exists(dir + "/summary.json")) {
-    auto s = read_json_file(dir + "/summary.json");
-    s["phases"] = phases;
-    atomic_write(dir + "/summary.json", s.dump(2) + "\n");
-  }
+  const std::string dir = opts.path;
+  auto progress = measure_progress(dir, opts.freqs);
+  write_progress(dir, progress);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto& rows = progress.rows;
+  const auto& ph = progress.phases;
   if (opts.quiet) return 0;
   if (opts.json) {
-    nlohmann::json j = {{"run_dir", dir}, {"checkpoints", rows.size()}, {"seconds", secs}, {"phases", phases}};
+    nlohmann::json j = {{"run_dir", dir},
+                        {"checkpoints", rows.size()},
+                        {"seconds", secs},
+                        {"phases", phases_json(ph, progress.key_freqs)}};
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   auto e = [](const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string("?"); };
   std::printf("%s: %zu checkpoints in %.1fs; key frequencies %s -> %s/progress.csv\n", dir.c_str(), rows.size(), secs,
-              join(key).c_str(), dir.c_str());
+              join_numbers(progress.key_freqs).c_str(), dir.c_str());
   std::printf("%8s %11s %11s %9s %11s %11s %7s %10s\n", "epoch", "train loss", "test loss", "test acc", "restricted",
               "excluded", "gini", "sum w^2");
   const size_t stride = std::max<size_t>(1, rows.size() / 25);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "grokking/error.hpp"
+#include "grokking/text.hpp"
 
 namespace grokking {
 using nlohmann::json;
@@ -29,12 +30,6 @@ std::string shown(const json& v) {
 
 [[noreturn]] void fail(const std::string& where, const std::string& what, const json& got) {
   throw UsageError(where + ": " + what + " (got " + shown(got) + ")");
-}
-
-std::string fmt_num(double x) {
-  std::ostringstream os;
-  os << x;
-  return os.str();
 }
 
 template <class S, class T>
@@ -75,8 +70,8 @@ Field real_field(const char* sec, const char* key, S Config::*s, double S::*m, d
   f.read = [=](Config& c, const json& v, const std::string& where) {
     if (!v.is_number()) fail(where, "must be a number", v);
     double x = v.get<double>();
-    std::string range = std::string(lo_open ? "(" : "[") + fmt_num(lo) + ", " +
-                        (std::isinf(hi) ? "inf" : fmt_num(hi)) + (hi_open ? ")" : "]");
+    std::string range = std::string(lo_open ? "(" : "[") + format_number(lo, "%g") + ", " +
+                        (std::isinf(hi) ? "inf" : format_number(hi, "%g")) + (hi_open ? ")" : "]");
     if (!std::isfinite(x)) fail(where, "must be a finite number in " + range, v);
     if ((lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi))
       fail(where, "must be in " + range, v);
@@ -299,7 +294,7 @@ void validate(const Config& c, const std::string& origin) {
   const auto n_train = static_cast<int64_t>(std::floor(c.task.frac_train * double(pairs)));
   if (n_train < 1 || n_train >= pairs)
     bad("/task/frac_train", "leaves an empty train or test set: " + std::to_string(n_train) + " of " +
-                                std::to_string(pairs) + " pairs (got " + fmt_num(c.task.frac_train) + ")");
+                                std::to_string(pairs) + " pairs (got " + format_number(c.task.frac_train, "%g") + ")");
   if (c.train.batch_size > n_train)
     bad("/train/batch_size", "must be 0 (full batch) or at most the " + std::to_string(n_train) +
                                  " training pairs (got " + std::to_string(c.train.batch_size) + ")");
@@ -307,9 +302,9 @@ void validate(const Config& c, const std::string& origin) {
   const double bytes = double(pairs) * double(std::max(c.model.d_mlp, c.task.p)) * 4.0 * 3.0;
   if (bytes > 16e9)
     bad("/task/p", "too large: evaluating " + std::to_string(pairs) + " pairs needs about " +
-                       fmt_num(bytes / 1e9) + " GB (got " + std::to_string(c.task.p) + ")");
+                       format_number(bytes / 1e9, "%g") + " GB (got " + std::to_string(c.task.p) + ")");
   const double params = double(c.model.d_model) * double(4 * c.model.d_model + 2 * c.model.d_mlp + 2 * c.task.p + 4);
-  if (params > 2e9) bad("/model/d_model", "model too large: " + fmt_num(params) + " parameters");
+  if (params > 2e9) bad("/model/d_model", "model too large: " + format_number(params, "%g") + " parameters");
 }
 
 json config_to_json(const Config& c) {

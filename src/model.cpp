@@ -5,39 +5,9 @@
 #include <cmath>
 
 #include "grokking/error.hpp"
+#include "grokking/text.hpp"
 
 namespace grokking {
-
-// ---------------------------------------------------------------------------------------------
-// Data
-
-Dataset make_dataset(const TaskConfig& task) {
-  const int64_t p = task.p;
-  std::vector<int64_t> tokens, labels;
-  tokens.reserve(size_t(p * p * 3));
-  for (int64_t a = 0; a < p; ++a)
-    for (int64_t b = 0; b < p; ++b) {
-      int64_t y = apply_operation(task.operation, a, b, p);
-      if (y < 0) continue;  // x/0 is not in the dataset
-      tokens.insert(tokens.end(), {a, b, p});
-      labels.push_back(y);
-    }
-  const auto n = int64_t(labels.size());
-  Dataset d;
-  d.all_x = torch::tensor(tokens, torch::kInt64).view({n, 3});
-  d.all_y = torch::tensor(labels, torch::kInt64);
-  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(task.seed));
-  auto perm = torch::randperm(n, gen, torch::kInt64);
-  const auto n_train = static_cast<int64_t>(std::floor(task.frac_train * double(n)));
-  auto train_idx = perm.slice(0, 0, n_train), test_idx = perm.slice(0, n_train);
-  d.train_x = d.all_x.index_select(0, train_idx);
-  d.train_y = d.all_y.index_select(0, train_idx);
-  d.test_x = d.all_x.index_select(0, test_idx);
-  d.test_y = d.all_y.index_select(0, test_idx);
-  d.train_mask = torch::zeros({n}, torch::kBool);
-  d.train_mask.index_fill_(0, train_idx, true);
-  return d;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Model
@@ -168,7 +138,9 @@ void Model::load(const std::vector<std::pair<std::string, torch::Tensor>>& weigh
   torch::NoGradGuard no_grad;
   for (auto& [name, value] : weights) {
     auto dst = param(name);
-    if (dst.sizes() != value.sizes()) throw RunError("parameter " + name + " has the wrong shape");
+    if (dst.sizes() != value.sizes())
+      throw RunError("parameter " + name + " has shape " + format_shape(value.sizes().vec()) + "; the model's is " +
+                     format_shape(dst.sizes().vec()));
     dst.copy_(value);
   }
 }
@@ -189,29 +161,25 @@ torch::Tensor heads_in(const torch::Tensor& w) { return w.permute({1, 0, 2}).res
 torch::Tensor Model::forward(const torch::Tensor& x, Cache* cache) const {
   if (replicas() != 1) throw std::logic_error("the plain forward runs one model; use replica(s)");
   const int64_t n = x.size(0), d = cfg_.model.d_model, h = cfg_.model.n_heads, dh = cfg_.model.d_head;
-  const auto& W_E = params_[0].second;
-  const auto& W_pos = params_[1].second;
 
   // Embed: [N, 3, d]
-  auto resid = W_E.index_select(0, x.reshape(-1)).view({n, 3, d}) + W_pos;
+  auto resid = weight(W_E).index_select(0, x.reshape(-1)).view({n, 3, d}) + weight(W_pos);
 
   // Attention, causal, scores / sqrt(d_head): [N, H, 3, dh] each
-  auto project = [&](int w, int b) {
-    return (resid.matmul(heads_in(params_[w].second)) + params_[b].second.reshape(-1))
-        .view({n, 3, h, dh})
-        .permute({0, 2, 1, 3});
+  auto project = [&](ParamId w, ParamId b) {
+    return (resid.matmul(heads_in(weight(w))) + weight(b).reshape(-1)).view({n, 3, h, dh}).permute({0, 2, 1, 3});
   };
-  auto q = project(2, 6), k = project(3, 7), v = project(4, 8);
+  auto q = project(W_Q, b_Q), k = project(W_K, b_K), v = project(W_V, b_V);
   auto scores = q.matmul(k.transpose(-1, -2)) / std::sqrt(double(dh));  // [N, H, 3, 3]
   auto future = torch::ones({3, 3}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
   auto pattern = scores.masked_fill(future, -std::numeric_limits<float>::infinity()).softmax(-1);
   auto z = pattern.matmul(v).permute({0, 2, 1, 3}).reshape({n, 3, h * dh});  // [N, 3, H*dh]
-  auto attn_out = z.matmul(params_[5].second.reshape({h * dh, d})) + params_[9].second;
+  auto attn_out = z.matmul(weight(W_O).reshape({h * dh, d})) + weight(b_O);
   auto resid_mid = resid + attn_out;
 
   // MLP: [N, 3, d_mlp]
-  auto post = activation(resid_mid.matmul(params_[10].second) + params_[11].second, cfg_.model.activation);
-  auto resid_post = resid_mid + post.matmul(params_[12].second) + params_[13].second;
+  auto post = activation(resid_mid.matmul(weight(W_in)) + weight(b_in), cfg_.model.activation);
+  auto resid_post = resid_mid + post.matmul(weight(W_out)) + weight(b_out);
 
   // Unembed at the "=" position: [N, P]
   auto last = resid_post.select(1, 2);
@@ -221,7 +189,7 @@ torch::Tensor Model::forward(const torch::Tensor& x, Cache* cache) const {
     cache->mlp_post = post.select(1, 2);
     cache->resid_post = last;
   }
-  auto logits = last.matmul(params_[14].second) + params_[15].second;
+  auto logits = last.matmul(weight(W_U)) + weight(b_U);
   if (cache) cache->logits = logits;
   return logits;
 }
@@ -233,134 +201,48 @@ torch::Tensor Model::forward_fast(const torch::Tensor& x, Cache* cache) const {
   if (cache && replicas() != 1) throw std::logic_error("forward_fast fills a cache for one model; use replica(s)");
   const int64_t n = x.size(0), p = cfg_.task.p, h = cfg_.model.n_heads, dh = cfg_.model.d_head, S = replicas();
   // Every parameter with a leading replica axis: [S, ...].
-  auto W = [&](int i) { return S == 1 ? params_[size_t(i)].second.unsqueeze(0) : params_[size_t(i)].second; };
+  auto batched = [&](ParamId id) { return S == 1 ? weight(id).unsqueeze(0) : weight(id); };
   auto a = x.select(1, 0), b = x.select(1, 1);
 
-  auto W_E = W(0), W_pos = W(1);
-  auto numbers = W_E.narrow(1, 0, p);                                    // [S, P, d]
-  auto tok0 = numbers + W_pos.narrow(1, 0, 1), tok1 = numbers + W_pos.narrow(1, 1, 1);
-  auto eq = (W_E.narrow(1, p, 1) + W_pos.narrow(1, 2, 1));               // [S, 1, d]
-  auto table = [&](const torch::Tensor& e, int w, int bias) {            // [S, rows, H*dh]
-    auto Wm = W(w);                                                      // [S, H, d, dh] -> [S, d, H*dh]
-    return e.matmul(Wm.permute({0, 2, 1, 3}).reshape({S, Wm.size(2), h * dh})) + W(bias).reshape({S, 1, h * dh});
+  // Embeddings of the three positions: numbers at 0 and 1, "=" at 2.
+  auto embed = batched(W_E), pos = batched(W_pos);
+  auto numbers = embed.narrow(1, 0, p);                                       // [S, P, d]
+  auto tok0 = numbers + pos.narrow(1, 0, 1), tok1 = numbers + pos.narrow(1, 1, 1);
+  auto eq = embed.narrow(1, p, 1) + pos.narrow(1, 2, 1);                      // [S, 1, d]
+  auto table = [&](const torch::Tensor& e, ParamId w, ParamId bias) {         // [S, rows, H*dh]
+    auto Wm = batched(w);                                                     // [S, H, d, dh] -> [S, d, H*dh]
+    return e.matmul(Wm.permute({0, 2, 1, 3}).reshape({S, Wm.size(2), h * dh})) + batched(bias).reshape({S, 1, h * dh});
   };
-  auto q = table(eq, 2, 6).view({S, 1, h, dh});
-  auto scale = 1.0 / std::sqrt(double(dh));
-  auto s0 = (table(tok0, 3, 7).view({S, p, h, dh}) * q).sum(-1) * scale;  // [S, P, H]
-  auto s1 = (table(tok1, 3, 7).view({S, p, h, dh}) * q).sum(-1) * scale;
-  auto s2 = (table(eq, 3, 7).view({S, 1, h, dh}) * q).sum(-1) * scale;    // [S, 1, H]
-  auto w = torch::stack({s0.index_select(1, a), s1.index_select(1, b), s2.expand({S, n, h})}, -1).softmax(-1);
 
-  auto v0 = table(tok0, 4, 8).index_select(1, a).view({S, n, h, dh});
-  auto v1 = table(tok1, 4, 8).index_select(1, b).view({S, n, h, dh});
-  auto v2 = table(eq, 4, 8).view({S, 1, h, dh});
-  auto z = (w.select(3, 0).unsqueeze(-1) * v0 + w.select(3, 1).unsqueeze(-1) * v1 +
-            w.select(3, 2).unsqueeze(-1) * v2)
-               .reshape({S, n, h * dh});                                 // [S, N, H*dh]
-  auto W_O = W(5);
-  auto resid_mid = eq + z.matmul(W_O.reshape({S, h * dh, W_O.size(3)})) + W(9).unsqueeze(1);  // [S, N, d]
-  auto post = activation(resid_mid.matmul(W(10)) + W(11).unsqueeze(1), cfg_.model.activation);
-  auto resid_post = resid_mid + post.matmul(W(12)) + W(13).unsqueeze(1);
-  auto logits = resid_post.matmul(W(14)) + W(15).unsqueeze(1);           // [S, N, P]
+  // Attention of "=" to a, b and itself: [S, N, H, 3]
+  auto q = table(eq, W_Q, b_Q).view({S, 1, h, dh});
+  auto scale = 1.0 / std::sqrt(double(dh));
+  auto s0 = (table(tok0, W_K, b_K).view({S, p, h, dh}) * q).sum(-1) * scale;  // [S, P, H]
+  auto s1 = (table(tok1, W_K, b_K).view({S, p, h, dh}) * q).sum(-1) * scale;
+  auto s2 = (table(eq, W_K, b_K).view({S, 1, h, dh}) * q).sum(-1) * scale;    // [S, 1, H]
+  auto pattern = torch::stack({s0.index_select(1, a), s1.index_select(1, b), s2.expand({S, n, h})}, -1).softmax(-1);
+
+  auto v0 = table(tok0, W_V, b_V).index_select(1, a).view({S, n, h, dh});
+  auto v1 = table(tok1, W_V, b_V).index_select(1, b).view({S, n, h, dh});
+  auto v2 = table(eq, W_V, b_V).view({S, 1, h, dh});
+  auto z = (pattern.select(3, 0).unsqueeze(-1) * v0 + pattern.select(3, 1).unsqueeze(-1) * v1 +
+            pattern.select(3, 2).unsqueeze(-1) * v2)
+               .reshape({S, n, h * dh});                                      // [S, N, H*dh]
+  auto W_O_all = batched(W_O);                                                // [S, H, dh, d]
+  auto resid_mid = eq + z.matmul(W_O_all.reshape({S, h * dh, W_O_all.size(3)})) + batched(b_O).unsqueeze(1);  // [S, N, d]
+
+  // MLP and unembed
+  auto post = activation(resid_mid.matmul(batched(W_in)) + batched(b_in).unsqueeze(1), cfg_.model.activation);
+  auto resid_post = resid_mid + post.matmul(batched(W_out)) + batched(b_out).unsqueeze(1);
+  auto logits = resid_post.matmul(batched(W_U)) + batched(b_U).unsqueeze(1);  // [S, N, P]
   if (cache) {
-    cache->attn_pattern = w.squeeze(0);  // [N, H, 3]
+    cache->attn_pattern = pattern.squeeze(0);  // [N, H, 3]
     cache->resid_mid = resid_mid.squeeze(0);
     cache->mlp_post = post.squeeze(0);
     cache->resid_post = resid_post.squeeze(0);
     cache->logits = logits.squeeze(0);
   }
   return S == 1 ? logits.squeeze(0) : logits;
-}
-
-torch::Tensor loss_fn(const torch::Tensor& logits, const torch::Tensor& labels) {
-  if (logits.dim() == 3) return replica_losses(logits, labels).sum();
-  auto logp = logits.to(torch::kFloat64).log_softmax(-1);
-  return -logp.gather(1, labels.unsqueeze(1)).mean();
-}
-
-double accuracy(const torch::Tensor& logits, const torch::Tensor& labels) {
-  return logits.argmax(-1).eq(labels).to(torch::kFloat64).mean().item<double>();
-}
-
-torch::Tensor replica_losses(const torch::Tensor& logits, const torch::Tensor& labels) {
-  auto logp = logits.to(torch::kFloat64).log_softmax(-1);  // [S, N, P]
-  auto idx = labels.view({1, -1, 1}).expand({logits.size(0), labels.size(0), 1});
-  return -logp.gather(2, idx).squeeze(2).mean(1);
-}
-
-torch::Tensor replica_accuracies(const torch::Tensor& logits, const torch::Tensor& labels) {
-  return logits.argmax(-1).eq(labels.unsqueeze(0)).to(torch::kFloat64).mean(1);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Optimiser
-
-FlatAdamW::FlatAdamW(torch::Tensor param, torch::Tensor grad, const OptimConfig& opt)
-    : param_(std::move(param)), grad_(std::move(grad)), opt_(opt) {
-  exp_avg_ = torch::zeros_like(param_);
-  exp_avg_sq_ = torch::zeros_like(param_);
-}
-
-double FlatAdamW::scheduled_lr() const {
-  if (opt_.warmup_steps <= 0) return opt_.lr;
-  return opt_.lr * std::min(double(step_) / double(opt_.warmup_steps), 1.0);
-}
-
-void FlatAdamW::step(double lr) {
-  torch::NoGradGuard no_grad;
-  ++step_;
-  // step_on_device() goes on from the host's count, in place: a captured graph keeps its address.
-  if (device_step_.defined()) device_step_.fill_(double(step_));
-  // The arithmetic and order of torch::optim::AdamW (tested to be bit-identical).
-  const double bias_correction1 = 1 - std::pow(opt_.beta1, double(step_));
-  const double bias_correction2 = 1 - std::pow(opt_.beta2, double(step_));
-  param_.mul_(1 - lr * opt_.weight_decay);
-  exp_avg_.mul_(opt_.beta1).add_(grad_, 1 - opt_.beta1);
-  exp_avg_sq_.mul_(opt_.beta2).addcmul_(grad_, grad_, 1 - opt_.beta2);
-  auto denom = (exp_avg_sq_.sqrt() / std::sqrt(bias_correction2)).add_(opt_.eps);
-  param_.addcdiv_(exp_avg_, denom, -lr / bias_correction1);
-}
-
-void FlatAdamW::step_on_device() {
-  torch::NoGradGuard no_grad;
-  if (!device_step_.defined())  // first use; step() and set_state() keep it in line afterwards
-    device_step_ = torch::full({}, double(step_), torch::TensorOptions().dtype(torch::kFloat64).device(param_.device()));
-  // step()'s arithmetic, with the host's double scalars as float64 device scalars.
-  auto lr = opt_.warmup_steps <= 0 ? torch::full_like(device_step_, opt_.lr)
-                                   : (device_step_ / double(opt_.warmup_steps)).clamp_max(1.0) * opt_.lr;
-  device_step_.add_(1);
-  auto bias_correction1 = 1 - torch::pow(opt_.beta1, device_step_);
-  auto bias_correction2 = 1 - torch::pow(opt_.beta2, device_step_);
-  param_.mul_(1 - lr * opt_.weight_decay);
-  exp_avg_.mul_(opt_.beta1).add_(grad_, 1 - opt_.beta1);
-  exp_avg_sq_.mul_(opt_.beta2).addcmul_(grad_, grad_, 1 - opt_.beta2);
-  auto denom = (exp_avg_sq_.sqrt() / bias_correction2.sqrt()).add_(opt_.eps);
-  // addcdiv's order: param + (value * exp_avg) / denom.
-  param_.add_(exp_avg_.mul(-lr / bias_correction1).div_(denom));
-}
-
-void FlatAdamW::set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64_t step) {
-  torch::NoGradGuard no_grad;
-  if (device_step_.defined()) device_step_.fill_(double(step));
-  exp_avg_.copy_(exp_avg);
-  exp_avg_sq_.copy_(exp_avg_sq);
-  step_ = step;
-}
-
-OptimState FlatAdamW::state() const { return {exp_avg_, exp_avg_sq_, step_}; }
-
-torch::Tensor forward_backward(Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast) {
-  model.flat_grad().zero_();
-  auto loss = loss_fn(fast ? model.forward_fast(x) : model.forward(x), y);
-  loss.backward();
-  return loss;
-}
-
-torch::Tensor train_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y, bool fast,
-                         double lr) {
-  auto loss = forward_backward(model, x, y, fast);
-  opt.step(lr);
-  return loss;
 }
 
 torch::Device resolve_device(const std::string& spec) {

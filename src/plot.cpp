@@ -12,6 +12,7 @@
 #include "grokking/commands.hpp"
 #include "grokking/error.hpp"
 #include "grokking/rundir.hpp"
+#include "grokking/text.hpp"
 
 namespace grokking {
 using nlohmann::json;
@@ -54,6 +55,8 @@ CsvTable read_csv(const std::string& path) {
 
 namespace {
 
+std::string sig6(double v) { return format_number(v, "%.6g"); }
+
 // Runs gnuplot on `script` inside `dir`; RunError with a hint when gnuplot is missing.
 void run_gnuplot(const std::string& gnuplot, const std::string& dir, const std::string& script) {
   pid_t pid = ::fork();
@@ -91,12 +94,6 @@ void figure(const std::string& gnuplot, const std::string& plots, const std::str
       "replot\n";
   atomic_write(plots + "/" + name + ".gp", script);
   run_gnuplot(gnuplot, plots, name + ".gp");
-}
-
-std::string num(double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.6g", v);
-  return b;
 }
 
 // Vertical lines at the memorisation and grokking epochs.
@@ -157,7 +154,7 @@ std::string html_table(const CsvTable& t, size_t max_rows = 200) {
       char* end = nullptr;
       double v = std::strtod(c.c_str(), &end);
       bool numeric = !c.empty() && end && *end == 0 && c.find_first_of("eE.") != std::string::npos;
-      h += "<td>" + html_escape(numeric ? num(v) : c) + "</td>";
+      h += "<td>" + html_escape(numeric ? sig6(v) : c) + "</td>";
     }
     h += "</tr>";
   }
@@ -234,7 +231,7 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
          html_escape(s.value("milestone_resolution_epochs", json()).dump()) + " epochs)</p>";
     // The figures people look for first, then everything.
     auto cell = [&](const json& v) {
-      return html_escape(v.is_number_float() ? num(v.get<double>()) : v.is_string() ? v.get<std::string>() : v.dump());
+      return html_escape(v.is_number_float() ? sig6(v.get<double>()) : v.is_string() ? v.get<std::string>() : v.dump());
     };
     json f = s.value("final", json::object());
     h += "<table><tr><th>epochs</th><th>memorised</th><th>grokked</th><th>delay</th><th>train loss</th>"
@@ -281,14 +278,14 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
       if (r[size_t(c)].empty() || *end != 0 || r[size_t(g)].empty()) continue;
       double e = std::strtod(r[size_t(g)].c_str(), nullptr);
       by_value[v].push_back(e);
-      points += num(v) + "," + num(e) + "\n";
+      points += sig6(v) + "," + sig6(e) + "\n";
     }
     if (by_value.empty()) continue;
     std::string medians = "value,median\n";
     for (auto& [v, es] : by_value) {
       std::sort(es.begin(), es.end());
       double med = es.size() % 2 ? es[es.size() / 2] : 0.5 * (es[es.size() / 2 - 1] + es[es.size() / 2]);
-      medians += num(v) + "," + num(med) + "\n";
+      medians += sig6(v) + "," + sig6(med) + "\n";
     }
     std::string safe = k;
     std::replace(safe.begin(), safe.end(), '.', '_');

@@ -136,6 +136,17 @@ void make_dirs(const std::string& path) {
   if (::access(path.c_str(), W_OK) != 0) throw RunError(path + ": directory is not writable");
 }
 
+void remove_temporaries(const std::string& run_dir) {
+  for (auto sub : {"", "/checkpoints"}) {
+    const std::string d = run_dir + sub;
+    if (DIR* h = ::opendir(d.c_str())) {
+      while (auto* e = ::readdir(h))
+        if (std::string(e->d_name).find(".tmp.") != std::string::npos) std::remove((d + "/" + e->d_name).c_str());
+      ::closedir(h);
+    }
+  }
+}
+
 std::string metrics_header() {
   return "epoch,train_loss,test_loss,train_acc,test_acc,sum_sq_weights,lr,elapsed_s";
 }

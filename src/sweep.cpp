@@ -12,6 +12,8 @@
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
 #include "grokking/rundir.hpp"
+#include "grokking/text.hpp"
+#include "grokking/threads.hpp"
 #include "grokking/train.hpp"
 
 namespace grokking {
@@ -154,18 +156,6 @@ std::string run_status(const std::string& run_dir) {
   return "new";
 }
 
-std::string csv_field(const json& v) {
-  if (v.is_null()) return "";
-  if (v.is_string()) {
-    std::string s = v.get<std::string>();
-    if (s.find_first_of(",\"\n") == std::string::npos) return s;
-    std::string q = "\"";
-    for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-    return q + "\"";
-  }
-  return v.dump();
-}
-
 // Runs `grokking train` for one run of the plan as a child process; returns its exit code.
 int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun& run, int64_t threads) {
   const std::string run_dir = plan.dir + "/runs/" + run.name;
@@ -198,10 +188,13 @@ int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun&
 size_t aggregate_sweep(const std::string& dir) {
   const json plan = read_json_file(dir + "/plan.json");
   std::vector<std::string> keys = plan.at("keys").get<std::vector<std::string>>();
-  std::string csv = "name";
-  for (auto& k : keys) csv += "," + k;
-  csv += ",status,epochs,memorised_epoch,grokked_epoch,grokking_delay,final_train_acc,final_test_acc,"
-         "final_train_loss,final_test_loss,wall_time_s,key_freqs,memorisation_end,circuit_formation_end,cleanup_end\n";
+  std::vector<std::string> columns = {"name"};
+  columns.insert(columns.end(), keys.begin(), keys.end());
+  for (auto c : {"status", "epochs", "memorised_epoch", "grokked_epoch", "grokking_delay", "final_train_acc",
+                 "final_test_acc", "final_train_loss", "final_test_loss", "wall_time_s", "key_freqs",
+                 "memorisation_end", "circuit_formation_end", "cleanup_end"})
+    columns.push_back(c);
+  CsvWriter csv(columns);
   size_t rows = 0;
   for (auto& run : plan.at("runs")) {
     const std::string name = run.at("name").get<std::string>(), run_dir = dir + "/runs/" + name;
@@ -212,25 +205,21 @@ size_t aggregate_sweep(const std::string& dir) {
     } catch (const RunError&) {
       continue;
     }
-    csv += name;
-    for (auto& k : keys) csv += "," + csv_field(run.at("values").value(k, json()));
+    csv.field(name);
+    for (auto& k : keys) csv.field(run.at("values").value(k, json()));
     json f = s.value("final", json::object());
     std::string key_freqs;
     if (s.contains("phases") && s["phases"].contains("key_freqs"))
       for (auto& k : s["phases"]["key_freqs"]) key_freqs += (key_freqs.empty() ? "" : " ") + k.dump();
-    auto phase = [&](const char* name2, const char* end) {
-      return s.contains("phases") ? csv_field(s["phases"][name2][end]) : std::string();
-    };
-    csv += "," + csv_field(s.value("status", json())) + "," + csv_field(s.value("epochs", json())) + "," +
-           csv_field(s.value("memorised_epoch", json())) + "," + csv_field(s.value("grokked_epoch", json())) + "," +
-           csv_field(s.value("grokking_delay", json())) + "," + csv_field(f.value("train_acc", json())) + "," +
-           csv_field(f.value("test_acc", json())) + "," + csv_field(f.value("train_loss", json())) + "," +
-           csv_field(f.value("test_loss", json())) + "," + csv_field(s.value("wall_time_s", json())) + "," +
-           key_freqs + "," + phase("memorisation", "end") + "," + phase("circuit_formation", "end") + "," +
-           phase("cleanup", "end") + "\n";
+    for (auto k : {"status", "epochs", "memorised_epoch", "grokked_epoch", "grokking_delay"}) csv.field(s.value(k, json()));
+    for (auto k : {"train_acc", "test_acc", "train_loss", "test_loss"}) csv.field(f.value(k, json()));
+    csv.field(s.value("wall_time_s", json())).field(key_freqs);
+    for (auto phase : {"memorisation", "circuit_formation", "cleanup"})
+      csv.field(s.contains("phases") ? s["phases"][phase]["end"] : json());
+    csv.end_row();
     ++rows;
   }
-  atomic_write(dir + "/sweep.csv", csv);
+  atomic_write(dir + "/sweep.csv", csv.text());
   return rows;
 }
 

@@ -1,55 +1,26 @@
 #include "grokking/train.hpp"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Parallel.h>
-#include <dirent.h>
-#include <dlfcn.h>
-#include <sched.h>
 #include <signal.h>
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <fstream>
-#include <thread>
 
 #include "grokking/checkpoint.hpp"
 #include "grokking/compat.hpp"
 #include "grokking/error.hpp"
 #include "grokking/graph_step.hpp"
 #include "grokking/model.hpp"
+#include "grokking/optim.hpp"
+#include "grokking/run_output.hpp"
+#include "grokking/signals.hpp"
+#include "grokking/threads.hpp"
 
 namespace grokking {
 
 namespace {
-
-std::atomic<int> g_signal{0};
-
-extern "C" void on_signal(int sig) {
-  if (g_signal.load() != 0) ::_exit(128 + sig);  // a second Ctrl-C: stop now (checkpoints are atomic)
-  g_signal.store(sig);
-}
-
-// Installs SIGINT/SIGTERM handlers for the lifetime of a training loop.
-struct SignalScope {
-  struct sigaction old_int {}, old_term {};
-  SignalScope() {
-    g_signal.store(0);
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-  }
-  ~SignalScope() {
-    sigaction(SIGINT, &old_int, nullptr);
-    sigaction(SIGTERM, &old_term, nullptr);
-  }
-};
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -78,133 +49,308 @@ Eval evaluate(const Model& model, const torch::Tensor& x, const torch::Tensor& y
   return e;
 }
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-std::shared_ptr<spdlog::logger> make_logger(const std::vector<std::string>& run_dirs, bool quiet) {
-  auto err = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-  err->set_pattern("%v");
-  err->set_level(quiet ? spdlog::level::warn : spdlog::level::info);
-  std::vector<spdlog::sink_ptr> sinks = {err};
-  for (auto& dir : run_dirs) {
-    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(dir + "/train.log");
-    file->set_pattern("[%Y-%m-%d %H:%M:%S] %v");
-    sinks.push_back(file);
-  }
-  auto log = std::make_shared<spdlog::logger>("train", sinks.begin(), sinks.end());
-  log->set_level(spdlog::level::info);
-  log->flush_on(spdlog::level::info);
-  return log;
-}
-
-// A one-line live bar, only when stderr is a terminal.
-class ProgressBar {
+// One training run of S replicas side by side (S = 1: a plain run), each writing its own run
+// directory. run() is the recipe; each step below it does one thing.
+class TrainingRun {
  public:
-  explicit ProgressBar(bool enabled) : enabled_(enabled) {}
-  void update(int64_t epoch, int64_t total, double eps) {
-    if (!enabled_ || seconds_since(last_) < 0.2) return;
-    last_ = Clock::now();
-    const int width = 30;
-    int filled = int(double(width) * double(epoch) / double(total));
-    std::string bar(size_t(filled), '#');
-    bar.resize(size_t(width), '.');
-    std::fprintf(stderr, "\r[%s] %lld/%lld  %.0f ep/s  eta %s\033[K", bar.c_str(), (long long)epoch,
-                 (long long)total, eps, format_duration(double(total - epoch) / std::max(eps, 1e-9)).c_str());
-    std::fflush(stderr);
-    shown_ = true;
-  }
-  void clear() {
-    if (shown_) std::fprintf(stderr, "\r\033[K"), std::fflush(stderr);
-    shown_ = false;
+  TrainingRun(const Config& cfg, const std::vector<int64_t>& seeds, const std::vector<std::string>& dirs, bool resume,
+              bool quiet)
+      : cfg_(cfg), tc_(cfg.train), seeds_(seeds), dirs_(dirs), S_(int64_t(seeds.size())), resume_(resume),
+        quiet_(quiet), rows_(seeds.size()), held_since_(seeds.size(), -1) {}
+
+  std::vector<TrainReport> run() {
+    set_up_run();
+    if (!resume_) {
+      start_metrics();
+      evaluate_rows(0, 0.0);
+      checkpoint(0);
+    }
+    SignalScope signals;
+    ProgressBar bar(!quiet_ && ::isatty(2));
+    loop_start_ = Clock::now();
+    while (epoch_ < tc_.epochs) {
+      const double lr = train_epoch();
+      ++epoch_;
+      if (!std::isfinite(last_loss_)) {
+        status_ = "diverged";
+        break;
+      }
+      if (epoch_ % tc_.eval_every == 0 || epoch_ == tc_.epochs) {
+        evaluate_rows(epoch_, lr);
+        if (!latest_finite()) {
+          status_ = "diverged";
+          break;
+        }
+        if (epoch_ - last_logged_ >= std::max<int64_t>(tc_.log_every, 1) || epoch_ == tc_.epochs) {
+          bar.clear();
+          log_->info(progress_line(epoch_, tc_.epochs, latest_rows(), epochs_per_s()));
+          last_logged_ = epoch_;
+        }
+        if (early_stop_reached()) {
+          status_ = "early_stopped";
+          checkpoint(epoch_);
+          break;
+        }
+      }
+      if (epoch_ % tc_.checkpoint_every == 0 || epoch_ == tc_.epochs) checkpoint(epoch_);
+      if (signals.received() != 0) {
+        status_ = "interrupted";
+        signal_ = signals.received();
+        checkpoint(epoch_);
+        break;
+      }
+      bar.update(epoch_, tc_.epochs, epochs_per_s());
+    }
+    bar.clear();
+    auto reports = write_summaries();
+    report_end(reports);
+    return reports;
   }
 
  private:
-  bool enabled_, shown_ = false;
-  Clock::time_point last_ = Clock::now();
-};
+  // Threads, denormals and device; data and model(s), initialised on the CPU then moved; the
+  // optimiser; on resume, the checkpoint's state and the metrics up to it; the CUDA graph.
+  void set_up_run() {
+    threads_ = configure_threads(tc_.threads);
+    device_ = resolve_device(tc_.device);
+    if (device_.is_cpu()) at::globalContext().setFlushDenormal(tc_.flush_denormal);
+    fast_ = tc_.path != "plain" || S_ > 1;  // replicas train through the batched fast path
+    log_ = make_run_logger(dirs_, quiet_);
 
-nlohmann::json optional_json(const std::optional<int64_t>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); }
+    Dataset data = make_dataset(cfg_.task);
+    model_ = std::make_unique<Model>(cfg_, seeds_);
+    Checkpoint ck;
+    if (resume_) {
+      ck = load_checkpoint(resume_path(dirs_[0]));
+      if (!ck.has_optimizer) throw RunError(ck.path + ": has no optimizer state; cannot resume from it");
+      if (config_to_json(ck.config)["model"] != config_to_json(cfg_)["model"] ||
+          config_to_json(ck.config)["task"] != config_to_json(cfg_)["task"])
+        throw RunError(ck.path + ": was written by a different task/model config than " + dirs_[0] + "/config.json");
+      model_->load(ck.weights);
+      epoch_ = start_epoch_ = last_logged_ = last_checkpoint_ = ck.epoch;
+    }
+    model_->to(device_);
+    opt_ = std::make_unique<FlatAdamW>(model_->flat(), model_->flat_grad(), cfg_.optim);
+    if (resume_) {
+      opt_->set_state(ck.exp_avg.to(device_), ck.exp_avg_sq.to(device_), ck.optimizer_step);
+      for (auto& r : read_metrics(metrics_path(0)))
+        if (r.epoch <= start_epoch_) rows_[0].push_back(r);
+      write_metrics(metrics_path(0), rows_[0]);  // drop rows written after the checkpoint
+      elapsed_before_ = rows_[0].empty() ? 0.0 : rows_[0].back().elapsed_s;
+      for (auto& row : rows_[0]) update_hold(0, row);
+    }
+    train_x_ = data.train_x.to(device_), train_y_ = data.train_y.to(device_);
+    test_x_ = data.test_x.to(device_), test_y_ = data.test_y.to(device_);
+    n_train_ = train_x_.size(0);
+    batch_ = tc_.batch_size > 0 ? tc_.batch_size : n_train_;
 
-// Temporary files of writes that a kill interrupted (atomic_write's *.tmp.PID).
-void remove_temporaries(const std::string& dir) {
-  for (auto sub : {"", "/checkpoints"}) {
-    const std::string d = dir + sub;
-    if (DIR* h = ::opendir(d.c_str())) {
-      while (auto* e = ::readdir(h))
-        if (std::string(e->d_name).find(".tmp.") != std::string::npos) std::remove((d + "/" + e->d_name).c_str());
-      ::closedir(h);
+    // CUDA graphs: full batch only (a minibatch is a new tensor every step).
+    std::string graph_note = "off";
+    if (device_.is_cuda()) {
+      if (!tc_.cuda_graph) graph_note = "off (train.cuda_graph false)";
+      else if (!GraphedStep::built()) graph_note = "off (not built)";
+      else if (batch_ < n_train_) graph_note = "off (minibatches)";
+      else {
+        graph_ = std::make_unique<GraphedStep>(*model_, *opt_, train_x_, train_y_, fast_);
+        graph_note = "on";
+      }
+    }
+    log_->info("grokking {} | LibTorch {} | device {} | BLAS {} | {} threads | flush_denormal {} | {} path{}",
+               GROKKING_VERSION, compat::torch_version(), device_.str(), blas_description(), threads_,
+               device_.is_cpu() && tc_.flush_denormal ? "on" : "off", fast_ ? "fast" : "plain",
+               device_.is_cuda() ? " | CUDA graph " + graph_note : "");
+    log_->info("{} (mod {}): {} train / {} test pairs | {} parameters | {} epochs{}{}", cfg_.task.operation,
+               cfg_.task.p, n_train_, test_x_.size(0), model_->flat().numel() / S_, tc_.epochs,
+               S_ > 1 ? " | " + std::to_string(S_) + " seeds side by side" : "",
+               resume_ ? " | resuming at epoch " + std::to_string(start_epoch_) : "");
+  }
+
+  std::string metrics_path(int64_t r) const { return dirs_[size_t(r)] + "/metrics.csv"; }
+
+  // A fresh metrics.csv, header only, per replica.
+  void start_metrics() {
+    for (int64_t r = 0; r < S_; ++r) atomic_write(metrics_path(r), metrics_header() + "\n");
+  }
+
+  // One pass over the training pairs: full batch, or minibatches in an order drawn from (seed,
+  // epoch) so that a resumed run draws the same order without saved generator state. Returns
+  // the learning rate of its last step; last_loss_ is that step's loss (on the CPU only: reading
+  // it on a GPU would synchronise every step).
+  double train_epoch() {
+    double lr = 0;
+    torch::Tensor xs = train_x_, ys = train_y_;
+    if (batch_ < n_train_) {
+      auto gen = at::detail::createCPUGenerator(uint64_t(tc_.seed) * 1000003u + uint64_t(epoch_));
+      auto perm = torch::randperm(n_train_, gen, torch::kInt64).to(device_);
+      xs = train_x_.index_select(0, perm), ys = train_y_.index_select(0, perm);
+    }
+    for (int64_t i = 0; i < n_train_; i += batch_) {
+      auto xb = batch_ < n_train_ ? xs.slice(0, i, i + batch_) : xs;
+      auto yb = batch_ < n_train_ ? ys.slice(0, i, i + batch_) : ys;
+      lr = opt_->scheduled_lr();
+      auto loss = graph_ ? graph_->run() : train_step(*model_, *opt_, xb, yb, fast_, lr);
+      if (device_.is_cpu()) last_loss_ = loss.item<double>();
+    }
+    return lr;
+  }
+
+  // Evaluates every replica on both splits and appends a metrics.csv row to each.
+  void evaluate_rows(int64_t epoch, double lr) {
+    auto tr = evaluate(*model_, train_x_, train_y_, fast_), te = evaluate(*model_, test_x_, test_y_, fast_);
+    const double elapsed = elapsed_before_ + seconds_since(t0_);
+    for (int64_t r = 0; r < S_; ++r) {
+      const auto i = size_t(r);
+      const double sq =
+          model_->replica_part(model_->flat().detach(), r).to(torch::kFloat64).pow(2).sum().item<double>();
+      MetricsRow row{epoch, tr.loss[i], te.loss[i], tr.acc[i], te.acc[i], sq, lr, elapsed};
+      append_line(metrics_path(r), format_row(row));
+      rows_[i].push_back(row);
+      update_hold(r, row);
     }
   }
+
+  std::vector<MetricsRow> latest_rows() const {
+    std::vector<MetricsRow> out;
+    for (auto& r : rows_) out.push_back(r.back());
+    return out;
+  }
+
+  bool latest_finite() const {
+    for (auto& r : rows_)
+      if (!std::isfinite(r.back().train_loss) || !std::isfinite(r.back().sum_sq_weights)) return false;
+    return true;
+  }
+
+  // held_since_[r]: the first epoch of replica r's current stretch at or above the early-stop accuracy.
+  void update_hold(int64_t r, const MetricsRow& row) {
+    auto& h = held_since_[size_t(r)];
+    h = (tc_.early_stop_acc > 0 && row.test_acc >= tc_.early_stop_acc) ? (h < 0 ? row.epoch : h) : -1;
+  }
+
+  // Every replica has held the early-stop accuracy for early_stop_hold epochs.
+  bool early_stop_reached() const {
+    if (tc_.early_stop_acc <= 0) return false;
+    for (auto h : held_since_)
+      if (h < 0 || epoch_ - h < tc_.early_stop_hold) return false;
+    return true;
+  }
+
+  // Per replica: the weights-only epoch_N.pt of the history, and resume.pt with the optimiser.
+  void checkpoint(int64_t epoch) {
+    if (epoch == last_checkpoint_) return;
+    const auto full = opt_->state();
+    for (int64_t r = 0; r < S_; ++r) {
+      Model one = S_ == 1 ? *model_ : model_->replica(r);
+      OptimState st{model_->replica_part(full.exp_avg, r), model_->replica_part(full.exp_avg_sq, r), full.step};
+      save_checkpoint(checkpoint_path(dirs_[size_t(r)], epoch), one, nullptr, epoch);
+      save_checkpoint(resume_path(dirs_[size_t(r)]), one, &st, epoch);
+    }
+    last_checkpoint_ = epoch;
+  }
+
+  double epochs_per_s() const {
+    return double(epoch_ - start_epoch_) / std::max(seconds_since(loop_start_), 1e-9);
+  }
+
+  // summary.json per replica; the reports the caller gets.
+  std::vector<TrainReport> write_summaries() {
+    RunFacts facts;
+    facts.epochs_planned = tc_.epochs;
+    facts.eval_every = tc_.eval_every;
+    facts.n_train = n_train_;
+    facts.n_test = test_x_.size(0);
+    facts.n_params = model_->flat().numel() / S_;
+    facts.seeds_side_by_side = S_;
+    facts.threads = threads_;
+    facts.device = device_.str();
+    facts.blas = blas_description();
+    facts.path = fast_ ? "fast" : "plain";
+    facts.flush_denormal = device_.is_cpu() && tc_.flush_denormal;
+    facts.cuda_graph = graph_ != nullptr;
+    const double wall = seconds_since(t0_), eps = epochs_per_s();
+    std::vector<TrainReport> reports;
+    for (int64_t r = 0; r < S_; ++r) {
+      TrainReport rep;
+      rep.status = status_;
+      rep.signal = signal_;
+      rep.run_dir = dirs_[size_t(r)];
+      rep.epochs_done = epoch_;
+      rep.wall_s = wall;
+      rep.milestones = find_milestones(rows_[size_t(r)]);
+      if (!rows_[size_t(r)].empty()) rep.final = rows_[size_t(r)].back();
+      write_summary(rep, facts, seeds_[size_t(r)], weights_checksum(S_ == 1 ? *model_ : model_->replica(r)),
+                    elapsed_before_ + wall, eps);
+      reports.push_back(rep);
+    }
+    return reports;
+  }
+
+  // How it ended: an error for a divergence, a warning with the resume command for a signal,
+  // the milestones otherwise.
+  void report_end(const std::vector<TrainReport>& reports) const {
+    if (status_ == "diverged") {
+      auto list = list_checkpoints(dirs_[0]);
+      throw RunError("training diverged at epoch " + std::to_string(epoch_) +
+                     ": the loss is not finite (lr too high?); the last finite checkpoint is " +
+                     (list.empty() ? std::string("none") : list.back().second));
+    }
+    if (status_ == "interrupted") {
+      std::string how = S_ == 1 ? "grokking train --resume " + dirs_[0]
+                                : "grokking train --resume DIR for each of " + dirs_[0] + " ...";
+      log_->warn("interrupted by {} at epoch {}; checkpoint written. Resume with: {}",
+                 signal_ == SIGINT ? "Ctrl-C" : "SIGTERM", epoch_, how);
+      return;
+    }
+    for (auto& rep : reports) log_->info("{}{}", S_ > 1 ? rep.run_dir + ": " : "", final_line(rep));
+  }
+
+  const Config& cfg_;
+  const TrainConfig& tc_;
+  const std::vector<int64_t>& seeds_;
+  const std::vector<std::string>& dirs_;
+  const int64_t S_;
+  const bool resume_, quiet_;
+  const Clock::time_point t0_ = Clock::now();
+  Clock::time_point loop_start_ = Clock::now();
+
+  int threads_ = 0;
+  torch::Device device_ = torch::kCPU;
+  bool fast_ = true;
+  std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<FlatAdamW> opt_;
+  std::unique_ptr<GraphedStep> graph_;
+  torch::Tensor train_x_, train_y_, test_x_, test_y_;
+  int64_t n_train_ = 0, batch_ = 0;
+
+  int64_t epoch_ = 0, start_epoch_ = 0, last_logged_ = 0, last_checkpoint_ = -1;
+  double elapsed_before_ = 0, last_loss_ = 0;
+  std::vector<std::vector<MetricsRow>> rows_;  // per replica, every evaluation so far
+  std::vector<int64_t> held_since_;
+  std::string status_ = "completed";
+  int signal_ = 0;
+};
+
+// The keys `--set` may change on resume: none of them changes the computation.
+const std::vector<std::string>& resumable_keys() {
+  static const std::vector<std::string> keys = {"train.epochs",         "train.eval_every",      "train.checkpoint_every",
+                                                "train.log_every",      "train.threads",         "train.early_stop_acc",
+                                                "train.early_stop_hold", "train.cuda_graph"};
+  return keys;
 }
 
-// OpenBLAS's threading model as loaded: 0 sequential, 1 its own pthreads, 2 OpenMP; -1 not OpenBLAS.
-int openblas_parallel() {
-  if (auto get = reinterpret_cast<int (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_parallel"))) return get();
-  return -1;
-}
 }  // namespace
 
-int usable_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  const int allowed = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
-  const int online = int(std::thread::hardware_concurrency());
-  return std::max(1, allowed > 0 && online > 0 ? std::min(allowed, online) : std::max(allowed, online));
-}
-
-int configure_threads(int64_t requested) {
-  int n = requested > 0 ? int(requested) : usable_cpus();
-  auto set_blas = reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  const int parallel = openblas_parallel();
-  if (set_blas && parallel != 0 && parallel != 2) {
-    // OpenBLAS with its own pthreads (or of unknown kind): two pools on the same cores stall each other (measured:
-    // 2 OpenMP + 2 OpenBLAS threads ran a P=23 step 3x slower than either alone). The matrix
-    // products carry the FLOPs, so the cores go to OpenBLAS and LibTorch's kernels get one.
-    at::set_num_threads(1);
-    set_blas(n);
-  } else {
-    // OpenBLAS on OpenMP (Debian's libopenblas0-openmp) shares LibTorch's OpenMP pool, so both
-    // can have every core (P=113 step about 10 % faster than the pthreads split); a sequential
-    // OpenBLAS or another BLAS gets LibTorch's setting. An OpenBLAS that cannot say which it is
-    // (openblas_get_parallel is missing) gets the pthreads split above, the safe choice.
-    at::set_num_threads(n);
-    if (set_blas) set_blas(n);
-  }
-  return n;
-}
-
-std::string blas_description() {
-  if (auto cfg = reinterpret_cast<char* (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_config"))) {
-    std::string s = cfg();
-    if (auto sp = s.find(' ', 9); sp != std::string::npos) s.resize(sp);  // "OpenBLAS 0.3.21"
-    const int parallel = openblas_parallel();
-    return s + (parallel == 2 ? " (OpenMP)" : parallel == 1 ? " (pthreads)" : parallel == 0 ? " (sequential)" : "");
-  }
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    auto slash = line.find('/');
-    if (slash != std::string::npos && (line.find("blas") != std::string::npos || line.find("mkl") != std::string::npos))
-      return line.substr(slash);
-  }
-  return "unknown";
-}
-
 Config load_run_config(const std::string& run_dir, const std::vector<std::string>& sets) {
-  // Only what does not change the computation may differ on resume.
-  static const std::vector<std::string> allowed = {"train.epochs", "train.log_every", "train.threads",
-                                                   "train.early_stop_acc", "train.early_stop_hold", "train.cuda_graph",
-                                                   "train.checkpoint_every", "train.eval_every"};
   for (auto& s : sets) {
     auto key = s.substr(0, s.find('='));
-    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
+    const auto& allowed = resumable_keys();
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      std::string list;
+      for (auto& k : allowed) list += (list.empty() ? "" : ", ") + k;
       throw UsageError("--set " + s + ": cannot change " + key +
-                       " when resuming (it changes the computation); allowed: train.epochs, train.eval_every, "
-                       "train.checkpoint_every, train.log_every, train.threads, train.early_stop_acc, "
-                       "train.early_stop_hold");
+                       " when resuming (it changes the computation); allowed: " + list);
+    }
   }
   const std::string path = run_dir + "/config.json";
   if (!exists(path)) throw UsageError(run_dir + ": not a run directory (no config.json)");
@@ -217,290 +363,44 @@ TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bo
 
 std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int64_t>& seeds,
                                         const std::vector<std::string>& dirs, bool resume, bool quiet) {
-  const auto t0 = Clock::now();
-  const auto& tc = cfg.train;
-  const auto S = int64_t(seeds.size());
-  if (resume && S != 1) throw UsageError("--resume continues one run; resume the seeds of a batched run one by one");
-  auto log = make_logger(dirs, quiet);
-  auto metrics_path = [&](int64_t r) { return dirs[size_t(r)] + "/metrics.csv"; };
-
-  // ---- environment: threads, denormals, device ----
-  const int threads = configure_threads(tc.threads);
-  torch::Device device = resolve_device(tc.device);
-  if (device.is_cpu()) at::globalContext().setFlushDenormal(tc.flush_denormal);
-  const bool fast = tc.path != "plain" || S > 1;  // replicas train through the batched fast path
-
-  // ---- data and model(s), initialised on the CPU then moved ----
-  Dataset data = make_dataset(cfg.task);
-  Model model(cfg, seeds);
-  int64_t start_epoch = 0;
-  std::vector<std::vector<MetricsRow>> rows(static_cast<size_t>(S));
-  Checkpoint ck;
-  if (resume) {
-    ck = load_checkpoint(resume_path(dirs[0]));
-    if (!ck.has_optimizer) throw RunError(ck.path + ": has no optimizer state; cannot resume from it");
-    if (config_to_json(ck.config)["model"] != config_to_json(cfg)["model"] ||
-        config_to_json(ck.config)["task"] != config_to_json(cfg)["task"])
-      throw RunError(ck.path + ": was written by a different task/model config than " + dirs[0] + "/config.json");
-    model.load(ck.weights);
-    start_epoch = ck.epoch;
-  }
-  model.to(device);
-  FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
-  if (resume) {
-    opt.set_state(ck.exp_avg.to(device), ck.exp_avg_sq.to(device), ck.optimizer_step);
-    for (auto& r : read_metrics(metrics_path(0)))
-      if (r.epoch <= start_epoch) rows[0].push_back(r);
-    write_metrics(metrics_path(0), rows[0]);  // drop rows written after the checkpoint
-  }
-  auto train_x = data.train_x.to(device), train_y = data.train_y.to(device);
-  auto test_x = data.test_x.to(device), test_y = data.test_y.to(device);
-  const int64_t n_train = train_x.size(0);
-  const int64_t batch = tc.batch_size > 0 ? tc.batch_size : n_train;
-
-  // CUDA graphs: full batch only (a minibatch is a new tensor every step).
-  std::string graph_note = "off";
-  std::unique_ptr<GraphedStep> graph;
-  if (device.is_cuda()) {
-    if (!tc.cuda_graph) graph_note = "off (train.cuda_graph false)";
-    else if (!GraphedStep::built()) graph_note = "off (not built)";
-    else if (batch < n_train) graph_note = "off (minibatches)";
-    else {
-      graph = std::make_unique<GraphedStep>(model, opt, train_x, train_y, fast);
-      graph_note = "on";
-    }
-  }
-  log->info("grokking {} | LibTorch {} | device {} | BLAS {} | {} threads | flush_denormal {} | {} path{}",
-            GROKKING_VERSION, compat::torch_version(), device.str(), blas_description(), threads,
-            device.is_cpu() && tc.flush_denormal ? "on" : "off", fast ? "fast" : "plain",
-            device.is_cuda() ? " | CUDA graph " + graph_note : "");
-  log->info("{} (mod {}): {} train / {} test pairs | {} parameters | {} epochs{}{}", cfg.task.operation, cfg.task.p,
-            n_train, test_x.size(0), model.flat().numel() / S, tc.epochs,
-            S > 1 ? " | " + std::to_string(S) + " seeds side by side" : "",
-            resume ? " | resuming at epoch " + std::to_string(start_epoch) : "");
-
-  // ---- evaluation: a metrics.csv row per replica ----
-  const double elapsed_before = rows[0].empty() ? 0.0 : rows[0].back().elapsed_s;
-  auto evaluate_rows = [&](int64_t epoch, double lr) {
-    auto tr = evaluate(model, train_x, train_y, fast), te = evaluate(model, test_x, test_y, fast);
-    std::vector<double> sq;
-    for (int64_t r = 0; r < S; ++r)
-      sq.push_back(model.replica_part(model.flat().detach(), r).to(torch::kFloat64).pow(2).sum().item<double>());
-    const double elapsed = elapsed_before + seconds_since(t0);
-    for (int64_t r = 0; r < S; ++r) {
-      MetricsRow row{epoch, tr.loss[size_t(r)], te.loss[size_t(r)], tr.acc[size_t(r)], te.acc[size_t(r)], sq[size_t(r)], lr, elapsed};
-      append_line(metrics_path(r), format_row(row));
-      rows[size_t(r)].push_back(row);
-    }
-  };
-  if (!resume) {
-    for (int64_t r = 0; r < S; ++r) atomic_write(metrics_path(r), metrics_header() + "\n");
-    evaluate_rows(0, 0.0);
-  }
-
-  // ---- checkpoints: weights-only history plus the full state to resume from ----
-  int64_t last_ckpt = resume ? start_epoch : -1;
-  auto checkpoint = [&](int64_t epoch) {
-    if (epoch == last_ckpt) return;
-    const auto full = opt.state();
-    for (int64_t r = 0; r < S; ++r) {
-      Model one = S == 1 ? model : model.replica(r);
-      OptimState st{model.replica_part(full.exp_avg, r), model.replica_part(full.exp_avg_sq, r), full.step};
-      save_checkpoint(checkpoint_path(dirs[size_t(r)], epoch), one, nullptr, epoch);
-      save_checkpoint(resume_path(dirs[size_t(r)]), one, &st, epoch);
-    }
-    last_ckpt = epoch;
-  };
-  if (!resume) checkpoint(0);
-
-  // ---- the training loop ----
-  SignalScope signals;
-  ProgressBar bar(!quiet && ::isatty(2));
-  std::string status = "completed";
-  int signal = 0;
-  // Early stop: every replica's test accuracy has held the threshold since held_since[r].
-  std::vector<int64_t> held_since(size_t(S), int64_t(-1));
-  auto update_hold = [&](int64_t r, const MetricsRow& row) {
-    auto& h = held_since[size_t(r)];
-    h = (tc.early_stop_acc > 0 && row.test_acc >= tc.early_stop_acc) ? (h < 0 ? row.epoch : h) : -1;
-  };
-  for (int64_t r = 0; r < S; ++r)
-    for (auto& row : rows[size_t(r)]) update_hold(r, row);
-  int64_t last_logged = start_epoch;
-  const auto loop_start = Clock::now();
-  int64_t epoch = start_epoch;
-  while (epoch < tc.epochs) {
-    // One epoch: full batch, or minibatches in an order drawn from (seed, epoch) so that a
-    // resumed run draws the same order without saved generator state.
-    double lr = 0;
-    double step_loss = 0;
-    torch::Tensor xs = train_x, ys = train_y;
-    if (batch < n_train) {
-      auto gen = at::detail::createCPUGenerator(uint64_t(tc.seed) * 1000003u + uint64_t(epoch));
-      auto perm = torch::randperm(n_train, gen, torch::kInt64).to(device);
-      xs = train_x.index_select(0, perm), ys = train_y.index_select(0, perm);
-    }
-    for (int64_t i = 0; i < n_train; i += batch) {
-      auto xb = batch < n_train ? xs.slice(0, i, i + batch) : xs, yb = batch < n_train ? ys.slice(0, i, i + batch) : ys;
-      lr = opt.scheduled_lr();
-      auto loss = graph ? graph->run() : train_step(model, opt, xb, yb, fast, lr);
-      if (device.is_cpu()) step_loss = loss.item<double>();  // free on the CPU; a sync on a GPU
-    }
-    ++epoch;
-
-    if (device.is_cpu() && !std::isfinite(step_loss)) {
-      status = "diverged";
-      break;
-    }
-    if (epoch % tc.eval_every == 0 || epoch == tc.epochs) {
-      evaluate_rows(epoch, lr);
-      bool finite = true, all_held = tc.early_stop_acc > 0;
-      for (int64_t r = 0; r < S; ++r) {
-        auto& row = rows[size_t(r)].back();
-        finite = finite && std::isfinite(row.train_loss) && std::isfinite(row.sum_sq_weights);
-        update_hold(r, row);
-        all_held = all_held && held_since[size_t(r)] >= 0 && epoch - held_since[size_t(r)] >= tc.early_stop_hold;
-      }
-      if (!finite) {
-        status = "diverged";
-        break;
-      }
-      const double eps = double(epoch - start_epoch) / std::max(seconds_since(loop_start), 1e-9);
-      if (epoch - last_logged >= std::max<int64_t>(tc.log_every, 1) || epoch == tc.epochs) {
-        bar.clear();
-        const auto& r0 = rows[0].back();
-        std::string figures;
-        if (S == 1) {
-          figures = "train " + fmt("%.2e", r0.train_loss) + " | test " + fmt("%.2e", r0.test_loss) + " | acc " +
-                    fmt("%.3f", r0.train_acc) + "/" + fmt("%.3f", r0.test_acc);
-        } else {
-          double lo = 1, hi = 0, mean = 0;
-          for (auto& rr : rows) lo = std::min(lo, rr.back().test_acc), hi = std::max(hi, rr.back().test_acc),
-                                mean += rr.back().test_acc / double(S);
-          figures = "test acc over " + std::to_string(S) + " seeds min " + fmt("%.3f", lo) + " mean " +
-                    fmt("%.3f", mean) + " max " + fmt("%.3f", hi);
-        }
-        log->info("epoch {}/{} | {} | {} ep/s | eta {}", epoch, tc.epochs, figures, fmt("%.0f", eps),
-                  format_duration(double(tc.epochs - epoch) / std::max(eps, 1e-9)));
-        last_logged = epoch;
-      }
-      if (all_held) {
-        status = "early_stopped";
-        checkpoint(epoch);
-        break;
-      }
-    }
-    if (epoch % tc.checkpoint_every == 0 || epoch == tc.epochs) checkpoint(epoch);
-    if (g_signal.load() != 0) {
-      status = "interrupted";
-      signal = g_signal.load();
-      checkpoint(epoch);
-      break;
-    }
-    bar.update(epoch, tc.epochs, double(epoch - start_epoch) / std::max(seconds_since(loop_start), 1e-9));
-  }
-  bar.clear();
-
-  // ---- summary.json per run ----
-  std::vector<TrainReport> reports;
-  const double wall = seconds_since(t0);
-  const double eps = double(epoch - start_epoch) / std::max(seconds_since(loop_start), 1e-9);
-  for (int64_t r = 0; r < S; ++r) {
-    TrainReport rep;
-    rep.status = status;
-    rep.signal = signal;
-    rep.run_dir = dirs[size_t(r)];
-    rep.epochs_done = epoch;
-    rep.wall_s = wall;
-    rep.milestones = find_milestones(rows[size_t(r)]);
-    if (!rows[size_t(r)].empty()) rep.final = rows[size_t(r)].back();
-    nlohmann::json s;
-    s["status"] = status;
-    s["epochs"] = epoch;
-    s["epochs_planned"] = tc.epochs;
-    s["final"] = {{"epoch", rep.final.epoch},         {"train_loss", rep.final.train_loss},
-                  {"test_loss", rep.final.test_loss}, {"train_acc", rep.final.train_acc},
-                  {"test_acc", rep.final.test_acc},   {"sum_sq_weights", rep.final.sum_sq_weights}};
-    s["memorised_epoch"] = optional_json(rep.milestones.memorised);
-    s["grokked_epoch"] = optional_json(rep.milestones.grokked);
-    s["grokking_delay"] = (rep.milestones.memorised && rep.milestones.grokked)
-                              ? nlohmann::json(*rep.milestones.grokked - *rep.milestones.memorised)
-                              : nlohmann::json();
-    s["milestone_resolution_epochs"] = tc.eval_every;
-    s["wall_time_s"] = elapsed_before + wall;
-    s["epochs_per_s"] = eps;
-    s["n_train"] = n_train;
-    s["n_test"] = test_x.size(0);
-    s["n_params"] = model.flat().numel() / S;
-    s["weights_checksum"] = weights_checksum(S == 1 ? model : model.replica(r));
-    s["seed"] = seeds[size_t(r)];
-    s["seeds_side_by_side"] = S;
-    s["device"] = device.str();
-    s["threads"] = threads;
-    s["blas"] = blas_description();
-    s["flush_denormal"] = device.is_cpu() && tc.flush_denormal;
-    s["path"] = fast ? "fast" : "plain";
-    s["cuda_graph"] = graph != nullptr;
-    s["libtorch"] = compat::torch_version();
-    s["grokking_version"] = GROKKING_VERSION;
-    atomic_write(dirs[size_t(r)] + "/summary.json", s.dump(2) + "\n");
-    reports.push_back(rep);
-  }
-
-  // ---- how it ended ----
-  auto epoch_text = [](const std::optional<int64_t>& e) { return e ? std::to_string(*e) : std::string("never"); };
-  if (status == "diverged") {
-    auto list = list_checkpoints(dirs[0]);
-    throw RunError("training diverged at epoch " + std::to_string(epoch) +
-                   ": the loss is not finite (lr too high?); the last finite checkpoint is " +
-                   (list.empty() ? std::string("none") : list.back().second));
-  }
-  if (status == "interrupted") {
-    std::string how = S == 1 ? "grokking train --resume " + dirs[0] : "grokking train --resume DIR for each of " + dirs[0] + " ...";
-    log->warn("interrupted by {} at epoch {}; checkpoint written. Resume with: {}",
-              signal == SIGINT ? "Ctrl-C" : "SIGTERM", epoch, how);
-  } else {
-    for (auto& rep : reports)
-      log->info("{}{} after {} epochs in {}: memorised at epoch {}, grokked at epoch {} | final train {} test {} acc {}/{}",
-                S > 1 ? rep.run_dir + ": " : "", status == "completed" ? "done" : "early stop", epoch,
-                format_duration(rep.wall_s), epoch_text(rep.milestones.memorised), epoch_text(rep.milestones.grokked),
-                fmt("%.2e", rep.final.train_loss), fmt("%.2e", rep.final.test_loss), fmt("%.3f", rep.final.train_acc),
-                fmt("%.3f", rep.final.test_acc));
-  }
-  return reports;
+  if (resume && seeds.size() != 1)
+    throw UsageError("--resume continues one run; resume the seeds of a batched run one by one");
+  return TrainingRun(cfg, seeds, dirs, resume, quiet).run();
 }
 
-TrainReport run_train(const TrainOptions& opts) {
-  // ---- resume: the run directory holds the config ----
-  if (!opts.resume_dir.empty()) {
-    const std::string dir = opts.resume_dir;
-    Config cfg = load_run_config(dir, opts.sets);
-    resolve_device(cfg.train.device);
-    RunLock lock(dir);
-    remove_temporaries(dir);
-    if (!exists(resume_path(dir))) {
-      // Killed before its first checkpoint: nothing to lose, start the run over.
-      spdlog::warn("{}: no checkpoint yet; starting the run from epoch 0", dir);
-      atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
-      return train(cfg, dir, false, opts.quiet);
-    }
-    if (!opts.sets.empty()) atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
-    if (exists(dir + "/summary.json")) {
-      auto s = read_json_file(dir + "/summary.json");
-      if (s.value("status", "") != "interrupted" && s.value("status", "") != "diverged" &&
-          s.value("epochs", int64_t(-1)) >= cfg.train.epochs) {
-        TrainReport rep;
-        rep.status = "completed";
-        rep.run_dir = dir;
-        rep.epochs_done = s.value("epochs", int64_t(0));
-        spdlog::info("{}: already complete ({} epochs); nothing to do", dir, rep.epochs_done);
-        return rep;
-      }
-    }
-    return train(cfg, dir, true, opts.quiet);
-  }
+namespace {
 
-  // ---- new run: validate everything before writing anything ----
+// --resume: the run directory holds the config; a finished run is left alone.
+TrainReport resume_run(const TrainOptions& opts) {
+  const std::string dir = opts.resume_dir;
+  Config cfg = load_run_config(dir, opts.sets);
+  resolve_device(cfg.train.device);
+  RunLock lock(dir);
+  remove_temporaries(dir);
+  if (!exists(resume_path(dir))) {
+    // Killed before its first checkpoint: nothing to lose, start the run over.
+    spdlog::warn("{}: no checkpoint yet; starting the run from epoch 0", dir);
+    atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
+    return train(cfg, dir, false, opts.quiet);
+  }
+  if (!opts.sets.empty()) atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
+  if (exists(dir + "/summary.json")) {
+    auto s = read_json_file(dir + "/summary.json");
+    if (s.value("status", "") != "interrupted" && s.value("status", "") != "diverged" &&
+        s.value("epochs", int64_t(-1)) >= cfg.train.epochs) {
+      TrainReport rep;
+      rep.status = "completed";
+      rep.run_dir = dir;
+      rep.epochs_done = s.value("epochs", int64_t(0));
+      spdlog::info("{}: already complete ({} epochs); nothing to do", dir, rep.epochs_done);
+      return rep;
+    }
+  }
+  return train(cfg, dir, true, opts.quiet);
+}
+
+// A new run (or several seeds side by side): everything is validated before anything is written.
+TrainReport new_run(const TrainOptions& opts) {
   if (opts.config_path.empty()) throw UsageError("train: give a CONFIG.json, or --resume RUN_DIR");
   Config cfg = load_config(opts.config_path, opts.sets);
   if (!opts.out_dir.empty()) cfg.output.dir = opts.out_dir;
@@ -543,5 +443,9 @@ TrainReport run_train(const TrainOptions& opts) {
   }
   return train_replicas(cfg, seeds, dirs, false, opts.quiet)[0];
 }
+
+}  // namespace
+
+TrainReport run_train(const TrainOptions& opts) { return opts.resume_dir.empty() ? new_run(opts) : resume_run(opts); }
 
 }  // namespace grokking

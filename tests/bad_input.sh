@@ -97,6 +97,7 @@ for sub in fourier ablate; do
   expect 1 "bad/foreign_zip.pt: not a readable checkpoint" -- "$bin" $sub bad/foreign_zip.pt
   expect 1 "bad/foreign_pickle.pt: .*not a grokking checkpoint" -- "$bin" $sub bad/foreign_pickle.pt
   expect 1 "bad/foreign_list.pt: not a grokking checkpoint" -- "$bin" $sub bad/foreign_list.pt
+  expect 1 "bad/shape.pt: parameter blocks.0.mlp.W_in has shape \[[0-9]+, [0-9]+\] but the embedded config's model needs \[[0-9]+, [0-9]+\]" -- "$bin" $sub bad/shape.pt
   expect 1 "empty_run: no checkpoints" -- "$bin" $sub "$(mkdir -p empty_run && echo empty_run)"
 done
 expect 2 "--freqs: expected numbers like 1,2,5-7" -- "$bin" ablate "$good_ck" --freqs 1,x

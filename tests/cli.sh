@@ -36,7 +36,7 @@ expect 0 "" -- "$bin" train tiny.json --out r1 -q
 expect 2 "r1: run directory is not empty; use --resume r1" -- "$bin" train tiny.json --out r1
 expect 0 "" -- "$bin" train tiny.json --out r1 --force -q
 expect 0 "already complete" -- "$bin" train --resume r1
-expect 2 "cannot change task.p when resuming" -- "$bin" train --resume r1 --set task.p=11
+expect 2 "cannot change task.p when resuming.*allowed: .*train.cuda_graph" -- "$bin" train --resume r1 --set task.p=11
 expect 2 "nothere: not a run directory" -- "$bin" train --resume nothere
 # Killed while creating its directory (only an empty checkpoints/ folder): a fresh start goes ahead;
 # with a config but no checkpoint yet, --resume starts over from epoch 0.

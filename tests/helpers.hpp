@@ -1,9 +1,14 @@
 #pragma once
-#include <cstdlib>
-#include <string>
+#include <torch/torch.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
 #include "grokking/config.hpp"
+#include "grokking/rundir.hpp"
 
 namespace grokking::test {
 
@@ -36,5 +41,57 @@ inline std::string temp_dir(const std::string& name) {
 }
 
 inline std::string source_dir() { return GROKKING_SOURCE_DIR; }
+
+// The one measure of every parity test (a second implementation against the plain one, as
+// llm.c's test_gpt2 prints maxdiff): max_i |got_i - ref_i| / max(|ref_i|, floor), printed with
+// `what` so that a passing test shows how close it was. floor < 0 (the default) is max_i |ref_i|:
+// the largest difference relative to the reference's scale. A small floor makes it relative
+// element by element (losses spanning decades); floor 1 makes it absolute for values in [0, 1]
+// (accuracies). Infinite when the shapes differ or either side has a NaN.
+inline double max_rel_diff(const torch::Tensor& got, const torch::Tensor& ref, const std::string& what,
+                           double floor = -1) {
+  double d = std::numeric_limits<double>::infinity();
+  if (got.sizes() == ref.sizes()) {
+    auto g = got.detach().to(torch::kCPU, torch::kFloat64), r = ref.detach().to(torch::kCPU, torch::kFloat64);
+    const double f = floor < 0 ? std::max(r.abs().max().item<double>(), 1e-300) : floor;
+    auto rel = (g - r).abs() / r.abs().clamp_min(f);
+    if (!rel.isnan().any().item<bool>()) d = rel.numel() ? rel.max().item<double>() : 0.0;
+  }
+  std::printf("maxdiff %-48s %.3e\n", what.c_str(), d);
+  return d;
+}
+inline double max_rel_diff(const std::vector<double>& got, const std::vector<double>& ref, const std::string& what,
+                           double floor = -1) {
+  auto t = [](const std::vector<double>& v) { return torch::tensor(v, torch::kFloat64); };
+  return max_rel_diff(t(got), t(ref), what, floor);
+}
+
+// Two runs' metrics.csv rows compared with max_rel_diff, column by column: losses element by
+// element (floor 1e-6), accuracies absolutely, the sum of squared weights relative to its
+// scale. Every field is infinite when the epochs differ.
+struct MetricsDiff {
+  double loss = 0, acc = 0, sum_sq_weights = 0;
+};
+inline MetricsDiff metrics_max_diff(const std::vector<MetricsRow>& got, const std::vector<MetricsRow>& ref,
+                                    const std::string& what) {
+  auto col = [](const std::vector<MetricsRow>& rows, auto member) {
+    std::vector<double> v;
+    for (auto& r : rows) v.push_back(double(r.*member));
+    return v;
+  };
+  MetricsDiff d;
+  if (col(got, &MetricsRow::epoch) != col(ref, &MetricsRow::epoch)) {
+    std::printf("maxdiff %-48s epochs differ\n", what.c_str());
+    const double inf = std::numeric_limits<double>::infinity();
+    return {inf, inf, inf};
+  }
+  for (auto [m, name] : {std::pair{&MetricsRow::train_loss, "train_loss"}, {&MetricsRow::test_loss, "test_loss"}})
+    d.loss = std::max(d.loss, max_rel_diff(col(got, m), col(ref, m), what + " " + name, 1e-6));
+  for (auto [m, name] : {std::pair{&MetricsRow::train_acc, "train_acc"}, {&MetricsRow::test_acc, "test_acc"}})
+    d.acc = std::max(d.acc, max_rel_diff(col(got, m), col(ref, m), what + " " + name, 1.0));
+  d.sum_sq_weights = max_rel_diff(col(got, &MetricsRow::sum_sq_weights), col(ref, &MetricsRow::sum_sq_weights),
+                                  what + " sum_sq_weights");
+  return d;
+}
 
 }  // namespace grokking::test

@@ -1,6 +1,7 @@
 #include "catch.hpp"
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
+#include "grokking/text.hpp"
 #include "helpers.hpp"
 
 using namespace grokking;
@@ -114,4 +115,28 @@ TEST_CASE("operations follow Power et al.", "[config]") {
   CHECK(apply_operation("div", 6, 0, 7) == -1);
   for (int64_t b = 1; b < 7; ++b) CHECK(apply_operation("div", apply_operation("mul", 4, b, 7), b, 7) == 4);
   CHECK(apply_operation("x^3+xy^2+y", 2, 3, 97) == (8 + 18 + 3) % 97);
+}
+
+TEST_CASE("text helpers: numbers, number lists, shapes and CSV rows", "[config]") {
+  CHECK(format_number(0.1234567, "%.3f") == "0.123");
+  CHECK(format_number(1e-5, "%g") == "1e-05");
+  CHECK(optional_json(std::nullopt).is_null());
+  CHECK(optional_json(int64_t(7)) == 7);
+  CHECK(parse_int_list("1,2,5-7", "--x") == std::vector<int64_t>{1, 2, 5, 6, 7});
+  CHECK(parse_int_list("-3", "--x") == std::vector<int64_t>{-3});
+  CHECK_THROWS_AS(parse_int_list("", "--x"), UsageError);
+  CHECK_THROWS_AS(parse_int_list("7-5", "--x"), UsageError);
+  CHECK_THROWS_AS(parse_int_list("1,,2", "--x"), UsageError);
+  CHECK_THROWS_WITH(parse_int_list("1,x", "--freqs"), "--freqs: expected numbers like 1,2,5-7 (got '1,x')");
+  CHECK(format_shape({114, 128}) == "[114, 128]");
+  CHECK(format_shape({}) == "[]");
+  CHECK(join_numbers({}) == "-");
+  CHECK(join_numbers({8, 19}, ",") == "8,19");
+
+  CsvWriter csv({"name", "x", "n", "j"});
+  csv.field("plain").field(0.1).field(int64_t(3)).field(nlohmann::json()).end_row();
+  csv.field("a, \"b\"").field(1.0 / 3).field(-1).field(nlohmann::json("s,t")).end_row();
+  CHECK(csv.text() == "name,x,n,j\nplain,0.1,3,\n\"a, \"\"b\"\"\",0.333333333,-1,\"s,t\"\n");
+  csv.field("short");
+  CHECK_THROWS_AS(csv.end_row(), std::logic_error);
 }

@@ -5,6 +5,7 @@
 
 #include "catch.hpp"
 #include "grokking/model.hpp"
+#include "grokking/optim.hpp"
 #include "grokking/graph_step.hpp"
 #include "helpers.hpp"
 
@@ -36,6 +37,31 @@ TEST_CASE("parameters carry TransformerLens names and the shapes of SCIENCE.md s
   CHECK(m.param("blocks.0.mlp.W_in").requires_grad());
   double sd = m.param("blocks.0.mlp.W_in").std().item<double>();
   CHECK(sd == Approx(0.8 / std::sqrt(128.0)).epsilon(0.02));
+}
+
+TEST_CASE("parameters are reached by name: ParamId follows param_specs", "[model]") {
+  Model m(tiny_config());
+  const std::vector<std::pair<ParamId, std::string>> names = {
+      {W_E, "embed.W_E"},          {W_pos, "pos_embed.W_pos"},    {W_Q, "blocks.0.attn.W_Q"},
+      {W_K, "blocks.0.attn.W_K"},  {W_V, "blocks.0.attn.W_V"},    {W_O, "blocks.0.attn.W_O"},
+      {b_Q, "blocks.0.attn.b_Q"},  {b_K, "blocks.0.attn.b_K"},    {b_V, "blocks.0.attn.b_V"},
+      {b_O, "blocks.0.attn.b_O"},  {W_in, "blocks.0.mlp.W_in"},   {b_in, "blocks.0.mlp.b_in"},
+      {W_out, "blocks.0.mlp.W_out"}, {b_out, "blocks.0.mlp.b_out"}, {W_U, "unembed.W_U"},
+      {b_U, "unembed.b_U"},
+  };
+  REQUIRE(names.size() == size_t(kNumParams));
+  REQUIRE(m.named_parameters().size() == size_t(kNumParams));
+  for (auto& [id, name] : names) {
+    INFO(name);
+    CHECK(m.named_parameters()[id].first == name);
+    CHECK(m.weight(id).data_ptr() == m.param(name).data_ptr());
+  }
+}
+
+TEST_CASE("loading weights of the wrong shape names both shapes", "[model]") {
+  Model m(tiny_config());
+  auto bad = torch::zeros({3, 4});
+  CHECK_THROWS_WITH(m.load({{"unembed.W_U", bad}}), "parameter unembed.W_U has shape [3, 4]; the model's is [16, 11]");
 }
 
 TEST_CASE("the same seed gives the same model; another seed another", "[model]") {
@@ -128,7 +154,7 @@ TEST_CASE("the forward pass matches a per-example hand computation", "[model]") 
   auto post = torch::relu(mid.matmul(P("blocks.0.mlp.W_in")) + P("blocks.0.mlp.b_in"));
   auto fin = mid + post.matmul(P("blocks.0.mlp.W_out")) + P("blocks.0.mlp.b_out");
   auto expect = fin.matmul(P("unembed.W_U")) + P("unembed.b_U");
-  CHECK((out.to(torch::kFloat64) - expect).abs().max().item<double>() < 1e-5);
+  CHECK(test::max_rel_diff(out, expect, "forward vs hand-computed logits", 1.0) < 1e-5);
 }
 
 namespace {
@@ -176,8 +202,9 @@ TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]
     auto d = make_dataset(cfg.task);
     auto [l_plain, g_plain] = loss_and_grad(m, d, false);
     auto [l_fast, g_fast] = loss_and_grad(m, d, true);
-    CHECK(std::abs(l_fast - l_plain) <= 1e-5 * std::abs(l_plain));
-    // Every parameter's gradient, relative to its norm.
+    const std::string where = "P=" + std::to_string(cfg.task.p) + " fast vs plain ";
+    CHECK(test::max_rel_diff(torch::tensor(l_fast), torch::tensor(l_plain), where + "loss") <= 1e-5);
+    // Every parameter's gradient, relative to its largest element.
     int64_t off = 0;
     for (auto& [name, t] : m.named_parameters()) {
       auto gp = g_plain.narrow(0, off, t.numel()), gf = g_fast.narrow(0, off, t.numel());
@@ -191,8 +218,7 @@ TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]
         CHECK(gf.norm().item<double>() <= 1e-5 * total);
         continue;
       }
-      const double scale = std::max(gp.norm().item<double>(), 1e-12);
-      CHECK((gf - gp).norm().item<double>() / scale <= 1e-5);
+      CHECK(test::max_rel_diff(gf, gp, where + "grad " + name) <= 1e-5);
     }
   }
 }
@@ -208,15 +234,13 @@ TEST_CASE("the fast path fills the plain path's activation cache", "[model]") {
     auto lp = m.forward(x, &plain);
     auto lf = m.forward_fast(x, &fast);
     INFO(act);
-    auto close = [](const torch::Tensor& a, const torch::Tensor& b) {
-      return a.sizes() == b.sizes() && (a - b).abs().max().item<double>() <= 1e-5 * (1 + b.abs().max().item<double>());
-    };
-    CHECK(close(fast.logits, plain.logits));
-    CHECK(close(lf, lp));
-    CHECK(close(fast.attn_pattern, plain.attn_pattern));
-    CHECK(close(fast.resid_mid, plain.resid_mid));
-    CHECK(close(fast.mlp_post, plain.mlp_post));
-    CHECK(close(fast.resid_post, plain.resid_post));
+    const std::string a = std::string(act) + ": fast vs plain ";
+    CHECK(test::max_rel_diff(fast.logits, plain.logits, a + "cached logits") <= 1e-5);
+    CHECK(test::max_rel_diff(lf, lp, a + "logits") <= 1e-5);
+    CHECK(test::max_rel_diff(fast.attn_pattern, plain.attn_pattern, a + "attn_pattern") <= 1e-5);
+    CHECK(test::max_rel_diff(fast.resid_mid, plain.resid_mid, a + "resid_mid") <= 1e-5);
+    CHECK(test::max_rel_diff(fast.mlp_post, plain.mlp_post, a + "mlp_post") <= 1e-5);
+    CHECK(test::max_rel_diff(fast.resid_post, plain.resid_post, a + "resid_post") <= 1e-5);
   }
 }
 

@@ -169,15 +169,10 @@ TEST_CASE("a few hundred steps on the fast path give the plain path's metrics", 
   REQUIRE(runs[0].size() == runs[1].size());
   REQUIRE(runs[0].size() == 13);
   CHECK(runs[0].back().train_acc > runs[0].front().train_acc + 0.3);  // the runs went somewhere
-  for (size_t i = 0; i < runs[0].size(); ++i) {
-    const auto &p = runs[0][i], &f = runs[1][i];
-    INFO("epoch " << p.epoch);
-    CHECK(f.train_loss == Approx(p.train_loss).epsilon(1e-3));
-    CHECK(f.test_loss == Approx(p.test_loss).epsilon(1e-3));
-    CHECK(f.train_acc == Approx(p.train_acc).margin(0.02));
-    CHECK(f.test_acc == Approx(p.test_acc).margin(0.02));
-    CHECK(f.sum_sq_weights == Approx(p.sum_sq_weights).epsilon(1e-3));
-  }
+  auto d = test::metrics_max_diff(runs[1], runs[0], "fast vs plain");
+  CHECK(d.loss <= 1e-3);
+  CHECK(d.acc <= 0.02);
+  CHECK(d.sum_sq_weights <= 1e-3);
 }
 
 TEST_CASE("a run writes its directory: config, metrics, summary, checkpoints", "[train]") {
@@ -252,19 +247,15 @@ TEST_CASE("seeds trained side by side write what single-seed runs write", "[trai
     std::string single = prepare_run(one, "single" + std::to_string(seeds[i]));
     train(one, single, false, true);
     auto a = read_metrics(single + "/metrics.csv"), b = read_metrics(dirs[i] + "/metrics.csv");
-    REQUIRE(a.size() == b.size());
-    for (size_t k = 0; k < a.size(); ++k) {
-      CHECK(a[k].epoch == b[k].epoch);
-      CHECK(b[k].train_loss == Approx(a[k].train_loss).epsilon(1e-3).margin(1e-6));
-      CHECK(b[k].test_loss == Approx(a[k].test_loss).epsilon(1e-3).margin(1e-6));
-      CHECK(std::abs(b[k].test_acc - a[k].test_acc) <= 0.02);
-      CHECK(b[k].sum_sq_weights == Approx(a[k].sum_sq_weights).epsilon(1e-4));
-    }
+    auto d = test::metrics_max_diff(b, a, "seed " + std::to_string(seeds[i]) + " side by side vs alone");
+    CHECK(d.loss <= 1e-3);
+    CHECK(d.acc <= 0.02);
+    CHECK(d.sum_sq_weights <= 1e-4);
     auto wa = model_from_checkpoint(load_checkpoint(resume_path(single))).flat();
     auto cb = load_checkpoint(resume_path(dirs[i]));
     CHECK(cb.config.train.seed == seeds[i]);
     auto wb = model_from_checkpoint(cb).flat();
-    CHECK((wa - wb).norm().item<double>() <= 1e-3 * wa.norm().item<double>());
+    CHECK(test::max_rel_diff(wb, wa, "seed " + std::to_string(seeds[i]) + " final weights") <= 1e-3);
     CHECK(read_json_file(dirs[i] + "/summary.json")["seed"] == seeds[i]);
   }
 }

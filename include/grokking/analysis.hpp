@@ -95,19 +95,4 @@ struct AblateOptions {
 std::vector<AblationResult> ablate(const Model& model, const Dataset& data, const AblateOptions& opts,
                                    std::vector<int64_t>* used_freqs = nullptr);
 
-// ---- progress over a run ----
-struct ProgressRow {
-  int64_t epoch = 0;
-  double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0;
-  double restricted_loss = 0, excluded_loss = 0, gini = 0, sum_sq_weights = 0;
-};
-struct Phases {
-  bool grokked = false;
-  std::optional<int64_t> memorisation_end;   // = circuit formation start
-  std::optional<int64_t> circuit_formation_end;  // = cleanup start
-  std::optional<int64_t> cleanup_end;
-  std::string note;
-};
-Phases detect_phases(const std::vector<ProgressRow>& rows);
-
 }  // namespace grokking

@@ -9,6 +9,7 @@
 
 #include "grokking/config.hpp"
 #include "grokking/model.hpp"
+#include "grokking/optim.hpp"
 
 namespace grokking {
 

@@ -13,7 +13,12 @@ void init_cli_logging();
 std::string describe_exception(const std::exception& e);
 
 // `grokking config`: the documented keys and defaults, or a resolved config.
-int run_config_command(const std::string& config_path, const std::vector<std::string>& sets, bool doc);
+struct ConfigOptions {
+  std::string config_path;  // empty: all defaults
+  std::vector<std::string> sets;
+  bool doc = false;  // list every key instead
+};
+int run_config_command(const ConfigOptions& opts);
 
 }  // namespace grokking
 
@@ -30,9 +35,6 @@ struct AnalysisOptions {
 int run_fourier_command(const AnalysisOptions& opts);
 int run_ablate_command(const AnalysisOptions& opts);
 int run_progress_command(const AnalysisOptions& opts);
-
-// "1,2,5-7" -> {1, 2, 5, 6, 7}; UsageError naming `what` otherwise.
-std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what);
 
 struct BenchOptions {
   std::string config_path;        // empty: defaults (the paper's P=113 setup)

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "grokking/model.hpp"
+#include "grokking/optim.hpp"
 
 namespace grokking {
 

@@ -1,5 +1,5 @@
-// The one-layer transformer of Nanda et al. (2023) with TransformerLens names and shapes,
-// its dataset, and an AdamW over one flat parameter buffer.
+// The one-layer transformer of Nanda et al. (2023) with TransformerLens names and shapes, and
+// its loss.
 #pragma once
 #include <torch/torch.h>
 
@@ -8,18 +8,9 @@
 #include <vector>
 
 #include "grokking/config.hpp"
+#include "grokking/data.hpp"
 
 namespace grokking {
-
-// ---- data ----
-struct Dataset {
-  torch::Tensor train_x, train_y;  // [n_train, 3] int64 tokens [a, b, =], [n_train] labels
-  torch::Tensor test_x, test_y;
-  torch::Tensor all_x, all_y;      // every pair in (a, b) row-major order
-  torch::Tensor train_mask;        // [n_all] bool: which of all_x are in train
-};
-// All pairs of the operation, split by a permutation drawn from task.seed.
-Dataset make_dataset(const TaskConfig& task);
 
 // ---- model ----
 struct ParamSpec {
@@ -28,6 +19,15 @@ struct ParamSpec {
   bool is_bias;
 };
 std::vector<ParamSpec> param_specs(const Config& cfg);
+// The parameters by name, in param_specs() order (a test pins it): Model::weight(W_Q) is
+// blocks.0.attn.W_Q.
+enum ParamId : size_t {
+  W_E, W_pos,                          // embed.W_E, pos_embed.W_pos
+  W_Q, W_K, W_V, W_O, b_Q, b_K, b_V, b_O,  // blocks.0.attn.*
+  W_in, b_in, W_out, b_out,            // blocks.0.mlp.*
+  W_U, b_U,                            // unembed.*
+  kNumParams
+};
 
 // Activations the analysis needs, at the last position.
 struct Cache {
@@ -64,6 +64,7 @@ class Model {
   // TransformerLens-named parameters, each a view into flat() ([S, ...] for S replicas).
   const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
   torch::Tensor param(const std::string& name) const;
+  const torch::Tensor& weight(ParamId id) const { return params_[id].second; }
   torch::Tensor& flat() { return flat_; }
   const torch::Tensor& flat() const { return flat_; }
   torch::Tensor& flat_grad() { return flat_grad_; }
@@ -91,51 +92,9 @@ double accuracy(const torch::Tensor& logits, const torch::Tensor& labels);
 torch::Tensor replica_losses(const torch::Tensor& logits, const torch::Tensor& labels);
 torch::Tensor replica_accuracies(const torch::Tensor& logits, const torch::Tensor& labels);
 
-// ---- optimiser ----
-struct OptimState {
-  torch::Tensor exp_avg, exp_avg_sq;  // flat, in parameter order
-  int64_t step = 0;
-};
-
-// AdamW with the arithmetic of torch::optim::AdamW, applied to one flat buffer: a handful of
-// kernels per step instead of a handful per parameter. Frozen (zero) parameters have zero
-// gradients and stay exactly zero.
-class FlatAdamW {
- public:
-  FlatAdamW(torch::Tensor param, torch::Tensor grad, const OptimConfig& opt);
-  void step(double lr);
-  // The same update with the step count and everything that depends on it (the warm-up
-  // learning rate, the bias corrections) in device tensors that the update itself advances:
-  // nothing read from the host changes between steps, so a CUDA graph can capture it. The
-  // learning rate is scheduled_lr(). Bit-identical to step(scheduled_lr()) on the CPU (tested).
-  // It leaves the host's count alone: a captured step runs later, once per replay.
-  void step_on_device();
-  // A step_on_device() ran (eagerly or replayed from a graph): advance the host's count.
-  void count_device_step() { ++step_; }
-  const torch::Tensor& device_step() const { return device_step_; }
-  // lr for the next step: lr * min(step/warmup, 1), step counted from 0 (the paper's LambdaLR).
-  double scheduled_lr() const;
-  int64_t steps() const { return step_; }
-  torch::Tensor& exp_avg() { return exp_avg_; }
-  torch::Tensor& exp_avg_sq() { return exp_avg_sq_; }
-  void set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64_t step);
-  OptimState state() const;
-
- private:
-  torch::Tensor param_, grad_, exp_avg_, exp_avg_sq_;
-  torch::Tensor device_step_;  // float64 scalar on the parameters' device, for step_on_device()
-  OptimConfig opt_;
-  int64_t step_ = 0;
-};
-
 // Zero the gradients, forward (fast or plain), float64 loss, backward: the gradients of one
 // step, left in model.flat_grad(). Returns the loss.
 torch::Tensor forward_backward(Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast);
-// One optimiser step on a batch: forward_backward, then AdamW at `lr`. Returns the loss (a
-// tensor: reading it on a GPU synchronises).
-torch::Tensor train_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y, bool fast,
-                         double lr);
-
 torch::Device resolve_device(const std::string& spec);
 
 }  // namespace grokking

@@ -19,6 +19,9 @@ std::string read_file(const std::string& path);  // RunError when missing or unr
 bool exists(const std::string& path);
 bool is_dir(const std::string& path);
 void make_dirs(const std::string& path);  // RunError when impossible (a file is in the way, permissions)
+// Removes the temporary files of atomic writes that a kill interrupted, in a run directory and
+// its checkpoints/.
+void remove_temporaries(const std::string& run_dir);
 
 // One evaluation: a row of metrics.csv.
 struct MetricsRow {

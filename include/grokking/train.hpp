@@ -38,13 +38,6 @@ TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bo
 std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int64_t>& seeds,
                                         const std::vector<std::string>& dirs, bool resume, bool quiet);
 
-// Sets intra-op and BLAS threads (0: usable_cpus()); returns the thread count used.
-int configure_threads(int64_t requested);
-// CPUs this process may run on: the online ones within its affinity mask.
-int usable_cpus();
-// The BLAS library LibTorch's matrix products run on, as loaded into this process.
-std::string blas_description();
-
 // Resolved config of a run directory, with the overrides a resume may change applied.
 Config load_run_config(const std::string& run_dir, const std::vector<std::string>& sets = {});
 

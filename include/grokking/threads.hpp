@@ -1,0 +1,17 @@
+// CPU threads and the BLAS library LibTorch runs on. Torch-free.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace grokking {
+
+// Sets LibTorch's intra-op threads and the BLAS threads (0: usable_cpus()) so that the two
+// pools do not stall each other; returns the thread count used.
+int configure_threads(int64_t requested);
+// CPUs this process may run on: the online ones within its affinity mask.
+int usable_cpus();
+// The BLAS library LibTorch's matrix products run on, as loaded into this process
+// ("OpenBLAS 0.3.21 (pthreads)").
+std::string blas_description();
+
+}  // namespace grokking

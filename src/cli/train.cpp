@@ -1,0 +1,30 @@
+#include <csignal>
+#include <memory>
+
+#include "commands.hpp"
+#include "grokking/error.hpp"
+#include "grokking/text.hpp"
+#include "grokking/train.hpp"
+
+namespace grokking::cli {
+
+Command train_command(CLI::App& app) {
+  auto opts = std::make_shared<TrainOptions>();
+  auto seeds = std::make_shared<std::string>();
+  auto* sub = app.add_subcommand("train", "Train a model from a JSON config into a run directory");
+  sub->add_option("config", opts->config_path, "Experiment config (JSON); {} is all defaults");
+  sub->add_option("--set", opts->sets, "Override a key: section.key=value (repeatable)");
+  sub->add_option("--out", opts->out_dir, "Run directory (overrides output.dir)");
+  sub->add_option("--resume", opts->resume_dir, "Continue the run in this directory from its latest checkpoint");
+  sub->add_flag("--force", opts->force, "Start over in a non-empty run directory");
+  sub->add_flag("-q,--quiet", opts->quiet, "Only warnings and errors on stderr");
+  sub->add_option("--seeds", *seeds, "Train these seeds side by side (e.g. 0-7) into <dir>/seed=K");
+  return {sub, [opts, seeds] {
+            if (!seeds->empty()) opts->seeds = parse_int_list(*seeds, "--seeds");
+            auto rep = run_train(*opts);
+            if (rep.status == "interrupted") return rep.signal == SIGTERM ? int(kExitSigterm) : int(kExitSigint);
+            return int(kExitOk);
+          }};
+}
+
+}  // namespace grokking::cli

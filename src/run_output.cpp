@@ -1,0 +1,115 @@
+#include "grokking/run_output.hpp"
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "grokking/compat.hpp"
+#include "grokking/text.hpp"
+
+namespace grokking {
+
+std::shared_ptr<spdlog::logger> make_run_logger(const std::vector<std::string>& run_dirs, bool quiet) {
+  auto err = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  err->set_pattern("%v");
+  err->set_level(quiet ? spdlog::level::warn : spdlog::level::info);
+  std::vector<spdlog::sink_ptr> sinks = {err};
+  for (auto& dir : run_dirs) {
+    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(dir + "/train.log");
+    file->set_pattern("[%Y-%m-%d %H:%M:%S] %v");
+    sinks.push_back(file);
+  }
+  auto log = std::make_shared<spdlog::logger>("train", sinks.begin(), sinks.end());
+  log->set_level(spdlog::level::info);
+  log->flush_on(spdlog::level::info);
+  return log;
+}
+
+void ProgressBar::update(int64_t epoch, int64_t total, double epochs_per_s) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!enabled_ || std::chrono::duration<double>(now - last_).count() < 0.2) return;
+  last_ = now;
+  const int width = 30;
+  const auto filled = size_t(double(width) * double(epoch) / double(total));
+  std::string bar(filled, '#');
+  bar.resize(size_t(width), '.');
+  std::fprintf(stderr, "\r[%s] %lld/%lld  %.0f ep/s  eta %s\033[K", bar.c_str(), (long long)epoch, (long long)total,
+               epochs_per_s, format_duration(double(total - epoch) / std::max(epochs_per_s, 1e-9)).c_str());
+  std::fflush(stderr);
+  shown_ = true;
+}
+
+void ProgressBar::clear() {
+  if (shown_) std::fprintf(stderr, "\r\033[K"), std::fflush(stderr);
+  shown_ = false;
+}
+
+std::string progress_line(int64_t epoch, int64_t epochs, const std::vector<MetricsRow>& latest, double epochs_per_s) {
+  std::string figures;
+  if (latest.size() == 1) {
+    const auto& r = latest[0];
+    figures = "train " + format_number(r.train_loss, "%.2e") + " | test " + format_number(r.test_loss, "%.2e") +
+              " | acc " + format_number(r.train_acc, "%.3f") + "/" + format_number(r.test_acc, "%.3f");
+  } else {
+    double lo = 1, hi = 0, mean = 0;
+    for (auto& r : latest) {
+      lo = std::min(lo, r.test_acc);
+      hi = std::max(hi, r.test_acc);
+      mean += r.test_acc / double(latest.size());
+    }
+    figures = "test acc over " + std::to_string(latest.size()) + " seeds min " + format_number(lo, "%.3f") +
+              " mean " + format_number(mean, "%.3f") + " max " + format_number(hi, "%.3f");
+  }
+  return "epoch " + std::to_string(epoch) + "/" + std::to_string(epochs) + " | " + figures + " | " +
+         format_number(epochs_per_s, "%.0f") + " ep/s | eta " +
+         format_duration(double(epochs - epoch) / std::max(epochs_per_s, 1e-9));
+}
+
+std::string final_line(const TrainReport& rep) {
+  auto epoch_text = [](const std::optional<int64_t>& e) { return e ? std::to_string(*e) : std::string("never"); };
+  return std::string(rep.status == "completed" ? "done" : "early stop") + " after " +
+         std::to_string(rep.epochs_done) + " epochs in " + format_duration(rep.wall_s) + ": memorised at epoch " +
+         epoch_text(rep.milestones.memorised) + ", grokked at epoch " + epoch_text(rep.milestones.grokked) +
+         " | final train " + format_number(rep.final.train_loss, "%.2e") + " test " +
+         format_number(rep.final.test_loss, "%.2e") + " acc " + format_number(rep.final.train_acc, "%.3f") + "/" +
+         format_number(rep.final.test_acc, "%.3f");
+}
+
+void write_summary(const TrainReport& rep, const RunFacts& facts, int64_t seed, const std::string& weights_checksum,
+                   double wall_time_s, double epochs_per_s) {
+  const auto& m = rep.milestones;
+  nlohmann::json s;
+  s["status"] = rep.status;
+  s["epochs"] = rep.epochs_done;
+  s["epochs_planned"] = facts.epochs_planned;
+  s["final"] = {{"epoch", rep.final.epoch},         {"train_loss", rep.final.train_loss},
+                {"test_loss", rep.final.test_loss}, {"train_acc", rep.final.train_acc},
+                {"test_acc", rep.final.test_acc},   {"sum_sq_weights", rep.final.sum_sq_weights}};
+  s["memorised_epoch"] = optional_json(m.memorised);
+  s["grokked_epoch"] = optional_json(m.grokked);
+  s["grokking_delay"] = optional_json(m.memorised && m.grokked ? std::optional<int64_t>(*m.grokked - *m.memorised)
+                                                               : std::nullopt);
+  s["milestone_resolution_epochs"] = facts.eval_every;
+  s["wall_time_s"] = wall_time_s;
+  s["epochs_per_s"] = epochs_per_s;
+  s["n_train"] = facts.n_train;
+  s["n_test"] = facts.n_test;
+  s["n_params"] = facts.n_params;
+  s["weights_checksum"] = weights_checksum;
+  s["seed"] = seed;
+  s["seeds_side_by_side"] = facts.seeds_side_by_side;
+  s["device"] = facts.device;
+  s["threads"] = facts.threads;
+  s["blas"] = facts.blas;
+  s["flush_denormal"] = facts.flush_denormal;
+  s["path"] = facts.path;
+  s["cuda_graph"] = facts.cuda_graph;
+  s["libtorch"] = compat::torch_version();
+  s["grokking_version"] = GROKKING_VERSION;
+  atomic_write(rep.run_dir + "/summary.json", s.dump(2) + "\n");
+}
+
+}  // namespace grokking

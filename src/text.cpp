@@ -1,0 +1,113 @@
+#include "grokking/text.hpp"
+
+#include <cstdio>
+#include <stdexcept>
+
+#include "grokking/error.hpp"
+
+namespace grokking {
+
+std::string format_number(double v, const char* printf_format) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, printf_format, v);
+  return buf;
+}
+
+nlohmann::json optional_json(const std::optional<int64_t>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); }
+
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what) {
+  std::vector<int64_t> out;
+  size_t i = 0;
+  auto bad = [&]() -> std::vector<int64_t> {
+    throw UsageError(what + ": expected numbers like 1,2,5-7 (got '" + text + "')");
+  };
+  if (text.empty()) bad();
+  while (i < text.size()) {
+    size_t j = text.find(',', i);
+    std::string part = text.substr(i, j == std::string::npos ? std::string::npos : j - i);
+    auto dash = part.find('-', 1);
+    try {
+      size_t used = 0;
+      if (dash == std::string::npos) {
+        out.push_back(std::stoll(part, &used));
+        if (used != part.size()) bad();
+      } else {
+        size_t u1 = 0, u2 = 0;
+        int64_t lo = std::stoll(part.substr(0, dash), &u1), hi = std::stoll(part.substr(dash + 1), &u2);
+        if (u1 != dash || u2 != part.size() - dash - 1 || hi < lo || hi - lo > 100000) bad();
+        for (int64_t v = lo; v <= hi; ++v) out.push_back(v);
+      }
+    } catch (const std::logic_error&) {
+      bad();
+    }
+    if (j == std::string::npos) break;
+    i = j + 1;
+  }
+  return out;
+}
+
+std::string format_shape(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (auto d : shape) s += (s.size() > 1 ? ", " : "") + std::to_string(d);
+  return s + "]";
+}
+
+std::string join_numbers(const std::vector<int64_t>& v, const char* sep) {
+  std::string s;
+  for (auto x : v) s += (s.empty() ? "" : sep) + std::to_string(x);
+  return s.empty() ? "-" : s;
+}
+
+CsvWriter::CsvWriter(const std::vector<std::string>& columns) : columns_(columns.size()) {
+  for (auto& c : columns) field(c);
+  end_row();
+}
+
+void CsvWriter::separate() {
+  if (in_row_++ > 0) text_ += ',';
+}
+
+CsvWriter& CsvWriter::field(double v) {
+  separate();
+  text_ += format_number(v, "%.9g");
+  return *this;
+}
+
+CsvWriter& CsvWriter::field(int64_t v) {
+  separate();
+  text_ += std::to_string(v);
+  return *this;
+}
+
+CsvWriter& CsvWriter::field(const std::string& v) {
+  separate();
+  if (v.find_first_of(",\"\n\r") == std::string::npos) {
+    text_ += v;
+    return *this;
+  }
+  text_ += '"';
+  for (char ch : v) text_ += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  text_ += '"';
+  return *this;
+}
+
+CsvWriter& CsvWriter::field(const nlohmann::json& v) {
+  if (v.is_null()) {
+    separate();
+    return *this;
+  }
+  if (v.is_string()) return field(v.get<std::string>());
+  separate();
+  text_ += v.dump();
+  return *this;
+}
+
+void CsvWriter::end_row() {
+  if (in_row_ != columns_)
+    throw std::logic_error("CSV row with " + std::to_string(in_row_) + " fields for " + std::to_string(columns_) +
+                           " columns");
+  text_ += '\n';
+  in_row_ = 0;
+}
+
+}  // namespace grokking

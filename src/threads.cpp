@@ -1,0 +1,67 @@
+#include "grokking/threads.hpp"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <fstream>
+#include <thread>
+
+namespace grokking {
+
+namespace {
+// OpenBLAS's threading model as loaded: 0 sequential, 1 its own pthreads, 2 OpenMP; -1 not OpenBLAS.
+int openblas_parallel() {
+  if (auto get = reinterpret_cast<int (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_parallel"))) return get();
+  return -1;
+}
+}  // namespace
+
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int allowed = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+  const int online = int(std::thread::hardware_concurrency());
+  return std::max(1, allowed > 0 && online > 0 ? std::min(allowed, online) : std::max(allowed, online));
+}
+
+int configure_threads(int64_t requested) {
+  int n = requested > 0 ? int(requested) : usable_cpus();
+  auto set_blas = reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  const int parallel = openblas_parallel();
+  if (set_blas && parallel != 0 && parallel != 2) {
+    // OpenBLAS with its own pthreads (or of unknown kind): two pools on the same cores stall each other (measured:
+    // 2 OpenMP + 2 OpenBLAS threads ran a P=23 step 3x slower than either alone). The matrix
+    // products carry the FLOPs, so the cores go to OpenBLAS and LibTorch's kernels get one.
+    at::set_num_threads(1);
+    set_blas(n);
+  } else {
+    // OpenBLAS on OpenMP (Debian's libopenblas0-openmp) shares LibTorch's OpenMP pool, so both
+    // can have every core (P=113 step about 10 % faster than the pthreads split); a sequential
+    // OpenBLAS or another BLAS gets LibTorch's setting. An OpenBLAS that cannot say which it is
+    // (openblas_get_parallel is missing) gets the pthreads split above, the safe choice.
+    at::set_num_threads(n);
+    if (set_blas) set_blas(n);
+  }
+  return n;
+}
+
+std::string blas_description() {
+  if (auto cfg = reinterpret_cast<char* (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_config"))) {
+    std::string s = cfg();
+    if (auto sp = s.find(' ', 9); sp != std::string::npos) s.resize(sp);  // "OpenBLAS 0.3.21"
+    const int parallel = openblas_parallel();
+    return s + (parallel == 2 ? " (OpenMP)" : parallel == 1 ? " (pthreads)" : parallel == 0 ? " (sequential)" : "");
+  }
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    auto slash = line.find('/');
+    if (slash != std::string::npos && (line.find("blas") != std::string::npos || line.find("mkl") != std::string::npos))
+      return line.substr(slash);
+  }
+  return "unknown";
+}
+
+}  // namespace grokking
