@@ -124,7 +124,7 @@ TEST_CASE("phase detection: order, and a run that never grokked says so", "[anal
     ProgressRow r;
     r.epoch = e * 100;
     r.train_acc = e >= 3 ? 1.0 : 0.5;
-    r.test_loss = e <= 4 ? 1.0 + e : 5.0 - 0.2 * double(e);
+    r.test_loss = e <= 4 ? 1.0 + double(e) : 5.0 - 0.2 * double(e);
     r.test_acc = 0.1;
     r.restricted_loss = std::pow(10.0, -0.4 * double(e));
     rows.push_back(r);
