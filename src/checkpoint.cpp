@@ -90,6 +90,7 @@ void save_checkpoint(const std::string& path, const Model& model, const OptimSta
   if (optimizer) {
     optim.insert("exp_avg", optimizer->exp_avg.to(torch::kCPU).clone());
     optim.insert("exp_avg_sq", optimizer->exp_avg_sq.to(torch::kCPU).clone());
+    for (auto& [name, t] : optimizer->extra) optim.insert(name, t.to(torch::kCPU).clone());
     step = optimizer->step;
     d.insert("optimizer", optim);
     d.insert("optimizer_step", step);
@@ -182,6 +183,8 @@ Checkpoint load_checkpoint(const std::string& path) {
       bad(path, "optimizer state does not match the model");
     ck.exp_avg = optim.at("exp_avg");
     ck.exp_avg_sq = optim.at("exp_avg_sq");
+    for (auto& e : optim)
+      if (e.key() != "exp_avg" && e.key() != "exp_avg_sq") ck.optimizer_extra.emplace_back(e.key(), e.value());
   }
   return ck;
 }

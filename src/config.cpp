@@ -139,6 +139,8 @@ const std::vector<Field>& schema() {
                            "false: every b_* stays zero and frozen, as in the TransformerLens demo"));
     f.push_back(string_field("model", "init", &C::model, &ModelConfig::init, {"tl", "paper"},
                              "tl: every W_* ~ N(0, (0.8/sqrt(d_model))^2); paper: randn/sqrt(d_model), W_U randn/sqrt(d_vocab)"));
+    f.push_back(real_field("model", "init_scale", &C::model, &ModelConfig::init_scale, 0, true, 1000, false,
+                           "Omnigrok's alpha: every initial weight is multiplied by this"));
     f.push_back(real_field("optim", "lr", &C::optim, &OptimConfig::lr, 0, true, 1e9, false, "AdamW learning rate"));
     f.push_back(real_field("optim", "weight_decay", &C::optim, &OptimConfig::weight_decay, 0, false, 1e6, false,
                            "AdamW decoupled weight decay"));
@@ -147,6 +149,18 @@ const std::vector<Field>& schema() {
     f.push_back(real_field("optim", "eps", &C::optim, &OptimConfig::eps, 0, true, 1, false, "AdamW epsilon"));
     f.push_back(int_field("optim", "warmup_steps", &C::optim, &OptimConfig::warmup_steps, 0, big,
                           "linear warmup: lr*min(step/warmup_steps, 1), step from 0; 0 disables"));
+    f.push_back(string_field("optim", "grokfast", &C::optim, &OptimConfig::grokfast, {"none", "ema", "ma"},
+                             "Grokfast (Lee et al. 2024): amplify the slow gradient, ema or ma filter; none: off"));
+    f.push_back(real_field("optim", "grokfast_alpha", &C::optim, &OptimConfig::grokfast_alpha, 0, false, 1, true,
+                           "ema: mu <- alpha*mu + (1-alpha)*g (default of the reference code's modular-arithmetic command, not gradfilter_ema's 0.99)"));
+    f.push_back(real_field("optim", "grokfast_lamb", &C::optim, &OptimConfig::grokfast_lamb, 0, false, 1e6, false,
+                           "ema, ma: g <- g + lamb*filter (modular-arithmetic command's 2.0, not the signatures' 5.0)"));
+    f.push_back(int_field("optim", "grokfast_window", &C::optim, &OptimConfig::grokfast_window, 1, 100000,
+                          "ma: mean of the last window gradients, applied once the window is full"));
+    f.push_back(bool_field("optim", "orthograd", &C::optim, &OptimConfig::orthograd,
+                           "Prieto et al. 2025: per parameter, remove the gradient's component along the weights, keep its norm"));
+    f.push_back(string_field("optim", "weight_norm", &C::optim, &OptimConfig::weight_norm, {"free", "fixed"},
+                             "fixed: after every step rescale all weights to their total norm at initialisation (Omnigrok)"));
     f.push_back(int_field("train", "epochs", &C::train, &TrainConfig::epochs, 1, big, "training epochs"));
     f.push_back(int_field("train", "batch_size", &C::train, &TrainConfig::batch_size, 0, big,
                           "0: full batch (one optimiser step per epoch); else minibatch size"));
@@ -171,6 +185,10 @@ const std::vector<Field>& schema() {
                              "training forward: fast uses the [a, b, =] structure (same loss and gradients); plain runs all positions"));
     f.push_back(bool_field("train", "cuda_graph", &C::train, &TrainConfig::cuda_graph,
                            "CUDA, full batch: capture one training step in a CUDA graph and replay it (needs a LibTorch with CUDA)"));
+    f.push_back(string_field("train", "loss", &C::train, &TrainConfig::loss, {"softmax", "stablemax"},
+                             "cross-entropy of softmax, or of StableMax s(x)=x+1 (x>=0), 1/(1-x) (x<0) (Prieto et al. 2025)"));
+    f.push_back(string_field("train", "loss_dtype", &C::train, &TrainConfig::loss_dtype, {"float64", "float32"},
+                             "precision of the loss and its softmax; float32 is what the paper's code computes"));
     f.push_back(string_field("output", "dir", &C::output, &OutputConfig::dir, {},
                              "run directory; empty: runs/<config file name without .json>"));
     return f;
@@ -298,6 +316,16 @@ void validate(const Config& c, const std::string& origin) {
   if (c.train.batch_size > n_train)
     bad("/train/batch_size", "must be 0 (full batch) or at most the " + std::to_string(n_train) +
                                  " training pairs (got " + std::to_string(c.train.batch_size) + ")");
+  // A Grokfast parameter changed from its default for a filter that does not use it is a mistake
+  // (compared with the defaults, not with the keys given: a resolved config lists every key).
+  const OptimConfig d;
+  const auto& o = c.optim;
+  if (o.grokfast != "ma" && o.grokfast_window != d.grokfast_window)
+    bad("/optim/grokfast_window", "is used only with optim.grokfast \"ma\" (grokfast is \"" + o.grokfast + "\")");
+  if (o.grokfast != "ema" && o.grokfast_alpha != d.grokfast_alpha)
+    bad("/optim/grokfast_alpha", "is used only with optim.grokfast \"ema\" (grokfast is \"" + o.grokfast + "\")");
+  if (o.grokfast == "none" && o.grokfast_lamb != d.grokfast_lamb)
+    bad("/optim/grokfast_lamb", "is used only with optim.grokfast \"ema\" or \"ma\" (grokfast is \"none\")");
   // Refuse before allocating: the evaluation holds a [pairs, d_mlp] float activation.
   const double bytes = double(pairs) * double(std::max(c.model.d_mlp, c.task.p)) * 4.0 * 3.0;
   if (bytes > 16e9)

@@ -64,6 +64,7 @@ Model::Model(const Config& cfg, std::vector<int64_t> seeds)
         double std = 0.8 / std::sqrt(d);  // TransformerLens: initializer_range = 0.8/sqrt(d_model)
         if (cfg.model.init == "paper")    // progress-measures-paper: randn/sqrt(d_model), W_U randn/sqrt(d_vocab)
           std = (s.name == "unembed.W_U") ? 1.0 / std::sqrt(double(cfg.task.p + 1)) : 1.0 / std::sqrt(d);
+        std *= cfg.model.init_scale;     // Omnigrok's alpha (1 by default: the same bits)
         flat_.narrow(0, off + r * k, k).copy_(torch::randn({k}, gen, torch::kFloat32) * std);
       }
       off += S * k;
@@ -103,6 +104,16 @@ torch::Tensor Model::replica_part(const torch::Tensor& flat, int64_t s) const {
     off += replicas() * k;
   }
   return torch::cat(parts);
+}
+
+std::vector<ParamBlock> Model::param_blocks() const {
+  std::vector<ParamBlock> out;
+  int64_t off = 0;
+  for (auto& spec : specs_) {
+    out.push_back({off, numel(spec.shape)});
+    off += replicas() * numel(spec.shape);
+  }
+  return out;
 }
 
 Model Model::replica(int64_t s) const {

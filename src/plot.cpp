@@ -202,6 +202,15 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
              phase_shading(s) +
              "plot '../metrics.csv' using 'epoch':'train_acc' with lines ls 1 title 'train', "
              "'' using 'epoch':'test_acc' with lines ls 2 title 'test'\n");
+  // metrics.csv written before the diagnostics columns has none to draw.
+  if (read_file(dir + "/metrics.csv").find("softmax_collapse") != std::string::npos)
+    figure(opts.gnuplot, plots, "diagnostics",
+           "set title 'Softmax collapse and naive loss minimisation (Prieto et al. 2025)'\nset xlabel 'epoch'\n"
+           "set ylabel 'fraction / cosine'\nset yrange [-1.05:1.05]\nset key bottom right\n" + milestone_marks(s) +
+               phase_shading(s) +
+               "plot '../metrics.csv' using 'epoch':'softmax_collapse' with lines ls 1 "
+               "title 'training pairs with zero loss (collapse)', "
+               "'' using 'epoch':'grad_weight_cos' with lines ls 2 title 'cos(-gradient, weights)'\n");
   if (exists(dir + "/fourier.csv"))
     figure(opts.gnuplot, plots, "spectrum",
            "set title 'Fourier spectrum of the embedding W_E (key frequencies highlighted)'\nset xlabel 'frequency k'\n"
@@ -250,12 +259,12 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
     }
     h += "<details><summary>summary.json</summary><pre>" + html_escape(s.dump(2)) + "</pre></details>";
   }
-  for (auto name : {"loss", "accuracy", "spectrum", "progress"}) h += inline_svg(plots + "/" + name + ".svg");
+  for (auto name : {"loss", "accuracy", "diagnostics", "spectrum", "progress"}) h += inline_svg(plots + "/" + name + ".svg");
   if (exists(dir + "/ablate.csv")) h += "<h2>Ablations</h2>" + html_table(read_csv(dir + "/ablate.csv"));
   if (exists(dir + "/fourier.csv")) h += "<h2>Fourier spectrum</h2>" + html_table(read_csv(dir + "/fourier.csv"));
   h += "<h2>Config</h2><pre>" + html_escape(read_file(dir + "/config.json")) + "</pre></body></html>\n";
   atomic_write(dir + "/report.html", h);
-  spdlog::info("{}: plots/{{loss,accuracy,spectrum,progress}}.{{png,svg,gp}} and report.html", dir);
+  spdlog::info("{}: plots/{{loss,accuracy,diagnostics,spectrum,progress}}.{{png,svg,gp}} and report.html", dir);
 }
 
 void plot_sweep(const PlotOptions& opts, const std::string& dir) {

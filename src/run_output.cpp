@@ -106,6 +106,8 @@ void write_summary(const TrainReport& rep, const RunFacts& facts, int64_t seed, 
   s["blas"] = facts.blas;
   s["flush_denormal"] = facts.flush_denormal;
   s["path"] = facts.path;
+  s["loss"] = facts.loss;
+  s["loss_dtype"] = facts.loss_dtype;
   s["cuda_graph"] = facts.cuda_graph;
   s["libtorch"] = compat::torch_version();
   s["grokking_version"] = GROKKING_VERSION;

@@ -147,15 +147,19 @@ void remove_temporaries(const std::string& run_dir) {
   }
 }
 
-std::string metrics_header() {
-  return "epoch,train_loss,test_loss,train_acc,test_acc,sum_sq_weights,lr,elapsed_s";
-}
+namespace {
+// metrics.csv before the diagnostics columns: still read, so that such runs resume and plot.
+const char* const kMetricsHeaderV1 = "epoch,train_loss,test_loss,train_acc,test_acc,sum_sq_weights,lr,elapsed_s";
+}  // namespace
+
+std::string metrics_header() { return std::string(kMetricsHeaderV1) + ",softmax_collapse,grad_weight_cos"; }
 
 std::string format_row(const MetricsRow& r) {
   char buf[512];
   // %.17g round-trips doubles exactly: resumed and uninterrupted runs compare byte for byte.
-  std::snprintf(buf, sizeof buf, "%" PRId64 ",%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.3f", r.epoch, r.train_loss,
-                r.test_loss, r.train_acc, r.test_acc, r.sum_sq_weights, r.lr, r.elapsed_s);
+  std::snprintf(buf, sizeof buf, "%" PRId64 ",%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.3f,%.17g,%.17g", r.epoch,
+                r.train_loss, r.test_loss, r.train_acc, r.test_acc, r.sum_sq_weights, r.lr, r.elapsed_s,
+                r.softmax_collapse, r.grad_weight_cos);
   return buf;
 }
 
@@ -164,19 +168,23 @@ std::vector<MetricsRow> read_metrics(const std::string& path) {
   std::vector<MetricsRow> rows;
   std::istringstream in(text);
   std::string line;
-  int lineno = 0;
+  int lineno = 0, columns = 10;
   while (std::getline(in, line)) {
     ++lineno;
     if (lineno == 1) {
-      if (line != metrics_header()) throw RunError(path + ": line 1: not a grokking metrics.csv header");
+      if (line == kMetricsHeaderV1) columns = 8;
+      else if (line != metrics_header()) throw RunError(path + ": line 1: not a grokking metrics.csv header");
       continue;
     }
     if (in.eof() && text.back() != '\n') break;  // a half-written last row
     if (line.empty()) continue;
     MetricsRow r;
-    int n = std::sscanf(line.c_str(), "%" SCNd64 ",%lf,%lf,%lf,%lf,%lf,%lf,%lf", &r.epoch, &r.train_loss,
-                        &r.test_loss, &r.train_acc, &r.test_acc, &r.sum_sq_weights, &r.lr, &r.elapsed_s);
-    if (n != 8) throw RunError(path + ": line " + std::to_string(lineno) + ": expected 8 numbers");
+    char rest = 0;
+    int n = std::sscanf(line.c_str(), "%" SCNd64 ",%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf%c", &r.epoch, &r.train_loss,
+                        &r.test_loss, &r.train_acc, &r.test_acc, &r.sum_sq_weights, &r.lr, &r.elapsed_s,
+                        &r.softmax_collapse, &r.grad_weight_cos, &rest);
+    if (n != columns)
+      throw RunError(path + ": line " + std::to_string(lineno) + ": expected " + std::to_string(columns) + " numbers");
     rows.push_back(r);
   }
   return rows;

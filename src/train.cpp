@@ -26,25 +26,29 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 struct Eval {
-  std::vector<double> loss, acc;  // per replica
+  std::vector<double> loss, acc, collapse;  // per replica
 };
 
 // Loss and accuracy over a whole split for every replica, in chunks that bound memory.
 Eval evaluate(const Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast) {
   torch::NoGradGuard no_grad;
   const int64_t n = x.size(0), chunk = 16384, S = model.replicas();
+  const LossSpec spec = LossSpec::of(model.config().train);
   auto loss_sum = torch::zeros({S}, torch::kFloat64), correct = torch::zeros({S}, torch::kFloat64);
+  auto collapsed = torch::zeros({S}, torch::kFloat64);
   for (int64_t i = 0; i < n; i += chunk) {
     auto xs = x.slice(0, i, i + chunk), ys = y.slice(0, i, i + chunk);
     auto logits = fast ? model.forward_fast(xs) : model.forward(xs);
     if (logits.dim() == 2) logits = logits.unsqueeze(0);
-    loss_sum += replica_losses(logits, ys).cpu() * double(xs.size(0));
+    loss_sum += replica_losses(logits, ys, spec).cpu() * double(xs.size(0));
     correct += replica_accuracies(logits, ys).cpu() * double(xs.size(0));
+    collapsed += replica_collapse(logits, ys, spec).cpu() * double(xs.size(0));
   }
   Eval e;
   for (int64_t r = 0; r < S; ++r) {
     e.loss.push_back(loss_sum[r].item<double>() / double(n));
     e.acc.push_back(correct[r].item<double>() / double(n));
+    e.collapse.push_back(collapsed[r].item<double>() / double(n));
   }
   return e;
 }
@@ -130,9 +134,15 @@ class TrainingRun {
       epoch_ = start_epoch_ = last_logged_ = last_checkpoint_ = ck.epoch;
     }
     model_->to(device_);
-    opt_ = std::make_unique<FlatAdamW>(model_->flat(), model_->flat_grad(), cfg_.optim);
+    opt_ = std::make_unique<FlatAdamW>(*model_, cfg_.optim);
     if (resume_) {
-      opt_->set_state(ck.exp_avg.to(device_), ck.exp_avg_sq.to(device_), ck.optimizer_step);
+      OptimState st{ck.exp_avg.to(device_), ck.exp_avg_sq.to(device_), ck.optimizer_step, {}};
+      for (auto& [name, t] : ck.optimizer_extra) st.extra.emplace_back(name, t.to(device_));
+      try {
+        opt_->set_state(st);
+      } catch (const RunError& e) {
+        throw RunError(ck.path + ": " + e.what());
+      }
       for (auto& r : read_metrics(metrics_path(0)))
         if (r.epoch <= start_epoch_) rows_[0].push_back(r);
       write_metrics(metrics_path(0), rows_[0]);  // drop rows written after the checkpoint
@@ -150,6 +160,7 @@ class TrainingRun {
       if (!tc_.cuda_graph) graph_note = "off (train.cuda_graph false)";
       else if (!GraphedStep::built()) graph_note = "off (not built)";
       else if (batch_ < n_train_) graph_note = "off (minibatches)";
+      else if (opt_->has_interventions()) graph_note = "off (optim interventions run eagerly)";
       else {
         graph_ = std::make_unique<GraphedStep>(*model_, *opt_, train_x_, train_y_, fast_);
         graph_note = "on";
@@ -194,15 +205,32 @@ class TrainingRun {
     return lr;
   }
 
+  // Per replica: the cosine between the negative full-batch gradient of the training loss at the
+  // current weights and the weights, over every trained parameter (frozen ones are zero in both).
+  // It overwrites the gradient buffer, which the next step recomputes from scratch.
+  std::vector<double> grad_weight_cos() {
+    forward_backward(*model_, train_x_, train_y_, fast_);
+    torch::NoGradGuard no_grad;
+    std::vector<double> out;
+    for (int64_t r = 0; r < S_; ++r) {
+      auto g = model_->replica_part(model_->flat_grad(), r).to(torch::kFloat64);
+      auto w = model_->replica_part(model_->flat().detach(), r).to(torch::kFloat64);
+      const double denom = g.norm().item<double>() * w.norm().item<double>();
+      out.push_back(denom > 0 ? -g.dot(w).item<double>() / denom : 0.0);
+    }
+    return out;
+  }
+
   // Evaluates every replica on both splits and appends a metrics.csv row to each.
   void evaluate_rows(int64_t epoch, double lr) {
     auto tr = evaluate(*model_, train_x_, train_y_, fast_), te = evaluate(*model_, test_x_, test_y_, fast_);
+    const auto cos = grad_weight_cos();
     const double elapsed = elapsed_before_ + seconds_since(t0_);
     for (int64_t r = 0; r < S_; ++r) {
       const auto i = size_t(r);
       const double sq =
           model_->replica_part(model_->flat().detach(), r).to(torch::kFloat64).pow(2).sum().item<double>();
-      MetricsRow row{epoch, tr.loss[i], te.loss[i], tr.acc[i], te.acc[i], sq, lr, elapsed};
+      MetricsRow row{epoch, tr.loss[i], te.loss[i], tr.acc[i], te.acc[i], sq, lr, elapsed, tr.collapse[i], cos[i]};
       append_line(metrics_path(r), format_row(row));
       rows_[i].push_back(row);
       update_hold(r, row);
@@ -238,10 +266,9 @@ class TrainingRun {
   // Per replica: the weights-only epoch_N.pt of the history, and resume.pt with the optimiser.
   void checkpoint(int64_t epoch) {
     if (epoch == last_checkpoint_) return;
-    const auto full = opt_->state();
     for (int64_t r = 0; r < S_; ++r) {
       Model one = S_ == 1 ? *model_ : model_->replica(r);
-      OptimState st{model_->replica_part(full.exp_avg, r), model_->replica_part(full.exp_avg_sq, r), full.step};
+      const OptimState st = opt_->state(S_ == 1 ? -1 : r);
       save_checkpoint(checkpoint_path(dirs_[size_t(r)], epoch), one, nullptr, epoch);
       save_checkpoint(resume_path(dirs_[size_t(r)]), one, &st, epoch);
     }
@@ -265,6 +292,8 @@ class TrainingRun {
     facts.device = device_.str();
     facts.blas = blas_description();
     facts.path = fast_ ? "fast" : "plain";
+    facts.loss = tc_.loss;
+    facts.loss_dtype = tc_.loss_dtype;
     facts.flush_denormal = device_.is_cpu() && tc_.flush_denormal;
     facts.cuda_graph = graph_ != nullptr;
     const double wall = seconds_since(t0_), eps = epochs_per_s();

@@ -38,6 +38,18 @@ expect 2 "lr_zero.json: /optim/lr: must be in \(0, " -- $T "$data/lr_zero.json" 
 expect 2 "wd_negative.json: /optim/weight_decay: must be in \[0, " -- $T "$data/wd_negative.json" --out out
 expect 2 "epochs_huge.json: /train/epochs: must be an integer" -- $T "$data/epochs_huge.json" --out out
 expect 2 "epochs_zero.json: /train/epochs: must be an integer in \[1, " -- $T "$data/epochs_zero.json" --out out
+# the interventions' keys: unknown choices, wrong types, ranges, combinations that make no sense
+expect 2 "grokfast_unknown.json: /optim/grokfast: must be one of none, ema, ma \(got \"fast\"\)" -- $T "$data/grokfast_unknown.json" --out out
+expect 2 "grokfast_alpha_string.json: /optim/grokfast_alpha: must be a number" -- $T "$data/grokfast_alpha_string.json" --out out
+expect 2 "grokfast_alpha_one.json: /optim/grokfast_alpha: must be in \[0, 1\)" -- $T "$data/grokfast_alpha_one.json" --out out
+expect 2 "grokfast_window_without_ma.json: /optim/grokfast_window: is used only with optim.grokfast \"ma\"" -- $T "$data/grokfast_window_without_ma.json" --out out
+expect 2 "grokfast_lamb_without_filter.json: /optim/grokfast_lamb: is used only with optim.grokfast" -- $T "$data/grokfast_lamb_without_filter.json" --out out
+expect 2 "grokfast_window_zero.json: /optim/grokfast_window: must be an integer in \[1, " -- $T "$data/grokfast_window_zero.json" --out out
+expect 2 "orthograd_string.json: /optim/orthograd: must be true or false" -- $T "$data/orthograd_string.json" --out out
+expect 2 "init_scale_zero.json: /model/init_scale: must be in \(0, " -- $T "$data/init_scale_zero.json" --out out
+expect 2 "weight_norm_unknown.json: /optim/weight_norm: must be one of free, fixed" -- $T "$data/weight_norm_unknown.json" --out out
+expect 2 "loss_unknown.json: /train/loss: must be one of softmax, stablemax" -- $T "$data/loss_unknown.json" --out out
+expect 2 "loss_dtype_half.json: /train/loss_dtype: must be one of float64, float32" -- $T "$data/loss_dtype_half.json" --out out
 expect 2 "p0.json: /task/p: must be an integer in \[2, 4096\] \(got 0\)" -- $T "$data/p0.json" --out out
 expect 2 "p1.json: /task/p: must be an integer in \[2, 4096\] \(got 1\)" -- $T "$data/p1.json" --out out
 expect 2 "p_huge.json: /task/p: must be an integer in \[2, 4096\] \(got 100000\)" -- $T "$data/p_huge.json" --out out

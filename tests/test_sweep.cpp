@@ -2,6 +2,7 @@
 
 #include "catch.hpp"
 #include "grokking/error.hpp"
+#include "grokking/compare.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/sweep.hpp"
 #include "helpers.hpp"
@@ -81,4 +82,82 @@ TEST_CASE("the aggregate has one row per finished run with its swept values", "[
   auto row = csv.substr(csv.find('\n') + 1);
   CHECK(row.rfind("a=1,0.001,completed,100,20,80,60,1.0,0.995,", 0) == 0);
   CHECK(row.find(",3 5,20,60,80") != std::string::npos);
+}
+
+TEST_CASE("compare: medians with censored runs, the rank test and the bootstrap, by hand", "[sweep]") {
+  auto g = [](double v) { return Outcome{v, false}; };
+  auto c = [](double v) { return Outcome{v, true}; };
+  CHECK(median_of({g(1), g(3), g(2)}).value == 2);
+  CHECK(median_of({g(1), g(2), g(3), g(4)}).value == 2.5);
+  auto m = median_of({c(100), g(5), g(7)});
+  CHECK(m.value == 7);
+  CHECK_FALSE(m.lower_bound);
+  m = median_of({c(100), c(100), g(5)});
+  CHECK(m.value == 100);
+  CHECK(m.lower_bound);  // most runs never grokked: the median is only known to be >= 100
+
+  // x = {1, 2} against y = {3, 4}: every pair has x earlier, U = 4; var = 2*2/12*5, z = 2/sqrt(5/3).
+  auto t = mann_whitney({g(1), g(2)}, {g(3), g(4)});
+  CHECK(t.u == 4);
+  CHECK(t.z == Approx(2 / std::sqrt(5.0 / 3)));
+  CHECK(t.p == Approx(0.121335).epsilon(1e-4));  // 2(1 - Phi(1.5492))
+  // Censored runs rank after every grokked one and tie with each other: 10 < 30c, 10 < 30c,
+  // 20c ~ 30c twice (half each): U = 3.
+  CHECK(mann_whitney({g(10), c(20)}, {c(30), c(30)}).u == 3);
+  CHECK(mann_whitney({g(5), g(6)}, {g(5), g(6)}).p == Approx(1.0));
+
+  const std::vector<Outcome> x = {g(10), g(12), g(11), g(30), c(50)};
+  auto a = bootstrap_median(x, 7), b = bootstrap_median(x, 7);
+  CHECK(a.lo == b.lo);  // seeded: reruns print the same
+  CHECK(a.hi == b.hi);
+  CHECK(a.lo <= median_of(x).value);
+  CHECK(a.hi >= median_of(x).value);
+  CHECK(bootstrap_median({g(4), g(4), g(4)}, 1).lo == 4);
+  auto r = bootstrap_ratio({g(20), g(20)}, {g(10), g(10)}, 3);
+  CHECK(r.lo == 2);
+  CHECK(r.hi == 2);
+}
+
+TEST_CASE("compare groups a sweep's runs into arms by the --by keys, seeds pooled", "[sweep]") {
+  std::string dir = test::temp_dir("compare");
+  nlohmann::json plan = {{"keys", {"optim.lr", "train.seed"}}, {"runs", nlohmann::json::array()}};
+  // lr 0.001: grokked at 100, 300, never (run to 1000); lr 0.003: 50, 60, 70. Memorised at 10.
+  const std::vector<std::tuple<double, int, nlohmann::json>> runs = {
+      {0.001, 0, 100}, {0.001, 1, 300}, {0.001, 2, nullptr}, {0.003, 0, 50}, {0.003, 1, 60}, {0.003, 2, 70}};
+  for (auto& [lr, seed, grokked] : runs) {
+    std::string name = "lr=" + std::to_string(lr) + ",seed=" + std::to_string(seed);
+    plan["runs"].push_back({{"name", name}, {"values", {{"optim.lr", lr}, {"train.seed", seed}}}});
+    make_dirs(dir + "/runs/" + name);
+    atomic_write(dir + "/runs/" + name + "/summary.json",
+                 nlohmann::json({{"epochs", 1000}, {"grokked_epoch", grokked}, {"memorised_epoch", 10}}).dump());
+  }
+  atomic_write(dir + "/plan.json", plan.dump());
+  CompareOptions o;
+  o.sweep_dir = dir;
+  o.by = {"optim.lr"};
+  o.baseline = "0.003";
+  auto arms = compare_sweep(o);
+  REQUIRE(arms.size() == 2);
+  CHECK(arms[0].label == "optim.lr=0.003");  // the baseline first
+  CHECK(arms[0].n_grokked == 3);
+  CHECK(arms[0].grok_median.value == 60);
+  CHECK(arms[0].delay_median.value == 50);
+  CHECK(arms[1].runs.size() == 3);
+  CHECK(arms[1].n_grokked == 2);  // the censored run is counted, not dropped
+  CHECK(arms[1].grok_median.value == 300);
+  CHECK(arms[1].ratio == Approx(5.0));
+  CHECK(arms[1].test.u == 0);  // no run of lr 0.001 grokked before one of lr 0.003
+  auto refusal = [&] {
+    try {
+      compare_sweep(o);
+    } catch (const UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  o.by = {"optim.wd"};
+  CHECK(refusal().find("--by optim.wd: not a swept key") != std::string::npos);
+  o.by = {"optim.lr"};
+  o.baseline = "0.5";
+  CHECK(refusal().find("--baseline 0.5: no arm") != std::string::npos);
 }

@@ -138,7 +138,7 @@ TEST_CASE("a resumed run equals an uninterrupted one bit for bit", "[train]") {
     std::string split = prepare_run(first, "split" + std::to_string(batch));
     train(first, split, false, true);
     // A kill after the checkpoint may leave rows past it: they must be dropped on resume.
-    append_line(split + "/metrics.csv", "70,1,1,1,1,1,1,1");
+    append_line(split + "/metrics.csv", "70,1,1,1,1,1,1,1,0,0");
     Config resumed = load_run_config(split, {"train.epochs=120"});
     auto rep = train(resumed, split, true, true);
     CHECK(rep.epochs_done == 120);

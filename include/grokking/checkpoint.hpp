@@ -23,6 +23,7 @@ struct Checkpoint {
   bool has_optimizer = false;
   torch::Tensor exp_avg, exp_avg_sq;  // flat, in parameter order
   int64_t optimizer_step = 0;
+  std::vector<std::pair<std::string, torch::Tensor>> optimizer_extra;  // the interventions' state (OptimState::extra)
 };
 
 // Writes atomically. `optimizer` null: weights only (the epoch_N.pt files). One model, not replicas.

@@ -22,6 +22,7 @@ struct ModelConfig {
   std::string activation = "relu";  // relu | gelu
   bool train_biases = false;        // false: every b_* is zero and frozen (TL demo)
   std::string init = "tl";          // tl: N(0, (0.8/sqrt(d_model))^2) on every W_*; paper: randn/sqrt(fan)
+  double init_scale = 1.0;          // Omnigrok's alpha: every initial weight times this
 };
 
 struct OptimConfig {
@@ -31,6 +32,13 @@ struct OptimConfig {
   double beta2 = 0.98;
   double eps = 1e-8;
   int64_t warmup_steps = 10;  // lr factor min(step/warmup, 1), step counted from 0 (paper's LambdaLR)
+  // Interventions on the update; the defaults leave plain AdamW.
+  std::string grokfast = "none";  // none | ema | ma: Grokfast's slow-gradient amplifier (Lee et al. 2024)
+  double grokfast_alpha = 0.98;   // ema: mu <- alpha*mu + (1-alpha)*g
+  double grokfast_lamb = 2.0;     // ema, ma: g <- g + lamb*filter
+  int64_t grokfast_window = 100;  // ma: gradients averaged
+  bool orthograd = false;         // Prieto et al. 2025: gradient orthogonal to the weights, norm kept
+  std::string weight_norm = "free";  // free | fixed: Omnigrok's constant total weight norm
 };
 
 struct TrainConfig {
@@ -47,6 +55,8 @@ struct TrainConfig {
   bool flush_denormal = true;   // CPU: flush denormals to zero (2x faster after memorisation)
   std::string path = "auto";    // auto | fast | plain: training forward implementation
   bool cuda_graph = true;       // CUDA, full batch: capture the step in a CUDA graph and replay it
+  std::string loss = "softmax";       // softmax | stablemax (Prieto et al. 2025)
+  std::string loss_dtype = "float64";  // float64 | float32: precision of the loss
 };
 
 struct OutputConfig {

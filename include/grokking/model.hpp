@@ -29,6 +29,12 @@ enum ParamId : size_t {
   kNumParams
 };
 
+// Where a parameter tensor lies in the flat buffer: replica r of it is
+// flat[offset + r*numel, offset + (r+1)*numel) (the parameter-major layout).
+struct ParamBlock {
+  int64_t offset = 0, numel = 0;
+};
+
 // Activations the analysis needs, at the last position.
 struct Cache {
   torch::Tensor attn_pattern;  // [N, n_heads, 3] attention of the "=" position
@@ -60,6 +66,8 @@ class Model {
   Model clone() const;
   // Replica s's part of a buffer laid out like flat() (weights, gradients, Adam moments).
   torch::Tensor replica_part(const torch::Tensor& flat, int64_t s) const;
+  // Every parameter's block in flat(), in param_specs() order.
+  std::vector<ParamBlock> param_blocks() const;
 
   // TransformerLens-named parameters, each a view into flat() ([S, ...] for S replicas).
   const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
@@ -84,16 +92,29 @@ class Model {
   std::vector<std::pair<std::string, torch::Tensor>> params_;
 };
 
-// Cross-entropy of logits [N, P] against labels [N], computed in float64 (mean). For replicas'
-// logits [S, N, P], the sum of their means: each replica gets its own gradient.
-torch::Tensor loss_fn(const torch::Tensor& logits, const torch::Tensor& labels);
+// The training loss: cross-entropy of softmax (the paper's) or of StableMax (Prieto et al. 2025:
+// s(x) = x + 1 for x >= 0, 1/(1 - x) for x < 0, p = s(x)/sum s(x)), computed in float64 (the
+// default) or float32 (what the paper's code effectively computes).
+struct LossSpec {
+  bool stablemax = false;
+  torch::ScalarType dtype = torch::kFloat64;
+  static LossSpec of(const TrainConfig& train);
+};
+// log p over the last axis of logits [..., P], in spec.dtype.
+torch::Tensor log_probs(const torch::Tensor& logits, const LossSpec& spec = {});
+// Mean loss of logits [N, P] against labels [N]. For replicas' logits [S, N, P], the sum of
+// their means: each replica gets its own gradient.
+torch::Tensor loss_fn(const torch::Tensor& logits, const torch::Tensor& labels, const LossSpec& spec = {});
 double accuracy(const torch::Tensor& logits, const torch::Tensor& labels);
 // Per replica, for logits [S, N, P]: mean loss and accuracy, [S] float64 each.
-torch::Tensor replica_losses(const torch::Tensor& logits, const torch::Tensor& labels);
+torch::Tensor replica_losses(const torch::Tensor& logits, const torch::Tensor& labels, const LossSpec& spec = {});
 torch::Tensor replica_accuracies(const torch::Tensor& logits, const torch::Tensor& labels);
+// Per replica: the fraction of pairs whose loss term is exactly zero in spec's precision (their
+// gradient has vanished: Prieto et al.'s softmax collapse), [S] float64.
+torch::Tensor replica_collapse(const torch::Tensor& logits, const torch::Tensor& labels, const LossSpec& spec = {});
 
-// Zero the gradients, forward (fast or plain), float64 loss, backward: the gradients of one
-// step, left in model.flat_grad(). Returns the loss.
+// Zero the gradients, forward (fast or plain), the config's loss (LossSpec::of), backward: the
+// gradients of one step, left in model.flat_grad(). Returns the loss.
 torch::Tensor forward_backward(Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast);
 torch::Device resolve_device(const std::string& spec);
 

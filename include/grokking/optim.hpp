@@ -10,15 +10,24 @@ namespace grokking {
 struct OptimState {
   torch::Tensor exp_avg, exp_avg_sq;  // flat, in parameter order
   int64_t step = 0;
+  // The interventions' state, by name: grokfast_ema [n]; grokfast_ma [window, n] with
+  // grokfast_ma_next and grokfast_ma_count (int64 scalars); weight_norm_target (float64 scalar).
+  std::vector<std::pair<std::string, torch::Tensor>> extra;
 };
 
 // AdamW with the arithmetic of torch::optim::AdamW, applied to one flat buffer: a handful of
 // kernels per step instead of a handful per parameter. Frozen (zero) parameters have zero
-// gradients and stay exactly zero.
+// gradients and stay exactly zero. The interventions of OptimConfig run around the update, each
+// as its reference code does it: Grokfast's filter and then ⊥Grad change the gradient before
+// it, the fixed weight norm rescales the weights after it. Which ones run is decided here, once.
 class FlatAdamW {
  public:
   FlatAdamW(torch::Tensor param, torch::Tensor grad, const OptimConfig& opt);
+  // The same over a model's parameters: per-tensor and per-replica interventions need its layout.
+  FlatAdamW(Model& model, const OptimConfig& opt);
   void step(double lr);
+  // Whether an intervention changes the plain AdamW update.
+  bool has_interventions() const;
   // The same update with the step count and everything that depends on it (the warm-up
   // learning rate, the bias corrections) in device tensors that the update itself advances:
   // nothing read from the host changes between steps, so a CUDA graph can capture it. The
@@ -34,13 +43,29 @@ class FlatAdamW {
   torch::Tensor& exp_avg() { return exp_avg_; }
   torch::Tensor& exp_avg_sq() { return exp_avg_sq_; }
   void set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64_t step);
+  // A whole state, as state() returns it (from a checkpoint): RunError when an intervention's
+  // state is missing or has the wrong shape.
+  void set_state(const OptimState& state);
   OptimState state() const;
+  // Replica r's part, as a single model's optimiser would hold it.
+  OptimState state(int64_t replica) const;
 
  private:
+  void grokfast_filter();        // g <- g + lamb * (EMA or window mean of past g)
+  void orthogonalise();          // per tensor and replica: g minus its component along w, |g| kept
+  void fix_weight_norm();        // per replica: w rescaled to the initial total norm
+  torch::Tensor replica_part(const torch::Tensor& flat, int64_t r) const;  // [S*n] -> [n]
+
   torch::Tensor param_, grad_, exp_avg_, exp_avg_sq_;
   torch::Tensor device_step_;  // float64 scalar on the parameters' device, for step_on_device()
   OptimConfig opt_;
   int64_t step_ = 0;
+  std::vector<ParamBlock> blocks_;  // empty: the flat buffer is one tensor of one replica
+  int64_t replicas_ = 1;
+  torch::Tensor ema_;                 // grokfast "ema": mu, like the gradient
+  torch::Tensor window_;              // grokfast "ma": [window, n] ring of past gradients
+  int64_t window_next_ = 0, window_count_ = 0;
+  torch::Tensor norm_target_;         // weight_norm "fixed": [S] float64 initial norms
 };
 
 // One optimiser step on a batch: forward_backward, then AdamW at `lr`. Returns the loss (a

@@ -46,6 +46,7 @@ struct RunFacts {
   int64_t seeds_side_by_side = 1;
   int threads = 0;
   std::string device, blas, path;
+  std::string loss, loss_dtype;  // the training loss, also that of metrics.csv's losses
   bool flush_denormal = false, cuda_graph = false;
 };
 // Writes <rep.run_dir>/summary.json atomically.

@@ -27,10 +27,15 @@ void remove_temporaries(const std::string& run_dir);
 struct MetricsRow {
   int64_t epoch = 0;
   double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0, sum_sq_weights = 0, lr = 0, elapsed_s = 0;
+  // Diagnostics (Prieto et al. 2025): the fraction of training pairs whose loss term is exactly
+  // zero in the loss's precision, and the cosine between the negative gradient of the training
+  // loss and the weights (near 1: a step mostly scales the weights up).
+  double softmax_collapse = 0, grad_weight_cos = 0;
 };
 std::string metrics_header();
 std::string format_row(const MetricsRow& r);
-// Rows of a metrics.csv; a half-written last line is dropped. RunError naming file and line.
+// Rows of a metrics.csv (also one written before the diagnostics columns existed: they read 0);
+// a half-written last line is dropped. RunError naming file and line.
 std::vector<MetricsRow> read_metrics(const std::string& path);
 void write_metrics(const std::string& path, const std::vector<MetricsRow>& rows);
 

@@ -21,6 +21,7 @@ Command ablate_command(CLI::App& app);
 Command progress_command(CLI::App& app);
 Command bench_command(CLI::App& app);
 Command sweep_command(CLI::App& app);
+Command compare_command(CLI::App& app);
 Command plot_command(CLI::App& app);
 
 }  // namespace grokking::cli

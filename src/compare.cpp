@@ -1,0 +1,218 @@
+#include "grokking/compare.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <random>
+
+#include "grokking/error.hpp"
+#include "grokking/rundir.hpp"
+#include "grokking/text.hpp"
+
+namespace grokking {
+using nlohmann::json;
+
+Median median_of(std::vector<Outcome> x) {
+  if (x.empty()) return {std::nan(""), false};
+  // Censored values sort after uncensored ones at the same epoch: a run that never grokked by
+  // epoch E did worse than one that grokked at E.
+  std::sort(x.begin(), x.end(), [](const Outcome& a, const Outcome& b) {
+    return a.value != b.value ? a.value < b.value : (!a.censored && b.censored);
+  });
+  const size_t n = x.size();
+  if (n % 2 == 1) return {x[n / 2].value, x[n / 2].censored};
+  const auto &a = x[n / 2 - 1], &b = x[n / 2];
+  return {(a.value + b.value) / 2, a.censored || b.censored};
+}
+
+namespace {
+std::vector<Outcome> resample(const std::vector<Outcome>& x, std::mt19937_64& rng) {
+  std::uniform_int_distribution<size_t> pick(0, x.size() - 1);
+  std::vector<Outcome> out(x.size());
+  for (auto& o : out) o = x[pick(rng)];
+  return out;
+}
+std::vector<std::string> parse_values(const std::string& text) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  for (size_t j; (j = text.find(',', i)) != std::string::npos; i = j + 1) out.push_back(text.substr(i, j - i));
+  out.push_back(text.substr(i));
+  return out;
+}
+std::string join_keys(const std::vector<std::string>& keys) {
+  std::string s;
+  for (auto& k : keys) s += (s.empty() ? "" : ",") + k;
+  return s;
+}
+Interval percentiles(std::vector<double> v) {
+  if (v.empty()) return {std::nan(""), std::nan("")};
+  std::sort(v.begin(), v.end());
+  auto at = [&](double q) { return v[size_t(std::floor(q * double(v.size() - 1) + 0.5))]; };
+  return {at(0.025), at(0.975)};
+}
+}  // namespace
+
+Interval bootstrap_median(const std::vector<Outcome>& x, uint64_t seed, int draws) {
+  if (x.empty()) return {std::nan(""), std::nan("")};
+  std::mt19937_64 rng(seed);
+  std::vector<double> meds;
+  for (int i = 0; i < draws; ++i) meds.push_back(median_of(resample(x, rng)).value);
+  return percentiles(meds);
+}
+
+Interval bootstrap_ratio(const std::vector<Outcome>& x, const std::vector<Outcome>& base, uint64_t seed, int draws) {
+  if (x.empty() || base.empty()) return {std::nan(""), std::nan("")};
+  std::mt19937_64 rng(seed);
+  std::vector<double> ratios;
+  for (int i = 0; i < draws; ++i) {
+    const double b = median_of(resample(base, rng)).value, a = median_of(resample(x, rng)).value;
+    if (b > 0) ratios.push_back(a / b);
+  }
+  return percentiles(ratios);
+}
+
+RankTest mann_whitney(const std::vector<Outcome>& x, const std::vector<Outcome>& y) {
+  RankTest t;
+  if (x.empty() || y.empty()) return t;
+  // Order: uncensored by value, then every censored value (tied).
+  auto less = [](const Outcome& a, const Outcome& b) {
+    if (a.censored != b.censored) return !a.censored;
+    return !a.censored && a.value < b.value;
+  };
+  for (auto& a : x)
+    for (auto& b : y) t.u += less(a, b) ? 1.0 : less(b, a) ? 0.0 : 0.5;
+  // Normal approximation with the tie correction: ranks of the pooled sample.
+  std::vector<Outcome> all = x;
+  all.insert(all.end(), y.begin(), y.end());
+  std::sort(all.begin(), all.end(), less);
+  const double n1 = double(x.size()), n2 = double(y.size()), n = n1 + n2;
+  double ties = 0;
+  for (size_t i = 0; i < all.size();) {
+    size_t j = i;
+    while (j < all.size() && !less(all[i], all[j]) && !less(all[j], all[i])) ++j;
+    const double k = double(j - i);
+    ties += k * k * k - k;
+    i = j;
+  }
+  const double var = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)));
+  if (var <= 0) return t;
+  t.z = (t.u - n1 * n2 / 2) / std::sqrt(var);
+  t.p = std::erfc(std::abs(t.z) / std::sqrt(2.0));
+  return t;
+}
+
+std::vector<Arm> compare_sweep(const CompareOptions& opts) {
+  const std::string& dir = opts.sweep_dir;
+  if (!exists(dir + "/plan.json")) throw UsageError(dir + ": not a sweep directory (no plan.json)");
+  const json plan = read_json_file(dir + "/plan.json");
+  const auto keys = plan.at("keys").get<std::vector<std::string>>();
+  if (opts.by.empty()) throw UsageError("compare: give --by KEY, one of the swept keys");
+  for (auto& k : opts.by)
+    if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
+      std::string list;
+      for (auto& s : keys) list += (list.empty() ? "" : ", ") + s;
+      throw UsageError("--by " + k + ": not a swept key of " + dir + " (swept: " + list + ")");
+    }
+  // Arms in the order of the plan; runs without a summary (not finished) are left out and counted.
+  std::map<std::vector<std::string>, size_t> index;
+  std::vector<Arm> arms;
+  for (auto& run : plan.at("runs")) {
+    std::vector<std::string> values;
+    std::string label;
+    for (auto& k : opts.by) {
+      const json v = run.at("values").value(k, json());
+      values.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+      label += (label.empty() ? "" : ", ") + k + "=" + values.back();
+    }
+    auto [it, fresh] = index.emplace(values, arms.size());
+    if (fresh) arms.push_back(Arm{label, values, {}, {}, {}, 0, {}, {}, {}, {}, {}, 0, {}});
+    Arm& arm = arms[it->second];
+    const std::string summary = dir + "/runs/" + run.at("name").get<std::string>() + "/summary.json";
+    if (!exists(summary)) continue;
+    const json s = read_json_file(summary);
+    const double last = double(s.value("epochs", int64_t(0)));
+    const json g = s.value("grokked_epoch", json()), m = s.value("memorised_epoch", json());
+    const double memorised = m.is_number() ? m.get<double>() : 0.0;
+    arm.runs.push_back(run.at("name").get<std::string>());
+    if (g.is_number()) {
+      ++arm.n_grokked;
+      arm.grokked.push_back({g.get<double>(), false});
+      arm.delay.push_back({g.get<double>() - memorised, false});
+    } else {
+      arm.grokked.push_back({last, true});
+      arm.delay.push_back({last - memorised, true});
+    }
+  }
+  // The baseline first.
+  if (!opts.baseline.empty()) {
+    auto want = parse_values(opts.baseline);
+    auto it = std::find_if(arms.begin(), arms.end(), [&](const Arm& a) { return a.values == want; });
+    if (it == arms.end()) throw UsageError("--baseline " + opts.baseline + ": no arm has these values of " + join_keys(opts.by));
+    std::rotate(arms.begin(), it, it + 1);
+  }
+  for (size_t i = 0; i < arms.size(); ++i) {
+    Arm& a = arms[i];
+    a.grok_median = median_of(a.grokked);
+    a.delay_median = median_of(a.delay);
+    a.grok_ci = bootstrap_median(a.grokked, opts.seed + 2 * i);
+    a.delay_ci = bootstrap_median(a.delay, opts.seed + 2 * i + 1);
+    const Arm& base = arms[0];
+    a.ratio = base.grok_median.value > 0 ? a.grok_median.value / median_of(base.grokked).value : std::nan("");
+    a.ratio_ci = bootstrap_ratio(a.grokked, base.grokked, opts.seed + 1000 + i);
+    a.test = mann_whitney(a.grokked, base.grokked);
+  }
+  return arms;
+}
+
+namespace {
+std::string shown(const Median& m) { return (m.lower_bound ? ">=" : "") + format_number(m.value, "%.0f"); }
+std::string shown(const Interval& i, const char* f = "%.0f") {
+  return "[" + format_number(i.lo, f) + ", " + format_number(i.hi, f) + "]";
+}
+json median_json(const Median& m, const Interval& ci) {
+  return {{"median", m.value}, {"median_is_lower_bound", m.lower_bound}, {"ci95", {ci.lo, ci.hi}}};
+}
+}  // namespace
+
+int run_compare_command(const CompareOptions& opts) {
+  auto arms = compare_sweep(opts);
+  CsvWriter csv({"arm", "runs", "grokked", "grok_median", "grok_median_is_lower_bound", "grok_ci_lo", "grok_ci_hi",
+                 "delay_median", "delay_ci_lo", "delay_ci_hi", "ratio", "ratio_ci_lo", "ratio_ci_hi", "mann_whitney_u",
+                 "z", "p"});
+  json j = {{"sweep_dir", opts.sweep_dir}, {"by", opts.by}, {"baseline", arms.empty() ? json() : json(arms[0].label)},
+            {"censoring", "runs that never grokked count at their last epoch (a lower bound); a median that falls "
+                          "on one is marked as a lower bound; the rank test ranks them after every grokked run"},
+            {"arms", json::array()}};
+  for (auto& a : arms) {
+    csv.field(a.label).field(int64_t(a.runs.size())).field(a.n_grokked).field(a.grok_median.value);
+    csv.field(int64_t(a.grok_median.lower_bound)).field(a.grok_ci.lo).field(a.grok_ci.hi).field(a.delay_median.value);
+    csv.field(a.delay_ci.lo).field(a.delay_ci.hi).field(a.ratio).field(a.ratio_ci.lo).field(a.ratio_ci.hi);
+    csv.field(a.test.u).field(a.test.z).field(a.test.p).end_row();
+    j["arms"].push_back({{"arm", a.label},
+                         {"runs", a.runs.size()},
+                         {"grokked", a.n_grokked},
+                         {"grokked_epoch", median_json(a.grok_median, a.grok_ci)},
+                         {"grokking_delay", median_json(a.delay_median, a.delay_ci)},
+                         {"ratio_to_baseline", {{"value", a.ratio}, {"ci95", {a.ratio_ci.lo, a.ratio_ci.hi}}}},
+                         {"mann_whitney", {{"u", a.test.u}, {"z", a.test.z}, {"p", a.test.p}}}});
+  }
+  atomic_write(opts.sweep_dir + "/compare.csv", csv.text());
+  if (opts.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s: arms by %s; baseline %s; intervals: 95%% bootstrap (seed %llu)\n", opts.sweep_dir.c_str(),
+              join_keys(opts.by).c_str(), arms.empty() ? "-" : arms[0].label.c_str(), (unsigned long long)opts.seed);
+  std::printf("%-34s %5s %7s %9s %17s %9s %17s %6s %15s %7s\n", "arm", "runs", "grokked", "median", "95% CI",
+              "delay", "95% CI", "ratio", "95% CI", "p (MW)");
+  for (auto& a : arms)
+    std::printf("%-34s %5zu %7lld %9s %17s %9s %17s %6.2f %15s %7.3g\n", a.label.c_str(), a.runs.size(),
+                (long long)a.n_grokked, shown(a.grok_median).c_str(), shown(a.grok_ci).c_str(),
+                shown(a.delay_median).c_str(), shown(a.delay_ci).c_str(), a.ratio, shown(a.ratio_ci, "%.2f").c_str(),
+                a.test.p);
+  std::printf("runs that never grokked count at their last epoch (>= marks a median that is such a lower bound)\n");
+  return 0;
+}
+
+}  // namespace grokking
