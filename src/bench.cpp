@@ -70,10 +70,10 @@ int run_bench_command(const BenchOptions& opts) {
   std::vector<PathResult> results;
   // Median seconds of one step of a fresh model on dev (several seeds: side by side);
   // make_step(model, opt) gives the step to time, which returns the loss.
-  auto time_steps = [&](const std::vector<int64_t>& seeds, int warmup, auto make_step) {
-    Model model(cfg, seeds);
+  auto time_steps = [&](const std::vector<int64_t>& seeds, int warmup, auto make_step, const Config* variant = nullptr) {
+    Model model(variant ? *variant : cfg, seeds);
     model.to(dev);
-    FlatAdamW opt(model.flat(), model.flat_grad(), cfg.optim);
+    FlatAdamW opt(model, (variant ? *variant : cfg).optim);
     auto step = make_step(model, opt);
     return median_seconds([&] {
       auto loss = step();
@@ -100,6 +100,22 @@ int run_bench_command(const BenchOptions& opts) {
       return [&, pm = &m, po = &o] { return train_step(*pm, *po, x, y, true, cfg.optim.lr); };
     });
   }
+  // Each intervention on the fast step, one at a time: its overhead over the plain AdamW step.
+  std::vector<PathResult> interventions;
+  const std::vector<std::pair<std::string, std::vector<std::string>>> variants = {
+      {"grokfast ema", {"optim.grokfast=\"ema\""}},
+      {"grokfast ma", {"optim.grokfast=\"ma\""}},
+      {"orthograd", {"optim.orthograd=true"}},
+      {"stablemax", {"train.loss=\"stablemax\""}},
+      {"float32 loss", {"train.loss_dtype=\"float32\""}},
+      {"fixed norm", {"optim.weight_norm=\"fixed\""}},
+  };
+  for (auto& [name, sets] : variants) {
+    Config v = parse_config(config_to_json(cfg).dump(), "(bench)", sets);
+    interventions.push_back({name, time_steps({}, 3, [&](Model& m, FlatAdamW& o) {
+                               return [&, pm = &m, po = &o] { return train_step(*pm, *po, x, y, true, cfg.optim.lr); };
+                             }, &v)});
+  }
   const double limit = flops / (peak * 1e9);
   if (opts.json) {
     nlohmann::json j = {{"p", cfg.task.p},          {"n_train", x.size(0)},     {"device", dev.str()},
@@ -109,6 +125,8 @@ int run_bench_command(const BenchOptions& opts) {
     for (auto& r : results)
       j["paths"][r.name] = {{"ms_per_step", r.seconds * 1e3}, {"steps_per_s", 1 / r.seconds},
                             {"gflops", flops / r.seconds / 1e9}, {"fraction_of_limit", limit / r.seconds}};
+    for (auto& r : interventions)
+      j["interventions"][r.name] = {{"ms_per_step", r.seconds * 1e3}, {"overhead_vs_fast", r.seconds / results[1].seconds - 1}};
     if (batched > 0)
       j["seeds_side_by_side"] = {{"seeds", opts.seeds}, {"ms_per_step", batched * 1e3},
                                  {"throughput_vs_sequential", double(opts.seeds) * results[1].seconds / batched}};
@@ -124,6 +142,9 @@ int run_bench_command(const BenchOptions& opts) {
     std::printf("%-6s %12.2f %10.1f %10.1f %13.0f%%\n", r.name.c_str(), r.seconds * 1e3, 1 / r.seconds,
                 flops / r.seconds / 1e9, 100 * limit / r.seconds);
   std::printf("\nfast path speed-up over plain: %.2fx\n", results[0].seconds / results[1].seconds);
+  std::printf("\n%-14s %10s %10s  (fast path, one intervention at a time)\n", "intervention", "ms/step", "overhead");
+  for (auto& r : interventions)
+    std::printf("%-14s %10.2f %+9.0f%%\n", r.name.c_str(), r.seconds * 1e3, 100 * (r.seconds / results[1].seconds - 1));
   if (results.size() > 2) std::printf("CUDA graph speed-up over the fast path: %.2fx\n", results[1].seconds / results[2].seconds);
   if (batched > 0)
     std::printf("%lld seeds side by side: %.2f ms/step for all, %.2fx the throughput of one seed at a time\n",

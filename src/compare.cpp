@@ -198,6 +198,13 @@ int run_compare_command(const CompareOptions& opts) {
                          {"mann_whitney", {{"u", a.test.u}, {"z", a.test.z}, {"p", a.test.p}}}});
   }
   atomic_write(opts.sweep_dir + "/compare.csv", csv.text());
+  // Every run's outcome by arm, for plot's figure.
+  CsvWriter runs({"arm_index", "grokked_epoch", "censored", "run", "arm"});
+  for (size_t i = 0; i < arms.size(); ++i)
+    for (size_t k = 0; k < arms[i].runs.size(); ++k)
+      runs.field(int64_t(i)).field(arms[i].grokked[k].value).field(int64_t(arms[i].grokked[k].censored))
+          .field(arms[i].runs[k]).field(arms[i].label).end_row();
+  atomic_write(opts.sweep_dir + "/compare_runs.csv", runs.text());
   if (opts.json) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "grokking/commands.hpp"
+#include "grokking/compare.hpp"
 #include "grokking/error.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/text.hpp"
@@ -273,41 +274,67 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
   json plan = read_json_file(dir + "/plan.json");
   const std::string plots = dir + "/plots";
   make_dirs(plots);
-  const int g = table.column("grokked_epoch");
+  const int g = table.column("grokked_epoch"), last = table.column("epochs");
   std::vector<std::string> figs;
   for (auto& key : plan["keys"]) {
     const std::string k = key.get<std::string>();
+    // Seeds are replicates, not a factor: they are pooled in every other figure.
+    if (k == "train.seed" || k == "task.seed") continue;
     const int c = table.column(k);
-    // Points: (value, grokked epoch) per run; the median per value as a line.
-    std::map<double, std::vector<double>> by_value;
-    std::string points = "value,grokked_epoch\n";
+    // Points: (value, grokked epoch) per run, or (value, last epoch) for a run that never
+    // grokked, drawn apart; the median per value counts those at their last epoch (a lower bound).
+    std::map<double, std::vector<Outcome>> by_value;
+    std::string points = "value,epoch,censored\n";
     for (auto& r : table.rows) {
       char* end = nullptr;
-      double v = std::strtod(r[size_t(c)].c_str(), &end);
-      if (r[size_t(c)].empty() || *end != 0 || r[size_t(g)].empty()) continue;
-      double e = std::strtod(r[size_t(g)].c_str(), nullptr);
-      by_value[v].push_back(e);
-      points += sig6(v) + "," + sig6(e) + "\n";
+      const double v = std::strtod(r[size_t(c)].c_str(), &end);
+      if (r[size_t(c)].empty() || *end != 0) continue;
+      const bool censored = r[size_t(g)].empty();
+      if (censored && (last < 0 || r[size_t(last)].empty())) continue;
+      const double e = std::strtod(r[size_t(censored ? last : g)].c_str(), nullptr);
+      by_value[v].push_back({e, censored});
+      points += sig6(v) + "," + sig6(e) + "," + (censored ? "1" : "0") + "\n";
     }
-    if (by_value.empty()) continue;
+    if (by_value.size() < 2) continue;  // one value: nothing to compare along this key
     std::string medians = "value,median\n";
-    for (auto& [v, es] : by_value) {
-      std::sort(es.begin(), es.end());
-      double med = es.size() % 2 ? es[es.size() / 2] : 0.5 * (es[es.size() / 2 - 1] + es[es.size() / 2]);
-      medians += sig6(v) + "," + sig6(med) + "\n";
-    }
+    for (auto& [v, es] : by_value) medians += sig6(v) + "," + sig6(median_of(es).value) + "\n";
     std::string safe = k;
     std::replace(safe.begin(), safe.end(), '.', '_');
     atomic_write(plots + "/grok_vs_" + safe + ".csv", points);
     atomic_write(plots + "/grok_vs_" + safe + "_median.csv", medians);
     const bool logx = by_value.begin()->first > 0 && by_value.rbegin()->first / by_value.begin()->first >= 10;
     figure(opts.gnuplot, plots, "grok_vs_" + safe,
-           "set title 'Grokking epoch against " + k + " (runs that never grokked are left out)'\nset xlabel '" + k +
+           "set termoption noenhanced\nset title 'Grokking epoch against " + k +
+               " (open triangles: never grokked, at their last epoch)'\nset xlabel '" + k +
                "'\nset ylabel 'first epoch with test accuracy >= 99%'\n" + (logx ? "set logscale x\n" : "") +
-               "set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\n"
-               "plot 'grok_vs_" + safe + ".csv' using 1:2 with points pt 7 ps 1.2 lc rgb '#1f77b4' title 'runs', "
-               "'grok_vs_" + safe + "_median.csv' using 1:2 with linespoints ls 2 title 'median'\n");
+               "set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\nset datafile separator ','\n"
+               "plot 'grok_vs_" + safe + ".csv' using 1:($3 == 0 ? $2 : 1/0) every ::1 with points pt 7 ps 1.2 "
+               "lc rgb '#1f77b4' title 'grokked', '' using 1:($3 == 1 ? $2 : 1/0) every ::1 with points pt 8 ps 1.5 "
+               "lc rgb '#d62728' title 'never grokked', 'grok_vs_" + safe +
+               "_median.csv' using 1:2 every ::1 with linespoints ls 2 title 'median (never grokked at last epoch)'\n");
     figs.push_back("grok_vs_" + safe);
+  }
+  // grokking compare's arms: each run a point, never-grokked runs marked, median and 95 % interval.
+  if (exists(dir + "/compare.csv") && exists(dir + "/compare_runs.csv")) {
+    auto arms = read_csv(dir + "/compare.csv");
+    std::string labels, medians = "index,median,lo,hi\n";
+    const int med = arms.column("grok_median"), lo = arms.column("grok_ci_lo"), hi = arms.column("grok_ci_hi");
+    for (size_t i = 0; i < arms.rows.size(); ++i) {
+      labels += (i ? ", " : "") + std::string("'") + arms.rows[i][0] + "' " + std::to_string(i);
+      medians += std::to_string(i) + "," + arms.rows[i][size_t(med)] + "," + arms.rows[i][size_t(lo)] + "," +
+                 arms.rows[i][size_t(hi)] + "\n";
+    }
+    atomic_write(plots + "/compare_arms.csv", medians);
+    figure(opts.gnuplot, plots, "compare",
+           "set termoption noenhanced\nset title 'Arms of the sweep (grokking compare; first arm: baseline)'\n"
+           "set ylabel 'grokked epoch (never grokked: last epoch)'\nset xtics (" + labels + ") rotate by -20\n"
+           "set xrange [-0.5:" + std::to_string(arms.rows.size()) + "-0.5]\nset datafile separator ','\n"
+           "set key outside bottom center horizontal\n"
+           "plot '../compare_runs.csv' using ($1 + 0.3*(rand(0)-0.5)):($3 == 0 ? $2 : 1/0) every ::1 with points pt 7 "
+           "lc rgb '#1f77b4' title 'grokked', '' using ($1 + 0.3*(rand(0)-0.5)):($3 == 1 ? $2 : 1/0) every ::1 "
+           "with points pt 8 ps 1.5 lc rgb '#d62728' title 'never grokked', 'compare_arms.csv' using 1:2:3:4 every ::1 "
+           "with yerrorbars pt 5 ps 1.5 lc rgb 'black' title 'median, 95% bootstrap interval'\n");
+    figs.push_back("compare");
   }
   std::string h = "<!doctype html><html><head><meta charset=utf-8><title>grokking sweep " + html_escape(dir) +
                   "</title>" + kStyle + "</head><body><h1>Sweep " + html_escape(dir) + "</h1><p>" +
