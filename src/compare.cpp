@@ -211,10 +211,12 @@ int run_compare_command(const CompareOptions& opts) {
   }
   std::printf("%s: arms by %s; baseline %s; intervals: 95%% bootstrap (seed %llu)\n", opts.sweep_dir.c_str(),
               join_keys(opts.by).c_str(), arms.empty() ? "-" : arms[0].label.c_str(), (unsigned long long)opts.seed);
-  std::printf("%-34s %5s %7s %9s %17s %9s %17s %6s %15s %7s\n", "arm", "runs", "grokked", "median", "95% CI",
+  int width = 3;
+  for (auto& a : arms) width = std::max(width, int(a.label.size()));
+  std::printf("%-*s %5s %7s %9s %17s %9s %17s %6s %15s %7s\n", width, "arm", "runs", "grokked", "median", "95% CI",
               "delay", "95% CI", "ratio", "95% CI", "p (MW)");
   for (auto& a : arms)
-    std::printf("%-34s %5zu %7lld %9s %17s %9s %17s %6.2f %15s %7.3g\n", a.label.c_str(), a.runs.size(),
+    std::printf("%-*s %5zu %7lld %9s %17s %9s %17s %6.2f %15s %7.3g\n", width, a.label.c_str(), a.runs.size(),
                 (long long)a.n_grokked, shown(a.grok_median).c_str(), shown(a.grok_ci).c_str(),
                 shown(a.delay_median).c_str(), shown(a.delay_ci).c_str(), a.ratio, shown(a.ratio_ci, "%.2f").c_str(),
                 a.test.p);

@@ -19,6 +19,14 @@ runs=7
 bash "$src/scripts/sweep-loop.sh" tiny.json loop >/dev/null 2>loop.err
 check "loop: sweep.csv has every run" '[ "$(($(wc -l <loop/sweep.csv) - 1))" -eq $runs ]'
 
+# ---- compare: arms by weight decay, seeds pooled (the p=11 point is an arm of its own) ----
+"$GROKKING" compare loop --by optim.weight_decay --json >cmp.json 2>cmp.err
+check "compare: two arms of 3 runs each" '[ "$(grep -c "\"runs\": 3" cmp.json)" -eq 2 ]'
+check "compare: compare.csv has a row per arm" '[ "$(wc -l <loop/compare.csv)" -eq 4 ]'
+check "compare: compare_runs.csv has a row per run" '[ "$(($(wc -l <loop/compare_runs.csv) - 1))" -eq $runs ]'
+expect 2 "--by train.lr: not a swept key" -- "$GROKKING" compare loop --by train.lr
+expect 2 "nothere: not a sweep directory" -- "$GROKKING" compare nothere --by optim.lr
+
 # ---- GNU parallel ----
 if command -v parallel >/dev/null; then
   JOBS=2 bash "$src/scripts/sweep-parallel.sh" tiny.json par >/dev/null 2>par.err
