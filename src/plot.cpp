@@ -207,7 +207,7 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
   if (read_file(dir + "/metrics.csv").find("softmax_collapse") != std::string::npos)
     figure(opts.gnuplot, plots, "diagnostics",
            "set title 'Softmax collapse and naive loss minimisation (Prieto et al. 2025)'\nset xlabel 'epoch'\n"
-           "set ylabel 'fraction / cosine'\nset yrange [-1.05:1.05]\nset key bottom right\n" + milestone_marks(s) +
+           "set ylabel 'fraction / cosine'\nset yrange [-1.05:1.05]\nset key inside bottom left\n" + milestone_marks(s) +
                phase_shading(s) +
                "plot '../metrics.csv' using 'epoch':'softmax_collapse' with lines ls 1 "
                "title 'training pairs with zero loss (collapse)', "
@@ -308,10 +308,10 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
                " (open triangles: never grokked, at their last epoch)'\nset xlabel '" + k +
                "'\nset ylabel 'first epoch with test accuracy >= 99%'\n" + (logx ? "set logscale x\n" : "") +
                "set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\nset datafile separator ','\n"
-               "plot 'grok_vs_" + safe + ".csv' using 1:($3 == 0 ? $2 : 1/0) every ::1 with points pt 7 ps 1.2 "
-               "lc rgb '#1f77b4' title 'grokked', '' using 1:($3 == 1 ? $2 : 1/0) every ::1 with points pt 8 ps 1.5 "
+               "plot 'grok_vs_" + safe + ".csv' using 1:($3 == 0 ? $2 : 1/0) with points pt 7 ps 1.2 "
+               "lc rgb '#1f77b4' title 'grokked', '' using 1:($3 == 1 ? $2 : 1/0) with points pt 8 ps 1.5 "
                "lc rgb '#d62728' title 'never grokked', 'grok_vs_" + safe +
-               "_median.csv' using 1:2 every ::1 with linespoints ls 2 title 'median (never grokked at last epoch)'\n");
+               "_median.csv' using 1:2 with linespoints ls 2 title 'median (never grokked at last epoch)'\n");
     figs.push_back("grok_vs_" + safe);
   }
   // grokking compare's arms: each run a point, never-grokked runs marked, median and 95 % interval.
@@ -329,10 +329,10 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
            "set termoption noenhanced\nset title 'Arms of the sweep (grokking compare; first arm: baseline)'\n"
            "set ylabel 'grokked epoch (never grokked: last epoch)'\nset xtics (" + labels + ") rotate by -20\n"
            "set xrange [-0.5:" + std::to_string(arms.rows.size()) + "-0.5]\nset datafile separator ','\n"
-           "set key outside bottom center horizontal\n"
-           "plot '../compare_runs.csv' using ($1 + 0.3*(rand(0)-0.5)):($3 == 0 ? $2 : 1/0) every ::1 with points pt 7 "
-           "lc rgb '#1f77b4' title 'grokked', '' using ($1 + 0.3*(rand(0)-0.5)):($3 == 1 ? $2 : 1/0) every ::1 "
-           "with points pt 8 ps 1.5 lc rgb '#d62728' title 'never grokked', 'compare_arms.csv' using 1:2:3:4 every ::1 "
+           "set key outside bottom center horizontal\nset yrange [0:*]\nset offsets 0, 0, graph 0.06, 0\n"
+           "plot '../compare_runs.csv' using ($1 + 0.3*(rand(0)-0.5)):($3 == 0 ? $2 : 1/0) with points pt 7 "
+           "lc rgb '#1f77b4' title 'grokked', '' using ($1 + 0.3*(rand(0)-0.5)):($3 == 1 ? $2 : 1/0) "
+           "with points pt 8 ps 1.5 lc rgb '#d62728' title 'never grokked', 'compare_arms.csv' using 1:2:3:4 "
            "with yerrorbars pt 5 ps 1.5 lc rgb 'black' title 'median, 95% bootstrap interval'\n");
     figs.push_back("compare");
   }
