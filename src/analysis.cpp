@@ -65,9 +65,17 @@ double gini(std::vector<double> v) {
 namespace {
 const std::vector<int64_t> kPairDims = {0, 1};  // the (a, b) axes of a [P, P, ...] tensor
 
+// The Fourier analysis over Z_P means something for operations that are a rotation on the
+// circle of residues: addition and subtraction. Multiplication and division are addition of
+// discrete logarithms (a basis over Z_P^*, not implemented yet); the polynomials and `mixed`
+// have no known basis. Refused in one line rather than printed as numbers that mean nothing.
 void require_full_grid(const Model& m) {
-  if (m.config().task.operation == "div")
-    throw UsageError("the Fourier analysis needs every pair (a, b); operation 'div' leaves out b = 0");
+  const auto& op = m.config().task.operation;
+  if (op == "add" || op == "sub") return;
+  if (op == "mul" || op == "div")
+    throw UsageError("the Fourier analysis over Z_P is for add and sub; operation '" + op +
+                     "' is addition of discrete logarithms, whose basis is not implemented yet");
+  throw UsageError("the Fourier analysis is for add and sub; operation '" + op + "' has no known Fourier basis");
 }
 
 // Key frequencies from embedding norms: clear outliers among the per-frequency norms.
@@ -256,6 +264,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
                                    std::vector<int64_t>* used_freqs) {
   torch::NoGradGuard no_grad;
   const auto& cfg = model.config();
+  require_full_grid(model);  // no basis at all: say that first
   if (cfg.task.operation != "add")
     throw UsageError("frequency ablations use the cos/sin(w(a+b)) directions and are defined for operation 'add' (got '" +
                      cfg.task.operation + "')");
