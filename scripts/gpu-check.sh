@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA checks, in one run on a GPU machine (../shared/DEVICE.md): build against the
+# The CUDA checks, in one run on a GPU machine: build against the
 # machine's PyTorch (LibTorch 2.x with CUDA) and the Debian packages unpacked in .deps/root,
 # run the hidden [.cuda] tests and the CPU model tests under that LibTorch, benchmark the
 # plain, fast and CUDA-graph steps (a CPU baseline in the same run), and time the paper's
@@ -7,7 +7,7 @@
 #
 #   scripts/gpu-check.sh OUT_DIR [EPOCHS=25000]
 #
-# Prepare .deps/root on a Debian machine first (DEVICE.md), and carry it along.
+# Prepare .deps/root on a Debian machine first (scripts/gpu-deps.sh), and copy it along.
 set -uo pipefail
 out=${1:?usage: scripts/gpu-check.sh OUT_DIR [EPOCHS]}
 epochs=${2:-25000}
@@ -36,7 +36,7 @@ bin=build-gpu/grokking
 
 step "CUDA tests (hidden [.cuda] tag) and the CPU model and analysis tests under this LibTorch"
 run build-gpu/grokking_tests "[.cuda]" --durations yes
-run build-gpu/grokking_tests "[model],[analysis],[config]"
+run build-gpu/grokking_tests "[model],[optim],[analysis],[config]"
 
 step "bench: P=113, CUDA (plain, fast, graph), then the CPU in the same run"
 run "$bin" bench --set train.device=cuda --steps 300 --seeds 8
@@ -56,6 +56,12 @@ t1=$(date +%s.%N)
 echo "wall: $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s for 2,000 epochs"
 grep -h '"wall_time_s"\|"epochs_per_s"\|"grokked_epoch"\|"cuda_graph"' "$out"/paper-*/summary.json
 rm -rf "$out"/paper-*/checkpoints  # keep metrics and summaries; checkpoints are large
+
+step "the interventions on CUDA (eager: the graph is off with them), 500 epochs of ci-small"
+run "$bin" train configs/ci-small.json --set train.device=cuda --set train.epochs=500 --set 'optim.grokfast="ema"' \
+  --set optim.orthograd=true --set 'train.loss="stablemax"' --set 'optim.weight_norm="fixed"' --out "$out/interventions" -q
+grep -h '"status"\|"cuda_graph"\|"loss"' "$out/interventions/summary.json"
+tail -2 "$out/interventions/metrics.csv"
 
 step "analysis of the graph run's final checkpoint"
 run "$bin" fourier "$out/paper-graph" >"$out/fourier.txt" 2>&1 || true

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Unpacks the Debian packages a GPU machine lacks (CLI11, nlohmann_json, spdlog, fmt, Catch2)
 # into .deps/root, git-ignored, for scripts/gpu-check.sh to build against there
-# (../shared/DEVICE.md). Run it here, on the Debian machine, then carry .deps/root along.
+# on a machine that has PyTorch but none of these packages. Run it on a Debian machine, then copy
+# .deps/root along with the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.deps/' .git/info/exclude 2>/dev/null || echo /.deps/ >>.git/info/exclude
