@@ -27,6 +27,9 @@ FrequencyComponents frequency_components(const torch::Tensor& x);
 std::vector<double> frequency_norms(const torch::Tensor& x);  // frequency_components(x).total
 double gini(std::vector<double> values);
 
+// UsageError unless the task's operation has a Fourier basis over Z_P here (add, sub).
+void require_fourier_basis(const TaskConfig& task);
+
 // ---- spectra and key frequencies ----
 struct FourierReport {
   int64_t p = 0;

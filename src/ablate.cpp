@@ -10,180 +10,11 @@
 namespace grokking {
 
 // ---------------------------------------------------------------------------------------------
-// Fourier basis
-
-int64_t n_frequencies(int64_t p) { return p / 2; }
-
-std::vector<int64_t> frequency_rows(int64_t p, int64_t k) {
-  if (k < 1 || k > n_frequencies(p)) throw std::out_of_range("frequency out of range");
-  if (p % 2 == 0 && k == p / 2) return {p - 1};
-  return {2 * k - 1, 2 * k};
-}
-
-torch::Tensor fourier_basis(int64_t p) {
-  auto x = torch::arange(p, torch::kFloat64);
-  std::vector<torch::Tensor> rows = {torch::ones({p}, torch::kFloat64)};
-  for (int64_t k = 1; k <= (p - 1) / 2; ++k) {
-    rows.push_back(torch::cos(2 * M_PI * double(k) * x / double(p)));
-    rows.push_back(torch::sin(2 * M_PI * double(k) * x / double(p)));
-  }
-  if (p % 2 == 0) rows.push_back(torch::cos(M_PI * x));
-  auto f = torch::stack(rows);
-  return f / f.norm(2, 1, true);
-}
-
-FrequencyComponents frequency_components(const torch::Tensor& x) {
-  const int64_t p = x.size(0);
-  auto coeffs = fourier_basis(p).matmul(x.to(torch::kFloat64));  // [P, d]
-  auto row_sq = coeffs.pow(2).sum(1).contiguous();               // [P]
-  const double* sq = row_sq.data_ptr<double>();
-  FrequencyComponents out;
-  for (int64_t k = 1; k <= n_frequencies(p); ++k) {
-    auto rows = frequency_rows(p, k);
-    out.cos.push_back(std::sqrt(sq[rows[0]]));
-    out.sin.push_back(rows.size() > 1 ? std::sqrt(sq[rows[1]]) : 0.0);  // no sin row for k = P/2
-    out.total.push_back(std::hypot(out.cos.back(), out.sin.back()));
-  }
-  return out;
-}
-
-std::vector<double> frequency_norms(const torch::Tensor& x) { return frequency_components(x).total; }
-
-double gini(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  double sum = std::accumulate(v.begin(), v.end(), 0.0), weighted = 0;
-  if (sum <= 0) return 0;
-  for (size_t i = 0; i < v.size(); ++i) weighted += double(i + 1) * v[i];
-  const double n = double(v.size());
-  return 2 * weighted / (n * sum) - (n + 1) / n;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Spectra and key frequencies
-
-namespace {
-const std::vector<int64_t> kPairDims = {0, 1};  // the (a, b) axes of a [P, P, ...] tensor
-
-// The Fourier analysis over Z_P means something for operations that are a rotation on the
-// circle of residues: addition and subtraction. Multiplication and division are addition of
-// discrete logarithms (a basis over Z_P^*, not implemented yet); the polynomials and `mixed`
-// have no known basis. Refused in one line rather than printed as numbers that mean nothing.
-void require_full_grid(const Model& m) {
-  const auto& op = m.config().task.operation;
-  if (op == "add" || op == "sub") return;
-  if (op == "mul" || op == "div")
-    throw UsageError("the Fourier analysis over Z_P is for add and sub; operation '" + op +
-                     "' is addition of discrete logarithms, whose basis is not implemented yet");
-  throw UsageError("the Fourier analysis is for add and sub; operation '" + op + "' has no known Fourier basis");
-}
-
-// Key frequencies from embedding norms: clear outliers among the per-frequency norms.
-std::vector<int64_t> key_from_norms(const std::vector<double>& norms) {
-  std::vector<double> sorted = norms;
-  std::sort(sorted.begin(), sorted.end());
-  const double median = sorted[sorted.size() / 2], mx = sorted.back();
-  std::vector<int64_t> out;
-  for (size_t i = 0; i < norms.size(); ++i)
-    if (norms[i] >= 0.5 * mx && norms[i] >= 3 * median) out.push_back(int64_t(i) + 1);
-  return out;
-}
-}  // namespace
-
-NeuronSpectrum neuron_spectrum(const torch::Tensor& acts, int64_t p) {
-  torch::NoGradGuard no_grad;
-  if (acts.dim() != 2 || acts.size(0) != p * p) throw std::invalid_argument("neuron_spectrum: acts must be [P^2, m]");
-  const int64_t m = acts.size(1), nf = n_frequencies(p);
-  // Float32 like the activations themselves (fractions good to about 1e-6): at P=113 the float64
-  // version spent most of its time converting and allocating 50 MB tensors.
-  auto x = acts.to(torch::kFloat32);
-  // Centring removes exactly the (const, const) component; the basis is orthonormal, so the
-  // other coefficients do not change.
-  auto centred = x - x.mean(0, true);
-  NeuronSpectrum s;
-  s.variance = centred.pow(2).sum(0).to(torch::kFloat64);  // = the sum of all squared coefficients
-  // Transform over a once ([i, b, m]); over b only the 3x3 block {const, cos k, sin k}^2 of each
-  // frequency is needed, 3 basis rows per frequency: P^2 m (P + 9) multiplies instead of the
-  // 2 P^3 m of the full 2-D transform.
-  auto F = fourier_basis(p).to(torch::kFloat32);
-  auto over_a = F.matmul(centred.view({p, p * m})).view({p, p, m});
-  std::vector<torch::Tensor> explained;
-  for (int64_t k = 1; k <= nf; ++k) {
-    auto rows = frequency_rows(p, k);
-    rows.insert(rows.begin(), 0);
-    auto idx = torch::tensor(rows, torch::kInt64);
-    auto block = torch::matmul(F.index_select(0, idx), over_a.index_select(0, idx));  // [i, j, m]
-    explained.push_back(block.to(torch::kFloat64).pow(2).sum(kPairDims));
-  }
-  s.frac = torch::stack(explained) / s.variance.clamp_min(1e-30);
-  return s;
-}
-
-Cache run_all_pairs(const Model& model) {
-  torch::NoGradGuard no_grad;
-  require_full_grid(model);
-  Model cpu_model = model;  // shares storage when already on the CPU
-  cpu_model.to(torch::kCPU);
-  Cache cache;
-  cpu_model.forward_fast(make_dataset(model.config().task).all_x, &cache);
-  return cache;
-}
-
-FourierReport analyse_fourier(const Model& model) { return analyse_fourier(model, run_all_pairs(model)); }
-
-FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
-  torch::NoGradGuard no_grad;
-  require_full_grid(model);
-  const auto& cfg = model.config();
-  const int64_t p = cfg.task.p, nf = n_frequencies(p);
-  FourierReport r;
-  r.p = p;
-
-  // ---- embedding and unembedding spectra ----
-  auto W_E = model.param("embed.W_E").detach().cpu().narrow(0, 0, p);  // [P, d]: "=" row dropped
-  auto embed = frequency_components(W_E);
-  r.embed_norm = embed.total, r.embed_cos = embed.cos, r.embed_sin = embed.sin;
-  r.embed_const_norm = (fourier_basis(p)[0].unsqueeze(0).matmul(W_E.to(torch::kFloat64))).norm().item<double>();
-  auto unembed = frequency_components(model.param("unembed.W_U").detach().cpu().t());  // [P, d]
-  r.unembed_norm = unembed.total, r.unembed_cos = unembed.cos, r.unembed_sin = unembed.sin;
-  r.gini_embed = gini(r.embed_norm);
-  r.gini_unembed = gini(r.unembed_norm);
-  r.key_embed = key_from_norms(r.embed_norm);
-
-  // ---- MLP neurons: 2-D Fourier transform of centred activations over (a, b) ----
-  const int64_t m = cfg.model.d_mlp;
-  auto spectrum = neuron_spectrum(all_pairs.mlp_post, p);
-  auto [best_frac_t, best_k_t] = spectrum.frac.max(0);
-  auto tot = spectrum.variance.contiguous(), best_frac = best_frac_t.contiguous(), best_k = best_k_t.contiguous();
-  const double* tot_v = tot.data_ptr<double>();
-  const double* frac_v = best_frac.data_ptr<double>();
-  const int64_t* k_v = best_k.data_ptr<int64_t>();
-  r.neurons_per_freq.assign(size_t(nf), 0);
-  int64_t clustered = 0;
-  for (int64_t i = 0; i < m; ++i) {
-    const bool dead = tot_v[i] < 1e-20;
-    r.neuron_freq.push_back(dead ? 0 : k_v[i] + 1);
-    r.neuron_frac.push_back(dead ? 0.0 : frac_v[i]);
-    if (!dead && r.neuron_frac.back() >= kNeuronClusterFrac) {
-      ++clustered;
-      ++r.neurons_per_freq[size_t(r.neuron_freq.back() - 1)];
-    }
-  }
-  r.frac_neurons_clustered = double(clustered) / double(m);
-  // A key frequency holds at least 2 clustered neurons and at least 2 % of them.
-  for (int64_t k = 1; k <= nf; ++k) {
-    auto n = r.neurons_per_freq[size_t(k - 1)];
-    if (n >= 2 && double(n) >= 0.02 * double(clustered)) r.key_neurons.push_back(k);
-  }
-  return r;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Ablations in logit space and weight space
 
 torch::Tensor all_logits(const Model& model) {
   torch::NoGradGuard no_grad;
-  require_full_grid(model);
+  require_fourier_basis(model.config().task);
   auto data = make_dataset(model.config().task);
   auto x = data.all_x.to(model.flat().device());
   std::vector<torch::Tensor> parts;
@@ -264,7 +95,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
                                    std::vector<int64_t>* used_freqs) {
   torch::NoGradGuard no_grad;
   const auto& cfg = model.config();
-  require_full_grid(model);  // no basis at all: say that first
+  require_fourier_basis(model.config().task);  // no basis at all: say that first
   if (cfg.task.operation != "add")
     throw UsageError("frequency ablations use the cos/sin(w(a+b)) directions and are defined for operation 'add' (got '" +
                      cfg.task.operation + "')");

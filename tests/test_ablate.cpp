@@ -1,0 +1,81 @@
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "catch.hpp"
+#include "grokked_run.hpp"
+#include "grokking/analysis.hpp"
+#include "grokking/checkpoint.hpp"
+#include "grokking/progress.hpp"
+#include "grokking/rundir.hpp"
+#include "helpers.hpp"
+
+using namespace grokking;
+
+TEST_CASE("logits built from one frequency's (a+b) directions are kept whole by the projection", "[analysis]") {
+  const int64_t p = 13;
+  auto a = torch::arange(p, torch::kFloat64).view({p, 1, 1}), b = torch::arange(p, torch::kFloat64).view({1, p, 1});
+  auto c = torch::arange(p, torch::kFloat64).view({1, 1, p});
+  // The paper's algorithm: logit(c) = cos(w(a+b-c)) for w = 2*pi*3/P, plus another frequency.
+  auto pure = torch::cos(2 * M_PI * 3 * (a + b - c) / p).reshape({p * p, p});
+  auto other = 0.5 * torch::cos(2 * M_PI * 5 * (a + b - c) / p).reshape({p * p, p});
+  auto kept = project_sum_directions(pure + other, p, {3});
+  CHECK((kept - pure).abs().max().item<double>() < 1e-10);
+  CHECK(project_sum_directions(pure, p, {4}).abs().max().item<double>() < 1e-10);
+}
+
+TEST_CASE("train, test and all-pairs loss and accuracy from one pass", "[analysis]") {
+  // Three pairs, three classes: the first two are training pairs.
+  auto logits = torch::tensor({0.0, 1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 3.0}, torch::kFloat64).view({3, 3});
+  auto labels = torch::tensor({1, 1, 2}, torch::kInt64);
+  auto mask = torch::tensor({true, true, false});
+  auto ev = evaluate_splits(logits, labels, mask);
+  auto nll = [](double correct, double o1, double o2) {
+    return -correct + std::log(std::exp(correct) + std::exp(o1) + std::exp(o2));
+  };
+  const double l0 = nll(1, 0, 0), l1 = nll(0, 2, 0), l2 = nll(3, 0, 0);
+  CHECK(ev.train.loss == Approx((l0 + l1) / 2).epsilon(1e-12));
+  CHECK(ev.train.acc == Approx(0.5));
+  CHECK(ev.test.loss == Approx(l2).epsilon(1e-12));
+  CHECK(ev.test.acc == Approx(1.0));
+  CHECK(ev.all.loss == Approx((l0 + l1 + l2) / 3).epsilon(1e-12));
+  CHECK(ev.all.acc == Approx(2.0 / 3.0));
+  // An infinite loss on the test pair stays in the test split.
+  auto inf_logits = logits.clone();
+  inf_logits[2][2] = -std::numeric_limits<double>::infinity();
+  auto ev_inf = evaluate_splits(inf_logits, labels, mask);
+  CHECK(std::isinf(ev_inf.test.loss));
+  CHECK(ev_inf.train.loss == Approx(ev.train.loss).epsilon(1e-12));
+  // Every pair in train: the test split is empty and reads 0.
+  auto all_train = evaluate_splits(logits, labels, torch::ones({3}, torch::kBool));
+  CHECK(all_train.test.loss == 0.0);
+  CHECK(all_train.train.loss == Approx(ev.all.loss).epsilon(1e-12));
+}
+
+TEST_CASE("removing the key frequencies destroys the model; removing as many others does nothing", "[ci-small]") {
+  const auto& run = test::grokked_run();
+  auto ck = load_checkpoint(resolve_checkpoint(run.dir));
+  Model m = model_from_checkpoint(ck);
+  auto data = make_dataset(ck.config.task);
+  auto rows = ablate(m, data, AblateOptions{});
+  auto find = [&](const std::string& prefix, const std::string& space) {
+    for (auto& r : rows)
+      if (r.name.rfind(prefix, 0) == 0 && r.space == space) return r;
+    FAIL("no ablation " << prefix);
+    return rows[0];
+  };
+  auto base = find("model as is", "none");
+  CHECK(base.test.acc >= 0.99);
+  const double chance = 1.0 / double(ck.config.task.p);
+  CHECK(find("remove all key freqs", "logits").test.acc < 3 * chance);
+  CHECK(find("remove all key freqs from W_E", "weights").test.acc < 3 * chance);
+  for (auto& r : rows)
+    if (r.name.find("(control)") != std::string::npos) {
+      CHECK(r.draws == 5);
+      CHECK(r.test.acc >= 0.99);
+    }
+  auto restricted = find("keep only key freqs (restricted)", "logits");
+  CHECK(restricted.test.acc >= 0.99);
+  CHECK(restricted.all.loss <= std::max(10 * base.all.loss, 1e-3));
+}

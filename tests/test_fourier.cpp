@@ -1,0 +1,91 @@
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "catch.hpp"
+#include "grokked_run.hpp"
+#include "grokking/analysis.hpp"
+#include "grokking/checkpoint.hpp"
+#include "grokking/error.hpp"
+#include "grokking/progress.hpp"
+#include "grokking/rundir.hpp"
+#include "helpers.hpp"
+
+using namespace grokking;
+
+TEST_CASE("the Fourier basis is orthonormal, for odd and even P", "[analysis]") {
+  for (int64_t p : {113, 23, 12}) {
+    auto F = fourier_basis(p);
+    CHECK(F.size(0) == p);
+    CHECK((F.matmul(F.t()) - torch::eye(p, torch::kFloat64)).abs().max().item<double>() < 1e-12);
+  }
+  CHECK(n_frequencies(113) == 56);
+  CHECK(frequency_rows(113, 56) == std::vector<int64_t>{111, 112});  // the last frequency is tested too
+  CHECK(frequency_rows(12, 6) == std::vector<int64_t>{11});
+}
+
+TEST_CASE("a planted pure-frequency embedding has all its norm at that frequency", "[analysis]") {
+  const int64_t p = 31, d = 8, k = 7;
+  auto x = torch::arange(p, torch::kFloat64).unsqueeze(1);
+  auto v1 = torch::randn({1, d}, torch::kFloat64), v2 = torch::randn({1, d}, torch::kFloat64);
+  auto W = torch::cos(2 * M_PI * k * x / p).matmul(v1) + torch::sin(2 * M_PI * k * x / p).matmul(v2);
+  auto norms = frequency_norms(W);
+  REQUIRE(norms.size() == 15);
+  // ||cos||^2 = P/2, so the norm is sqrt(P/2 (|v1|^2 + |v2|^2)).
+  double expect = std::sqrt(p / 2.0 * (v1.pow(2).sum().item<double>() + v2.pow(2).sum().item<double>()));
+  CHECK(norms[k - 1] == Approx(expect).epsilon(1e-10));
+  for (int64_t j = 1; j <= 15; ++j)
+    if (j != k) CHECK(norms[size_t(j - 1)] < 1e-10);
+  // Its cos and sin parts apart: sqrt(P/2) |v1| and sqrt(P/2) |v2|.
+  auto parts = frequency_components(W);
+  CHECK(parts.cos[k - 1] == Approx(std::sqrt(p / 2.0 * v1.pow(2).sum().item<double>())).epsilon(1e-10));
+  CHECK(parts.sin[k - 1] == Approx(std::sqrt(p / 2.0 * v2.pow(2).sum().item<double>())).epsilon(1e-10));
+  // Even P: the last frequency has a cos row only.
+  auto even = frequency_components(torch::cos(M_PI * torch::arange(12, torch::kFloat64)).unsqueeze(1));
+  CHECK(even.cos.back() == Approx(std::sqrt(12.0)).epsilon(1e-10));
+  CHECK(even.sin.back() == 0.0);
+  // One non-zero value among n: Gini = (n-1)/n. Equal values: 0.
+  CHECK(gini(norms) == Approx(14.0 / 15.0).epsilon(1e-9));
+  CHECK(gini(std::vector<double>(10, 2.5)) == Approx(0.0).margin(1e-12));
+}
+
+TEST_CASE("an untrained model's spectrum is spread out", "[analysis]") {
+  Config cfg;
+  cfg.task.p = 23;
+  auto r = analyse_fourier(Model(cfg));
+  CHECK(r.gini_embed < 0.35);
+  CHECK(r.key_embed.size() <= 2);
+}
+
+// ---- on the grokked configs/ci-small.json model (trained once per test process) ----
+
+TEST_CASE("a grokked model is sparse in frequency, and both methods find its key frequencies", "[ci-small]") {
+  const auto& run = test::grokked_run();
+  auto ck = load_checkpoint(resolve_checkpoint(run.dir));
+  Model m = model_from_checkpoint(ck);
+  auto r = analyse_fourier(m);
+  Config untrained_cfg = ck.config;
+  auto untrained = analyse_fourier(Model(untrained_cfg));
+  INFO("key (neurons) " << r.key_neurons.size() << ", key (embed) " << r.key_embed.size());
+  CHECK(r.key_neurons.size() >= 1);
+  CHECK(r.key_neurons.size() <= 6);
+  CHECK(r.frac_neurons_clustered > 0.6);
+  CHECK(r.gini_embed > untrained.gini_embed + 0.15);
+  // The embedding norms single out the neurons' frequencies.
+  for (auto k : r.key_embed)
+    CHECK(std::find(r.key_neurons.begin(), r.key_neurons.end(), k) != r.key_neurons.end());
+}
+
+TEST_CASE("the Fourier analysis is refused for operations without a basis over Z_P", "[analysis]") {
+  TaskConfig t;
+  for (auto op : {"add", "sub"}) {
+    t.operation = op;
+    CHECK_NOTHROW(require_fourier_basis(t));
+  }
+  for (auto op : {"mul", "div", "x^2+y^2", "mixed"}) {
+    t.operation = op;
+    INFO(op);
+    CHECK_THROWS_AS(require_fourier_basis(t), UsageError);
+  }
+}
