@@ -1,13 +1,17 @@
 #include "grokking/config.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
-#include <fstream>
+#include <cstring>
 #include <functional>
 #include <set>
-#include <sstream>
-#include <sys/stat.h>
 
 #include "grokking/error.hpp"
+#include "grokking/limits.hpp"
 #include "grokking/text.hpp"
 
 namespace grokking {
@@ -218,20 +222,43 @@ int64_t apply_operation(const std::string& op, int64_t a, int64_t b, int64_t p) 
   throw UsageError("unknown operation '" + op + "'");
 }
 
+// Configs and sweep files may be regular files or come through a pipe (`<(jq ...)`,
+// /dev/stdin): read whatever it is up to kMaxConfigBytes, never more.
 std::string read_text_file(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw UsageError(path + ": no such file");
   if (S_ISDIR(st.st_mode)) throw UsageError(path + ": is a directory, not a config file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError(path + ": cannot be read (permission denied?)");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  if (S_ISREG(st.st_mode) && uint64_t(st.st_size) > kMaxConfigBytes)
+    throw UsageError(path + ": " + std::to_string(st.st_size) + " bytes, more than the " +
+                     std::to_string(kMaxConfigBytes >> 20) + " MiB a config or sweep file may have");
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw UsageError(path + ": cannot be read (" + std::strerror(errno) + ")");
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw UsageError(path + ": cannot be read (" + std::strerror(err) + ")");
+    }
+    if (r == 0) break;
+    out.append(buf, size_t(r));
+    if (out.size() > kMaxConfigBytes) {
+      ::close(fd);
+      throw UsageError(path + ": more than the " + std::to_string(kMaxConfigBytes >> 20) +
+                       " MiB a config or sweep file may have (an endless device or stream?)");
+    }
+  }
+  ::close(fd);
+  return out;
 }
 
 json parse_json_strict(const std::string& text, const std::string& origin) {
   if (text.find_first_not_of(" \t\r\n") == std::string::npos)
     throw UsageError(origin + ": empty file, expected a JSON object (\"{}\" is the all-defaults config)");
+  check_json_depth(text, origin);  // before nlohmann's parser and our walks recurse into it
   // Duplicate keys are silently merged by nlohmann; track the keys of every open object.
   std::vector<std::set<std::string>> open;
   std::string duplicate;
@@ -323,11 +350,15 @@ Config parse_config(const std::string& text, const std::string& origin, const st
     if (eq == std::string::npos || dot == std::string::npos || dot > eq)
       throw UsageError("--set " + s + ": expected section.key=value, e.g. --set task.p=53");
     std::string section = s.substr(0, dot), key = s.substr(dot + 1, eq - dot - 1), text_value = s.substr(eq + 1);
+    check_json_depth(text_value, "--set " + s);
     json value;
     try {
       value = json::parse(text_value);
     } catch (const json::parse_error&) {
       value = text_value;  // bare words are strings: --set train.device=cpu
+    } catch (const json::exception&) {  // 1e999: valid JSON syntax, no double holds it
+      throw UsageError("--set " + s + ": /" + section + "/" + key + ": number out of range (got " +
+                       (text_value.size() > 40 ? text_value.substr(0, 37) + "..." : text_value) + ")");
     }
     json one = config_to_json(c);
     if (!one.contains(section) || !one[section].is_object() || !one[section].contains(key)) {
