@@ -87,12 +87,12 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
   }
   // Refused before the product is enumerated: a grid of a few long axes is billions of runs.
   const size_t n_points = j.contains("points") && j["points"].is_array() ? j["points"].size() : 0;
-  size_t n_runs = axes.empty() ? 0 : 1;
-  for (auto& axis : axes)
-    n_runs = n_runs > kMaxSweepRuns / axis.second.size() ? kMaxSweepRuns + 1 : n_runs * axis.second.size();
-  if (n_runs + n_points > kMaxSweepRuns)
-    throw UsageError(path + ": /grid: " + (n_runs > kMaxSweepRuns ? "more than " + std::to_string(kMaxSweepRuns)
-                                                                      : std::to_string(n_runs + n_points)) +
+  const uint64_t huge = uint64_t(1) << 62;  // saturates the product: "more than" beyond it
+  uint64_t n_runs = axes.empty() ? 0 : 1;
+  for (auto& axis : axes) n_runs = n_runs > huge / axis.second.size() ? huge : n_runs * axis.second.size();
+  n_runs += n_points;
+  if (n_runs > kMaxSweepRuns)
+    throw UsageError(path + ": /grid: " + (n_runs >= huge ? "more than " + std::to_string(huge) : std::to_string(n_runs)) +
                      " runs, at most " + std::to_string(kMaxSweepRuns) +
                      " (each run is a directory and a training process; split the study into several sweep files)");
   std::vector<json> combos;
@@ -231,8 +231,23 @@ int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun&
 
 }  // namespace
 
+namespace {
+size_t aggregate_plan(const std::string& dir, const json& plan);
+}
+
 size_t aggregate_sweep(const std::string& dir) {
   const json plan = read_json_file(dir + "/plan.json");
+  try {
+    return aggregate_plan(dir, plan);
+  } catch (const json::exception& e) {  // plan.json (or a summary.json) edited by hand
+    std::string msg = e.what();
+    if (auto pos = msg.find("] "); pos != std::string::npos) msg = msg.substr(pos + 2);
+    throw RunError(dir + "/plan.json: not a plan grokking wrote: " + msg);
+  }
+}
+
+namespace {
+size_t aggregate_plan(const std::string& dir, const json& plan) {
   std::vector<std::string> keys = plan.at("keys").get<std::vector<std::string>>();
   std::vector<std::string> columns = {"name"};
   columns.insert(columns.end(), keys.begin(), keys.end());
@@ -268,6 +283,7 @@ size_t aggregate_sweep(const std::string& dir) {
   atomic_write(dir + "/sweep.csv", csv.text());
   return rows;
 }
+}  // namespace
 
 int run_sweep_command(const SweepOptions& opts) {
   if (!opts.aggregate_dir.empty()) {
