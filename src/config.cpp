@@ -288,12 +288,17 @@ Config config_from_json(const json& j, const std::string& origin) {
   if (!j.is_object()) fail(origin + ": /", "the config must be a JSON object", j);
   Config c;
   const auto& fields = schema();
-  for (auto& [section, body] : j.items()) {
+  for (auto& section_item : j.items()) {
+    // Named, not structured bindings: clang before 16 cannot capture those in the lambdas below.
+    const std::string& section = section_item.key();
+    const json& body = section_item.value();
     bool known = std::any_of(fields.begin(), fields.end(), [&](const Field& f) { return f.section == section; });
     if (!known)
       fail(origin + ": /" + section, "unknown section; allowed: task, model, optim, train, output", json(section));
     if (!body.is_object()) fail(origin + ": /" + section, "must be an object", body);
-    for (auto& [key, value] : body.items()) {
+    for (auto& key_item : body.items()) {
+      const std::string& key = key_item.key();
+      const json& value = key_item.value();
       auto it = std::find_if(fields.begin(), fields.end(),
                              [&](const Field& f) { return f.section == section && f.key == key; });
       if (it == fields.end()) {
