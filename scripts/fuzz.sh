@@ -76,6 +76,7 @@ for t in "${targets[@]}"; do
   for f in "$artifacts"/*; do
     [ -f "$f" ] || continue
     found=$((found + 1))
+    [ -e "tests/fuzz_open/$t/$(basename "$f")" ] && continue  # known, not fixed yet (tests/fuzz_open/README.md)
     mkdir -p "tests/fuzz_regressions/$t"
     cp -n "$f" "tests/fuzz_regressions/$t/"
   done

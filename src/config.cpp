@@ -27,9 +27,16 @@ struct Field {
   std::string pointer() const { return "/" + section + "/" + key; }
 };
 
+// Invalid UTF-8 (a --set value is any bytes) is shown replaced, not thrown by dump().
 std::string shown(const json& v) {
-  std::string s = v.dump();
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
   return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+}
+
+// Where dump() with U+FFFD for bad bytes and dump() dropping them agree, there were none.
+bool valid_utf8(const std::string& s) {
+  const json j(s);
+  return j.dump(-1, ' ', false, json::error_handler_t::replace) == j.dump(-1, ' ', false, json::error_handler_t::ignore);
 }
 
 [[noreturn]] void fail(const std::string& where, const std::string& what, const json& got) {
@@ -350,6 +357,9 @@ Config parse_config(const std::string& text, const std::string& origin, const st
   Config c = config_from_json(j, origin);  // the file alone first: its errors name the file
   if (sets.empty()) return c;
   for (const auto& s : sets) {
+    // Keys and values become JSON strings, which hold UTF-8 only (config.json is written with
+    // them): found by fuzz_set, an invalid byte made dump() throw nlohmann's raw type_error.
+    if (!valid_utf8(s)) throw UsageError("--set " + shown(json(s)) + ": not valid UTF-8 text");
     auto eq = s.find('=');
     auto dot = s.find('.');
     if (eq == std::string::npos || dot == std::string::npos || dot > eq)

@@ -45,6 +45,10 @@ good_ck=$(ls piped/checkpoints/epoch_*.pt | tail -1)
 expect 2 "^error: deep.json: /: JSON nested deeper" -- $T config deep.json
 expect 2 "^error: --set train.epochs=1e99999: /train/epochs: number out of range" -- $T config --set train.epochs=1e99999
 expect 0 "" -- $T config <(echo '{"task": {"p": 11}}')
+# Found by fuzz_set: a byte that is not UTF-8 made nlohmann's dump() throw (exit 1, raw message).
+expect 2 "^error: --set .*: not valid UTF-8 text" -- $T config --set $'output.dir=runs/\xff'
+expect 2 "^error: --set .*: not valid UTF-8 text" -- $T config --set $'optim.lr=-6\xff\xff'
+no_raw "config --set invalid UTF-8"
 
 # ---- fourier, ablate: a FIFO and a device as checkpoints are refused, not waited on ----
 mkfifo fifo.pt
