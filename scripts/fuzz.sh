@@ -66,19 +66,20 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "$artifacts"
   log=$out/fuzz_$t.log
   echo "fuzz.sh: fuzz_$t for ${secs}s" >&2
+  touch "$out/.started"
   # fork mode keeps fuzzing past a finding; every finding is written under $artifacts.
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     nice -n 19 "$out/fuzz/fuzz_$t" "$corpus" "$seeds/$t" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 \
     -ignore_ooms=1 -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
     -artifact_prefix="$artifacts/" >"$log" 2>&1 || true
-  execs=$(grep -Eo '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+  execs=$(grep -Eo '#[0-9]+' "$log" | tail -1 | tr -d '#')
   found=0
   for f in "$artifacts"/*; do
     [ -f "$f" ] || continue
-    found=$((found + 1))
+    [ "$f" -nt "$out/.started" ] && found=$((found + 1))  # new in this run
     [ -e "tests/fuzz_open/$t/$(basename "$f")" ] && continue  # known, not fixed yet (tests/fuzz_open/README.md)
     mkdir -p "tests/fuzz_regressions/$t"
     cp -n "$f" "tests/fuzz_regressions/$t/"
   done
-  echo "$(date -u +%FT%TZ) fuzz_$t: ${secs}s, ${execs:-?} executions, $found findings (in $artifacts)" | tee -a "$report"
+  echo "$(date -u +%FT%TZ) fuzz_$t: ${secs}s, ${execs:-?} executions, $found new findings (all in $artifacts)" | tee -a "$report"
 done
