@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <new>
 
 #include "grokking/analysis.hpp"
 #include "grokking/checkpoint.hpp"
@@ -27,9 +28,16 @@ void init_cli_logging() {
 }
 
 std::string describe_exception(const std::exception& e) {
+  // No library's raw message reaches the user: what escaped our own translations is named.
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return "out of memory";
   std::string s = compat::what(e);
   // LibTorch messages can span lines; the user gets the first one.
   if (auto nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
+  // nlohmann: "[json.exception.out_of_range.403] key 'keys' not found" -> the part after "] ".
+  if (dynamic_cast<const nlohmann::json::exception*>(&e)) {
+    if (auto pos = s.find("] "); pos != std::string::npos) s = s.substr(pos + 2);
+    s = "unexpected JSON content: " + s;
+  }
   return s;
 }
 

@@ -1,13 +1,17 @@
 #include "grokking/config.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
-#include <fstream>
+#include <cstring>
 #include <functional>
 #include <set>
-#include <sstream>
-#include <sys/stat.h>
 
 #include "grokking/error.hpp"
+#include "grokking/limits.hpp"
 #include "grokking/text.hpp"
 
 namespace grokking {
@@ -23,9 +27,16 @@ struct Field {
   std::string pointer() const { return "/" + section + "/" + key; }
 };
 
+// Invalid UTF-8 (a --set value is any bytes) is shown replaced, not thrown by dump().
 std::string shown(const json& v) {
-  std::string s = v.dump();
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
   return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+}
+
+// Where dump() with U+FFFD for bad bytes and dump() dropping them agree, there were none.
+bool valid_utf8(const std::string& s) {
+  const json j(s);
+  return j.dump(-1, ' ', false, json::error_handler_t::replace) == j.dump(-1, ' ', false, json::error_handler_t::ignore);
 }
 
 [[noreturn]] void fail(const std::string& where, const std::string& what, const json& got) {
@@ -236,20 +247,43 @@ int64_t apply_operation(const std::string& op, int64_t a, int64_t b, int64_t p) 
   throw UsageError("unknown operation '" + op + "'");
 }
 
+// Configs and sweep files may be regular files or come through a pipe (`<(jq ...)`,
+// /dev/stdin): read whatever it is up to kMaxConfigBytes, never more.
 std::string read_text_file(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw UsageError(path + ": no such file");
   if (S_ISDIR(st.st_mode)) throw UsageError(path + ": is a directory, not a config file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError(path + ": cannot be read (permission denied?)");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  if (S_ISREG(st.st_mode) && uint64_t(st.st_size) > kMaxConfigBytes)
+    throw UsageError(path + ": " + std::to_string(st.st_size) + " bytes, more than the " +
+                     std::to_string(kMaxConfigBytes >> 20) + " MiB a config or sweep file may have");
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw UsageError(path + ": cannot be read (" + std::strerror(errno) + ")");
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw UsageError(path + ": cannot be read (" + std::strerror(err) + ")");
+    }
+    if (r == 0) break;
+    out.append(buf, size_t(r));
+    if (out.size() > kMaxConfigBytes) {
+      ::close(fd);
+      throw UsageError(path + ": more than the " + std::to_string(kMaxConfigBytes >> 20) +
+                       " MiB a config or sweep file may have (an endless device or stream?)");
+    }
+  }
+  ::close(fd);
+  return out;
 }
 
 json parse_json_strict(const std::string& text, const std::string& origin) {
   if (text.find_first_not_of(" \t\r\n") == std::string::npos)
     throw UsageError(origin + ": empty file, expected a JSON object (\"{}\" is the all-defaults config)");
+  check_json_depth(text, origin);  // before nlohmann's parser and our walks recurse into it
   // Duplicate keys are silently merged by nlohmann; track the keys of every open object.
   std::vector<std::set<std::string>> open;
   std::string duplicate;
@@ -279,12 +313,17 @@ Config config_from_json(const json& j, const std::string& origin) {
   if (!j.is_object()) fail(origin + ": /", "the config must be a JSON object", j);
   Config c;
   const auto& fields = schema();
-  for (auto& [section, body] : j.items()) {
+  for (auto& section_item : j.items()) {
+    // Named, not structured bindings: clang before 16 cannot capture those in the lambdas below.
+    const std::string& section = section_item.key();
+    const json& body = section_item.value();
     bool known = std::any_of(fields.begin(), fields.end(), [&](const Field& f) { return f.section == section; });
     if (!known)
       fail(origin + ": /" + section, "unknown section; allowed: task, model, optim, train, output", json(section));
     if (!body.is_object()) fail(origin + ": /" + section, "must be an object", body);
-    for (auto& [key, value] : body.items()) {
+    for (auto& key_item : body.items()) {
+      const std::string& key = key_item.key();
+      const json& value = key_item.value();
       auto it = std::find_if(fields.begin(), fields.end(),
                              [&](const Field& f) { return f.section == section && f.key == key; });
       if (it == fields.end()) {
@@ -346,16 +385,23 @@ Config parse_config(const std::string& text, const std::string& origin, const st
   Config c = config_from_json(j, origin);  // the file alone first: its errors name the file
   if (sets.empty()) return c;
   for (const auto& s : sets) {
+    // Keys and values become JSON strings, which hold UTF-8 only (config.json is written with
+    // them): found by fuzz_set, an invalid byte made dump() throw nlohmann's raw type_error.
+    if (!valid_utf8(s)) throw UsageError("--set " + shown(json(s)) + ": not valid UTF-8 text");
     auto eq = s.find('=');
     auto dot = s.find('.');
     if (eq == std::string::npos || dot == std::string::npos || dot > eq)
       throw UsageError("--set " + s + ": expected section.key=value, e.g. --set task.p=53");
     std::string section = s.substr(0, dot), key = s.substr(dot + 1, eq - dot - 1), text_value = s.substr(eq + 1);
+    check_json_depth(text_value, "--set " + s);
     json value;
     try {
       value = json::parse(text_value);
     } catch (const json::parse_error&) {
       value = text_value;  // bare words are strings: --set train.device=cpu
+    } catch (const json::exception&) {  // 1e999: valid JSON syntax, no double holds it
+      throw UsageError("--set " + s + ": /" + section + "/" + key + ": number out of range (got " +
+                       (text_value.size() > 40 ? text_value.substr(0, 37) + "..." : text_value) + ")");
     }
     json one = config_to_json(c);
     if (!one.contains(section) || !one[section].is_object() || !one[section].contains(key)) {

@@ -15,6 +15,7 @@
 
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
+#include "grokking/limits.hpp"
 
 namespace grokking {
 
@@ -87,13 +88,25 @@ void append_line(const std::string& path, const std::string& line) {
   ::close(fd);
 }
 
+// Files of run and sweep directories are regular files that grokking wrote. Anything else (a
+// FIFO would block, /dev/zero never ends) is refused before it is opened; O_NONBLOCK and the
+// second check close the window where the path is swapped in between. At most the size seen
+// then is read: a file that grows meanwhile (metrics.csv of a live run) is read as it was.
 std::string read_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw RunError(path + ": cannot read: " + errno_text(errno));
+  if (!S_ISREG(st.st_mode)) throw RunError(path + ": not a regular file");
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) throw RunError(path + ": cannot read: " + errno_text(errno));
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw RunError(path + ": not a regular file");
+  }
   std::string out;
+  const size_t size = size_t(st.st_size);
   char buf[1 << 16];
-  for (;;) {
-    ssize_t r = ::read(fd, buf, sizeof buf);
+  while (out.size() < size) {
+    ssize_t r = ::read(fd, buf, std::min(sizeof buf, size - out.size()));
     if (r < 0) {
       if (errno == EINTR) continue;
       int err = errno;
@@ -253,6 +266,7 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 
 nlohmann::json read_json_file(const std::string& path) {
   std::string text = read_file(path);
+  check_json_depth_run(text, path);
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {

@@ -1,16 +1,21 @@
 #include "grokking/sweep.hpp"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <map>
 #include <thread>
 
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
+#include "grokking/limits.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/text.hpp"
 #include "grokking/threads.hpp"
@@ -80,6 +85,16 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
       plan.keys.push_back(key);
     }
   }
+  // Refused before the product is enumerated: a grid of a few long axes is billions of runs.
+  const size_t n_points = j.contains("points") && j["points"].is_array() ? j["points"].size() : 0;
+  const uint64_t huge = uint64_t(1) << 62;  // saturates the product: "more than" beyond it
+  uint64_t n_runs = axes.empty() ? 0 : 1;
+  for (auto& axis : axes) n_runs = n_runs > huge / axis.second.size() ? huge : n_runs * axis.second.size();
+  n_runs += n_points;
+  if (n_runs > kMaxSweepRuns)
+    throw UsageError(path + ": /grid: " + (n_runs >= huge ? "more than " + std::to_string(huge) : std::to_string(n_runs)) +
+                     " runs, at most " + std::to_string(kMaxSweepRuns) +
+                     " (each run is a directory and a training process; split the study into several sweep files)");
   std::vector<json> combos;
   if (!axes.empty()) {
     std::vector<size_t> idx(axes.size(), 0);
@@ -152,12 +167,42 @@ std::string run_status(const std::string& run_dir) {
       return "unknown";
     }
   }
-  if (exists(run_dir + "/checkpoints/resume.pt")) return "interrupted";
+  // A config but no summary: a process was killed before its first checkpoint or while
+  // training; `train --resume` continues it or starts it over. (Called with the claim held.)
+  if (exists(run_dir + "/checkpoints/resume.pt") || exists(run_dir + "/config.json")) return "interrupted";
   return "new";
 }
 
+// The claim on one run of a sweep: an flock on <sweep>/claims/<run>, taken before the run's
+// status is read. Whichever process gets it trains the run; the others skip it. The training
+// child inherits the descriptor, so the claim lasts as long as the training does, even when
+// the sweep process that started it is killed. The kernel releases it when both are gone.
+class RunClaim {
+ public:
+  RunClaim(const std::string& sweep_dir, const std::string& run) {
+    const std::string path = sweep_dir + "/claims/" + run;
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw RunError(path + ": cannot open the claim file: " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~RunClaim() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  RunClaim(const RunClaim&) = delete;
+  RunClaim& operator=(const RunClaim&) = delete;
+  bool held() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
 // Runs `grokking train` for one run of the plan as a child process; returns its exit code.
-int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun& run, int64_t threads) {
+int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun& run, int64_t threads,
+                const RunClaim& claim) {
   const std::string run_dir = plan.dir + "/runs/" + run.name;
   std::vector<std::string> args = {opts.self_exe, "train"};
   const std::string status = run_status(run_dir);
@@ -171,6 +216,7 @@ int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun&
   pid_t pid = ::fork();
   if (pid < 0) throw RunError("fork failed");
   if (pid == 0) {
+    ::fcntl(claim.fd(), F_SETFD, 0);  // this child's own copy survives exec: it holds the claim too
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -185,8 +231,23 @@ int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun&
 
 }  // namespace
 
+namespace {
+size_t aggregate_plan(const std::string& dir, const json& plan);
+}
+
 size_t aggregate_sweep(const std::string& dir) {
   const json plan = read_json_file(dir + "/plan.json");
+  try {
+    return aggregate_plan(dir, plan);
+  } catch (const json::exception& e) {  // plan.json (or a summary.json) edited by hand
+    std::string msg = e.what();
+    if (auto pos = msg.find("] "); pos != std::string::npos) msg = msg.substr(pos + 2);
+    throw RunError(dir + "/plan.json: not a plan grokking wrote: " + msg);
+  }
+}
+
+namespace {
+size_t aggregate_plan(const std::string& dir, const json& plan) {
   std::vector<std::string> keys = plan.at("keys").get<std::vector<std::string>>();
   std::vector<std::string> columns = {"name"};
   columns.insert(columns.end(), keys.begin(), keys.end());
@@ -222,6 +283,7 @@ size_t aggregate_sweep(const std::string& dir) {
   atomic_write(dir + "/sweep.csv", csv.text());
   return rows;
 }
+}  // namespace
 
 int run_sweep_command(const SweepOptions& opts) {
   if (!opts.aggregate_dir.empty()) {
@@ -241,6 +303,7 @@ int run_sweep_command(const SweepOptions& opts) {
   // ---- the sweep directory: base config and plan, identical for every shard ----
   try {
     make_dirs(plan.dir + "/runs");
+    make_dirs(plan.dir + "/claims");
   } catch (const RunError& e) {
     throw UsageError(e.what());
   }
@@ -285,7 +348,18 @@ int run_sweep_command(const SweepOptions& opts) {
   for (int64_t w = 0; w < jobs; ++w)
     workers.emplace_back([&] {
       for (size_t k; (k = next++) < todo.size();) {
-        int rc = train_child(opts, plan, todo[k], threads);
+        RunClaim claim(plan.dir, todo[k].name);
+        if (!claim.held()) {
+          spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped",
+                       todo[k].name);
+          continue;
+        }
+        const auto st = run_status(plan.dir + "/runs/" + todo[k].name);
+        if (st == "completed" || st == "early_stopped") {  // finished by another process meanwhile
+          if (!opts.quiet) spdlog::info("{}: finished, skipped", todo[k].name);
+          continue;
+        }
+        int rc = train_child(opts, plan, todo[k], threads, claim);
         if (rc == 2 && run_status(plan.dir + "/runs/" + todo[k].name) != "new") {
           spdlog::warn("{}: busy (another shard or machine is training it), skipped", todo[k].name);
         } else if (rc != 0) {

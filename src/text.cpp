@@ -15,11 +15,15 @@ std::string format_number(double v, const char* printf_format) {
 
 nlohmann::json optional_json(const std::optional<int64_t>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); }
 
-std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what) {
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what, size_t max_values) {
   std::vector<int64_t> out;
   size_t i = 0;
   auto bad = [&]() -> std::vector<int64_t> {
-    throw UsageError(what + ": expected numbers like 1,2,5-7 (got '" + text + "')");
+    throw UsageError(what + ": expected numbers like 1,2,5-7 (got '" + (text.size() > 60 ? text.substr(0, 57) + "..." : text) + "')");
+  };
+  auto too_many = [&](uint64_t n) {
+    throw UsageError(what + ": " + (n > uint64_t(INT64_MAX) ? std::string("too many") : std::to_string(n)) +
+                     " values, at most " + std::to_string(max_values) + " (refused before anything is created)");
   };
   if (text.empty()) bad();
   while (i < text.size()) {
@@ -34,12 +38,16 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
       } else {
         size_t u1 = 0, u2 = 0;
         int64_t lo = std::stoll(part.substr(0, dash), &u1), hi = std::stoll(part.substr(dash + 1), &u2);
-        if (u1 != dash || u2 != part.size() - dash - 1 || hi < lo || hi - lo > 100000) bad();
-        for (int64_t v = lo; v <= hi; ++v) out.push_back(v);
+        if (u1 != dash || u2 != part.size() - dash - 1 || hi < lo) bad();
+        // In unsigned arithmetic: hi - lo overflows int64 for a range like -9e18-9e18.
+        const uint64_t span = uint64_t(hi) - uint64_t(lo);
+        if (span >= max_values || out.size() + span + 1 > max_values) too_many(out.size() + span + 1);
+        for (uint64_t k = 0; k <= span; ++k) out.push_back(lo + int64_t(k));
       }
     } catch (const std::logic_error&) {
       bad();
     }
+    if (out.size() > max_values) too_many(out.size());
     if (j == std::string::npos) break;
     i = j + 1;
   }

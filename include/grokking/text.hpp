@@ -16,8 +16,9 @@ std::string format_number(double v, const char* printf_format = "%.4g");
 // An optional value as JSON: the value, or null.
 nlohmann::json optional_json(const std::optional<int64_t>& v);
 
-// "1,2,5-7" -> {1, 2, 5, 6, 7}; UsageError naming `what` otherwise.
-std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what);
+// "1,2,5-7" -> {1, 2, 5, 6, 7}; UsageError naming `what` otherwise, and when the list would
+// hold more than `max_values` numbers (refused before any range is expanded).
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what, size_t max_values = 4096);
 
 // A tensor shape as "[114, 128]".
 std::string format_shape(const std::vector<int64_t>& shape);

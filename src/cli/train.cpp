@@ -3,6 +3,7 @@
 
 #include "commands.hpp"
 #include "grokking/error.hpp"
+#include "grokking/limits.hpp"
 #include "grokking/text.hpp"
 #include "grokking/train.hpp"
 
@@ -20,7 +21,10 @@ Command train_command(CLI::App& app) {
   sub->add_flag("-q,--quiet", opts->quiet, "Only warnings and errors on stderr");
   sub->add_option("--seeds", *seeds, "Train these seeds side by side (e.g. 0-7) into <dir>/seed=K");
   return {sub, [opts, seeds] {
-            if (!seeds->empty()) opts->seeds = parse_int_list(*seeds, "--seeds");
+            if (!seeds->empty()) {
+              opts->seeds = parse_int_list(*seeds, "--seeds", kMaxSeeds);
+              check_seeds(opts->seeds);  // before the run directories are created
+            }
             auto rep = run_train(*opts);
             if (rep.status == "interrupted") return rep.signal == SIGTERM ? int(kExitSigterm) : int(kExitSigint);
             return int(kExitOk);

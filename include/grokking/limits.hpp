@@ -1,0 +1,35 @@
+// Limits on what outside input may ask for, checked before anything is read in full, allocated
+// or created. Torch-free.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace grokking {
+
+// nlohmann's DOM and our own walks over it recurse once per level: bound the nesting so that a
+// hostile file is an error, not a stack overflow. Our formats nest 3 levels deep.
+constexpr int kMaxJsonDepth = 64;
+// Configs and sweep files are a few hundred bytes; a file this large is the wrong file (or
+// /dev/zero), and it may come through a pipe, whose size is not known beforehand.
+constexpr size_t kMaxConfigBytes = size_t(16) << 20;
+// --seeds trains side by side in one process: each seed is a model replica, a run directory
+// and an open lock file.
+constexpr size_t kMaxSeeds = 256;
+// A sweep is one directory and one training process per run.
+constexpr size_t kMaxSweepRuns = 10000;
+// Any other number list (--freqs): frequencies are at most P/2 <= 2048.
+constexpr size_t kMaxListValues = 4096;
+
+// UsageError("ORIGIN: /: JSON nested deeper than 64 levels ...") when `text` nests deeper than
+// kMaxJsonDepth; brackets inside strings do not count. Linear, no allocation.
+void check_json_depth(const std::string& text, const std::string& origin);
+// The same, as a RunError, for files that grokking itself wrote (run and sweep directories).
+void check_json_depth_run(const std::string& text, const std::string& origin);
+
+// --seeds: at most kMaxSeeds, each a valid seed (>= 0), none twice (two runs would share a
+// directory). UsageError naming --seeds, the limit and the reason.
+void check_seeds(const std::vector<int64_t>& seeds);
+
+}  // namespace grokking
