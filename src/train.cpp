@@ -12,6 +12,7 @@
 #include "grokking/compat.hpp"
 #include "grokking/error.hpp"
 #include "grokking/graph_step.hpp"
+#include "grokking/limits.hpp"
 #include "grokking/model.hpp"
 #include "grokking/optim.hpp"
 #include "grokking/run_output.hpp"
@@ -431,6 +432,7 @@ TrainReport resume_run(const TrainOptions& opts) {
 // A new run (or several seeds side by side): everything is validated before anything is written.
 TrainReport new_run(const TrainOptions& opts) {
   if (opts.config_path.empty()) throw UsageError("train: give a CONFIG.json, or --resume RUN_DIR");
+  check_seeds(opts.seeds);  // the CLI checked already; library callers get the same limits
   Config cfg = load_config(opts.config_path, opts.sets);
   if (!opts.out_dir.empty()) cfg.output.dir = opts.out_dir;
   resolve_device(cfg.train.device);
