@@ -77,7 +77,7 @@ for t in "${targets[@]}"; do
   for f in "$artifacts"/*; do
     [ -f "$f" ] || continue
     [ "$f" -nt "$out/.started" ] && found=$((found + 1))  # new in this run
-    [ -e "tests/fuzz_open/$t/$(basename "$f")" ] && continue  # known, not fixed yet (tests/fuzz_open/README.md)
+    [ -e "tests/fuzz_open/$t/$(basename "$f")" ] && continue  # known and not fixed yet: such inputs live in tests/fuzz_open/<target>/, which ctest does not replay
     mkdir -p "tests/fuzz_regressions/$t"
     cp -n "$f" "tests/fuzz_regressions/$t/"
   done

@@ -70,6 +70,87 @@ bool zip_is_complete(const std::string& b) {
   return false;
 }
 
+// The bytes of the archive's stored (uncompressed) `*/data.pkl`, or empty when there is none
+// the central directory describes plainly (then LibTorch's own checks are all there is).
+std::string stored_pickle(const std::string& b) {
+  const size_t n = b.size();
+  size_t eocd = std::string::npos;
+  for (size_t at = n >= 22 ? n - 22 + 1 : 0; at-- > 0;)
+    if (le32(b, at) == 0x06054b50u) {
+      eocd = at;
+      break;
+    }
+  if (eocd == std::string::npos) return {};
+  size_t at = le32(b, eocd + 16);
+  const size_t end = std::min<size_t>(eocd, size_t(at) + le32(b, eocd + 12));
+  while (at + 46 <= end && le32(b, at) == 0x02014b50u) {
+    const size_t name_len = le16(b, at + 28), extra = le16(b, at + 30), comment = le16(b, at + 32);
+    if (at + 46 + name_len > end) return {};
+    const std::string name = b.substr(at + 46, name_len);
+    if (name.size() >= 8 && name.compare(name.size() - 8, 8, "data.pkl") == 0) {
+      const uint32_t method = le16(b, at + 10), size = le32(b, at + 20), local = le32(b, at + 42);
+      if (method != 0 || size == 0xffffffffu || local == 0xffffffffu || size_t(local) + 30 > n) return {};
+      const size_t data = size_t(local) + 30 + le16(b, local + 26) + le16(b, local + 28);
+      if (data + size > n) return {};
+      return b.substr(data, size);
+    }
+    at += 46 + name_len + extra + comment;
+  }
+  return {};
+}
+
+// LibTorch 1.13's unpickler allocates what a length field says before it checks that the bytes
+// are there: a mutated length in a 7 KB file made it take gigabytes and seconds (found by
+// fuzz_checkpoint). Walks the pickle's opcodes and refuses a length that runs past its end. An
+// opcode this walk does not know ends it: the rest is left to LibTorch.
+bool pickle_lengths_fit(const std::string& pk) {
+  const size_t n = pk.size();
+  size_t i = 0;
+  auto fits = [&](uint64_t len) { return len <= n - i; };
+  while (i < n) {
+    const auto op = uint8_t(pk[i++]);
+    uint64_t len = 0;
+    size_t field = 0;  // bytes of the length field
+    switch (op) {
+      case 'X': case 'B': case 'T': case 0x8b: field = 4; break;  // BINUNICODE, BINBYTES, BINSTRING, LONG4
+      case 0x8c: case 'C': case 'U': case 0x8a: field = 1; break;  // SHORT_BINUNICODE/BINBYTES/BINSTRING, LONG1
+      case 0x8d: case 0x8e: case 0x96: case 0x95: field = 8; break;  // BINUNICODE8, BINBYTES8, BYTEARRAY8, FRAME
+      default: break;
+    }
+    if (field) {
+      if (!fits(field)) return false;
+      for (size_t k = 0; k < field; ++k) len |= uint64_t(uint8_t(pk[i + k])) << (8 * k);
+      i += field;
+      if (op == 0x95) continue;  // FRAME: the length of what follows, not bytes to skip
+      if (!fits(len)) return false;
+      i += size_t(len);
+      continue;
+    }
+    switch (op) {  // fixed-size arguments
+      case 0x80: case 'K': case 'q': case 'h': case 0x82: i += 1; break;  // PROTO, BININT1, BINPUT, BINGET, EXT1
+      case 'M': case 0x83: i += 2; break;                                // BININT2, EXT2
+      case 'J': case 'r': case 'j': case 0x84: i += 4; break;            // BININT, LONG_BINPUT, LONG_BINGET, EXT4
+      case 'G': i += 8; break;                                           // BINFLOAT
+      case 'c': {                                                        // GLOBAL: two lines
+        for (int line = 0; line < 2; ++line) {
+          const size_t nl = pk.find('\n', i);
+          if (nl == std::string::npos) return false;
+          i = nl + 1;
+        }
+        break;
+      }
+      case '.': return true;  // STOP
+      case '}': case ']': case ')': case '(': case 'e': case 's': case 'u': case 't': case 'R': case 'Q':
+      case 'N': case 0x88: case 0x89: case 0x85: case 0x86: case 0x87: case 'b': case 'a': case '0': case 0x94:
+      case 0x81: case 0x92: case 0x93: case 0x8f: case 0x90: case 0x91:
+        break;  // no argument
+      default: return true;  // not a pickle opcode this walk knows: leave the rest to LibTorch
+    }
+    if (i > n) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const Model& model, const OptimState* optimizer, int64_t epoch) {
@@ -108,6 +189,8 @@ Checkpoint load_checkpoint(const std::string& path) {
   // end of a truncated file (found by AddressSanitizer): check the end-of-central-directory
   // record and the central directory's extent ourselves first.
   if (!zip_is_complete(raw)) bad(path, "not a readable checkpoint: truncated or not a zip archive");
+  if (!pickle_lengths_fit(stored_pickle(raw)))
+    bad(path, "not a readable checkpoint: corrupted (a length in data.pkl runs past its end)");
   c10::IValue iv;
   try {
     std::vector<char> bytes(raw.begin(), raw.end());
