@@ -194,7 +194,10 @@ int run_compare_command(const CompareOptions& opts) {
                          {"grokked", a.n_grokked},
                          {"grokked_epoch", median_json(a.grok_median, a.grok_ci)},
                          {"grokking_delay", median_json(a.delay_median, a.delay_ci)},
-                         {"ratio_to_baseline", {{"value", a.ratio}, {"ci95", {a.ratio_ci.lo, a.ratio_ci.hi}}}},
+                         {"ratio_to_baseline",
+                          {{"value", a.ratio},
+                           {"is_lower_bound", a.grok_median.lower_bound && !arms[0].grok_median.lower_bound},
+                           {"ci95", {a.ratio_ci.lo, a.ratio_ci.hi}}}},
                          {"mann_whitney", {{"u", a.test.u}, {"z", a.test.z}, {"p", a.test.p}}}});
   }
   atomic_write(opts.sweep_dir + "/compare.csv", csv.text());
@@ -216,10 +219,13 @@ int run_compare_command(const CompareOptions& opts) {
   std::printf("%-*s %5s %7s %9s %17s %9s %17s %6s %15s %7s\n", width, "arm", "runs", "grokked", "median", "95% CI",
               "delay", "95% CI", "ratio", "95% CI", "p (MW)");
   for (auto& a : arms)
-    std::printf("%-*s %5zu %7lld %9s %17s %9s %17s %6.2f %15s %7.3g\n", width, a.label.c_str(), a.runs.size(),
+    std::printf("%-*s %5zu %7lld %9s %17s %9s %17s %6s %15s %7.3g\n", width, a.label.c_str(), a.runs.size(),
                 (long long)a.n_grokked, shown(a.grok_median).c_str(), shown(a.grok_ci).c_str(),
-                shown(a.delay_median).c_str(), shown(a.delay_ci).c_str(), a.ratio, shown(a.ratio_ci, "%.2f").c_str(),
-                a.test.p);
+                shown(a.delay_median).c_str(), shown(a.delay_ci).c_str(),
+                // A censored median over an uncensored baseline's: the ratio is a lower bound too.
+                ((a.grok_median.lower_bound && !arms[0].grok_median.lower_bound ? ">=" : "") +
+                 format_number(a.ratio, "%.2f")).c_str(),
+                shown(a.ratio_ci, "%.2f").c_str(), a.test.p);
   std::printf("runs that never grokked count at their last epoch (>= marks a median that is such a lower bound)\n");
   return 0;
 }

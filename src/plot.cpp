@@ -319,15 +319,32 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
     auto arms = read_csv(dir + "/compare.csv");
     std::string labels, medians = "index,median,lo,hi\n";
     const int med = arms.column("grok_median"), lo = arms.column("grok_ci_lo"), hi = arms.column("grok_ci_hi");
+    // Tick labels carry the values only ("4.0, fixed"); the keys go to the axis label.
+    std::string keys;
+    auto split_arm = [](const std::string& arm, bool want_keys) {
+      std::string out;
+      size_t start = 0;
+      while (start <= arm.size()) {
+        size_t end = arm.find(", ", start);
+        if (end == std::string::npos) end = arm.size();
+        const std::string part = arm.substr(start, end - start);
+        const size_t eq = part.find('=');
+        out += (out.empty() ? "" : ", ") + (eq == std::string::npos ? part : want_keys ? part.substr(0, eq) : part.substr(eq + 1));
+        start = end + 2;
+      }
+      return out;
+    };
     for (size_t i = 0; i < arms.rows.size(); ++i) {
-      labels += (i ? ", " : "") + std::string("'") + arms.rows[i][0] + "' " + std::to_string(i);
+      if (i == 0) keys = split_arm(arms.rows[i][0], true);
+      labels += (i ? ", " : "") + std::string("'") + split_arm(arms.rows[i][0], false) + "' " + std::to_string(i);
       medians += std::to_string(i) + "," + arms.rows[i][size_t(med)] + "," + arms.rows[i][size_t(lo)] + "," +
                  arms.rows[i][size_t(hi)] + "\n";
     }
     atomic_write(plots + "/compare_arms.csv", medians);
     figure(opts.gnuplot, plots, "compare",
            "set termoption noenhanced\nset title 'Arms of the sweep (grokking compare; first arm: baseline)'\n"
-           "set ylabel 'grokked epoch (never grokked: last epoch)'\nset xtics (" + labels + ") rotate by -20\n"
+           "set ylabel 'grokked epoch (never grokked: last epoch)'\nset xtics (" + labels + ")\n"
+           "set xlabel '" + keys + "'\n"
            "set xrange [-0.5:" + std::to_string(arms.rows.size()) + "-0.5]\nset datafile separator ','\n"
            "set key outside bottom center horizontal\nset yrange [0:*]\nset offsets 0, 0, graph 0.06, 0\n"
            "plot '../compare_runs.csv' using ($1 + 0.3*(rand(0)-0.5)):($3 == 0 ? $2 : 1/0) with points pt 7 "
