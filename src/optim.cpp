@@ -21,12 +21,15 @@ FlatAdamW::FlatAdamW(Model& model, const OptimConfig& opt) : FlatAdamW(model.fla
     // The total norm at initialisation, per replica (the weights the optimiser starts from; a
     // resumed run gets its target back from the checkpoint).
     torch::NoGradGuard no_grad;
-    norm_target_ = torch::zeros({replicas_}, param_.options().dtype(torch::kFloat64));
-    for (auto& b : blocks_)
-      norm_target_ += param_.narrow(0, b.offset, replicas_ * b.numel).view({replicas_, b.numel}).to(torch::kFloat64)
-                          .pow(2).sum(1);
-    norm_target_.sqrt_();
+    norm_target_ = replica_norms();
   }
+}
+
+torch::Tensor FlatAdamW::replica_norms() const {
+  auto sq = torch::zeros({replicas_}, param_.options().dtype(torch::kFloat64));
+  for (auto& b : blocks_)
+    sq += param_.narrow(0, b.offset, replicas_ * b.numel).view({replicas_, b.numel}).to(torch::kFloat64).pow(2).sum(1);
+  return sq.sqrt();
 }
 
 bool FlatAdamW::has_interventions() const {
@@ -75,10 +78,7 @@ void FlatAdamW::orthogonalise() {
 // Omnigrok's constrained training: after the update, every replica's weights together are
 // rescaled to their total norm at initialisation.
 void FlatAdamW::fix_weight_norm() {
-  auto sq = torch::zeros_like(norm_target_);
-  for (auto& b : blocks_)
-    sq += param_.narrow(0, b.offset, replicas_ * b.numel).view({replicas_, b.numel}).to(torch::kFloat64).pow(2).sum(1);
-  auto factor = (norm_target_ / sq.sqrt()).to(param_.scalar_type()).unsqueeze(1);  // [S, 1]
+  auto factor = (norm_target_ / replica_norms()).to(param_.scalar_type()).unsqueeze(1);  // [S, 1]
   for (auto& b : blocks_) param_.narrow(0, b.offset, replicas_ * b.numel).view({replicas_, b.numel}).mul_(factor);
 }
 

@@ -54,6 +54,7 @@ class FlatAdamW {
   void grokfast_filter();        // g <- g + lamb * (EMA or window mean of past g)
   void orthogonalise();          // per tensor and replica: g minus its component along w, |g| kept
   void fix_weight_norm();        // per replica: w rescaled to the initial total norm
+  torch::Tensor replica_norms() const;  // [S] float64: each replica's total weight norm
   torch::Tensor replica_part(const torch::Tensor& flat, int64_t r) const;  // [S*n] -> [n]
 
   torch::Tensor param_, grad_, exp_avg_, exp_avg_sq_;
