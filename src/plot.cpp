@@ -177,6 +177,8 @@ const char* kStyle =
 
 void plot_run(const PlotOptions& opts, const std::string& dir) {
   if (!exists(dir + "/metrics.csv")) throw UsageError(dir + ": not a run directory (no metrics.csv)");
+  // Read as resume reads it: a damaged file is one clear error here, not gnuplot's warnings.
+  if (read_metrics(dir + "/metrics.csv").empty()) throw UsageError(dir + "/metrics.csv: no rows to plot");
   if (opts.analyse) {
     // The spectrum and phase figures need the analysis; compute it once when missing.
     AnalysisOptions an;

@@ -57,8 +57,8 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
   json j = parse_json_strict(read_text_file(path), path);
   if (!j.is_object()) throw UsageError(path + ": /: a sweep file is a JSON object");
   for (auto& [k, v] : j.items())
-    if (k != "base" && k != "grid" && k != "points" && k != "dir")
-      throw UsageError(path + ": /" + k + ": unknown key; allowed: base, grid, points, dir");
+    if (k != "base" && k != "grid" && k != "arms" && k != "points" && k != "dir")
+      throw UsageError(path + ": /" + k + ": unknown key; allowed: base, grid, arms, points, dir");
   SweepPlan plan;
   // ---- the base config: a path (relative to the sweep file) or inline ----
   Config base;
@@ -85,11 +85,45 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
       plan.keys.push_back(key);
     }
   }
+  // ---- arms: each one crossed with the grid (typically arms x seeds); a key an arm leaves out
+  // takes the base config's value, so every run carries every arm key (compare --by needs it) ----
+  std::vector<json> arms;
+  if (j.contains("arms")) {
+    if (!j["arms"].is_array() || j["arms"].empty())
+      throw UsageError(path + ": /arms: must be a non-empty list of {\"section.key\": value} objects");
+    for (size_t i = 0; i < j["arms"].size(); ++i) {
+      const json& arm = j["arms"][i];
+      if (!arm.is_object() || arm.empty())
+        throw UsageError(path + ": /arms/" + std::to_string(i) + ": must be a non-empty object");
+      for (auto& item : arm.items()) {
+        const std::string k = item.key();  // (a lambda cannot capture a structured binding before C++20)
+        if (std::any_of(axes.begin(), axes.end(), [&](const auto& a) { return a.first == k; }))
+          throw UsageError(path + ": /arms/" + std::to_string(i) + "/" + k + ": also a grid key; give it in one place");
+        if (std::find(plan.keys.begin(), plan.keys.end(), k) == plan.keys.end()) plan.keys.push_back(k);
+      }
+    }
+    for (auto& arm : j["arms"]) {
+      json full = json::object();
+      for (auto& k : plan.keys) {
+        if (arm.contains(k)) { full[k] = arm[k]; continue; }
+        if (std::any_of(axes.begin(), axes.end(), [&](const auto& a) { return a.first == k; })) continue;
+        const auto dot = k.find('.');
+        const json* v = nullptr;
+        if (dot != std::string::npos && plan.base.contains(k.substr(0, dot)) &&
+            plan.base[k.substr(0, dot)].contains(k.substr(dot + 1)))
+          v = &plan.base[k.substr(0, dot)][k.substr(dot + 1)];
+        if (!v) throw UsageError(path + ": /arms: " + k + ": not a config key (section.key)");
+        full[k] = *v;
+      }
+      arms.push_back(full);
+    }
+  }
   // Refused before the product is enumerated: a grid of a few long axes is billions of runs.
   const size_t n_points = j.contains("points") && j["points"].is_array() ? j["points"].size() : 0;
   const uint64_t huge = uint64_t(1) << 62;  // saturates the product: "more than" beyond it
   uint64_t n_runs = axes.empty() ? 0 : 1;
   for (auto& axis : axes) n_runs = n_runs > huge / axis.second.size() ? huge : n_runs * axis.second.size();
+  if (!arms.empty()) n_runs = n_runs > huge / arms.size() ? huge : std::max<uint64_t>(n_runs, 1) * arms.size();
   n_runs += n_points;
   if (n_runs > kMaxSweepRuns)
     throw UsageError(path + ": /grid: " + (n_runs >= huge ? "more than " + std::to_string(huge) : std::to_string(n_runs)) +
@@ -101,12 +135,19 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
     for (;;) {
       json c = json::object();
       for (size_t a = 0; a < axes.size(); ++a) c[axes[a].first] = axes[a].second[idx[a]];
-      combos.push_back(c);
+      if (arms.empty()) combos.push_back(c);
+      for (auto& arm : arms) {
+        json ac = arm;
+        ac.update(c);
+        combos.push_back(ac);
+      }
       size_t a = axes.size();
       while (a > 0 && ++idx[a - 1] == axes[a - 1].second.size()) idx[--a] = 0;
       if (a == 0) break;
     }
   }
+  if (axes.empty())
+    for (auto& arm : arms) combos.push_back(arm);
   if (j.contains("points")) {
     if (!j["points"].is_array()) throw UsageError(path + ": /points: must be a list of {\"section.key\": value} objects");
     for (size_t i = 0; i < j["points"].size(); ++i) {

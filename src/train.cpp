@@ -149,6 +149,10 @@ class TrainingRun {
       write_metrics(metrics_path(0), rows_[0]);  // drop rows written after the checkpoint
       elapsed_before_ = rows_[0].empty() ? 0.0 : rows_[0].back().elapsed_s;
       for (auto& row : rows_[0]) update_hold(0, row);
+      // Changes given with --set (the allowed ones) reach config.json only now, once the state
+      // they continue has been read back whole: a damaged run is left exactly as it was.
+      const std::string cfg_text = config_to_json(cfg_).dump(2) + "\n";
+      if (read_text_file(dirs_[0] + "/config.json") != cfg_text) atomic_write(dirs_[0] + "/config.json", cfg_text);
     }
     train_x_ = data.train_x.to(device_), train_y_ = data.train_y.to(device_);
     test_x_ = data.test_x.to(device_), test_y_ = data.test_y.to(device_);
@@ -413,7 +417,6 @@ TrainReport resume_run(const TrainOptions& opts) {
     atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
     return train(cfg, dir, false, opts.quiet);
   }
-  if (!opts.sets.empty()) atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
   if (exists(dir + "/summary.json")) {
     auto s = read_json_file(dir + "/summary.json");
     if (s.value("status", "") != "interrupted" && s.value("status", "") != "diverged" &&

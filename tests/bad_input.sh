@@ -125,5 +125,11 @@ expect 2 "progress takes a run directory" -- "$bin" progress "$good_ck"
 # A corrupted resume checkpoint is reported, not loaded.
 rm -rf rrun && cp -r good rrun && cp bad/bitflip.pt rrun/checkpoints/resume.pt
 expect 1 "rrun/checkpoints/resume.pt: checksum mismatch" -- $T --resume rrun --set train.epochs=40
+check "a refused resume leaves config.json as it was" 'cmp -s rrun/config.json good/config.json'
+# A damaged metrics.csv: resume and plot name it in one line; resume changes nothing.
+rm -rf mrun && cp -r good mrun && printf 'epoch,train_loss\n1,2\n' >mrun/metrics.csv
+expect 1 "mrun/metrics.csv: line 1: not a grokking metrics.csv header" -- $T --resume mrun --set train.epochs=40
+check "a refused resume leaves config.json as it was" 'cmp -s mrun/config.json good/config.json'
+expect 1 "mrun/metrics.csv: line 1: not a grokking metrics.csv header" -- "$bin" plot mrun --no-analysis
 
 finish

@@ -31,6 +31,36 @@ TEST_CASE("a grid expands to its cartesian product, named by its values", "[swee
   CHECK(plan.dir == "x");
 }
 
+TEST_CASE("arms are crossed with the grid; a key an arm leaves out takes the base value", "[sweep]") {
+  auto path = write_sweep("arms", R"({"base": {"task": {"p": 11}, "optim": {"weight_decay": 0.5}},
+      "grid": {"train.seed": [0, 1, 2]},
+      "arms": [{"train.loss": "stablemax"}, {"optim.orthograd": true, "optim.weight_decay": 0}]})");
+  auto plan = load_sweep(path);
+  REQUIRE(plan.runs.size() == 6);
+  CHECK(plan.keys == std::vector<std::string>{"train.seed", "train.loss", "optim.orthograd", "optim.weight_decay"});
+  // Per seed, every arm (a sweep stopped part way has compared arms on the same seeds).
+  CHECK(plan.runs[0].name == "optim.orthograd=false_optim.weight_decay=0.5_train.loss=stablemax_train.seed=0");
+  CHECK(plan.runs[1].name == "optim.orthograd=true_optim.weight_decay=0_train.loss=softmax_train.seed=0");
+  CHECK(plan.runs[5].values["train.seed"] == 2);
+  CHECK(plan.runs[5].values["optim.orthograd"] == true);
+  // Arms alone (no grid) are runs as they are; a key in both places is refused.
+  auto alone = load_sweep(write_sweep("arms2", R"({"arms": [{"train.seed": 1}, {"train.seed": 2}]})"));
+  CHECK(alone.runs.size() == 2);
+  auto msg = [](const std::string& text) {
+    try {
+      load_sweep(write_sweep("arms_bad", text));
+    } catch (const UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CHECK(msg(R"({"grid": {"train.seed": [1]}, "arms": [{"train.seed": 2}]})").find("/arms/0/train.seed: also a grid key") !=
+        std::string::npos);
+  CHECK(msg(R"({"arms": [{"train.sed": 2}]})").find("/train/sed: unknown key") != std::string::npos);
+  CHECK(msg(R"({"arms": [{"train.sed": 2}, {"train.seed": 1}]})").find("train.sed: not a config key") != std::string::npos);
+  CHECK(msg(R"({"arms": []})").find("/arms: must be a non-empty list") != std::string::npos);
+}
+
 TEST_CASE("shards partition the runs for every n", "[sweep]") {
   auto path = write_sweep("shard", R"({"grid": {"train.seed": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}})");
   auto plan = load_sweep(path);
