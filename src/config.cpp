@@ -48,16 +48,18 @@ T& member(Config& c, S Config::*s, T S::*m) {
   return (c.*s).*m;
 }
 
-// Integer in [lo, hi].
+// Integer in [lo, hi]; `why_hi`, where given, says in the refusal why the upper bound is there.
 template <class S>
 Field int_field(const char* sec, const char* key, S Config::*s, int64_t S::*m, int64_t lo,
-                int64_t hi, const char* doc) {
+                int64_t hi, const char* doc, const char* why_hi = nullptr) {
   Field f{sec, key, doc, nullptr, nullptr};
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]" +
+                            (why_hi ? std::string(" (") + why_hi + ")" : std::string());
   f.read = [=](Config& c, const json& v, const std::string& where) {
     int64_t x = 0;
     if (v.is_number_integer()) {
       if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
-        fail(where, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", v);
+        fail(where, "must be an integer in " + range, v);
       x = v.get<int64_t>();
     } else if (v.is_number_float() && std::isfinite(v.get<double>()) &&
                std::floor(v.get<double>()) == v.get<double>() && std::fabs(v.get<double>()) < 9e18) {
@@ -66,7 +68,7 @@ Field int_field(const char* sec, const char* key, S Config::*s, int64_t S::*m, i
       fail(where, "must be an integer", v);
     }
     if (x < lo || x > hi)
-      fail(where, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", v);
+      fail(where, "must be an integer in " + range, v);
     member(c, s, m) = x;
   };
   f.write = [=](const Config& c) { return json(member(const_cast<Config&>(c), s, m)); };
@@ -136,7 +138,8 @@ const std::vector<Field>& schema() {
     std::vector<Field> f;
     f.push_back(string_field("task", "operation", &C::task, &TaskConfig::operation, operation_names(),
                              "binary operation mod p (Power et al. 2022)"));
-    f.push_back(int_field("task", "p", &C::task, &TaskConfig::p, 2, 4096, "modulus P; vocabulary is P numbers plus \"=\""));
+    f.push_back(int_field("task", "p", &C::task, &TaskConfig::p, 2, 4096, "modulus P; vocabulary is P numbers plus \"=\"",
+                          "all P^2 pairs are evaluated at once: 4096^2 pairs already hold gigabytes of activations"));
     f.push_back(real_field("task", "frac_train", &C::task, &TaskConfig::frac_train, 0, true, 1, true,
                            "fraction of all pairs in the training set"));
     f.push_back(int_field("task", "seed", &C::task, &TaskConfig::seed, 0, INT64_MAX, "seed of the train/test split"));
@@ -354,7 +357,8 @@ void validate(const Config& c, const std::string& origin) {
                                 std::to_string(pairs) + " pairs (got " + format_number(c.task.frac_train, "%g") + ")");
   if (c.train.batch_size > n_train)
     bad("/train/batch_size", "must be 0 (full batch) or at most the " + std::to_string(n_train) +
-                                 " training pairs (got " + std::to_string(c.train.batch_size) + ")");
+                                 " training pairs (a batch is drawn from them without repeats; got " +
+                                 std::to_string(c.train.batch_size) + ")");
   // A Grokfast parameter changed from its default for a filter that does not use it is a mistake
   // (compared with the defaults, not with the keys given: a resolved config lists every key).
   const OptimConfig d;
@@ -368,10 +372,13 @@ void validate(const Config& c, const std::string& origin) {
   // Refuse before allocating: the evaluation holds a [pairs, d_mlp] float activation.
   const double bytes = double(pairs) * double(std::max(c.model.d_mlp, c.task.p)) * 4.0 * 3.0;
   if (bytes > 16e9)
-    bad("/task/p", "too large: evaluating " + std::to_string(pairs) + " pairs needs about " +
-                       format_number(bytes / 1e9, "%g") + " GB (got " + std::to_string(c.task.p) + ")");
+    bad("/task/p", "too large: evaluating all " + std::to_string(pairs) + " pairs at once holds about " +
+                       format_number(bytes / 1e9, "%g") + " GB of activations, at most 16 GB allowed (got " +
+                       std::to_string(c.task.p) + ")");
   const double params = double(c.model.d_model) * double(4 * c.model.d_model + 2 * c.model.d_mlp + 2 * c.task.p + 4);
-  if (params > 2e9) bad("/model/d_model", "model too large: " + format_number(params, "%g") + " parameters");
+  if (params > 2e9)
+    bad("/model/d_model", "model too large: " + format_number(params, "%g") +
+                              " parameters, at most 2e9 (weights, gradients and two Adam moments take 16 bytes each)");
 }
 
 json config_to_json(const Config& c) {
