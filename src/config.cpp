@@ -53,13 +53,13 @@ template <class S>
 Field int_field(const char* sec, const char* key, S Config::*s, int64_t S::*m, int64_t lo,
                 int64_t hi, const char* doc, const char* why_hi = nullptr) {
   Field f{sec, key, doc, nullptr, nullptr};
-  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]" +
-                            (why_hi ? std::string(" (") + why_hi + ")" : std::string());
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  const std::string why = why_hi ? std::string("; ") + why_hi : std::string();
   f.read = [=](Config& c, const json& v, const std::string& where) {
     int64_t x = 0;
     if (v.is_number_integer()) {
       if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
-        fail(where, "must be an integer in " + range, v);
+        fail(where, "must be an integer in " + range + why, v);
       x = v.get<int64_t>();
     } else if (v.is_number_float() && std::isfinite(v.get<double>()) &&
                std::floor(v.get<double>()) == v.get<double>() && std::fabs(v.get<double>()) < 9e18) {
@@ -67,8 +67,8 @@ Field int_field(const char* sec, const char* key, S Config::*s, int64_t S::*m, i
     } else {
       fail(where, "must be an integer", v);
     }
-    if (x < lo || x > hi)
-      fail(where, "must be an integer in " + range, v);
+    if (x < lo) fail(where, "must be an integer in " + range, v);
+    if (x > hi) fail(where, "must be an integer in " + range + why, v);
     member(c, s, m) = x;
   };
   f.write = [=](const Config& c) { return json(member(const_cast<Config&>(c), s, m)); };
