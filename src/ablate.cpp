@@ -23,40 +23,31 @@ torch::Tensor all_logits(const Model& model) {
 }
 
 namespace {
-// Unit vectors over the P^2 pairs for cos(w_k(a+b)) and sin(w_k(a+b)): [2|freqs|, P^2].
-torch::Tensor sum_directions(int64_t p, const std::vector<int64_t>& freqs) {
-  auto a = torch::arange(p, torch::kFloat64).view({p, 1}), b = torch::arange(p, torch::kFloat64).view({1, p});
-  std::vector<torch::Tensor> dirs;
-  for (auto k : freqs) {
-    auto phase = 2 * M_PI * double(k) * (a + b) / double(p);
-    for (auto d : {torch::cos(phase), torch::sin(phase)}) {
-      auto flat = d.reshape(-1);
-      auto n = flat.norm().item<double>();
-      if (n > 1e-9) dirs.push_back(flat / n);  // sin(pi(a+b)) vanishes for k = P/2
-    }
-  }
-  if (dirs.empty()) return torch::zeros({0, p * p}, torch::kFloat64);
-  return torch::stack(dirs);
-}
 
-torch::Tensor project_out_embedding(const Model& model, const std::vector<int64_t>& freqs, bool keep) {
-  const int64_t p = model.config().task.p;
-  auto F = fourier_basis(p);
+// W_E's rows of the numbers with the components of `freqs` (over the cycle's indices) projected
+// out, or only those (and the constant) kept; rows off the cycle (0 under mul/div) unchanged.
+torch::Tensor project_out_embedding(const Model& model, const Cycle& cycle, const std::vector<int64_t>& freqs, bool keep) {
+  const int64_t p = cycle.p;
+  auto F = fourier_basis(cycle.n);
   std::vector<int64_t> rows;
   if (keep) rows.push_back(0);  // keeping only some frequencies keeps the constant too
   for (auto k : freqs)
-    for (auto r : frequency_rows(p, k)) rows.push_back(r);
-  auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, P]
-  auto W = model.param("embed.W_E").detach().cpu().to(torch::kFloat64).narrow(0, 0, p);  // [P, d]
-  auto proj = B.t().matmul(B.matmul(W));
-  return (keep ? proj : W - proj).to(torch::kFloat32);
+    for (auto r : frequency_rows(cycle.n, k)) rows.push_back(r);
+  auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, n]
+  auto W = model.param("embed.W_E").detach().cpu().to(torch::kFloat64).narrow(0, 0, p).clone();  // [P, d]
+  auto idx = torch::tensor(cycle.value_of, torch::kInt64);
+  auto Wc = W.index_select(0, idx);  // [n, d]
+  auto proj = B.t().matmul(B.matmul(Wc));
+  W.index_copy_(0, idx, keep ? proj : Wc - proj);
+  return W.to(torch::kFloat32);
 }
 
 }  // namespace
 
 torch::Tensor project_sum_directions(const torch::Tensor& logits, int64_t p, const std::vector<int64_t>& freqs) {
-  auto U = sum_directions(p, freqs);  // [r, P^2]
-  return U.t().matmul(U.matmul(logits));
+  TaskConfig add;
+  add.operation = "add", add.p = p;
+  return project_onto(logits, relation_directions(cycle_of(add), make_dataset(add).all_x, freqs));
 }
 
 Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask) {
@@ -77,13 +68,13 @@ Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels,
 }
 
 LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key) {
-  const int64_t p = model.config().task.p;
+  const Cycle cycle = cycle_of(model.config().task);
   auto logits = all_logits(model);
   LossMeasures m;
   auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
   m.full = ev.all;
   m.train_loss = ev.train.loss, m.train_acc = ev.train.acc, m.test_loss = ev.test.loss, m.test_acc = ev.test.acc;
-  auto kept = project_sum_directions(logits, p, key);
+  auto kept = project_onto(logits, relation_directions(cycle, data.all_x, key));
   // Bias correction: add back the per-class mean of what was removed.
   auto restricted = kept + (logits - kept).mean(0, true);
   m.restricted_loss = evaluate_splits(restricted, data.all_y, data.train_mask).all.loss;
@@ -95,11 +86,8 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
                                    std::vector<int64_t>* used_freqs) {
   torch::NoGradGuard no_grad;
   const auto& cfg = model.config();
-  require_fourier_basis(model.config().task);  // no basis at all: say that first
-  if (cfg.task.operation != "add")
-    throw UsageError("frequency ablations use the cos/sin(w(a+b)) directions and are defined for operation 'add' (got '" +
-                     cfg.task.operation + "')");
-  const int64_t p = cfg.task.p, nf = n_frequencies(p);
+  const Cycle cycle = cycle_of(cfg.task);  // no cycle at all: say that first
+  const int64_t p = cfg.task.p, n = cycle.n, nf = n_frequencies(n);
   std::vector<int64_t> key = opts.freqs;
   const Cache cache = run_all_pairs(model);
   if (key.empty()) key = analyse_fourier(model, cache).key_neurons;
@@ -121,22 +109,27 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   out.push_back(row("model as is", "none", {}, logits));
 
   // ---- logit space (the paper's): project every class's logits over the P^2 pairs ----
-  for (auto k : key) out.push_back(row("remove key freq " + std::to_string(k), "logits", {k},
-                                       logits - project_sum_directions(logits, p, {k})));
-  auto kept = project_sum_directions(logits, p, key);
+  auto remove = [&](const std::vector<int64_t>& freqs) {
+    return logits - project_onto(logits, relation_directions(cycle, data.all_x, freqs));
+  };
+  for (auto k : key) out.push_back(row("remove key freq " + std::to_string(k), "logits", {k}, remove({k})));
+  auto kept = project_onto(logits, relation_directions(cycle, data.all_x, key));
   out.push_back(row("remove all key freqs (excluded)", "logits", key, logits - kept));
   out.push_back(row("keep only key freqs (restricted)", "logits", key, kept + (logits - kept).mean(0, true)));
   {
-    // Remove every 2-D Fourier component that involves a non-key frequency in a or in b.
-    auto F = fourier_basis(p);
+    // Remove every 2-D Fourier component (over the cycle's (i, j) grid) that involves a non-key
+    // frequency in a or in b; pairs off the cycle keep their logits.
+    auto F = fourier_basis(n);
     std::vector<int64_t> rows = {0};
     for (auto k : key)
-      for (auto r : frequency_rows(p, k)) rows.push_back(r);
-    auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, P]
-    auto L = logits.view({p, p, p});                                   // [a, b, c]
-    auto c = torch::tensordot(B, torch::tensordot(B, L, {1}, {0}), {1}, {1});  // [j, i, c]
-    auto back = torch::tensordot(B, torch::tensordot(B, c, {0}, {0}), {0}, {1});  // [a, b, c]
-    out.push_back(row("remove all non-key components", "logits", key, back.reshape({p * p, p})));
+      for (auto r : frequency_rows(n, k)) rows.push_back(r);
+    auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, n]
+    auto grid = cycle_grid(cycle, data.all_x);
+    auto L = logits.index_select(0, grid).view({n, n, p});              // [i, j, c]
+    auto c = torch::tensordot(B, torch::tensordot(B, L, {1}, {0}), {1}, {1});  // [j', i', c]
+    auto back = torch::tensordot(B, torch::tensordot(B, c, {0}, {0}), {0}, {1});  // [i, j, c]
+    out.push_back(row("remove all non-key components", "logits", key,
+                      logits.index_copy(0, grid, back.reshape({n * n, p}))));
   }
   if (!non_key.empty() && !key.empty()) {
     // Control: remove as many randomly chosen non-key frequencies, averaged over seeded draws.
@@ -147,7 +140,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
       auto pool = non_key;
       std::shuffle(pool.begin(), pool.end(), rng);
       pool.resize(std::min(pool.size(), key.size()));
-      auto r = row("", "logits", pool, logits - project_sum_directions(logits, p, pool));
+      auto r = row("", "logits", pool, remove(pool));
       for (auto [dst, src] : {std::pair{&avg.train, &r.train}, {&avg.test, &r.test}, {&avg.all, &r.all}}) {
         dst->loss += src->loss / double(opts.control_draws);
         dst->acc += src->acc / double(opts.control_draws);
@@ -165,8 +158,8 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
     }
     return all_logits(copy);
   };
-  out.push_back(row("remove all key freqs from W_E", "weights", key, with_embedding(project_out_embedding(model, key, false))));
-  out.push_back(row("keep only key freqs in W_E", "weights", key, with_embedding(project_out_embedding(model, key, true))));
+  out.push_back(row("remove all key freqs from W_E", "weights", key, with_embedding(project_out_embedding(model, cycle, key, false))));
+  out.push_back(row("keep only key freqs in W_E", "weights", key, with_embedding(project_out_embedding(model, cycle, key, true))));
   return out;
 }
 

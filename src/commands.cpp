@@ -77,6 +77,18 @@ struct Loaded {
   Checkpoint ck;
   std::string run_dir;
 };
+nlohmann::json cycle_json(const Cycle& c) {
+  return {{"n", c.n}, {"relation", c.relation}, {"generator", c.generator}};
+}
+
+// One line saying what the frequencies are frequencies of.
+std::string cycle_text(const Cycle& c) {
+  if (c.generator == 0) return "frequencies of the residues mod " + std::to_string(c.p) + " (directions " + c.relation + ")";
+  return "frequencies of the discrete logarithms base " + std::to_string(c.generator) + " mod " + std::to_string(c.p) +
+         " (a = " + std::to_string(c.generator) + "^i, indices mod " + std::to_string(c.n) + "; directions " + c.relation +
+         "; 0 is off the cycle)";
+}
+
 Loaded load_for_analysis(const std::string& path) {
   configure_threads(0);
   auto file = resolve_checkpoint(path);
@@ -91,7 +103,7 @@ int run_fourier_command(const AnalysisOptions& opts) {
   auto [ck, run_dir] = load_for_analysis(opts.path);
   Model model = model_from_checkpoint(ck);
   auto r = analyse_fourier(model);
-  const int64_t nf = n_frequencies(r.p);
+  const int64_t nf = n_frequencies(r.cycle.n);
 
   if (!run_dir.empty()) {
     CsvWriter csv({"k", "embed_norm", "unembed_norm", "neurons", "key_neurons", "key_embed", "embed_cos", "embed_sin",
@@ -110,6 +122,7 @@ int run_fourier_command(const AnalysisOptions& opts) {
     nlohmann::json j = {{"checkpoint", ck.path},
                         {"epoch", ck.epoch},
                         {"p", r.p},
+                        {"cycle", cycle_json(r.cycle)},
                         {"key_freqs_neurons", r.key_neurons},
                         {"key_freqs_embed", r.key_embed},
                         {"agree", r.agree()},
@@ -130,6 +143,7 @@ int run_fourier_command(const AnalysisOptions& opts) {
     return 0;
   }
   std::printf("checkpoint %s (epoch %lld, P=%lld)\n", ck.path.c_str(), (long long)ck.epoch, (long long)r.p);
+  std::printf("%s\n", cycle_text(r.cycle).c_str());
   std::printf("key frequencies, neuron method:   %s  (%.1f%% of neurons explained >= %.0f%% by one frequency)\n",
               join_numbers(r.key_neurons).c_str(), 100 * r.frac_neurons_clustered, 100 * kNeuronClusterFrac);
   std::printf("key frequencies, W_E norm method: %s  (%s)\n", join_numbers(r.key_embed).c_str(),
@@ -166,7 +180,11 @@ int run_ablate_command(const AnalysisOptions& opts) {
   }
   if (opts.quiet) return 0;
   if (opts.json) {
-    nlohmann::json j = {{"checkpoint", ck.path}, {"epoch", ck.epoch}, {"freqs", freqs}, {"ablations", nlohmann::json::array()}};
+    nlohmann::json j = {{"checkpoint", ck.path},
+                        {"epoch", ck.epoch},
+                        {"cycle", cycle_json(cycle_of(ck.config.task))},
+                        {"freqs", freqs},
+                        {"ablations", nlohmann::json::array()}};
     for (auto& r : rows)
       j["ablations"].push_back({{"name", r.name}, {"space", r.space}, {"freqs", r.freqs}, {"draws", r.draws},
                                 {"train", split_json(r.train)}, {"test", split_json(r.test)}, {"all", split_json(r.all)}});
@@ -175,6 +193,7 @@ int run_ablate_command(const AnalysisOptions& opts) {
   }
   std::printf("checkpoint %s (epoch %lld); frequencies %s%s\n", ck.path.c_str(), (long long)ck.epoch,
               join_numbers(freqs).c_str(), opts.freqs.empty() ? " (key, neuron method)" : " (--freqs)");
+  std::printf("%s\n", cycle_text(cycle_of(ck.config.task)).c_str());
   std::printf("%-38s %-8s %11s %9s %11s %9s %11s %9s\n", "ablation", "space", "train loss", "train acc", "test loss",
               "test acc", "all loss", "all acc");
   for (auto& r : rows)

@@ -59,20 +59,6 @@ double gini(std::vector<double> v) {
   return 2 * weighted / (n * sum) - (n + 1) / n;
 }
 
-// The Fourier analysis over Z_P means something for operations that are a rotation on the
-// circle of residues: addition and subtraction. Multiplication and division are addition of
-// discrete logarithms (a basis over Z_P^*, not implemented yet); the polynomials and `mixed`
-// have no known basis. Refused in one line rather than printed as numbers that mean nothing.
-void require_fourier_basis(const TaskConfig& task) {
-  const auto& op = task.operation;
-  if (op == "add" || op == "sub") return;
-  if (op == "mul" || op == "div")
-    throw UsageError("the Fourier analysis over Z_P is for add and sub; operation '" + op +
-                     "' is addition of discrete logarithms, whose basis is not implemented yet");
-  throw UsageError("the Fourier analysis is for add and sub; operation '" + op + "' has no known Fourier basis");
-}
-
-
 // ---------------------------------------------------------------------------------------------
 // Spectra and key frequencies
 
@@ -104,18 +90,19 @@ FourierReport analyse_fourier(const Model& model) { return analyse_fourier(model
 
 FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   torch::NoGradGuard no_grad;
-  require_fourier_basis(model.config().task);
   const auto& cfg = model.config();
-  const int64_t p = cfg.task.p, nf = n_frequencies(p);
+  const Cycle cycle = cycle_of(cfg.task);
+  const int64_t p = cfg.task.p, n = cycle.n, nf = n_frequencies(n);
   FourierReport r;
   r.p = p;
+  r.cycle = cycle;
 
-  // ---- embedding and unembedding spectra ----
-  auto W_E = model.param("embed.W_E").detach().cpu().narrow(0, 0, p);  // [P, d]: "=" row dropped
+  // ---- embedding and unembedding spectra, over the cycle's indices ----
+  auto W_E = on_cycle(model.param("embed.W_E").detach().cpu().narrow(0, 0, p), cycle);  // [n, d]: "=" row dropped
   auto embed = frequency_components(W_E);
   r.embed_norm = embed.total, r.embed_cos = embed.cos, r.embed_sin = embed.sin;
-  r.embed_const_norm = (fourier_basis(p)[0].unsqueeze(0).matmul(W_E.to(torch::kFloat64))).norm().item<double>();
-  auto unembed = frequency_components(model.param("unembed.W_U").detach().cpu().t());  // [P, d]
+  r.embed_const_norm = (fourier_basis(n)[0].unsqueeze(0).matmul(W_E.to(torch::kFloat64))).norm().item<double>();
+  auto unembed = frequency_components(on_cycle(model.param("unembed.W_U").detach().cpu().t(), cycle));  // [n, d]
   r.unembed_norm = unembed.total, r.unembed_cos = unembed.cos, r.unembed_sin = unembed.sin;
   r.gini_embed = gini(r.embed_norm);
   r.gini_unembed = gini(r.unembed_norm);
@@ -123,7 +110,10 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
 
   // ---- MLP neurons: 2-D Fourier transform of centred activations over (a, b) ----
   const int64_t m = cfg.model.d_mlp;
-  auto spectrum = neuron_spectrum(all_pairs.mlp_post, p);
+  // The activations on the cycle's (i, j) grid; for add and sub that is every pair as it is.
+  auto acts = all_pairs.mlp_post;
+  if (n != p) acts = acts.index_select(0, cycle_grid(cycle, make_dataset(cfg.task).all_x).to(acts.device()));
+  auto spectrum = neuron_spectrum(acts, n);
   auto [best_frac_t, best_k_t] = spectrum.frac.max(0);
   auto tot = spectrum.variance.contiguous(), best_frac = best_frac_t.contiguous(), best_k = best_k_t.contiguous();
   const double* tot_v = tot.data_ptr<double>();
@@ -143,8 +133,8 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   r.frac_neurons_clustered = double(clustered) / double(m);
   // A key frequency holds at least 2 clustered neurons and at least 2 % of them.
   for (int64_t k = 1; k <= nf; ++k) {
-    auto n = r.neurons_per_freq[size_t(k - 1)];
-    if (n >= 2 && double(n) >= 0.02 * double(clustered)) r.key_neurons.push_back(k);
+    auto count = r.neurons_per_freq[size_t(k - 1)];
+    if (count >= 2 && double(count) >= 0.02 * double(clustered)) r.key_neurons.push_back(k);
   }
   return r;
 }

@@ -102,8 +102,7 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
   RunProgress out;
   out.key_freqs = freqs;
   if (out.key_freqs.empty()) out.key_freqs = analyse_fourier(model_from_checkpoint(final_ck)).key_neurons;
-  if (final_ck.config.task.operation != "add")
-    throw UsageError("progress measures use the cos/sin(w(a+b)) directions: defined for operation 'add' only");
+  const Cycle cycle = cycle_of(final_ck.config.task);
   Dataset data = make_dataset(final_ck.config.task);
 
   const auto shape_of = [](const Config& c) {
@@ -117,7 +116,7 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
                      " (a checkpoint from another run?)");
     Model m = model_from_checkpoint(ck);
     auto lm = loss_measures(m, data, out.key_freqs);
-    auto embed = m.weight(W_E).detach().narrow(0, 0, ck.config.task.p);
+    auto embed = on_cycle(m.weight(W_E).detach().narrow(0, 0, ck.config.task.p), cycle);
     return ProgressRow{ck.epoch,          lm.train_loss,    lm.test_loss, lm.train_acc,
                        lm.test_acc,       lm.restricted_loss, lm.excluded_loss, gini(frequency_norms(embed)),
                        m.sum_squared_weights()};

@@ -115,10 +115,15 @@ grep -q "<svg" r1/report.html && grep -q "Ablations" r1/report.html && pass=$((p
   { fail=$((fail + 1)); echo "FAIL: report.html" >&2; }
 expect 2 "not a directory" -- "$bin" plot tiny.json
 
-# ---- the Fourier analysis refuses operations it has no basis for, in one line ----
+# ---- mul is analysed over discrete logs; operations with no basis are refused in one line ----
 "$bin" train tiny.json --out rmul --set task.operation=mul --set train.epochs=20 -q 2>/dev/null
 "$bin" train tiny.json --out rpoly --set 'task.operation="x^2+y^2"' --set train.epochs=20 -q 2>/dev/null
-expect 2 "operation 'mul' is addition of discrete logarithms" -- "$bin" fourier rmul
+expect 0 "" -- "$bin" fourier rmul
+check "mul is analysed over discrete logarithms" 'grep -q "frequencies of the discrete logarithms base" out.txt'
+expect 0 "" -- "$bin" ablate rmul --json
+check "ablate --json names the cycle" 'grep -q "\"relation\": \"log a + log b\"" out.txt'
+"$bin" train tiny.json --out rmul12 --set task.operation=mul --set task.p=12 --set train.epochs=20 -q 2>/dev/null
+expect 2 "discrete logarithms, which need a prime P >= 3 \(got 12\)" -- "$bin" fourier rmul12
 expect 2 "operation 'x\^2\+y\^2' has no known Fourier basis" -- "$bin" ablate rpoly
 expect 2 "operation 'x\^2\+y\^2' has no known Fourier basis" -- "$bin" progress rpoly
 

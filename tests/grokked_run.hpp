@@ -1,6 +1,9 @@
 #pragma once
-// One training of configs/ci-small.json per test process, shared by the regression test and
-// the analysis tests that need a grokked model.
+// One training of configs/<name>.json (ci-small, ci-small-sub, ci-small-mul) per test process,
+// shared by the regression tests and the analysis tests that need a grokked model.
+#include <map>
+#include <string>
+
 #include "grokking/rundir.hpp"
 #include "grokking/train.hpp"
 #include "helpers.hpp"
@@ -12,19 +15,22 @@ struct GrokkedRun {
   TrainReport report;
 };
 
-inline const GrokkedRun& grokked_run() {
-  static const GrokkedRun run = [] {
-    Config cfg = load_config(source_dir() + "/configs/ci-small.json");
+inline const GrokkedRun& grokked_run(const std::string& name = "ci-small") {
+  static std::map<std::string, GrokkedRun> runs;
+  auto it = runs.find(name);
+  if (it != runs.end()) return it->second;
+  const GrokkedRun run = [&] {
+    Config cfg = load_config(source_dir() + "/configs/" + name + ".json");
     cfg.train.device = "cpu";
     cfg.train.threads = 1;  // ctest runs tests side by side on two cores
     GrokkedRun r;
-    r.dir = temp_dir("ci-small");
+    r.dir = temp_dir(name);
     make_dirs(r.dir + "/checkpoints");
     atomic_write(r.dir + "/config.json", config_to_json(cfg).dump(2));
     r.report = train(cfg, r.dir, false, true);
     return r;
   }();
-  return run;
+  return runs.emplace(name, run).first->second;
 }
 
 }  // namespace grokking::test

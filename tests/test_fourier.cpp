@@ -77,15 +77,3 @@ TEST_CASE("a grokked model is sparse in frequency, and both methods find its key
     CHECK(std::find(r.key_neurons.begin(), r.key_neurons.end(), k) != r.key_neurons.end());
 }
 
-TEST_CASE("the Fourier analysis is refused for operations without a basis over Z_P", "[analysis]") {
-  TaskConfig t;
-  for (auto op : {"add", "sub"}) {
-    t.operation = op;
-    CHECK_NOTHROW(require_fourier_basis(t));
-  }
-  for (auto op : {"mul", "div", "x^2+y^2", "mixed"}) {
-    t.operation = op;
-    INFO(op);
-    CHECK_THROWS_AS(require_fourier_basis(t), UsageError);
-  }
-}

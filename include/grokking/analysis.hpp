@@ -27,12 +27,39 @@ FrequencyComponents frequency_components(const torch::Tensor& x);
 std::vector<double> frequency_norms(const torch::Tensor& x);  // frequency_components(x).total
 double gini(std::vector<double> values);
 
-// UsageError unless the task's operation has a Fourier basis over Z_P here (add, sub).
-void require_fourier_basis(const TaskConfig& task);
+// ---- the cycle an operation rotates on ----
+// add/sub: a moves around Z_P (index = value). mul/div over a prime P: with a generator g of
+// Z_P^*, a = g^i and b = g^j give a*b = g^(i+j), a/b = g^(i-j): indices mod n = P-1, and 0,
+// which has no logarithm, is off the cycle (its pairs keep whatever the analysis does not touch).
+// Every spectrum, direction and ablation is taken over the indices 0..n-1.
+struct Cycle {
+  std::string operation, relation;  // relation: "a+b", "a-b", "log a + log b", "log a - log b"
+  int64_t p = 0, n = 0;
+  int64_t generator = 0;             // g for mul/div, 0 for add/sub
+  int64_t b_sign = 1;                // the label's index is i + b_sign*j (mod n)
+  std::vector<int64_t> value_of;     // [n]: the value at each index
+  std::vector<int64_t> index_of;     // [P]: the index of each value, -1 off the cycle
+};
+// UsageError in one line for operations with no such cycle (the polynomials, mixed) and for
+// mul/div over a P that is not prime.
+Cycle cycle_of(const TaskConfig& task);
+void require_fourier_basis(const TaskConfig& task);  // cycle_of, for its error only
+int64_t primitive_root(int64_t p);                   // the smallest generator of Z_P^*, P prime
+// Rows of a by-value tensor ([P, ...]) in cycle order ([n, ...]).
+torch::Tensor on_cycle(const torch::Tensor& by_value, const Cycle& c);
+// Row in `pairs` ([N, 3] tokens a, b, =) of the pair (value_of[i], value_of[j]), for i, j in
+// row-major order: [n^2] int64.
+torch::Tensor cycle_grid(const Cycle& c, const torch::Tensor& pairs);
+// Unit vectors over the N pairs for cos and sin(2 pi k (i + b_sign j) / n) of each frequency k,
+// zero on pairs off the cycle: [r, N] float64 (the paper's cos/sin(w_k(a+b)) directions for add).
+torch::Tensor relation_directions(const Cycle& c, const torch::Tensor& pairs, const std::vector<int64_t>& freqs);
+// The part of logits [N, C] in the span of orthonormal directions [r, N].
+torch::Tensor project_onto(const torch::Tensor& logits, const torch::Tensor& directions);
 
 // ---- spectra and key frequencies ----
 struct FourierReport {
   int64_t p = 0;
+  Cycle cycle;                                    // frequencies are over its n indices
   std::vector<double> embed_norm, unembed_norm;  // per frequency 1..n: cos and sin together
   std::vector<double> embed_cos, embed_sin, unembed_cos, unembed_sin;  // ... and each apart
   double embed_const_norm = 0;                    // the constant component of W_E

@@ -1,0 +1,129 @@
+#include "grokking/analysis.hpp"
+
+#include <algorithm>
+
+#include "grokking/error.hpp"
+
+namespace grokking {
+
+// ---------------------------------------------------------------------------------------------
+// The cycle an operation rotates on. Addition and subtraction mod P move a around Z_P; over
+// the nonzero residues of a prime P, multiplication and division are addition and subtraction
+// of discrete logarithms: with a generator g of Z_P^*, a = g^i, b = g^j give a*b = g^(i+j) and
+// a/b = g^(i-j), indices mod P-1. The analysis works in the Fourier basis of those indices.
+
+namespace {
+
+bool prime(int64_t p) {
+  if (p < 2) return false;
+  for (int64_t d = 2; d * d <= p; ++d)
+    if (p % d == 0) return false;
+  return true;
+}
+
+int64_t pow_mod(int64_t base, int64_t e, int64_t m) {
+  int64_t r = 1 % m;
+  base %= m;
+  for (; e > 0; e >>= 1, base = base * base % m)
+    if (e & 1) r = r * base % m;
+  return r;
+}
+
+}  // namespace
+
+int64_t primitive_root(int64_t p) {
+  if (!prime(p)) throw std::invalid_argument("primitive_root: P must be prime");
+  if (p == 2) return 1;
+  std::vector<int64_t> factors;  // the distinct primes of P-1
+  int64_t rest = p - 1;
+  for (int64_t d = 2; d * d <= rest; ++d)
+    if (rest % d == 0) {
+      factors.push_back(d);
+      while (rest % d == 0) rest /= d;
+    }
+  if (rest > 1) factors.push_back(rest);
+  for (int64_t g = 2; g < p; ++g)
+    if (std::all_of(factors.begin(), factors.end(), [&](int64_t q) { return pow_mod(g, (p - 1) / q, p) != 1; }))
+      return g;
+  throw std::logic_error("primitive_root: none found");  // every prime has one
+}
+
+Cycle cycle_of(const TaskConfig& task) {
+  const auto& op = task.operation;
+  const int64_t p = task.p;
+  Cycle c;
+  c.operation = op, c.p = p;
+  c.index_of.assign(size_t(p), -1);
+  if (op == "add" || op == "sub") {
+    c.n = p;
+    c.b_sign = op == "add" ? 1 : -1;
+    c.relation = op == "add" ? "a+b" : "a-b";
+    for (int64_t v = 0; v < p; ++v) c.value_of.push_back(v), c.index_of[size_t(v)] = v;
+    return c;
+  }
+  if (op == "mul" || op == "div") {
+    if (!prime(p) || p < 3)
+      throw UsageError("the analysis of '" + op + "' works on discrete logarithms, which need a prime P >= 3 (got " +
+                       std::to_string(p) + ")");
+    c.n = p - 1;
+    c.generator = primitive_root(p);
+    c.b_sign = op == "mul" ? 1 : -1;
+    c.relation = op == "mul" ? "log a + log b" : "log a - log b";
+    for (int64_t i = 0, v = 1; i < p - 1; ++i, v = v * c.generator % p) c.value_of.push_back(v), c.index_of[size_t(v)] = i;
+    return c;
+  }
+  throw UsageError("the Fourier analysis is for add, sub, mul and div; operation '" + op +
+                   "' has no known Fourier basis");
+}
+
+void require_fourier_basis(const TaskConfig& task) { (void)cycle_of(task); }
+
+torch::Tensor on_cycle(const torch::Tensor& by_value, const Cycle& c) {
+  return by_value.index_select(0, torch::tensor(c.value_of, torch::kInt64).to(by_value.device()));
+}
+
+torch::Tensor cycle_grid(const Cycle& c, const torch::Tensor& pairs) {
+  auto cpu = pairs.to(torch::kCPU).contiguous();
+  auto acc = cpu.accessor<int64_t, 2>();
+  std::vector<int64_t> at(size_t(c.p * c.p), -1);  // pair (a, b) -> its row in `pairs`
+  for (int64_t r = 0; r < cpu.size(0); ++r) at[size_t(acc[r][0] * c.p + acc[r][1])] = r;
+  std::vector<int64_t> grid;
+  grid.reserve(size_t(c.n * c.n));
+  for (auto a : c.value_of)
+    for (auto b : c.value_of) {
+      const int64_t r = at[size_t(a * c.p + b)];
+      if (r < 0) throw std::invalid_argument("cycle_grid: pair (" + std::to_string(a) + ", " + std::to_string(b) + ") missing");
+      grid.push_back(r);
+    }
+  return torch::tensor(grid, torch::kInt64);
+}
+
+torch::Tensor relation_directions(const Cycle& c, const torch::Tensor& pairs, const std::vector<int64_t>& freqs) {
+  auto cpu = pairs.to(torch::kCPU).contiguous();
+  auto acc = cpu.accessor<int64_t, 2>();
+  const int64_t n_pairs = cpu.size(0);
+  // The index i + s*j of each pair; pairs off the cycle (a 0 under mul/div) get no direction.
+  std::vector<double> idx(size_t(n_pairs), 0.0), on(size_t(n_pairs), 0.0);
+  for (int64_t r = 0; r < n_pairs; ++r) {
+    const int64_t i = c.index_of[size_t(acc[r][0])], j = c.index_of[size_t(acc[r][1])];
+    if (i < 0 || j < 0) continue;
+    idx[size_t(r)] = double(((i + c.b_sign * j) % c.n + c.n) % c.n), on[size_t(r)] = 1.0;
+  }
+  auto index = torch::tensor(idx, torch::kFloat64), mask = torch::tensor(on, torch::kFloat64);
+  std::vector<torch::Tensor> dirs;
+  for (auto k : freqs) {
+    auto phase = 2 * M_PI * double(k) * index / double(c.n);
+    for (auto d : {torch::cos(phase) * mask, torch::sin(phase) * mask}) {
+      auto norm = d.norm().item<double>();
+      if (norm > 1e-9) dirs.push_back(d / norm);  // the sin direction vanishes for k = n/2
+    }
+  }
+  if (dirs.empty()) return torch::zeros({0, n_pairs}, torch::kFloat64);
+  return torch::stack(dirs);
+}
+
+torch::Tensor project_onto(const torch::Tensor& logits, const torch::Tensor& directions) {
+  return directions.t().matmul(directions.matmul(logits.to(torch::kFloat64)));
+}
+
+}  // namespace grokking
