@@ -1,5 +1,9 @@
 #include "grokking/checkpoint.hpp"
 
+#include <string_view>
+#include <map>
+#include <algorithm>
+
 #include "grokking/compat.hpp"
 #include "grokking/error.hpp"
 #include "grokking/rundir.hpp"
@@ -22,7 +26,7 @@ struct Hasher {
     auto c = t.contiguous().cpu();
     for (auto s : c.sizes()) i64(s);
     str(std::string(c.dtype().name()));
-    bytes(c.data_ptr(), c.numel() * c.element_size());
+    bytes(c.data_ptr(), size_t(c.numel()) * size_t(c.element_size()));
   }
   std::string hex() const {
     char buf[17];
@@ -99,17 +103,66 @@ std::string stored_pickle(const std::string& b) {
   return {};
 }
 
-// LibTorch 1.13's unpickler allocates what a length field says before it checks that the bytes
-// are there: a mutated length in a 7 KB file made it take gigabytes and seconds (found by
-// fuzz_checkpoint). Walks the pickle's opcodes and refuses a length that runs past its end. An
-// opcode this walk does not know ends it: the rest is left to LibTorch.
-bool pickle_lengths_fit(const std::string& pk) {
+// Bytes per element of the storage classes a persistent id names ("torch\nFloatStorage").
+size_t storage_element_size(const std::string& global) {
+  static const std::map<std::string, size_t> sizes = {
+      {"torch\nFloatStorage", 4}, {"torch\nDoubleStorage", 8}, {"torch\nHalfStorage", 2}, {"torch\nBFloat16Storage", 2},
+      {"torch\nLongStorage", 8},  {"torch\nIntStorage", 4},    {"torch\nShortStorage", 2}, {"torch\nCharStorage", 1},
+      {"torch\nByteStorage", 1},  {"torch\nBoolStorage", 1}};
+  auto it = sizes.find(global);
+  return it == sizes.end() ? 0 : it->second;
+}
+
+// Walks a pickle's opcodes. LibTorch 1.13's unpickler trusts what the file says, and the
+// fuzzer made each of these cost gigabytes or read out of bounds (fuzz_checkpoint): a length
+// field (it allocates the length before checking that the bytes are there), a memo index (it
+// grows its memo table to whatever index a BINPUT names), and a storage's element count (it
+// sizes the storage by the count in the persistent id, not by the record it reads). So every
+// length must fit in what follows, memo indices must come in order, and with `records` (the
+// archive's data/<key> sizes) every persistent id ('storage', type, key, location, count) must
+// name a record that holds count elements of its type. Without `records`, an opcode the walk
+// does not know ends it (the rest is LibTorch's); with them, it refuses the file.
+bool pickle_fits(std::string_view pk, const std::map<std::string, uint64_t>* records) {
   const size_t n = pk.size();
   size_t i = 0;
   auto fits = [&](uint64_t len) { return len <= n - i; };
+  auto le = [&](size_t at, size_t bytes) {
+    uint64_t v = 0;
+    for (size_t k = 0; k < bytes; ++k) v |= uint64_t(uint8_t(pk[at + k])) << (8 * k);
+    return v;
+  };
+  // A token per value pushed (only strings, integers, globals and tuples are told apart; the
+  // stack is exact between a MARK and its TUPLE, which is all the persistent ids need).
+  struct Tok {
+    char kind = 'o';  // s(tring) i(nt) g(lobal) t(uple) m(ark) o(ther)
+    std::string text;
+    uint64_t value = 0;
+    std::vector<Tok> items;
+  };
+  std::vector<Tok> stack;
+  std::vector<Tok> memo;
+  auto push = [&](Tok t) {
+    if (records) stack.push_back(std::move(t));
+  };
+  auto put = [&](uint64_t id) {  // BINPUT / LONG_BINPUT / MEMOIZE: indices in order
+    if (id > memo.size()) return false;
+    if (id == memo.size()) memo.emplace_back();
+    if (records && !stack.empty()) memo[size_t(id)] = stack.back();
+    return true;
+  };
+  auto pop_to_mark = [&] {
+    Tok tuple;
+    tuple.kind = 't';
+    if (!records) return tuple;
+    auto m = std::find_if(stack.rbegin(), stack.rend(), [](const Tok& t) { return t.kind == 'm'; });
+    if (m == stack.rend()) return tuple;
+    const auto from = m.base();  // just after the mark
+    tuple.items.assign(std::make_move_iterator(from), std::make_move_iterator(stack.end()));
+    stack.erase(from - 1, stack.end());
+    return tuple;
+  };
   while (i < n) {
     const auto op = uint8_t(pk[i++]);
-    uint64_t len = 0;
     size_t field = 0;  // bytes of the length field
     switch (op) {
       case 'X': case 'B': case 'T': case 0x8b: field = 4; break;  // BINUNICODE, BINBYTES, BINSTRING, LONG4
@@ -119,36 +172,152 @@ bool pickle_lengths_fit(const std::string& pk) {
     }
     if (field) {
       if (!fits(field)) return false;
-      for (size_t k = 0; k < field; ++k) len |= uint64_t(uint8_t(pk[i + k])) << (8 * k);
+      const uint64_t len = le(i, field);
       i += field;
-      if (op == 0x95) continue;  // FRAME: the length of what follows, not bytes to skip
-      if (!fits(len)) return false;
+      if (!fits(len)) return false;  // (a FRAME's length, too, is of bytes that must follow)
+      if (op == 0x95) continue;      // FRAME: the length of what follows, not bytes to skip
+      Tok t;
+      if (op == 'X' || op == 0x8c || op == 0x8d) t.kind = 's', t.text = std::string(pk.substr(i, size_t(len)));
+      if (op == 0x8a && len <= 8) t.kind = 'i', t.value = le(i, size_t(len));
+      push(std::move(t));
       i += size_t(len);
       continue;
     }
-    switch (op) {  // fixed-size arguments
-      case 0x80: case 'K': case 'q': case 'h': case 0x82: i += 1; break;  // PROTO, BININT1, BINPUT, BINGET, EXT1
-      case 'M': case 0x83: i += 2; break;                                // BININT2, EXT2
-      case 'J': case 'r': case 'j': case 0x84: i += 4; break;            // BININT, LONG_BINPUT, LONG_BINGET, EXT4
-      case 'G': i += 8; break;                                           // BINFLOAT
-      case 'c': {                                                        // GLOBAL: two lines
+    auto arg = [&](size_t bytes) {
+      if (!fits(bytes)) return false;
+      i += bytes;
+      return true;
+    };
+    switch (op) {
+      case 'q': if (!fits(1) || !put(le(i, 1))) return false; i += 1; break;  // BINPUT
+      case 'r': if (!fits(4) || !put(le(i, 4))) return false; i += 4; break;  // LONG_BINPUT
+      case 0x94: if (!put(memo.size())) return false; break;                  // MEMOIZE
+      case 'h': case 'j': {                                                    // BINGET, LONG_BINGET
+        const size_t bytes = op == 'h' ? 1 : 4;
+        if (!fits(bytes)) return false;
+        const uint64_t id = le(i, bytes);
+        i += bytes;
+        if (id >= memo.size()) return false;
+        push(memo[size_t(id)]);
+        break;
+      }
+      case 'K': case 'M': case 'J': {  // BININT1, BININT2, BININT
+        const size_t bytes = op == 'K' ? 1 : op == 'M' ? 2 : 4;
+        if (!fits(bytes)) return false;
+        Tok t;
+        t.kind = 'i', t.value = le(i, bytes);
+        if (op == 'J' && (t.value & 0x80000000u)) t.kind = 'o';  // negative
+        push(std::move(t));
+        i += bytes;
+        break;
+      }
+      case 0x80: case 0x82: if (!arg(1)) return false; break;  // PROTO, EXT1
+      case 0x83: if (!arg(2)) return false; break;             // EXT2
+      case 0x84: if (!arg(4)) return false; break;             // EXT4
+      case 'G': if (!arg(8)) return false; push(Tok{}); break; // BINFLOAT
+      case 'c': {                                              // GLOBAL: two lines
+        Tok t;
+        t.kind = 'g';
         for (int line = 0; line < 2; ++line) {
           const size_t nl = pk.find('\n', i);
-          if (nl == std::string::npos) return false;
+          if (nl == std::string_view::npos) return false;
+          t.text += std::string(pk.substr(i, nl - i)) + (line == 0 ? "\n" : "");
           i = nl + 1;
         }
+        push(std::move(t));
+        break;
+      }
+      case '(': { Tok t; t.kind = 'm'; push(std::move(t)); break; }  // MARK
+      case 't': push(pop_to_mark()); break;                          // TUPLE
+      case 'e': case 'u': case 'l': case 'd': pop_to_mark(); break;  // APPENDS, SETITEMS (onto what is below)
+      case 'Q': {                                                    // BINPERSID
+        if (!records) break;
+        if (stack.empty()) return false;
+        Tok id = std::move(stack.back());
+        stack.pop_back();
+        const auto& it = id.items;
+        if (id.kind != 't' || it.size() != 5 || it[0].kind != 's' || it[0].text != "storage" || it[1].kind != 'g' ||
+            it[2].kind != 's' || it[4].kind != 'i')
+          return false;
+        const size_t elem = storage_element_size(it[1].text);
+        auto rec = records->find(it[2].text);
+        if (elem == 0 || rec == records->end() || it[4].value > rec->second / elem) return false;
+        push(Tok{});
         break;
       }
       case '.': return true;  // STOP
-      case '}': case ']': case ')': case '(': case 'e': case 's': case 'u': case 't': case 'R': case 'Q':
-      case 'N': case 0x88: case 0x89: case 0x85: case 0x86: case 0x87: case 'b': case 'a': case '0': case 0x94:
-      case 0x81: case 0x92: case 0x93: case 0x8f: case 0x90: case 0x91:
-        break;  // no argument
-      default: return true;  // not a pickle opcode this walk knows: leave the rest to LibTorch
+      case '}': case ']': case ')': case 'N': case 0x88: case 0x89: push(Tok{}); break;  // a new value
+      case 's': case 'R': case 'b': case 'a': case '0': case 0x85: case 0x86: case 0x87: case 0x81:
+      case 0x92: case 0x93: case 0x8f: case 0x90: case 0x91:
+        // Changes values below the top; the tokens stay approximate there, which the
+        // persistent ids (built between a MARK and a TUPLE) do not depend on.
+        if (records && (op == 0x85 || op == 0x86 || op == 0x87 || op == 'R')) push(Tok{});
+        break;
+      default:
+        // Not an opcode this walk knows: with records, a file grokking did not write.
+        return records == nullptr;
     }
     if (i > n) return false;
   }
+  return records == nullptr;  // a pickle ends with STOP
+}
+
+// LibTorch finds data.pkl through the zip64 records when the plain ones disagree, and the
+// local headers of its archives carry no sizes: every local header named */data.pkl has its
+// pickle walked to the end of the file, and a length that runs past the file refuses it (a
+// 7.8 KB checkpoint whose plain central directory claimed 0 bytes made LibTorch allocate
+// 4 GB; found by fuzz_checkpoint).
+bool local_pickles_fit(const std::string& b) {
+  static const std::string kLocal("PK\x03\x04", 4);
+  for (size_t at = b.find(kLocal); at != std::string::npos; at = b.find(kLocal, at + 1)) {
+    if (at + 30 > b.size()) break;
+    const size_t name_len = le16(b, at + 26), extra = le16(b, at + 28);
+    if (at + 30 + name_len > b.size()) continue;
+    if (name_len < 8 || b.compare(at + 30 + name_len - 8, 8, "data.pkl") != 0) continue;
+    const size_t data = at + 30 + name_len + extra;
+    if (data > b.size() || !pickle_fits(std::string_view(b).substr(data), nullptr)) return false;
+  }
   return true;
+}
+
+// Sizes of the archive's */data/<key> records (the tensors' storages) by key, from the plain
+// central directory.
+std::map<std::string, uint64_t> record_sizes(const std::string& b) {
+  std::map<std::string, uint64_t> out;
+  const size_t n = b.size();
+  size_t eocd = std::string::npos;
+  for (size_t at = n >= 22 ? n - 22 + 1 : 0; at-- > 0;)
+    if (le32(b, at) == 0x06054b50u) {
+      eocd = at;
+      break;
+    }
+  if (eocd == std::string::npos) return out;
+  size_t at = le32(b, eocd + 16);
+  const size_t end = std::min<size_t>(eocd, size_t(at) + le32(b, eocd + 12));
+  while (at + 46 <= end && le32(b, at) == 0x02014b50u) {
+    const size_t name_len = le16(b, at + 28), extra = le16(b, at + 30), comment = le16(b, at + 32);
+    if (at + 46 + name_len > end) break;
+    const std::string name = b.substr(at + 46, name_len);
+    const size_t slash = name.find("/data/");
+    if (slash != std::string::npos) out[name.substr(slash + 6)] = le32(b, at + 24);
+    at += 46 + name_len + extra + comment;
+  }
+  return out;
+}
+
+// A tensor from the pickle whose sizes, strides and offset reach past its storage (the
+// unpickler does not check; hashing it read out of bounds, found by fuzz_checkpoint).
+bool view_fits_storage(const torch::Tensor& t) {
+  if (!t.defined()) return false;
+  if (t.numel() == 0) return true;
+  if (t.storage_offset() < 0) return false;
+  unsigned __int128 last = uint64_t(t.storage_offset());
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.stride(d) < 0 || t.size(d) < 0) return false;
+    last += (unsigned __int128)uint64_t(t.size(d) - 1) * uint64_t(t.stride(d));
+    if (last > (unsigned __int128)1 << 64) return false;
+  }
+  return (last + 1) * uint64_t(t.element_size()) <= t.storage().nbytes();
 }
 
 }  // namespace
@@ -189,8 +358,9 @@ Checkpoint load_checkpoint(const std::string& path) {
   // end of a truncated file (found by AddressSanitizer): check the end-of-central-directory
   // record and the central directory's extent ourselves first.
   if (!zip_is_complete(raw)) bad(path, "not a readable checkpoint: truncated or not a zip archive");
-  if (!pickle_lengths_fit(stored_pickle(raw)))
-    bad(path, "not a readable checkpoint: corrupted (a length in data.pkl runs past its end)");
+  const auto records = record_sizes(raw);
+  if (!pickle_fits(stored_pickle(raw), &records) || !local_pickles_fit(raw))
+    bad(path, "not a readable checkpoint: corrupted (a length or memo index in data.pkl is out of range)");
   c10::IValue iv;
   try {
     std::vector<char> bytes(raw.begin(), raw.end());
@@ -228,6 +398,8 @@ Checkpoint load_checkpoint(const std::string& path) {
   c10::Dict<std::string, torch::Tensor> weights;
   for (auto& e : model.toGenericDict()) {
     if (!e.key().isString() || !e.value().isTensor()) bad(path, "model entry is not a name->tensor dict");
+    if (!view_fits_storage(e.value().toTensor()))
+      bad(path, "corrupted: tensor " + e.key().toStringRef() + " reaches past its storage");
     weights.insert(e.key().toStringRef(), e.value().toTensor());
   }
   c10::Dict<std::string, torch::Tensor> optim;
@@ -237,6 +409,8 @@ Checkpoint load_checkpoint(const std::string& path) {
       bad(path, "optimizer entry is malformed");
     for (auto& e : o.toGenericDict()) {
       if (!e.key().isString() || !e.value().isTensor()) bad(path, "optimizer entry is malformed");
+      if (!view_fits_storage(e.value().toTensor()))
+        bad(path, "corrupted: optimizer tensor " + e.key().toStringRef() + " reaches past its storage");
       optim.insert(e.key().toStringRef(), e.value().toTensor());
     }
     ck.has_optimizer = true;
