@@ -77,9 +77,61 @@ LossMeasures loss_measures(const Model& model, const Dataset& data, const std::v
   auto kept = project_onto(logits, relation_directions(cycle, data.all_x, key));
   // Bias correction: add back the per-class mean of what was removed.
   auto restricted = kept + (logits - kept).mean(0, true);
-  m.restricted_loss = evaluate_splits(restricted, data.all_y, data.train_mask).all.loss;
+  m.restricted = evaluate_splits(restricted, data.all_y, data.train_mask);
+  m.restricted_loss = m.restricted.all.loss;
   m.excluded_loss = evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss;
+  for (auto k : key) {
+    auto one = project_onto(logits, relation_directions(cycle, data.all_x, {k}));
+    m.excluded_by_key.push_back(evaluate_splits(logits - one, data.all_y, data.train_mask).train.loss);
+  }
   return m;
+}
+
+std::vector<double> excluded_loss_by_frequency(const Model& model, const Dataset& data) {
+  torch::NoGradGuard no_grad;
+  const Cycle cycle = cycle_of(model.config().task);
+  auto logits = all_logits(model);
+  std::vector<double> out;
+  for (int64_t k = 1; k <= n_frequencies(cycle.n); ++k) {
+    auto one = project_onto(logits, relation_directions(cycle, data.all_x, {k}));
+    out.push_back(evaluate_splits(logits - one, data.all_y, data.train_mask).train.loss);
+  }
+  return out;
+}
+
+LogitFit fit_logit_trig(const Model& model, const Dataset& data, const std::vector<int64_t>& freqs) {
+  torch::NoGradGuard no_grad;
+  return fit_logit_trig(all_logits(model), cycle_of(model.config().task), data.all_x, freqs);
+}
+
+LogitFit fit_logit_trig(const torch::Tensor& logits, const Cycle& cycle, const torch::Tensor& pairs,
+                        const std::vector<int64_t>& freqs) {
+  const int64_t n = cycle.n;
+  auto values = torch::tensor(cycle.value_of, torch::kInt64);
+  // [n^2, n]: pairs (i, j) on the cycle, classes l on the cycle, each pair's logits centred.
+  auto L = logits.to(torch::kFloat64).index_select(0, cycle_grid(cycle, pairs)).index_select(1, values);
+  auto pair_mean = L.mean(1, true);
+  auto centred = L - pair_mean;
+  auto i = torch::arange(n, torch::kFloat64).view({n, 1, 1}), j = torch::arange(n, torch::kFloat64).view({1, n, 1});
+  auto l = torch::arange(n, torch::kFloat64).view({1, 1, n});
+  auto label_index = torch::remainder(i + double(cycle.b_sign) * j, double(n));  // [n, n, 1]
+  LogitFit fit;
+  fit.freqs = freqs;
+  auto fitted = torch::zeros_like(centred);
+  for (auto k : freqs) {
+    // The cos(w_k(i + s j - l)) features of distinct frequencies are orthogonal, and each sums
+    // to zero over l: the least-squares coefficients are separate projections.
+    auto x = torch::cos(2 * M_PI * double(k) * (label_index - l) / double(n)).reshape({n * n, n});
+    const double alpha = (centred * x).sum().item<double>() / (x * x).sum().item<double>();
+    fit.alpha.push_back(alpha);
+    fitted += alpha * x;
+  }
+  const double total = centred.pow(2).sum().item<double>();
+  fit.frac_variance = total > 0 ? 1.0 - (centred - fitted).pow(2).sum().item<double>() / total : 0.0;
+  auto labels = label_index.reshape({n * n}).to(torch::kInt64);
+  auto ev = evaluate_splits(fitted + pair_mean, labels, torch::ones({n * n}, torch::kBool));
+  fit.loss = ev.all.loss, fit.acc = ev.all.acc;
+  return fit;
 }
 
 std::vector<AblationResult> ablate(const Model& model, const Dataset& data, const AblateOptions& opts,
@@ -131,6 +183,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
     out.push_back(row("remove all non-key components", "logits", key,
                       logits.index_copy(0, grid, back.reshape({n * n, p}))));
   }
+  std::vector<int64_t> largest;  // the largest non-key frequencies, for the controls
   if (!non_key.empty() && !key.empty()) {
     // Control: remove as many randomly chosen non-key frequencies, averaged over seeded draws.
     std::mt19937_64 rng(opts.seed);
@@ -147,6 +200,16 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
       }
     }
     out.push_back(avg);
+    // Control: the as many non-key frequencies that carry the most (by W_E norm), which a
+    // random draw mostly misses in a grokked model.
+    auto norms = frequency_norms(on_cycle(model.param("embed.W_E").detach().cpu().narrow(0, 0, p), cycle));
+    largest = non_key;
+    std::stable_sort(largest.begin(), largest.end(),
+                     [&](int64_t x, int64_t y) { return norms[size_t(x - 1)] > norms[size_t(y - 1)]; });
+    largest.resize(std::min(largest.size(), key.size()));
+    std::sort(largest.begin(), largest.end());
+    out.push_back(row("remove " + std::to_string(largest.size()) + " largest non-key freqs (control)", "logits", largest,
+                      remove(largest)));
   }
 
   // ---- weight space: the frequencies' components of W_E projected out ----
@@ -160,6 +223,25 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   };
   out.push_back(row("remove all key freqs from W_E", "weights", key, with_embedding(project_out_embedding(model, cycle, key, false))));
   out.push_back(row("keep only key freqs in W_E", "weights", key, with_embedding(project_out_embedding(model, cycle, key, true))));
+  if (!largest.empty()) {
+    // The same controls in weight space.
+    std::mt19937_64 rng(opts.seed);
+    AblationResult avg{"remove " + std::to_string(key.size()) + " random non-key freqs from W_E (control)", "weights", {},
+                       {}, {}, {}, opts.control_draws};
+    for (int64_t d = 0; d < opts.control_draws; ++d) {
+      auto pool = non_key;
+      std::shuffle(pool.begin(), pool.end(), rng);
+      pool.resize(std::min(pool.size(), key.size()));
+      auto r = row("", "weights", pool, with_embedding(project_out_embedding(model, cycle, pool, false)));
+      for (auto [dst, src] : {std::pair{&avg.train, &r.train}, {&avg.test, &r.test}, {&avg.all, &r.all}}) {
+        dst->loss += src->loss / double(opts.control_draws);
+        dst->acc += src->acc / double(opts.control_draws);
+      }
+    }
+    out.push_back(avg);
+    out.push_back(row("remove " + std::to_string(largest.size()) + " largest non-key freqs from W_E (control)", "weights",
+                      largest, with_embedding(project_out_embedding(model, cycle, largest, false))));
+  }
   return out;
 }
 

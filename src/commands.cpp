@@ -107,13 +107,13 @@ int run_fourier_command(const AnalysisOptions& opts) {
 
   if (!run_dir.empty()) {
     CsvWriter csv({"k", "embed_norm", "unembed_norm", "neurons", "key_neurons", "key_embed", "embed_cos", "embed_sin",
-                   "unembed_cos", "unembed_sin"});
+                   "unembed_cos", "unembed_sin", "wl_norm", "neurons_85"});
     auto has = [](const std::vector<int64_t>& v, int64_t k) { return int64_t(std::count(v.begin(), v.end(), k) > 0); };
     for (int64_t k = 1; k <= nf; ++k) {
       const auto i = size_t(k - 1);
       csv.field(k).field(r.embed_norm[i]).field(r.unembed_norm[i]).field(r.neurons_per_freq[i]);
       csv.field(has(r.key_neurons, k)).field(has(r.key_embed, k)).field(r.embed_cos[i]).field(r.embed_sin[i]);
-      csv.field(r.unembed_cos[i]).field(r.unembed_sin[i]).end_row();
+      csv.field(r.unembed_cos[i]).field(r.unembed_sin[i]).field(r.wl_norm[i]).field(r.neurons_per_freq_85[i]).end_row();
     }
     atomic_write(run_dir + "/fourier.csv", csv.text());
   }
@@ -138,7 +138,17 @@ int run_fourier_command(const AnalysisOptions& opts) {
                         {"unembed_sin", r.unembed_sin},
                         {"neurons_per_freq", r.neurons_per_freq},
                         {"neuron_freq", r.neuron_freq},
-                        {"neuron_frac", r.neuron_frac}};
+                        {"neuron_frac", r.neuron_frac},
+                        {"frac_neurons_85", r.frac_neurons_85},
+                        {"neurons_per_freq_85", r.neurons_per_freq_85},
+                        {"neuron_frac_hist", r.neuron_frac_hist},
+                        {"wl_norm", r.wl_norm},
+                        {"key_freqs_wl", r.key_wl},
+                        {"gini_wl", r.gini_wl},
+                        {"attention_to_a", nlohmann::json::array()}};
+    for (size_t h = 0; h < r.attn_key.size(); ++h)
+      j["attention_to_a"].push_back({{"head", h}, {"mean", r.attn_a_const[h]}, {"key_freq", r.attn_key[h]},
+                                     {"norm", r.attn_a_norm[h]}});
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -148,15 +158,24 @@ int run_fourier_command(const AnalysisOptions& opts) {
               join_numbers(r.key_neurons).c_str(), 100 * r.frac_neurons_clustered, 100 * kNeuronClusterFrac);
   std::printf("key frequencies, W_E norm method: %s  (%s)\n", join_numbers(r.key_embed).c_str(),
               r.agree() ? "the methods agree" : "the methods differ");
-  std::printf("Gini of frequency norms: W_E %.3f, W_U %.3f  (near 0: spread out; near 1: sparse)\n\n", r.gini_embed,
-              r.gini_unembed);
-  std::printf("%4s  %10s  %8s  %8s  %10s  %8s\n", "k", "|W_E|_k", "cos", "sin", "|W_U|_k", "neurons");
+  std::printf("key frequencies of W_L = (W_out W_U)^T: %s\n", join_numbers(r.key_wl).c_str());
+  std::printf("Gini of frequency norms: W_E %.3f, W_U %.3f, W_L %.3f  (near 0: spread out; near 1: sparse)\n",
+              r.gini_embed, r.gini_unembed, r.gini_wl);
+  std::printf("neurons explained >= 85%% by one frequency (the paper's clusters): %.1f%%; best-frequency fraction "
+              "histogram (0-0.1 ... 0.9-1): %s\n",
+              100 * r.frac_neurons_85, join_numbers(r.neuron_frac_hist, " ").c_str());
+  for (size_t h = 0; h < r.attn_key.size(); ++h)
+    std::printf("head %zu: attention of \"=\" to a, mean %.3f, strongest frequency over a: %s\n", h, r.attn_a_const[h],
+                r.attn_key[h] ? std::to_string(r.attn_key[h]).c_str() : "none (flat)");
+  std::printf("\n%4s  %10s  %8s  %8s  %10s  %10s  %8s  %8s\n", "k", "|W_E|_k", "cos", "sin", "|W_U|_k", "|W_L|_k",
+              "neurons", ">=85%");
   for (int64_t k = 1; k <= nf; ++k) {
     bool key = std::find(r.key_neurons.begin(), r.key_neurons.end(), k) != r.key_neurons.end() ||
                std::find(r.key_embed.begin(), r.key_embed.end(), k) != r.key_embed.end();
     const auto i = size_t(k - 1);
-    std::printf("%4lld  %10.4f  %8.4f  %8.4f  %10.4f  %8lld%s\n", (long long)k, r.embed_norm[i], r.embed_cos[i],
-                r.embed_sin[i], r.unembed_norm[i], (long long)r.neurons_per_freq[i], key ? "  *" : "");
+    std::printf("%4lld  %10.4f  %8.4f  %8.4f  %10.4f  %10.4f  %8lld  %8lld%s\n", (long long)k, r.embed_norm[i],
+                r.embed_cos[i], r.embed_sin[i], r.unembed_norm[i], r.wl_norm[i], (long long)r.neurons_per_freq[i],
+                (long long)r.neurons_per_freq_85[i], key ? "  *" : "");
   }
   return 0;
 }
@@ -168,6 +187,8 @@ int run_ablate_command(const AnalysisOptions& opts) {
   AblateOptions ao{opts.freqs, opts.draws, opts.seed};
   std::vector<int64_t> freqs;
   auto rows = ablate(model, data, ao, &freqs);
+  const auto by_freq = excluded_loss_by_frequency(model, data);
+  const auto fit = fit_logit_trig(model, data, freqs);
 
   if (!run_dir.empty()) {
     CsvWriter csv({"ablation", "space", "freqs", "train_loss", "train_acc", "test_loss", "test_acc", "all_loss",
@@ -177,6 +198,10 @@ int run_ablate_command(const AnalysisOptions& opts) {
       csv.field(r.test.loss).field(r.test.acc).field(r.all.loss).field(r.all.acc).field(r.draws).end_row();
     }
     atomic_write(run_dir + "/ablate.csv", csv.text());
+    CsvWriter per({"k", "excluded_loss", "key"});
+    for (size_t i = 0; i < by_freq.size(); ++i)
+      per.field(int64_t(i + 1)).field(by_freq[i]).field(int64_t(std::count(freqs.begin(), freqs.end(), int64_t(i + 1)))).end_row();
+    atomic_write(run_dir + "/excluded_by_freq.csv", per.text());
   }
   if (opts.quiet) return 0;
   if (opts.json) {
@@ -184,7 +209,10 @@ int run_ablate_command(const AnalysisOptions& opts) {
                         {"epoch", ck.epoch},
                         {"cycle", cycle_json(cycle_of(ck.config.task))},
                         {"freqs", freqs},
-                        {"ablations", nlohmann::json::array()}};
+                        {"ablations", nlohmann::json::array()},
+                        {"excluded_loss_by_freq", by_freq},
+                        {"logit_fit", {{"freqs", fit.freqs}, {"alpha", fit.alpha}, {"frac_variance", fit.frac_variance},
+                                       {"loss", fit.loss}, {"acc", fit.acc}}}};
     for (auto& r : rows)
       j["ablations"].push_back({{"name", r.name}, {"space", r.space}, {"freqs", r.freqs}, {"draws", r.draws},
                                 {"train", split_json(r.train)}, {"test", split_json(r.test)}, {"all", split_json(r.all)}});
@@ -194,13 +222,24 @@ int run_ablate_command(const AnalysisOptions& opts) {
   std::printf("checkpoint %s (epoch %lld); frequencies %s%s\n", ck.path.c_str(), (long long)ck.epoch,
               join_numbers(freqs).c_str(), opts.freqs.empty() ? " (key, neuron method)" : " (--freqs)");
   std::printf("%s\n", cycle_text(cycle_of(ck.config.task)).c_str());
-  std::printf("%-38s %-8s %11s %9s %11s %9s %11s %9s\n", "ablation", "space", "train loss", "train acc", "test loss",
+  std::printf("%-50s %-8s %11s %9s %11s %9s %11s %9s\n", "ablation", "space", "train loss", "train acc", "test loss",
               "test acc", "all loss", "all acc");
   for (auto& r : rows)
-    std::printf("%-38s %-8s %11.3e %9.4f %11.3e %9.4f %11.3e %9.4f\n", r.name.c_str(), r.space.c_str(), r.train.loss,
+    std::printf("%-50s %-8s %11.3e %9.4f %11.3e %9.4f %11.3e %9.4f\n", r.name.c_str(), r.space.c_str(), r.train.loss,
                 r.train.acc, r.test.loss, r.test.acc, r.all.loss, r.all.acc);
   std::printf("uniform guess: loss ln(P) = %.3f, accuracy 1/P = %.4f\n", std::log(double(ck.config.task.p)),
               1.0 / double(ck.config.task.p));
+  std::string alphas;
+  for (size_t i = 0; i < fit.alpha.size(); ++i)
+    alphas += (i ? ", " : "") + std::to_string(fit.freqs[i]) + ": " + format_number(fit.alpha[i], "%.3g");
+  std::printf("\nlogits fitted by sum_k alpha_k cos(w_k(%s - c)) over the key frequencies: %.1f%% of their variance "
+              "(the paper: about 95%%); alpha {%s}; fitted logits: loss %.3e, accuracy %.4f\n",
+              cycle_of(ck.config.task).relation.c_str(), 100 * fit.frac_variance, alphas.c_str(), fit.loss, fit.acc);
+  std::printf("excluded loss (train) with one frequency removed, k = 1..%zu: ", by_freq.size());
+  for (size_t i = 0; i < by_freq.size(); ++i)
+    std::printf("%s%zu:%.3g%s", i ? " " : "", i + 1, by_freq[i],
+                std::count(freqs.begin(), freqs.end(), int64_t(i + 1)) ? "*" : "");
+  std::printf("\n");
   return 0;
 }
 

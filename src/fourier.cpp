@@ -86,6 +86,20 @@ Cache run_all_pairs(const Model& model) {
   return cache;
 }
 
+torch::Tensor neuron_logit_map(const Model& model) {
+  auto w_out = model.weight(W_out).detach().cpu().to(torch::kFloat64);  // [d_mlp, d_model]
+  auto w_u = model.weight(W_U).detach().cpu().to(torch::kFloat64);      // [d_model, P]
+  return w_out.matmul(w_u).t().contiguous();                            // [P, d_mlp]
+}
+
+double gini_embed_frequencies(const Model& model, const Cycle& cycle) {
+  return gini(frequency_norms(on_cycle(model.weight(W_E).detach().cpu().narrow(0, 0, cycle.p), cycle)));
+}
+
+double gini_wl_frequencies(const Model& model, const Cycle& cycle) {
+  return gini(frequency_norms(on_cycle(neuron_logit_map(model), cycle)));
+}
+
 FourierReport analyse_fourier(const Model& model) { return analyse_fourier(model, run_all_pairs(model)); }
 
 FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
@@ -107,6 +121,29 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   r.gini_embed = gini(r.embed_norm);
   r.gini_unembed = gini(r.unembed_norm);
   r.key_embed = key_from_norms(r.embed_norm);
+  r.wl_norm = frequency_norms(on_cycle(neuron_logit_map(model), cycle));
+  r.key_wl = key_from_norms(r.wl_norm);
+  r.gini_wl = gini(r.wl_norm);
+
+  // ---- attention of "=" to a, per head, as a function of a (mean over b) ----
+  {
+    auto pattern = all_pairs.attn_pattern.to(torch::kCPU, torch::kFloat64);  // [N, h, 3]
+    auto to_a = pattern.select(2, 0);                                         // [N, h]
+    auto a_tok = make_dataset(cfg.task).all_x.select(1, 0);
+    const int64_t h = to_a.size(1);
+    auto sum = torch::zeros({p, h}, torch::kFloat64).index_add_(0, a_tok, to_a);
+    auto count = torch::zeros({p}, torch::kFloat64).index_add_(0, a_tok, torch::ones({a_tok.size(0)}, torch::kFloat64));
+    auto by_a = on_cycle(sum / count.clamp_min(1).unsqueeze(1), cycle);  // [n, h]
+    auto mean = by_a.mean(0);
+    for (int64_t head = 0; head < h; ++head) {
+      auto norms = frequency_norms(by_a.select(1, head).unsqueeze(1));
+      r.attn_a_const.push_back(mean[head].item<double>());
+      const auto best = std::max_element(norms.begin(), norms.end());
+      // A head whose attention does not vary with a (all norms ~0) has no frequency.
+      r.attn_key.push_back(best != norms.end() && *best > 1e-6 ? int64_t(best - norms.begin()) + 1 : 0);
+      r.attn_a_norm.push_back(std::move(norms));
+    }
+  }
 
   // ---- MLP neurons: 2-D Fourier transform of centred activations over (a, b) ----
   const int64_t m = cfg.model.d_mlp;
@@ -131,6 +168,16 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
     }
   }
   r.frac_neurons_clustered = double(clustered) / double(m);
+  r.neurons_per_freq_85.assign(size_t(nf), 0);
+  r.neuron_frac_hist.assign(10, 0);
+  int64_t clustered85 = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    if (r.neuron_freq[size_t(i)] == 0) continue;
+    const double f = r.neuron_frac[size_t(i)];
+    ++r.neuron_frac_hist[size_t(std::min<int64_t>(9, int64_t(f * 10)))];
+    if (f >= kNeuronClusterFrac85) ++clustered85, ++r.neurons_per_freq_85[size_t(r.neuron_freq[size_t(i)] - 1)];
+  }
+  r.frac_neurons_85 = double(clustered85) / double(m);
   // A key frequency holds at least 2 clustered neurons and at least 2 % of them.
   for (int64_t k = 1; k <= nf; ++k) {
     auto count = r.neurons_per_freq[size_t(k - 1)];

@@ -116,10 +116,15 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
                      " (a checkpoint from another run?)");
     Model m = model_from_checkpoint(ck);
     auto lm = loss_measures(m, data, out.key_freqs);
-    auto embed = on_cycle(m.weight(W_E).detach().narrow(0, 0, ck.config.task.p), cycle);
-    return ProgressRow{ck.epoch,          lm.train_loss,    lm.test_loss, lm.train_acc,
-                       lm.test_acc,       lm.restricted_loss, lm.excluded_loss, gini(frequency_norms(embed)),
-                       m.sum_squared_weights()};
+    ProgressRow row;
+    row.epoch = ck.epoch, row.train_loss = lm.train_loss, row.test_loss = lm.test_loss, row.train_acc = lm.train_acc;
+    row.test_acc = lm.test_acc, row.restricted_loss = lm.restricted_loss, row.excluded_loss = lm.excluded_loss;
+    row.gini = gini_embed_frequencies(m, cycle), row.sum_sq_weights = m.sum_squared_weights();
+    row.restricted_train_loss = lm.restricted.train.loss, row.restricted_test_loss = lm.restricted.test.loss;
+    row.restricted_acc = lm.restricted.all.acc;
+    row.gini_wl = gini_wl_frequencies(m, cycle);
+    row.excluded_by_key = lm.excluded_by_key;
+    return row;
   };
   // Checkpoints are independent: each worker takes the next one until none is left.
   out.rows.resize(list.size());
@@ -152,11 +157,18 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
 }
 
 void write_progress(const std::string& dir, const RunProgress& progress) {
-  CsvWriter csv({"epoch", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "excluded_loss",
-                 "gini", "sum_sq_weights"});
+  std::vector<std::string> header = {"epoch", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss",
+                                     "excluded_loss", "gini", "sum_sq_weights", "restricted_train_loss",
+                                     "restricted_test_loss", "restricted_acc", "test_over_restricted", "gini_wl"};
+  for (auto k : progress.key_freqs) header.push_back("excluded_loss_k" + std::to_string(k));
+  CsvWriter csv(header);
   for (auto& r : progress.rows) {
     csv.field(r.epoch).field(r.train_loss).field(r.test_loss).field(r.train_acc).field(r.test_acc);
-    csv.field(r.restricted_loss).field(r.excluded_loss).field(r.gini).field(r.sum_sq_weights).end_row();
+    csv.field(r.restricted_loss).field(r.excluded_loss).field(r.gini).field(r.sum_sq_weights);
+    csv.field(r.restricted_train_loss).field(r.restricted_test_loss).field(r.restricted_acc);
+    csv.field(r.restricted_loss > 0 ? r.test_loss / r.restricted_loss : 0.0).field(r.gini_wl);
+    for (auto e : r.excluded_by_key) csv.field(e);
+    csv.end_row();
   }
   atomic_write(dir + "/progress.csv", csv.text());
   if (exists(dir + "/summary.json")) {

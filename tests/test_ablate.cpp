@@ -70,11 +70,28 @@ TEST_CASE("removing the key frequencies destroys the model; removing as many oth
   const double chance = 1.0 / double(ck.config.task.p);
   CHECK(find("remove all key freqs", "logits").test.acc < 3 * chance);
   CHECK(find("remove all key freqs from W_E", "weights").test.acc < 3 * chance);
+  // Controls: as many random non-key frequencies (5 draws), and the as many largest ones by
+  // W_E norm, removed in logit space and from W_E, leave the model intact.
+  int controls = 0;
   for (auto& r : rows)
     if (r.name.find("(control)") != std::string::npos) {
-      CHECK(r.draws == 5);
-      CHECK(r.test.acc >= 0.99);
+      ++controls;
+      INFO(r.name << " (" << r.space << ")");
+      CHECK(r.draws == (r.name.find("random") != std::string::npos ? 5 : 1));
+      CHECK(r.test.acc >= 0.98);
     }
+  CHECK(controls == 4);
+  // The excluded loss of every single frequency: the key ones far above every other.
+  auto by_freq = excluded_loss_by_frequency(m, data);
+  auto key = analyse_fourier(m).key_neurons;
+  REQUIRE(by_freq.size() == size_t(n_frequencies(ck.config.task.p)));
+  for (size_t i = 0; i < by_freq.size(); ++i)
+    if (std::count(key.begin(), key.end(), int64_t(i + 1)) == 0)
+      for (auto k : key) CHECK(by_freq[size_t(k - 1)] > 100 * by_freq[i]);
+  auto fit = fit_logit_trig(m, data, key);
+  INFO("logit fit explains " << fit.frac_variance);
+  CHECK(fit.frac_variance >= 0.8);
+  CHECK(fit.acc >= 0.99);
   auto restricted = find("keep only key freqs (restricted)", "logits");
   CHECK(restricted.test.acc >= 0.99);
   CHECK(restricted.all.loss <= std::max(10 * base.all.loss, 1e-3));

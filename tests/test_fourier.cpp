@@ -1,5 +1,7 @@
 #include <torch/torch.h>
 
+#include <numeric>
+
 #include <cmath>
 #include <limits>
 
@@ -75,5 +77,17 @@ TEST_CASE("a grokked model is sparse in frequency, and both methods find its key
   // The embedding norms single out the neurons' frequencies.
   for (auto k : r.key_embed)
     CHECK(std::find(r.key_neurons.begin(), r.key_neurons.end(), k) != r.key_neurons.end());
+  // The neuron-logit map W_L is sparse in the same frequencies, and sparser than untrained.
+  CHECK(r.key_wl == r.key_neurons);
+  CHECK(r.gini_wl > untrained.gini_wl + 0.15);
+  // The paper's clusters (>= 85 %) are a subset of the >= 50 % ones; the histogram counts the live neurons.
+  CHECK(r.frac_neurons_85 <= r.frac_neurons_clustered);
+  CHECK(r.frac_neurons_85 > 0.5);
+  int64_t live = 0;
+  for (auto k : r.neuron_freq) live += k > 0;
+  CHECK(std::accumulate(r.neuron_frac_hist.begin(), r.neuron_frac_hist.end(), int64_t(0)) == live);
+  // Each head's attention to a varies with a at a key frequency.
+  REQUIRE(r.attn_key.size() == size_t(ck.config.model.n_heads));
+  for (auto k : r.attn_key) CHECK(std::find(r.key_neurons.begin(), r.key_neurons.end(), k) != r.key_neurons.end());
 }
 

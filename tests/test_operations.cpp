@@ -81,6 +81,37 @@ TEST_CASE("relation directions: orthonormal, equal to the paper's for add, zero 
   CHECK(test::max_rel_diff(d[0], cosine / cosine.norm(), "add cos direction") < 1e-12);
 }
 
+TEST_CASE("the logit trig fit recovers planted coefficients, on every cycle", "[analysis]") {
+  for (const char* op : {"add", "sub", "mul"}) {
+    INFO(op);
+    const int64_t p = 13;
+    auto t = task(op, p);
+    auto c = cycle_of(t);
+    auto pairs = make_dataset(t).all_x;
+    auto acc = pairs.accessor<int64_t, 2>();
+    // logits = 3 cos(w_2(i + s j - l)) + 1.5 cos(w_5(...)) + a per-pair constant, on the cycle.
+    auto logits = torch::zeros({pairs.size(0), p}, torch::kFloat64);
+    auto L = logits.accessor<double, 2>();
+    for (int64_t r = 0; r < pairs.size(0); ++r) {
+      const int64_t i = c.index_of[size_t(acc[r][0])], j = c.index_of[size_t(acc[r][1])];
+      for (int64_t v = 0; v < p; ++v) {
+        const int64_t l = c.index_of[size_t(v)];
+        if (i < 0 || j < 0 || l < 0) continue;
+        const double m = double(i + c.b_sign * j - l);
+        L[r][v] = 3 * std::cos(2 * M_PI * 2 * m / double(c.n)) + 1.5 * std::cos(2 * M_PI * 5 * m / double(c.n)) + double(r % 7);
+      }
+    }
+    auto fit = fit_logit_trig(logits, c, pairs, {2, 5});
+    REQUIRE(fit.alpha.size() == 2);
+    CHECK(fit.alpha[0] == Approx(3.0).epsilon(1e-10));
+    CHECK(fit.alpha[1] == Approx(1.5).epsilon(1e-10));
+    CHECK(fit.frac_variance == Approx(1.0).epsilon(1e-10));
+    CHECK(fit.acc == 1.0);
+    // One frequency alone explains its share: 9 / (9 + 2.25).
+    CHECK(fit_logit_trig(logits, c, pairs, {2}).frac_variance == Approx(9.0 / 11.25).epsilon(1e-10));
+  }
+}
+
 TEST_CASE("operations without a cycle are refused in one line", "[analysis]") {
   for (auto op : {"x^2+y^2", "mixed"}) {
     INFO(op);
@@ -124,8 +155,22 @@ void check_signature(const std::string& name) {
   CHECK(find("remove all key freqs", "logits").all.acc < off_share + 3 * chance);
   CHECK(find("remove all key freqs from W_E", "weights").all.acc < off_share + 3 * chance);
   CHECK(find("keep only key freqs (restricted)", "logits").test.acc >= 0.99);
+  // The logit-space controls, random and largest, leave the model intact. (In weight space the
+  // largest non-key frequencies of W_E do matter for sub at P = 23: not asserted; README.)
   for (auto& r : rows)
-    if (r.name.find("(control)") != std::string::npos) CHECK(r.test.acc >= 0.98);
+    if (r.name.find("(control)") != std::string::npos && r.space == "logits") CHECK(r.test.acc >= 0.98);
+  // The logits' trig form over the key frequencies, and the excluded loss per frequency.
+  auto fit = fit_logit_trig(m, data, f.key_neurons);
+  CHECK(fit.frac_variance >= 0.7);
+  CHECK(fit.acc >= 0.99);
+  auto by_freq = excluded_loss_by_frequency(m, data);
+  double key_min = 1e300, other_max = 0;
+  for (size_t i = 0; i < by_freq.size(); ++i) {
+    const bool key = std::count(f.key_neurons.begin(), f.key_neurons.end(), int64_t(i + 1)) > 0;
+    if (key) key_min = std::min(key_min, by_freq[i]);
+    else other_max = std::max(other_max, by_freq[i]);
+  }
+  CHECK(key_min > 100 * other_max);
   // Progress measures run over the whole run; excluded loss ends far above restricted loss.
   auto progress = measure_progress(run.dir, {});
   REQUIRE(!progress.rows.empty());

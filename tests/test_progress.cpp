@@ -51,6 +51,12 @@ TEST_CASE("progress measures over the run find the phases in order", "[ci-small]
   Model m = model_from_checkpoint(load_checkpoint(list[mid].second));
   auto lm = loss_measures(m, make_dataset(m.config().task), progress.key_freqs);
   CHECK(rows[mid].excluded_loss == Approx(lm.excluded_loss).epsilon(1e-9));
+  CHECK(rows[mid].restricted_acc == Approx(lm.restricted.all.acc).epsilon(1e-12));
+  REQUIRE(rows[mid].excluded_by_key.size() == progress.key_freqs.size());
+  // Removing one key frequency removes less than removing them all.
+  for (auto e : rows.back().excluded_by_key) CHECK(e <= rows.back().excluded_loss * (1 + 1e-9));
+  CHECK(rows.back().restricted_acc >= 0.99);
+  CHECK(rows.back().gini_wl > rows.front().gini_wl);
   CHECK(rows[mid].sum_sq_weights == Approx(m.sum_squared_weights()).epsilon(1e-12));
   auto ph = progress.phases;
   REQUIRE(ph.grokked);
@@ -64,6 +70,8 @@ TEST_CASE("progress measures over the run find the phases in order", "[ci-small]
   write_progress(run.dir, progress);
   const std::string csv = read_file(run.dir + "/progress.csv");
   CHECK(std::count(csv.begin(), csv.end(), '\n') == std::ptrdiff_t(rows.size() + 1));
+  CHECK(csv.find("restricted_acc,test_over_restricted,gini_wl,excluded_loss_k" + std::to_string(progress.key_freqs[0])) !=
+        std::string::npos);
   auto summary = read_json_file(run.dir + "/summary.json");
   CHECK(summary["phases"]["cleanup"]["end"] == *ph.cleanup_end);
   CHECK(summary["phases"]["key_freqs"] == nlohmann::json(progress.key_freqs));

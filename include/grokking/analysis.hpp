@@ -68,11 +68,31 @@ struct FourierReport {
   std::vector<int64_t> neurons_per_freq;          // per frequency 1..n, clustered neurons only
   std::vector<int64_t> key_neurons, key_embed;    // key frequencies by the two methods
   double frac_neurons_clustered = 0;
+  // The paper's clusters: neurons whose best frequency explains >= 85 % of their variance.
+  double frac_neurons_85 = 0;
+  std::vector<int64_t> neurons_per_freq_85;       // per frequency 1..n
+  std::vector<int64_t> neuron_frac_hist;          // best-frequency fractions, 10 bins of 0.1 (dead neurons left out)
+  // The neuron-logit map W_L = (W_out W_U)^T, [P, d_mlp]: its spectrum over the output c.
+  std::vector<double> wl_norm;                    // per frequency 1..n
+  std::vector<int64_t> key_wl;                    // key frequencies of W_L by the norm rule
+  double gini_wl = 0;
+  // Attention paid by "=" to a, per head, as a function of a (mean over b): its spectrum.
+  std::vector<std::vector<double>> attn_a_norm;   // [head][frequency 1..n]
+  std::vector<double> attn_a_const;               // [head]: the mean attention to a
+  std::vector<int64_t> attn_key;                  // per head: the frequency with the largest norm (0: flat)
   double gini_embed = 0, gini_unembed = 0;
   bool agree() const { return key_neurons == key_embed; }
 };
-// Neurons count as clustered when their best frequency explains at least this much variance.
+// Neurons count as clustered when their best frequency explains at least this much variance
+// (for the key-frequency rule); the paper's clusters use kNeuronClusterFrac85.
 constexpr double kNeuronClusterFrac = 0.5;
+constexpr double kNeuronClusterFrac85 = 0.85;
+// The neuron-logit map W_L = (W_out W_U)^T, [P, d_mlp] (the paper's W_L), float64 on the CPU.
+torch::Tensor neuron_logit_map(const Model& model);
+// Gini of the per-frequency norms (cos and sin together, frequencies 1..n of the cycle) of W_E's
+// number rows and of W_L: the vectors progress.csv's gini and gini_wl are taken over.
+double gini_embed_frequencies(const Model& model, const Cycle& cycle);
+double gini_wl_frequencies(const Model& model, const Cycle& cycle);
 FourierReport analyse_fourier(const Model& model);
 // The same from the activations of every pair, as run_all_pairs gives them.
 FourierReport analyse_fourier(const Model& model, const Cache& all_pairs);
@@ -114,6 +134,8 @@ struct LossMeasures {
   double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0;
   double restricted_loss = 0;  // only the key (a+b) directions, bias corrected, all pairs
   double excluded_loss = 0;    // key (a+b) directions removed, training pairs
+  Splits restricted;           // the restricted logits on train, test and all pairs (loss and accuracy)
+  std::vector<double> excluded_by_key;  // per key frequency: only its directions removed, training pairs
 };
 LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key_freqs);
 
@@ -124,5 +146,23 @@ struct AblateOptions {
 };
 std::vector<AblationResult> ablate(const Model& model, const Dataset& data, const AblateOptions& opts,
                                    std::vector<int64_t>* used_freqs = nullptr);
+
+// Excluded loss (training pairs) with only frequency k's directions removed, for every k = 1..n
+// of the cycle: the paper's sweep over all frequencies. [n] in frequency order.
+std::vector<double> excluded_loss_by_frequency(const Model& model, const Dataset& data);
+
+// The logits' trig form: logits over the pairs on the cycle, classes on the cycle, fitted by
+// least squares with a constant plus sum_k alpha_k cos(w_k(i + s j - l)) over the key
+// frequencies (l the class's index; for add cos(w_k(a + b - c))).
+struct LogitFit {
+  std::vector<int64_t> freqs;
+  std::vector<double> alpha;  // per key frequency
+  double frac_variance = 0;   // of the centred logits explained by the fit
+  double loss = 0, acc = 0;   // of the fitted logits (constant + fit), over the pairs on the cycle
+};
+LogitFit fit_logit_trig(const Model& model, const Dataset& data, const std::vector<int64_t>& freqs);
+// The same on given logits [N, P] of the pairs `pairs` ([N, 3] tokens).
+LogitFit fit_logit_trig(const torch::Tensor& logits, const Cycle& cycle, const torch::Tensor& pairs,
+                        const std::vector<int64_t>& freqs);
 
 }  // namespace grokking

@@ -15,6 +15,10 @@ struct ProgressRow {
   int64_t epoch = 0;
   double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0;
   double restricted_loss = 0, excluded_loss = 0, gini = 0, sum_sq_weights = 0;
+  // Restricted logits on train and test (loss) and all pairs (accuracy); Gini of W_L's
+  // per-frequency norms; the excluded loss with each key frequency alone removed.
+  double restricted_train_loss = 0, restricted_test_loss = 0, restricted_acc = 0, gini_wl = 0;
+  std::vector<double> excluded_by_key;
 };
 
 struct Phases {
