@@ -116,6 +116,33 @@ int run_fourier_command(const AnalysisOptions& opts) {
       csv.field(r.unembed_cos[i]).field(r.unembed_sin[i]).field(r.wl_norm[i]).field(r.neurons_per_freq_85[i]).end_row();
     }
     atomic_write(run_dir + "/fourier.csv", csv.text());
+    // For plot: attention of "=" to a by a, one column per head; each live neuron's variance
+    // fraction per frequency, neurons grouped by best frequency (then by fraction), as a matrix.
+    std::vector<std::string> cols = {"i", "a"};
+    for (int64_t h = 0; h < r.attn_by_a.size(1); ++h) cols.push_back("head" + std::to_string(h));
+    CsvWriter att(cols);
+    auto by_a = r.attn_by_a.contiguous();
+    for (int64_t i = 0; i < by_a.size(0); ++i) {
+      att.field(i).field(r.cycle.value_of[size_t(i)]);
+      for (int64_t h = 0; h < by_a.size(1); ++h) att.field(by_a[i][h].item<double>());
+      att.end_row();
+    }
+    atomic_write(run_dir + "/attention.csv", att.text());
+    std::vector<size_t> order;
+    for (size_t i = 0; i < r.neuron_freq.size(); ++i)
+      if (r.neuron_freq[i] > 0) order.push_back(i);
+    std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+      return r.neuron_freq[x] != r.neuron_freq[y] ? r.neuron_freq[x] < r.neuron_freq[y] : r.neuron_frac[x] > r.neuron_frac[y];
+    });
+    auto fr = r.neuron_frac_matrix.contiguous();
+    std::string mat = "# rows: live MLP neurons grouped by best frequency; columns: frequency 1.." + std::to_string(nf) +
+                      "; value: fraction of the neuron's variance\n";
+    for (auto i : order) {
+      for (int64_t k = 0; k < nf; ++k)
+        mat += (k ? " " : "") + format_number(fr[k][int64_t(i)].item<double>(), "%.4g");
+      mat += "\n";
+    }
+    atomic_write(run_dir + "/neuron_spectrum.dat", mat);
   }
   if (opts.quiet) return 0;
   if (opts.json) {

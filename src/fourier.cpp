@@ -134,6 +134,7 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
     auto sum = torch::zeros({p, h}, torch::kFloat64).index_add_(0, a_tok, to_a);
     auto count = torch::zeros({p}, torch::kFloat64).index_add_(0, a_tok, torch::ones({a_tok.size(0)}, torch::kFloat64));
     auto by_a = on_cycle(sum / count.clamp_min(1).unsqueeze(1), cycle);  // [n, h]
+    r.attn_by_a = by_a;
     auto mean = by_a.mean(0);
     for (int64_t head = 0; head < h; ++head) {
       auto norms = frequency_norms(by_a.select(1, head).unsqueeze(1));
@@ -151,6 +152,7 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   auto acts = all_pairs.mlp_post;
   if (n != p) acts = acts.index_select(0, cycle_grid(cycle, make_dataset(cfg.task).all_x).to(acts.device()));
   auto spectrum = neuron_spectrum(acts, n);
+  r.neuron_frac_matrix = spectrum.frac;
   auto [best_frac_t, best_k_t] = spectrum.frac.max(0);
   auto tot = spectrum.variance.contiguous(), best_frac = best_frac_t.contiguous(), best_k = best_k_t.contiguous();
   const double* tot_v = tot.data_ptr<double>();

@@ -185,8 +185,12 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
     an.path = dir;
     an.quiet = true;
     try {
-      if (!exists(dir + "/fourier.csv")) run_fourier_command(an);
-      if (!exists(dir + "/progress.csv")) run_progress_command(an);
+      // Missing, or written by an earlier version without the columns the figures draw.
+      auto lacks = [&](const std::string& file, const std::string& column) {
+        return !exists(dir + "/" + file) || read_csv(dir + "/" + file).column(column) < 0;
+      };
+      if (lacks("fourier.csv", "wl_norm") || !exists(dir + "/attention.csv")) run_fourier_command(an);
+      if (lacks("progress.csv", "gini_wl")) run_progress_command(an);
       if (!exists(dir + "/ablate.csv")) run_ablate_command(an);
     } catch (const UsageError& e) {
       spdlog::warn("{}: analysis skipped: {}", dir, e.what());
@@ -214,14 +218,56 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
                "plot '../metrics.csv' using 'epoch':'softmax_collapse' with lines ls 1 "
                "title 'training pairs with zero loss (collapse)', "
                "'' using 'epoch':'grad_weight_cos' with lines ls 2 title 'cos(-gradient, weights)'\n");
-  if (exists(dir + "/fourier.csv"))
+  if (exists(dir + "/fourier.csv")) {
+    // W_E's spectrum beside W_L's (the neuron-logit map), key frequencies highlighted.
+    auto panel = [](const std::string& column, const std::string& title) {
+      return "set title '" + title + "' noenhanced\n"
+             "plot '../fourier.csv' using 'k':(column('key_neurons') == 1 ? column('" + column + "') : 1/0) with boxes "
+             "lc rgb '#d62728' title 'key', '' using 'k':(column('key_neurons') == 0 ? column('" + column + "') : 1/0) "
+             "with boxes lc rgb '#9ab' title 'other'\n";
+    };
+    const bool wl = read_csv(dir + "/fourier.csv").column("wl_norm") >= 0;  // not in an older fourier.csv
     figure(opts.gnuplot, plots, "spectrum",
-           "set title 'Fourier spectrum of the embedding W_E (key frequencies highlighted)'\nset xlabel 'frequency k'\n"
-           "set ylabel 'norm of the cos k, sin k components'\nset style fill solid 0.8 noborder\nset boxwidth 0.8\n"
-           "set xrange [0:*]\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\n"
-           "plot '../fourier.csv' using 'k':(column('key_neurons') == 1 ? column('embed_norm') : 1/0) with boxes "
-           "lc rgb '#d62728' title 'key', '' using 'k':(column('key_neurons') == 0 ? column('embed_norm') : 1/0) "
-           "with boxes lc rgb '#9ab' title 'other'\n");
+           std::string(wl ? "set multiplot layout 1,2\nset key inside right top\n" : "") +
+               "set xlabel 'frequency k'\n"
+               "set ylabel 'norm of the cos k, sin k components'\nset style fill solid 0.8 noborder\nset boxwidth 0.8\n"
+               "set xrange [0:*]\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\n" +
+               panel("embed_norm", "embedding W_E") +
+               (wl ? panel("wl_norm", "neuron-logit map W_L = (W_out W_U)^T") + "unset multiplot\n" : std::string()));
+  }
+  if (exists(dir + "/neuron_spectrum.dat"))
+    figure(opts.gnuplot, plots, "neurons",
+           "set datafile separator whitespace\nset title 'Fraction of variance of each MLP neuron per frequency "
+           "(neurons grouped by best frequency)'\nset xlabel 'frequency k'\nset ylabel 'neuron (sorted)'\n"
+           "set cblabel 'fraction of variance'\nset cbrange [0:1]\nset palette defined (0 '#ffffff', 0.3 '#9ecae1', "
+           "1 '#08306b')\nset yrange [*:*] reverse\nset autoscale fix\nset key noautotitle\nset grid front\n"
+           "plot '../neuron_spectrum.dat' matrix using ($1+1):2:3 with image pixels\n");
+  if (exists(dir + "/attention.csv")) {
+    const auto att = read_csv(dir + "/attention.csv");
+    std::string plot = "plot ";
+    for (size_t c = 2; c < att.header.size(); ++c)
+      plot += std::string(c > 2 ? ", " : "") + "'../attention.csv' using 'i':'" + att.header[c] + "' with linespoints ls " +
+              std::to_string((c - 2) % 5 + 1) + " pt 7 ps 0.5 title '" + att.header[c] + "'";
+    figure(opts.gnuplot, plots, "attention",
+           "set title 'Attention paid by \"=\" to a, as a function of a (mean over b), per head'\n"
+           "set xlabel 'a (for mul and div: its discrete logarithm i, a = g^i)' noenhanced\n"
+           "set ylabel 'attention to a'\nset yrange [0:1]\n" + plot + "\n");
+  }
+  if (exists(dir + "/progress.csv")) {
+    const auto prog = read_csv(dir + "/progress.csv");
+    std::string plot;
+    int n = 0;
+    for (auto& col : prog.header)
+      if (col.rfind("excluded_loss_k", 0) == 0)
+        plot += std::string(n ? ", " : "plot ") + "'../progress.csv' using 'epoch':'" + col + "' with lines ls " +
+                std::to_string(n % 5 + 1) + " title 'k = " + col.substr(15) + "'", ++n;
+    if (n > 0)
+      figure(opts.gnuplot, plots, "excluded",
+             "set title 'Excluded loss (train) with each key frequency alone removed'\nset xlabel 'epoch'\n"
+             "set ylabel 'loss'\nset logscale y\nset format y '10^{%L}'\n" + milestone_marks(s) + phase_shading(s) +
+                 plot + ", '../progress.csv' using 'epoch':'excluded_loss' with lines lc rgb '#000000' dt 2 lw 2 "
+                        "title 'all key removed'\n");
+  }
   if (exists(dir + "/progress.csv"))
     figure(opts.gnuplot, plots, "progress",
            "set title 'Progress measures (phases shaded)'\nset xlabel 'epoch'\nset ylabel 'loss'\nset logscale y\n"
@@ -262,12 +308,14 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
     }
     h += "<details><summary>summary.json</summary><pre>" + html_escape(s.dump(2)) + "</pre></details>";
   }
-  for (auto name : {"loss", "accuracy", "diagnostics", "spectrum", "progress"}) h += inline_svg(plots + "/" + name + ".svg");
+  for (auto name : {"loss", "accuracy", "diagnostics", "spectrum", "neurons", "attention", "progress", "excluded"})
+    h += inline_svg(plots + "/" + name + ".svg");
   if (exists(dir + "/ablate.csv")) h += "<h2>Ablations</h2>" + html_table(read_csv(dir + "/ablate.csv"));
   if (exists(dir + "/fourier.csv")) h += "<h2>Fourier spectrum</h2>" + html_table(read_csv(dir + "/fourier.csv"));
   h += "<h2>Config</h2><pre>" + html_escape(read_file(dir + "/config.json")) + "</pre></body></html>\n";
   atomic_write(dir + "/report.html", h);
-  spdlog::info("{}: plots/{{loss,accuracy,diagnostics,spectrum,progress}}.{{png,svg,gp}} and report.html", dir);
+  spdlog::info("{}: plots/{{loss,accuracy,diagnostics,spectrum,neurons,attention,progress,excluded}}.{{png,svg,gp}} and "
+               "report.html", dir);
 }
 
 void plot_sweep(const PlotOptions& opts, const std::string& dir) {

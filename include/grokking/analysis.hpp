@@ -80,6 +80,8 @@ struct FourierReport {
   std::vector<std::vector<double>> attn_a_norm;   // [head][frequency 1..n]
   std::vector<double> attn_a_const;               // [head]: the mean attention to a
   std::vector<int64_t> attn_key;                  // per head: the frequency with the largest norm (0: flat)
+  torch::Tensor attn_by_a;                        // [n, heads] float64: that attention, a in cycle order
+  torch::Tensor neuron_frac_matrix;               // [n_frequencies, d_mlp] float64: each neuron's fractions
   double gini_embed = 0, gini_unembed = 0;
   bool agree() const { return key_neurons == key_embed; }
 };
