@@ -172,16 +172,29 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
     // Remove every 2-D Fourier component (over the cycle's (i, j) grid) that involves a non-key
     // frequency in a or in b; pairs off the cycle keep their logits.
     auto F = fourier_basis(n);
-    std::vector<int64_t> rows = {0};
+    std::vector<int64_t> rows = {0}, freq_of = {0};
     for (auto k : key)
-      for (auto r : frequency_rows(n, k)) rows.push_back(r);
+      for (auto r : frequency_rows(n, k)) rows.push_back(r), freq_of.push_back(k);
     auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, n]
     auto grid = cycle_grid(cycle, data.all_x);
     auto L = logits.index_select(0, grid).view({n, n, p});              // [i, j, c]
     auto c = torch::tensordot(B, torch::tensordot(B, L, {1}, {0}), {1}, {1});  // [j', i', c]
-    auto back = torch::tensordot(B, torch::tensordot(B, c, {0}, {0}), {0}, {1});  // [i, j, c]
-    out.push_back(row("remove all non-key components", "logits", key,
-                      logits.index_copy(0, grid, back.reshape({n * n, p}))));
+    auto back_of = [&](const torch::Tensor& coeffs) {
+      auto back = torch::tensordot(B, torch::tensordot(B, coeffs, {0}, {0}), {0}, {1});  // [i, j, c]
+      return logits.index_copy(0, grid, back.reshape({n * n, p}));
+    };
+    out.push_back(row("remove all non-key components", "logits", key, back_of(c)));
+    // The paper's definition: only within-frequency components are kept, the constant, a or b
+    // alone at a key frequency, or both at the same one; products of two different key
+    // frequencies go too.
+    const auto r = int64_t(rows.size());
+    auto within = torch::zeros({r, r}, torch::kFloat64);
+    for (int64_t x = 0; x < r; ++x)
+      for (int64_t y = 0; y < r; ++y) {
+        const auto fx = freq_of[size_t(x)], fy = freq_of[size_t(y)];
+        within[x][y] = (fx == fy || fx == 0 || fy == 0) ? 1.0 : 0.0;
+      }
+    out.push_back(row("keep only within-frequency key components", "logits", key, back_of(c * within.unsqueeze(2))));
   }
   std::vector<int64_t> largest;  // the largest non-key frequencies, for the controls
   if (!non_key.empty() && !key.empty()) {
