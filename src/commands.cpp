@@ -143,6 +143,14 @@ int run_fourier_command(const AnalysisOptions& opts) {
       mat += "\n";
     }
     atomic_write(run_dir + "/neuron_spectrum.dat", mat);
+    auto l2 = r.logit_2d_norm.contiguous();
+    std::string lmat = "# 2-D Fourier components of the logits over (a, b): rows a's basis index, columns b's (0 constant, "
+                       "2k-1 cos k, 2k sin k); value: norm over the classes\n";
+    for (int64_t i = 0; i < l2.size(0); ++i) {
+      for (int64_t j = 0; j < l2.size(1); ++j) lmat += (j ? " " : "") + format_number(l2[i][j].item<double>(), "%.4g");
+      lmat += "\n";
+    }
+    atomic_write(run_dir + "/logit_spectrum.dat", lmat);
   }
   if (opts.quiet) return 0;
   if (opts.json) {

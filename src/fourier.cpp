@@ -153,6 +153,14 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   if (n != p) acts = acts.index_select(0, cycle_grid(cycle, make_dataset(cfg.task).all_x).to(acts.device()));
   auto spectrum = neuron_spectrum(acts, n);
   r.neuron_frac_matrix = spectrum.frac;
+  {
+    auto logits = all_pairs.logits.to(torch::kCPU, torch::kFloat64);
+    if (n != p) logits = logits.index_select(0, cycle_grid(cycle, make_dataset(cfg.task).all_x));
+    auto F = fourier_basis(n);
+    auto L = logits.reshape({n, n, logits.size(1)});                                     // [i, j, c]
+    auto C = torch::tensordot(F, torch::tensordot(F, L, {1}, {0}), {1}, {1});           // [j', i', c]
+    r.logit_2d_norm = C.pow(2).sum(2).sqrt().t().contiguous();                           // [i', j']
+  }
   auto [best_frac_t, best_k_t] = spectrum.frac.max(0);
   auto tot = spectrum.variance.contiguous(), best_frac = best_frac_t.contiguous(), best_k = best_k_t.contiguous();
   const double* tot_v = tot.data_ptr<double>();

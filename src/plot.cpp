@@ -189,7 +189,7 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
       auto lacks = [&](const std::string& file, const std::string& column) {
         return !exists(dir + "/" + file) || read_csv(dir + "/" + file).column(column) < 0;
       };
-      if (lacks("fourier.csv", "wl_norm") || !exists(dir + "/attention.csv")) run_fourier_command(an);
+      if (lacks("fourier.csv", "wl_norm") || !exists(dir + "/logit_spectrum.dat")) run_fourier_command(an);
       if (lacks("progress.csv", "gini_wl")) run_progress_command(an);
       if (!exists(dir + "/ablate.csv")) run_ablate_command(an);
     } catch (const UsageError& e) {
@@ -242,6 +242,14 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
            "set cblabel 'fraction of variance'\nset cbrange [0:1]\nset palette defined (0 '#ffffff', 0.3 '#9ecae1', "
            "1 '#08306b')\nset yrange [*:*] reverse\nset autoscale fix\nset key noautotitle\nset grid front\n"
            "plot '../neuron_spectrum.dat' matrix using ($1+1):2:3 with image pixels\n");
+  if (exists(dir + "/logit_spectrum.dat"))
+    figure(opts.gnuplot, plots, "logits2d",
+           "set datafile separator whitespace\nset title 'Norm of each 2-D Fourier component of the logits over (a, b)'\n"
+           "set xlabel 'basis index over b (0 constant, 2k-1 cos k, 2k sin k)'\n"
+           "set ylabel 'basis index over a'\nset cblabel 'norm over the classes'\n"
+           "set palette defined (0 '#ffffff', 0.15 '#9ecae1', 1 '#08306b')\nset yrange [*:*] reverse\n"
+           "set autoscale fix\nset key noautotitle\nset size ratio -1\n"
+           "plot '../logit_spectrum.dat' matrix using 1:2:3 with image pixels\n");
   if (exists(dir + "/attention.csv")) {
     const auto att = read_csv(dir + "/attention.csv");
     std::string plot = "plot ";
@@ -308,13 +316,13 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
     }
     h += "<details><summary>summary.json</summary><pre>" + html_escape(s.dump(2)) + "</pre></details>";
   }
-  for (auto name : {"loss", "accuracy", "diagnostics", "spectrum", "neurons", "attention", "progress", "excluded"})
+  for (auto name : {"loss", "accuracy", "diagnostics", "spectrum", "neurons", "logits2d", "attention", "progress", "excluded"})
     h += inline_svg(plots + "/" + name + ".svg");
   if (exists(dir + "/ablate.csv")) h += "<h2>Ablations</h2>" + html_table(read_csv(dir + "/ablate.csv"));
   if (exists(dir + "/fourier.csv")) h += "<h2>Fourier spectrum</h2>" + html_table(read_csv(dir + "/fourier.csv"));
   h += "<h2>Config</h2><pre>" + html_escape(read_file(dir + "/config.json")) + "</pre></body></html>\n";
   atomic_write(dir + "/report.html", h);
-  spdlog::info("{}: plots/{{loss,accuracy,diagnostics,spectrum,neurons,attention,progress,excluded}}.{{png,svg,gp}} and "
+  spdlog::info("{}: plots/{{loss,accuracy,diagnostics,spectrum,neurons,logits2d,attention,progress,excluded}}.{{png,svg,gp}} and "
                "report.html", dir);
 }
 

@@ -103,7 +103,7 @@ check "progress: a row per checkpoint and the phases" \
 
 # ---- plot: valid PNG and SVG files and a report for a trained run ----
 expect 0 "" -- "$bin" plot r1
-for f in loss accuracy spectrum neurons attention progress excluded; do
+for f in loss accuracy spectrum neurons logits2d attention progress excluded; do
   if [ "$(head -c 8 "r1/plots/$f.png" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] &&
     grep -q "<svg" "r1/plots/$f.svg" && grep -q "</svg>" "r1/plots/$f.svg" && [ -s "r1/plots/$f.gp" ]; then
     pass=$((pass + 1))

@@ -82,6 +82,9 @@ struct FourierReport {
   std::vector<int64_t> attn_key;                  // per head: the frequency with the largest norm (0: flat)
   torch::Tensor attn_by_a;                        // [n, heads] float64: that attention, a in cycle order
   torch::Tensor neuron_frac_matrix;               // [n_frequencies, d_mlp] float64: each neuron's fractions
+  // The logits' 2-D Fourier transform over (a, b) on the cycle: the norm over the classes of
+  // each component, [n, n] float64, rows/columns in basis order (0 constant, 2k-1 cos k, 2k sin k).
+  torch::Tensor logit_2d_norm;
   double gini_embed = 0, gini_unembed = 0;
   bool agree() const { return key_neurons == key_embed; }
 };
