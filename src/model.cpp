@@ -94,16 +94,14 @@ void Model::bind_views() {
   }
 }
 
-torch::Tensor Model::replica_part(const torch::Tensor& flat, int64_t s) const {
-  if (replicas() == 1) return flat;
+torch::Tensor replica_part(const torch::Tensor& flat, const std::vector<ParamBlock>& blocks, int64_t r) {
   std::vector<torch::Tensor> parts;
-  int64_t off = 0;
-  for (auto& spec : specs_) {
-    const int64_t k = numel(spec.shape);
-    parts.push_back(flat.narrow(0, off + s * k, k));
-    off += replicas() * k;
-  }
-  return torch::cat(parts);
+  for (auto& b : blocks) parts.push_back(flat.narrow(-1, b.offset + r * b.numel, b.numel));
+  return torch::cat(parts, -1);
+}
+
+torch::Tensor Model::replica_part(const torch::Tensor& flat, int64_t s) const {
+  return replicas() == 1 ? flat : grokking::replica_part(flat, param_blocks(), s);
 }
 
 std::vector<ParamBlock> Model::param_blocks() const {

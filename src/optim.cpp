@@ -37,10 +37,7 @@ bool FlatAdamW::has_interventions() const {
 }
 
 torch::Tensor FlatAdamW::replica_part(const torch::Tensor& flat, int64_t r) const {
-  if (replicas_ == 1) return flat;
-  std::vector<torch::Tensor> parts;
-  for (auto& b : blocks_) parts.push_back(flat.narrow(-1, b.offset + r * b.numel, b.numel));
-  return torch::cat(parts, -1);
+  return replicas_ == 1 ? flat : grokking::replica_part(flat, blocks_, r);
 }
 
 // Grokfast's gradfilter_ema / gradfilter_ma (warmup=True), step for step: the EMA starts at the

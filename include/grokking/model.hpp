@@ -34,6 +34,9 @@ enum ParamId : size_t {
 struct ParamBlock {
   int64_t offset = 0, numel = 0;
 };
+// Replica r's part of a buffer laid out by `blocks` along its last dimension ([..., S*n] ->
+// [..., n]): the blocks' replica-r slices, concatenated.
+torch::Tensor replica_part(const torch::Tensor& flat, const std::vector<ParamBlock>& blocks, int64_t r);
 
 // Activations the analysis needs, at the last position.
 struct Cache {
