@@ -44,6 +44,17 @@ torch::Tensor project_out_embedding(const Model& model, const Cycle& cycle, cons
 
 }  // namespace
 
+// Only the key directions kept, with the per-class mean of what was removed added back (the
+// paper's bias correction); the mean is over the pairs on the cycle, and pairs off it (a 0
+// under mul/div) keep their logits, as in every logit-space ablation.
+torch::Tensor restricted_logits(const torch::Tensor& logits, const torch::Tensor& kept, const Cycle& cycle,
+                                const torch::Tensor& pairs) {
+  if (cycle.n == cycle.p) return kept + (logits - kept).mean(0, true);
+  auto grid = cycle_grid(cycle, pairs);
+  auto on = kept + (logits - kept).index_select(0, grid).mean(0, true);
+  return logits.index_copy(0, grid, on.index_select(0, grid));
+}
+
 torch::Tensor project_sum_directions(const torch::Tensor& logits, int64_t p, const std::vector<int64_t>& freqs) {
   TaskConfig add;
   add.operation = "add", add.p = p;
@@ -76,7 +87,7 @@ LossMeasures loss_measures(const Model& model, const Dataset& data, const std::v
   m.train_loss = ev.train.loss, m.train_acc = ev.train.acc, m.test_loss = ev.test.loss, m.test_acc = ev.test.acc;
   auto kept = project_onto(logits, relation_directions(cycle, data.all_x, key));
   // Bias correction: add back the per-class mean of what was removed.
-  auto restricted = kept + (logits - kept).mean(0, true);
+  auto restricted = restricted_logits(logits, kept, cycle, data.all_x);
   m.restricted = evaluate_splits(restricted, data.all_y, data.train_mask);
   m.restricted_loss = m.restricted.all.loss;
   m.excluded_loss = evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss;
@@ -146,6 +157,8 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   for (auto k : key)
     if (k < 1 || k > nf)
       throw UsageError("--freqs: frequency " + std::to_string(k) + " is out of range 1.." + std::to_string(nf));
+  std::sort(key.begin(), key.end());
+  key.erase(std::unique(key.begin(), key.end()), key.end());  // 3,3 would remove a direction twice
   if (used_freqs) *used_freqs = key;
   std::vector<int64_t> non_key;
   for (int64_t k = 1; k <= nf; ++k)
@@ -167,7 +180,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   for (auto k : key) out.push_back(row("remove key freq " + std::to_string(k), "logits", {k}, remove({k})));
   auto kept = project_onto(logits, relation_directions(cycle, data.all_x, key));
   out.push_back(row("remove all key freqs (excluded)", "logits", key, logits - kept));
-  out.push_back(row("keep only key freqs (restricted)", "logits", key, kept + (logits - kept).mean(0, true)));
+  out.push_back(row("keep only key freqs (restricted)", "logits", key, restricted_logits(logits, kept, cycle, data.all_x)));
   {
     // Remove every 2-D Fourier component (over the cycle's (i, j) grid) that involves a non-key
     // frequency in a or in b; pairs off the cycle keep their logits.

@@ -113,10 +113,12 @@ torch::Tensor relation_directions(const Cycle& c, const torch::Tensor& pairs, co
   std::vector<torch::Tensor> dirs;
   for (auto k : freqs) {
     auto phase = 2 * M_PI * double(k) * index / double(c.n);
-    for (auto d : {torch::cos(phase) * mask, torch::sin(phase) * mask}) {
-      auto norm = d.norm().item<double>();
-      if (norm > 1e-9) dirs.push_back(d / norm);  // the sin direction vanishes for k = n/2
-    }
+    dirs.push_back(torch::cos(phase) * mask);
+    if (2 * k != c.n) dirs.push_back(torch::sin(phase) * mask);  // sin(pi t) is 0 at every integer t
+  }
+  for (auto& d : dirs) {
+    const double norm = d.norm().item<double>();
+    if (norm > 0) d = d / norm;
   }
   if (dirs.empty()) return torch::zeros({0, n_pairs}, torch::kFloat64);
   return torch::stack(dirs);

@@ -90,9 +90,10 @@ void figure(const std::string& gnuplot, const std::string& plots, const std::str
       "set style line 5 lc rgb '#ff7f0e' lw 2\n"
       "set terminal pngcairo size 1000,560 font 'sans,11'\n"
       "set output '" + name + ".png'\n" + body +
+      // The body again, not `replot`: replot repeats only the last panel of a multiplot.
+      "unset multiplot\nunset label\nunset arrow\nunset object\n"
       "set terminal svg size 1000,560 font 'sans,11' dynamic\n"
-      "set output '" + name + ".svg'\n"
-      "replot\n";
+      "set output '" + name + ".svg'\n" + body;
   atomic_write(plots + "/" + name + ".gp", script);
   run_gnuplot(gnuplot, plots, name + ".gp");
 }

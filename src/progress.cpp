@@ -103,6 +103,12 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
   out.key_freqs = freqs;
   if (out.key_freqs.empty()) out.key_freqs = analyse_fourier(model_from_checkpoint(final_ck)).key_neurons;
   const Cycle cycle = cycle_of(final_ck.config.task);
+  for (auto k : out.key_freqs)
+    if (k < 1 || k > n_frequencies(cycle.n))
+      throw UsageError("--freqs: frequency " + std::to_string(k) + " is out of range 1.." +
+                       std::to_string(n_frequencies(cycle.n)));
+  std::sort(out.key_freqs.begin(), out.key_freqs.end());
+  out.key_freqs.erase(std::unique(out.key_freqs.begin(), out.key_freqs.end()), out.key_freqs.end());
   Dataset data = make_dataset(final_ck.config.task);
 
   const auto shape_of = [](const Config& c) {

@@ -53,8 +53,8 @@ TEST_CASE("progress measures over the run find the phases in order", "[ci-small]
   CHECK(rows[mid].excluded_loss == Approx(lm.excluded_loss).epsilon(1e-9));
   CHECK(rows[mid].restricted_acc == Approx(lm.restricted.all.acc).epsilon(1e-12));
   REQUIRE(rows[mid].excluded_by_key.size() == progress.key_freqs.size());
-  // Removing one key frequency removes less than removing them all.
-  for (auto e : rows.back().excluded_by_key) CHECK(e <= rows.back().excluded_loss * (1 + 1e-9));
+  // Each key frequency alone carries part of the model at the end.
+  for (auto e : rows.back().excluded_by_key) CHECK(e > 100 * rows.back().train_loss);
   CHECK(rows.back().restricted_acc >= 0.99);
   CHECK(rows.back().gini_wl > rows.front().gini_wl);
   CHECK(rows[mid].sum_sq_weights == Approx(m.sum_squared_weights()).epsilon(1e-12));

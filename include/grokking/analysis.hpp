@@ -142,6 +142,10 @@ struct LossMeasures {
   Splits restricted;           // the restricted logits on train, test and all pairs (loss and accuracy)
   std::vector<double> excluded_by_key;  // per key frequency: only its directions removed, training pairs
 };
+// The restricted logits: the key directions' part `kept` plus the per-class mean of the rest
+// over the pairs on the cycle; pairs off the cycle keep `logits`.
+torch::Tensor restricted_logits(const torch::Tensor& logits, const torch::Tensor& kept, const Cycle& cycle,
+                                const torch::Tensor& pairs);
 LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key_freqs);
 
 struct AblateOptions {
