@@ -1,6 +1,8 @@
 #include "grokking/checkpoint.hpp"
 
 #include <string_view>
+#include <optional>
+#include <memory>
 #include <map>
 #include <algorithm>
 
@@ -74,33 +76,53 @@ bool zip_is_complete(const std::string& b) {
   return false;
 }
 
-// The bytes of the archive's stored (uncompressed) `*/data.pkl`, or empty when there is none
-// the central directory describes plainly (then LibTorch's own checks are all there is).
-std::string stored_pickle(const std::string& b) {
+uint64_t le64(const std::string& b, size_t at) { return uint64_t(le32(b, at)) | uint64_t(le32(b, at + 4)) << 32; }
+
+// The archive's central directory as LibTorch's zip reader (miniz) will see it: entries by
+// name with their stored size and where their data starts. Refused (nullopt) when it is not
+// plain: a zip64 size or offset marker (checkpoints stay under 4 GiB, config.cpp), a zip64
+// directory that disagrees with the plain one (miniz reads the zip64 one), a compressed or
+// duplicate entry, or data outside the file.
+struct ZipEntry {
+  uint64_t size = 0;
+  size_t data = 0;
+};
+std::optional<std::map<std::string, ZipEntry>> zip_directory(const std::string& b) {
   const size_t n = b.size();
+  if (n < 22) return std::nullopt;
   size_t eocd = std::string::npos;
-  for (size_t at = n >= 22 ? n - 22 + 1 : 0; at-- > 0;)
+  for (size_t at = n - 22 + 1; at-- > 0;)
     if (le32(b, at) == 0x06054b50u) {
       eocd = at;
       break;
     }
-  if (eocd == std::string::npos) return {};
-  size_t at = le32(b, eocd + 16);
-  const size_t end = std::min<size_t>(eocd, size_t(at) + le32(b, eocd + 12));
-  while (at + 46 <= end && le32(b, at) == 0x02014b50u) {
+  if (eocd == std::string::npos) return std::nullopt;
+  const uint64_t entries = le16(b, eocd + 10), cdir_size = le32(b, eocd + 12), cdir_ofs = le32(b, eocd + 16);
+  if (entries == 0xffff || cdir_size == 0xffffffffu || cdir_ofs == 0xffffffffu) return std::nullopt;
+  if (eocd >= 20 && le32(b, eocd - 20) == 0x07064b50u) {  // zip64 locator: its record must agree
+    const uint64_t z = le64(b, eocd - 20 + 8);
+    if (z + 56 > eocd - 20 || le32(b, size_t(z)) != 0x06064b50u) return std::nullopt;
+    if (le64(b, size_t(z) + 32) != entries || le64(b, size_t(z) + 40) != cdir_size ||
+        le64(b, size_t(z) + 48) != cdir_ofs)
+      return std::nullopt;
+  }
+  if (cdir_ofs + cdir_size > eocd) return std::nullopt;
+  std::map<std::string, ZipEntry> out;
+  size_t at = size_t(cdir_ofs);
+  const size_t end = size_t(cdir_ofs + cdir_size);
+  for (uint64_t e = 0; e < entries; ++e) {
+    if (at + 46 > end || le32(b, at) != 0x02014b50u) return std::nullopt;
     const size_t name_len = le16(b, at + 28), extra = le16(b, at + 30), comment = le16(b, at + 32);
-    if (at + 46 + name_len > end) return {};
-    const std::string name = b.substr(at + 46, name_len);
-    if (name.size() >= 8 && name.compare(name.size() - 8, 8, "data.pkl") == 0) {
-      const uint32_t method = le16(b, at + 10), size = le32(b, at + 20), local = le32(b, at + 42);
-      if (method != 0 || size == 0xffffffffu || local == 0xffffffffu || size_t(local) + 30 > n) return {};
-      const size_t data = size_t(local) + 30 + le16(b, local + 26) + le16(b, local + 28);
-      if (data + size > n) return {};
-      return b.substr(data, size);
-    }
+    if (at + 46 + name_len > end) return std::nullopt;
+    const uint32_t method = le16(b, at + 10), size = le32(b, at + 20), usize = le32(b, at + 24), local = le32(b, at + 42);
+    if (method != 0 || size != usize || size == 0xffffffffu || local == 0xffffffffu || size_t(local) + 30 > n)
+      return std::nullopt;
+    const size_t data = size_t(local) + 30 + le16(b, local + 26) + le16(b, local + 28);
+    if (data + size > n) return std::nullopt;
+    if (!out.emplace(b.substr(at + 46, name_len), ZipEntry{size, data}).second) return std::nullopt;  // duplicate
     at += 46 + name_len + extra + comment;
   }
-  return {};
+  return out;
 }
 
 // Bytes per element of the storage classes a persistent id names ("torch\nFloatStorage").
@@ -113,16 +135,27 @@ size_t storage_element_size(const std::string& global) {
   return it == sizes.end() ? 0 : it->second;
 }
 
-// Walks a pickle's opcodes. LibTorch 1.13's unpickler trusts what the file says, and the
-// fuzzer made each of these cost gigabytes or read out of bounds (fuzz_checkpoint): a length
-// field (it allocates the length before checking that the bytes are there), a memo index (it
-// grows its memo table to whatever index a BINPUT names), and a storage's element count (it
-// sizes the storage by the count in the persistent id, not by the record it reads). So every
-// length must fit in what follows, memo indices must come in order, and with `records` (the
-// archive's data/<key> sizes) every persistent id ('storage', type, key, location, count) must
-// name a record that holds count elements of its type. Without `records`, an opcode the walk
-// does not know ends it (the rest is LibTorch's); with them, it refuses the file.
-bool pickle_fits(std::string_view pk, const std::map<std::string, uint64_t>* records) {
+// Walks a pickle as LibTorch's unpickler will run it, before it does. That unpickler trusts
+// what the file says, and the fuzzer made each of these cost gigabytes or read out of bounds
+// (fuzz_checkpoint): a length field (it allocates the length before checking that the bytes are
+// there), a memo index (it grows its memo table to whatever index a BINPUT names), and a
+// storage's element count (it sizes the storage by the count in the persistent id, not by the
+// record it reads). So: only the opcodes torch::pickle_save writes, each with its exact stack
+// effect; every length within what follows; memo indices in order; and every persistent id
+// ('storage', type, key, location, count) naming a record of `records` that holds count
+// elements of its type. Tokens are shared, never copied, and keep at most 64 bytes of text and
+// the items of tuples of at most 5, so the walk itself stays linear in the file.
+bool pickle_fits(std::string_view pk, const std::map<std::string, uint64_t>& records) {
+  struct Tok {
+    char kind = 'o';  // s(tring) i(nt) g(lobal) t(uple) m(ark) o(ther)
+    std::string text;
+    uint64_t value = 0;
+    std::vector<std::shared_ptr<const Tok>> items;
+  };
+  using Ptr = std::shared_ptr<const Tok>;
+  const auto other = std::make_shared<const Tok>();
+  const auto mark = std::make_shared<const Tok>(Tok{'m', {}, 0, {}});
+  std::vector<Ptr> stack, memo;
   const size_t n = pk.size();
   size_t i = 0;
   auto fits = [&](uint64_t len) { return len <= n - i; };
@@ -131,74 +164,50 @@ bool pickle_fits(std::string_view pk, const std::map<std::string, uint64_t>* rec
     for (size_t k = 0; k < bytes; ++k) v |= uint64_t(uint8_t(pk[at + k])) << (8 * k);
     return v;
   };
-  // A token per value pushed (only strings, integers, globals and tuples are told apart; the
-  // stack is exact between a MARK and its TUPLE, which is all the persistent ids need).
-  struct Tok {
-    char kind = 'o';  // s(tring) i(nt) g(lobal) t(uple) m(ark) o(ther)
-    std::string text;
-    uint64_t value = 0;
-    std::vector<Tok> items;
-  };
-  std::vector<Tok> stack;
-  std::vector<Tok> memo;
-  auto push = [&](Tok t) {
-    if (records) stack.push_back(std::move(t));
-  };
-  auto put = [&](uint64_t id) {  // BINPUT / LONG_BINPUT / MEMOIZE: indices in order
-    if (id > memo.size()) return false;
-    if (id == memo.size()) memo.emplace_back();
-    if (records && !stack.empty()) memo[size_t(id)] = stack.back();
+  auto pop = [&](size_t k, std::vector<Ptr>* items) {  // k values (no mark among them)
+    if (stack.size() < k) return false;
+    for (size_t j = stack.size() - k; j < stack.size(); ++j) {
+      if (stack[j]->kind == 'm') return false;
+      if (items) items->push_back(stack[j]);
+    }
+    stack.resize(stack.size() - k);
     return true;
   };
-  auto pop_to_mark = [&] {
-    Tok tuple;
-    tuple.kind = 't';
-    if (!records) return tuple;
-    auto m = std::find_if(stack.rbegin(), stack.rend(), [](const Tok& t) { return t.kind == 'm'; });
-    if (m == stack.rend()) return tuple;
-    const auto from = m.base();  // just after the mark
-    tuple.items.assign(std::make_move_iterator(from), std::make_move_iterator(stack.end()));
-    stack.erase(from - 1, stack.end());
-    return tuple;
+  auto pop_to_mark = [&](std::vector<Ptr>* items) {
+    auto m = std::find_if(stack.rbegin(), stack.rend(), [](const Ptr& t) { return t->kind == 'm'; });
+    if (m == stack.rend()) return false;
+    const size_t from = size_t(stack.rend() - m);  // just after the mark
+    if (items)
+      for (size_t j = from; j < stack.size(); ++j) items->push_back(stack[j]);
+    stack.resize(from - 1);
+    return true;
+  };
+  auto tuple_of = [&](std::vector<Ptr> items) {
+    Tok t;
+    t.kind = 't';
+    if (items.size() <= 5) t.items = std::move(items);
+    return std::make_shared<const Tok>(std::move(t));
+  };
+  auto put = [&](uint64_t id) {  // BINPUT / LONG_BINPUT: indices in order, of a value
+    if (id > memo.size() || stack.empty() || stack.back()->kind == 'm') return false;
+    if (id == memo.size()) memo.push_back(stack.back());
+    else memo[size_t(id)] = stack.back();
+    return true;
   };
   while (i < n) {
     const auto op = uint8_t(pk[i++]);
-    size_t field = 0;  // bytes of the length field
     switch (op) {
-      case 'X': case 'B': case 'T': case 0x8b: field = 4; break;  // BINUNICODE, BINBYTES, BINSTRING, LONG4
-      case 0x8c: case 'C': case 'U': case 0x8a: field = 1; break;  // SHORT_BINUNICODE/BINBYTES/BINSTRING, LONG1
-      case 0x8d: case 0x8e: case 0x96: case 0x95: field = 8; break;  // BINUNICODE8, BINBYTES8, BYTEARRAY8, FRAME
-      default: break;
-    }
-    if (field) {
-      if (!fits(field)) return false;
-      const uint64_t len = le(i, field);
-      i += field;
-      if (!fits(len)) return false;  // (a FRAME's length, too, is of bytes that must follow)
-      if (op == 0x95) continue;      // FRAME: the length of what follows, not bytes to skip
-      Tok t;
-      if (op == 'X' || op == 0x8c || op == 0x8d) t.kind = 's', t.text = std::string(pk.substr(i, size_t(len)));
-      if (op == 0x8a && len <= 8) t.kind = 'i', t.value = le(i, size_t(len));
-      push(std::move(t));
-      i += size_t(len);
-      continue;
-    }
-    auto arg = [&](size_t bytes) {
-      if (!fits(bytes)) return false;
-      i += bytes;
-      return true;
-    };
-    switch (op) {
-      case 'q': if (!fits(1) || !put(le(i, 1))) return false; i += 1; break;  // BINPUT
-      case 'r': if (!fits(4) || !put(le(i, 4))) return false; i += 4; break;  // LONG_BINPUT
-      case 0x94: if (!put(memo.size())) return false; break;                  // MEMOIZE
-      case 'h': case 'j': {                                                    // BINGET, LONG_BINGET
-        const size_t bytes = op == 'h' ? 1 : 4;
-        if (!fits(bytes)) return false;
-        const uint64_t id = le(i, bytes);
-        i += bytes;
-        if (id >= memo.size()) return false;
-        push(memo[size_t(id)]);
+      case 'X': case 0x8c: case 0x8a: {  // BINUNICODE, SHORT_BINUNICODE, LONG1
+        const size_t field = op == 'X' ? 4 : 1;
+        if (!fits(field)) return false;
+        const uint64_t len = le(i, field);
+        i += field;
+        if (!fits(len)) return false;
+        Tok t;
+        if (op != 0x8a && len <= 64) t.kind = 's', t.text = std::string(pk.substr(i, size_t(len)));
+        if (op == 0x8a && len <= 8 && (len == 0 || !(uint8_t(pk[i + len - 1]) & 0x80))) t.kind = 'i', t.value = le(i, size_t(len));
+        stack.push_back(std::make_shared<const Tok>(std::move(t)));
+        i += size_t(len);
         break;
       }
       case 'K': case 'M': case 'J': {  // BININT1, BININT2, BININT
@@ -207,67 +216,93 @@ bool pickle_fits(std::string_view pk, const std::map<std::string, uint64_t>* rec
         Tok t;
         t.kind = 'i', t.value = le(i, bytes);
         if (op == 'J' && (t.value & 0x80000000u)) t.kind = 'o';  // negative
-        push(std::move(t));
+        stack.push_back(std::make_shared<const Tok>(std::move(t)));
         i += bytes;
         break;
       }
-      case 0x80: case 0x82: if (!arg(1)) return false; break;  // PROTO, EXT1
-      case 0x83: if (!arg(2)) return false; break;             // EXT2
-      case 0x84: if (!arg(4)) return false; break;             // EXT4
-      case 'G': if (!arg(8)) return false; push(Tok{}); break; // BINFLOAT
-      case 'c': {                                              // GLOBAL: two lines
+      case 'G':  // BINFLOAT
+        if (!fits(8)) return false;
+        i += 8;
+        stack.push_back(other);
+        break;
+      case 'c': {  // GLOBAL: two lines
         Tok t;
         t.kind = 'g';
         for (int line = 0; line < 2; ++line) {
           const size_t nl = pk.find('\n', i);
-          if (nl == std::string_view::npos) return false;
+          if (nl == std::string_view::npos || nl - i > 64) return false;
           t.text += std::string(pk.substr(i, nl - i)) + (line == 0 ? "\n" : "");
           i = nl + 1;
         }
-        push(std::move(t));
+        stack.push_back(std::make_shared<const Tok>(std::move(t)));
         break;
       }
-      case '(': { Tok t; t.kind = 'm'; push(std::move(t)); break; }  // MARK
-      case 't': push(pop_to_mark()); break;                          // TUPLE
-      case 'e': case 'u': case 'l': case 'd': pop_to_mark(); break;  // APPENDS, SETITEMS (onto what is below)
-      case 'Q': {                                                    // BINPERSID
-        if (!records) break;
-        if (stack.empty()) return false;
-        Tok id = std::move(stack.back());
-        stack.pop_back();
-        const auto& it = id.items;
-        if (id.kind != 't' || it.size() != 5 || it[0].kind != 's' || it[0].text != "storage" || it[1].kind != 'g' ||
-            it[2].kind != 's' || it[4].kind != 'i')
+      case 'q': case 'r': {  // BINPUT, LONG_BINPUT
+        const size_t bytes = op == 'q' ? 1 : 4;
+        if (!fits(bytes) || !put(le(i, bytes))) return false;
+        i += bytes;
+        break;
+      }
+      case 'h': case 'j': {  // BINGET, LONG_BINGET
+        const size_t bytes = op == 'h' ? 1 : 4;
+        if (!fits(bytes)) return false;
+        const uint64_t id = le(i, bytes);
+        i += bytes;
+        if (id >= memo.size()) return false;
+        stack.push_back(memo[size_t(id)]);
+        break;
+      }
+      case 0x80:  // PROTO
+        if (!fits(1)) return false;
+        i += 1;
+        break;
+      case '}': case ']': case ')': case 'N': case 0x88: case 0x89:  // empty dict/list/tuple, None, True, False
+        stack.push_back(op == ')' ? tuple_of({}) : other);
+        break;
+      case '(': stack.push_back(mark); break;  // MARK
+      case 't': {                             // TUPLE
+        std::vector<Ptr> items;
+        if (!pop_to_mark(&items)) return false;
+        stack.push_back(tuple_of(std::move(items)));
+        break;
+      }
+      case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
+        std::vector<Ptr> items;
+        if (!pop(size_t(op - 0x84), &items)) return false;
+        stack.push_back(tuple_of(std::move(items)));
+        break;
+      }
+      case 'R':  // REDUCE: callable, args -> result
+        if (!pop(2, nullptr)) return false;
+        stack.push_back(other);
+        break;
+      case 'u': case 'e':  // SETITEMS, APPENDS: onto the dict/list below the mark
+        if (!pop_to_mark(nullptr) || stack.empty() || stack.back()->kind == 'm') return false;
+        break;
+      case 'Q': {  // BINPERSID: ('storage', type, key, location, count)
+        std::vector<Ptr> id;
+        if (!pop(1, &id)) return false;
+        const auto& it = id[0]->items;
+        if (id[0]->kind != 't' || it.size() != 5 || it[0]->kind != 's' || it[0]->text != "storage" ||
+            it[1]->kind != 'g' || it[2]->kind != 's' || it[4]->kind != 'i')
           return false;
-        const size_t elem = storage_element_size(it[1].text);
-        auto rec = records->find(it[2].text);
-        if (elem == 0 || rec == records->end() || it[4].value > rec->second / elem) return false;
-        push(Tok{});
+        const size_t elem = storage_element_size(it[1]->text);
+        auto rec = records.find(it[2]->text);
+        if (elem == 0 || rec == records.end() || it[4]->value > rec->second / elem) return false;
+        stack.push_back(other);
         break;
       }
-      case '.': return true;  // STOP
-      case '}': case ']': case ')': case 'N': case 0x88: case 0x89: push(Tok{}); break;  // a new value
-      case 's': case 'R': case 'b': case 'a': case '0': case 0x85: case 0x86: case 0x87: case 0x81:
-      case 0x92: case 0x93: case 0x8f: case 0x90: case 0x91:
-        // Changes values below the top; the tokens stay approximate there, which the
-        // persistent ids (built between a MARK and a TUPLE) do not depend on.
-        if (records && (op == 0x85 || op == 0x86 || op == 0x87 || op == 'R')) push(Tok{});
-        break;
-      default:
-        // Not an opcode this walk knows: with records, a file grokking did not write.
-        return records == nullptr;
+      case '.': return stack.size() == 1;  // STOP: the one object
+      default: return false;  // not an opcode torch::pickle_save writes
     }
-    if (i > n) return false;
   }
-  return records == nullptr;  // a pickle ends with STOP
+  return false;  // no STOP
 }
 
-// LibTorch finds data.pkl through the zip64 records when the plain ones disagree, and the
-// local headers of its archives carry no sizes: every local header named */data.pkl has its
-// pickle walked to the end of the file, and a length that runs past the file refuses it (a
-// 7.8 KB checkpoint whose plain central directory claimed 0 bytes made LibTorch allocate
-// 4 GB; found by fuzz_checkpoint).
-bool local_pickles_fit(const std::string& b) {
+// LibTorch reads data.pkl through the central directory; a second local header named
+// */data.pkl would be a file grokking did not write: each is walked to the end of the file and
+// must be a pickle whose storages fit too.
+bool local_pickles_fit(const std::string& b, const std::map<std::string, uint64_t>& records) {
   static const std::string kLocal("PK\x03\x04", 4);
   for (size_t at = b.find(kLocal); at != std::string::npos; at = b.find(kLocal, at + 1)) {
     if (at + 30 > b.size()) break;
@@ -275,34 +310,29 @@ bool local_pickles_fit(const std::string& b) {
     if (at + 30 + name_len > b.size()) continue;
     if (name_len < 8 || b.compare(at + 30 + name_len - 8, 8, "data.pkl") != 0) continue;
     const size_t data = at + 30 + name_len + extra;
-    if (data > b.size() || !pickle_fits(std::string_view(b).substr(data), nullptr)) return false;
+    if (data > b.size() || !pickle_fits(std::string_view(b).substr(data), records)) return false;
   }
   return true;
 }
 
-// Sizes of the archive's */data/<key> records (the tensors' storages) by key, from the plain
-// central directory.
-std::map<std::string, uint64_t> record_sizes(const std::string& b) {
-  std::map<std::string, uint64_t> out;
-  const size_t n = b.size();
-  size_t eocd = std::string::npos;
-  for (size_t at = n >= 22 ? n - 22 + 1 : 0; at-- > 0;)
-    if (le32(b, at) == 0x06054b50u) {
-      eocd = at;
-      break;
+// The archive is a plain zip with one */data.pkl whose pickle walks clean against the sizes of
+// its */data/<key> records.
+bool archive_fits(const std::string& b) {
+  auto dir = zip_directory(b);
+  if (!dir) return false;
+  std::map<std::string, uint64_t> records;
+  const ZipEntry* pickle = nullptr;
+  for (auto& [name, e] : *dir) {
+    if (name.size() >= 8 && name.compare(name.size() - 8, 8, "data.pkl") == 0) {
+      if (pickle) return false;
+      pickle = &e;
     }
-  if (eocd == std::string::npos) return out;
-  size_t at = le32(b, eocd + 16);
-  const size_t end = std::min<size_t>(eocd, size_t(at) + le32(b, eocd + 12));
-  while (at + 46 <= end && le32(b, at) == 0x02014b50u) {
-    const size_t name_len = le16(b, at + 28), extra = le16(b, at + 30), comment = le16(b, at + 32);
-    if (at + 46 + name_len > end) break;
-    const std::string name = b.substr(at + 46, name_len);
     const size_t slash = name.find("/data/");
-    if (slash != std::string::npos) out[name.substr(slash + 6)] = le32(b, at + 24);
-    at += 46 + name_len + extra + comment;
+    if (slash != std::string::npos) records[name.substr(slash + 6)] = e.size;
   }
-  return out;
+  if (!pickle) return false;
+  return pickle_fits(std::string_view(b).substr(pickle->data, size_t(pickle->size)), records) &&
+         local_pickles_fit(b, records);
 }
 
 // A tensor from the pickle whose sizes, strides and offset reach past its storage (the
@@ -358,9 +388,9 @@ Checkpoint load_checkpoint(const std::string& path) {
   // end of a truncated file (found by AddressSanitizer): check the end-of-central-directory
   // record and the central directory's extent ourselves first.
   if (!zip_is_complete(raw)) bad(path, "not a readable checkpoint: truncated or not a zip archive");
-  const auto records = record_sizes(raw);
-  if (!pickle_fits(stored_pickle(raw), &records) || !local_pickles_fit(raw))
-    bad(path, "not a readable checkpoint: corrupted (a length or memo index in data.pkl is out of range)");
+  if (!archive_fits(raw))
+    bad(path, "not a readable checkpoint: not a grokking checkpoint, or corrupted (its zip directory or data.pkl does "
+              "not check out)");
   c10::IValue iv;
   try {
     std::vector<char> bytes(raw.begin(), raw.end());

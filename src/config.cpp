@@ -376,9 +376,10 @@ void validate(const Config& c, const std::string& origin) {
                        format_number(bytes / 1e9, "%g") + " GB of activations, at most 16 GB allowed (got " +
                        std::to_string(c.task.p) + ")");
   const double params = double(c.model.d_model) * double(4 * c.model.d_model + 2 * c.model.d_mlp + 2 * c.task.p + 4);
-  if (params > 2e9)
+  if (params > 3e8)
     bad("/model/d_model", "model too large: " + format_number(params, "%g") +
-                              " parameters, at most 2e9 (weights, gradients and two Adam moments take 16 bytes each)");
+                              " parameters, at most 3e8 (a checkpoint holds 12 bytes a parameter with the Adam moments, "
+                              "and checkpoints stay under the 4 GiB of a plain zip, which load_checkpoint checks)");
 }
 
 json config_to_json(const Config& c) {
