@@ -312,7 +312,19 @@ json parse_json_strict(const std::string& text, const std::string& origin) {
   return j;
 }
 
+namespace {
+// Each field read and checked on its own (type, range); the checks across fields are validate()'s.
+Config read_fields(const json& j, const std::string& origin);
+}  // namespace
+
 Config config_from_json(const json& j, const std::string& origin) {
+  Config c = read_fields(j, origin);
+  validate(c, origin);
+  return c;
+}
+
+namespace {
+Config read_fields(const json& j, const std::string& origin) {
   if (!j.is_object()) fail(origin + ": /", "the config must be a JSON object", j);
   Config c;
   const auto& fields = schema();
@@ -338,9 +350,9 @@ Config config_from_json(const json& j, const std::string& origin) {
       it->read(c, value, origin + ": " + it->pointer());
     }
   }
-  validate(c, origin);
   return c;
 }
+}  // namespace
 
 void validate(const Config& c, const std::string& origin) {
   auto bad = [&](const std::string& ptr, const std::string& what) { throw UsageError(origin + ": " + ptr + ": " + what); };
@@ -418,8 +430,13 @@ Config parse_config(const std::string& text, const std::string& origin, const st
       config_from_json(probe, "--set " + s);  // throws the unknown-key message
     }
     one[section][key] = value;
-    c = config_from_json(one, "--set " + s);
+    c = read_fields(one, "--set " + s);
   }
+  // The checks across fields once every --set is in: --set model.d_head=64 --set
+  // model.d_model=256 is one change, not an invalid state on the way.
+  std::string all;
+  for (auto& s : sets) all += (all.empty() ? "--set " : " --set ") + s;
+  validate(c, all.size() > 120 ? origin + " with its --set overrides" : all);
   return c;
 }
 

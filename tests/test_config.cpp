@@ -98,6 +98,10 @@ TEST_CASE("malformed JSON is reported with line and column", "[config]") {
 }
 
 TEST_CASE("--set overrides any key and is validated like the file", "[config]") {
+  // The checks across fields run once all overrides are in, whatever their order.
+  CHECK(parse_config("{}", "cfg.json", {"model.d_head=64", "model.d_model=256"}).model.d_model == 256);
+  CHECK_THROWS_WITH(parse_config("{}", "cfg.json", {"model.d_head=64"}),
+                    "--set model.d_head=64: /model/d_model: must equal n_heads*d_head = 4*64 (got 128)");
   Config c = parse_config("{}", "cfg.json", {"task.p=53", "train.device=cpu", "optim.weight_decay=5"});
   CHECK(c.task.p == 53);
   CHECK(c.train.device == "cpu");
