@@ -89,7 +89,7 @@ grep -q "task.p" out.txt && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FA
 expect 0 "" -- "$bin" fourier r1
 check "fourier: table" 'grep -q "key frequencies, neuron method" out.txt && grep -q "|W_E|_k" out.txt'
 check "fourier: fourier.csv, one row per frequency (P=7: 3)" \
-  '[ "$(head -1 r1/fourier.csv)" = "k,embed_norm,unembed_norm,neurons,key_neurons,key_embed,embed_cos,embed_sin,unembed_cos,unembed_sin" ] && [ "$(wc -l <r1/fourier.csv)" -eq 4 ]'
+  '[ "$(head -1 r1/fourier.csv)" = "k,embed_norm,unembed_norm,neurons,key_neurons,key_embed,embed_cos,embed_sin,unembed_cos,unembed_sin,wl_norm,neurons_85" ] && [ -s r1/attention.csv ] && [ -s r1/neuron_spectrum.dat ] && [ -s r1/logit_spectrum.dat ] && [ "$(wc -l <r1/fourier.csv)" -eq 4 ]'
 expect 0 "" -- "$bin" fourier r1/checkpoints/epoch_0000020.pt --json
 check "fourier --json: epoch and cos/sin norms" 'grep -q "\"epoch\": 20" out.txt && grep -q "\"embed_sin\": \[" out.txt'
 expect 0 "" -- "$bin" ablate r1 --freqs 1,3 --json
