@@ -4,6 +4,8 @@
 #include <map>
 #include <string>
 
+#include "catch.hpp"
+#include "grokking/analysis.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/train.hpp"
 #include "helpers.hpp"
@@ -31,6 +33,15 @@ inline const GrokkedRun& grokked_run(const std::string& name = "ci-small") {
     return r;
   }();
   return runs.emplace(name, run).first->second;
+}
+
+// The ablation row whose name starts with `prefix`, in `space` (a failed check when none does).
+inline AblationResult find_ablation(const std::vector<AblationResult>& rows, const std::string& prefix,
+                                    const std::string& space) {
+  for (auto& r : rows)
+    if (r.name.rfind(prefix, 0) == 0 && r.space == space) return r;
+  FAIL("no ablation " << prefix);
+  return rows[0];
 }
 
 }  // namespace grokking::test

@@ -59,12 +59,7 @@ TEST_CASE("removing the key frequencies destroys the model; removing as many oth
   Model m = model_from_checkpoint(ck);
   auto data = make_dataset(ck.config.task);
   auto rows = ablate(m, data, AblateOptions{});
-  auto find = [&](const std::string& prefix, const std::string& space) {
-    for (auto& r : rows)
-      if (r.name.rfind(prefix, 0) == 0 && r.space == space) return r;
-    FAIL("no ablation " << prefix);
-    return rows[0];
-  };
+  auto find = [&](const std::string& prefix, const std::string& space) { return test::find_ablation(rows, prefix, space); };
   auto base = find("model as is", "none");
   CHECK(base.test.acc >= 0.99);
   const double chance = 1.0 / double(ck.config.task.p);

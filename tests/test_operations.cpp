@@ -143,12 +143,7 @@ void check_signature(const std::string& name) {
   CHECK(f.frac_neurons_clustered >= 0.5);
   // Ablations: the key frequencies carry the model, as many other frequencies nothing.
   auto rows = ablate(m, data, AblateOptions{});
-  auto find = [&](const std::string& prefix, const std::string& space) {
-    for (auto& r : rows)
-      if (r.name.rfind(prefix, 0) == 0 && r.space == space) return r;
-    FAIL("no ablation " << prefix);
-    return rows[0];
-  };
+  auto find = [&](const std::string& prefix, const std::string& space) { return test::find_ablation(rows, prefix, space); };
   // Pairs off the cycle (a 0 under mul) keep their logits: chance is reached on the others.
   const double off_share = double(data.all_x.size(0) - cycle.n * cycle.n) / double(data.all_x.size(0));
   const double chance = 1.0 / double(cycle.p);

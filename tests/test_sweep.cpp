@@ -15,6 +15,16 @@ std::string write_sweep(const std::string& name, const std::string& text) {
   std::ofstream(dir + "/s.json") << text;
   return dir + "/s.json";
 }
+
+// The message load_sweep refuses `text` with (empty when it is accepted).
+std::string msg(const std::string& text) {
+  try {
+    load_sweep(write_sweep("bad", text));
+  } catch (const UsageError& e) {
+    return std::string(e.what());
+  }
+  return std::string();
+}
 }  // namespace
 
 TEST_CASE("a grid expands to its cartesian product, named by its values", "[sweep]") {
@@ -46,14 +56,6 @@ TEST_CASE("arms are crossed with the grid; a key an arm leaves out takes the bas
   // Arms alone (no grid) are runs as they are; a key in both places is refused.
   auto alone = load_sweep(write_sweep("arms2", R"({"arms": [{"train.seed": 1}, {"train.seed": 2}]})"));
   CHECK(alone.runs.size() == 2);
-  auto msg = [](const std::string& text) {
-    try {
-      load_sweep(write_sweep("arms_bad", text));
-    } catch (const UsageError& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   CHECK(msg(R"({"grid": {"train.seed": [1]}, "arms": [{"train.seed": 2}]})").find("/arms/0/train.seed: also a grid key") !=
         std::string::npos);
   CHECK(msg(R"({"arms": [{"train.sed": 2}]})").find("/train/sed: unknown key") != std::string::npos);
@@ -79,14 +81,6 @@ TEST_CASE("shards partition the runs for every n", "[sweep]") {
 }
 
 TEST_CASE("a bad sweep file is refused before anything runs, naming the field", "[sweep]") {
-  auto msg = [](const std::string& text) {
-    try {
-      load_sweep(write_sweep("bad", text));
-    } catch (const UsageError& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   CHECK(msg(R"({"grid": {"train.seed": []}})").find("/grid/train.seed: must be a non-empty list") != std::string::npos);
   CHECK(msg(R"({"grid": {"task.p": [1]}})").find("run task.p=1") != std::string::npos);
   CHECK(msg(R"({"grid": {"task.q": [1]}})").find("/task/q: unknown key") != std::string::npos);
