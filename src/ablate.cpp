@@ -55,12 +55,6 @@ torch::Tensor restricted_logits(const torch::Tensor& logits, const torch::Tensor
   return logits.index_copy(0, grid, on.index_select(0, grid));
 }
 
-torch::Tensor project_sum_directions(const torch::Tensor& logits, int64_t p, const std::vector<int64_t>& freqs) {
-  TaskConfig add;
-  add.operation = "add", add.p = p;
-  return project_onto(logits, relation_directions(cycle_of(add), make_dataset(add).all_x, freqs));
-}
-
 Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask) {
   // One log-softmax over all pairs; each split is a masked mean of the per-pair values.
   auto nll = -logits.to(torch::kFloat64).log_softmax(-1).gather(1, labels.unsqueeze(1)).squeeze(1);

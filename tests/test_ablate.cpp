@@ -20,6 +20,12 @@ TEST_CASE("logits built from one frequency's (a+b) directions are kept whole by 
   // The paper's algorithm: logit(c) = cos(w(a+b-c)) for w = 2*pi*3/P, plus another frequency.
   auto pure = torch::cos(2 * M_PI * 3 * (a + b - c) / p).reshape({p * p, p});
   auto other = 0.5 * torch::cos(2 * M_PI * 5 * (a + b - c) / p).reshape({p * p, p});
+  TaskConfig add;
+  add.operation = "add", add.p = p;
+  const auto pairs = make_dataset(add).all_x;
+  auto project_sum_directions = [&](const torch::Tensor& logits, int64_t, const std::vector<int64_t>& freqs) {
+    return project_onto(logits, relation_directions(cycle_of(add), pairs, freqs));
+  };
   auto kept = project_sum_directions(pure + other, p, {3});
   CHECK((kept - pure).abs().max().item<double>() < 1e-10);
   CHECK(project_sum_directions(pure, p, {4}).abs().max().item<double>() < 1e-10);

@@ -126,8 +126,6 @@ struct AblationResult {
 };
 // Logits [P^2, P] over all pairs in (a, b) order, float64.
 torch::Tensor all_logits(const Model& model);
-// Projection of every logit column onto the cos/sin(w_k(a+b)) directions of `freqs`.
-torch::Tensor project_sum_directions(const torch::Tensor& logits, int64_t p, const std::vector<int64_t>& freqs);
 struct Splits {
   Split train, test, all;
 };
