@@ -1,69 +1,161 @@
 #!/usr/bin/env bash
-# The CUDA checks, in one run on a GPU machine: build against the
-# machine's PyTorch (LibTorch 2.x with CUDA) and the Debian packages unpacked in .deps/root,
-# run the hidden [.cuda] tests and the CPU model tests under that LibTorch, benchmark the
-# plain, fast and CUDA-graph steps (a CPU baseline in the same run), and time the paper's
-# 25,000-epoch run with and without the graph. Everything is logged to OUT_DIR.
+# The GPU checks, in one run on a CUDA machine: build against the machine's PyTorch (LibTorch
+# 2.x with CUDA) and the Debian packages that scripts/gpu-deps.sh unpacked into .deps/root, run
+# the CUDA tests, benchmark against the plain PyTorch baseline (scripts/paper_step.py) in the
+# same run, time the paper's run, train runs for the analysis, and time packed sweeps.
 #
-#   scripts/gpu-check.sh OUT_DIR [EPOCHS=25000]
+#   scripts/gpu-check.sh OUT_DIR [PART...]
 #
-# Prepare .deps/root on a Debian machine first (scripts/gpu-deps.sh), and copy it along.
+# PARTs, in this order by default: machine build tests bench paper phase-runs pack interventions.
+# Every part has its own time limit, so that one that hangs leaves time to the others. OUT_DIR
+# gets two files, rewritten after every part (a run cut short keeps what was done): gpu-check.log
+# and results.tar.gz (JSON figures, metrics, summaries and progress.csv files; no checkpoints).
 set -uo pipefail
-out=${1:?usage: scripts/gpu-check.sh OUT_DIR [EPOCHS]}
-epochs=${2:-25000}
+out=${1:?usage: scripts/gpu-check.sh OUT_DIR [PART...]}
+shift
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(machine build tests bench paper phase-runs pack interventions)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
-exec > >(tee "$out/gpu-check.log") 2>&1
-step() { echo; echo "=== $* ($(date +%T))"; }
+work=${GPU_WORK:-/tmp/grokking-gpu}
+mkdir -p "$work"
+exec > >(tee -a "$out/gpu-check.log") 2>&1
 status=0
+step() { echo; echo "=== $* ($(date +%T))"; }
 run() { "$@" || { echo "FAILED ($?): $*"; status=1; }; }
+# within SECONDS CMD...: the command under a time limit (exit 124 when it runs out).
+within() { local s=$1; shift; run timeout --signal=INT --kill-after=10 "$s" "$@"; }
+# timed SECONDS NAME CMD...: the same, its wall time appended to $work/times.txt.
+timed() {
+  local s=$1 name=$2; shift 2
+  local t0 t1 rc; t0=$(date +%s.%N)
+  within "$s" "$@"; rc=$?
+  t1=$(date +%s.%N)
+  echo "$name $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s rc=$rc" | tee -a "$work/times.txt"
+  return $rc
+}
+pack_results() {
+  (cd "$work" && tar --exclude='checkpoints' -czf "$out/results.tar.gz.tmp" . 2>/dev/null) &&
+    mv "$out/results.tar.gz.tmp" "$out/results.tar.gz"
+}
 
-step machine
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-nproc
-python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
-  "available", torch.cuda.is_available(), "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI)'
-
-step build
-TP=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
 deps=$PWD/.deps/root/usr
-[ -d "$deps" ] || echo "warning: $deps missing: CLI11, nlohmann_json, spdlog, fmt and Catch2 must be installed"
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$deps" | tail -5 || exit 1
-cmake --build build-gpu --parallel "$(nproc)" || exit 1
 export LD_LIBRARY_PATH=$deps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 bin=build-gpu/grokking
+cuda=(--set train.device=cuda)
 
-step "CUDA tests (hidden [.cuda] tag) and the CPU model and analysis tests under this LibTorch"
-run build-gpu/grokking_tests "[.cuda]" --durations yes
-run build-gpu/grokking_tests "[model],[optim],[analysis],[config]"
+part_machine() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+  echo "cpus: $(nproc)"; g++ --version | head -1; nvcc --version | tail -1; cmake --version | head -1
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
+    "available", torch.cuda.is_available(), "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI)'
+  nvidia-smi --query-gpu=name --format=csv,noheader >"$work/gpu.txt" 2>/dev/null || true
+}
 
-step "bench: P=113, CUDA (plain, fast, graph), then the CPU in the same run"
-run "$bin" bench --set train.device=cuda --steps 300 --seeds 8
-run "$bin" bench --set train.device=cuda --steps 300 --json >"$out/bench-cuda.json"
-run "$bin" bench --set train.device=cpu --steps 10 --json >"$out/bench-cpu.json"
+part_build() {
+  local TP; TP=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+  [ -d "$deps" ] || echo "warning: $deps missing: CLI11, nlohmann_json, spdlog, fmt and Catch2 must be installed"
+  timed 300 configure cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP;$deps" \
+    >"$work/configure.log" 2>&1 || { tail -30 "$work/configure.log"; return 1; }
+  grep 'grokking:' "$work/configure.log"
+  timed 500 build cmake --build build-gpu --parallel "$(nproc)" >"$work/build.log" 2>&1 ||
+    { grep -B2 -A12 'error' "$work/build.log" | head -80; return 1; }
+}
 
-step "the paper's run, $epochs epochs (evaluation every 100 included), CUDA graph on"
-t0=$(date +%s.%N)
-run "$bin" train configs/nanda2023.json --set train.device=cuda --set train.epochs="$epochs" --out "$out/paper-graph" -q
-t1=$(date +%s.%N)
-echo "wall: $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s (process start included)"
-step "the same without the graph, first 2,000 epochs (per-epoch rate)"
-t0=$(date +%s.%N)
-run "$bin" train configs/nanda2023.json --set train.device=cuda --set train.epochs=2000 --set train.cuda_graph=false \
-  --out "$out/paper-eager" -q
-t1=$(date +%s.%N)
-echo "wall: $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') s for 2,000 epochs"
-grep -h '"wall_time_s"\|"epochs_per_s"\|"grokked_epoch"\|"cuda_graph"' "$out"/paper-*/summary.json
-rm -rf "$out"/paper-*/checkpoints  # keep metrics and summaries; checkpoints are large
+part_tests() {
+  within 240 build-gpu/grokking_tests "[.cuda]" --durations yes
+  within 240 build-gpu/grokking_tests "[model],[optim],[config],[sweep]"
+}
 
-step "the interventions on CUDA (eager: the graph is off with them), 500 epochs of ci-small"
-run "$bin" train configs/ci-small.json --set train.device=cuda --set train.epochs=500 --set 'optim.grokfast="ema"' \
-  --set optim.orthograd=true --set 'train.loss="stablemax"' --set 'optim.weight_norm="fixed"' --out "$out/interventions" -q
-grep -h '"status"\|"cuda_graph"\|"loss"' "$out/interventions/summary.json"
-tail -2 "$out/interventions/metrics.csv"
+part_bench() {
+  # Ours (eager plain, eager fast, CUDA graph; then 8, 64, 256 seeds side by side) and the plain
+  # PyTorch baseline (one model; torch.vmap over 8, 64, 256), back to back on this card.
+  within 120 "$bin" bench "${cuda[@]}" --steps 300 --json >"$work/bench-cuda.json"
+  for s in 8 64 256; do
+    within 120 "$bin" bench "${cuda[@]}" --steps 100 --seeds $s --json >"$work/bench-cuda-seeds$s.json"
+  done
+  {
+    within 120 python3 scripts/paper_step.py --device cuda --steps 300
+    within 120 python3 scripts/paper_step.py --device cuda --steps 300 --with-test
+    for s in 8 64 256; do within 120 python3 scripts/paper_step.py --device cuda --steps 50 --seeds $s; done
+  } >"$work/baseline-cuda.jsonl"
+  # The CPU of this machine, 2 threads, same run (not the quiet 2-core figures of the README).
+  within 120 "$bin" bench --set train.device=cpu --set train.threads=2 --steps 10 --json >"$work/bench-cpu2.json"
+  within 120 python3 scripts/paper_step.py --threads 2 --steps 10 >"$work/baseline-cpu2.jsonl"
+  cat "$work"/baseline-*.jsonl
+  python3 - "$work" <<'EOF'
+import json, sys, glob
+w = sys.argv[1]
+for f in sorted(glob.glob(w + "/bench-*.json")):
+    try: j = json.load(open(f))
+    except Exception as e: print(f, "unreadable:", e); continue
+    print(f.split("/")[-1], {k: round(v["ms_per_step"], 4) for k, v in j["paths"].items()}, j.get("seeds_side_by_side", ""))
+EOF
+}
 
-step "analysis of the graph run's final checkpoint"
-run "$bin" fourier "$out/paper-graph" >"$out/fourier.txt" 2>&1 || true
+part_paper() {
+  # The paper's run, 25,000 epochs (evaluation every 100 included), CUDA graph on; then 2,000
+  # epochs without the graph for the eager per-epoch rate.
+  timed 300 paper-25k-graph "$bin" train configs/nanda2023.json "${cuda[@]}" --set train.epochs=25000 \
+    --set train.checkpoint_every=25000 --out "$work/paper-graph" -q
+  timed 200 paper-2k-eager "$bin" train configs/nanda2023.json "${cuda[@]}" --set train.epochs=2000 \
+    --set train.cuda_graph=false --set train.checkpoint_every=2000 --out "$work/paper-eager" -q
+  grep -h '"wall_time_s"\|"epochs_per_s"\|"grokked_epoch"\|"cuda_graph"' "$work"/paper-*/summary.json
+  within 60 "$bin" fourier "$work/paper-graph" >"$work/paper-graph/fourier.txt" 2>&1
+  head -20 "$work/paper-graph/fourier.txt"
+}
+
+part_phase_runs() {
+  # Runs of the tl-demo setup for the phase rules (seed 999 is the README's; 1-4 were not
+  # looked at before the rules were written): 5 models side by side, a checkpoint every 100.
+  timed 400 tl-demo-5-seeds "$bin" train configs/tl-demo.json "${cuda[@]}" --seeds 999,1,2,3,4 \
+    --out "$work/tl-demo" -q
+  for d in "$work"/tl-demo/seed=*; do timed 200 "progress-$(basename "$d")" "$bin" progress "$d" >/dev/null; done
+  # The analysis benchmark: progress over the 251 checkpoints on 2 of this machine's cores.
+  timed 200 progress-2-cores taskset -c 0,1 "$bin" progress "$work/tl-demo/seed=999" >/dev/null
+  grep -h '"phases"' -A12 "$work"/tl-demo/seed=*/summary.json | grep -v '^--$' | head -80
+}
+
+part_pack() {
+  if ! "$bin" sweep --help | grep -q -- '--pack'; then echo "sweep --pack not built: skipped"; return 0; fi
+  # A 64-run grid of the paper's config (8 seeds x 4 lr x 2 weight decays), 2,000 epochs each:
+  # packed 64 to a process, then the same runs one by one (a quarter of them, to save time).
+  timed 300 pack-64 "$bin" sweep configs/sweeps/gpu-pack-grid.json --pack 64 --out "$work/pack-packed" -q
+  timed 300 pack-unpacked-16 "$bin" sweep configs/sweeps/gpu-pack-grid.json --pack 1 --limit 16 \
+    --out "$work/pack-unpacked" -q
+  python3 - "$work" <<'EOF'
+import glob, json, os, sys
+w = sys.argv[1]
+diffs = []
+for d in sorted(glob.glob(w + "/pack-unpacked/*/summary.json")):
+    name = os.path.basename(os.path.dirname(d))
+    p = w + "/pack-packed/" + name + "/summary.json"
+    if not os.path.exists(p): print("missing packed", name); continue
+    a, b = json.load(open(d)), json.load(open(p))
+    diffs.append(abs(a["final"]["test_loss"] - b["final"]["test_loss"]) / max(abs(a["final"]["test_loss"]), 1e-12))
+print("packed vs unpacked, final test loss, max relative difference over", len(diffs), "runs:", max(diffs or [float("nan")]))
+EOF
+}
+
+part_interventions() {
+  # The interventions on CUDA (eager: the graph is off with them), 500 epochs of ci-small.
+  within 120 "$bin" train configs/ci-small.json "${cuda[@]}" --set train.epochs=500 --set 'optim.grokfast="ema"' \
+    --set optim.orthograd=true --set 'train.loss="stablemax"' --set 'optim.weight_norm="fixed"' \
+    --out "$work/interventions" -q
+  grep -h '"status"\|"cuda_graph"\|"loss"' "$work/interventions/summary.json"
+  tail -2 "$work/interventions/metrics.csv"
+}
+
+for p in "${parts[@]}"; do
+  step "$p"
+  if ! "part_${p//-/_}"; then
+    echo "FAILED: part $p"
+    status=1
+    if [ "$p" = build ]; then pack_results; exit 1; fi
+  fi
+  pack_results
+done
 step "done: status $status"
+cat "$work/times.txt" 2>/dev/null
 exit $status

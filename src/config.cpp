@@ -457,4 +457,19 @@ std::vector<KeyDoc> config_docs() {
   return out;
 }
 
+const std::vector<std::string>& pack_varying_keys() {
+  static const std::vector<std::string> keys = {"train.seed", "optim.lr",  "optim.weight_decay", "optim.beta1",
+                                                "optim.beta2", "optim.eps", "output.dir",         "train.threads"};
+  return keys;
+}
+
+std::string pack_key(const Config& c) {
+  nlohmann::json j = config_to_json(c);
+  for (auto& key : pack_varying_keys()) {
+    const auto dot = key.find('.');
+    j[key.substr(0, dot)].erase(key.substr(dot + 1));
+  }
+  return j.dump();
+}
+
 }  // namespace grokking

@@ -125,6 +125,13 @@ Model Model::replica(int64_t s) const {
   return m;
 }
 
+void Model::set_config(const Config& cfg) {
+  const auto a = config_to_json(cfg), b = config_to_json(cfg_);
+  if (a["task"] != b["task"] || a["model"] != b["model"] || replicas() != 1 || cfg.train.seed != seeds_[0])
+    throw std::invalid_argument("Model::set_config: another task, model or seed");
+  cfg_ = cfg;
+}
+
 Model Model::clone() const {
   if (replicas() != 1) throw std::logic_error("clone copies one model; use replica(s)");
   return replica(0);

@@ -25,6 +25,43 @@ FlatAdamW::FlatAdamW(Model& model, const OptimConfig& opt) : FlatAdamW(model.fla
   }
 }
 
+FlatAdamW::FlatAdamW(Model& model, const OptimConfig& opt, const std::vector<OptimConfig>& per_replica)
+    : FlatAdamW(model, opt) {
+  if (per_replica.empty()) return;
+  if (int64_t(per_replica.size()) != replicas_)
+    throw std::invalid_argument("FlatAdamW: " + std::to_string(per_replica.size()) + " replica configs for " +
+                                std::to_string(replicas_) + " replicas");
+  bool same = true;
+  for (auto& o : per_replica)
+    same = same && o.lr == opt.lr && o.weight_decay == opt.weight_decay && o.beta1 == opt.beta1 &&
+           o.beta2 == opt.beta2 && o.eps == opt.eps;
+  if (same) return;
+  per_replica_ = per_replica;
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto column = [&](auto field) {
+    std::vector<double> v;
+    for (auto& o : per_replica_) v.push_back(field(o));
+    return torch::tensor(v, f64).to(param_.device());
+  };
+  lr_s_ = column([](const OptimConfig& o) { return o.lr; });
+  lrwd_s_ = column([](const OptimConfig& o) { return o.lr * o.weight_decay; });
+  beta1_s_ = column([](const OptimConfig& o) { return o.beta1; });
+  beta2_s_ = column([](const OptimConfig& o) { return o.beta2; });
+  std::vector<torch::Tensor> owners;
+  for (auto& b : blocks_) owners.push_back(torch::arange(replicas_, torch::kInt64).repeat_interleave(b.numel));
+  replica_of_ = torch::cat(owners).to(param_.device());
+  if (replica_of_.numel() != param_.numel()) throw std::logic_error("FlatAdamW: blocks do not cover the buffer");
+  beta1_e_ = spread(beta1_s_);
+  one_minus_beta1_e_ = spread(1 - beta1_s_);
+  beta2_e_ = spread(beta2_s_);
+  one_minus_beta2_e_ = spread(1 - beta2_s_);
+  eps_e_ = spread(column([](const OptimConfig& o) { return o.eps; }));
+}
+
+torch::Tensor FlatAdamW::spread(const torch::Tensor& per_replica) const {
+  return per_replica.to(param_.scalar_type()).index_select(0, replica_of_);
+}
+
 torch::Tensor FlatAdamW::replica_norms() const {
   auto sq = torch::zeros({replicas_}, param_.options().dtype(torch::kFloat64));
   for (auto& b : blocks_)
@@ -79,9 +116,47 @@ void FlatAdamW::fix_weight_norm() {
   for (auto& b : blocks_) param_.narrow(0, b.offset, replicas_ * b.numel).view({replicas_, b.numel}).mul_(factor);
 }
 
-double FlatAdamW::scheduled_lr() const {
-  if (opt_.warmup_steps <= 0) return opt_.lr;
-  return opt_.lr * std::min(double(step_) / double(opt_.warmup_steps), 1.0);
+double FlatAdamW::scheduled_lr() const { return lr_at(0, step_); }
+
+double FlatAdamW::lr_at(int64_t r, int64_t step) const {
+  const double lr = per_replica_.empty() ? opt_.lr : per_replica_[size_t(r)].lr;
+  if (opt_.warmup_steps <= 0) return lr;
+  return lr * std::min(double(step) / double(opt_.warmup_steps), 1.0);
+}
+
+// step()'s update for every replica with its own hyperparameters: decay = 1 - lr*wd,
+// step_size = -lr / bias_correction1 and sqrt(bias_correction2), per element.
+void FlatAdamW::apply_update(const torch::Tensor& decay, const torch::Tensor& step_size,
+                             const torch::Tensor& sqrt_bc2) {
+  param_.mul_(decay);
+  exp_avg_.mul_(beta1_e_).addcmul_(grad_, one_minus_beta1_e_);
+  exp_avg_sq_.mul_(beta2_e_).addcmul_(grad_ * one_minus_beta2_e_, grad_);
+  auto denom = (exp_avg_sq_.sqrt() / sqrt_bc2).add_(eps_e_);
+  param_.add_(exp_avg_.mul(step_size).div_(denom));
+}
+
+void FlatAdamW::step_per_replica(double lr) {
+  // lr is replica 0's scheduled rate; the schedule's factor applies to every replica's own.
+  const double factor = per_replica_[0].lr > 0 ? lr / per_replica_[0].lr : 0.0;
+  std::vector<double> decay, step_size, sqrt_bc2;
+  for (auto& o : per_replica_) {
+    decay.push_back(1 - factor * o.lr * o.weight_decay);
+    step_size.push_back(-factor * o.lr / (1 - std::pow(o.beta1, double(step_))));
+    sqrt_bc2.push_back(std::sqrt(1 - std::pow(o.beta2, double(step_))));
+  }
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto host = [&](const std::vector<double>& v) { return spread(torch::tensor(v, f64).to(param_.device())); };
+  apply_update(host(decay), host(step_size), host(sqrt_bc2));
+}
+
+void FlatAdamW::step_per_replica_on_device() {
+  auto factor = opt_.warmup_steps <= 0 ? torch::ones_like(device_step_)
+                                       : (device_step_ / double(opt_.warmup_steps)).clamp_max(1.0);
+  device_step_.add_(1);
+  auto bias_correction1 = 1 - torch::pow(beta1_s_, device_step_);
+  auto bias_correction2 = 1 - torch::pow(beta2_s_, device_step_);
+  apply_update(spread(1 - factor * lrwd_s_), spread(-(factor * lr_s_) / bias_correction1),
+               spread(bias_correction2.sqrt()));
 }
 
 void FlatAdamW::step(double lr) {
@@ -91,6 +166,11 @@ void FlatAdamW::step(double lr) {
   ++step_;
   // step_on_device() goes on from the host's count, in place: a captured graph keeps its address.
   if (device_step_.defined()) device_step_.fill_(double(step_));
+  if (!per_replica_.empty()) {
+    step_per_replica(lr);
+    if (norm_target_.defined()) fix_weight_norm();
+    return;
+  }
   // The arithmetic and order of torch::optim::AdamW (tested to be bit-identical).
   const double bias_correction1 = 1 - std::pow(opt_.beta1, double(step_));
   const double bias_correction2 = 1 - std::pow(opt_.beta2, double(step_));
@@ -107,6 +187,7 @@ void FlatAdamW::step_on_device() {
   if (has_interventions()) throw std::logic_error("step_on_device runs plain AdamW; interventions need step()");
   if (!device_step_.defined())  // first use; step() and set_state() keep it in line afterwards
     device_step_ = torch::full({}, double(step_), torch::TensorOptions().dtype(torch::kFloat64).device(param_.device()));
+  if (!per_replica_.empty()) return step_per_replica_on_device();
   // step()'s arithmetic, with the host's double scalars as float64 device scalars.
   auto lr = opt_.warmup_steps <= 0 ? torch::full_like(device_step_, opt_.lr)
                                    : (device_step_ / double(opt_.warmup_steps)).clamp_max(1.0) * opt_.lr;

@@ -241,6 +241,25 @@ class RunClaim {
   int fd_ = -1;
 };
 
+// Runs `args` (this binary and its arguments) as a child process that holds `claims` too;
+// returns its exit code.
+int run_child(const std::vector<std::string>& args, const std::vector<const RunClaim*>& claims) {
+  pid_t pid = ::fork();
+  if (pid < 0) throw RunError("fork failed");
+  if (pid == 0) {
+    for (auto* claim : claims) ::fcntl(claim->fd(), F_SETFD, 0);  // the child's copies survive exec: it holds the claims
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    std::_Exit(127);
+  }
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 // Runs `grokking train` for one run of the plan as a child process; returns its exit code.
 int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun& run, int64_t threads,
                 const RunClaim& claim) {
@@ -254,20 +273,38 @@ int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun&
     for (auto& s : run.sets) args.insert(args.end(), {"--set", s});
   }
   args.insert(args.end(), {"--set", "train.threads=" + std::to_string(threads), "-q"});
-  pid_t pid = ::fork();
-  if (pid < 0) throw RunError("fork failed");
-  if (pid == 0) {
-    ::fcntl(claim.fd(), F_SETFD, 0);  // this child's own copy survives exec: it holds the claim too
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    std::_Exit(127);
+  return run_child(args, {&claim});
+}
+
+// The run's resolved config, as `grokking train base.json --out DIR --set ...` would write it.
+Config run_config(const SweepPlan& plan, const SweepRun& run) {
+  Config c = load_config(plan.dir + "/base.json", run.sets);
+  c.output.dir = plan.dir + "/runs/" + run.name;
+  return c;
+}
+
+// The work of a sweep process: runs in plan order, the new runs that share a pack_key gathered
+// into packs of up to opts.pack (each pack in the place of its first run).
+std::vector<std::vector<SweepRun>> make_packs(const SweepOptions& opts, const SweepPlan& plan,
+                                              const std::vector<SweepRun>& todo) {
+  std::vector<std::vector<SweepRun>> out;
+  std::map<std::string, size_t> open_pack;  // pack_key -> index in out of the pack being filled
+  for (auto& r : todo) {
+    if (opts.pack <= 1 || run_status(plan.dir + "/runs/" + r.name) != "new") {
+      out.push_back({r});
+      continue;
+    }
+    const Config c = run_config(plan, r);
+    const std::string key = pack_key(c);
+    auto it = open_pack.find(key);
+    if (c.train.batch_size == 0 && it != open_pack.end() && int64_t(out[it->second].size()) < opts.pack) {
+      out[it->second].push_back(r);
+    } else {
+      out.push_back({r});
+      if (c.train.batch_size == 0) open_pack[key] = out.size() - 1;
+    }
   }
-  int st = 0;
-  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return out;
 }
 
 }  // namespace
@@ -378,7 +415,8 @@ int run_sweep_command(const SweepOptions& opts) {
     }
   }
   const int64_t cores = usable_cpus();
-  const int64_t jobs = std::max<int64_t>(1, std::min<int64_t>(opts.jobs, int64_t(todo.size())));
+  const auto packs = make_packs(opts, plan, todo);
+  const int64_t jobs = std::max<int64_t>(1, std::min<int64_t>(opts.jobs, int64_t(packs.size())));
   const int64_t threads = std::max<int64_t>(1, cores / jobs);
   if (!opts.quiet)
     spdlog::info("{}: {} runs in this shard, {} to train, {} at a time with {} threads each", plan.dir, runs.size(),
@@ -386,28 +424,69 @@ int run_sweep_command(const SweepOptions& opts) {
   std::atomic<size_t> next{0};
   std::atomic<int> failures{0};
   std::vector<std::thread> workers;
+  // A pack of several new runs: claimed run by run (one claimed elsewhere meanwhile is left to
+  // that process), each directory prepared with its config.json, then one `train --packed` child.
+  auto train_pack = [&](const std::vector<SweepRun>& pack) {
+    std::vector<std::unique_ptr<RunClaim>> claims;
+    std::vector<std::string> args = {opts.self_exe, "train", "-q", "--packed"};
+    std::vector<std::string> names;
+    for (auto& r : pack) {
+      auto claim = std::make_unique<RunClaim>(plan.dir, r.name);
+      const std::string dir = plan.dir + "/runs/" + r.name;
+      if (!claim->held() || run_status(dir) != "new") {
+        spdlog::warn("{}: claimed by another sweep process meanwhile, skipped", r.name);
+        continue;
+      }
+      Config c = run_config(plan, r);
+      c.train.threads = threads;
+      make_dirs(dir + "/checkpoints");
+      atomic_write(dir + "/config.json", config_to_json(c).dump(2) + "\n");
+      args.push_back(dir);
+      names.push_back(r.name);
+      claims.push_back(std::move(claim));
+    }
+    if (names.empty()) return;
+    std::vector<const RunClaim*> held;
+    for (auto& c : claims) held.push_back(c.get());
+    if (!opts.quiet) spdlog::info("{} runs side by side: {} ...", names.size(), names[0]);
+    const int rc = run_child(args, held);
+    for (auto& name : names) {
+      const auto st = run_status(plan.dir + "/runs/" + name);
+      if (st == "completed" || st == "early_stopped") {
+        if (!opts.quiet) spdlog::info("{}: done", name);
+      } else {
+        spdlog::error("{}: {} (grokking train --packed exited with {})", name, st, rc);
+        ++failures;
+      }
+    }
+  };
   for (int64_t w = 0; w < jobs; ++w)
     workers.emplace_back([&] {
-      for (size_t k; (k = next++) < todo.size();) {
-        RunClaim claim(plan.dir, todo[k].name);
+      for (size_t k; (k = next++) < packs.size();) {
+        if (packs[k].size() > 1) {
+          train_pack(packs[k]);
+          continue;
+        }
+        const SweepRun& run = packs[k][0];
+        RunClaim claim(plan.dir, run.name);
         if (!claim.held()) {
           spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped",
-                       todo[k].name);
+                       run.name);
           continue;
         }
-        const auto st = run_status(plan.dir + "/runs/" + todo[k].name);
+        const auto st = run_status(plan.dir + "/runs/" + run.name);
         if (st == "completed" || st == "early_stopped") {  // finished by another process meanwhile
-          if (!opts.quiet) spdlog::info("{}: finished, skipped", todo[k].name);
+          if (!opts.quiet) spdlog::info("{}: finished, skipped", run.name);
           continue;
         }
-        int rc = train_child(opts, plan, todo[k], threads, claim);
-        if (rc == 2 && run_status(plan.dir + "/runs/" + todo[k].name) != "new") {
-          spdlog::warn("{}: busy (another shard or machine is training it), skipped", todo[k].name);
+        int rc = train_child(opts, plan, run, threads, claim);
+        if (rc == 2 && run_status(plan.dir + "/runs/" + run.name) != "new") {
+          spdlog::warn("{}: busy (another shard or machine is training it), skipped", run.name);
         } else if (rc != 0) {
-          spdlog::error("{}: grokking train exited with {}", todo[k].name, rc);
+          spdlog::error("{}: grokking train exited with {}", run.name, rc);
           ++failures;
         } else if (!opts.quiet) {
-          spdlog::info("{}: done", todo[k].name);
+          spdlog::info("{}: done", run.name);
         }
       }
     });

@@ -54,58 +54,69 @@ Eval evaluate(const Model& model, const torch::Tensor& x, const torch::Tensor& y
   return e;
 }
 
-// One training run of S replicas side by side (S = 1: a plain run), each writing its own run
-// directory. run() is the recipe; each step below it does one thing.
+std::vector<int64_t> seeds_of(const std::vector<Config>& cfgs) {
+  std::vector<int64_t> out;
+  for (auto& c : cfgs) out.push_back(c.train.seed);
+  return out;
+}
+
+// One training run of S replicas side by side (S = 1: a plain run), each with its own config
+// (seed and, packed, the optimiser's numbers) and writing its own run directory. Each replica
+// ends on its own (early stop, divergence) while the others go on. run() is the recipe; each
+// step below it does one thing.
 class TrainingRun {
  public:
-  TrainingRun(const Config& cfg, const std::vector<int64_t>& seeds, const std::vector<std::string>& dirs, bool resume,
-              bool quiet)
-      : cfg_(cfg), tc_(cfg.train), seeds_(seeds), dirs_(dirs), S_(int64_t(seeds.size())), resume_(resume),
-        quiet_(quiet), rows_(seeds.size()), held_since_(seeds.size(), -1) {}
+  TrainingRun(const std::vector<Config>& cfgs, const std::vector<std::string>& dirs, bool resume, bool quiet)
+      : cfgs_(cfgs), cfg_(cfgs.at(0)), tc_(cfg_.train), seeds_(seeds_of(cfgs)), dirs_(dirs),
+        S_(int64_t(cfgs.size())), resume_(resume), quiet_(quiet), rows_(cfgs.size()), held_since_(cfgs.size(), -1),
+        status_(cfgs.size()), epochs_done_(cfgs.size(), 0), last_checkpoint_(cfgs.size(), -1) {}
 
   std::vector<TrainReport> run() {
     set_up_run();
     if (!resume_) {
       start_metrics();
-      evaluate_rows(0, 0.0);
-      checkpoint(0);
+      evaluate_rows(0);
+      checkpoint_running(0);
     }
     SignalScope signals;
     ProgressBar bar(!quiet_ && ::isatty(2));
     loop_start_ = Clock::now();
-    while (epoch_ < tc_.epochs) {
-      const double lr = train_epoch();
+    while (epoch_ < tc_.epochs && active() > 0) {
+      train_epoch();
       ++epoch_;
-      if (!std::isfinite(last_loss_)) {
-        status_ = "diverged";
+      // One model: a loss that is not finite ends the run at once. Replicas are checked at
+      // evaluations (and before every checkpoint), each on its own.
+      if (S_ == 1 && !std::isfinite(last_loss_)) {
+        end(0, "diverged");
         break;
       }
       if (epoch_ % tc_.eval_every == 0 || epoch_ == tc_.epochs) {
-        evaluate_rows(epoch_, lr);
-        if (!latest_finite()) {
-          status_ = "diverged";
-          break;
-        }
+        evaluate_rows(epoch_);
+        if (active() == 0) break;
         if (epoch_ - last_logged_ >= std::max<int64_t>(tc_.log_every, 1) || epoch_ == tc_.epochs) {
           bar.clear();
           log_->info(progress_line(epoch_, tc_.epochs, latest_rows(), epochs_per_s()));
           last_logged_ = epoch_;
         }
-        if (early_stop_reached()) {
-          status_ = "early_stopped";
-          checkpoint(epoch_);
-          break;
-        }
+        for (int64_t r = 0; r < S_; ++r)
+          if (running(r) && early_stop_reached(r)) {
+            checkpoint(epoch_, r);
+            end(r, "early_stopped");
+          }
+        if (active() == 0) break;
       }
-      if (epoch_ % tc_.checkpoint_every == 0 || epoch_ == tc_.epochs) checkpoint(epoch_);
+      if (epoch_ % tc_.checkpoint_every == 0 || epoch_ == tc_.epochs) checkpoint_running(epoch_);
       if (signals.received() != 0) {
-        status_ = "interrupted";
         signal_ = signals.received();
-        checkpoint(epoch_);
+        checkpoint_running(epoch_);
+        for (int64_t r = 0; r < S_; ++r)
+          if (running(r)) end(r, "interrupted");
         break;
       }
       bar.update(epoch_, tc_.epochs, epochs_per_s());
     }
+    for (int64_t r = 0; r < S_; ++r)
+      if (running(r)) end(r, "completed");
     bar.clear();
     auto reports = write_summaries();
     report_end(reports);
@@ -132,10 +143,12 @@ class TrainingRun {
           config_to_json(ck.config)["task"] != config_to_json(cfg_)["task"])
         throw RunError(ck.path + ": was written by a different task/model config than " + dirs_[0] + "/config.json");
       model_->load(ck.weights);
-      epoch_ = start_epoch_ = last_logged_ = last_checkpoint_ = ck.epoch;
+      epoch_ = start_epoch_ = last_logged_ = last_checkpoint_[0] = ck.epoch;
     }
     model_->to(device_);
-    opt_ = std::make_unique<FlatAdamW>(*model_, cfg_.optim);
+    std::vector<OptimConfig> optims;
+    for (auto& c : cfgs_) optims.push_back(c.optim);
+    opt_ = std::make_unique<FlatAdamW>(*model_, cfg_.optim, optims);
     if (resume_) {
       OptimState st{ck.exp_avg.to(device_), ck.exp_avg_sq.to(device_), ck.optimizer_step, {}};
       for (auto& [name, t] : ck.optimizer_extra) st.extra.emplace_back(name, t.to(device_));
@@ -177,7 +190,7 @@ class TrainingRun {
                device_.is_cuda() ? " | CUDA graph " + graph_note : "");
     log_->info("{} (mod {}): {} train / {} test pairs | {} parameters | {} epochs{}{}", cfg_.task.operation,
                cfg_.task.p, n_train_, test_x_.size(0), model_->flat().numel() / S_, tc_.epochs,
-               S_ > 1 ? " | " + std::to_string(S_) + " seeds side by side" : "",
+               S_ > 1 ? " | " + std::to_string(S_) + " models side by side" : "",
                resume_ ? " | resuming at epoch " + std::to_string(start_epoch_) : "");
   }
 
@@ -189,11 +202,10 @@ class TrainingRun {
   }
 
   // One pass over the training pairs: full batch, or minibatches in an order drawn from (seed,
-  // epoch) so that a resumed run draws the same order without saved generator state. Returns
-  // the learning rate of its last step; last_loss_ is that step's loss (on the CPU only: reading
-  // it on a GPU would synchronise every step).
-  double train_epoch() {
-    double lr = 0;
+  // epoch) so that a resumed run draws the same order without saved generator state.
+  // last_step_ is the step count before its last step; last_loss_ is that step's loss (on the
+  // CPU only: reading it on a GPU would synchronise every step).
+  void train_epoch() {
     torch::Tensor xs = train_x_, ys = train_y_;
     if (batch_ < n_train_) {
       auto gen = at::detail::createCPUGenerator(uint64_t(tc_.seed) * 1000003u + uint64_t(epoch_));
@@ -203,11 +215,10 @@ class TrainingRun {
     for (int64_t i = 0; i < n_train_; i += batch_) {
       auto xb = batch_ < n_train_ ? xs.slice(0, i, i + batch_) : xs;
       auto yb = batch_ < n_train_ ? ys.slice(0, i, i + batch_) : ys;
-      lr = opt_->scheduled_lr();
-      auto loss = graph_ ? graph_->run() : train_step(*model_, *opt_, xb, yb, fast_, lr);
+      last_step_ = opt_->steps();
+      auto loss = graph_ ? graph_->run() : train_step(*model_, *opt_, xb, yb, fast_, opt_->scheduled_lr());
       if (device_.is_cpu()) last_loss_ = loss.item<double>();
     }
-    return lr;
   }
 
   // Per replica: the cosine between the negative full-batch gradient of the training loss at the
@@ -226,32 +237,51 @@ class TrainingRun {
     return out;
   }
 
-  // Evaluates every replica on both splits and appends a metrics.csv row to each.
-  void evaluate_rows(int64_t epoch, double lr) {
+  // Evaluates every replica on both splits and appends a metrics.csv row to each that is still
+  // running (the lr column: the rate of the epoch's last step).
+  void evaluate_rows(int64_t epoch) {
     auto tr = evaluate(*model_, train_x_, train_y_, fast_), te = evaluate(*model_, test_x_, test_y_, fast_);
     const auto cos = grad_weight_cos();
     const double elapsed = elapsed_before_ + seconds_since(t0_);
     for (int64_t r = 0; r < S_; ++r) {
+      if (!running(r)) continue;
       const auto i = size_t(r);
       const double sq =
           model_->replica_part(model_->flat().detach(), r).to(torch::kFloat64).pow(2).sum().item<double>();
+      const double lr = epoch == 0 ? 0.0 : opt_->lr_at(r, last_step_);
       MetricsRow row{epoch, tr.loss[i], te.loss[i], tr.acc[i], te.acc[i], sq, lr, elapsed, tr.collapse[i], cos[i]};
+      if (!finite(row)) {  // diverged since the last evaluation: no row of it, the run ends here
+        end(r, "diverged");
+        continue;
+      }
       append_line(metrics_path(r), format_row(row));
       rows_[i].push_back(row);
       update_hold(r, row);
     }
   }
 
+  // The latest rows of the replicas still running.
   std::vector<MetricsRow> latest_rows() const {
     std::vector<MetricsRow> out;
-    for (auto& r : rows_) out.push_back(r.back());
+    for (int64_t r = 0; r < S_; ++r)
+      if (running(r)) out.push_back(rows_[size_t(r)].back());
     return out;
   }
 
-  bool latest_finite() const {
-    for (auto& r : rows_)
-      if (!std::isfinite(r.back().train_loss) || !std::isfinite(r.back().sum_sq_weights)) return false;
-    return true;
+  static bool finite(const MetricsRow& row) { return std::isfinite(row.train_loss) && std::isfinite(row.sum_sq_weights); }
+
+  bool running(int64_t r) const { return status_[size_t(r)].empty(); }
+  int64_t active() const {
+    int64_t n = 0;
+    for (int64_t r = 0; r < S_; ++r) n += running(r) ? 1 : 0;
+    return n;
+  }
+  // Replica r is done: its status, at the current epoch. The others go on; its weights keep
+  // being updated in the batched tensors (contained: no operation mixes replicas) but nothing
+  // of it is written any more.
+  void end(int64_t r, const std::string& status) {
+    status_[size_t(r)] = status;
+    epochs_done_[size_t(r)] = epoch_;
   }
 
   // held_since_[r]: the first epoch of replica r's current stretch at or above the early-stop accuracy.
@@ -260,24 +290,28 @@ class TrainingRun {
     h = (tc_.early_stop_acc > 0 && row.test_acc >= tc_.early_stop_acc) ? (h < 0 ? row.epoch : h) : -1;
   }
 
-  // Every replica has held the early-stop accuracy for early_stop_hold epochs.
-  bool early_stop_reached() const {
-    if (tc_.early_stop_acc <= 0) return false;
-    for (auto h : held_since_)
-      if (h < 0 || epoch_ - h < tc_.early_stop_hold) return false;
-    return true;
+  // Replica r has held the early-stop accuracy for early_stop_hold epochs.
+  bool early_stop_reached(int64_t r) const {
+    const auto h = held_since_[size_t(r)];
+    return tc_.early_stop_acc > 0 && h >= 0 && epoch_ - h >= tc_.early_stop_hold;
   }
 
-  // Per replica: the weights-only epoch_N.pt of the history, and resume.pt with the optimiser.
-  void checkpoint(int64_t epoch) {
-    if (epoch == last_checkpoint_) return;
-    for (int64_t r = 0; r < S_; ++r) {
-      Model one = S_ == 1 ? *model_ : model_->replica(r);
-      const OptimState st = opt_->state(S_ == 1 ? -1 : r);
-      save_checkpoint(checkpoint_path(dirs_[size_t(r)], epoch), one, nullptr, epoch);
-      save_checkpoint(resume_path(dirs_[size_t(r)]), one, &st, epoch);
-    }
-    last_checkpoint_ = epoch;
+  // Replica r's weights-only epoch_N.pt of the history, and resume.pt with the optimiser; a
+  // replica whose weights are no longer finite has diverged instead (its last checkpoint stays
+  // the last finite one).
+  void checkpoint(int64_t epoch, int64_t r) {
+    if (epoch == last_checkpoint_[size_t(r)]) return;
+    Model one = S_ == 1 ? *model_ : model_->replica(r);
+    if (S_ > 1) one.set_config(cfgs_[size_t(r)]);
+    if (!torch::isfinite(one.flat()).all().item<bool>()) return end(r, "diverged");
+    const OptimState st = opt_->state(S_ == 1 ? -1 : r);
+    save_checkpoint(checkpoint_path(dirs_[size_t(r)], epoch), one, nullptr, epoch);
+    save_checkpoint(resume_path(dirs_[size_t(r)]), one, &st, epoch);
+    last_checkpoint_[size_t(r)] = epoch;
+  }
+  void checkpoint_running(int64_t epoch) {
+    for (int64_t r = 0; r < S_; ++r)
+      if (running(r)) checkpoint(epoch, r);
   }
 
   double epochs_per_s() const {
@@ -292,7 +326,7 @@ class TrainingRun {
     facts.n_train = n_train_;
     facts.n_test = test_x_.size(0);
     facts.n_params = model_->flat().numel() / S_;
-    facts.seeds_side_by_side = S_;
+    facts.seeds_side_by_side = S_;  // models side by side: seeds or packed runs
     facts.threads = threads_;
     facts.device = device_.str();
     facts.blas = blas_description();
@@ -305,10 +339,10 @@ class TrainingRun {
     std::vector<TrainReport> reports;
     for (int64_t r = 0; r < S_; ++r) {
       TrainReport rep;
-      rep.status = status_;
-      rep.signal = signal_;
+      rep.status = status_[size_t(r)];
+      rep.signal = rep.status == "interrupted" ? signal_ : 0;
       rep.run_dir = dirs_[size_t(r)];
-      rep.epochs_done = epoch_;
+      rep.epochs_done = epochs_done_[size_t(r)];
       rep.wall_s = wall;
       rep.milestones = find_milestones(rows_[size_t(r)]);
       if (!rows_[size_t(r)].empty()) rep.final = rows_[size_t(r)].back();
@@ -319,28 +353,42 @@ class TrainingRun {
     return reports;
   }
 
-  // How it ended: an error for a divergence, a warning with the resume command for a signal,
-  // the milestones otherwise.
+  // How it ended: the milestones of the runs that finished, a warning with the resume command
+  // for a signal; then an error naming every run that diverged (after all are written).
   void report_end(const std::vector<TrainReport>& reports) const {
-    if (status_ == "diverged") {
-      auto list = list_checkpoints(dirs_[0]);
-      throw RunError("training diverged at epoch " + std::to_string(epoch_) +
-                     ": the loss is not finite (lr too high?); the last finite checkpoint is " +
-                     (list.empty() ? std::string("none") : list.back().second));
+    std::string diverged, interrupted;
+    for (auto& rep : reports) {
+      auto divergence = [&] {
+        auto list = list_checkpoints(rep.run_dir);
+        return (S_ > 1 ? rep.run_dir + ": " : std::string()) + "training diverged at epoch " +
+               std::to_string(rep.epochs_done) + ": the loss is not finite (lr too high?); the last finite checkpoint is " +
+               (list.empty() ? std::string("none") : list.back().second);
+      };
+      if (rep.status == "diverged") {
+        if (S_ > 1) log_->error(divergence());
+        diverged = diverged.empty() ? divergence() : diverged;
+      } else if (rep.status == "interrupted") {
+        interrupted += (interrupted.empty() ? "" : " ") + rep.run_dir;
+      } else {
+        log_->info("{}{}", S_ > 1 ? rep.run_dir + ": " : "", final_line(rep));
+      }
     }
-    if (status_ == "interrupted") {
-      std::string how = S_ == 1 ? "grokking train --resume " + dirs_[0]
-                                : "grokking train --resume DIR for each of " + dirs_[0] + " ...";
+    if (!interrupted.empty())
       log_->warn("interrupted by {} at epoch {}; checkpoint written. Resume with: {}",
-                 signal_ == SIGINT ? "Ctrl-C" : "SIGTERM", epoch_, how);
-      return;
-    }
-    for (auto& rep : reports) log_->info("{}{}", S_ > 1 ? rep.run_dir + ": " : "", final_line(rep));
+                 signal_ == SIGINT ? "Ctrl-C" : "SIGTERM", epoch_,
+                 S_ == 1 ? "grokking train --resume " + dirs_[0]
+                         : "grokking train --resume DIR for each of " + interrupted);
+    size_t n_diverged = 0;
+    for (auto& rep : reports) n_diverged += rep.status == "diverged" ? 1 : 0;
+    if (n_diverged == 1) throw RunError(diverged);
+    if (n_diverged > 1)
+      throw RunError(std::to_string(n_diverged) + " of " + std::to_string(S_) + " runs diverged; first: " + diverged);
   }
 
-  const Config& cfg_;
+  const std::vector<Config>& cfgs_;
+  const Config& cfg_;  // what the replicas share (replica 0's config)
   const TrainConfig& tc_;
-  const std::vector<int64_t>& seeds_;
+  const std::vector<int64_t> seeds_;
   const std::vector<std::string>& dirs_;
   const int64_t S_;
   const bool resume_, quiet_;
@@ -357,11 +405,12 @@ class TrainingRun {
   torch::Tensor train_x_, train_y_, test_x_, test_y_;
   int64_t n_train_ = 0, batch_ = 0;
 
-  int64_t epoch_ = 0, start_epoch_ = 0, last_logged_ = 0, last_checkpoint_ = -1;
+  int64_t epoch_ = 0, start_epoch_ = 0, last_logged_ = 0, last_step_ = 0;
   double elapsed_before_ = 0, last_loss_ = 0;
   std::vector<std::vector<MetricsRow>> rows_;  // per replica, every evaluation so far
   std::vector<int64_t> held_since_;
-  std::string status_ = "completed";
+  std::vector<std::string> status_;  // per replica: empty while it runs, then how it ended
+  std::vector<int64_t> epochs_done_, last_checkpoint_;
   int signal_ = 0;
 };
 
@@ -397,9 +446,25 @@ TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bo
 
 std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int64_t>& seeds,
                                         const std::vector<std::string>& dirs, bool resume, bool quiet) {
-  if (resume && seeds.size() != 1)
-    throw UsageError("--resume continues one run; resume the seeds of a batched run one by one");
-  return TrainingRun(cfg, seeds, dirs, resume, quiet).run();
+  std::vector<Config> cfgs;
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    cfgs.push_back(cfg);
+    cfgs.back().train.seed = seeds[i];
+    cfgs.back().output.dir = dirs.at(i);
+  }
+  return train_packed(cfgs, dirs, resume, quiet);
+}
+
+std::vector<TrainReport> train_packed(const std::vector<Config>& cfgs, const std::vector<std::string>& dirs,
+                                      bool resume, bool quiet) {
+  if (cfgs.empty() || cfgs.size() != dirs.size()) throw std::invalid_argument("train_packed: one config per directory");
+  if (resume && cfgs.size() != 1)
+    throw UsageError("--resume continues one run; resume the runs of a batched run one by one");
+  for (size_t i = 1; i < cfgs.size(); ++i)
+    if (pack_key(cfgs[i]) != pack_key(cfgs[0]))
+      throw UsageError(dirs[i] + ": its config differs from " + dirs[0] +
+                       "'s in more than the keys runs trained side by side may differ in");
+  return TrainingRun(cfgs, dirs, resume, quiet).run();
 }
 
 namespace {
@@ -479,6 +544,30 @@ TrainReport new_run(const TrainOptions& opts) {
 }
 
 }  // namespace
+
+std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool quiet) {
+  if (dirs.empty()) throw UsageError("--packed: give the run directories to train side by side");
+  if (dirs.size() > kMaxSeeds)
+    throw UsageError("--packed: " + std::to_string(dirs.size()) + " runs, at most " + std::to_string(kMaxSeeds) +
+                     " side by side (the limit of --seeds)");
+  for (size_t i = 0; i < dirs.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (dirs[i] == dirs[j]) throw UsageError("--packed: " + dirs[i] + " is listed twice");
+  std::vector<Config> cfgs;
+  std::vector<std::unique_ptr<RunLock>> locks;
+  for (auto& dir : dirs) {
+    cfgs.push_back(load_run_config(dir));
+    if (exists(dir + "/metrics.csv") || exists(resume_path(dir)) || !list_checkpoints(dir).empty())
+      throw UsageError(dir + ": --packed starts fresh runs; this one has started (continue it with --resume " + dir + ")");
+    if (cfgs.back().train.batch_size != 0)
+      throw UsageError(dir + "/config.json: /train/batch_size: runs side by side train full-batch (got " +
+                       std::to_string(cfgs.back().train.batch_size) + ")");
+    resolve_device(cfgs.back().train.device);
+    make_dirs(dir + "/checkpoints");
+    locks.push_back(std::make_unique<RunLock>(dir));
+  }
+  return train_packed(cfgs, dirs, false, quiet);
+}
 
 TrainReport run_train(const TrainOptions& opts) { return opts.resume_dir.empty() ? new_run(opts) : resume_run(opts); }
 

@@ -57,6 +57,23 @@ SLURM_ARRAY_TASK_ID=3 SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_MAX=4 bash "$src/s
 "$GROKKING" sweep tiny.json --dir lst --list --shard 2/4 >want.txt
 check "slurm with 1-based array ids maps to shard 2/4" 'cmp -s mm.txt want.txt'
 
+# ---- --pack: the six p=7 runs (3 seeds x 2 weight decays) in one process, the p=11 point alone ----
+col() {  # col FILE COLUMN: "name value" per row of a sweep.csv
+  awk -F, -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next } { print $1, $k }' "$1" | sort
+}
+"$GROKKING" sweep tiny.json --dir packed --pack 8 2>packed.err
+check "pack: sweep.csv has every run" '[ "$(($(wc -l <packed/sweep.csv) - 1))" -eq $runs ]'
+check "pack: one process trained the six p=7 runs side by side" '[ "$(grep -c "6 runs side by side" packed.err)" -eq 1 ]'
+check "pack: six summaries say 6 models side by side" \
+  '[ "$(grep -l "\"seeds_side_by_side\": 6" packed/runs/*/summary.json | wc -l)" -eq 6 ]'
+check "pack: every run completed" '[ "$(col packed/sweep.csv status | grep -c " completed$")" -eq $runs ]'
+join <(col loop/sweep.csv final_test_loss) <(col packed/sweep.csv final_test_loss) >losses.txt
+check "pack: each run's final test loss is the one it has trained alone (rel. 1e-4)" \
+  '[ "$(wc -l <losses.txt)" -eq $runs ] && awk "{ d = \$2 - \$3; if (d < 0) d = -d; if (d > 1e-4 * \$2) bad++ } END { exit bad > 0 }" losses.txt'
+"$GROKKING" sweep tiny.json --dir packed --pack 8 2>packed2.err
+check "pack: a finished packed sweep is not retrained" '! grep -q "side by side" packed2.err'
+expect 2 "--pack: Value 0 not in range 1 to 256" -- "$GROKKING" sweep tiny.json --dir packed --pack 0
+
 # ---- an interrupted sweep resumes; finished runs are not retrained ----
 sed 's/"epochs": 20/"epochs": 400/' tiny.json >slow.json
 "$GROKKING" sweep slow.json --dir intr -q &
@@ -71,5 +88,20 @@ check "interrupted sweep completes" '[ "$(($(wc -l <intr/sweep.csv) - 1))" -eq $
 first=$(ls intr/runs | head -1)
 check "a run finished before the interruption was trained once" '[ "$(starts "intr/runs/$first")" -eq 1 ]'
 check "every run completed" '! grep -q interrupted intr/sweep.csv'
+
+# ---- the same with --pack: the runs interrupted side by side resume one by one ----
+"$GROKKING" sweep slow.json --dir pintr --pack 8 -q &
+pid=$!
+for _ in $(seq 300); do [ -n "$(ls pintr/runs/*/checkpoints/epoch_10.pt 2>/dev/null)" ] && break; sleep 0.1; done
+kill -INT $pid
+wait $pid
+pkill -INT -f "grokking train .*pintr/" 2>/dev/null
+sleep 0.5
+check "packed runs were interrupted part-way" '[ -n "$(ls pintr/runs/*/checkpoints/resume.pt 2>/dev/null)" ]'
+"$GROKKING" sweep slow.json --dir pintr --pack 8 -q 2>pintr.err
+check "interrupted packed sweep completes" '[ "$(col pintr/sweep.csv status | grep -c " completed$")" -eq $runs ]'
+join <(col intr/sweep.csv final_test_loss) <(col pintr/sweep.csv final_test_loss) >plosses.txt
+check "resumed packed runs end where unpacked ones do (rel. 1e-4)" \
+  '[ "$(wc -l <plosses.txt)" -eq $runs ] && awk "{ d = \$2 - \$3; if (d < 0) d = -d; if (d > 1e-4 * \$2) bad++ } END { exit bad > 0 }" plosses.txt'
 
 finish

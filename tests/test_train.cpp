@@ -259,3 +259,131 @@ TEST_CASE("seeds trained side by side write what single-seed runs write", "[trai
     CHECK(read_json_file(dirs[i] + "/summary.json")["seed"] == seeds[i]);
   }
 }
+
+namespace {
+// Trains cfgs side by side into fresh directories under `name`, then each alone, and checks
+// that every packed run wrote what its run alone wrote (float rounding apart).
+struct PackedVsAlone {
+  std::vector<std::string> packed, alone;
+};
+PackedVsAlone train_packed_and_alone(const std::vector<Config>& cfgs, const std::string& name) {
+  PackedVsAlone out;
+  const std::string parent = temp_dir(name);
+  std::vector<Config> with_dirs;
+  for (size_t i = 0; i < cfgs.size(); ++i) {
+    Config c = cfgs[i];
+    c.output.dir = parent + "/run" + std::to_string(i);
+    make_dirs(c.output.dir + "/checkpoints");
+    atomic_write(c.output.dir + "/config.json", config_to_json(c).dump(2));
+    out.packed.push_back(c.output.dir);
+    with_dirs.push_back(c);
+  }
+  try {
+    train_packed(with_dirs, out.packed, false, true);
+  } catch (const RunError& e) {  // a divergence is reported after every run is written
+    INFO(e.what());
+    CHECK(contains(e.what(), "diverged"));
+  }
+  for (size_t i = 0; i < cfgs.size(); ++i) {
+    out.alone.push_back(prepare_run(cfgs[i], name + "-alone" + std::to_string(i)));
+    try {
+      train(cfgs[i], out.alone.back(), false, true);
+    } catch (const RunError&) {
+    }
+  }
+  return out;
+}
+
+void check_same_run(const std::string& packed, const std::string& alone, const std::string& what) {
+  INFO(what);
+  auto a = read_metrics(alone + "/metrics.csv"), b = read_metrics(packed + "/metrics.csv");
+  auto d = test::metrics_max_diff(b, a, what + " packed vs alone");
+  CHECK(d.loss <= 1e-3);
+  CHECK(d.acc <= 0.02);
+  CHECK(d.sum_sq_weights <= 1e-4);
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) CHECK(b[i].lr == Approx(a[i].lr).epsilon(1e-12));
+  auto sa = read_json_file(alone + "/summary.json"), sb = read_json_file(packed + "/summary.json");
+  CHECK(sb["status"] == sa["status"]);
+  CHECK(sb["epochs"] == sa["epochs"]);
+  auto ca = load_checkpoint(resume_path(alone)), cb = load_checkpoint(resume_path(packed));
+  CHECK(cb.epoch == ca.epoch);
+  // The checkpoint records the run's own config (its lr and weight decay), not the pack's first.
+  CHECK(config_to_json(cb.config)["optim"] == config_to_json(ca.config)["optim"]);
+  CHECK(cb.config.train.seed == ca.config.train.seed);
+  CHECK(test::max_rel_diff(model_from_checkpoint(cb).flat(), model_from_checkpoint(ca).flat(), what + " weights") <= 1e-3);
+  CHECK(test::max_rel_diff(cb.exp_avg_sq, ca.exp_avg_sq, what + " exp_avg_sq") <= 1e-2);
+}
+}  // namespace
+
+TEST_CASE("runs packed side by side over seed x lr x weight decay write what each writes alone", "[train]") {
+  auto base = tiny_config(13);
+  base.train.epochs = 60;
+  base.train.eval_every = 20;
+  base.train.checkpoint_every = 30;
+  std::vector<Config> cfgs;
+  for (int64_t seed : {3, 4})
+    for (double lr : {1e-3, 3e-3})
+      for (double wd : {0.5, 1.0}) {
+        Config c = base;
+        c.train.seed = seed, c.optim.lr = lr, c.optim.weight_decay = wd;
+        cfgs.push_back(c);
+      }
+  cfgs[7].optim.beta2 = 0.99, cfgs[7].optim.eps = 1e-6;  // the other numbers a pack may vary
+  auto runs = train_packed_and_alone(cfgs, "pack-grid");
+  for (size_t i = 0; i < cfgs.size(); ++i) check_same_run(runs.packed[i], runs.alone[i], "run " + std::to_string(i));
+  CHECK(read_json_file(runs.packed[0] + "/summary.json")["seeds_side_by_side"] == 8);
+}
+
+TEST_CASE("a pack refuses configs that differ in more than the optimiser's numbers and the seed", "[train]") {
+  auto a = tiny_config(13), b = a;
+  b.model.d_mlp = 64;
+  CHECK(pack_key(a) != pack_key(b));
+  b = a;
+  b.optim.grokfast = "ema";
+  CHECK(pack_key(a) != pack_key(b));
+  b = a;
+  b.train.seed = 9, b.optim.lr = 0.5, b.optim.weight_decay = 0, b.optim.beta1 = 0.5, b.optim.beta2 = 0.5;
+  b.optim.eps = 1e-3, b.output.dir = "elsewhere", b.train.threads = 3;
+  CHECK(pack_key(a) == pack_key(b));
+  b.train.epochs = 7;
+  CHECK(pack_key(a) != pack_key(b));
+  CHECK_THROWS_AS(train_packed({a, b}, {temp_dir("pk-a"), temp_dir("pk-b")}, false, true), UsageError);
+}
+
+TEST_CASE("in a pack, a diverging run and an early-stopping one end alone; the others go on unharmed", "[train]") {
+  auto base = tiny_config(13);
+  base.train.epochs = 200;
+  base.train.eval_every = 10;
+  base.train.checkpoint_every = 20;
+  base.optim.warmup_steps = 0;
+  Config steady = base, wild = base, quick = base;
+  steady.optim.lr = 1e-6;  // barely moves: stays near chance on the test split
+  wild.optim.lr = 1e6, wild.optim.weight_decay = 0;
+  quick.optim.lr = 1e-2;
+  // The early-stop level: a test accuracy `quick` reaches alone and `steady` never does.
+  std::string probe = prepare_run(quick, "pack-probe");
+  train(quick, probe, false, true);
+  double quick_best = 0;
+  for (auto& r : read_metrics(probe + "/metrics.csv")) quick_best = std::max(quick_best, r.test_acc);
+  std::string probe2 = prepare_run(steady, "pack-probe2");
+  train(steady, probe2, false, true);
+  double steady_best = 0;
+  for (auto& r : read_metrics(probe2 + "/metrics.csv")) steady_best = std::max(steady_best, r.test_acc);
+  INFO("best test accuracy: quick " << quick_best << ", steady " << steady_best);
+  REQUIRE(quick_best > steady_best);
+  for (auto* c : {&steady, &wild, &quick}) c->train.early_stop_acc = quick_best, c->train.early_stop_hold = 0;
+
+  auto runs = train_packed_and_alone({steady, wild, quick}, "pack-ends");
+  auto status = [](const std::string& dir) { return read_json_file(dir + "/summary.json")["status"]; };
+  CHECK(status(runs.packed[0]) == "completed");
+  CHECK(status(runs.packed[1]) == "diverged");
+  CHECK(status(runs.packed[2]) == "early_stopped");
+  CHECK(read_json_file(runs.packed[2] + "/summary.json")["epochs"] < 200);
+  check_same_run(runs.packed[0], runs.alone[0], "the steady run");
+  check_same_run(runs.packed[2], runs.alone[2], "the early-stopped run");
+  // The diverged run stopped writing at its divergence; what it kept is finite.
+  for (auto& [e, p] : list_checkpoints(runs.packed[1]))
+    CHECK(torch::isfinite(model_from_checkpoint(load_checkpoint(p)).flat()).all().item<bool>());
+  CHECK(read_metrics(runs.packed[1] + "/metrics.csv").size() == read_metrics(runs.alone[1] + "/metrics.csv").size());
+}

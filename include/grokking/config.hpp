@@ -81,6 +81,13 @@ Config config_from_json(const nlohmann::json& j, const std::string& origin);
 nlohmann::json config_to_json(const Config& c);
 void validate(const Config& c, const std::string& origin);
 
+// Runs that can train side by side in one process (`sweep --pack`): configs equal in everything
+// but the keys of pack_varying_keys() (the seed, lr, weight decay, Adam's betas and eps, the
+// output directory and the thread count). pack_key(c) is c's JSON without those keys: two
+// configs pack together when their keys are equal.
+const std::vector<std::string>& pack_varying_keys();
+std::string pack_key(const Config& c);
+
 // Parses JSON text, rejecting duplicate keys; errors name `origin`, line and column.
 nlohmann::json parse_json_strict(const std::string& text, const std::string& origin);
 std::string read_text_file(const std::string& path);

@@ -80,6 +80,9 @@ class Model {
   const torch::Tensor& flat() const { return flat_; }
   torch::Tensor& flat_grad() { return flat_grad_; }
   const Config& config() const { return cfg_; }
+  // Replaces the config a checkpoint of this model records (a packed run's own, with its lr and
+  // weight decay); std::invalid_argument unless task, model and seed are this model's.
+  void set_config(const Config& cfg);
 
   void to(torch::Device device);
   // Replaces the weights (e.g. from a checkpoint); shapes must match.

@@ -25,6 +25,13 @@ class FlatAdamW {
   FlatAdamW(torch::Tensor param, torch::Tensor grad, const OptimConfig& opt);
   // The same over a model's parameters: per-tensor and per-replica interventions need its layout.
   FlatAdamW(Model& model, const OptimConfig& opt);
+  // Replicas with hyperparameters of their own (`sweep --pack`): replica r takes lr,
+  // weight_decay, beta1, beta2 and eps from per_replica[r], everything else from `opt`
+  // (pack_key() decides which configs may differ; the interventions' settings may not). Where
+  // the replicas' values all equal opt's this is the constructor above, arithmetic included;
+  // otherwise the update runs on per-element tensors of the hyperparameters (float rounding
+  // apart, each replica's update is the one it would get alone: tested).
+  FlatAdamW(Model& model, const OptimConfig& opt, const std::vector<OptimConfig>& per_replica);
   void step(double lr);
   // Whether an intervention changes the plain AdamW update.
   bool has_interventions() const;
@@ -38,7 +45,10 @@ class FlatAdamW {
   void count_device_step() { ++step_; }
   const torch::Tensor& device_step() const { return device_step_; }
   // lr for the next step: lr * min(step/warmup, 1), step counted from 0 (the paper's LambdaLR).
+  // Per-replica hyperparameters: step(lr) scales every replica's own lr by lr / opt.lr.
   double scheduled_lr() const;
+  // Replica r's learning rate at step `step` (counted from 0).
+  double lr_at(int64_t replica, int64_t step) const;
   int64_t steps() const { return step_; }
   torch::Tensor& exp_avg() { return exp_avg_; }
   torch::Tensor& exp_avg_sq() { return exp_avg_sq_; }
@@ -56,6 +66,12 @@ class FlatAdamW {
   void fix_weight_norm();        // per replica: w rescaled to the initial total norm
   torch::Tensor replica_norms() const;  // [S] float64: each replica's total weight norm
   torch::Tensor replica_part(const torch::Tensor& flat, int64_t r) const;  // [S*n] -> [n]
+  // Per-replica hyperparameters: the update with per-element tensors, from host scalars or
+  // (step_on_device) from the device's step count.
+  void step_per_replica(double lr);
+  void step_per_replica_on_device();
+  torch::Tensor spread(const torch::Tensor& per_replica) const;  // [S] float64 -> [S*n] param dtype
+  void apply_update(const torch::Tensor& decay, const torch::Tensor& step_size, const torch::Tensor& sqrt_bc2);
 
   torch::Tensor param_, grad_, exp_avg_, exp_avg_sq_;
   torch::Tensor device_step_;  // float64 scalar on the parameters' device, for step_on_device()
@@ -67,6 +83,12 @@ class FlatAdamW {
   torch::Tensor window_;              // grokfast "ma": [window, n] ring of past gradients
   int64_t window_next_ = 0, window_count_ = 0;
   torch::Tensor norm_target_;         // weight_norm "fixed": [S] float64 initial norms
+  // Per-replica hyperparameters (empty when every replica has opt_'s): each replica's OptimConfig;
+  // on the parameters' device, [S] float64 lr, lr*wd, beta1, beta2; the replica of every element
+  // of the flat buffer; per element, beta1, 1 - beta1, beta2, 1 - beta2, eps.
+  std::vector<OptimConfig> per_replica_;
+  torch::Tensor lr_s_, lrwd_s_, beta1_s_, beta2_s_, replica_of_;
+  torch::Tensor beta1_e_, one_minus_beta1_e_, beta2_e_, one_minus_beta2_e_, eps_e_;
 };
 
 // One optimiser step on a batch: forward_backward, then AdamW at `lr`. Returns the loss (a

@@ -35,6 +35,7 @@ struct SweepOptions {
   std::string shard;     // "i/n"
   bool list = false;
   int64_t jobs = 1;
+  int64_t pack = 1;           // new runs with one pack_key() trained side by side, up to this many a process
   std::string aggregate_dir;  // --aggregate DIR: only rebuild sweep.csv
   std::string self_exe;       // the grokking binary to run each training with
   bool quiet = false;

@@ -38,6 +38,16 @@ TrainReport train(const Config& cfg, const std::string& run_dir, bool resume, bo
 std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int64_t>& seeds,
                                         const std::vector<std::string>& dirs, bool resume, bool quiet);
 
+// Trains one model per config side by side, each into its own prepared run directory (config.json
+// written), which ends up holding what training that config alone would have written, float
+// rounding apart. The configs must have one pack_key(); each run ends on its own (early stop,
+// divergence) while the others go on. RunError after all are written when any diverged.
+std::vector<TrainReport> train_packed(const std::vector<Config>& cfgs, const std::vector<std::string>& dirs,
+                                      bool resume, bool quiet);
+// `grokking train --packed DIR...`: the fresh run directories `sweep --pack` prepared (config.json
+// and nothing of a run yet), locked and trained side by side.
+std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool quiet);
+
 // Resolved config of a run directory, with the overrides a resume may change applied.
 Config load_run_config(const std::string& run_dir, const std::vector<std::string>& sets = {});
 

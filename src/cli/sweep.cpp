@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "commands.hpp"
+#include "grokking/limits.hpp"
 #include "grokking/sweep.hpp"
 
 namespace grokking::cli {
@@ -16,6 +17,10 @@ Command sweep_command(CLI::App& app) {
   sub->add_option("--shard", opts->shard, "Run only shard i of n (0 <= i < n): runs j with j mod n = i");
   sub->add_option("--jobs", opts->jobs, "Runs at once on this machine (threads split between them)")
       ->check(CLI::Range(1, 256));
+  sub->add_option("--pack", opts->pack,
+                  "Train up to N new runs that share a task, model and schedule side by side in one process "
+                  "(they may differ in seed, lr, weight decay, betas, eps)")
+      ->check(CLI::Range(int64_t(1), int64_t(kMaxSeeds)));
   sub->add_option("--aggregate", opts->aggregate_dir, "Only rebuild DIR/sweep.csv from the finished runs");
   sub->add_flag("-q,--quiet", opts->quiet, "Only warnings and errors on stderr");
   return {sub, [opts] {

@@ -20,7 +20,21 @@ Command train_command(CLI::App& app) {
   sub->add_flag("--force", opts->force, "Start over in a non-empty run directory");
   sub->add_flag("-q,--quiet", opts->quiet, "Only warnings and errors on stderr");
   sub->add_option("--seeds", *seeds, "Train these seeds side by side (e.g. 0-7) into <dir>/seed=K");
-  return {sub, [opts, seeds] {
+  auto packed = std::make_shared<std::vector<std::string>>();
+  sub->add_option("--packed", *packed,
+                  "Train these fresh run directories (each with its config.json) side by side; sweep --pack uses it")
+      ->excludes("config")
+      ->excludes("--resume")
+      ->excludes("--seeds")
+      ->excludes("--out");
+  return {sub, [opts, seeds, packed] {
+            if (!packed->empty()) {
+              if (!opts->sets.empty()) throw UsageError("--packed: the runs' config.json files say everything; no --set");
+              auto reps = run_packed(*packed, opts->quiet);
+              for (auto& rep : reps)
+                if (rep.status == "interrupted") return rep.signal == SIGTERM ? int(kExitSigterm) : int(kExitSigint);
+              return int(kExitOk);
+            }
             if (!seeds->empty()) {
               opts->seeds = parse_int_list(*seeds, "--seeds", kMaxSeeds);
               check_seeds(opts->seeds);  // before the run directories are created
