@@ -23,7 +23,12 @@ mkdir -p "$work"
 exec > >(tee -a "$out/gpu-check.log") 2>&1
 status=0
 step() { echo; echo "=== $* ($(date +%T))"; }
-run() { "$@" || { echo "FAILED ($?): $*"; status=1; }; }
+run() {
+  "$@"
+  local rc=$?
+  if [ $rc -ne 0 ]; then echo "FAILED ($rc): $*"; status=1; fi
+  return $rc
+}
 # within SECONDS CMD...: the command under a time limit (exit 124 when it runs out).
 within() { local s=$1; shift; run timeout --signal=INT --kill-after=10 "$s" "$@"; }
 # timed SECONDS NAME CMD...: the same, its wall time appended to $work/times.txt.
@@ -64,26 +69,23 @@ part_build() {
 }
 
 part_tests() {
-  within 240 build-gpu/grokking_tests "[.cuda]" --durations yes
-  within 240 build-gpu/grokking_tests "[model],[optim],[config],[sweep]"
+  within 120 build-gpu/grokking_tests "[.cuda]" --durations yes
+  within 90 build-gpu/grokking_tests "[model]"
 }
 
 part_bench() {
-  # Ours (eager plain, eager fast, CUDA graph; then 8, 64, 256 seeds side by side) and the plain
-  # PyTorch baseline (one model; torch.vmap over 8, 64, 256), back to back on this card.
-  within 120 "$bin" bench "${cuda[@]}" --steps 300 --json >"$work/bench-cuda.json"
+  # Ours (eager plain, eager fast, CUDA graph; then 8, 64, 256 models side by side through the
+  # graph) and the plain PyTorch baseline (one model; torch.vmap over 64 and 256), back to back.
+  within 60 "$bin" bench "${cuda[@]}" --steps 300 --json >"$work/bench-cuda.json"
   for s in 8 64 256; do
-    within 120 "$bin" bench "${cuda[@]}" --steps 100 --seeds $s --json >"$work/bench-cuda-seeds$s.json"
+    within 60 "$bin" bench "${cuda[@]}" --steps 100 --seeds $s --json >"$work/bench-cuda-seeds$s.json"
   done
   {
-    within 120 python3 scripts/paper_step.py --device cuda --steps 300
-    within 120 python3 scripts/paper_step.py --device cuda --steps 300 --with-test
-    for s in 8 64 256; do within 120 python3 scripts/paper_step.py --device cuda --steps 50 --seeds $s; done
+    within 60 python3 scripts/paper_step.py --device cuda --steps 300
+    within 60 python3 scripts/paper_step.py --device cuda --steps 300 --with-test
+    for s in 64 256; do within 60 python3 scripts/paper_step.py --device cuda --steps 50 --seeds $s; done
   } >"$work/baseline-cuda.jsonl"
-  # The CPU of this machine, 2 threads, same run (not the quiet 2-core figures of the README).
-  within 120 "$bin" bench --set train.device=cpu --set train.threads=2 --steps 10 --json >"$work/bench-cpu2.json"
-  within 120 python3 scripts/paper_step.py --threads 2 --steps 10 >"$work/baseline-cpu2.jsonl"
-  cat "$work"/baseline-*.jsonl
+  cat "$work/baseline-cuda.jsonl"
   python3 - "$work" <<'EOF'
 import json, sys, glob
 w = sys.argv[1]
@@ -97,9 +99,9 @@ EOF
 part_paper() {
   # The paper's run, 25,000 epochs (evaluation every 100 included), CUDA graph on; then 2,000
   # epochs without the graph for the eager per-epoch rate.
-  timed 300 paper-25k-graph "$bin" train configs/nanda2023.json "${cuda[@]}" --set train.epochs=25000 \
+  timed 150 paper-25k-graph "$bin" train configs/nanda2023.json "${cuda[@]}" --set train.epochs=25000 \
     --set train.checkpoint_every=25000 --out "$work/paper-graph" -q
-  timed 200 paper-2k-eager "$bin" train configs/nanda2023.json "${cuda[@]}" --set train.epochs=2000 \
+  timed 90 paper-2k-eager "$bin" train configs/nanda2023.json "${cuda[@]}" --set train.epochs=2000 \
     --set train.cuda_graph=false --set train.checkpoint_every=2000 --out "$work/paper-eager" -q
   grep -h '"wall_time_s"\|"epochs_per_s"\|"grokked_epoch"\|"cuda_graph"' "$work"/paper-*/summary.json
   within 60 "$bin" fourier "$work/paper-graph" >"$work/paper-graph/fourier.txt" 2>&1
@@ -109,32 +111,29 @@ part_paper() {
 part_phase_runs() {
   # Runs of the tl-demo setup for the phase rules (seed 999 is the README's; 1-4 were not
   # looked at before the rules were written): 5 models side by side, a checkpoint every 100.
-  timed 400 tl-demo-5-seeds "$bin" train configs/tl-demo.json "${cuda[@]}" --seeds 999,1,2,3,4 \
+  timed 240 tl-demo-5-seeds "$bin" train configs/tl-demo.json "${cuda[@]}" --seeds 999,1,2,3,4 \
     --out "$work/tl-demo" -q
-  for d in "$work"/tl-demo/seed=*; do timed 200 "progress-$(basename "$d")" "$bin" progress "$d" >/dev/null; done
+  for d in "$work"/tl-demo/seed=*; do timed 60 "progress-$(basename "$d")" "$bin" progress "$d" >/dev/null; done
   # The analysis benchmark: progress over the 251 checkpoints on 2 of this machine's cores.
-  timed 200 progress-2-cores taskset -c 0,1 "$bin" progress "$work/tl-demo/seed=999" >/dev/null
+  timed 90 progress-2-cores taskset -c 0,1 "$bin" progress "$work/tl-demo/seed=999" >/dev/null
   grep -h '"phases"' -A12 "$work"/tl-demo/seed=*/summary.json | grep -v '^--$' | head -80
 }
 
 part_pack() {
-  if ! "$bin" sweep --help | grep -q -- '--pack'; then echo "sweep --pack not built: skipped"; return 0; fi
   # A 64-run grid of the paper's config (8 seeds x 4 lr x 2 weight decays), 2,000 epochs each:
-  # packed 64 to a process, then the same runs one by one (a quarter of them, to save time).
-  timed 300 pack-64 "$bin" sweep configs/sweeps/gpu-pack-grid.json --pack 64 --out "$work/pack-packed" -q
-  timed 300 pack-unpacked-16 "$bin" sweep configs/sweeps/gpu-pack-grid.json --pack 1 --limit 16 \
-    --out "$work/pack-unpacked" -q
+  # all 64 side by side in one process, then 16 of them (shard 0/4) one by one.
+  timed 150 pack-64-packed "$bin" sweep configs/sweeps/gpu-pack-grid.json --pack 64 --dir "$work/pack-packed" -q
+  timed 120 pack-16-one-by-one "$bin" sweep configs/sweeps/gpu-pack-grid.json --shard 0/4 --dir "$work/pack-alone" -q
   python3 - "$work" <<'EOF'
-import glob, json, os, sys
+import csv, sys
 w = sys.argv[1]
-diffs = []
-for d in sorted(glob.glob(w + "/pack-unpacked/*/summary.json")):
-    name = os.path.basename(os.path.dirname(d))
-    p = w + "/pack-packed/" + name + "/summary.json"
-    if not os.path.exists(p): print("missing packed", name); continue
-    a, b = json.load(open(d)), json.load(open(p))
-    diffs.append(abs(a["final"]["test_loss"] - b["final"]["test_loss"]) / max(abs(a["final"]["test_loss"]), 1e-12))
-print("packed vs unpacked, final test loss, max relative difference over", len(diffs), "runs:", max(diffs or [float("nan")]))
+def rows(d):
+    try: return {r["name"]: r for r in csv.DictReader(open(w + "/" + d + "/sweep.csv"))}
+    except OSError: return {}
+a, p = rows("pack-alone"), rows("pack-packed")
+diffs = [abs(float(p[n]["final_test_loss"]) - float(a[n]["final_test_loss"])) / abs(float(a[n]["final_test_loss"]))
+         for n in a if n in p and a[n]["final_test_loss"]]
+print(len(p), "packed runs,", len(a), "alone; final test loss, max relative difference:", max(diffs or [float("nan")]))
 EOF
 }
 

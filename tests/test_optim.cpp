@@ -8,6 +8,7 @@
 
 #include "catch.hpp"
 #include "grokking/checkpoint.hpp"
+#include "grokking/graph_step.hpp"
 #include "grokking/model.hpp"
 #include "grokking/optim.hpp"
 #include "grokking/train.hpp"
@@ -187,4 +188,45 @@ TEST_CASE("every intervention resumes bit for bit and trains side by side as alo
     CHECK(diff.acc <= 0.02);
     CHECK(diff.sum_sq_weights <= 1e-4);
   }
+}
+
+TEST_CASE("per-replica hyperparameters: each replica steps as it would alone, host- or device-scheduled", "[optim]") {
+  auto cfg = tiny_config();
+  cfg.optim.warmup_steps = 4;
+  std::vector<OptimConfig> own(3, cfg.optim);
+  own[1].lr = 3e-3, own[1].weight_decay = 0.1;
+  own[2].beta1 = 0.8, own[2].beta2 = 0.9, own[2].eps = 1e-5, own[2].lr = 1e-2;
+  const std::vector<int64_t> seeds = {5, 6, 7};
+  auto d = make_dataset(cfg.task);
+  Model host(cfg, seeds), dev(cfg, seeds);
+  FlatAdamW host_opt(host, cfg.optim, own), dev_opt(dev, cfg.optim, own);
+  std::vector<Model> alone;
+  alone.reserve(seeds.size());
+  std::vector<std::unique_ptr<FlatAdamW>> alone_opt;
+  for (size_t r = 0; r < seeds.size(); ++r) {
+    Config c = cfg;
+    c.train.seed = seeds[r];
+    c.optim = own[r];
+    alone.emplace_back(c);
+  }
+  for (size_t r = 0; r < seeds.size(); ++r)
+    alone_opt.push_back(std::make_unique<FlatAdamW>(alone[r], alone[r].config().optim));
+  for (int step = 0; step < 12; ++step) {
+    train_step(host, host_opt, d.train_x, d.train_y, true, host_opt.scheduled_lr());
+    device_scheduled_step(dev, dev_opt, d.train_x, d.train_y, true);
+    dev_opt.count_device_step();
+    for (size_t r = 0; r < seeds.size(); ++r) {
+      train_step(alone[r], *alone_opt[r], d.train_x, d.train_y, true, alone_opt[r]->scheduled_lr());
+      CHECK(host_opt.lr_at(int64_t(r), step) == Approx(alone_opt[r]->lr_at(0, step)).epsilon(1e-15));
+    }
+  }
+  for (size_t r = 0; r < seeds.size(); ++r) {
+    INFO("replica " << r);
+    const auto rr = int64_t(r);
+    CHECK(test::max_rel_diff(host.replica_part(host.flat().detach(), rr), alone[r].flat(), "host vs alone") <= 1e-5);
+    CHECK(test::max_rel_diff(dev.replica_part(dev.flat().detach(), rr), alone[r].flat(), "device vs alone") <= 1e-5);
+    CHECK(test::max_rel_diff(host_opt.state(rr).exp_avg_sq, alone_opt[r]->exp_avg_sq(), "moments") <= 1e-4);
+  }
+  // A mismatch in count is a programming error, not a silent broadcast.
+  CHECK_THROWS_AS(FlatAdamW(host, cfg.optim, std::vector<OptimConfig>(2, cfg.optim)), std::invalid_argument);
 }
