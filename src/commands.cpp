@@ -3,7 +3,9 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -281,7 +283,14 @@ int run_ablate_command(const AnalysisOptions& opts) {
 int run_progress_command(const AnalysisOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string dir = opts.path;
-  auto progress = measure_progress(dir, opts.freqs);
+  RunProgress progress;
+  if (opts.from_csv) {
+    if (!opts.freqs.empty()) throw UsageError("--from-csv: the key frequencies are progress.csv's; no --freqs");
+    if (!is_dir(dir)) throw UsageError(dir + ": progress takes a run directory");
+    progress = read_progress(dir + "/progress.csv");
+  } else {
+    progress = measure_progress(dir, opts.freqs);
+  }
   write_progress(dir, progress);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const auto& rows = progress.rows;
@@ -307,11 +316,26 @@ int run_progress_command(const AnalysisOptions& opts) {
       std::printf("%8lld %11.3e %11.3e %9.4f %11.3e %11.3e %7.3f %10.1f\n", (long long)r.epoch, r.train_loss,
                   r.test_loss, r.test_acc, r.restricted_loss, r.excluded_loss, r.gini, r.sum_sq_weights);
     }
-  if (ph.grokked)
+  if (ph.grokked) {
     std::printf("phases: memorisation 0-%s | circuit formation %s-%s | cleanup %s-%s\n", e(ph.memorisation_end).c_str(),
                 e(ph.memorisation_end).c_str(), e(ph.circuit_formation_end).c_str(),
                 e(ph.circuit_formation_end).c_str(), e(ph.cleanup_end).c_str());
-  else
+    // What each phase did to the measures that define it.
+    auto dec = [](const double* v) { return std::log10(std::max(v[1], 1e-12)) - std::log10(std::max(v[0], 1e-12)); };
+    const auto& m = ph.changes[0];
+    const auto& c = ph.changes[1];
+    const auto& k = ph.changes[2];
+    std::printf("  memorisation:      train loss %+.1f decades, excluded loss %+.1f decades\n", dec(m.train_loss),
+                dec(m.excluded_loss));
+    std::printf("  circuit formation: excluded loss %+.1f decades, weight norm %+.0f%%, test loss %+.2f decades\n",
+                dec(c.excluded_loss), 100 * (c.sum_sq_weights[1] / c.sum_sq_weights[0] - 1), dec(c.test_loss));
+    std::printf("  cleanup:           test loss %+.1f decades, restricted loss %+.1f decades, weight norm %+.0f%%, "
+                "Gini %.2f -> %.2f\n",
+                dec(k.test_loss), dec(k.restricted_loss), 100 * (k.sum_sq_weights[1] / k.sum_sq_weights[0] - 1),
+                k.gini[0], k.gini[1]);
+    std::printf("  %s\n", ph.failed.empty() ? "each phase meets the paper's definition of it"
+                                             : ("does not meet the paper's definitions: " + ph.failed).c_str());
+  } else
     std::printf("phases: %s%s\n", ph.note.c_str(),
                 ph.memorisation_end ? (" (memorisation ended at " + e(ph.memorisation_end) + ")").c_str() : "");
   return 0;

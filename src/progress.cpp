@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cmath>
 #include <exception>
+#include <limits>
+#include <sstream>
 #include <thread>
 
 #include "grokking/analysis.hpp"
@@ -17,69 +19,111 @@
 
 namespace grokking {
 
+namespace {
+
+// The checkpoint in [lo, hi] farthest above (above = true) or below the chord of f from lo to hi.
+template <class F>
+size_t knee(const std::vector<ProgressRow>& rows, size_t lo, size_t hi, F f, bool above) {
+  const double x0 = double(rows[lo].epoch), y0 = f(rows[lo]), x1 = double(rows[hi].epoch), y1 = f(rows[hi]);
+  size_t arg = lo;
+  double best = -std::numeric_limits<double>::infinity();
+  for (size_t i = lo; i <= hi; ++i) {
+    const double line = y0 + (y1 - y0) * (double(rows[i].epoch) - x0) / std::max(x1 - x0, 1.0);
+    const double d = (f(rows[i]) - line) * (above ? 1.0 : -1.0);
+    if (d > best) best = d, arg = i;
+  }
+  return arg;
+}
+
+double log10_of(double v) { return std::log10(std::max(v, 1e-12)); }
+
+PhaseChange change(const ProgressRow& a, const ProgressRow& b) {
+  return {{a.train_loss, b.train_loss},         {a.test_loss, b.test_loss},
+          {a.excluded_loss, b.excluded_loss},   {a.restricted_loss, b.restricted_loss},
+          {a.sum_sq_weights, b.sum_sq_weights}, {a.gini, b.gini}};
+}
+
+}  // namespace
+
 Phases detect_phases(const std::vector<ProgressRow>& rows) {
   Phases ph;
   if (rows.size() < 3) {
     ph.note = "too few checkpoints to find phases";
     return ph;
   }
-  // Cleanup ends when the model generalises: the first checkpoint with test accuracy >= 99 %.
-  size_t end = rows.size();
-  for (size_t i = 0; i < rows.size(); ++i)
-    if (rows[i].test_acc >= 0.99) {
-      end = i;
-      break;
-    }
-  ph.grokked = end < rows.size();
-  // Memorisation ends at the peak of the test loss before generalisation, and no earlier than
-  // the first checkpoint that fits the training set.
-  const size_t stop = ph.grokked ? end : rows.size() - 1;
-  size_t peak = 0;
-  for (size_t i = 0; i <= stop; ++i)
-    if (rows[i].test_loss > rows[peak].test_loss) peak = i;
-  size_t fit = rows.size();
-  for (size_t i = 0; i < rows.size(); ++i)
-    if (rows[i].train_acc >= 1.0) {
-      fit = i;
-      break;
-    }
+  const size_t last = rows.size() - 1;
+  size_t grok = rows.size(), fit = rows.size();
+  for (size_t i = rows.size(); i-- > 0;) {
+    if (rows[i].test_acc >= 0.99) grok = i;
+    if (rows[i].train_acc >= 1.0) fit = i;
+  }
+  ph.grokked = grok < rows.size();
   if (fit == rows.size()) {
     ph.note = "the training set was never fit: still memorising";
     return ph;
   }
-  const size_t mem_end = std::max(peak, fit);
+  // Rule 1.
+  const size_t upto = ph.grokked ? grok : last;
+  size_t ex_min = 0, w_max = 0;
+  for (size_t i = 0; i <= upto; ++i) {
+    if (rows[i].excluded_loss < rows[ex_min].excluded_loss) ex_min = i;
+    if (rows[i].sum_sq_weights > rows[w_max].sum_sq_weights) w_max = i;
+  }
+  const size_t mem_end = std::min(std::max({ex_min, w_max, fit}), upto);
   ph.memorisation_end = rows[mem_end].epoch;
+  ph.changes.push_back(change(rows[0], rows[mem_end]));
   if (!ph.grokked) {
     ph.note = "never grokked (test accuracy stayed below 99%): circuit formation is still under way";
     return ph;
   }
+  // Rules 2 and 3.
+  const size_t end =
+      std::max(knee(rows, mem_end, last, [](const ProgressRow& r) { return r.sum_sq_weights; }, false), grok);
+  const size_t start = knee(rows, mem_end, end, [](const ProgressRow& r) { return log10_of(r.restricted_loss); }, true);
+  ph.circuit_formation_end = rows[start].epoch;
   ph.cleanup_end = rows[end].epoch;
-  // Cleanup starts when the test loss begins its sharp fall: the first checkpoint after
-  // memorisation from which log10(test loss), over a window of about 1/12 of the span,
-  // falls at least twice as fast as its median rate between memorisation and generalisation.
-  size_t start = end;
-  if (end > mem_end + 1) {
-    const size_t span = end - mem_end, window = std::max<size_t>(1, span / 12);
-    auto slope = [&](size_t i) {
-      size_t j = std::min(i + window, end);
-      return (std::log10(std::max(rows[j].test_loss, 1e-12)) - std::log10(std::max(rows[i].test_loss, 1e-12))) /
-             double(std::max<int64_t>(rows[j].epoch - rows[i].epoch, 1));
-    };
-    std::vector<double> slopes;
-    for (size_t i = mem_end; i < end; ++i) slopes.push_back(slope(i));
-    std::vector<double> sorted = slopes;
-    std::sort(sorted.begin(), sorted.end());
-    const double median = sorted[sorted.size() / 2];
-    for (size_t k = 0; k < slopes.size(); ++k)
-      if (median < 0 && slopes[k] < 2 * median) {
-        start = mem_end + k;
-        break;
-      }
-  }
-  ph.circuit_formation_end = rows[std::max(start, mem_end)].epoch;
+  ph.changes.push_back(change(rows[mem_end], rows[start]));
+  ph.changes.push_back(change(rows[start], rows[end]));
+
+  // The paper's definitions, checked on what was found.
+  const auto& m = ph.changes[0];
+  const auto& c = ph.changes[1];
+  const auto& k = ph.changes[2];
+  std::vector<std::string> failed;
+  auto need = [&](bool ok, const std::string& what) {
+    if (!ok) failed.push_back(what);
+  };
+  need(m.train_loss[1] < m.train_loss[0], "memorisation: train loss falls");
+  need(m.excluded_loss[1] < m.excluded_loss[0], "memorisation: excluded loss falls");
+  need(c.excluded_loss[1] > c.excluded_loss[0], "circuit formation: excluded loss rises");
+  need(c.sum_sq_weights[1] < c.sum_sq_weights[0], "circuit formation: weight norm falls");
+  const double test_circuit = std::abs(log10_of(c.test_loss[1]) - log10_of(c.test_loss[0]));
+  const double test_cleanup = log10_of(k.test_loss[0]) - log10_of(k.test_loss[1]);
+  need(test_circuit < 0.25 * std::abs(test_cleanup), "circuit formation: test loss flat");
+  need(test_cleanup > 0, "cleanup: test loss falls");
+  need(k.sum_sq_weights[1] < k.sum_sq_weights[0], "cleanup: weight norm falls");
+  need(k.restricted_loss[1] < k.restricted_loss[0], "cleanup: restricted loss falls");
+  need(k.gini[1] > k.gini[0], "cleanup: Gini rises");
+  for (auto& f : failed) ph.failed += (ph.failed.empty() ? "" : "; ") + f;
+  if (!ph.failed.empty()) ph.note = "the phases found do not meet the paper's definitions: " + ph.failed;
   return ph;
 }
 
+namespace {
+// Per phase found: each measure's value at its first and last checkpoint.
+nlohmann::json changes_json(const Phases& ph) {
+  static const char* names[] = {"memorisation", "circuit_formation", "cleanup"};
+  nlohmann::json out = nlohmann::json::object();
+  for (size_t i = 0; i < ph.changes.size() && i < 3; ++i) {
+    const auto& c = ph.changes[i];
+    auto pair = [](const double* v) { return nlohmann::json::array({v[0], v[1]}); };
+    out[names[i]] = {{"train_loss", pair(c.train_loss)},         {"test_loss", pair(c.test_loss)},
+                     {"excluded_loss", pair(c.excluded_loss)},   {"restricted_loss", pair(c.restricted_loss)},
+                     {"sum_sq_weights", pair(c.sum_sq_weights)}, {"gini", pair(c.gini)}};
+  }
+  return out;
+}
+}  // namespace
 
 nlohmann::json phases_json(const Phases& ph, const std::vector<int64_t>& key_freqs) {
   return {{"grokked", ph.grokked},
@@ -88,6 +132,8 @@ nlohmann::json phases_json(const Phases& ph, const std::vector<int64_t>& key_fre
           {"circuit_formation",
            {{"start", optional_json(ph.memorisation_end)}, {"end", optional_json(ph.circuit_formation_end)}}},
           {"cleanup", {{"start", optional_json(ph.circuit_formation_end)}, {"end", optional_json(ph.cleanup_end)}}},
+          {"definitions_hold", ph.changes.size() == 3 ? nlohmann::json(ph.failed.empty()) : nlohmann::json()},
+          {"changes", changes_json(ph)},
           {"note", ph.note}};
 }
 
@@ -182,6 +228,72 @@ void write_progress(const std::string& dir, const RunProgress& progress) {
     s["phases"] = phases_json(progress.phases, progress.key_freqs);
     atomic_write(dir + "/summary.json", s.dump(2) + "\n");
   }
+}
+
+RunProgress read_progress(const std::string& path) {
+  const std::string text = read_file(path);
+  std::istringstream in(text);
+  std::string line;
+  std::vector<std::string> header;
+  RunProgress out;
+  const std::vector<std::string> fixed = {"epoch", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss",
+                                          "excluded_loss", "gini", "sum_sq_weights", "restricted_train_loss",
+                                          "restricted_test_loss", "restricted_acc", "test_over_restricted", "gini_wl"};
+  auto split = [](const std::string& l) {
+    std::vector<std::string> cells;
+    std::string cell;
+    std::istringstream ls(l);
+    while (std::getline(ls, cell, ',')) cells.push_back(cell);
+    if (!l.empty() && l.back() == ',') cells.push_back("");
+    return cells;
+  };
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    const std::string where = path + ": line " + std::to_string(lineno);
+    if (lineno == 1) {
+      header = split(line);
+      if (header.size() < fixed.size() || !std::equal(fixed.begin(), fixed.end(), header.begin()))
+        throw RunError(where + ": not a progress.csv header (grokking progress writes it)");
+      for (size_t c = fixed.size(); c < header.size(); ++c) {
+        const std::string prefix = "excluded_loss_k";
+        char* endp = nullptr;
+        const char* digits = header[c].c_str() + std::min(prefix.size(), header[c].size());
+        const long k = std::strtol(digits, &endp, 10);
+        if (header[c].rfind(prefix, 0) != 0 || endp == digits || *endp != '\0' || k < 1 || k > 100000)
+          throw RunError(where + ": column " + std::to_string(c + 1) + ": expected excluded_loss_k<K> (got '" +
+                         header[c] + "')");
+        out.key_freqs.push_back(k);
+      }
+      continue;
+    }
+    if (line.empty()) continue;
+    const auto cells = split(line);
+    if (cells.size() != header.size())
+      throw RunError(where + ": " + std::to_string(cells.size()) + " columns, the header has " +
+                     std::to_string(header.size()));
+    std::vector<double> v(cells.size());
+    for (size_t c = 0; c < cells.size(); ++c) {
+      char* endp = nullptr;
+      v[c] = std::strtod(cells[c].c_str(), &endp);
+      if (cells[c].empty() || *endp != '\0' || !std::isfinite(v[c]))
+        throw RunError(where + ": column " + header[c] + ": not a finite number ('" + cells[c] + "')");
+    }
+    ProgressRow r;
+    if (v[0] < 0 || v[0] > 1e15 || v[0] != std::floor(v[0]))
+      throw RunError(where + ": column epoch: not an epoch ('" + cells[0] + "')");
+    r.epoch = int64_t(v[0]);
+    if (!out.rows.empty() && r.epoch <= out.rows.back().epoch)
+      throw RunError(where + ": epochs must increase (" + cells[0] + " after " + std::to_string(out.rows.back().epoch) + ")");
+    r.train_loss = v[1], r.test_loss = v[2], r.train_acc = v[3], r.test_acc = v[4], r.restricted_loss = v[5];
+    r.excluded_loss = v[6], r.gini = v[7], r.sum_sq_weights = v[8], r.restricted_train_loss = v[9];
+    r.restricted_test_loss = v[10], r.restricted_acc = v[11], r.gini_wl = v[13];
+    r.excluded_by_key.assign(v.begin() + long(fixed.size()), v.end());
+    out.rows.push_back(r);
+  }
+  if (out.rows.empty()) throw RunError(path + ": no rows");
+  out.phases = detect_phases(out.rows);
+  return out;
 }
 
 }  // namespace grokking

@@ -31,6 +31,7 @@ struct AnalysisOptions {
   int64_t draws = 5;             // ablate: random control draws
   uint64_t seed = 0;             // ablate: seed of the control draws
   bool quiet = false;
+  bool from_csv = false;         // progress: the phases from the run's progress.csv, no measuring
 };
 int run_fourier_command(const AnalysisOptions& opts);
 int run_ablate_command(const AnalysisOptions& opts);

@@ -21,13 +21,36 @@ struct ProgressRow {
   std::vector<double> excluded_by_key;
 };
 
+// How the progress measures changed over one phase: their values at its first and last checkpoint.
+struct PhaseChange {
+  double train_loss[2], test_loss[2], excluded_loss[2], restricted_loss[2], sum_sq_weights[2], gini[2];
+};
+
 struct Phases {
   bool grokked = false;
   std::optional<int64_t> memorisation_end;       // = circuit formation start
   std::optional<int64_t> circuit_formation_end;  // = cleanup start
   std::optional<int64_t> cleanup_end;
   std::string note;
+  // Where the phases were found: each phase's change, and which of the paper's definitions of it
+  // the change meets (see detect_phases); `failed` names the ones it does not ("" when all hold).
+  std::vector<PhaseChange> changes;  // memorisation, circuit formation, cleanup (those found)
+  std::string failed;
 };
+// The phases of Nanda et al. (2023, section 5.2) from the progress measures, by three rules:
+// 1. Memorisation ends where circuit formation's signature starts: the later of the excluded
+//    loss's minimum and the weight norm's maximum (and no earlier than the first checkpoint
+//    with train accuracy 100 %), over the checkpoints up to generalisation.
+// 2. Cleanup ends where the sharp fall of the weight norm ends: the convex knee of the sum of
+//    squared weights (the checkpoint farthest below the chord from memorisation's end to the
+//    last checkpoint), and no earlier than the first checkpoint with test accuracy >= 99 %
+//    (generalisation: without one the run "never grokked" and only rule 1 applies).
+// 3. Cleanup starts where the restricted loss's sharp fall starts: the concave knee of
+//    log10(restricted loss) between the two (the checkpoint farthest above their chord).
+// Then each phase is checked against the paper's definition: memorisation: train and excluded
+// loss fall; circuit formation: excluded loss rises, weight norm falls, test loss flat (it moves
+// less than a quarter as many decades as over cleanup); cleanup: test loss, weight norm and
+// restricted loss fall, the Gini coefficient rises.
 Phases detect_phases(const std::vector<ProgressRow>& rows);
 // summary.json's "phases": {grokked, key_freqs, memorisation: {start, end}, ..., note}.
 nlohmann::json phases_json(const Phases& phases, const std::vector<int64_t>& key_freqs);
@@ -45,5 +68,8 @@ struct RunProgress {
 RunProgress measure_progress(const std::string& run_dir, const std::vector<int64_t>& freqs = {});
 // Writes <run_dir>/progress.csv and, when the run has a summary.json, its "phases".
 void write_progress(const std::string& run_dir, const RunProgress& progress);
+// Reads a progress.csv that write_progress wrote back (`progress --from-csv`: the phases again
+// without measuring the checkpoints again). RunError naming the file, line and column otherwise.
+RunProgress read_progress(const std::string& path);
 
 }  // namespace grokking

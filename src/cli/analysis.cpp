@@ -47,6 +47,8 @@ Command progress_command(CLI::App& app) {
   auto* sub = analysis_subcommand(app, *opts, "progress", "Progress measures over every checkpoint of a run, and its phases",
                                   "Run directory");
   sub->add_option("--freqs", *freqs, "Key frequencies to use (default: those of the final checkpoint)");
+  sub->add_flag("--from-csv", opts->from_csv,
+                "Find the phases again from the run's progress.csv, without measuring the checkpoints");
   return {sub, [opts, freqs] {
             if (!freqs->empty()) opts->freqs = parse_int_list(*freqs, "--freqs");
             return run_progress_command(*opts);
