@@ -12,7 +12,7 @@
 using namespace grokking;
 using test::tiny_config;
 
-TEST_CASE("parameters carry TransformerLens names and the shapes of SCIENCE.md section 2", "[model]") {
+TEST_CASE("parameters carry TransformerLens names and the shapes of the paper's model", "[model]") {
   Config cfg;  // P=113, d_model 128, 4 heads of 32, d_mlp 512
   Model m(cfg);
   std::vector<std::pair<std::string, std::vector<int64_t>>> expected = {
@@ -73,7 +73,7 @@ TEST_CASE("the same seed gives the same model; another seed another", "[model]")
   CHECK_FALSE(torch::equal(a.flat(), c.flat()));
 }
 
-TEST_CASE("the data split has the sizes of SCIENCE.md and is determined by its seed", "[model]") {
+TEST_CASE("the data split has the paper's sizes and is determined by its seed", "[model]") {
   Config cfg;
   cfg.task.seed = 598;
   auto d = make_dataset(cfg.task);

@@ -1,4 +1,4 @@
-// The analysis of Nanda et al. (2023), SCIENCE.md sections 4-5: Fourier spectra, key
+// The analysis of Nanda et al. (2023, sections 4-5): Fourier spectra, key
 // frequencies, frequency ablations, restricted and excluded loss, and the phases of a run.
 #pragma once
 #include <torch/torch.h>

@@ -1,4 +1,4 @@
-// Progress measures over every checkpoint of a run (SCIENCE.md section 5), and the phases of
+// Progress measures over every checkpoint of a run (Nanda et al. 2023, section 5), and the phases of
 // training read from them. Torch-free.
 #pragma once
 #include <cstdint>
