@@ -316,7 +316,7 @@ int run_progress_command(const AnalysisOptions& opts) {
       std::printf("%8lld %11.3e %11.3e %9.4f %11.3e %11.3e %7.3f %10.1f\n", (long long)r.epoch, r.train_loss,
                   r.test_loss, r.test_acc, r.restricted_loss, r.excluded_loss, r.gini, r.sum_sq_weights);
     }
-  if (ph.grokked) {
+  if (ph.grokked && ph.changes.size() == 3) {
     std::printf("phases: memorisation 0-%s | circuit formation %s-%s | cleanup %s-%s\n", e(ph.memorisation_end).c_str(),
                 e(ph.memorisation_end).c_str(), e(ph.circuit_formation_end).c_str(),
                 e(ph.circuit_formation_end).c_str(), e(ph.cleanup_end).c_str());

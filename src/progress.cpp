@@ -57,11 +57,11 @@ Phases detect_phases(const std::vector<ProgressRow>& rows) {
     if (rows[i].test_acc >= 0.99) grok = i;
     if (rows[i].train_acc >= 1.0) fit = i;
   }
-  ph.grokked = grok < rows.size();
   if (fit == rows.size()) {
     ph.note = "the training set was never fit: still memorising";
     return ph;
   }
+  ph.grokked = grok < rows.size();
   // Rule 1.
   const size_t upto = ph.grokked ? grok : last;
   size_t ex_min = 0, w_max = 0;
@@ -263,6 +263,8 @@ RunProgress read_progress(const std::string& path) {
         if (header[c].rfind(prefix, 0) != 0 || endp == digits || *endp != '\0' || k < 1 || k > 100000)
           throw RunError(where + ": column " + std::to_string(c + 1) + ": expected excluded_loss_k<K> (got '" +
                          header[c] + "')");
+        if (std::find(out.key_freqs.begin(), out.key_freqs.end(), k) != out.key_freqs.end())
+          throw RunError(where + ": column " + std::to_string(c + 1) + ": " + header[c] + " appears twice");
         out.key_freqs.push_back(k);
       }
       continue;
@@ -276,7 +278,9 @@ RunProgress read_progress(const std::string& path) {
     for (size_t c = 0; c < cells.size(); ++c) {
       char* endp = nullptr;
       v[c] = std::strtod(cells[c].c_str(), &endp);
-      if (cells[c].empty() || *endp != '\0' || !std::isfinite(v[c]))
+      // test_over_restricted is a ratio that write_progress may write as inf or nan; it is not read.
+      const bool ratio = c == 12;
+      if (cells[c].empty() || *endp != '\0' || (!ratio && !std::isfinite(v[c])))
         throw RunError(where + ": column " + header[c] + ": not a finite number ('" + cells[c] + "')");
     }
     ProgressRow r;

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -424,17 +425,46 @@ int run_sweep_command(const SweepOptions& opts) {
   std::atomic<size_t> next{0};
   std::atomic<int> failures{0};
   std::vector<std::thread> workers;
+  // One run in a child of its own (new, or resumed), under its claim.
+  std::function<void(const SweepRun&)> train_one = [&](const SweepRun& run) {
+    RunClaim claim(plan.dir, run.name);
+    if (!claim.held()) {
+      spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped",
+                   run.name);
+      return;
+    }
+    const auto st = run_status(plan.dir + "/runs/" + run.name);
+    if (st == "completed" || st == "early_stopped") {  // finished by another process meanwhile
+      if (!opts.quiet) spdlog::info("{}: finished, skipped", run.name);
+      return;
+    }
+    int rc = train_child(opts, plan, run, threads, claim);
+    if (rc == 2 && run_status(plan.dir + "/runs/" + run.name) != "new") {
+      spdlog::warn("{}: busy (another shard or machine is training it), skipped", run.name);
+    } else if (rc != 0) {
+      spdlog::error("{}: grokking train exited with {}", run.name, rc);
+      ++failures;
+    } else if (!opts.quiet) {
+      spdlog::info("{}: done", run.name);
+    }
+  };
   // A pack of several new runs: claimed run by run (one claimed elsewhere meanwhile is left to
   // that process), each directory prepared with its config.json, then one `train --packed` child.
   auto train_pack = [&](const std::vector<SweepRun>& pack) {
     std::vector<std::unique_ptr<RunClaim>> claims;
     std::vector<std::string> args = {opts.self_exe, "train", "-q", "--packed"};
     std::vector<std::string> names;
-    for (auto& r : pack) {
+    std::vector<size_t> alone;  // started meanwhile by another process, which let go of it: one by one
+    for (size_t i = 0; i < pack.size(); ++i) {
+      const auto& r = pack[i];
       auto claim = std::make_unique<RunClaim>(plan.dir, r.name);
       const std::string dir = plan.dir + "/runs/" + r.name;
-      if (!claim->held() || run_status(dir) != "new") {
-        spdlog::warn("{}: claimed by another sweep process meanwhile, skipped", r.name);
+      if (!claim->held()) {
+        spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped", r.name);
+        continue;
+      }
+      if (run_status(dir) != "new") {
+        alone.push_back(i);
         continue;
       }
       Config c = run_config(plan, r);
@@ -445,20 +475,23 @@ int run_sweep_command(const SweepOptions& opts) {
       names.push_back(r.name);
       claims.push_back(std::move(claim));
     }
-    if (names.empty()) return;
-    std::vector<const RunClaim*> held;
-    for (auto& c : claims) held.push_back(c.get());
-    if (!opts.quiet) spdlog::info("{} runs side by side: {} ...", names.size(), names[0]);
-    const int rc = run_child(args, held);
-    for (auto& name : names) {
-      const auto st = run_status(plan.dir + "/runs/" + name);
-      if (st == "completed" || st == "early_stopped") {
-        if (!opts.quiet) spdlog::info("{}: done", name);
-      } else {
-        spdlog::error("{}: {} (grokking train --packed exited with {})", name, st, rc);
-        ++failures;
+    if (!names.empty()) {
+      std::vector<const RunClaim*> held;
+      for (auto& c : claims) held.push_back(c.get());
+      if (!opts.quiet) spdlog::info("{} runs side by side: {} ...", names.size(), names[0]);
+      const int rc = run_child(args, held);
+      for (auto& name : names) {
+        const auto st = run_status(plan.dir + "/runs/" + name);
+        if (st == "completed" || st == "early_stopped") {
+          if (!opts.quiet) spdlog::info("{}: done", name);
+        } else {
+          spdlog::error("{}: {} (grokking train --packed exited with {})", name, st, rc);
+          ++failures;
+        }
       }
     }
+    claims.clear();
+    for (auto i : alone) train_one(pack[i]);
   };
   for (int64_t w = 0; w < jobs; ++w)
     workers.emplace_back([&] {
@@ -467,27 +500,7 @@ int run_sweep_command(const SweepOptions& opts) {
           train_pack(packs[k]);
           continue;
         }
-        const SweepRun& run = packs[k][0];
-        RunClaim claim(plan.dir, run.name);
-        if (!claim.held()) {
-          spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped",
-                       run.name);
-          continue;
-        }
-        const auto st = run_status(plan.dir + "/runs/" + run.name);
-        if (st == "completed" || st == "early_stopped") {  // finished by another process meanwhile
-          if (!opts.quiet) spdlog::info("{}: finished, skipped", run.name);
-          continue;
-        }
-        int rc = train_child(opts, plan, run, threads, claim);
-        if (rc == 2 && run_status(plan.dir + "/runs/" + run.name) != "new") {
-          spdlog::warn("{}: busy (another shard or machine is training it), skipped", run.name);
-        } else if (rc != 0) {
-          spdlog::error("{}: grokking train exited with {}", run.name, rc);
-          ++failures;
-        } else if (!opts.quiet) {
-          spdlog::info("{}: done", run.name);
-        }
+        train_one(packs[k][0]);
       }
     });
   for (auto& t : workers) t.join();

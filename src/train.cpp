@@ -282,6 +282,10 @@ class TrainingRun {
   void end(int64_t r, const std::string& status) {
     status_[size_t(r)] = status;
     epochs_done_[size_t(r)] = epoch_;
+    // What its summary reports: the weights and the time at its end, not the pack's.
+    checksum_[size_t(r)] = weights_checksum(S_ == 1 ? *model_ : model_->replica(r));
+    wall_at_end_[size_t(r)] = seconds_since(t0_);
+    epochs_per_s_at_end_[size_t(r)] = epochs_per_s();
   }
 
   // held_since_[r]: the first epoch of replica r's current stretch at or above the early-stop accuracy.
@@ -335,7 +339,6 @@ class TrainingRun {
     facts.loss_dtype = tc_.loss_dtype;
     facts.flush_denormal = device_.is_cpu() && tc_.flush_denormal;
     facts.cuda_graph = graph_ != nullptr;
-    const double wall = seconds_since(t0_), eps = epochs_per_s();
     std::vector<TrainReport> reports;
     for (int64_t r = 0; r < S_; ++r) {
       TrainReport rep;
@@ -343,11 +346,11 @@ class TrainingRun {
       rep.signal = rep.status == "interrupted" ? signal_ : 0;
       rep.run_dir = dirs_[size_t(r)];
       rep.epochs_done = epochs_done_[size_t(r)];
-      rep.wall_s = wall;
+      rep.wall_s = wall_at_end_[size_t(r)];
       rep.milestones = find_milestones(rows_[size_t(r)]);
       if (!rows_[size_t(r)].empty()) rep.final = rows_[size_t(r)].back();
-      write_summary(rep, facts, seeds_[size_t(r)], weights_checksum(S_ == 1 ? *model_ : model_->replica(r)),
-                    elapsed_before_ + wall, eps);
+      write_summary(rep, facts, seeds_[size_t(r)], checksum_[size_t(r)], elapsed_before_ + rep.wall_s,
+                    epochs_per_s_at_end_[size_t(r)]);
       reports.push_back(rep);
     }
     return reports;
@@ -411,6 +414,8 @@ class TrainingRun {
   std::vector<int64_t> held_since_;
   std::vector<std::string> status_;  // per replica: empty while it runs, then how it ended
   std::vector<int64_t> epochs_done_, last_checkpoint_;
+  std::vector<std::string> checksum_ = std::vector<std::string>(size_t(S_));
+  std::vector<double> wall_at_end_ = std::vector<double>(size_t(S_)), epochs_per_s_at_end_ = wall_at_end_;
   int signal_ = 0;
 };
 
@@ -450,7 +455,9 @@ std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int
   for (size_t i = 0; i < seeds.size(); ++i) {
     cfgs.push_back(cfg);
     cfgs.back().train.seed = seeds[i];
-    cfgs.back().output.dir = dirs.at(i);
+    // Seeds side by side record their own directory (as their config.json does); a single run
+    // (resumed ones too) records its config exactly as given.
+    if (seeds.size() > 1) cfgs.back().output.dir = dirs.at(i);
   }
   return train_packed(cfgs, dirs, resume, quiet);
 }

@@ -122,6 +122,21 @@ for f in empty truncated bitflip foreign_zip foreign_pickle other_p; do
   expect 1 "$want" -- "$bin" progress prun
 done
 expect 2 "progress takes a run directory" -- "$bin" progress "$good_ck"
+# progress --from-csv: a missing or damaged progress.csv is named with its line.
+expect 1 "good/progress.csv: cannot read: No such file" -- "$bin" progress good --from-csv
+"$bin" progress good >/dev/null 2>&1
+cp -r good crun && sed -i '3s/^[0-9]*,/x,/' crun/progress.csv
+expect 1 "crun/progress.csv: line 3: column epoch: not a finite number" -- "$bin" progress crun --from-csv
+expect 2 "--from-csv: the key frequencies are progress.csv's" -- "$bin" progress good --from-csv --freqs 1
+
+# ---- train --packed: fresh run directories with config.json only, one pack_key ----
+mkdir -p pk1 pk2 pk3 && cp good/config.json pk1/ && cp good/config.json pk2/
+sed 's/"d_mlp": [0-9]*/"d_mlp": 24/' good/config.json >pk3/config.json
+expect 2 "pk3: its config differs from pk1's in more than the keys" -- $T --packed pk1 pk3
+expect 2 "good: --packed starts fresh runs; this one has started" -- $T --packed pk1 good
+expect 2 "nothere: not a run directory \(no config.json\)" -- $T --packed pk1 nothere
+expect 2 "--packed: pk1 is listed twice" -- $T --packed pk1 pk1
+expect 2 "--packed: the runs' config.json files say everything; no --set" -- $T --packed pk1 pk2 --set train.epochs=3
 # A corrupted resume checkpoint is reported, not loaded.
 rm -rf rrun && cp -r good rrun && cp bad/bitflip.pt rrun/checkpoints/resume.pt
 expect 1 "rrun/checkpoints/resume.pt: checksum mismatch" -- $T --resume rrun --set train.epochs=40

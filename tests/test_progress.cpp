@@ -80,9 +80,12 @@ TEST_CASE("phases from the progress measures: the three rules, and the paper's d
   CHECK_FALSE(ph.cleanup_end.has_value());
   CHECK(ph.note.find("never grokked") != std::string::npos);
   CHECK(phases_json(ph, {})["definitions_hold"].is_null());
-  // Never fit: nothing but the note.
-  for (auto& r : rows) r.train_acc = 0.5;
-  CHECK_FALSE(detect_phases(rows).memorisation_end.has_value());
+  // Never fit: nothing but the note, also where the test accuracy got high.
+  for (auto& r : rows) r.train_acc = 0.5, r.test_acc = 1.0;
+  auto unfit = detect_phases(rows);
+  CHECK_FALSE(unfit.memorisation_end.has_value());
+  CHECK_FALSE(unfit.grokked);
+  CHECK(unfit.changes.empty());
 }
 
 TEST_CASE("progress measures over the run find the phases in order", "[ci-small]") {

@@ -382,6 +382,11 @@ TEST_CASE("in a pack, a diverging run and an early-stopping one end alone; the o
   CHECK(read_json_file(runs.packed[2] + "/summary.json")["epochs"] < 200);
   check_same_run(runs.packed[0], runs.alone[0], "the steady run");
   check_same_run(runs.packed[2], runs.alone[2], "the early-stopped run");
+  // Its summary describes the weights it ended with (its last checkpoint), not the pack's last.
+  CHECK(read_json_file(runs.packed[2] + "/summary.json")["weights_checksum"] ==
+        weights_checksum(model_from_checkpoint(load_checkpoint(resume_path(runs.packed[2])))));
+  CHECK(read_json_file(runs.packed[2] + "/summary.json")["weights_checksum"] ==
+        read_json_file(runs.alone[2] + "/summary.json")["weights_checksum"]);
   // The diverged run stopped writing at its divergence; what it kept is finite.
   for (auto& [e, p] : list_checkpoints(runs.packed[1]))
     CHECK(torch::isfinite(model_from_checkpoint(load_checkpoint(p)).flat()).all().item<bool>());

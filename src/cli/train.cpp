@@ -26,7 +26,8 @@ Command train_command(CLI::App& app) {
       ->excludes("config")
       ->excludes("--resume")
       ->excludes("--seeds")
-      ->excludes("--out");
+      ->excludes("--out")
+      ->excludes("--force");
   return {sub, [opts, seeds, packed] {
             if (!packed->empty()) {
               if (!opts->sets.empty()) throw UsageError("--packed: the runs' config.json files say everything; no --set");
