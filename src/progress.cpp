@@ -64,12 +64,12 @@ Phases detect_phases(const std::vector<ProgressRow>& rows) {
   ph.grokked = grok < rows.size();
   // Rule 1.
   const size_t upto = ph.grokked ? grok : last;
-  size_t ex_min = 0, w_max = 0;
-  for (size_t i = 0; i <= upto; ++i) {
+  size_t ex_min = 0;
+  for (size_t i = 0; i <= upto; ++i)
     if (rows[i].excluded_loss < rows[ex_min].excluded_loss) ex_min = i;
-    if (rows[i].sum_sq_weights > rows[w_max].sum_sq_weights) w_max = i;
-  }
-  const size_t mem_end = std::min(std::max({ex_min, w_max, fit}), upto);
+  size_t mem_end = std::min(std::max(ex_min, fit), upto);
+  for (size_t i = mem_end; i <= upto; ++i)
+    if (rows[i].sum_sq_weights > rows[mem_end].sum_sq_weights) mem_end = i;
   ph.memorisation_end = rows[mem_end].epoch;
   ph.changes.push_back(change(rows[0], rows[mem_end]));
   if (!ph.grokked) {
@@ -79,7 +79,7 @@ Phases detect_phases(const std::vector<ProgressRow>& rows) {
   // Rules 2 and 3.
   const size_t end =
       std::max(knee(rows, mem_end, last, [](const ProgressRow& r) { return r.sum_sq_weights; }, false), grok);
-  const size_t start = knee(rows, mem_end, end, [](const ProgressRow& r) { return log10_of(r.restricted_loss); }, true);
+  const size_t start = knee(rows, mem_end, end, [](const ProgressRow& r) { return r.sum_sq_weights; }, true);
   ph.circuit_formation_end = rows[start].epoch;
   ph.cleanup_end = rows[end].epoch;
   ph.changes.push_back(change(rows[mem_end], rows[start]));

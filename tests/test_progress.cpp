@@ -44,20 +44,22 @@ TEST_CASE("phases from the progress measures: the three rules, and the paper's d
   auto rows = paper_shaped_run();
   auto ph = detect_phases(rows);
   REQUIRE(ph.grokked);
-  CHECK(ph.memorisation_end == int64_t(400));        // excluded loss lowest (weights peaked at 300)
-  CHECK(ph.circuit_formation_end == int64_t(1100));  // restricted loss starts its sharp fall
+  CHECK(ph.memorisation_end == int64_t(400));        // excluded loss lowest; the weights fall from there
+  CHECK(ph.circuit_formation_end == int64_t(1200));  // the weight norm starts its sharp fall
   CHECK(ph.cleanup_end == int64_t(1600));            // the weight norm's sharp fall ends
   CHECK(ph.failed.empty());
   REQUIRE(ph.changes.size() == 3);
   CHECK(ph.changes[1].excluded_loss[0] == 1.0);
-  CHECK(ph.changes[1].excluded_loss[1] == 14.0);
+  CHECK(ph.changes[1].excluded_loss[1] == 16.0);
   auto j = phases_json(ph, {1, 2});
   CHECK(j["definitions_hold"] == true);
   CHECK(j["changes"]["cleanup"]["test_loss"][1] == Approx(1e-6));
 
-  // The weight norm peaking later moves the end of memorisation with it (rule 1: the later one).
+  // A weight norm that peaks again after the excluded loss's minimum moves the end of
+  // memorisation to that peak; an earlier, higher peak does not (rule 1).
   auto later = rows;
-  later[6].sum_sq_weights = 400;
+  later[6].sum_sq_weights = 300;
+  later[1].sum_sq_weights = 1000;
   CHECK(detect_phases(later).memorisation_end == int64_t(600));
   // Cleanup never ends before generalisation, wherever the weight norm's knee is.
   auto early_knee = rows;

@@ -38,15 +38,16 @@ struct Phases {
   std::string failed;
 };
 // The phases of Nanda et al. (2023, section 5.2) from the progress measures, by three rules:
-// 1. Memorisation ends where circuit formation's signature starts: the later of the excluded
-//    loss's minimum and the weight norm's maximum (and no earlier than the first checkpoint
-//    with train accuracy 100 %), over the checkpoints up to generalisation.
+// 1. Memorisation ends where circuit formation's signature starts: at the weight norm's
+//    maximum from the excluded loss's minimum on (and from the first checkpoint with train
+//    accuracy 100 % on), over the checkpoints up to generalisation.
 // 2. Cleanup ends where the sharp fall of the weight norm ends: the convex knee of the sum of
 //    squared weights (the checkpoint farthest below the chord from memorisation's end to the
 //    last checkpoint), and no earlier than the first checkpoint with test accuracy >= 99 %
 //    (generalisation: without one the run "never grokked" and only rule 1 applies).
-// 3. Cleanup starts where the restricted loss's sharp fall starts: the concave knee of
-//    log10(restricted loss) between the two (the checkpoint farthest above their chord).
+// 3. Cleanup starts where the weight norm's sharp fall starts: its concave knee between the two
+//    (the checkpoint farthest above their chord). (The concave knee of log10 restricted loss,
+//    tried first, failed the definitions on held-out runs; README, Analysis.)
 // Then each phase is checked against the paper's definition: memorisation: train and excluded
 // loss fall; circuit formation: excluded loss rises, weight norm falls, test loss flat (it moves
 // less than a quarter as many decades as over cleanup); cleanup: test loss, weight norm and
