@@ -354,8 +354,10 @@ size_t aggregate_plan(const std::string& dir, const json& plan) {
     for (auto k : {"status", "epochs", "memorised_epoch", "grokked_epoch", "grokking_delay"}) csv.field(s.value(k, json()));
     for (auto k : {"train_acc", "test_acc", "train_loss", "test_loss"}) csv.field(f.value(k, json()));
     csv.field(s.value("wall_time_s", json())).field(key_freqs);
+    // Boundaries that fail the paper's definitions of the phases are not reported as phases.
+    const bool phases_hold = s.contains("phases") && s["phases"].value("definitions_hold", json()) != json(false);
     for (auto phase : {"memorisation", "circuit_formation", "cleanup"})
-      csv.field(s.contains("phases") ? s["phases"][phase]["end"] : json());
+      csv.field(phases_hold ? s["phases"][phase]["end"] : json());
     csv.end_row();
     ++rows;
   }
