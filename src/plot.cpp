@@ -313,7 +313,9 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
       h += "<p>phases: memorisation 0&ndash;" + cell(p["memorisation"]["end"]) + ", circuit formation " +
            cell(p["circuit_formation"]["start"]) + "&ndash;" + cell(p["circuit_formation"]["end"]) + ", cleanup " +
            cell(p["cleanup"]["start"]) + "&ndash;" + cell(p["cleanup"]["end"]) + "; key frequencies " +
-           cell(p["key_freqs"]) + "</p>";
+           cell(p["key_freqs"]) +
+           (p.value("definitions_hold", json()) == json(false) ? "; " + html_escape(p.value("note", std::string())) : "") +
+           "</p>";
     }
     h += "<details><summary>summary.json</summary><pre>" + html_escape(s.dump(2)) + "</pre></details>";
   }
