@@ -50,7 +50,8 @@ if [ -x "$bin" ]; then
   "$bin" train tests/bad_input/ok_tiny.json --out "$run/r" -q >/dev/null 2>&1 || true
   cp "$run"/r/checkpoints/epoch_*.pt "$seeds/checkpoint/" 2>/dev/null || true
   cp "$run/r/metrics.csv" "$seeds/metrics/" 2>/dev/null || true
-  cp "$run/r/metrics.csv" "$run/r/summary.json" "$run/r/config.json" "$seeds/csv/" 2>/dev/null || true
+  "$bin" progress "$run/r" >/dev/null 2>&1 || true
+  cp "$run/r/metrics.csv" "$run/r/summary.json" "$run/r/config.json" "$run/r/progress.csv" "$seeds/csv/" 2>/dev/null || true
   rm -rf "$run"
 else
   echo "fuzz.sh: $bin not built (scripts/build.sh): checkpoint, metrics and csv start from a tiny corpus" >&2
