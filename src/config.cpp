@@ -457,6 +457,8 @@ std::vector<KeyDoc> config_docs() {
   return out;
 }
 
+std::string config_file_text(const Config& c) { return config_to_json(c).dump(2) + "\n"; }
+
 const std::vector<std::string>& pack_varying_keys() {
   static const std::vector<std::string> keys = {"train.seed", "optim.lr",  "optim.weight_decay", "optim.beta1",
                                                 "optim.beta2", "optim.eps", "output.dir",         "train.threads"};

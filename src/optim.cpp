@@ -124,39 +124,16 @@ double FlatAdamW::lr_at(int64_t r, int64_t step) const {
   return lr * std::min(double(step) / double(opt_.warmup_steps), 1.0);
 }
 
-// step()'s update for every replica with its own hyperparameters: decay = 1 - lr*wd,
-// step_size = -lr / bias_correction1 and sqrt(bias_correction2), per element.
-void FlatAdamW::apply_update(const torch::Tensor& decay, const torch::Tensor& step_size,
-                             const torch::Tensor& sqrt_bc2) {
-  param_.mul_(decay);
+// step()'s update for every replica with its own hyperparameters, from the warm-up factor of
+// the learning rate and the bias corrections ([S] float64, on the parameters' device): host and
+// device scheduling differ only in where those come from.
+void FlatAdamW::update_per_replica(const torch::Tensor& factor, const torch::Tensor& bias_correction1,
+                                   const torch::Tensor& bias_correction2) {
+  param_.mul_(spread(1 - factor * lrwd_s_));
   exp_avg_.mul_(beta1_e_).addcmul_(grad_, one_minus_beta1_e_);
   exp_avg_sq_.mul_(beta2_e_).addcmul_(grad_ * one_minus_beta2_e_, grad_);
-  auto denom = (exp_avg_sq_.sqrt() / sqrt_bc2).add_(eps_e_);
-  param_.add_(exp_avg_.mul(step_size).div_(denom));
-}
-
-void FlatAdamW::step_per_replica(double lr) {
-  // lr is replica 0's scheduled rate; the schedule's factor applies to every replica's own.
-  const double factor = per_replica_[0].lr > 0 ? lr / per_replica_[0].lr : 0.0;
-  std::vector<double> decay, step_size, sqrt_bc2;
-  for (auto& o : per_replica_) {
-    decay.push_back(1 - factor * o.lr * o.weight_decay);
-    step_size.push_back(-factor * o.lr / (1 - std::pow(o.beta1, double(step_))));
-    sqrt_bc2.push_back(std::sqrt(1 - std::pow(o.beta2, double(step_))));
-  }
-  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  auto host = [&](const std::vector<double>& v) { return spread(torch::tensor(v, f64).to(param_.device())); };
-  apply_update(host(decay), host(step_size), host(sqrt_bc2));
-}
-
-void FlatAdamW::step_per_replica_on_device() {
-  auto factor = opt_.warmup_steps <= 0 ? torch::ones_like(device_step_)
-                                       : (device_step_ / double(opt_.warmup_steps)).clamp_max(1.0);
-  device_step_.add_(1);
-  auto bias_correction1 = 1 - torch::pow(beta1_s_, device_step_);
-  auto bias_correction2 = 1 - torch::pow(beta2_s_, device_step_);
-  apply_update(spread(1 - factor * lrwd_s_), spread(-(factor * lr_s_) / bias_correction1),
-               spread(bias_correction2.sqrt()));
+  auto denom = (exp_avg_sq_.sqrt() / spread(bias_correction2.sqrt())).add_(eps_e_);
+  param_.add_(exp_avg_.mul(spread(-(factor * lr_s_) / bias_correction1)).div_(denom));
 }
 
 void FlatAdamW::step(double lr) {
@@ -167,7 +144,10 @@ void FlatAdamW::step(double lr) {
   // step_on_device() goes on from the host's count, in place: a captured graph keeps its address.
   if (device_step_.defined()) device_step_.fill_(double(step_));
   if (!per_replica_.empty()) {
-    step_per_replica(lr);
+    // lr is replica 0's scheduled rate; the schedule's factor applies to every replica's own.
+    const double factor = per_replica_[0].lr > 0 ? lr / per_replica_[0].lr : 0.0;
+    update_per_replica(torch::full({}, factor, lr_s_.options()), 1 - torch::pow(beta1_s_, double(step_)),
+                       1 - torch::pow(beta2_s_, double(step_)));
     if (norm_target_.defined()) fix_weight_norm();
     return;
   }
@@ -187,11 +167,13 @@ void FlatAdamW::step_on_device() {
   if (has_interventions()) throw std::logic_error("step_on_device runs plain AdamW; interventions need step()");
   if (!device_step_.defined())  // first use; step() and set_state() keep it in line afterwards
     device_step_ = torch::full({}, double(step_), torch::TensorOptions().dtype(torch::kFloat64).device(param_.device()));
-  if (!per_replica_.empty()) return step_per_replica_on_device();
   // step()'s arithmetic, with the host's double scalars as float64 device scalars.
-  auto lr = opt_.warmup_steps <= 0 ? torch::full_like(device_step_, opt_.lr)
-                                   : (device_step_ / double(opt_.warmup_steps)).clamp_max(1.0) * opt_.lr;
+  const auto factor = opt_.warmup_steps <= 0 ? torch::ones_like(device_step_)
+                                             : (device_step_ / double(opt_.warmup_steps)).clamp_max(1.0);
   device_step_.add_(1);
+  if (!per_replica_.empty())
+    return update_per_replica(factor, 1 - torch::pow(beta1_s_, device_step_), 1 - torch::pow(beta2_s_, device_step_));
+  auto lr = factor * opt_.lr;
   auto bias_correction1 = 1 - torch::pow(opt_.beta1, device_step_);
   auto bias_correction2 = 1 - torch::pow(opt_.beta2, device_step_);
   param_.mul_(1 - lr * opt_.weight_decay);

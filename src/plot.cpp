@@ -49,8 +49,11 @@ CsvTable read_csv(const std::string& path) {
     return out;
   };
   if (std::getline(in, line)) t.header = split(line);
-  while (std::getline(in, line))
-    if (!line.empty()) t.rows.push_back(split(line));
+  for (int lineno = 2; std::getline(in, line); ++lineno)
+    if (!line.empty()) {
+      t.rows.push_back(split(line));
+      t.lines.push_back(lineno);
+    }
   return t;
 }
 

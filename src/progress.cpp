@@ -7,12 +7,12 @@
 #include <cmath>
 #include <exception>
 #include <limits>
-#include <sstream>
 #include <thread>
 
 #include "grokking/analysis.hpp"
 #include "grokking/checkpoint.hpp"
 #include "grokking/error.hpp"
+#include "grokking/plot.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/text.hpp"
 #include "grokking/threads.hpp"
@@ -208,10 +208,19 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
   return out;
 }
 
+namespace {
+// progress.csv's columns before the excluded_loss_k<K> ones, for write_progress and read_progress.
+const std::vector<std::string>& progress_columns() {
+  static const std::vector<std::string> columns = {
+      "epoch",         "train_loss", "test_loss",      "train_acc",             "test_acc",
+      "restricted_loss", "excluded_loss", "gini",       "sum_sq_weights",        "restricted_train_loss",
+      "restricted_test_loss", "restricted_acc", "test_over_restricted", "gini_wl"};
+  return columns;
+}
+}  // namespace
+
 void write_progress(const std::string& dir, const RunProgress& progress) {
-  std::vector<std::string> header = {"epoch", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss",
-                                     "excluded_loss", "gini", "sum_sq_weights", "restricted_train_loss",
-                                     "restricted_test_loss", "restricted_acc", "test_over_restricted", "gini_wl"};
+  std::vector<std::string> header = progress_columns();
   for (auto k : progress.key_freqs) header.push_back("excluded_loss_k" + std::to_string(k));
   CsvWriter csv(header);
   for (auto& r : progress.rows) {
@@ -231,46 +240,26 @@ void write_progress(const std::string& dir, const RunProgress& progress) {
 }
 
 RunProgress read_progress(const std::string& path) {
-  const std::string text = read_file(path);
-  std::istringstream in(text);
-  std::string line;
-  std::vector<std::string> header;
+  const CsvTable t = read_csv(path);
+  const auto& fixed = progress_columns();
+  const auto& header = t.header;
   RunProgress out;
-  const std::vector<std::string> fixed = {"epoch", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss",
-                                          "excluded_loss", "gini", "sum_sq_weights", "restricted_train_loss",
-                                          "restricted_test_loss", "restricted_acc", "test_over_restricted", "gini_wl"};
-  auto split = [](const std::string& l) {
-    std::vector<std::string> cells;
-    std::string cell;
-    std::istringstream ls(l);
-    while (std::getline(ls, cell, ',')) cells.push_back(cell);
-    if (!l.empty() && l.back() == ',') cells.push_back("");
-    return cells;
-  };
-  int lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    const std::string where = path + ": line " + std::to_string(lineno);
-    if (lineno == 1) {
-      header = split(line);
-      if (header.size() < fixed.size() || !std::equal(fixed.begin(), fixed.end(), header.begin()))
-        throw RunError(where + ": not a progress.csv header (grokking progress writes it)");
-      for (size_t c = fixed.size(); c < header.size(); ++c) {
-        const std::string prefix = "excluded_loss_k";
-        char* endp = nullptr;
-        const char* digits = header[c].c_str() + std::min(prefix.size(), header[c].size());
-        const long k = std::strtol(digits, &endp, 10);
-        if (header[c].rfind(prefix, 0) != 0 || endp == digits || *endp != '\0' || k < 1 || k > 100000)
-          throw RunError(where + ": column " + std::to_string(c + 1) + ": expected excluded_loss_k<K> (got '" +
-                         header[c] + "')");
-        if (std::find(out.key_freqs.begin(), out.key_freqs.end(), k) != out.key_freqs.end())
-          throw RunError(where + ": column " + std::to_string(c + 1) + ": " + header[c] + " appears twice");
-        out.key_freqs.push_back(k);
-      }
-      continue;
-    }
-    if (line.empty()) continue;
-    const auto cells = split(line);
+  if (header.size() < fixed.size() || !std::equal(fixed.begin(), fixed.end(), header.begin()))
+    throw RunError(path + ": line 1: not a progress.csv header (grokking progress writes it)");
+  for (size_t c = fixed.size(); c < header.size(); ++c) {
+    const std::string prefix = "excluded_loss_k", where = path + ": line 1: column " + std::to_string(c + 1);
+    char* endp = nullptr;
+    const char* digits = header[c].c_str() + std::min(prefix.size(), header[c].size());
+    const long k = std::strtol(digits, &endp, 10);
+    if (header[c].rfind(prefix, 0) != 0 || endp == digits || *endp != '\0' || k < 1 || k > 100000)
+      throw RunError(where + ": expected excluded_loss_k<K> (got '" + header[c] + "')");
+    if (std::find(out.key_freqs.begin(), out.key_freqs.end(), k) != out.key_freqs.end())
+      throw RunError(where + ": " + header[c] + " appears twice");
+    out.key_freqs.push_back(k);
+  }
+  for (size_t i = 0; i < t.rows.size(); ++i) {
+    const auto& cells = t.rows[i];
+    const std::string where = path + ": line " + std::to_string(t.lines[i]);
     if (cells.size() != header.size())
       throw RunError(where + ": " + std::to_string(cells.size()) + " columns, the header has " +
                      std::to_string(header.size()));

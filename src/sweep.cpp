@@ -10,7 +10,6 @@
 #include <cerrno>
 #include <cstring>
 #include <cstdio>
-#include <functional>
 #include <map>
 #include <thread>
 
@@ -427,14 +426,13 @@ int run_sweep_command(const SweepOptions& opts) {
   std::atomic<size_t> next{0};
   std::atomic<int> failures{0};
   std::vector<std::thread> workers;
+  auto claimed_elsewhere = [](const std::string& name) {
+    spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped", name);
+  };
   // One run in a child of its own (new, or resumed), under its claim.
-  std::function<void(const SweepRun&)> train_one = [&](const SweepRun& run) {
+  auto train_one = [&](const SweepRun& run) {
     RunClaim claim(plan.dir, run.name);
-    if (!claim.held()) {
-      spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped",
-                   run.name);
-      return;
-    }
+    if (!claim.held()) return claimed_elsewhere(run.name);
     const auto st = run_status(plan.dir + "/runs/" + run.name);
     if (st == "completed" || st == "early_stopped") {  // finished by another process meanwhile
       if (!opts.quiet) spdlog::info("{}: finished, skipped", run.name);
@@ -462,7 +460,7 @@ int run_sweep_command(const SweepOptions& opts) {
       auto claim = std::make_unique<RunClaim>(plan.dir, r.name);
       const std::string dir = plan.dir + "/runs/" + r.name;
       if (!claim->held()) {
-        spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped", r.name);
+        claimed_elsewhere(r.name);
         continue;
       }
       if (run_status(dir) != "new") {
@@ -472,7 +470,7 @@ int run_sweep_command(const SweepOptions& opts) {
       Config c = run_config(plan, r);
       c.train.threads = threads;
       make_dirs(dir + "/checkpoints");
-      atomic_write(dir + "/config.json", config_to_json(c).dump(2) + "\n");
+      atomic_write(dir + "/config.json", config_file_text(c));
       args.push_back(dir);
       names.push_back(r.name);
       claims.push_back(std::move(claim));

@@ -164,7 +164,7 @@ class TrainingRun {
       for (auto& row : rows_[0]) update_hold(0, row);
       // Changes given with --set (the allowed ones) reach config.json only now, once the state
       // they continue has been read back whole: a damaged run is left exactly as it was.
-      const std::string cfg_text = config_to_json(cfg_).dump(2) + "\n";
+      const std::string cfg_text = config_file_text(cfg_);
       if (read_text_file(dirs_[0] + "/config.json") != cfg_text) atomic_write(dirs_[0] + "/config.json", cfg_text);
     }
     train_x_ = data.train_x.to(device_), train_y_ = data.train_y.to(device_);
@@ -486,7 +486,7 @@ TrainReport resume_run(const TrainOptions& opts) {
   if (!exists(resume_path(dir))) {
     // Killed before its first checkpoint: nothing to lose, start the run over.
     spdlog::warn("{}: no checkpoint yet; starting the run from epoch 0", dir);
-    atomic_write(dir + "/config.json", config_to_json(cfg).dump(2) + "\n");
+    atomic_write(dir + "/config.json", config_file_text(cfg));
     return train(cfg, dir, false, opts.quiet);
   }
   if (exists(dir + "/summary.json")) {
@@ -545,7 +545,7 @@ TrainReport new_run(const TrainOptions& opts) {
     Config one = cfg;
     one.train.seed = seeds[i];
     one.output.dir = dir;
-    atomic_write(dir + "/config.json", config_to_json(one).dump(2) + "\n");
+    atomic_write(dir + "/config.json", config_file_text(one));
   }
   return train_replicas(cfg, seeds, dirs, false, opts.quiet)[0];
 }

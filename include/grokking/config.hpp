@@ -79,6 +79,8 @@ Config parse_config(const std::string& text, const std::string& origin,
                     const std::vector<std::string>& sets = {});
 Config config_from_json(const nlohmann::json& j, const std::string& origin);
 nlohmann::json config_to_json(const Config& c);
+// A run directory's config.json, as every writer of one writes it (resume compares texts).
+std::string config_file_text(const Config& c);
 void validate(const Config& c, const std::string& origin);
 
 // Runs that can train side by side in one process (`sweep --pack`): configs equal in everything

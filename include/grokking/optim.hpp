@@ -66,12 +66,11 @@ class FlatAdamW {
   void fix_weight_norm();        // per replica: w rescaled to the initial total norm
   torch::Tensor replica_norms() const;  // [S] float64: each replica's total weight norm
   torch::Tensor replica_part(const torch::Tensor& flat, int64_t r) const;  // [S*n] -> [n]
-  // Per-replica hyperparameters: the update with per-element tensors, from host scalars or
-  // (step_on_device) from the device's step count.
-  void step_per_replica(double lr);
-  void step_per_replica_on_device();
+  // Per-replica hyperparameters: the update with per-element tensors, from the lr's warm-up
+  // factor and the bias corrections ([S] float64) that step() or step_on_device() schedule.
+  void update_per_replica(const torch::Tensor& factor, const torch::Tensor& bias_correction1,
+                          const torch::Tensor& bias_correction2);
   torch::Tensor spread(const torch::Tensor& per_replica) const;  // [S] float64 -> [S*n] param dtype
-  void apply_update(const torch::Tensor& decay, const torch::Tensor& step_size, const torch::Tensor& sqrt_bc2);
 
   torch::Tensor param_, grad_, exp_avg_, exp_avg_sq_;
   torch::Tensor device_step_;  // float64 scalar on the parameters' device, for step_on_device()

@@ -17,6 +17,7 @@ int run_plot_command(const PlotOptions& opts);
 struct CsvTable {
   std::vector<std::string> header;
   std::vector<std::vector<std::string>> rows;
+  std::vector<int> lines;  // each row's line number in the file (empty lines are skipped)
   int column(const std::string& name) const;  // -1 when absent
 };
 CsvTable read_csv(const std::string& path);
