@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <thread>
 
@@ -21,20 +22,6 @@ namespace grokking {
 
 namespace {
 
-// The checkpoint in [lo, hi] farthest above (above = true) or below the chord of f from lo to hi.
-template <class F>
-size_t knee(const std::vector<ProgressRow>& rows, size_t lo, size_t hi, F f, bool above) {
-  const double x0 = double(rows[lo].epoch), y0 = f(rows[lo]), x1 = double(rows[hi].epoch), y1 = f(rows[hi]);
-  size_t arg = lo;
-  double best = -std::numeric_limits<double>::infinity();
-  for (size_t i = lo; i <= hi; ++i) {
-    const double line = y0 + (y1 - y0) * (double(rows[i].epoch) - x0) / std::max(x1 - x0, 1.0);
-    const double d = (f(rows[i]) - line) * (above ? 1.0 : -1.0);
-    if (d > best) best = d, arg = i;
-  }
-  return arg;
-}
-
 double log10_of(double v) { return std::log10(std::max(v, 1e-12)); }
 
 PhaseChange change(const ProgressRow& a, const ProgressRow& b) {
@@ -43,69 +30,155 @@ PhaseChange change(const ProgressRow& a, const ProgressRow& b) {
           {a.sum_sq_weights, b.sum_sq_weights}, {a.gini, b.gini}};
 }
 
+// The progress measures the regimes are fit to: train, excluded and restricted loss (log10), the
+// sum of squared weights and the Gini coefficient, each divided by its range over the run so that
+// each weighs the same. Never the test loss: it is what the progress measures anticipate.
+// sse(i, j): the squared residual of a straight line fit to each over checkpoints i..j, summed.
+class RegimeFit {
+ public:
+  explicit RegimeFit(const std::vector<ProgressRow>& rows) : n_(rows.size()) {
+    const std::function<double(const ProgressRow&)> measures[] = {
+        [](const ProgressRow& r) { return log10_of(r.train_loss); },
+        [](const ProgressRow& r) { return log10_of(r.excluded_loss); },
+        [](const ProgressRow& r) { return log10_of(r.restricted_loss); },
+        [](const ProgressRow& r) { return r.sum_sq_weights; },
+        [](const ProgressRow& r) { return r.gini; }};
+    std::vector<double> x(n_), y(n_);
+    const double x0 = double(rows.front().epoch), xs = std::max(double(rows.back().epoch) - x0, 1.0);
+    for (size_t i = 0; i < n_; ++i) x[i] = (double(rows[i].epoch) - x0) / xs;
+    cost_.assign(n_ * n_, 0.0);
+    for (const auto& f : measures) {
+      for (size_t i = 0; i < n_; ++i) y[i] = f(rows[i]);
+      const auto [lo, hi] = std::minmax_element(y.begin(), y.end());
+      const double range = std::isfinite(*hi - *lo) && *hi > *lo ? *hi - *lo : 1.0;
+      for (size_t i = 0; i < n_; ++i) {
+        double sx = 0, sxx = 0, sy = 0, sxy = 0, syy = 0;
+        for (size_t j = i; j < n_; ++j) {
+          const double v = y[j] / range;
+          sx += x[j], sxx += x[j] * x[j], sy += v, sxy += x[j] * v, syy += v * v;
+          const double k = double(j - i + 1), vx = sxx - sx * sx / k, cxy = sxy - sx * sy / k;
+          const double r = syy - sy * sy / k - (vx > 0 ? cxy * cxy / vx : 0.0);
+          cost_[i * n_ + j] += std::isfinite(r) ? std::max(r, 0.0) : std::numeric_limits<double>::infinity();
+        }
+      }
+    }
+  }
+  double sse(size_t i, size_t j) const { return cost_[i * n_ + j]; }
+
+ private:
+  size_t n_;
+  std::vector<double> cost_;
+};
+
+// The paper's definitions (section 5.2) as conditions on the measures at the boundaries m < c < e
+// (checkpoint indices), grok being the first checkpoint with test accuracy >= 99 %. Each failed one
+// is named in `failed` (when given); true when all hold.
+bool definitions_hold(const std::vector<ProgressRow>& rows, size_t m, size_t c, size_t e, size_t fit, size_t grok,
+                      std::vector<std::string>* failed) {
+  bool ok = true;
+  auto need = [&](bool holds, const char* what) {
+    if (!holds) {
+      ok = false;
+      if (failed) failed->push_back(what);
+    }
+  };
+  const auto &r0 = rows[0], &rm = rows[m], &rc = rows[c], &re = rows[e];
+  const double cf_epochs = std::max(double(rc.epoch - rm.epoch), 1.0);
+  const double cl_epochs = std::max(double(re.epoch - rc.epoch), 1.0);
+  // Memorisation: the training set is fit; train and excluded loss fall.
+  need(m >= fit, "memorisation: the training set is fit by its end");
+  need(rm.train_loss < r0.train_loss, "memorisation: train loss falls");
+  need(rm.excluded_loss < r0.excluded_loss, "memorisation: excluded loss falls");
+  // Circuit formation: excluded loss rises, weight norm falls, test loss flat.
+  need(rc.excluded_loss > rm.excluded_loss, "circuit formation: excluded loss rises");
+  need(rc.sum_sq_weights < rm.sum_sq_weights, "circuit formation: weight norm falls");
+  const double test_cf = log10_of(rc.test_loss) - log10_of(rm.test_loss);
+  const double test_cl = log10_of(rc.test_loss) - log10_of(re.test_loss);  // its fall
+  // Flat against cleanup's fall: it moves less than a quarter as many decades, in all and per epoch.
+  need(std::abs(test_cf) < 0.25 * std::abs(test_cl) && std::abs(test_cf) / cf_epochs < 0.25 * test_cl / cl_epochs,
+       "circuit formation: test loss flat");
+  // Cleanup: the test loss falls (sharply: see above), and the model generalises in it; weight norm
+  // and restricted loss fall; the Gini jumps (rises faster per epoch than in circuit formation); the
+  // excluded loss levels off (rises fewer decades than in circuit formation).
+  need(test_cl > 0, "cleanup: test loss falls");
+  need(c < grok && grok <= e, "cleanup: test accuracy reaches 99 % in it");
+  need(re.sum_sq_weights < rc.sum_sq_weights, "cleanup: weight norm falls");
+  need(re.restricted_loss < rc.restricted_loss, "cleanup: restricted loss falls");
+  need(re.gini > rc.gini && (re.gini - rc.gini) / cl_epochs > (rc.gini - rm.gini) / cf_epochs,
+       "cleanup: Gini jumps");
+  need(log10_of(re.excluded_loss) - log10_of(rc.excluded_loss) <
+           log10_of(rc.excluded_loss) - log10_of(rm.excluded_loss),
+       "cleanup: excluded loss levels off");
+  return ok;
+}
+
 }  // namespace
 
 Phases detect_phases(const std::vector<ProgressRow>& rows) {
   Phases ph;
-  if (rows.size() < 3) {
-    ph.note = "too few checkpoints to find phases";
+  constexpr size_t kMin = 3;  // checkpoints a phase spans at least (a line through fewer fits exactly)
+  const size_t n = rows.size();
+  if (n < 3 * kMin - 2) {
+    ph.note = "too few checkpoints to find phases (" + std::to_string(3 * kMin - 2) + " needed)";
     return ph;
   }
-  const size_t last = rows.size() - 1;
-  size_t grok = rows.size(), fit = rows.size();
-  for (size_t i = rows.size(); i-- > 0;) {
+  const size_t last = n - 1;
+  size_t grok = n, fit = n;
+  for (size_t i = n; i-- > 0;) {
     if (rows[i].test_acc >= 0.99) grok = i;
     if (rows[i].train_acc >= 1.0) fit = i;
   }
-  if (fit == rows.size()) {
+  if (fit == n) {
     ph.note = "the training set was never fit: still memorising";
     return ph;
   }
-  ph.grokked = grok < rows.size();
-  // Rule 1.
-  const size_t upto = ph.grokked ? grok : last;
-  size_t ex_min = 0;
-  for (size_t i = 0; i <= upto; ++i)
-    if (rows[i].excluded_loss < rows[ex_min].excluded_loss) ex_min = i;
-  size_t mem_end = std::min(std::max(ex_min, fit), upto);
-  for (size_t i = mem_end; i <= upto; ++i)
-    if (rows[i].sum_sq_weights > rows[mem_end].sum_sq_weights) mem_end = i;
-  ph.memorisation_end = rows[mem_end].epoch;
-  ph.changes.push_back(change(rows[0], rows[mem_end]));
+  ph.grokked = grok < n;
+  const RegimeFit fitter(rows);
+  const double inf = std::numeric_limits<double>::infinity();
   if (!ph.grokked) {
+    // Two regimes: memorisation, then circuit formation (still under way).
+    size_t best_m = n;
+    double best = inf;
+    for (size_t m = std::max(kMin - 1, fit); m + kMin <= n; ++m)
+      if (rows[m].train_loss < rows[0].train_loss && rows[m].excluded_loss < rows[0].excluded_loss &&
+          fitter.sse(0, m) + fitter.sse(m, last) < best)
+        best = fitter.sse(0, m) + fitter.sse(m, last), best_m = m;
+    if (best_m == n) {
+      ph.note = "never grokked (test accuracy stayed below 99%), and no end of memorisation meets its definition";
+      return ph;
+    }
+    ph.memorisation_end = rows[best_m].epoch;
+    ph.changes.push_back(change(rows[0], rows[best_m]));
     ph.note = "never grokked (test accuracy stayed below 99%): circuit formation is still under way";
     return ph;
   }
-  // Rules 2 and 3.
-  const size_t end =
-      std::max(knee(rows, mem_end, last, [](const ProgressRow& r) { return r.sum_sq_weights; }, false), grok);
-  const size_t start = knee(rows, mem_end, end, [](const ProgressRow& r) { return r.sum_sq_weights; }, true);
-  ph.circuit_formation_end = rows[start].epoch;
-  ph.cleanup_end = rows[end].epoch;
-  ph.changes.push_back(change(rows[mem_end], rows[start]));
-  ph.changes.push_back(change(rows[start], rows[end]));
-
-  // The paper's definitions, checked on what was found.
-  const auto& m = ph.changes[0];
-  const auto& c = ph.changes[1];
-  const auto& k = ph.changes[2];
+  // Four regimes (memorisation, circuit formation, cleanup, after it) fit by least squares, the
+  // boundaries chosen among those where every phase meets the paper's definition; the best fit
+  // overall when none does.
+  size_t bm = 0, bc = 0, be = 0, vm = 0, vc = 0, ve = 0;
+  double best_any = inf, best_valid = inf;
+  for (size_t m = kMin - 1; m + 2 * (kMin - 1) <= last; ++m)
+    for (size_t c = m + kMin - 1; c + kMin - 1 <= last; ++c) {
+      const double head = fitter.sse(0, m) + fitter.sse(m, c);
+      for (size_t e = c + kMin - 1; e <= last; ++e) {
+        const double cost = head + fitter.sse(c, e) + fitter.sse(e, last);
+        if (cost < best_any) best_any = cost, bm = m, bc = c, be = e;
+        if (cost < best_valid && definitions_hold(rows, m, c, e, fit, grok, nullptr))
+          best_valid = cost, vm = m, vc = c, ve = e;
+      }
+    }
+  const bool valid = best_valid < inf;
+  if (valid) bm = vm, bc = vc, be = ve;
+  ph.memorisation_end = rows[bm].epoch;
+  ph.circuit_formation_end = rows[bc].epoch;
+  ph.cleanup_end = rows[be].epoch;
+  ph.changes = {change(rows[0], rows[bm]), change(rows[bm], rows[bc]), change(rows[bc], rows[be])};
   std::vector<std::string> failed;
-  auto need = [&](bool ok, const std::string& what) {
-    if (!ok) failed.push_back(what);
-  };
-  need(m.train_loss[1] < m.train_loss[0], "memorisation: train loss falls");
-  need(m.excluded_loss[1] < m.excluded_loss[0], "memorisation: excluded loss falls");
-  need(c.excluded_loss[1] > c.excluded_loss[0], "circuit formation: excluded loss rises");
-  need(c.sum_sq_weights[1] < c.sum_sq_weights[0], "circuit formation: weight norm falls");
-  const double test_circuit = std::abs(log10_of(c.test_loss[1]) - log10_of(c.test_loss[0]));
-  const double test_cleanup = log10_of(k.test_loss[0]) - log10_of(k.test_loss[1]);
-  need(test_circuit < 0.25 * std::abs(test_cleanup), "circuit formation: test loss flat");
-  need(test_cleanup > 0, "cleanup: test loss falls");
-  need(k.sum_sq_weights[1] < k.sum_sq_weights[0], "cleanup: weight norm falls");
-  need(k.restricted_loss[1] < k.restricted_loss[0], "cleanup: restricted loss falls");
-  need(k.gini[1] > k.gini[0], "cleanup: Gini rises");
+  definitions_hold(rows, bm, bc, be, fit, grok, &failed);
   for (auto& f : failed) ph.failed += (ph.failed.empty() ? "" : "; ") + f;
-  if (!ph.failed.empty()) ph.note = "the phases found do not meet the paper's definitions: " + ph.failed;
+  if (!ph.failed.empty())
+    ph.note = "no boundaries meet the paper's definitions of the three phases (the run does not show them); at the "
+              "best fit: " + ph.failed;
   return ph;
 }
 

@@ -40,45 +40,59 @@ std::vector<ProgressRow> paper_shaped_run() {
 }
 }  // namespace
 
-TEST_CASE("phases from the progress measures: the three rules, and the paper's definitions checked", "[analysis]") {
+TEST_CASE("phases: the best fit of four regimes whose phases meet the paper's definitions", "[analysis]") {
   auto rows = paper_shaped_run();
   auto ph = detect_phases(rows);
   REQUIRE(ph.grokked);
-  CHECK(ph.memorisation_end == int64_t(400));        // excluded loss lowest; the weights fall from there
-  CHECK(ph.circuit_formation_end == int64_t(1200));  // the weight norm starts its sharp fall
-  CHECK(ph.cleanup_end == int64_t(1600));            // the weight norm's sharp fall ends
+  // The regimes change where the measures do: the excluded loss turns at 400 (the weight norm at
+  // 300), the weight norm's sharp fall, the restricted loss's and the Gini's rise run 1,200-1,600.
+  // (Least squares over five measures that turn at 300 and 400 may put the first boundary a
+  // checkpoint either side.)
+  REQUIRE(ph.memorisation_end.has_value());
+  CHECK(*ph.memorisation_end >= 300);
+  CHECK(*ph.memorisation_end <= 500);
+  CHECK(ph.circuit_formation_end == int64_t(1200));
+  CHECK(ph.cleanup_end == int64_t(1600));
   CHECK(ph.failed.empty());
+  CHECK(ph.note.empty());
   REQUIRE(ph.changes.size() == 3);
-  CHECK(ph.changes[1].excluded_loss[0] == 1.0);
   CHECK(ph.changes[1].excluded_loss[1] == 16.0);
   auto j = phases_json(ph, {1, 2});
   CHECK(j["definitions_hold"] == true);
   CHECK(j["changes"]["cleanup"]["test_loss"][1] == Approx(1e-6));
 
-  // A weight norm that peaks again after the excluded loss's minimum moves the end of
-  // memorisation to that peak; an earlier, higher peak does not (rule 1).
-  auto later = rows;
-  later[6].sum_sq_weights = 300;
-  later[1].sum_sq_weights = 1000;
-  CHECK(detect_phases(later).memorisation_end == int64_t(600));
-  // Cleanup never ends before generalisation, wherever the weight norm's knee is.
-  auto early_knee = rows;
-  for (auto& r : early_knee) r.test_acc = r.epoch >= 1900 ? 1.0 : 0.1;
-  CHECK(detect_phases(early_knee).cleanup_end == int64_t(1900));
+  // The model generalises in cleanup: with test accuracy 99 % only at 1,900 the best fit that
+  // meets the definitions ends cleanup there, not at the regimes' change at 1,600.
+  auto late = rows;
+  for (auto& r : late) r.test_acc = r.epoch >= 1900 ? 1.0 : 0.1;
+  auto lph = detect_phases(late);
+  CHECK(lph.cleanup_end == int64_t(1900));
+  CHECK(lph.failed.empty());
 
-  // A test loss that falls through circuit formation breaks its definition, and the run says so.
-  auto falling = rows;
-  for (size_t i = 4; i <= 12; ++i) falling[i].test_loss = std::pow(10.0, 1.0 - 0.6 * double(i - 4));
-  auto bad = detect_phases(falling);
+  // A run whose test loss falls from the start (generalising while it memorises, as some small
+  // runs do) has no circuit formation with a flat test loss: no boundaries meet the definitions,
+  // and the run says so rather than print phases.
+  auto gradual = rows;
+  for (size_t i = 1; i < gradual.size(); ++i) gradual[i].test_loss = std::pow(10.0, 1.0 - 0.35 * double(i));
+  auto bad = detect_phases(gradual);
   CHECK(bad.failed.find("circuit formation: test loss flat") != std::string::npos);
-  CHECK(bad.note.find("do not meet the paper's definitions") != std::string::npos);
+  CHECK(bad.note.find("no boundaries meet the paper's definitions") != std::string::npos);
   CHECK(phases_json(bad, {})["definitions_hold"] == false);
+  // So has one whose Gini rises fastest early and ever slower (no jump).
+  auto steady = rows;
+  for (auto& r : steady) r.gini = 0.1 + 0.1 * std::sqrt(double(r.epoch) / 100);
+  auto flat = detect_phases(steady);
+  CHECK(flat.failed.find("cleanup: Gini jumps") != std::string::npos);
+  CHECK_FALSE(phases_json(flat, {})["definitions_hold"].get<bool>());
 
-  // Never grokked: only memorisation's end, and the note says so.
+  // Never grokked (the run stopped in circuit formation): only memorisation's end, the note says so.
+  rows.resize(12);
   for (auto& r : rows) r.test_acc = 0.1;
   ph = detect_phases(rows);
   CHECK_FALSE(ph.grokked);
-  CHECK(ph.memorisation_end == int64_t(400));
+  REQUIRE(ph.memorisation_end.has_value());
+  CHECK(*ph.memorisation_end >= 300);  // the training set is fit by then
+  CHECK(*ph.memorisation_end <= 400);
   CHECK_FALSE(ph.cleanup_end.has_value());
   CHECK(ph.note.find("never grokked") != std::string::npos);
   CHECK(phases_json(ph, {})["definitions_hold"].is_null());
@@ -88,6 +102,10 @@ TEST_CASE("phases from the progress measures: the three rules, and the paper's d
   CHECK_FALSE(unfit.memorisation_end.has_value());
   CHECK_FALSE(unfit.grokked);
   CHECK(unfit.changes.empty());
+  // Too few checkpoints for three phases of at least three each.
+  auto few = paper_shaped_run();
+  few.resize(6);
+  CHECK(detect_phases(few).note.find("too few checkpoints") != std::string::npos);
 }
 
 TEST_CASE("progress measures over the run find the phases in order", "[ci-small]") {

@@ -37,21 +37,21 @@ struct Phases {
   std::vector<PhaseChange> changes;  // memorisation, circuit formation, cleanup (those found)
   std::string failed;
 };
-// The phases of Nanda et al. (2023, section 5.2) from the progress measures, by three rules:
-// 1. Memorisation ends where circuit formation's signature starts: at the weight norm's
-//    maximum from the excluded loss's minimum on (and from the first checkpoint with train
-//    accuracy 100 % on), over the checkpoints up to generalisation.
-// 2. Cleanup ends where the sharp fall of the weight norm ends: the convex knee of the sum of
-//    squared weights (the checkpoint farthest below the chord from memorisation's end to the
-//    last checkpoint), and no earlier than the first checkpoint with test accuracy >= 99 %
-//    (generalisation: without one the run "never grokked" and only rule 1 applies).
-// 3. Cleanup starts where the weight norm's sharp fall starts: its concave knee between the two
-//    (the checkpoint farthest above their chord). (The concave knee of log10 restricted loss,
-//    tried first, failed the definitions on held-out runs; README, Analysis.)
-// Then each phase is checked against the paper's definition: memorisation: train and excluded
-// loss fall; circuit formation: excluded loss rises, weight norm falls, test loss flat (it moves
-// less than a quarter as many decades as over cleanup); cleanup: test loss, weight norm and
-// restricted loss fall, the Gini coefficient rises.
+// The phases of Nanda et al. (2023, section 5.2) from the progress measures. The run is cut into
+// four regimes (memorisation, circuit formation, cleanup, after it), each at least three
+// checkpoints, by least squares: a straight line per regime through each of log10 train, excluded
+// and restricted loss, the sum of squared weights and the Gini coefficient (each divided by its
+// range; never the test loss). The boundaries are the best such fit among those where every phase
+// meets the paper's definition of it:
+//   memorisation: the training set is fit by its end; train and excluded loss fall;
+//   circuit formation: excluded loss rises, weight norm falls, test loss flat (it moves less than a
+//     quarter as many decades as it falls in cleanup, in all and per epoch);
+//   cleanup: test loss falls and test accuracy reaches 99 % in it; weight norm and restricted loss
+//     fall; the Gini jumps (rises faster per epoch than in circuit formation); the excluded loss
+//     levels off (rises fewer decades than in circuit formation).
+// Where no boundaries meet them all, the run does not show the three phases: the best fit overall
+// is returned with the definitions it fails (`failed`, `note`). A run that never reached 99 % test
+// accuracy gets only memorisation's end (two regimes; memorisation's definition met).
 Phases detect_phases(const std::vector<ProgressRow>& rows);
 // summary.json's "phases": {grokked, key_freqs, memorisation: {start, end}, ..., note}.
 nlohmann::json phases_json(const Phases& phases, const std::vector<int64_t>& key_freqs);
