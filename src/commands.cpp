@@ -317,7 +317,8 @@ int run_progress_command(const AnalysisOptions& opts) {
                   r.test_loss, r.test_acc, r.restricted_loss, r.excluded_loss, r.gini, r.sum_sq_weights);
     }
   if (ph.grokked && ph.changes.size() == 3) {
-    std::printf("phases: memorisation 0-%s | circuit formation %s-%s | cleanup %s-%s\n", e(ph.memorisation_end).c_str(),
+    std::printf("phases%s: memorisation 0-%s | circuit formation %s-%s | cleanup %s-%s\n",
+                ph.failed.empty() ? "" : " (none meet the definitions; the best fit)", e(ph.memorisation_end).c_str(),
                 e(ph.memorisation_end).c_str(), e(ph.circuit_formation_end).c_str(),
                 e(ph.circuit_formation_end).c_str(), e(ph.cleanup_end).c_str());
     // What each phase did to the measures that define it.
@@ -333,8 +334,7 @@ int run_progress_command(const AnalysisOptions& opts) {
                 "Gini %.2f -> %.2f\n",
                 dec(k.test_loss), dec(k.restricted_loss), 100 * (k.sum_sq_weights[1] / k.sum_sq_weights[0] - 1),
                 k.gini[0], k.gini[1]);
-    std::printf("  %s\n", ph.failed.empty() ? "each phase meets the paper's definition of it"
-                                             : ("does not meet the paper's definitions: " + ph.failed).c_str());
+    std::printf("  %s\n", ph.failed.empty() ? "each phase meets the paper's definition of it" : ph.note.c_str());
   } else
     std::printf("phases: %s%s\n", ph.note.c_str(),
                 ph.memorisation_end ? (" (memorisation ended at " + e(ph.memorisation_end) + ")").c_str() : "");

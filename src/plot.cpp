@@ -121,6 +121,8 @@ std::string milestone_marks(const json& s) {
 std::string phase_shading(const json& s) {
   if (!s.contains("phases")) return "";
   const json& p = s["phases"];
+  // A run whose phases fail the paper's definitions does not show them: nothing to shade.
+  if (p.value("definitions_hold", json()) == json(false)) return "";
   std::string out;
   auto band = [&](const char* phase, const char* color, const char* height) {
     if (!p.contains(phase)) return;
@@ -311,14 +313,14 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
          cell(f.value("train_loss", json())) + "</td><td>" + cell(f.value("test_loss", json())) + "</td><td>" +
          cell(f.value("train_acc", json())) + "</td><td>" + cell(f.value("test_acc", json())) + "</td><td>" +
          cell(s.value("wall_time_s", json())) + "</td><td>" + cell(s.value("device", json())) + "</td></tr></table>";
-    if (s.contains("phases") && s["phases"].value("grokked", false)) {
+    if (s.contains("phases") && s["phases"].value("definitions_hold", json()) == json(false)) {
+      h += "<p>phases: " + html_escape(s["phases"].value("note", std::string())) + "</p>";
+    } else if (s.contains("phases") && s["phases"].value("grokked", false)) {
       auto& p = s["phases"];
       h += "<p>phases: memorisation 0&ndash;" + cell(p["memorisation"]["end"]) + ", circuit formation " +
            cell(p["circuit_formation"]["start"]) + "&ndash;" + cell(p["circuit_formation"]["end"]) + ", cleanup " +
            cell(p["cleanup"]["start"]) + "&ndash;" + cell(p["cleanup"]["end"]) + "; key frequencies " +
-           cell(p["key_freqs"]) +
-           (p.value("definitions_hold", json()) == json(false) ? "; " + html_escape(p.value("note", std::string())) : "") +
-           "</p>";
+           cell(p["key_freqs"]) + "</p>";
     }
     h += "<details><summary>summary.json</summary><pre>" + html_escape(s.dump(2)) + "</pre></details>";
   }
