@@ -114,7 +114,15 @@ bool definitions_hold(const std::vector<ProgressRow>& rows, size_t m, size_t c, 
 
 }  // namespace
 
-Phases detect_phases(const std::vector<ProgressRow>& rows) {
+Phases detect_phases(const std::vector<ProgressRow>& all_rows) {
+  // The search is cubic in the checkpoints: past kMaxRows, it runs on kMaxRows of them spread
+  // evenly over the run (the first and last included), and the boundaries fall on those.
+  constexpr size_t kMaxRows = 500;
+  std::vector<ProgressRow> spread;
+  if (all_rows.size() > kMaxRows) {
+    for (size_t k = 0; k < kMaxRows; ++k) spread.push_back(all_rows[k * (all_rows.size() - 1) / (kMaxRows - 1)]);
+  }
+  const std::vector<ProgressRow>& rows = spread.empty() ? all_rows : spread;
   Phases ph;
   constexpr size_t kMin = 3;  // checkpoints a phase spans at least (a line through fewer fits exactly)
   const size_t n = rows.size();

@@ -20,20 +20,20 @@ namespace {
 // slowly to 1,200, sharply to 1,600, then flat; log10 restricted loss falling slowly from 400,
 // sharply from 1,100 to 1,600; the test loss flat to 1,200, then down 7 decades by 1,600; test
 // accuracy 99 % from 1,500; the Gini rising from 1,200.
-std::vector<ProgressRow> paper_shaped_run() {
+std::vector<ProgressRow> paper_shaped_run(int64_t per_100_epochs = 1) {
   std::vector<ProgressRow> rows;
-  for (int64_t e = 0; e <= 20; ++e) {
-    const double x = double(e);
+  for (int64_t i = 0; i <= 20 * per_100_epochs; ++i) {
+    const double x = double(i) / double(per_100_epochs);  // epoch / 100
     ProgressRow r;
-    r.epoch = e * 100;
-    r.train_acc = e >= 3 ? 1.0 : 0.5;
+    r.epoch = i * 100 / per_100_epochs;
+    r.train_acc = x >= 3 ? 1.0 : 0.5;
     r.train_loss = std::pow(10.0, -0.5 * std::min(x, 12.0));
-    r.excluded_loss = e <= 4 ? 5.0 - x : 2.0 * (x - 4);
-    r.sum_sq_weights = e <= 3 ? 100 + 50 * x : e <= 12 ? 250 - 5 * (x - 3) : e <= 16 ? 205 - 40 * (x - 12) : 45 - 0.5 * (x - 16);
-    r.restricted_loss = std::pow(10.0, e <= 4 ? 0.0 : e <= 11 ? -0.05 * (x - 4) : e <= 16 ? -0.35 - (x - 11) : -5.35);
-    r.test_loss = std::pow(10.0, e <= 12 ? 1.0 : e <= 16 ? 1.0 - 1.75 * (x - 12) : -6.0);
-    r.test_acc = e >= 15 ? 1.0 : 0.1;
-    r.gini = e <= 12 ? 0.1 + 0.001 * x : std::min(0.6, 0.112 + 0.12 * (x - 12));
+    r.excluded_loss = x <= 4 ? 5.0 - x : 2.0 * (x - 4);
+    r.sum_sq_weights = x <= 3 ? 100 + 50 * x : x <= 12 ? 250 - 5 * (x - 3) : x <= 16 ? 205 - 40 * (x - 12) : 45 - 0.5 * (x - 16);
+    r.restricted_loss = std::pow(10.0, x <= 4 ? 0.0 : x <= 11 ? -0.05 * (x - 4) : x <= 16 ? -0.35 - (x - 11) : -5.35);
+    r.test_loss = std::pow(10.0, x <= 12 ? 1.0 : x <= 16 ? 1.0 - 1.75 * (x - 12) : -6.0);
+    r.test_acc = x >= 15 ? 1.0 : 0.1;
+    r.gini = x <= 12 ? 0.1 + 0.001 * x : std::min(0.6, 0.112 + 0.12 * (x - 12));
     rows.push_back(r);
   }
   return rows;
@@ -102,6 +102,15 @@ TEST_CASE("phases: the best fit of four regimes whose phases meet the paper's de
   CHECK_FALSE(unfit.memorisation_end.has_value());
   CHECK_FALSE(unfit.grokked);
   CHECK(unfit.changes.empty());
+  // A run of 2,001 checkpoints (one every epoch) is searched on 500 of them: the same phases.
+  auto fine = detect_phases(paper_shaped_run(100));
+  REQUIRE(fine.cleanup_end.has_value());
+  // (The restricted loss turns at 1,100, the other measures at 1,200: at this resolution the fit
+  // lands between.)
+  CHECK(*fine.circuit_formation_end >= 1100);
+  CHECK(*fine.circuit_formation_end <= 1200);
+  CHECK(std::abs(*fine.cleanup_end - 1600) <= 10);
+  CHECK(fine.failed.empty());
   // Too few checkpoints for three phases of at least three each.
   auto few = paper_shaped_run();
   few.resize(6);

@@ -51,7 +51,8 @@ struct Phases {
 //     levels off (rises fewer decades than in circuit formation).
 // Where no boundaries meet them all, the run does not show the three phases: the best fit overall
 // is returned with the definitions it fails (`failed`, `note`). A run that never reached 99 % test
-// accuracy gets only memorisation's end (two regimes; memorisation's definition met).
+// accuracy gets only memorisation's end (two regimes; memorisation's definition met). Runs of
+// more than 500 checkpoints are searched on 500 of them, spread evenly.
 Phases detect_phases(const std::vector<ProgressRow>& rows);
 // summary.json's "phases": {grokked, key_freqs, memorisation: {start, end}, ..., note}.
 nlohmann::json phases_json(const Phases& phases, const std::vector<int64_t>& key_freqs);
