@@ -175,6 +175,10 @@ Phases detect_phases(const std::vector<ProgressRow>& all_rows) {
           best_valid = cost, vm = m, vc = c, ve = e;
       }
     }
+  if (best_any == inf) {
+    ph.note = "the progress measures are not finite: no phases";
+    return ph;
+  }
   const bool valid = best_valid < inf;
   if (valid) bm = vm, bc = vc, be = ve;
   ph.memorisation_end = rows[bm].epoch;
