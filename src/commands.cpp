@@ -318,7 +318,7 @@ int run_progress_command(const AnalysisOptions& opts) {
     }
   if (ph.grokked && ph.changes.size() == 3) {
     std::printf("phases%s: memorisation 0-%s | circuit formation %s-%s | cleanup %s-%s\n",
-                ph.failed.empty() ? "" : " (none meet the definitions; the best fit)", e(ph.memorisation_end).c_str(),
+                ph.failed.empty() ? "" : " (best fit, see below)", e(ph.memorisation_end).c_str(),
                 e(ph.memorisation_end).c_str(), e(ph.circuit_formation_end).c_str(),
                 e(ph.circuit_formation_end).c_str(), e(ph.cleanup_end).c_str());
     // What each phase did to the measures that define it.

@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cmath>
 #include <exception>
-#include <functional>
 #include <limits>
 #include <thread>
 
@@ -37,7 +36,7 @@ PhaseChange change(const ProgressRow& a, const ProgressRow& b) {
 class RegimeFit {
  public:
   explicit RegimeFit(const std::vector<ProgressRow>& rows) : n_(rows.size()) {
-    const std::function<double(const ProgressRow&)> measures[] = {
+    double (*const measures[])(const ProgressRow&) = {
         [](const ProgressRow& r) { return log10_of(r.train_loss); },
         [](const ProgressRow& r) { return log10_of(r.excluded_loss); },
         [](const ProgressRow& r) { return log10_of(r.restricted_loss); },
@@ -70,25 +69,38 @@ class RegimeFit {
   std::vector<double> cost_;
 };
 
+// Conditions checked one by one: `ok` while all hold; each that fails is named in `failed` (when
+// given; a null name for one whose parts named themselves).
+struct Checks {
+  std::vector<std::string>* failed;
+  bool ok = true;
+  void operator()(bool holds, const char* what) {
+    if (holds) return;
+    ok = false;
+    if (failed && what) failed->push_back(what);
+  }
+};
+
+// Memorisation ending at checkpoint m: the training set is fit by then (first at `fit`); train
+// and excluded loss fall. Each failed condition is named in `failed` (when given).
+bool memorisation_holds(const std::vector<ProgressRow>& rows, size_t m, size_t fit, std::vector<std::string>* failed) {
+  Checks need{failed};
+  need(m >= fit, "memorisation: the training set is fit by its end");
+  need(rows[m].train_loss < rows[0].train_loss, "memorisation: train loss falls");
+  need(rows[m].excluded_loss < rows[0].excluded_loss, "memorisation: excluded loss falls");
+  return need.ok;
+}
+
 // The paper's definitions (section 5.2) as conditions on the measures at the boundaries m < c < e
 // (checkpoint indices), grok being the first checkpoint with test accuracy >= 99 %. Each failed one
 // is named in `failed` (when given); true when all hold.
 bool definitions_hold(const std::vector<ProgressRow>& rows, size_t m, size_t c, size_t e, size_t fit, size_t grok,
                       std::vector<std::string>* failed) {
-  bool ok = true;
-  auto need = [&](bool holds, const char* what) {
-    if (!holds) {
-      ok = false;
-      if (failed) failed->push_back(what);
-    }
-  };
-  const auto &r0 = rows[0], &rm = rows[m], &rc = rows[c], &re = rows[e];
+  Checks need{failed};
+  const auto &rm = rows[m], &rc = rows[c], &re = rows[e];
   const double cf_epochs = std::max(double(rc.epoch - rm.epoch), 1.0);
   const double cl_epochs = std::max(double(re.epoch - rc.epoch), 1.0);
-  // Memorisation: the training set is fit; train and excluded loss fall.
-  need(m >= fit, "memorisation: the training set is fit by its end");
-  need(rm.train_loss < r0.train_loss, "memorisation: train loss falls");
-  need(rm.excluded_loss < r0.excluded_loss, "memorisation: excluded loss falls");
+  need(memorisation_holds(rows, m, fit, failed), nullptr);
   // Circuit formation: excluded loss rises, weight norm falls, test loss flat.
   need(rc.excluded_loss > rm.excluded_loss, "circuit formation: excluded loss rises");
   need(rc.sum_sq_weights < rm.sum_sq_weights, "circuit formation: weight norm falls");
@@ -109,50 +121,66 @@ bool definitions_hold(const std::vector<ProgressRow>& rows, size_t m, size_t c, 
   need(log10_of(re.excluded_loss) - log10_of(rc.excluded_loss) <
            log10_of(rc.excluded_loss) - log10_of(rm.excluded_loss),
        "cleanup: excluded loss levels off");
-  return ok;
+  return need.ok;
 }
 
 }  // namespace
 
 Phases detect_phases(const std::vector<ProgressRow>& all_rows) {
-  // The search is cubic in the checkpoints: past kMaxRows, it runs on kMaxRows of them spread
-  // evenly over the run (the first and last included), and the boundaries fall on those.
-  constexpr size_t kMaxRows = 500;
-  std::vector<ProgressRow> spread;
-  if (all_rows.size() > kMaxRows) {
-    for (size_t k = 0; k < kMaxRows; ++k) spread.push_back(all_rows[k * (all_rows.size() - 1) / (kMaxRows - 1)]);
-  }
-  const std::vector<ProgressRow>& rows = spread.empty() ? all_rows : spread;
   Phases ph;
-  constexpr size_t kMin = 3;  // checkpoints a phase spans at least (a line through fewer fits exactly)
-  const size_t n = rows.size();
-  if (n < 3 * kMin - 2) {
-    ph.note = "too few checkpoints to find phases (" + std::to_string(3 * kMin - 2) + " needed)";
+  const size_t n_all = all_rows.size();
+  size_t grok_all = n_all, fit_all = n_all;
+  for (size_t i = n_all; i-- > 0;) {
+    if (all_rows[i].test_acc >= 0.99) grok_all = i;
+    if (all_rows[i].train_acc >= 1.0) fit_all = i;
+  }
+  if (fit_all == n_all) {
+    ph.note = "the training set was never fit: still memorising";
     return ph;
   }
-  const size_t last = n - 1;
+  ph.grokked = grok_all < n_all;
+  // Three phases of at least kMin checkpoints each (a line through fewer fits exactly), sharing
+  // their boundaries; what follows cleanup may be its last checkpoint alone (a run may stop there).
+  constexpr size_t kMin = 3, kRowsThree = 3 * (kMin - 1) + 1, kRowsTwo = 2 * (kMin - 1) + 1;
+  if (n_all < (ph.grokked ? kRowsThree : kRowsTwo)) {
+    ph.note = "too few checkpoints to find phases (" + std::to_string(ph.grokked ? kRowsThree : kRowsTwo) +
+              " needed)";
+    return ph;
+  }
+  // The search is cubic in the checkpoints: past kMaxRows, it runs on kMaxRows of them spread
+  // evenly over the run, the first and last included and also the first that fit the training set
+  // and the first at 99 % test accuracy; the boundaries fall on those.
+  constexpr size_t kMaxRows = 500;
+  std::vector<ProgressRow> spread;
+  if (n_all > kMaxRows) {
+    std::vector<size_t> pick;
+    for (size_t k = 0; k < kMaxRows; ++k) pick.push_back(k * (n_all - 1) / (kMaxRows - 1));
+    pick.push_back(fit_all);
+    if (ph.grokked) pick.push_back(grok_all);
+    std::sort(pick.begin(), pick.end());
+    pick.erase(std::unique(pick.begin(), pick.end()), pick.end());
+    for (auto i : pick) spread.push_back(all_rows[i]);
+  }
+  const std::vector<ProgressRow>& rows = spread.empty() ? all_rows : spread;
+  const size_t n = rows.size(), last = n - 1;
   size_t grok = n, fit = n;
   for (size_t i = n; i-- > 0;) {
     if (rows[i].test_acc >= 0.99) grok = i;
     if (rows[i].train_acc >= 1.0) fit = i;
   }
-  if (fit == n) {
-    ph.note = "the training set was never fit: still memorising";
-    return ph;
-  }
-  ph.grokked = grok < n;
   const RegimeFit fitter(rows);
   const double inf = std::numeric_limits<double>::infinity();
   if (!ph.grokked) {
     // Two regimes: memorisation, then circuit formation (still under way).
     size_t best_m = n;
     double best = inf;
-    for (size_t m = std::max(kMin - 1, fit); m + kMin <= n; ++m)
-      if (rows[m].train_loss < rows[0].train_loss && rows[m].excluded_loss < rows[0].excluded_loss &&
-          fitter.sse(0, m) + fitter.sse(m, last) < best)
-        best = fitter.sse(0, m) + fitter.sse(m, last), best_m = m;
+    for (size_t m = kMin - 1; m + kMin <= n; ++m) {
+      const double cost = fitter.sse(0, m) + fitter.sse(m, last);
+      if (cost < best && memorisation_holds(rows, m, fit, nullptr)) best = cost, best_m = m;
+    }
     if (best_m == n) {
-      ph.note = "never grokked (test accuracy stayed below 99%), and no end of memorisation meets its definition";
+      ph.note = "never grokked (test accuracy stayed below 99%), and no end of memorisation meets its definition"
+                " (or the progress measures are not finite)";
       return ph;
     }
     ph.memorisation_end = rows[best_m].epoch;

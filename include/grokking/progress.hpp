@@ -38,11 +38,12 @@ struct Phases {
   std::string failed;
 };
 // The phases of Nanda et al. (2023, section 5.2) from the progress measures. The run is cut into
-// four regimes (memorisation, circuit formation, cleanup, after it), each at least three
-// checkpoints, by least squares: a straight line per regime through each of log10 train, excluded
-// and restricted loss, the sum of squared weights and the Gini coefficient (each divided by its
-// range; never the test loss). The boundaries are the best such fit among those where every phase
-// meets the paper's definition of it:
+// four regimes (memorisation, circuit formation, cleanup, what follows; the three phases at least
+// three checkpoints each, sharing their boundaries, what follows at least cleanup's last one) by
+// least squares: a straight line per regime through each of log10 train, excluded and restricted
+// loss, the sum of squared weights and the Gini coefficient (each divided by its range; never the
+// test loss). The boundaries are the best such fit among all those where every phase meets the
+// paper's definition of it:
 //   memorisation: the training set is fit by its end; train and excluded loss fall;
 //   circuit formation: excluded loss rises, weight norm falls, test loss flat (it moves less than a
 //     quarter as many decades as it falls in cleanup, in all and per epoch);
@@ -52,7 +53,8 @@ struct Phases {
 // Where no boundaries meet them all, the run does not show the three phases: the best fit overall
 // is returned with the definitions it fails (`failed`, `note`). A run that never reached 99 % test
 // accuracy gets only memorisation's end (two regimes; memorisation's definition met). Runs of
-// more than 500 checkpoints are searched on 500 of them, spread evenly.
+// more than 500 checkpoints are searched on 500 of them spread evenly (plus the first that fit
+// the training set and the first at 99 % test accuracy). Non-finite measures: no phases, a note.
 Phases detect_phases(const std::vector<ProgressRow>& rows);
 // summary.json's "phases": {grokked, key_freqs, memorisation: {start, end}, ..., note}.
 nlohmann::json phases_json(const Phases& phases, const std::vector<int64_t>& key_freqs);
