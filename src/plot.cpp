@@ -284,8 +284,10 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
   }
   if (exists(dir + "/progress.csv"))
     figure(opts.gnuplot, plots, "progress",
-           "set title 'Progress measures (phases shaded)'\nset xlabel 'epoch'\nset ylabel 'loss'\nset logscale y\n"
-           "set format y '10^{%L}'\nset y2label 'Gini of W_E frequency norms'\nset y2range [0:1]\nset y2tics\n" +
+           "set title 'Progress measures" +
+               std::string(phase_shading(s).empty() ? "" : " (phases shaded)") +
+               "'\nset xlabel 'epoch'\nset ylabel 'loss'\nset logscale y\n"
+               "set format y '10^{%L}'\nset y2label 'Gini of W_E frequency norms'\nset y2range [0:1]\nset y2tics\n" +
                phase_shading(s) +
                "plot '../progress.csv' using 'epoch':'train_loss' with lines ls 1 title 'train', "
                "'' using 'epoch':'test_loss' with lines ls 2 title 'test', "
