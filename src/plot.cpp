@@ -282,18 +282,19 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
                  plot + ", '../progress.csv' using 'epoch':'excluded_loss' with lines lc rgb '#000000' dt 2 lw 2 "
                         "title 'all key removed'\n");
   }
-  if (exists(dir + "/progress.csv"))
+  if (exists(dir + "/progress.csv")) {
+    const std::string shading = phase_shading(s);
     figure(opts.gnuplot, plots, "progress",
-           "set title 'Progress measures" +
-               std::string(phase_shading(s).empty() ? "" : " (phases shaded)") +
+           "set title 'Progress measures" + std::string(shading.empty() ? "" : " (phases shaded)") +
                "'\nset xlabel 'epoch'\nset ylabel 'loss'\nset logscale y\n"
                "set format y '10^{%L}'\nset y2label 'Gini of W_E frequency norms'\nset y2range [0:1]\nset y2tics\n" +
-               phase_shading(s) +
+               shading +
                "plot '../progress.csv' using 'epoch':'train_loss' with lines ls 1 title 'train', "
                "'' using 'epoch':'test_loss' with lines ls 2 title 'test', "
                "'' using 'epoch':'restricted_loss' with lines ls 3 title 'restricted', "
                "'' using 'epoch':'excluded_loss' with lines ls 4 title 'excluded', "
                "'' using 'epoch':'gini' axes x1y2 with lines ls 5 dt 2 title 'Gini (right)'\n");
+  }
 
   // ---- report.html ----
   std::string h = "<!doctype html><html><head><meta charset=utf-8><title>grokking run " + html_escape(dir) +

@@ -124,16 +124,23 @@ bool definitions_hold(const std::vector<ProgressRow>& rows, size_t m, size_t c, 
   return need.ok;
 }
 
+// The first checkpoint with train accuracy 100 % and the first with test accuracy >= 99 %
+// (rows.size() where none).
+std::pair<size_t, size_t> first_fit_and_grok(const std::vector<ProgressRow>& rows) {
+  size_t fit = rows.size(), grok = rows.size();
+  for (size_t i = rows.size(); i-- > 0;) {
+    if (rows[i].train_acc >= 1.0) fit = i;
+    if (rows[i].test_acc >= 0.99) grok = i;
+  }
+  return {fit, grok};
+}
+
 }  // namespace
 
 Phases detect_phases(const std::vector<ProgressRow>& all_rows) {
   Phases ph;
   const size_t n_all = all_rows.size();
-  size_t grok_all = n_all, fit_all = n_all;
-  for (size_t i = n_all; i-- > 0;) {
-    if (all_rows[i].test_acc >= 0.99) grok_all = i;
-    if (all_rows[i].train_acc >= 1.0) fit_all = i;
-  }
+  const auto [fit_all, grok_all] = first_fit_and_grok(all_rows);
   if (fit_all == n_all) {
     ph.note = "the training set was never fit: still memorising";
     return ph;
@@ -163,11 +170,7 @@ Phases detect_phases(const std::vector<ProgressRow>& all_rows) {
   }
   const std::vector<ProgressRow>& rows = spread.empty() ? all_rows : spread;
   const size_t n = rows.size(), last = n - 1;
-  size_t grok = n, fit = n;
-  for (size_t i = n; i-- > 0;) {
-    if (rows[i].test_acc >= 0.99) grok = i;
-    if (rows[i].train_acc >= 1.0) fit = i;
-  }
+  const auto [fit, grok] = first_fit_and_grok(rows);  // the same rows as above, in the spread
   const RegimeFit fitter(rows);
   const double inf = std::numeric_limits<double>::infinity();
   if (!ph.grokked) {
@@ -207,8 +210,7 @@ Phases detect_phases(const std::vector<ProgressRow>& all_rows) {
     ph.note = "the progress measures are not finite: no phases";
     return ph;
   }
-  const bool valid = best_valid < inf;
-  if (valid) bm = vm, bc = vc, be = ve;
+  if (best_valid < inf) bm = vm, bc = vc, be = ve;
   ph.memorisation_end = rows[bm].epoch;
   ph.circuit_formation_end = rows[bc].epoch;
   ph.cleanup_end = rows[be].epoch;
