@@ -11,6 +11,8 @@
 #include "grokking/graph_step.hpp"
 #include "grokking/model.hpp"
 #include "grokking/optim.hpp"
+#include "grokking/limits.hpp"
+#include "grokking/task.hpp"
 #include "grokking/threads.hpp"
 #include "grokking/train.hpp"
 
@@ -42,25 +44,44 @@ double gemm_peak_gflops(torch::Device dev) {
   }, 3, 15);
   return 2.0 * double(n * n * n) / s / 1e9;
 }
-}  // namespace
-
-// FLOPs a full-batch step cannot avoid: the MLP, W_O and the unembedding over the training
-// pairs at the last position, forward (1x) and backward (2x).
-double step_flops(const Config& c, int64_t n_train) {
-  const double n = double(n_train), d = double(c.model.d_model), m = double(c.model.d_mlp),
-               hd = double(c.model.n_heads * c.model.d_head), p = double(c.task.p);
-  const double forward = 2 * n * (d * m + m * d + hd * d + d * p);
-  return 3 * forward;
+// "add mod 113", "task repeat": what is benchmarked, in a few words.
+std::string describe_bench_task(const Config& cfg, const TaskShape& shape) {
+  if (cfg.task.kind == "modular")
+    return cfg.task.text("operation") + " mod " + std::to_string(cfg.task.integer("p")) + " (" +
+           std::to_string(shape.train_examples) + " training pairs)";
+  return "task " + cfg.task.kind;
 }
+}  // namespace
 
 int run_bench_command(const BenchOptions& opts) {
   Config cfg = opts.config_path.empty() ? parse_config("{}", "(defaults)", opts.sets) : load_config(opts.config_path, opts.sets);
+  // The limits train has, before anything is allocated.
+  std::vector<int64_t> seeds;
+  for (int64_t i = 0; i < opts.seeds; ++i) seeds.push_back(i);
+  if (opts.seeds > 1) {
+    check_seeds(seeds);
+    check_memory(cfg, opts.seeds, "--seeds " + std::to_string(opts.seeds));
+  } else {
+    check_memory(cfg, 1, opts.config_path.empty() ? "(defaults)" : opts.config_path);
+  }
   const int threads = configure_threads(cfg.train.threads);
   torch::Device dev = resolve_device(cfg.train.device);
   if (dev.is_cpu()) at::globalContext().setFlushDenormal(cfg.train.flush_denormal);
-  Dataset data = make_dataset(cfg.task);
-  auto x = data.train_x.to(dev), y = data.train_y.to(dev);
-  const double flops = step_flops(cfg, x.size(0));
+  // The batch one training step sees: the full training set (or a minibatch of it), or the
+  // first of a task's fresh batches.
+  auto task = make_task(cfg.task);
+  const TaskShape shape = task->shape();
+  Batch batch;
+  if (shape.fresh_batches) {
+    batch = task->train_batch(0, cfg.train.batch_size);
+  } else {
+    const auto& data = task->dataset();
+    batch = Batch{data.train_x, data.train_y, {}};
+    if (cfg.train.batch_size > 0) batch = batch.slice(0, cfg.train.batch_size);
+  }
+  batch = batch.to(dev);
+  const int64_t n_examples = batch.size();
+  const double flops = make_architecture(cfg)->step_flops(n_examples);
   const double peak = gemm_peak_gflops(dev);
 
   struct PathResult {
@@ -69,9 +90,10 @@ int run_bench_command(const BenchOptions& opts) {
   };
   std::vector<PathResult> results;
   // Median seconds of one step of a fresh model on dev (several seeds: side by side);
-  // make_step(model, opt) gives the step to time, which returns the loss.
-  auto time_steps = [&](const std::vector<int64_t>& seeds, int warmup, auto make_step, const Config* variant = nullptr) {
-    Model model(variant ? *variant : cfg, seeds);
+  // make_step(model, opt) gives the step to time, which returns the loss. A task whose inputs
+  // are per replica (sparse features) gets its batch drawn for as many replicas.
+  auto time_steps = [&](const std::vector<int64_t>& replica_seeds, int warmup, auto make_step, const Config* variant = nullptr) {
+    Model model(variant ? *variant : cfg, replica_seeds);
     model.to(dev);
     FlatAdamW opt(model, (variant ? *variant : cfg).optim);
     auto step = make_step(model, opt);
@@ -80,60 +102,72 @@ int run_bench_command(const BenchOptions& opts) {
       if (dev.is_cuda()) loss.template item<double>();
     }, warmup, opts.steps);
   };
-  for (bool fast : {false, true})
+  auto batch_for = [&](int64_t replicas) {
+    if (!shape.fresh_batches || batch.x.scalar_type() == torch::kInt64 || replicas == 1) return batch;
+    return make_task(std::vector<TaskConfig>(size_t(replicas), cfg.task))->train_batch(0, cfg.train.batch_size).to(dev);
+  };
+  const bool has_fast = make_architecture(cfg)->has_fast_path();
+  std::vector<bool> paths = {false};
+  if (has_fast) paths.push_back(true);
+  for (bool fast : paths)
     results.push_back({fast ? "fast" : "plain", time_steps({}, 3, [&](Model& m, FlatAdamW& o) {
-                         return [&, pm = &m, po = &o, fast] { return train_step(*pm, *po, x, y, fast, cfg.optim.lr); };
+                         return [&, pm = &m, po = &o, fast] { return train_step(*pm, *po, batch, fast, cfg.optim.lr); };
                        })});
-  // On CUDA: the fast step captured in a CUDA graph and replayed (the training loop's default);
-  // its first 4 calls are the eager warm-up and the capture.
-  const bool graphed = dev.is_cuda() && GraphedStep::built();
+  const size_t best = results.size() - 1;  // the path training takes
+  // On CUDA: the step captured in a CUDA graph and replayed (the training loop's default for a
+  // fixed split's full batch); its first 4 calls are the eager warm-up and the capture.
+  const bool graphed = dev.is_cuda() && GraphedStep::built() && !shape.fresh_batches;
   if (graphed) {
     results.push_back({"graph", time_steps({}, 5, [&](Model& m, FlatAdamW& o) {
-                         auto graph = std::make_shared<GraphedStep>(m, o, x, y, true);
+                         auto graph = std::make_shared<GraphedStep>(m, o, batch.x, batch.y, has_fast);
                          return [graph] { return graph->run(); };
                        })});
-    // The plain path captured too: on a GPU the eager plain step was the faster one (H200).
-    results.push_back({"graph_plain", time_steps({}, 5, [&](Model& m, FlatAdamW& o) {
-                         auto graph = std::make_shared<GraphedStep>(m, o, x, y, false);
-                         return [graph] { return graph->run(); };
-                       })});
+    if (has_fast)  // the plain path captured too: on a GPU the eager plain step was the faster one (H200)
+      results.push_back({"graph_plain", time_steps({}, 5, [&](Model& m, FlatAdamW& o) {
+                           auto graph = std::make_shared<GraphedStep>(m, o, batch.x, batch.y, false);
+                           return [graph] { return graph->run(); };
+                         })});
   }
   // Several seeds side by side: one batched step against as many single steps.
   double batched = 0;
   if (opts.seeds > 1) {
-    std::vector<int64_t> seeds;
-    for (int64_t i = 0; i < opts.seeds; ++i) seeds.push_back(i);
+    const Batch many = batch_for(opts.seeds);
     if (graphed)  // as training runs them on CUDA: the batched step replayed from a graph
       batched = time_steps(seeds, 5, [&](Model& m, FlatAdamW& o) {
-        auto graph = std::make_shared<GraphedStep>(m, o, x, y, true);
+        auto graph = std::make_shared<GraphedStep>(m, o, many.x, many.y, has_fast);
         return [graph] { return graph->run(); };
       });
     else
       batched = time_steps(seeds, 3, [&](Model& m, FlatAdamW& o) {
-        return [&, pm = &m, po = &o] { return train_step(*pm, *po, x, y, true, cfg.optim.lr); };
+        return [&, pm = &m, po = &o] { return train_step(*pm, *po, many, true, cfg.optim.lr); };
       });
   }
   // One model on the same path as the batched step: the sequential throughput it is compared to.
-  const double single = results[graphed ? 2 : 1].seconds;
-  // Each intervention on the fast step, one at a time: its overhead over the plain AdamW step.
+  const double single = results[graphed ? best + 1 : best].seconds;
+  // Each intervention on the training path, one at a time: its overhead over the plain AdamW step.
   std::vector<PathResult> interventions;
-  const std::vector<std::pair<std::string, std::vector<std::string>>> variants = {
+  std::vector<std::pair<std::string, std::vector<std::string>>> variants = {
       {"grokfast ema", {"optim.grokfast=\"ema\""}},
       {"grokfast ma", {"optim.grokfast=\"ma\""}},
       {"orthograd", {"optim.orthograd=true"}},
-      {"stablemax", {"train.loss=\"stablemax\""}},
-      {"float32 loss", {"train.loss_dtype=\"float32\""}},
+      {"grad clip", {"optim.grad_clip=1"}},
       {"fixed norm", {"optim.weight_norm=\"fixed\""}},
   };
+  if (shape.has_accuracy()) {
+    variants.push_back({"stablemax", {"train.loss=\"stablemax\""}});
+    variants.push_back({"float32 loss", {"train.loss_dtype=\"float32\""}});
+  }
   for (auto& [name, sets] : variants) {
     Config v = parse_config(config_to_json(cfg).dump(), "(bench)", sets);
     interventions.push_back({name, time_steps({}, 3, [&](Model& m, FlatAdamW& o) {
-                               return [&, pm = &m, po = &o] { return train_step(*pm, *po, x, y, true, cfg.optim.lr); };
+                               return [&, pm = &m, po = &o] { return train_step(*pm, *po, batch, has_fast, cfg.optim.lr); };
                              }, &v)});
   }
-  const double limit = flops / (peak * 1e9);
+  const double limit = flops > 0 ? flops / (peak * 1e9) : 0.0;
+  const std::string what = describe_bench_task(cfg, shape);
   if (opts.json) {
-    nlohmann::json j = {{"p", cfg.task.p},          {"n_train", x.size(0)},     {"device", dev.str()},
+    nlohmann::json j = {{"task", what}, {"task_kind", cfg.task.kind}, {"model_kind", cfg.model.kind},
+                        {"examples_per_step", n_examples}, {"device", dev.str()},
                         {"threads", threads},        {"blas", blas_description()}, {"libtorch", compat::torch_version()},
                         {"gemm_peak_gflops", peak},  {"step_gflop", flops / 1e9}, {"limit_ms", limit * 1e3},
                         {"paths", nlohmann::json::object()}};
@@ -141,30 +175,38 @@ int run_bench_command(const BenchOptions& opts) {
       j["paths"][r.name] = {{"ms_per_step", r.seconds * 1e3}, {"steps_per_s", 1 / r.seconds},
                             {"gflops", flops / r.seconds / 1e9}, {"fraction_of_limit", limit / r.seconds}};
     for (auto& r : interventions)
-      j["interventions"][r.name] = {{"ms_per_step", r.seconds * 1e3}, {"overhead_vs_fast", r.seconds / results[1].seconds - 1}};
+      j["interventions"][r.name] = {{"ms_per_step", r.seconds * 1e3}, {"overhead", r.seconds / results[best].seconds - 1}};
     if (batched > 0)
       j["seeds_side_by_side"] = {{"seeds", opts.seeds}, {"ms_per_step", batched * 1e3},
-                                 {"path", graphed ? "graph" : "fast"},
+                                 {"path", graphed ? "graph" : results[best].name},
                                  {"throughput_vs_sequential", double(opts.seeds) * single / batched}};
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("P=%lld, %lld training pairs, device %s, %d threads, %s, LibTorch %s\n", (long long)cfg.task.p,
-              (long long)x.size(0), dev.str().c_str(), threads, blas_description().c_str(), compat::torch_version().c_str());
-  std::printf("GEMM peak (1024^3 sgemm): %.1f GFLOP/s; unavoidable work: %.3f GFLOP/step; limit %.2f ms/step\n\n",
-              peak, flops / 1e9, limit * 1e3);
-  std::printf("%-6s %12s %10s %10s %14s\n", "path", "ms/step", "steps/s", "GFLOP/s", "of the limit");
+  std::printf("%s, model %s, %lld examples a step, device %s, %d thread%s, %s, LibTorch %s\n", what.c_str(),
+              cfg.model.kind.c_str(), (long long)n_examples, dev.str().c_str(), threads, threads == 1 ? "" : "s",
+              blas_description().c_str(), compat::torch_version().c_str());
+  if (flops > 0)
+    std::printf("GEMM peak (1024^3 sgemm): %.1f GFLOP/s; unavoidable work: %.3f GFLOP/step; limit %.2f ms/step\n\n",
+                peak, flops / 1e9, limit * 1e3);
+  else
+    std::printf("GEMM peak (1024^3 sgemm): %.1f GFLOP/s\n\n", peak);
+  std::printf("%-11s %12s %10s %10s %14s\n", "path", "ms/step", "steps/s", "GFLOP/s", "of the limit");
   for (auto& r : results)
-    std::printf("%-6s %12.2f %10.1f %10.1f %13.0f%%\n", r.name.c_str(), r.seconds * 1e3, 1 / r.seconds,
+    std::printf("%-11s %12.2f %10.1f %10.1f %13.0f%%\n", r.name.c_str(), r.seconds * 1e3, 1 / r.seconds,
                 flops / r.seconds / 1e9, 100 * limit / r.seconds);
-  std::printf("\nfast path speed-up over plain: %.2fx\n", results[0].seconds / results[1].seconds);
-  std::printf("\n%-14s %10s %10s  (fast path, one intervention at a time)\n", "intervention", "ms/step", "overhead");
+  if (has_fast) std::printf("\nfast path speed-up over plain: %.2fx\n", results[0].seconds / results[1].seconds);
+  std::printf("\n%-14s %10s %10s  (%s path, one intervention at a time)\n", "intervention", "ms/step", "overhead",
+              results[best].name.c_str());
   for (auto& r : interventions)
-    std::printf("%-14s %10.2f %+9.0f%%\n", r.name.c_str(), r.seconds * 1e3, 100 * (r.seconds / results[1].seconds - 1));
-  if (results.size() > 2) std::printf("CUDA graph speed-up over the fast path: %.2fx\n", results[1].seconds / results[2].seconds);
+    std::printf("%-14s %10.2f %+9.0f%%\n", r.name.c_str(), r.seconds * 1e3, 100 * (r.seconds / results[best].seconds - 1));
+  if (graphed)
+    std::printf("CUDA graph speed-up over the %s path: %.2fx\n", results[best].name.c_str(),
+                results[best].seconds / results[best + 1].seconds);
   if (batched > 0)
     std::printf("%lld seeds side by side (%s): %.2f ms/step for all, %.2fx the throughput of one seed at a time\n",
-                (long long)opts.seeds, graphed ? "graph" : "fast", batched * 1e3, double(opts.seeds) * single / batched);
+                (long long)opts.seeds, graphed ? "graph" : results[best].name.c_str(), batched * 1e3,
+                double(opts.seeds) * single / batched);
   return 0;
 }
 

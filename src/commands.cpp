@@ -46,7 +46,19 @@ std::string describe_exception(const std::exception& e) {
 int run_config_command(const ConfigOptions& opts) {
   if (opts.doc) {
     std::printf("%-24s %-10s %s\n", "key", "default", "meaning");
-    for (auto& k : config_docs()) std::printf("%-24s %-10s %s\n", k.key.c_str(), k.default_value.c_str(), k.doc.c_str());
+    // Grouped as the config is: the keys every config has, then each kind's own under its name.
+    std::string group;
+    for (auto& k : config_docs()) {
+      const std::string section = k.key.substr(0, k.key.find('.'));
+      const std::string g = !k.kind.empty() ? "with " + k.kind
+                            : section == "task" || section == "model" ? section + " (every kind)"
+                                                                      : section;
+      if (g != group) {
+        group = g;
+        std::printf("%s%s\n", group == "task (every kind)" ? "" : "\n", group.c_str());
+      }
+      std::printf("  %-24s %-10s %s\n", k.key.c_str(), k.default_value.c_str(), k.doc.c_str());
+    }
     return 0;
   }
   Config c = opts.config_path.empty() ? parse_config("{}", "(defaults)", opts.sets)
@@ -264,8 +276,8 @@ int run_ablate_command(const AnalysisOptions& opts) {
   for (auto& r : rows)
     std::printf("%-50s %-8s %11.3e %9.4f %11.3e %9.4f %11.3e %9.4f\n", r.name.c_str(), r.space.c_str(), r.train.loss,
                 r.train.acc, r.test.loss, r.test.acc, r.all.loss, r.all.acc);
-  std::printf("uniform guess: loss ln(P) = %.3f, accuracy 1/P = %.4f\n", std::log(double(ck.config.task.p)),
-              1.0 / double(ck.config.task.p));
+  const double classes = double(model.shape().classes);
+  std::printf("uniform guess: loss ln(P) = %.3f, accuracy 1/P = %.4f\n", std::log(classes), 1.0 / classes);
   std::string alphas;
   for (size_t i = 0; i < fit.alpha.size(); ++i)
     alphas += (i ? ", " : "") + std::to_string(fit.freqs[i]) + ": " + format_number(fit.alpha[i], "%.3g");

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "grokking/error.hpp"
+#include "grokking/kinds.hpp"
 #include "grokking/limits.hpp"
 #include "grokking/text.hpp"
 
@@ -19,111 +20,20 @@ using nlohmann::json;
 
 namespace {
 
-// One documented key of the schema: how to read, write and check it.
+// One typed key of Config (the optim, train and output sections, and the keys every task or
+// model kind has): how to read and check it (a KindKey), and where it lives in the struct.
 struct Field {
-  std::string section, key, doc;
-  std::function<void(Config&, const json&, const std::string& where)> read;
-  std::function<json(const Config&)> write;
-  std::string pointer() const { return "/" + section + "/" + key; }
+  std::string section;
+  KindKey spec;
+  std::function<void(Config&, const json&)> set;
+  std::function<json(const Config&)> get;
+  std::string pointer() const { return "/" + section + "/" + spec.key; }
 };
 
-// Invalid UTF-8 (a --set value is any bytes) is shown replaced, not thrown by dump().
-std::string shown(const json& v) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
-}
-
-// Where dump() with U+FFFD for bad bytes and dump() dropping them agree, there were none.
-bool valid_utf8(const std::string& s) {
-  const json j(s);
-  return j.dump(-1, ' ', false, json::error_handler_t::replace) == j.dump(-1, ' ', false, json::error_handler_t::ignore);
-}
-
-[[noreturn]] void fail(const std::string& where, const std::string& what, const json& got) {
-  throw UsageError(where + ": " + what + " (got " + shown(got) + ")");
-}
-
 template <class S, class T>
-T& member(Config& c, S Config::*s, T S::*m) {
-  return (c.*s).*m;
-}
-
-// Integer in [lo, hi]; `why_hi`, where given, says in the refusal why the upper bound is there.
-template <class S>
-Field int_field(const char* sec, const char* key, S Config::*s, int64_t S::*m, int64_t lo,
-                int64_t hi, const char* doc, const char* why_hi = nullptr) {
-  Field f{sec, key, doc, nullptr, nullptr};
-  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
-  const std::string why = why_hi ? std::string("; ") + why_hi : std::string();
-  f.read = [=](Config& c, const json& v, const std::string& where) {
-    int64_t x = 0;
-    if (v.is_number_integer()) {
-      if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
-        fail(where, "must be an integer in " + range + why, v);
-      x = v.get<int64_t>();
-    } else if (v.is_number_float() && std::isfinite(v.get<double>()) &&
-               std::floor(v.get<double>()) == v.get<double>() && std::fabs(v.get<double>()) < 9e18) {
-      x = static_cast<int64_t>(v.get<double>());
-    } else {
-      fail(where, "must be an integer", v);
-    }
-    if (x < lo) fail(where, "must be an integer in " + range, v);
-    if (x > hi) fail(where, "must be an integer in " + range + why, v);
-    member(c, s, m) = x;
-  };
-  f.write = [=](const Config& c) { return json(member(const_cast<Config&>(c), s, m)); };
-  return f;
-}
-
-// Finite real in (lo, hi) or [lo, hi] depending on the open flags.
-template <class S>
-Field real_field(const char* sec, const char* key, S Config::*s, double S::*m, double lo, bool lo_open,
-                 double hi, bool hi_open, const char* doc) {
-  Field f{sec, key, doc, nullptr, nullptr};
-  f.read = [=](Config& c, const json& v, const std::string& where) {
-    if (!v.is_number()) fail(where, "must be a number", v);
-    double x = v.get<double>();
-    std::string range = std::string(lo_open ? "(" : "[") + format_number(lo, "%g") + ", " +
-                        (std::isinf(hi) ? "inf" : format_number(hi, "%g")) + (hi_open ? ")" : "]");
-    if (!std::isfinite(x)) fail(where, "must be a finite number in " + range, v);
-    if ((lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi))
-      fail(where, "must be in " + range, v);
-    member(c, s, m) = x;
-  };
-  f.write = [=](const Config& c) { return json(member(const_cast<Config&>(c), s, m)); };
-  return f;
-}
-
-template <class S>
-Field bool_field(const char* sec, const char* key, S Config::*s, bool S::*m, const char* doc) {
-  Field f{sec, key, doc, nullptr, nullptr};
-  f.read = [=](Config& c, const json& v, const std::string& where) {
-    if (!v.is_boolean()) fail(where, "must be true or false", v);
-    member(c, s, m) = v.get<bool>();
-  };
-  f.write = [=](const Config& c) { return json(member(const_cast<Config&>(c), s, m)); };
-  return f;
-}
-
-// A string; `choices` empty means any string, `accept` may allow more (cuda:N).
-template <class S>
-Field string_field(const char* sec, const char* key, S Config::*s, std::string S::*m,
-                   std::vector<std::string> choices, const char* doc,
-                   std::function<bool(const std::string&)> accept = nullptr) {
-  Field f{sec, key, doc, nullptr, nullptr};
-  f.read = [=](Config& c, const json& v, const std::string& where) {
-    if (!v.is_string()) fail(where, "must be a string", v);
-    std::string x = v.get<std::string>();
-    if (!choices.empty() && std::find(choices.begin(), choices.end(), x) == choices.end() &&
-        !(accept && accept(x))) {
-      std::string list;
-      for (auto& ch : choices) list += (list.empty() ? "" : ", ") + ch;
-      fail(where, "must be one of " + list, v);
-    }
-    member(c, s, m) = x;
-  };
-  f.write = [=](const Config& c) { return json(member(const_cast<Config&>(c), s, m)); };
-  return f;
+Field typed(const char* section, S Config::*s, T S::*m, KindKey spec) {
+  return {section, std::move(spec), [=](Config& c, const json& v) { (c.*s).*m = v.get<T>(); },
+          [=](const Config& c) { return json((c.*s).*m); }};
 }
 
 bool is_cuda_index(const std::string& s) {
@@ -131,95 +41,130 @@ bool is_cuda_index(const std::string& s) {
   return std::all_of(s.begin() + 5, s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
 }
 
+KindKey device_key() {
+  KindKey k = choice_key("device", "auto", {"auto", "cpu", "cuda"}, "auto picks CUDA when present; cuda:N picks a GPU");
+  auto choices = k.read;
+  k.read = [choices](const json& v, const std::string& where) {
+    if (v.is_string() && is_cuda_index(v.get<std::string>())) return v;
+    return choices(v, where);
+  };
+  return k;
+}
+
+// The typed keys, in documentation order. task.kind and model.kind are read apart (they decide
+// which other keys the section may hold).
 const std::vector<Field>& schema() {
   static const std::vector<Field> fields = [] {
     using C = Config;
     const int64_t big = int64_t(1) << 40;
     std::vector<Field> f;
-    f.push_back(string_field("task", "operation", &C::task, &TaskConfig::operation, operation_names(),
-                             "binary operation mod p (Power et al. 2022)"));
-    f.push_back(int_field("task", "p", &C::task, &TaskConfig::p, 2, 4096, "modulus P; vocabulary is P numbers plus \"=\"",
-                          "all P^2 pairs are evaluated at once: 4096^2 pairs already hold gigabytes of activations"));
-    f.push_back(real_field("task", "frac_train", &C::task, &TaskConfig::frac_train, 0, true, 1, true,
-                           "fraction of all pairs in the training set"));
-    f.push_back(int_field("task", "seed", &C::task, &TaskConfig::seed, 0, INT64_MAX, "seed of the train/test split"));
-    f.push_back(int_field("model", "d_model", &C::model, &ModelConfig::d_model, 1, 65536, "residual width"));
-    f.push_back(int_field("model", "n_heads", &C::model, &ModelConfig::n_heads, 1, 1024, "attention heads"));
-    f.push_back(int_field("model", "d_head", &C::model, &ModelConfig::d_head, 1, 65536, "width of each head; n_heads*d_head must equal d_model"));
-    f.push_back(int_field("model", "d_mlp", &C::model, &ModelConfig::d_mlp, 1, 1 << 20, "MLP hidden width"));
-    f.push_back(string_field("model", "activation", &C::model, &ModelConfig::activation, {"relu", "gelu"},
-                             "MLP activation"));
-    f.push_back(bool_field("model", "train_biases", &C::model, &ModelConfig::train_biases,
-                           "false: every b_* stays zero and frozen, as in the TransformerLens demo"));
-    f.push_back(string_field("model", "init", &C::model, &ModelConfig::init, {"tl", "paper"},
-                             "tl: every W_* ~ N(0, (0.8/sqrt(d_model))^2); paper: randn/sqrt(d_model), W_U randn/sqrt(d_vocab)"));
-    f.push_back(real_field("model", "init_scale", &C::model, &ModelConfig::init_scale, 0, true, 1000, false,
-                           "Omnigrok's alpha: every initial weight is multiplied by this"));
-    f.push_back(real_field("optim", "lr", &C::optim, &OptimConfig::lr, 0, true, 1e9, false, "AdamW learning rate"));
-    f.push_back(real_field("optim", "weight_decay", &C::optim, &OptimConfig::weight_decay, 0, false, 1e6, false,
-                           "AdamW decoupled weight decay"));
-    f.push_back(real_field("optim", "beta1", &C::optim, &OptimConfig::beta1, 0, false, 1, true, "AdamW beta1"));
-    f.push_back(real_field("optim", "beta2", &C::optim, &OptimConfig::beta2, 0, false, 1, true, "AdamW beta2"));
-    f.push_back(real_field("optim", "eps", &C::optim, &OptimConfig::eps, 0, true, 1, false, "AdamW epsilon"));
-    f.push_back(int_field("optim", "warmup_steps", &C::optim, &OptimConfig::warmup_steps, 0, big,
-                          "linear warmup: lr*min(step/warmup_steps, 1), step from 0; 0 disables"));
-    f.push_back(string_field("optim", "grokfast", &C::optim, &OptimConfig::grokfast, {"none", "ema", "ma"},
-                             "Grokfast (Lee et al. 2024): amplify the slow gradient, ema or ma filter; none: off"));
-    f.push_back(real_field("optim", "grokfast_alpha", &C::optim, &OptimConfig::grokfast_alpha, 0, false, 1, true,
-                           "ema: mu <- alpha*mu + (1-alpha)*g (default of the reference code's modular-arithmetic command, not gradfilter_ema's 0.99)"));
-    f.push_back(real_field("optim", "grokfast_lamb", &C::optim, &OptimConfig::grokfast_lamb, 0, false, 1e6, false,
-                           "ema, ma: g <- g + lamb*filter (modular-arithmetic command's 2.0, not the signatures' 5.0)"));
-    f.push_back(int_field("optim", "grokfast_window", &C::optim, &OptimConfig::grokfast_window, 1, 100000,
-                          "ma: mean of the last window gradients, applied once the window is full"));
-    f.push_back(bool_field("optim", "orthograd", &C::optim, &OptimConfig::orthograd,
-                           "Prieto et al. 2025: per parameter, remove the gradient's component along the weights, keep its norm"));
-    f.push_back(string_field("optim", "weight_norm", &C::optim, &OptimConfig::weight_norm, {"free", "fixed"},
-                             "fixed: after every step rescale all weights to their total norm at initialisation (Omnigrok)"));
-    f.push_back(int_field("train", "epochs", &C::train, &TrainConfig::epochs, 1, big, "training epochs"));
-    f.push_back(int_field("train", "batch_size", &C::train, &TrainConfig::batch_size, 0, big,
-                          "0: full batch (one optimiser step per epoch); else minibatch size"));
-    f.push_back(int_field("train", "seed", &C::train, &TrainConfig::seed, 0, INT64_MAX,
-                          "seed of the initialisation (and of the minibatch order)"));
-    f.push_back(string_field("train", "device", &C::train, &TrainConfig::device, {"auto", "cpu", "cuda"},
-                             "auto picks CUDA when present; cuda:N picks a GPU", is_cuda_index));
-    f.push_back(int_field("train", "threads", &C::train, &TrainConfig::threads, 0, 1024, "CPU threads; 0: all cores"));
-    f.push_back(int_field("train", "eval_every", &C::train, &TrainConfig::eval_every, 1, big,
-                          "epochs between evaluations (a metrics.csv row each)"));
-    f.push_back(int_field("train", "checkpoint_every", &C::train, &TrainConfig::checkpoint_every, 1, big,
-                          "epochs between checkpoints (one is always written at the end)"));
-    f.push_back(int_field("train", "log_every", &C::train, &TrainConfig::log_every, 0, big,
-                          "epochs between progress lines on stderr; 0: every evaluation"));
-    f.push_back(real_field("train", "early_stop_acc", &C::train, &TrainConfig::early_stop_acc, 0, false, 1, false,
-                           "> 0: stop once test accuracy has held >= this for early_stop_hold epochs; 0: off"));
-    f.push_back(int_field("train", "early_stop_hold", &C::train, &TrainConfig::early_stop_hold, 0, big,
-                          "epochs the early-stop accuracy must hold"));
-    f.push_back(bool_field("train", "flush_denormal", &C::train, &TrainConfig::flush_denormal,
-                           "CPU: flush denormal floats to zero (keeps full speed after memorisation)"));
-    f.push_back(string_field("train", "path", &C::train, &TrainConfig::path, {"auto", "fast", "plain"},
-                             "training forward: fast uses the [a, b, =] structure (same loss and gradients); plain runs all positions"));
-    f.push_back(bool_field("train", "cuda_graph", &C::train, &TrainConfig::cuda_graph,
-                           "CUDA, full batch: capture one training step in a CUDA graph and replay it (needs a LibTorch with CUDA)"));
-    f.push_back(string_field("train", "loss", &C::train, &TrainConfig::loss, {"softmax", "stablemax"},
-                             "cross-entropy of softmax, or of StableMax s(x)=x+1 (x>=0), 1/(1-x) (x<0) (Prieto et al. 2025)"));
-    f.push_back(string_field("train", "loss_dtype", &C::train, &TrainConfig::loss_dtype, {"float64", "float32"},
-                             "precision of the loss and its softmax; float32 is what the paper's code computes"));
-    f.push_back(string_field("output", "dir", &C::output, &OutputConfig::dir, {},
-                             "run directory; empty: runs/<config file name without .json>"));
+    f.push_back(typed("task", &C::task, &TaskConfig::seed,
+                      integer_key("seed", 598, 0, INT64_MAX, "seed of the data: the train/test split, or the fresh batches")));
+    f.push_back(typed("model", &C::model, &ModelConfig::init_scale,
+                      real_key("init_scale", 1.0, 0, true, 1000, false, "Omnigrok's alpha: every initial weight is multiplied by this")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::lr, real_key("lr", 1e-3, 0, true, 1e9, false, "AdamW learning rate")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::weight_decay,
+                      real_key("weight_decay", 1.0, 0, false, 1e6, false, "AdamW decoupled weight decay")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::beta1, real_key("beta1", 0.9, 0, false, 1, true, "AdamW beta1")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::beta2, real_key("beta2", 0.98, 0, false, 1, true, "AdamW beta2")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::eps, real_key("eps", 1e-8, 0, true, 1, false, "AdamW epsilon")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::warmup_steps,
+                      integer_key("warmup_steps", 10, 0, big, "linear warmup: lr*min(step/warmup_steps, 1), step from 0; 0 disables")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::grokfast,
+                      choice_key("grokfast", "none", {"none", "ema", "ma"},
+                                 "Grokfast (Lee et al. 2024): amplify the slow gradient, ema or ma filter; none: off")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::grokfast_alpha,
+                      real_key("grokfast_alpha", 0.98, 0, false, 1, true,
+                               "ema: mu <- alpha*mu + (1-alpha)*g (default of the reference code's modular-arithmetic command, not gradfilter_ema's 0.99)")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::grokfast_lamb,
+                      real_key("grokfast_lamb", 2.0, 0, false, 1e6, false,
+                               "ema, ma: g <- g + lamb*filter (modular-arithmetic command's 2.0, not the signatures' 5.0)")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::grokfast_window,
+                      integer_key("grokfast_window", 100, 1, 100000, "ma: mean of the last window gradients, applied once the window is full")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::orthograd,
+                      bool_key("orthograd", false, "Prieto et al. 2025: per parameter, remove the gradient's component along the weights, keep its norm")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::weight_norm,
+                      choice_key("weight_norm", "free", {"free", "fixed"},
+                                 "fixed: after every step rescale all weights to their total norm at initialisation (Omnigrok)")));
+    f.push_back(typed("optim", &C::optim, &OptimConfig::grad_clip,
+                      real_key("grad_clip", 0.0, 0, false, 1e9, false,
+                               "> 0: scale each model's gradient to at most this total L2 norm before the update (torch's clip_grad_norm_); 0: off")));
+    f.push_back(typed("train", &C::train, &TrainConfig::epochs,
+                      integer_key("epochs", 25000, 1, big, "training epochs (steps, for tasks that draw fresh batches every step)")));
+    f.push_back(typed("train", &C::train, &TrainConfig::batch_size,
+                      integer_key("batch_size", 0, 0, big, "0: full batch (one optimiser step per epoch); else minibatch size (for tasks with fresh batches: the batch drawn each step)")));
+    f.push_back(typed("train", &C::train, &TrainConfig::seed,
+                      integer_key("seed", 999, 0, INT64_MAX, "seed of the initialisation (and of the minibatch order)")));
+    f.push_back(typed("train", &C::train, &TrainConfig::device, device_key()));
+    f.push_back(typed("train", &C::train, &TrainConfig::threads, integer_key("threads", 0, 0, 1024, "CPU threads; 0: all cores")));
+    f.push_back(typed("train", &C::train, &TrainConfig::eval_every,
+                      integer_key("eval_every", 100, 1, big, "epochs between evaluations (a metrics.csv row each)")));
+    f.push_back(typed("train", &C::train, &TrainConfig::checkpoint_every,
+                      integer_key("checkpoint_every", 1000, 1, big, "epochs between checkpoints (one is always written at the end)")));
+    f.push_back(typed("train", &C::train, &TrainConfig::log_every,
+                      integer_key("log_every", 0, 0, big, "epochs between progress lines on stderr; 0: every evaluation")));
+    f.push_back(typed("train", &C::train, &TrainConfig::early_stop_acc,
+                      real_key("early_stop_acc", 0.0, 0, false, 1, false,
+                               "> 0: stop once test accuracy has held >= this for early_stop_hold epochs; 0: off")));
+    f.push_back(typed("train", &C::train, &TrainConfig::early_stop_hold,
+                      integer_key("early_stop_hold", 1000, 0, big, "epochs the early-stop accuracy must hold")));
+    f.push_back(typed("train", &C::train, &TrainConfig::flush_denormal,
+                      bool_key("flush_denormal", true, "CPU: flush denormal floats to zero (keeps full speed after memorisation)")));
+    f.push_back(typed("train", &C::train, &TrainConfig::path,
+                      choice_key("path", "auto", {"auto", "fast", "plain"},
+                                 "training forward: fast uses the task's structure where the model kind has such a path (the one-layer transformer on [a, b, =]: same loss and gradients); plain: the generic forward; auto: fast where there is one")));
+    f.push_back(typed("train", &C::train, &TrainConfig::cuda_graph,
+                      bool_key("cuda_graph", true, "CUDA, full batch: capture one training step in a CUDA graph and replay it (needs a LibTorch with CUDA)")));
+    f.push_back(typed("train", &C::train, &TrainConfig::loss,
+                      choice_key("loss", "softmax", {"softmax", "stablemax", "mse"},
+                                 "cross-entropy of softmax, or of StableMax s(x)=x+1 (x>=0), 1/(1-x) (x<0) (Prieto et al. 2025); mse: mean squared error against the one-hot label (Gromov 2023)")));
+    f.push_back(typed("train", &C::train, &TrainConfig::loss_dtype,
+                      choice_key("loss_dtype", "float64", {"float64", "float32"},
+                                 "precision of the loss and its softmax; float32 is what the paper's code computes")));
+    f.push_back(typed("output", &C::output, &OutputConfig::dir,
+                      text_key("dir", "", "run directory; empty: runs/<config file name without .json>")));
     return f;
   }();
   return fields;
 }
 
-}  // namespace
-
-const std::vector<std::string>& operation_names() {
-  static const std::vector<std::string> ops = {
-      "add", "sub", "mul", "div", "x^2+y^2", "x^2+xy+y^2", "x^2+xy+y^2+x", "x^3+xy", "x^3+xy^2+y", "mixed"};
-  return ops;
+const std::vector<std::string>& section_names() {
+  static const std::vector<std::string> names = {"task", "model", "optim", "train", "output"};
+  return names;
 }
 
-namespace {
 int64_t mod(int64_t x, int64_t p) { return ((x % p) + p) % p; }
+
+// A kind's keys, resolved: every key at its default.
+json kind_defaults(const std::vector<KindKey>& keys) {
+  json out = json::object();
+  for (auto& k : keys) out[k.key] = k.default_value;
+  return out;
+}
+
+// A kind's key, looked up for the typed accessors: a missing one is a programming error.
+const json& kind_value(const json& keys, const std::string& section, const std::string& kind, const std::string& key) {
+  auto it = keys.find(key);
+  if (it == keys.end()) throw std::logic_error(section + ".kind " + kind + " has no key " + key);
+  return *it;
+}
+
+json read_kind_key(const std::vector<KindKey>& keys, const std::string& section, const std::string& kind,
+                   const std::string& k, const json& v) {
+  for (auto& key : keys)
+    if (key.key == k) return key.read(v, "/" + section + "/" + k);
+  throw std::logic_error(section + ".kind " + kind + " has no key " + k);
+}
+
+}  // namespace
+
+bool is_prime(int64_t p) {
+  if (p < 2) return false;
+  for (int64_t d = 2; d * d <= p; ++d)
+    if (p % d == 0) return false;
+  return true;
+}
+
 int64_t pow_mod(int64_t b, int64_t e, int64_t p) {
   int64_t r = 1 % p;
   b = mod(b, p);
@@ -227,27 +172,38 @@ int64_t pow_mod(int64_t b, int64_t e, int64_t p) {
     if (e & 1) r = r * b % p;
   return r;
 }
-bool is_prime(int64_t p) {
-  if (p < 2) return false;
-  for (int64_t d = 2; d * d <= p; ++d)
-    if (p % d == 0) return false;
-  return true;
-}
-}  // namespace
 
-int64_t apply_operation(const std::string& op, int64_t a, int64_t b, int64_t p) {
-  if (op == "add") return mod(a + b, p);
-  if (op == "sub") return mod(a - b, p);
-  if (op == "mul") return mod(a * b, p);
-  if (op == "div") return b == 0 ? -1 : mod(a * pow_mod(b, p - 2, p), p);  // Fermat inverse, p prime
-  if (op == "x^2+y^2") return mod(a * a + b * b, p);
-  if (op == "x^2+xy+y^2") return mod(a * a + a * b + b * b, p);
-  if (op == "x^2+xy+y^2+x") return mod(a * a + a * b + b * b + a, p);
-  if (op == "x^3+xy") return mod(a * a % p * a + a * b, p);
-  if (op == "x^3+xy^2+y") return mod(a * a % p * a + a * (b * b % p) + b, p);
-  if (op == "mixed")  // Power et al.: x/y if y is odd, else x-y
-    return b % 2 == 1 ? mod(a * pow_mod(b, p - 2, p), p) : mod(a - b, p);
-  throw UsageError("unknown operation '" + op + "'");
+TaskConfig::TaskConfig() : keys(kind_defaults(find_task_kind(kind).keys)) {}
+int64_t TaskConfig::integer(const std::string& k) const { return kind_value(keys, "task", kind, k).get<int64_t>(); }
+double TaskConfig::real(const std::string& k) const { return kind_value(keys, "task", kind, k).get<double>(); }
+const std::string& TaskConfig::text(const std::string& k) const {
+  return kind_value(keys, "task", kind, k).get_ref<const std::string&>();
+}
+bool TaskConfig::flag(const std::string& k) const { return kind_value(keys, "task", kind, k).get<bool>(); }
+std::vector<int64_t> TaskConfig::integers(const std::string& k) const {
+  return kind_value(keys, "task", kind, k).get<std::vector<int64_t>>();
+}
+std::vector<double> TaskConfig::reals(const std::string& k) const {
+  return kind_value(keys, "task", kind, k).get<std::vector<double>>();
+}
+TaskConfig& TaskConfig::set(const std::string& k, const json& v) {
+  keys[k] = read_kind_key(find_task_kind(kind).keys, "task", kind, k, v);
+  return *this;
+}
+
+ModelConfig::ModelConfig() : keys(kind_defaults(find_model_kind(kind).keys)) {}
+int64_t ModelConfig::integer(const std::string& k) const { return kind_value(keys, "model", kind, k).get<int64_t>(); }
+double ModelConfig::real(const std::string& k) const { return kind_value(keys, "model", kind, k).get<double>(); }
+const std::string& ModelConfig::text(const std::string& k) const {
+  return kind_value(keys, "model", kind, k).get_ref<const std::string&>();
+}
+bool ModelConfig::flag(const std::string& k) const { return kind_value(keys, "model", kind, k).get<bool>(); }
+std::vector<int64_t> ModelConfig::integers(const std::string& k) const {
+  return kind_value(keys, "model", kind, k).get<std::vector<int64_t>>();
+}
+ModelConfig& ModelConfig::set(const std::string& k, const json& v) {
+  keys[k] = read_kind_key(find_model_kind(kind).keys, "model", kind, k, v);
+  return *this;
 }
 
 // Configs and sweep files may be regular files or come through a pipe (`<(jq ...)`,
@@ -313,8 +269,131 @@ json parse_json_strict(const std::string& text, const std::string& origin) {
 }
 
 namespace {
+
+// A value as the user wrote it, cut short: an error quotes at most a short prefix of any input.
+// Invalid UTF-8 (a --set value is any bytes) is shown replaced, not thrown by dump().
+std::string shown(const json& v) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+}
+std::string shown_text(const std::string& s) { return s.size() > 40 ? s.substr(0, 37) + "..." : s; }
+
+[[noreturn]] void fail(const std::string& where, const std::string& what, const json& got) {
+  throw UsageError(where + ": " + what + " (got " + shown(got) + ")");
+}
+
+// Where dump() with U+FFFD for bad bytes and dump() dropping them agree, there were none.
+bool valid_utf8(const std::string& s) {
+  const json j(s);
+  return j.dump(-1, ' ', false, json::error_handler_t::replace) == j.dump(-1, ' ', false, json::error_handler_t::ignore);
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+const std::vector<KindKey>& kind_keys(const std::string& section, const std::string& kind) {
+  return section == "task" ? find_task_kind(kind, "/task/kind").keys : find_model_kind(kind, "/model/kind").keys;
+}
+
+// The kind of another name that has `key`, for the refusal of a key that belongs to another kind.
+std::string kind_with_key(const std::string& section, const std::string& key) {
+  auto search = [&](const auto& kinds) -> std::string {
+    for (auto* k : kinds)
+      for (auto& kk : k->keys)
+        if (kk.key == key) return k->name;
+    return "";
+  };
+  return section == "task" ? search(task_kinds()) : search(model_kinds());
+}
+
+// A task or model section: its kind first (it decides which keys the section may hold), then
+// the typed keys every kind has and the kind's own.
+void read_kind_section(Config& c, const std::string& section, const json& body, const std::string& origin) {
+  std::string& kind = section == "task" ? c.task.kind : c.model.kind;
+  json& keys = section == "task" ? c.task.keys : c.model.keys;
+  if (body.contains("kind")) {
+    const json& v = body["kind"];
+    if (!v.is_string()) fail(origin + ": /" + section + "/kind", "must be a string", v);
+    kind = v.get<std::string>();
+  }
+  try {
+    (void)kind_keys(section, kind);
+  } catch (const UsageError& e) {
+    throw UsageError(origin + ": " + e.what());
+  }
+  keys = kind_defaults(kind_keys(section, kind));
+  const auto& fields = schema();
+  for (auto& item : body.items()) {
+    const std::string& key = item.key();
+    const json& value = item.value();
+    if (key == "kind") continue;
+    const std::string where = origin + ": /" + section + "/" + key;
+    auto typed_field = std::find_if(fields.begin(), fields.end(),
+                                    [&](const Field& f) { return f.section == section && f.spec.key == key; });
+    if (typed_field != fields.end()) {
+      typed_field->set(c, typed_field->spec.read(value, where));
+      continue;
+    }
+    const auto& own_keys = kind_keys(section, kind);
+    auto it = std::find_if(own_keys.begin(), own_keys.end(), [&](const KindKey& k) { return k.key == key; });
+    if (it != own_keys.end()) {
+      keys[key] = it->read(value, where);
+      continue;
+    }
+    const std::string other = kind_with_key(section, key);
+    if (!other.empty())
+      throw UsageError(where + ": belongs to " + section + ".kind \"" + other + "\"; this config's " + section +
+                       ".kind is \"" + kind + "\"");
+    std::vector<std::string> allowed = {"kind"};
+    for (auto& f : fields)
+      if (f.section == section) allowed.push_back(f.spec.key);
+    for (auto& k : own_keys) allowed.push_back(k.key);
+    throw UsageError(where + ": unknown key; allowed in " + section + " with " + section + ".kind \"" + kind +
+                     "\": " + join(allowed));
+  }
+}
+
 // Each field read and checked on its own (type, range); the checks across fields are validate()'s.
-Config read_fields(const json& j, const std::string& origin);
+Config read_fields(const json& j, const std::string& origin) {
+  if (!j.is_object()) fail(origin + ": /", "the config must be a JSON object", j);
+  Config c;
+  const auto& fields = schema();
+  const auto& sections = section_names();
+  // The kinds first, whatever the order of the sections in the file.
+  for (const std::string section : {"task", "model"})
+    if (j.contains(section)) {
+      if (!j[section].is_object()) fail(origin + ": /" + section, "must be an object", j[section]);
+      read_kind_section(c, section, j[section], origin);
+    }
+  for (auto& section_item : j.items()) {
+    // Named, not structured bindings: clang before 16 cannot capture those in the lambdas below.
+    const std::string& section = section_item.key();
+    const json& body = section_item.value();
+    if (std::find(sections.begin(), sections.end(), section) == sections.end())
+      fail(origin + ": /" + section, "unknown section; allowed: " + join(sections), json(section));
+    if (!body.is_object()) fail(origin + ": /" + section, "must be an object", body);
+    if (section == "task" || section == "model") continue;
+    for (auto& key_item : body.items()) {
+      const std::string& key = key_item.key();
+      const json& value = key_item.value();
+      auto it = std::find_if(fields.begin(), fields.end(),
+                             [&](const Field& f) { return f.section == section && f.spec.key == key; });
+      if (it == fields.end()) {
+        std::vector<std::string> allowed;
+        for (auto& f : fields)
+          if (f.section == section) allowed.push_back(f.spec.key);
+        throw UsageError(origin + ": /" + section + "/" + key + ": unknown key; allowed in " + section + ": " +
+                         join(allowed));
+      }
+      it->set(c, it->spec.read(value, origin + ": " + it->pointer()));
+    }
+  }
+  return c;
+}
+
 }  // namespace
 
 Config config_from_json(const json& j, const std::string& origin) {
@@ -323,54 +402,39 @@ Config config_from_json(const json& j, const std::string& origin) {
   return c;
 }
 
-namespace {
-Config read_fields(const json& j, const std::string& origin) {
-  if (!j.is_object()) fail(origin + ": /", "the config must be a JSON object", j);
-  Config c;
-  const auto& fields = schema();
-  for (auto& section_item : j.items()) {
-    // Named, not structured bindings: clang before 16 cannot capture those in the lambdas below.
-    const std::string& section = section_item.key();
-    const json& body = section_item.value();
-    bool known = std::any_of(fields.begin(), fields.end(), [&](const Field& f) { return f.section == section; });
-    if (!known)
-      fail(origin + ": /" + section, "unknown section; allowed: task, model, optim, train, output", json(section));
-    if (!body.is_object()) fail(origin + ": /" + section, "must be an object", body);
-    for (auto& key_item : body.items()) {
-      const std::string& key = key_item.key();
-      const json& value = key_item.value();
-      auto it = std::find_if(fields.begin(), fields.end(),
-                             [&](const Field& f) { return f.section == section && f.key == key; });
-      if (it == fields.end()) {
-        std::string allowed;
-        for (auto& f : fields)
-          if (f.section == section) allowed += (allowed.empty() ? "" : ", ") + f.key;
-        throw UsageError(origin + ": /" + section + "/" + key + ": unknown key; allowed in " + section + ": " + allowed);
-      }
-      it->read(c, value, origin + ": " + it->pointer());
-    }
-  }
-  return c;
-}
-}  // namespace
-
 void validate(const Config& c, const std::string& origin) {
   auto bad = [&](const std::string& ptr, const std::string& what) { throw UsageError(origin + ": " + ptr + ": " + what); };
-  if (c.model.n_heads * c.model.d_head != c.model.d_model)
-    bad("/model/d_model", "must equal n_heads*d_head = " + std::to_string(c.model.n_heads) + "*" +
-                              std::to_string(c.model.d_head) + " (got " + std::to_string(c.model.d_model) + ")");
-  const auto& op = c.task.operation;
-  if ((op == "div" || op == "mixed") && !is_prime(c.task.p))
-    bad("/task/p", "must be prime for operation '" + op + "' (got " + std::to_string(c.task.p) + ")");
-  const int64_t pairs = (op == "div") ? c.task.p * (c.task.p - 1) : c.task.p * c.task.p;
-  const auto n_train = static_cast<int64_t>(std::floor(c.task.frac_train * double(pairs)));
-  if (n_train < 1 || n_train >= pairs)
-    bad("/task/frac_train", "leaves an empty train or test set: " + std::to_string(n_train) + " of " +
-                                std::to_string(pairs) + " pairs (got " + format_number(c.task.frac_train, "%g") + ")");
-  if (c.train.batch_size > n_train)
-    bad("/train/batch_size", "must be 0 (full batch) or at most the " + std::to_string(n_train) +
+  const TaskKind& task = find_task_kind(c.task.kind);
+  const ModelKind& model = find_model_kind(c.model.kind);
+  task.validate(c, origin);
+  const TaskShape shape = task.shape(c.task);
+  model.validate(c, shape, origin);
+
+  // ---- the training loop against the task's shape ----
+  if (shape.fresh_batches) {
+    if (c.train.batch_size == 0)
+      bad("/train/batch_size", "task.kind \"" + c.task.kind +
+                                   "\" draws a fresh batch every step: give its size (> 0; got 0, the full batch of a fixed split)");
+  } else if (c.train.batch_size > shape.train_examples) {
+    bad("/train/batch_size", "must be 0 (full batch) or at most the " + std::to_string(shape.train_examples) +
                                  " training pairs (a batch is drawn from them without repeats; got " +
                                  std::to_string(c.train.batch_size) + ")");
+  }
+  if (!shape.has_accuracy()) {
+    if (c.train.early_stop_acc > 0)
+      bad("/train/early_stop_acc", "task.kind \"" + c.task.kind + "\" has no accuracy to stop on; leave it 0 (got " +
+                                       format_number(c.train.early_stop_acc, "%g") + ")");
+    if (c.train.loss != "softmax" || c.train.loss_dtype != "float64")
+      bad("/train/" + std::string(c.train.loss != "softmax" ? "loss" : "loss_dtype"),
+          "task.kind \"" + c.task.kind +
+              "\" trains on its own loss (the importance-weighted squared error); leave train.loss and train.loss_dtype at their defaults");
+  }
+  if (c.train.path == "fast" && !model.has_fast_path(c, shape))
+    bad("/train/path", "model.kind \"" + c.model.kind + "\" has no fast path for this task and model (it needs " +
+                           (c.model.kind == "transformer" ? std::string("one layer, no LayerNorm and [a, b, =] inputs")
+                                                          : std::string("a kind that has one")) +
+                           "); use auto or plain");
+
   // A Grokfast parameter changed from its default for a filter that does not use it is a mistake
   // (compared with the defaults, not with the keys given: a resolved config lists every key).
   const OptimConfig d;
@@ -381,24 +445,61 @@ void validate(const Config& c, const std::string& origin) {
     bad("/optim/grokfast_alpha", "is used only with optim.grokfast \"ema\" (grokfast is \"" + o.grokfast + "\")");
   if (o.grokfast == "none" && o.grokfast_lamb != d.grokfast_lamb)
     bad("/optim/grokfast_lamb", "is used only with optim.grokfast \"ema\" or \"ma\" (grokfast is \"none\")");
-  // Refuse before allocating: the evaluation holds a [pairs, d_mlp] float activation.
-  const double bytes = double(pairs) * double(std::max(c.model.d_mlp, c.task.p)) * 4.0 * 3.0;
+
+  // ---- limits, before anything is allocated ----
+  const double bytes = double(shape.eval_examples) * model.activation_floats(c, shape) * 4.0;
   if (bytes > 16e9)
-    bad("/task/p", "too large: evaluating all " + std::to_string(pairs) + " pairs at once holds about " +
-                       format_number(bytes / 1e9, "%g") + " GB of activations, at most 16 GB allowed (got " +
-                       std::to_string(c.task.p) + ")");
-  const double params = double(c.model.d_model) * double(4 * c.model.d_model + 2 * c.model.d_mlp + 2 * c.task.p + 4);
+    bad("/task/" + task.size_key, "too large: evaluating all " + std::to_string(shape.eval_examples) +
+                                      " examples at once holds about " + format_number(bytes / 1e9, "%g") +
+                                      " GB of activations, at most 16 GB allowed (got " +
+                                      shown(c.task.keys.value(task.size_key, json())) + ")");
+  const double params = model.n_params(c, shape);
   if (params > 3e8)
-    bad("/model/d_model", "model too large: " + format_number(params, "%g") +
-                              " parameters, at most 3e8 (a checkpoint holds 12 bytes a parameter with the Adam moments, "
-                              "and checkpoints stay under the 4 GiB of a plain zip, which load_checkpoint checks)");
+    bad("/model/" + model.keys.front().key,
+        "model too large: " + format_number(params, "%g") +
+            " parameters, at most 3e8 (a checkpoint holds 12 bytes a parameter with the Adam moments, "
+            "and checkpoints stay under the 4 GiB of a plain zip, which load_checkpoint checks)");
 }
 
 json config_to_json(const Config& c) {
   json j = json::object();
-  for (auto& f : schema()) j[f.section][f.key] = f.write(c);
+  j["task"] = c.task.keys;
+  j["task"]["kind"] = c.task.kind;
+  j["model"] = c.model.keys;
+  j["model"]["kind"] = c.model.kind;
+  for (auto& f : schema()) j[f.section][f.spec.key] = f.get(c);
   return j;
 }
+
+namespace {
+// --set section.kind=NEW on a config whose section holds its old kind's keys (a resolved config
+// lists every key): the old kind's keys that stand at their defaults go; any other stays and is
+// refused as belonging to the old kind, since dropping it would lose what the user set.
+void switch_kind(json& j, const std::string& section, const json& new_kind) {
+  if (!j.contains(section) || !j[section].is_object() || !new_kind.is_string()) return;
+  json& body = j[section];
+  const std::string old_kind = body.value("kind", section == "task" ? std::string("modular") : std::string("transformer"));
+  if (old_kind == new_kind.get<std::string>()) return;
+  const std::vector<KindKey>* old_keys = nullptr;
+  const std::vector<KindKey>* new_keys = nullptr;
+  if (section == "task") {
+    for (auto* k : task_kinds()) {
+      if (k->name == old_kind) old_keys = &k->keys;
+      if (k->name == new_kind.get<std::string>()) new_keys = &k->keys;
+    }
+  } else {
+    for (auto* k : model_kinds()) {
+      if (k->name == old_kind) old_keys = &k->keys;
+      if (k->name == new_kind.get<std::string>()) new_keys = &k->keys;
+    }
+  }
+  if (!old_keys || !new_keys) return;  // an unknown kind: reading the config says so
+  for (auto& k : *old_keys) {
+    const bool shared = std::any_of(new_keys->begin(), new_keys->end(), [&](const KindKey& n) { return n.key == k.key; });
+    if (!shared && body.contains(k.key) && body[k.key] == k.default_value) body.erase(k.key);
+  }
+}
+}  // namespace
 
 Config parse_config(const std::string& text, const std::string& origin, const std::vector<std::string>& sets) {
   json j = parse_json_strict(text, origin);
@@ -408,29 +509,29 @@ Config parse_config(const std::string& text, const std::string& origin, const st
     // Keys and values become JSON strings, which hold UTF-8 only (config.json is written with
     // them): found by fuzz_set, an invalid byte made dump() throw nlohmann's raw type_error.
     if (!valid_utf8(s)) throw UsageError("--set " + shown(json(s)) + ": not valid UTF-8 text");
+    const std::string name = "--set " + shown_text(s);
     auto eq = s.find('=');
     auto dot = s.find('.');
     if (eq == std::string::npos || dot == std::string::npos || dot > eq)
-      throw UsageError("--set " + s + ": expected section.key=value, e.g. --set task.p=53");
+      throw UsageError(name + ": expected section.key=value, e.g. --set task.p=53");
     std::string section = s.substr(0, dot), key = s.substr(dot + 1, eq - dot - 1), text_value = s.substr(eq + 1);
-    check_json_depth(text_value, "--set " + s);
+    check_json_depth(text_value, name);
     json value;
     try {
       value = json::parse(text_value);
     } catch (const json::parse_error&) {
       value = text_value;  // bare words are strings: --set train.device=cpu
     } catch (const json::exception&) {  // 1e999: valid JSON syntax, no double holds it
-      throw UsageError("--set " + s + ": /" + section + "/" + key + ": number out of range (got " +
-                       (text_value.size() > 40 ? text_value.substr(0, 37) + "..." : text_value) + ")");
+      throw UsageError(name + ": /" + shown_text(section) + "/" + shown_text(key) + ": number out of range (got " +
+                       shown_text(text_value) + ")");
     }
-    json one = config_to_json(c);
-    if (!one.contains(section) || !one[section].is_object() || !one[section].contains(key)) {
-      json probe = json::object();
-      probe[section][key] = value;
-      config_from_json(probe, "--set " + s);  // throws the unknown-key message
-    }
-    one[section][key] = value;
-    c = read_fields(one, "--set " + s);
+    // Applied to the config as given (not as resolved), so that a key the file left out stays
+    // out when the section's kind changes.
+    if (key == "kind") switch_kind(j, section, value);
+    if (!j.contains(section)) j[section] = json::object();
+    if (!j[section].is_object()) fail(name + ": /" + shown_text(section), "must be an object", j[section]);
+    j[section][key] = value;
+    c = read_fields(j, name);
   }
   // The checks across fields once every --set is in: --set model.d_head=64 --set
   // model.d_model=256 is one change, not an invalid state on the way.
@@ -453,7 +554,21 @@ Config load_config(const std::string& path, const std::vector<std::string>& sets
 std::vector<KeyDoc> config_docs() {
   std::vector<KeyDoc> out;
   Config def;
-  for (auto& f : schema()) out.push_back({f.section + "." + f.key, f.write(def).dump(), f.doc});
+  auto typed_of = [&](const std::string& section) {
+    for (auto& f : schema())
+      if (f.section == section) out.push_back({f.section + "." + f.spec.key, f.get(def).dump(), f.spec.doc, ""});
+  };
+  out.push_back({"task.kind", json(def.task.kind).dump(), "the task: " + task_kind_names(), ""});
+  typed_of("task");
+  for (auto* k : task_kinds())
+    for (auto& key : k->keys)
+      out.push_back({"task." + key.key, key.default_value.dump(), key.doc, "task.kind " + k->name});
+  out.push_back({"model.kind", json(def.model.kind).dump(), "the model: " + model_kind_names(), ""});
+  typed_of("model");
+  for (auto* k : model_kinds())
+    for (auto& key : k->keys)
+      out.push_back({"model." + key.key, key.default_value.dump(), key.doc, "model.kind " + k->name});
+  for (const std::string section : {"optim", "train", "output"}) typed_of(section);
   return out;
 }
 
@@ -465,9 +580,15 @@ const std::vector<std::string>& pack_varying_keys() {
   return keys;
 }
 
+std::vector<std::string> pack_varying_keys(const Config& c) {
+  std::vector<std::string> keys = pack_varying_keys();
+  for (auto& k : find_task_kind(c.task.kind).pack_varying) keys.push_back("task." + k);
+  return keys;
+}
+
 std::string pack_key(const Config& c) {
   nlohmann::json j = config_to_json(c);
-  for (auto& key : pack_varying_keys()) {
+  for (auto& key : pack_varying_keys(c)) {
     const auto dot = key.find('.');
     j[key.substr(0, dot)].erase(key.substr(dot + 1));
   }

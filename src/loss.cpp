@@ -1,10 +1,12 @@
-// The losses of the model's logits, and the gradients of one step.
+// The losses of the model's outputs, and the gradients of one step.
 #include "grokking/model.hpp"
+
+#include <limits>
 
 namespace grokking {
 
 LossSpec LossSpec::of(const TrainConfig& train) {
-  return {train.loss == "stablemax", train.loss_dtype == "float32" ? torch::kFloat32 : torch::kFloat64};
+  return {train.loss == "stablemax", train.loss == "mse", train.loss_dtype == "float32" ? torch::kFloat32 : torch::kFloat64};
 }
 
 torch::Tensor log_probs(const torch::Tensor& logits, const LossSpec& spec) {
@@ -16,8 +18,14 @@ torch::Tensor log_probs(const torch::Tensor& logits, const LossSpec& spec) {
 }
 
 namespace {
-// -log p(label) of every pair: [N] for logits [N, P], [S, N] for [S, N, P].
+// The loss of every example: [N] for logits [N, C], [S, N] for [S, N, C]. Cross-entropy, or for
+// mse the squared error against the one-hot label averaged over the classes (torch's MSELoss).
 torch::Tensor loss_terms(const torch::Tensor& logits, const torch::Tensor& labels, const LossSpec& spec) {
+  if (spec.mse) {
+    auto x = logits.to(spec.dtype);
+    auto target = torch::nn::functional::one_hot(labels, logits.size(-1)).to(spec.dtype);
+    return (x - target).pow(2).mean(-1);
+  }
   auto logp = log_probs(logits, spec);
   if (logits.dim() == 2) return -logp.gather(1, labels.unsqueeze(1)).squeeze(1);
   auto idx = labels.view({1, -1, 1}).expand({logits.size(0), labels.size(0), 1});
@@ -42,15 +50,75 @@ torch::Tensor replica_accuracies(const torch::Tensor& logits, const torch::Tenso
   return logits.argmax(-1).eq(labels.unsqueeze(0)).to(torch::kFloat64).mean(1);
 }
 
-torch::Tensor replica_collapse(const torch::Tensor& logits, const torch::Tensor& labels, const LossSpec& spec) {
+torch::Tensor replica_zero_terms(const torch::Tensor& logits, const torch::Tensor& labels, const LossSpec& spec) {
   return loss_terms(logits, labels, spec).eq(0).to(torch::kFloat64).mean(1);
 }
 
-torch::Tensor forward_backward(Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast) {
+torch::Tensor replica_softmax_collapse(const torch::Tensor& logits, const LossSpec& spec) {
+  auto x = logits.to(spec.dtype);
+  auto sum = (x - std::get<0>(x.max(-1, /*keepdim=*/true))).exp().sum(-1);  // [S, N]
+  return sum.eq(1).to(torch::kFloat64).mean(1);
+}
+
+namespace {
+// A sequence's scored positions as examples: outputs [S, N, T, C], labels [N, T] (-1: not
+// scored) -> [S, M, C] and [M].
+std::pair<torch::Tensor, torch::Tensor> scored(const torch::Tensor& outputs, const torch::Tensor& labels) {
+  auto flat_labels = labels.reshape({-1});
+  auto idx = (flat_labels >= 0).nonzero().squeeze(1);
+  auto out = outputs.reshape({outputs.size(0), -1, outputs.size(-1)}).index_select(1, idx);
+  return {out, flat_labels.index_select(0, idx)};
+}
+
+// Reconstruction: per replica, the batch mean of sum_i I_i (x_i - x'_i)^2 (Elhage et al. 2022), [S].
+torch::Tensor reconstruction_losses(const torch::Tensor& outputs, const Batch& b) {
+  return ((b.y - outputs).pow(2) * b.weight.unsqueeze(1)).sum(-1).mean(1).to(torch::kFloat64);
+}
+}  // namespace
+
+torch::Tensor batch_loss(const torch::Tensor& outputs, const Batch& batch, const TaskShape& shape, const LossSpec& spec) {
+  switch (shape.target) {
+    case TaskShape::Target::last:
+      // One model: the loss as it always was computed (2-D logits), bit for bit.
+      if (outputs.size(0) == 1) return loss_fn(outputs.squeeze(0), batch.y, spec);
+      return loss_fn(outputs, batch.y, spec);
+    case TaskShape::Target::sequence: {
+      auto [out, labels] = scored(outputs, batch.y);
+      return replica_losses(out, labels, spec).sum();
+    }
+    case TaskShape::Target::reconstruct:
+      return reconstruction_losses(outputs, batch).sum();
+  }
+  throw std::logic_error("batch_loss: unknown target");
+}
+
+ReplicaMeasures batch_measures(const torch::Tensor& outputs, const Batch& batch, const TaskShape& shape,
+                               const LossSpec& spec) {
+  ReplicaMeasures m;
+  if (shape.target == TaskShape::Target::reconstruct) {
+    m.loss = reconstruction_losses(outputs, batch);
+    m.acc = torch::full_like(m.loss, std::numeric_limits<double>::quiet_NaN());
+    m.zero_terms = m.collapse = torch::zeros_like(m.loss);
+    return m;
+  }
+  torch::Tensor out = outputs, labels = batch.y;
+  if (shape.target == TaskShape::Target::sequence) std::tie(out, labels) = scored(outputs, batch.y);
+  m.loss = replica_losses(out, labels, spec);
+  m.acc = replica_accuracies(out, labels);
+  m.zero_terms = replica_zero_terms(out, labels, spec);
+  m.collapse = replica_softmax_collapse(out, spec);
+  return m;
+}
+
+torch::Tensor forward_backward(Model& model, const Batch& batch, bool fast) {
   model.flat_grad().zero_();
-  auto loss = loss_fn(fast ? model.forward_fast(x) : model.forward(x), y, LossSpec::of(model.config().train));
+  auto loss = batch_loss(model.outputs(batch.x, fast), batch, model.shape(), LossSpec::of(model.config().train));
   loss.backward();
   return loss;
+}
+
+torch::Tensor forward_backward(Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast) {
+  return forward_backward(model, Batch{x, y, {}}, fast);
 }
 
 }  // namespace grokking

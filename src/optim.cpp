@@ -11,19 +11,23 @@ FlatAdamW::FlatAdamW(torch::Tensor param, torch::Tensor grad, const OptimConfig&
     : param_(std::move(param)), grad_(std::move(grad)), opt_(opt) {
   exp_avg_ = torch::zeros_like(param_);
   exp_avg_sq_ = torch::zeros_like(param_);
-  if (opt_.grokfast == "ma") window_ = torch::zeros({opt_.grokfast_window, param_.numel()}, param_.options());
+  set_layout({{0, param_.numel()}}, 1);
 }
 
 FlatAdamW::FlatAdamW(Model& model, const OptimConfig& opt) : FlatAdamW(model.flat(), model.flat_grad(), opt) {
-  blocks_ = model.param_blocks();
-  replicas_ = model.replicas();
-  if (opt_.weight_norm == "fixed") {
-    // The total norm at initialisation, per replica (the weights the optimiser starts from; a
-    // resumed run gets its target back from the checkpoint).
-    torch::NoGradGuard no_grad;
-    norm_target_ = replica_norms();
-  }
+  set_layout(model.param_blocks(), model.replicas());
 }
+
+FlatAdamW::~FlatAdamW() = default;
+
+void FlatAdamW::set_layout(std::vector<ParamBlock> blocks, int64_t replicas) {
+  blocks_ = std::move(blocks);
+  replicas_ = replicas;
+  auto v = view();
+  interventions_ = make_interventions(opt_, v);
+}
+
+FlatView FlatAdamW::view() const { return FlatView{param_, grad_, blocks_, replicas_}; }
 
 FlatAdamW::FlatAdamW(Model& model, const OptimConfig& opt, const std::vector<OptimConfig>& per_replica)
     : FlatAdamW(model, opt) {
@@ -62,59 +66,8 @@ torch::Tensor FlatAdamW::spread(const torch::Tensor& per_replica) const {
   return per_replica.to(param_.scalar_type()).index_select(0, replica_of_);
 }
 
-torch::Tensor FlatAdamW::replica_norms() const {
-  auto sq = torch::zeros({replicas_}, param_.options().dtype(torch::kFloat64));
-  for (auto& b : blocks_)
-    sq += param_.narrow(0, b.offset, replicas_ * b.numel).view({replicas_, b.numel}).to(torch::kFloat64).pow(2).sum(1);
-  return sq.sqrt();
-}
 
-bool FlatAdamW::has_interventions() const {
-  return opt_.grokfast != "none" || opt_.orthograd || opt_.weight_norm != "free";
-}
 
-torch::Tensor FlatAdamW::replica_part(const torch::Tensor& flat, int64_t r) const {
-  return replicas_ == 1 ? flat : grokking::replica_part(flat, blocks_, r);
-}
-
-// Grokfast's gradfilter_ema / gradfilter_ma (warmup=True), step for step: the EMA starts at the
-// first gradient (their first call sets mu = g, then mu = mu*alpha + g*(1 - alpha)); the window
-// mean is added only once the window is full. One deviation: the window is summed by a tensor
-// reduction, not in arrival order (float rounding only).
-void FlatAdamW::grokfast_filter() {
-  if (opt_.grokfast == "ema") {
-    if (!ema_.defined()) ema_ = grad_.clone();
-    ema_.mul_(opt_.grokfast_alpha).add_(grad_ * (1 - opt_.grokfast_alpha));
-    grad_.add_(ema_ * opt_.grokfast_lamb);
-  } else if (opt_.grokfast == "ma") {
-    window_[window_next_].copy_(grad_);
-    window_next_ = (window_next_ + 1) % opt_.grokfast_window;
-    window_count_ = std::min(window_count_ + 1, opt_.grokfast_window);
-    if (window_count_ == opt_.grokfast_window) grad_.add_(window_.sum(0) / double(opt_.grokfast_window) * opt_.grokfast_lamb);
-  }
-}
-
-// Prieto et al.'s OrthoGrad, per parameter tensor (and per replica): w = p.view(-1), g likewise;
-// g_orth = g - (w.g / (w.w + 1e-30)) w; g <- g_orth * |g| / (|g_orth| + 1e-30).
-void FlatAdamW::orthogonalise() {
-  const auto blocks = blocks_.empty() ? std::vector<ParamBlock>{{0, param_.numel()}} : blocks_;
-  const int64_t S = blocks_.empty() ? 1 : replicas_;
-  for (auto& b : blocks) {
-    auto w = param_.narrow(0, b.offset, S * b.numel).view({S, b.numel});
-    auto g = grad_.narrow(0, b.offset, S * b.numel).view({S, b.numel});
-    auto proj = (w * g).sum(1, true) / ((w * w).sum(1, true) + 1e-30);
-    auto g_orth = g - w * proj;
-    auto scale = g.norm(2, {1}, true) / (g_orth.norm(2, {1}, true) + 1e-30);
-    g.copy_(g_orth * scale);
-  }
-}
-
-// Omnigrok's constrained training: after the update, every replica's weights together are
-// rescaled to their total norm at initialisation.
-void FlatAdamW::fix_weight_norm() {
-  auto factor = (norm_target_ / replica_norms()).to(param_.scalar_type()).unsqueeze(1);  // [S, 1]
-  for (auto& b : blocks_) param_.narrow(0, b.offset, replicas_ * b.numel).view({replicas_, b.numel}).mul_(factor);
-}
 
 double FlatAdamW::scheduled_lr() const { return lr_at(0, step_); }
 
@@ -138,8 +91,8 @@ void FlatAdamW::update_per_replica(const torch::Tensor& factor, const torch::Ten
 
 void FlatAdamW::step(double lr) {
   torch::NoGradGuard no_grad;
-  if (opt_.grokfast != "none") grokfast_filter();
-  if (opt_.orthograd) orthogonalise();
+  auto v = view();
+  for (auto& i : interventions_) i->before_update(v);
   ++step_;
   // step_on_device() goes on from the host's count, in place: a captured graph keeps its address.
   if (device_step_.defined()) device_step_.fill_(double(step_));
@@ -148,7 +101,7 @@ void FlatAdamW::step(double lr) {
     const double factor = per_replica_[0].lr > 0 ? lr / per_replica_[0].lr : 0.0;
     update_per_replica(torch::full({}, factor, lr_s_.options()), 1 - torch::pow(beta1_s_, double(step_)),
                        1 - torch::pow(beta2_s_, double(step_)));
-    if (norm_target_.defined()) fix_weight_norm();
+    for (auto& i : interventions_) i->after_update(v);
     return;
   }
   // The arithmetic and order of torch::optim::AdamW (tested to be bit-identical).
@@ -159,7 +112,7 @@ void FlatAdamW::step(double lr) {
   exp_avg_sq_.mul_(opt_.beta2).addcmul_(grad_, grad_, 1 - opt_.beta2);
   auto denom = (exp_avg_sq_.sqrt() / std::sqrt(bias_correction2)).add_(opt_.eps);
   param_.addcdiv_(exp_avg_, denom, -lr / bias_correction1);
-  if (norm_target_.defined()) fix_weight_norm();
+  for (auto& i : interventions_) i->after_update(v);
 }
 
 void FlatAdamW::step_on_device() {
@@ -195,47 +148,29 @@ void FlatAdamW::set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64
 void FlatAdamW::set_state(const OptimState& st) {
   torch::NoGradGuard no_grad;
   set_state(st.exp_avg, st.exp_avg_sq, st.step);
-  auto find = [&](const std::string& name, std::vector<int64_t> shape) -> torch::Tensor {
-    for (auto& [n, t] : st.extra)
-      if (n == name) {
-        if (t.sizes().vec() != shape)
-          throw RunError("optimizer state " + name + " has shape " + format_shape(t.sizes().vec()) + ", expected " +
-                         format_shape(shape));
-        return t;
-      }
-    throw RunError("optimizer state has no " + name + " (written without optim." +
-                   (name.rfind("grokfast", 0) == 0 ? std::string("grokfast") : std::string("weight_norm")) + "?)");
-  };
-  if (opt_.grokfast == "ema" && step_ > 0) ema_ = find("grokfast_ema", {param_.numel()}).to(param_.device()).clone();
-  if (opt_.grokfast == "ma") {
-    window_.copy_(find("grokfast_ma", {opt_.grokfast_window, param_.numel()}));
-    window_next_ = find("grokfast_ma_next", {}).item<int64_t>();
-    window_count_ = find("grokfast_ma_count", {}).item<int64_t>();
-  }
-  if (norm_target_.defined()) norm_target_.copy_(find("weight_norm_target", {replicas_}));
+  auto v = view();
+  for (auto& i : interventions_) i->load(st, v);
 }
 
 OptimState FlatAdamW::state() const { return state(-1); }
 
 OptimState FlatAdamW::state(int64_t r) const {
-  auto part = [&](const torch::Tensor& t) { return r < 0 ? t : replica_part(t, r); };
+  auto part = [&](const torch::Tensor& t) { return r < 0 || replicas_ == 1 ? t : replica_part(t, blocks_, r); };
   OptimState st{part(exp_avg_), part(exp_avg_sq_), step_, {}};
-  if (ema_.defined()) st.extra.emplace_back("grokfast_ema", part(ema_));
-  if (window_.defined()) {
-    st.extra.emplace_back("grokfast_ma", part(window_));
-    st.extra.emplace_back("grokfast_ma_next", torch::scalar_tensor(window_next_, torch::kInt64));
-    st.extra.emplace_back("grokfast_ma_count", torch::scalar_tensor(window_count_, torch::kInt64));
-  }
-  if (norm_target_.defined())
-    st.extra.emplace_back("weight_norm_target", r < 0 ? norm_target_ : norm_target_.narrow(0, r, 1));
+  const auto v = view();
+  for (auto& i : interventions_) i->save(st.extra, v, r);
   return st;
+}
+
+torch::Tensor train_step(Model& model, FlatAdamW& opt, const Batch& batch, bool fast, double lr) {
+  auto loss = forward_backward(model, batch, fast);
+  opt.step(lr);
+  return loss;
 }
 
 torch::Tensor train_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y, bool fast,
                          double lr) {
-  auto loss = forward_backward(model, x, y, fast);
-  opt.step(lr);
-  return loss;
+  return train_step(model, opt, Batch{x, y, {}}, fast, lr);
 }
 
 }  // namespace grokking

@@ -83,6 +83,8 @@ void write_summary(const TrainReport& rep, const RunFacts& facts, int64_t seed, 
   const auto& m = rep.milestones;
   nlohmann::json s;
   s["status"] = rep.status;
+  s["task_kind"] = facts.task_kind;
+  s["model_kind"] = facts.model_kind;
   s["epochs"] = rep.epochs_done;
   s["epochs_planned"] = facts.epochs_planned;
   s["final"] = {{"epoch", rep.final.epoch},         {"train_loss", rep.final.train_loss},

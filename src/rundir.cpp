@@ -11,6 +11,7 @@
 #include <cinttypes>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <sstream>
 
 #include "grokking/config.hpp"
@@ -161,19 +162,84 @@ void remove_temporaries(const std::string& run_dir) {
 }
 
 namespace {
-// metrics.csv before the diagnostics columns: still read, so that such runs resume and plot.
-const char* const kMetricsHeaderV1 = "epoch,train_loss,test_loss,train_acc,test_acc,sum_sq_weights,lr,elapsed_s";
+
+// metrics.csv's columns, in file order: one table that writing and reading both follow.
+struct MetricsColumn {
+  const char* name;
+  double MetricsRow::*field;  // null for epoch
+  const char* format;
+};
+const std::vector<MetricsColumn>& column_table() {
+  static const std::vector<MetricsColumn> cols = {
+      {"epoch", nullptr, nullptr},
+      {"train_loss", &MetricsRow::train_loss, "%.17g"},
+      {"test_loss", &MetricsRow::test_loss, "%.17g"},
+      {"train_acc", &MetricsRow::train_acc, "%.17g"},
+      {"test_acc", &MetricsRow::test_acc, "%.17g"},
+      {"sum_sq_weights", &MetricsRow::sum_sq_weights, "%.17g"},
+      {"lr", &MetricsRow::lr, "%.17g"},
+      {"elapsed_s", &MetricsRow::elapsed_s, "%.3f"},
+      {"zero_terms", &MetricsRow::zero_terms, "%.17g"},
+      {"softmax_collapse", &MetricsRow::softmax_collapse, "%.17g"},
+      {"grad_weight_cos", &MetricsRow::grad_weight_cos, "%.17g"},
+  };
+  return cols;
+}
+
+std::vector<std::string> split_commas(const std::string& line) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = line.find(',', start);
+    out.push_back(line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
+}
+
+// A number of a metrics.csv field, all of it (nan and inf included: a diverged value or an
+// accuracy a task does not have).
+bool parse_number(const std::string& field, double& out) {
+  if (field.empty()) return false;
+  char* end = nullptr;
+  out = std::strtod(field.c_str(), &end);
+  return end == field.c_str() + field.size();
+}
+
 }  // namespace
 
-std::string metrics_header() { return std::string(kMetricsHeaderV1) + ",softmax_collapse,grad_weight_cos"; }
+const std::vector<std::string>& metrics_columns() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (auto& c : column_table()) n.push_back(c.name);
+    return n;
+  }();
+  return names;
+}
+
+std::string metrics_header(const std::vector<std::string>& extra_columns) {
+  std::string h;
+  for (auto& c : metrics_columns()) h += (h.empty() ? "" : ",") + c;
+  for (auto& c : extra_columns) h += "," + c;
+  return h;
+}
 
 std::string format_row(const MetricsRow& r) {
-  char buf[512];
   // %.17g round-trips doubles exactly: resumed and uninterrupted runs compare byte for byte.
-  std::snprintf(buf, sizeof buf, "%" PRId64 ",%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.3f,%.17g,%.17g", r.epoch,
-                r.train_loss, r.test_loss, r.train_acc, r.test_acc, r.sum_sq_weights, r.lr, r.elapsed_s,
-                r.softmax_collapse, r.grad_weight_cos);
-  return buf;
+  std::string out = std::to_string(r.epoch);
+  char buf[64];
+  for (auto& c : column_table()) {
+    if (!c.field) continue;
+    std::snprintf(buf, sizeof buf, c.format, r.*c.field);
+    out += ",";
+    out += buf;
+  }
+  for (auto& [name, v] : r.extra) {
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    out += ",";
+    out += buf;
+  }
+  return out;
 }
 
 std::vector<MetricsRow> read_metrics(const std::string& path) {
@@ -181,32 +247,122 @@ std::vector<MetricsRow> read_metrics(const std::string& path) {
   std::vector<MetricsRow> rows;
   std::istringstream in(text);
   std::string line;
-  int lineno = 0, columns = 10;
+  int lineno = 0;
+  // Per column of the file: the row field it fills (null: a task's extra column, or epoch).
+  std::vector<const MetricsColumn*> slots;
+  std::vector<std::string> names;
+  bool old_collapse = false;  // a file from before zero_terms: its softmax_collapse counted zero terms
   while (std::getline(in, line)) {
     ++lineno;
     if (lineno == 1) {
-      if (line == kMetricsHeaderV1) columns = 8;
-      else if (line != metrics_header()) throw RunError(path + ": line 1: not a grokking metrics.csv header");
+      names = split_commas(line);
+      if (names.empty() || names[0] != "epoch") throw RunError(path + ": line 1: not a grokking metrics.csv header");
+      for (size_t i = 1; i < names.size(); ++i) {
+        const MetricsColumn* slot = nullptr;
+        for (auto& c : column_table())
+          if (names[i] == c.name) slot = &c;
+        for (size_t j = 1; j < i; ++j)
+          if (names[j] == names[i]) throw RunError(path + ": line 1: column " + names[i] + " appears twice");
+        slots.push_back(slot);
+      }
+      // Every column up to elapsed_s has been there from the first version on.
+      for (auto& required : {"train_loss", "test_loss", "train_acc", "test_acc", "sum_sq_weights", "lr", "elapsed_s"})
+        if (std::find(names.begin(), names.end(), required) == names.end())
+          throw RunError(path + ": line 1: not a grokking metrics.csv header (no " + required + " column)");
+      old_collapse = std::find(names.begin(), names.end(), "zero_terms") == names.end();
       continue;
     }
     if (in.eof() && text.back() != '\n') break;  // a half-written last row
     if (line.empty()) continue;
+    const auto fields = split_commas(line);
+    if (fields.size() != names.size())
+      throw RunError(path + ": line " + std::to_string(lineno) + ": expected " + std::to_string(names.size()) +
+                     " numbers");
     MetricsRow r;
-    char rest = 0;
-    int n = std::sscanf(line.c_str(), "%" SCNd64 ",%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf%c", &r.epoch, &r.train_loss,
-                        &r.test_loss, &r.train_acc, &r.test_acc, &r.sum_sq_weights, &r.lr, &r.elapsed_s,
-                        &r.softmax_collapse, &r.grad_weight_cos, &rest);
-    if (n != columns)
-      throw RunError(path + ": line " + std::to_string(lineno) + ": expected " + std::to_string(columns) + " numbers");
+    if (old_collapse) r.softmax_collapse = std::numeric_limits<double>::quiet_NaN();  // not measured then
+    char* end = nullptr;
+    const long long epoch = std::strtoll(fields[0].c_str(), &end, 10);
+    if (fields[0].empty() || end != fields[0].c_str() + fields[0].size())
+      throw RunError(path + ": line " + std::to_string(lineno) + ": expected " + std::to_string(names.size()) +
+                     " numbers");
+    r.epoch = int64_t(epoch);
+    for (size_t i = 1; i < fields.size(); ++i) {
+      double v = 0;
+      if (!parse_number(fields[i], v))
+        throw RunError(path + ": line " + std::to_string(lineno) + ": expected " + std::to_string(names.size()) +
+                       " numbers");
+      const MetricsColumn* slot = slots[i - 1];
+      if (!slot) r.extra.emplace_back(names[i], v);
+      else if (old_collapse && std::string(slot->name) == "softmax_collapse") r.zero_terms = v;
+      else r.*slot->field = v;
+    }
     rows.push_back(r);
   }
   return rows;
 }
 
-void write_metrics(const std::string& path, const std::vector<MetricsRow>& rows) {
-  std::string out = metrics_header() + "\n";
+void write_metrics(const std::string& path, const std::vector<MetricsRow>& rows,
+                   const std::vector<std::string>& extra_columns) {
+  std::vector<std::string> extra = extra_columns;
+  if (extra.empty() && !rows.empty())
+    for (auto& e : rows.front().extra) extra.push_back(e.first);
+  std::string out = metrics_header(extra) + "\n";
   for (auto& r : rows) out += format_row(r) + "\n";
   atomic_write(path, out);
+}
+
+const std::vector<std::string>& run_dir_entries() {
+  static const std::vector<std::string> entries = {
+      // training
+      "config.json", "metrics.csv", "summary.json", "train.log", "checkpoints",
+      // analysis (fourier, ablate, progress; groups; induction heads; superposition)
+      "fourier.csv", "attention.csv", "neuron_spectrum.dat", "logit_spectrum.dat", "ablate.csv",
+      "excluded_by_freq.csv", "progress.csv", "group.json", "irreps.csv", "irreps_progress.csv", "heads.csv",
+      "heads_progress.csv", "superposition.csv",
+      // figures and the report
+      "plots", "report.html"};
+  return entries;
+}
+
+namespace {
+// Removes a file, or a folder with everything in it (no symlinks followed).
+void remove_tree(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (S_ISDIR(st.st_mode)) {
+    if (DIR* h = ::opendir(path.c_str())) {
+      std::vector<std::string> names;
+      while (auto* e = ::readdir(h)) {
+        const std::string name = e->d_name;
+        if (name != "." && name != "..") names.push_back(name);
+      }
+      ::closedir(h);
+      for (auto& n : names) remove_tree(path + "/" + n);
+    }
+    ::rmdir(path.c_str());
+    return;
+  }
+  std::remove(path.c_str());
+}
+}  // namespace
+
+void clear_run_dir(const std::string& run_dir) {
+  for (auto& e : run_dir_entries()) {
+    // The checkpoints folder stays (the lock and the run's own folder were made for this start).
+    if (e == "checkpoints") {
+      if (DIR* h = ::opendir((run_dir + "/checkpoints").c_str())) {
+        std::vector<std::string> names;
+        while (auto* d = ::readdir(h)) {
+          const std::string name = d->d_name;
+          if (name != "." && name != "..") names.push_back(name);
+        }
+        ::closedir(h);
+        for (auto& n : names) remove_tree(run_dir + "/checkpoints/" + n);
+      }
+      continue;
+    }
+    remove_tree(run_dir + "/" + e);
+  }
 }
 
 Milestones find_milestones(const std::vector<MetricsRow>& rows, double grok_acc) {

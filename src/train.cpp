@@ -17,6 +17,7 @@
 #include "grokking/optim.hpp"
 #include "grokking/run_output.hpp"
 #include "grokking/signals.hpp"
+#include "grokking/task.hpp"
 #include "grokking/threads.hpp"
 
 namespace grokking {
@@ -27,29 +28,36 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 struct Eval {
-  std::vector<double> loss, acc, collapse;  // per replica
+  std::vector<double> loss, acc, zero_terms, collapse;  // per replica
 };
 
-// Loss and accuracy over a whole split for every replica, in chunks that bound memory.
-Eval evaluate(const Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast) {
+// Loss, accuracy and the diagnostics over a whole split for every replica, in chunks that bound
+// memory; each chunk weighs by the examples (positions, for a sequence) it scores.
+Eval evaluate(const Model& model, const Batch& batch, bool fast) {
   torch::NoGradGuard no_grad;
-  const int64_t n = x.size(0), chunk = 16384, S = model.replicas();
+  const int64_t n = batch.size(), chunk = 16384, S = model.replicas();
   const LossSpec spec = LossSpec::of(model.config().train);
-  auto loss_sum = torch::zeros({S}, torch::kFloat64), correct = torch::zeros({S}, torch::kFloat64);
-  auto collapsed = torch::zeros({S}, torch::kFloat64);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto loss_sum = torch::zeros({S}, f64), correct = torch::zeros({S}, f64);
+  auto zero_sum = torch::zeros({S}, f64), collapse_sum = torch::zeros({S}, f64);
+  double scored = 0;
   for (int64_t i = 0; i < n; i += chunk) {
-    auto xs = x.slice(0, i, i + chunk), ys = y.slice(0, i, i + chunk);
-    auto logits = fast ? model.forward_fast(xs) : model.forward(xs);
-    if (logits.dim() == 2) logits = logits.unsqueeze(0);
-    loss_sum += replica_losses(logits, ys, spec).cpu() * double(xs.size(0));
-    correct += replica_accuracies(logits, ys).cpu() * double(xs.size(0));
-    collapsed += replica_collapse(logits, ys, spec).cpu() * double(xs.size(0));
+    const Batch part = batch.slice(i, i + chunk);
+    const auto m = batch_measures(model.outputs(part.x, fast), part, model.shape(), spec);
+    const double w = model.shape().target == TaskShape::Target::sequence ? double((part.y >= 0).sum().item<int64_t>())
+                                                                         : double(part.size());
+    loss_sum += m.loss.cpu() * w;
+    correct += m.acc.cpu() * w;
+    zero_sum += m.zero_terms.cpu() * w;
+    collapse_sum += m.collapse.cpu() * w;
+    scored += w;
   }
   Eval e;
   for (int64_t r = 0; r < S; ++r) {
-    e.loss.push_back(loss_sum[r].item<double>() / double(n));
-    e.acc.push_back(correct[r].item<double>() / double(n));
-    e.collapse.push_back(collapsed[r].item<double>() / double(n));
+    e.loss.push_back(loss_sum[r].item<double>() / scored);
+    e.acc.push_back(correct[r].item<double>() / scored);
+    e.zero_terms.push_back(zero_sum[r].item<double>() / scored);
+    e.collapse.push_back(collapse_sum[r].item<double>() / scored);
   }
   return e;
 }
@@ -60,16 +68,23 @@ std::vector<int64_t> seeds_of(const std::vector<Config>& cfgs) {
   return out;
 }
 
+std::vector<TaskConfig> tasks_of(const std::vector<Config>& cfgs) {
+  std::vector<TaskConfig> out;
+  for (auto& c : cfgs) out.push_back(c.task);
+  return out;
+}
+
 // One training run of S replicas side by side (S = 1: a plain run), each with its own config
 // (seed and, packed, the optimiser's numbers) and writing its own run directory. Each replica
-// ends on its own (early stop, divergence) while the others go on. run() is the recipe; each
-// step below it does one thing.
+// ends on its own (early stop, divergence) while the others go on, and writes its summary when
+// it ends. run() is the recipe; each step below it does one thing.
 class TrainingRun {
  public:
   TrainingRun(const std::vector<Config>& cfgs, const std::vector<std::string>& dirs, bool resume, bool quiet)
       : cfgs_(cfgs), cfg_(cfgs.at(0)), tc_(cfg_.train), seeds_(seeds_of(cfgs)), dirs_(dirs),
         S_(int64_t(cfgs.size())), resume_(resume), quiet_(quiet), rows_(cfgs.size()), held_since_(cfgs.size(), -1),
-        status_(cfgs.size()), epochs_done_(cfgs.size(), 0), last_checkpoint_(cfgs.size(), -1) {}
+        status_(cfgs.size()), epochs_done_(cfgs.size(), 0), last_checkpoint_(cfgs.size(), -1),
+        reports_(cfgs.size()) {}
 
   std::vector<TrainReport> run() {
     set_up_run();
@@ -118,23 +133,24 @@ class TrainingRun {
     for (int64_t r = 0; r < S_; ++r)
       if (running(r)) end(r, "completed");
     bar.clear();
-    auto reports = write_summaries();
-    report_end(reports);
-    return reports;
+    report_end(reports_);
+    return reports_;
   }
 
  private:
-  // Threads, denormals and device; data and model(s), initialised on the CPU then moved; the
-  // optimiser; on resume, the checkpoint's state and the metrics up to it; the CUDA graph.
+  // Threads, denormals and device; the task's data and the model(s), initialised on the CPU then
+  // moved; the optimiser; on resume, the checkpoint's state and the metrics up to it; the CUDA graph.
   void set_up_run() {
     threads_ = configure_threads(tc_.threads);
     device_ = resolve_device(tc_.device);
     if (device_.is_cpu()) at::globalContext().setFlushDenormal(tc_.flush_denormal);
-    fast_ = tc_.path != "plain" || S_ > 1;  // replicas train through the batched fast path
     log_ = make_run_logger(dirs_, quiet_);
 
-    Dataset data = make_dataset(cfg_.task);
+    task_ = make_task(tasks_of(cfgs_));
+    shape_ = task_->shape();
     model_ = std::make_unique<Model>(cfg_, seeds_);
+    // Replicas train through the batched forward: the fast path where the kind has one.
+    fast_ = model_->has_fast_path() && (tc_.path != "plain" || S_ > 1);
     Checkpoint ck;
     if (resume_) {
       ck = load_checkpoint(resume_path(dirs_[0]));
@@ -159,7 +175,7 @@ class TrainingRun {
       }
       for (auto& r : read_metrics(metrics_path(0)))
         if (r.epoch <= start_epoch_) rows_[0].push_back(r);
-      write_metrics(metrics_path(0), rows_[0]);  // drop rows written after the checkpoint
+      write_metrics(metrics_path(0), rows_[0], task_->extra_columns());  // drop rows written after the checkpoint
       elapsed_before_ = rows_[0].empty() ? 0.0 : rows_[0].back().elapsed_s;
       for (auto& row : rows_[0]) update_hold(0, row);
       // Changes given with --set (the allowed ones) reach config.json only now, once the state
@@ -167,20 +183,27 @@ class TrainingRun {
       const std::string cfg_text = config_file_text(cfg_);
       if (read_text_file(dirs_[0] + "/config.json") != cfg_text) atomic_write(dirs_[0] + "/config.json", cfg_text);
     }
-    train_x_ = data.train_x.to(device_), train_y_ = data.train_y.to(device_);
-    test_x_ = data.test_x.to(device_), test_y_ = data.test_y.to(device_);
-    n_train_ = train_x_.size(0);
-    batch_ = tc_.batch_size > 0 ? tc_.batch_size : n_train_;
+    if (shape_.fresh_batches) {
+      test_set_ = task_->eval_batch().to(device_);
+      batch_ = tc_.batch_size;
+    } else {
+      const Dataset& data = task_->dataset();
+      train_set_ = Batch{data.train_x, data.train_y, {}}.to(device_);
+      test_set_ = Batch{data.test_x, data.test_y, {}}.to(device_);
+      n_train_ = train_set_.size();
+      batch_ = tc_.batch_size > 0 ? tc_.batch_size : n_train_;
+    }
 
-    // CUDA graphs: full batch only (a minibatch is a new tensor every step).
+    // CUDA graphs: full batches of a fixed split only (a minibatch is a new tensor every step).
     std::string graph_note = "off";
     if (device_.is_cuda()) {
       if (!tc_.cuda_graph) graph_note = "off (train.cuda_graph false)";
       else if (!GraphedStep::built()) graph_note = "off (not built)";
+      else if (shape_.fresh_batches) graph_note = "off (fresh batches)";
       else if (batch_ < n_train_) graph_note = "off (minibatches)";
       else if (opt_->has_interventions()) graph_note = "off (optim interventions run eagerly)";
       else {
-        graph_ = std::make_unique<GraphedStep>(*model_, *opt_, train_x_, train_y_, fast_);
+        graph_ = std::make_unique<GraphedStep>(*model_, *opt_, train_set_.x, train_set_.y, fast_);
         graph_note = "on";
       }
     }
@@ -188,44 +211,71 @@ class TrainingRun {
                GROKKING_VERSION, compat::torch_version(), device_.str(), blas_description(), threads_,
                device_.is_cpu() && tc_.flush_denormal ? "on" : "off", fast_ ? "fast" : "plain",
                device_.is_cuda() ? " | CUDA graph " + graph_note : "");
-    log_->info("{} (mod {}): {} train / {} test pairs | {} parameters | {} epochs{}{}", cfg_.task.operation,
-               cfg_.task.p, n_train_, test_x_.size(0), model_->flat().numel() / S_, tc_.epochs,
+    log_->info("{} | {} {} | {} parameters | {} {}{}{}", describe_task(), data_description(), cfg_.model.kind,
+               model_->flat().numel() / S_, tc_.epochs, shape_.fresh_batches ? "steps" : "epochs",
                S_ > 1 ? " | " + std::to_string(S_) + " models side by side" : "",
                resume_ ? " | resuming at epoch " + std::to_string(start_epoch_) : "");
+  }
+
+  // "add (mod 113)", "repeat (vocab 64, ...)": the task as its kind describes it in one phrase.
+  std::string describe_task() const {
+    if (cfg_.task.kind == "modular")
+      return cfg_.task.text("operation") + " (mod " + std::to_string(cfg_.task.integer("p")) + ")";
+    return "task " + cfg_.task.kind;
+  }
+  std::string data_description() const {
+    if (shape_.fresh_batches)
+      return "fresh batches of " + std::to_string(batch_) + ", " + std::to_string(test_set_.size()) + " to evaluate |";
+    return std::to_string(n_train_) + " train / " + std::to_string(test_set_.size()) + " test |";
   }
 
   std::string metrics_path(int64_t r) const { return dirs_[size_t(r)] + "/metrics.csv"; }
 
   // A fresh metrics.csv, header only, per replica.
   void start_metrics() {
-    for (int64_t r = 0; r < S_; ++r) atomic_write(metrics_path(r), metrics_header() + "\n");
+    for (int64_t r = 0; r < S_; ++r) atomic_write(metrics_path(r), metrics_header(task_->extra_columns()) + "\n");
   }
 
-  // One pass over the training pairs: full batch, or minibatches in an order drawn from (seed,
-  // epoch) so that a resumed run draws the same order without saved generator state.
-  // last_step_ is the step count before its last step; last_loss_ is that step's loss (on the
-  // CPU only: reading it on a GPU would synchronise every step).
+  // The training batch of step `step` of a task with fresh batches, on the device.
+  Batch fresh_batch(int64_t step) const { return task_->train_batch(step, batch_).to(device_); }
+
+  // One epoch: for a fixed split, one pass over the training pairs (full batch, or minibatches in
+  // an order drawn from (seed, epoch) so that a resumed run draws the same order without saved
+  // generator state); for fresh batches, one step on the batch of this step. last_step_ is the
+  // step count before the epoch's last step; last_loss_ is that step's loss (on the CPU only:
+  // reading it on a GPU would synchronise every step).
   void train_epoch() {
-    torch::Tensor xs = train_x_, ys = train_y_;
+    if (shape_.fresh_batches) {
+      last_step_ = opt_->steps();
+      auto loss = train_step(*model_, *opt_, fresh_batch(epoch_), fast_, opt_->scheduled_lr());
+      if (device_.is_cpu()) last_loss_ = loss.item<double>();
+      return;
+    }
+    Batch all = train_set_;
     if (batch_ < n_train_) {
       auto gen = at::detail::createCPUGenerator(uint64_t(tc_.seed) * 1000003u + uint64_t(epoch_));
-      auto perm = torch::randperm(n_train_, gen, torch::kInt64).to(device_);
-      xs = train_x_.index_select(0, perm), ys = train_y_.index_select(0, perm);
+      all = all.index_select(torch::randperm(n_train_, gen, torch::kInt64).to(device_));
     }
     for (int64_t i = 0; i < n_train_; i += batch_) {
-      auto xb = batch_ < n_train_ ? xs.slice(0, i, i + batch_) : xs;
-      auto yb = batch_ < n_train_ ? ys.slice(0, i, i + batch_) : ys;
+      const Batch b = batch_ < n_train_ ? all.slice(i, i + batch_) : all;
       last_step_ = opt_->steps();
-      auto loss = graph_ ? graph_->run() : train_step(*model_, *opt_, xb, yb, fast_, opt_->scheduled_lr());
+      auto loss = graph_ ? graph_->run() : train_step(*model_, *opt_, b, fast_, opt_->scheduled_lr());
       if (device_.is_cpu()) last_loss_ = loss.item<double>();
     }
   }
 
-  // Per replica: the cosine between the negative full-batch gradient of the training loss at the
-  // current weights and the weights, over every trained parameter (frozen ones are zero in both).
-  // It overwrites the gradient buffer, which the next step recomputes from scratch.
-  std::vector<double> grad_weight_cos() {
-    forward_backward(*model_, train_x_, train_y_, fast_);
+  // What "train" means at an evaluation: the training pairs of a fixed split; for fresh batches,
+  // the batch the last step trained on (the first batch before any step).
+  Batch train_measure_set(int64_t epoch) const {
+    return shape_.fresh_batches ? fresh_batch(std::max<int64_t>(epoch - 1, 0)) : train_set_;
+  }
+
+  // Per replica: the cosine between the negative gradient of the training loss (on
+  // train_measure_set) at the current weights and the weights, over every trained parameter
+  // (frozen ones are zero in both). It overwrites the gradient buffer, which the next step
+  // recomputes from scratch.
+  std::vector<double> grad_weight_cos(const Batch& train) {
+    forward_backward(*model_, train, fast_);
     torch::NoGradGuard no_grad;
     std::vector<double> out;
     for (int64_t r = 0; r < S_; ++r) {
@@ -237,11 +287,21 @@ class TrainingRun {
     return out;
   }
 
+  // The task's own figures on the evaluation set, per replica.
+  std::vector<std::vector<double>> extra_measures() const {
+    if (task_->extra_columns().empty()) return {};
+    torch::NoGradGuard no_grad;
+    return task_->extra_measures(model_->outputs(test_set_.x, fast_), test_set_);
+  }
+
   // Evaluates every replica on both splits and appends a metrics.csv row to each that is still
   // running (the lr column: the rate of the epoch's last step).
   void evaluate_rows(int64_t epoch) {
-    auto tr = evaluate(*model_, train_x_, train_y_, fast_), te = evaluate(*model_, test_x_, test_y_, fast_);
-    const auto cos = grad_weight_cos();
+    const Batch train = train_measure_set(epoch);
+    auto tr = evaluate(*model_, train, fast_), te = evaluate(*model_, test_set_, fast_);
+    const auto cos = grad_weight_cos(train);
+    const auto extra = extra_measures();
+    const auto extra_names = task_->extra_columns();
     const double elapsed = elapsed_before_ + seconds_since(t0_);
     for (int64_t r = 0; r < S_; ++r) {
       if (!running(r)) continue;
@@ -249,7 +309,9 @@ class TrainingRun {
       const double sq =
           model_->replica_part(model_->flat().detach(), r).to(torch::kFloat64).pow(2).sum().item<double>();
       const double lr = epoch == 0 ? 0.0 : opt_->lr_at(r, last_step_);
-      MetricsRow row{epoch, tr.loss[i], te.loss[i], tr.acc[i], te.acc[i], sq, lr, elapsed, tr.collapse[i], cos[i]};
+      MetricsRow row{epoch, tr.loss[i], te.loss[i], tr.acc[i], te.acc[i], sq, lr, elapsed,
+                     tr.zero_terms[i], tr.collapse[i], cos[i], {}};
+      for (size_t k = 0; k < extra_names.size(); ++k) row.extra.emplace_back(extra_names[k], extra[k][i]);
       if (!finite(row)) {  // diverged since the last evaluation: no row of it, the run ends here
         end(r, "diverged");
         continue;
@@ -276,16 +338,24 @@ class TrainingRun {
     for (int64_t r = 0; r < S_; ++r) n += running(r) ? 1 : 0;
     return n;
   }
-  // Replica r is done: its status, at the current epoch. The others go on; its weights keep
-  // being updated in the batched tensors (contained: no operation mixes replicas) but nothing
-  // of it is written any more.
+  // Replica r is done: its status at the current epoch, and its summary.json, written now. The
+  // others go on; its weights keep being updated in the batched tensors (contained: no
+  // operation mixes replicas) but nothing of it is written any more.
   void end(int64_t r, const std::string& status) {
-    status_[size_t(r)] = status;
-    epochs_done_[size_t(r)] = epoch_;
+    const auto i = size_t(r);
+    status_[i] = status;
+    epochs_done_[i] = epoch_;
+    TrainReport& rep = reports_[i];
+    rep.status = status;
+    rep.signal = status == "interrupted" ? signal_ : 0;
+    rep.run_dir = dirs_[i];
+    rep.epochs_done = epoch_;
+    rep.wall_s = seconds_since(t0_);
+    rep.milestones = find_milestones(rows_[i]);
+    if (!rows_[i].empty()) rep.final = rows_[i].back();
     // What its summary reports: the weights and the time at its end, not the pack's.
-    checksum_[size_t(r)] = weights_checksum(S_ == 1 ? *model_ : model_->replica(r));
-    wall_at_end_[size_t(r)] = seconds_since(t0_);
-    epochs_per_s_at_end_[size_t(r)] = epochs_per_s();
+    write_summary(rep, facts(), seeds_[i], weights_checksum(S_ == 1 ? *model_ : model_->replica(r)),
+                  elapsed_before_ + rep.wall_s, epochs_per_s());
   }
 
   // held_since_[r]: the first epoch of replica r's current stretch at or above the early-stop accuracy.
@@ -322,38 +392,26 @@ class TrainingRun {
     return double(epoch_ - start_epoch_) / std::max(seconds_since(loop_start_), 1e-9);
   }
 
-  // summary.json per replica; the reports the caller gets.
-  std::vector<TrainReport> write_summaries() {
-    RunFacts facts;
-    facts.epochs_planned = tc_.epochs;
-    facts.eval_every = tc_.eval_every;
-    facts.n_train = n_train_;
-    facts.n_test = test_x_.size(0);
-    facts.n_params = model_->flat().numel() / S_;
-    facts.seeds_side_by_side = S_;  // models side by side: seeds or packed runs
-    facts.threads = threads_;
-    facts.device = device_.str();
-    facts.blas = blas_description();
-    facts.path = fast_ ? "fast" : "plain";
-    facts.loss = tc_.loss;
-    facts.loss_dtype = tc_.loss_dtype;
-    facts.flush_denormal = device_.is_cpu() && tc_.flush_denormal;
-    facts.cuda_graph = graph_ != nullptr;
-    std::vector<TrainReport> reports;
-    for (int64_t r = 0; r < S_; ++r) {
-      TrainReport rep;
-      rep.status = status_[size_t(r)];
-      rep.signal = rep.status == "interrupted" ? signal_ : 0;
-      rep.run_dir = dirs_[size_t(r)];
-      rep.epochs_done = epochs_done_[size_t(r)];
-      rep.wall_s = wall_at_end_[size_t(r)];
-      rep.milestones = find_milestones(rows_[size_t(r)]);
-      if (!rows_[size_t(r)].empty()) rep.final = rows_[size_t(r)].back();
-      write_summary(rep, facts, seeds_[size_t(r)], checksum_[size_t(r)], elapsed_before_ + rep.wall_s,
-                    epochs_per_s_at_end_[size_t(r)]);
-      reports.push_back(rep);
-    }
-    return reports;
+  // Facts every replica's summary.json records beside its results.
+  RunFacts facts() const {
+    RunFacts f;
+    f.epochs_planned = tc_.epochs;
+    f.eval_every = tc_.eval_every;
+    f.n_train = shape_.fresh_batches ? 0 : n_train_;
+    f.n_test = test_set_.size();
+    f.n_params = model_->flat().numel() / S_;
+    f.seeds_side_by_side = S_;  // models side by side: seeds or packed runs
+    f.threads = threads_;
+    f.device = device_.str();
+    f.blas = blas_description();
+    f.path = fast_ ? "fast" : "plain";
+    f.loss = shape_.has_accuracy() ? tc_.loss : "weighted_squared_error";
+    f.loss_dtype = tc_.loss_dtype;
+    f.flush_denormal = device_.is_cpu() && tc_.flush_denormal;
+    f.cuda_graph = graph_ != nullptr;
+    f.task_kind = cfg_.task.kind;
+    f.model_kind = cfg_.model.kind;
+    return f;
   }
 
   // How it ended: the milestones of the runs that finished, a warning with the resume command
@@ -402,10 +460,12 @@ class TrainingRun {
   torch::Device device_ = torch::kCPU;
   bool fast_ = true;
   std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<Task> task_;
+  TaskShape shape_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<FlatAdamW> opt_;
   std::unique_ptr<GraphedStep> graph_;
-  torch::Tensor train_x_, train_y_, test_x_, test_y_;
+  Batch train_set_, test_set_;  // fixed split: the pairs; fresh batches: test_set_ is the evaluation set
   int64_t n_train_ = 0, batch_ = 0;
 
   int64_t epoch_ = 0, start_epoch_ = 0, last_logged_ = 0, last_step_ = 0;
@@ -414,8 +474,7 @@ class TrainingRun {
   std::vector<int64_t> held_since_;
   std::vector<std::string> status_;  // per replica: empty while it runs, then how it ended
   std::vector<int64_t> epochs_done_, last_checkpoint_;
-  std::vector<std::string> checksum_ = std::vector<std::string>(size_t(S_));
-  std::vector<double> wall_at_end_ = std::vector<double>(size_t(S_)), epochs_per_s_at_end_ = wall_at_end_;
+  std::vector<TrainReport> reports_;  // per replica, filled when it ends
   int signal_ = 0;
 };
 
@@ -428,6 +487,8 @@ const std::vector<std::string>& resumable_keys() {
 }
 
 }  // namespace
+
+bool side_by_side(const Config& c) { return c.train.batch_size == 0 || task_shape(c.task).fresh_batches; }
 
 Config load_run_config(const std::string& run_dir, const std::vector<std::string>& sets) {
   for (auto& s : sets) {
@@ -512,9 +573,11 @@ TrainReport new_run(const TrainOptions& opts) {
   if (!opts.out_dir.empty()) cfg.output.dir = opts.out_dir;
   resolve_device(cfg.train.device);
   std::vector<int64_t> seeds = opts.seeds.empty() ? std::vector<int64_t>{cfg.train.seed} : opts.seeds;
-  if (!opts.seeds.empty() && cfg.train.batch_size != 0)
-    throw UsageError("--seeds trains full-batch runs side by side; /train/batch_size must be 0 (got " +
+  if (!opts.seeds.empty() && !side_by_side(cfg))
+    throw UsageError("--seeds trains runs side by side on one batch each step: with a fixed split that is the full "
+                     "batch (minibatch orders differ by seed); /train/batch_size must be 0 (got " +
                      std::to_string(cfg.train.batch_size) + ")");
+  check_memory(cfg, int64_t(seeds.size()), opts.seeds.empty() ? opts.config_path : "--seeds");
   std::vector<std::string> dirs;
   for (auto seed : seeds)
     dirs.push_back(opts.seeds.empty() ? cfg.output.dir : cfg.output.dir + "/seed=" + std::to_string(seed));
@@ -536,12 +599,7 @@ TrainReport new_run(const TrainOptions& opts) {
       throw UsageError(std::string(e.what()) + " (output.dir / --out)");
     }
     locks.push_back(std::make_unique<RunLock>(dir));
-    if (opts.force) {
-      for (auto& [e, path] : list_checkpoints(dir)) std::remove(path.c_str());
-      for (auto name : {"/checkpoints/resume.pt", "/metrics.csv", "/summary.json", "/train.log", "/progress.csv",
-                        "/fourier.csv", "/ablate.csv", "/report.html"})
-        std::remove((dir + name).c_str());
-    }
+    if (opts.force) clear_run_dir(dir);
     Config one = cfg;
     one.train.seed = seeds[i];
     one.output.dir = dir;
@@ -566,13 +624,14 @@ std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool q
     cfgs.push_back(load_run_config(dir));
     if (exists(dir + "/metrics.csv") || exists(resume_path(dir)) || !list_checkpoints(dir).empty())
       throw UsageError(dir + ": --packed starts fresh runs; this one has started (continue it with --resume " + dir + ")");
-    if (cfgs.back().train.batch_size != 0)
-      throw UsageError(dir + "/config.json: /train/batch_size: runs side by side train full-batch (got " +
+    if (!side_by_side(cfgs.back()))
+      throw UsageError(dir + "/config.json: /train/batch_size: runs side by side on a fixed split train full-batch (got " +
                        std::to_string(cfgs.back().train.batch_size) + ")");
     resolve_device(cfgs.back().train.device);
     make_dirs(dir + "/checkpoints");
     locks.push_back(std::make_unique<RunLock>(dir));
   }
+  check_memory(cfgs[0], int64_t(cfgs.size()), "--packed");
   return train_packed(cfgs, dirs, false, quiet);
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "grokking/model.hpp"
+#include "grokking/task.hpp"
 
 namespace grokking {
 
@@ -56,6 +57,18 @@ torch::Tensor relation_directions(const Cycle& c, const torch::Tensor& pairs, co
 // The part of logits [N, C] in the span of orthonormal directions [r, N].
 torch::Tensor project_onto(const torch::Tensor& logits, const torch::Tensor& directions);
 
+// ---- how the pair analysis reads a model: its kind's PairReadout ----
+// UsageError in one line when the model kind or the task has none.
+const PairReadout& readout_of(const Model& model);
+// Each operand's embedding as a distinct parameter holds it, [operand_values, width] float64 on the
+// CPU: one for the transformer (W_E's number rows, shared by a and b), two for an MLP (W_x and
+// W_y, or the one-hot rows of a and of b in the first layer).
+std::vector<torch::Tensor> operand_embeddings(const Model& model);
+// Those side by side ([operand_values, total width]): what the embedding spectra are taken of.
+torch::Tensor embedding_matrix(const Model& model);
+// A copy of the model (on the CPU) with its operand embeddings replaced, in operand_embeddings() order.
+Model with_operand_embeddings(const Model& model, const std::vector<torch::Tensor>& embeddings);
+
 // ---- spectra and key frequencies ----
 struct FourierReport {
   int64_t p = 0;
@@ -92,10 +105,10 @@ struct FourierReport {
 // (for the key-frequency rule); the paper's clusters use kNeuronClusterFrac85.
 constexpr double kNeuronClusterFrac = 0.5;
 constexpr double kNeuronClusterFrac85 = 0.85;
-// The neuron-logit map W_L = (W_out W_U)^T, [P, d_mlp] (the paper's W_L), float64 on the CPU.
+// The neuron-logit map W_L = (W_out W_U)^T, [P, d_mlp] (the paper's W_L; for an MLP W_U^T), float64 on the CPU.
 torch::Tensor neuron_logit_map(const Model& model);
-// Gini of the per-frequency norms (cos and sin together, frequencies 1..n of the cycle) of W_E's
-// number rows and of W_L: the vectors progress.csv's gini and gini_wl are taken over.
+// Gini of the per-frequency norms (cos and sin together, frequencies 1..n of the cycle) of the
+// operand embeddings (W_E's number rows) and of W_L: the vectors progress.csv's gini and gini_wl are taken over.
 double gini_embed_frequencies(const Model& model, const Cycle& cycle);
 double gini_wl_frequencies(const Model& model, const Cycle& cycle);
 FourierReport analyse_fourier(const Model& model);

@@ -7,22 +7,37 @@
 
 namespace grokking {
 
+// The task: its kind and data seed, typed; every other key belongs to the kind (src/tasks/) and
+// is kept resolved, all of the kind's keys present, in `keys`.
 struct TaskConfig {
-  std::string operation = "add";  // see operation_names()
-  int64_t p = 113;                // modulus; tokens 0..p-1 are numbers, token p is "="
-  double frac_train = 0.3;        // fraction of all pairs used for training
-  int64_t seed = 598;             // seed of the train/test split
+  TaskConfig();  // the modular task with its defaults
+  std::string kind = "modular";  // see task_kinds()
+  int64_t seed = 598;            // seed of the data: the train/test split, or the fresh batches
+  nlohmann::json keys;           // the kind's keys, e.g. {"operation": "add", "p": 113, "frac_train": 0.3}
+  // A key of the kind (std::logic_error when the kind has no such key: a programming error).
+  int64_t integer(const std::string& key) const;
+  double real(const std::string& key) const;
+  const std::string& text(const std::string& key) const;
+  bool flag(const std::string& key) const;
+  std::vector<int64_t> integers(const std::string& key) const;
+  std::vector<double> reals(const std::string& key) const;
+  // Sets a key, read and checked as a config file's value is (UsageError when out of range).
+  TaskConfig& set(const std::string& key, const nlohmann::json& value);
 };
 
+// The model: its kind and Omnigrok's initialisation scale, typed; every other key belongs to the
+// kind (src/models/), resolved in `keys`.
 struct ModelConfig {
-  int64_t d_model = 128;
-  int64_t n_heads = 4;
-  int64_t d_head = 32;
-  int64_t d_mlp = 512;
-  std::string activation = "relu";  // relu | gelu
-  bool train_biases = false;        // false: every b_* is zero and frozen (TL demo)
-  std::string init = "tl";          // tl: N(0, (0.8/sqrt(d_model))^2) on every W_*; paper: randn/sqrt(fan)
-  double init_scale = 1.0;          // Omnigrok's alpha: every initial weight times this
+  ModelConfig();  // the transformer with its defaults
+  std::string kind = "transformer";  // see model_kinds()
+  double init_scale = 1.0;           // Omnigrok's alpha: every initial weight times this
+  nlohmann::json keys;               // e.g. {"d_model": 128, "n_heads": 4, ...}
+  int64_t integer(const std::string& key) const;
+  double real(const std::string& key) const;
+  const std::string& text(const std::string& key) const;
+  bool flag(const std::string& key) const;
+  std::vector<int64_t> integers(const std::string& key) const;
+  ModelConfig& set(const std::string& key, const nlohmann::json& value);
 };
 
 struct OptimConfig {
@@ -39,6 +54,7 @@ struct OptimConfig {
   int64_t grokfast_window = 100;  // ma: gradients averaged
   bool orthograd = false;         // Prieto et al. 2025: gradient orthogonal to the weights, norm kept
   std::string weight_norm = "free";  // free | fixed: Omnigrok's constant total weight norm
+  double grad_clip = 0;           // > 0: each replica's gradient scaled to at most this total norm
 };
 
 struct TrainConfig {
@@ -55,7 +71,7 @@ struct TrainConfig {
   bool flush_denormal = true;   // CPU: flush denormals to zero (2x faster after memorisation)
   std::string path = "auto";    // auto | fast | plain: training forward implementation
   bool cuda_graph = true;       // CUDA, full batch: capture the step in a CUDA graph and replay it
-  std::string loss = "softmax";       // softmax | stablemax (Prieto et al. 2025)
+  std::string loss = "softmax";       // softmax | stablemax (Prieto et al. 2025) | mse (against one-hot)
   std::string loss_dtype = "float64";  // float64 | float32: precision of the loss
 };
 
@@ -88,6 +104,8 @@ void validate(const Config& c, const std::string& origin);
 // output directory and the thread count). pack_key(c) is c's JSON without those keys: two
 // configs pack together when their keys are equal.
 const std::vector<std::string>& pack_varying_keys();
+// The same for a config: those, and the task kind's own (the sparsity of sparse features).
+std::vector<std::string> pack_varying_keys(const Config& c);
 std::string pack_key(const Config& c);
 
 // Parses JSON text, rejecting duplicate keys; errors name `origin`, line and column.
@@ -97,11 +115,12 @@ std::string read_text_file(const std::string& path);
 // The documented keys: {"section.key", default as JSON text, description}.
 struct KeyDoc {
   std::string key, default_value, doc;
+  std::string kind;  // for a kind's key: "task.kind modular", "model.kind mlp"; empty for the others
 };
 std::vector<KeyDoc> config_docs();
 
-const std::vector<std::string>& operation_names();
-// The label of (a, b) for an operation, or -1 when the pair is not in the dataset (x/0).
-int64_t apply_operation(const std::string& op, int64_t a, int64_t b, int64_t p);
+// Integer helpers shared by the tasks and the analysis.
+bool is_prime(int64_t p);
+int64_t pow_mod(int64_t base, int64_t exponent, int64_t modulus);
 
 }  // namespace grokking

@@ -32,4 +32,14 @@ void check_json_depth_run(const std::string& text, const std::string& origin);
 // directory). UsageError naming --seeds, the limit and the reason.
 void check_seeds(const std::vector<int64_t>& seeds);
 
+struct Config;
+// The memory `replicas` models of this config need side by side (weights, gradients, Adam's
+// moments and the interventions' state; a training step's and an evaluation's activations), in
+// bytes: an estimate, before anything is allocated.
+double estimate_memory_bytes(const Config& c, int64_t replicas);
+// UsageError("ORIGIN: ... needs about X GB ..., more than the Y GB this process may use") when
+// that estimate exceeds what the process may allocate: its address-space limit (ulimit -v) less
+// what it already maps, or the machine's memory.
+void check_memory(const Config& c, int64_t replicas, const std::string& origin);
+
 }  // namespace grokking

@@ -1,32 +1,34 @@
-// The one-layer transformer of Nanda et al. (2023) with TransformerLens names and shapes, and
-// its loss.
+// The model: one flat buffer of parameters (weights, gradients and the optimiser's moments all
+// laid out alike), named per its kind, for one model or S replicas trained side by side. What
+// the network computes belongs to its kind (an Architecture, one file each in src/models/): its
+// parameter table and a forward batched over the replicas. The model reads the task's shape,
+// never its keys.
 #pragma once
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "grokking/config.hpp"
-#include "grokking/data.hpp"
+#include "grokking/kinds.hpp"
+#include "grokking/task.hpp"
 
 namespace grokking {
 
-// ---- model ----
-struct ParamSpec {
-  std::string name;              // TransformerLens state-dict name
-  std::vector<int64_t> shape;
-  bool is_bias;
+// How a parameter starts: N(0, scale^2), U(-scale, scale), ones or zeros (times model.init_scale).
+struct ParamInit {
+  enum class Kind { normal, uniform, ones, zeros };
+  Kind kind = Kind::zeros;
+  double scale = 0;
 };
-std::vector<ParamSpec> param_specs(const Config& cfg);
-// The parameters by name, in param_specs() order (a test pins it): Model::weight(W_Q) is
-// blocks.0.attn.W_Q.
-enum ParamId : size_t {
-  W_E, W_pos,                          // embed.W_E, pos_embed.W_pos
-  W_Q, W_K, W_V, W_O, b_Q, b_K, b_V, b_O,  // blocks.0.attn.*
-  W_in, b_in, W_out, b_out,            // blocks.0.mlp.*
-  W_U, b_U,                            // unembed.*
-  kNumParams
+struct ParamSpec {
+  std::string name;  // its kind's name for it (TransformerLens' for the transformer)
+  std::vector<int64_t> shape;
+  bool is_bias = false;
+  bool trained = true;  // false: frozen at its initial value (no gradient)
+  ParamInit init;
 };
 
 // Where a parameter tensor lies in the flat buffer: replica r of it is
@@ -38,16 +40,56 @@ struct ParamBlock {
 // [..., n]): the blocks' replica-r slices, concatenated.
 torch::Tensor replica_part(const torch::Tensor& flat, const std::vector<ParamBlock>& blocks, int64_t r);
 
-// Activations the analysis needs, at the last position.
+// Activations the analysis needs (one model), filled by a forward that is given one.
 struct Cache {
-  torch::Tensor attn_pattern;  // [N, n_heads, 3] attention of the "=" position
-  torch::Tensor resid_mid;     // [N, d_model]
-  torch::Tensor mlp_post;      // [N, d_mlp]
-  torch::Tensor resid_post;    // [N, d_model]
-  torch::Tensor logits;        // [N, P], what the forward returns
+  torch::Tensor attn_pattern;  // [N, n_heads, T] attention of the last position, last layer (transformer)
+  std::vector<torch::Tensor> patterns;  // per layer [N, n_heads, T, T] (transformer, generic forward)
+  torch::Tensor resid_mid;     // [N, d_model] at the last position (transformer)
+  torch::Tensor mlp_post;      // [N, hidden]: the hidden neurons the analysis reads (last position)
+  torch::Tensor resid_post;    // [N, d_model] (transformer)
+  torch::Tensor logits;        // what the forward returns
 };
 
-// One model, or S replicas trained side by side as batched tensors (one per seed).
+// How the analysis of a pair task ([a, b, =]) reads a model kind.
+struct PairReadout {
+  // Per operand (a, then b): the parameter whose rows from first_row on are that operand's
+  // values ([operand_values, width]): the embedding, or the first layer's weights on one-hot inputs.
+  struct Rows {
+    std::string param;
+    int64_t first_row = 0;
+  };
+  std::vector<Rows> operands;
+  std::string unembed;  // [width, classes]
+  // The neuron-logit map W_L = (product of these)^T, [classes, hidden]: how each hidden neuron
+  // of Cache::mlp_post writes to the logits.
+  std::vector<std::string> neuron_to_logits;
+  bool attention = false;  // Cache::attn_pattern is filled
+  std::string embedding_label;  // how tables and figures name the operand weights ("W_E")
+};
+
+class Model;
+
+// A model kind's network: its parameters and its forward.
+class Architecture {
+ public:
+  virtual ~Architecture() = default;
+  virtual std::vector<ParamSpec> params() const = 0;
+  // Outputs for inputs x (Batch::x), batched over the model's replicas: Target::last
+  // [S, N, classes]; sequence [S, N, T, classes]; reconstruct [S, N, features]. A cache only
+  // for one model.
+  virtual torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const = 0;
+  // The same function, faster where the kind knows the task's structure (the default: forward).
+  virtual bool has_fast_path() const { return false; }
+  virtual torch::Tensor forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const {
+    return forward(m, x, cache);
+  }
+  // FLOPs a training step on n examples cannot avoid (forward and backward), for bench; 0: unknown.
+  virtual double step_flops(int64_t n_examples) const { (void)n_examples; return 0; }
+  // How the pair analysis reads it; nullptr where the kind or the task has no such reading.
+  virtual const PairReadout* pair_readout() const { return nullptr; }
+};
+
+// One model, or S replicas trained side by side as batched tensors (one per seed or packed run).
 class Model {
  public:
   // Initialised on the CPU from train.seed (or from each of `seeds`: replica s gets exactly the
@@ -55,10 +97,16 @@ class Model {
   // the same model on CPU and CUDA.
   explicit Model(const Config& cfg, std::vector<int64_t> seeds = {});
 
-  // Logits at the "=" position for tokens [N, 3]: [N, P] float32 ([S, N, P] for S replicas).
-  torch::Tensor forward(const torch::Tensor& x, Cache* cache = nullptr) const;  // all positions (reference)
-  // Last position only, the same function; fills the same cache (one model only).
+  // The kind's outputs for inputs x: [N, ...] for one model, [S, N, ...] for replicas (for the
+  // modular task: logits at the "=" position, [N, P]). forward() is the kind's generic forward,
+  // forward_fast() its fast path where it has one (the same function; forward() otherwise).
+  torch::Tensor forward(const torch::Tensor& x, Cache* cache = nullptr) const;
   torch::Tensor forward_fast(const torch::Tensor& x, Cache* cache = nullptr) const;
+  // Always with the replica axis first: [S, N, ...].
+  torch::Tensor outputs(const torch::Tensor& x, bool fast) const;
+  bool has_fast_path() const { return arch_->has_fast_path(); }
+  const Architecture& arch() const { return *arch_; }
+  const TaskShape& shape() const { return shape_; }
 
   int64_t replicas() const { return int64_t(seeds_.size()); }
   const std::vector<int64_t>& seeds() const { return seeds_; }
@@ -69,13 +117,17 @@ class Model {
   Model clone() const;
   // Replica s's part of a buffer laid out like flat() (weights, gradients, Adam moments).
   torch::Tensor replica_part(const torch::Tensor& flat, int64_t s) const;
-  // Every parameter's block in flat(), in param_specs() order.
+  // Every parameter's block in flat(), in params() order.
   std::vector<ParamBlock> param_blocks() const;
+  const std::vector<ParamSpec>& specs() const { return specs_; }
 
-  // TransformerLens-named parameters, each a view into flat() ([S, ...] for S replicas).
+  // Named parameters in params() order, each a view into flat() ([S, ...] for S replicas).
   const std::vector<std::pair<std::string, torch::Tensor>>& named_parameters() const { return params_; }
   torch::Tensor param(const std::string& name) const;
-  const torch::Tensor& weight(ParamId id) const { return params_[id].second; }
+  bool has_param(const std::string& name) const;
+  const torch::Tensor& weight(size_t index) const { return params_[index].second; }
+  // Parameter `index` with a leading replica axis: [S, ...] (S = 1 included).
+  torch::Tensor batched(size_t index) const { return replicas() == 1 ? weight(index).unsqueeze(0) : weight(index); }
   torch::Tensor& flat() { return flat_; }
   const torch::Tensor& flat() const { return flat_; }
   torch::Tensor& flat_grad() { return flat_grad_; }
@@ -92,35 +144,58 @@ class Model {
  private:
   void bind_views();
   Config cfg_;
+  TaskShape shape_;
+  std::shared_ptr<const Architecture> arch_;
   std::vector<int64_t> seeds_;
   std::vector<ParamSpec> specs_;
   torch::Tensor flat_, flat_grad_;
   std::vector<std::pair<std::string, torch::Tensor>> params_;
 };
 
-// The training loss: cross-entropy of softmax (the paper's) or of StableMax (Prieto et al. 2025:
-// s(x) = x + 1 for x >= 0, 1/(1 - x) for x < 0, p = s(x)/sum s(x)), computed in float64 (the
-// default) or float32 (what the paper's code effectively computes).
+// The parameters a config's model has (its kind's table for its task's shape).
+std::vector<ParamSpec> param_specs(const Config& cfg);
+std::shared_ptr<const Architecture> make_architecture(const Config& cfg);
+
+// ---- losses (src/loss.cpp) ----
+// The training loss of a classification: cross-entropy of softmax (the paper's) or of StableMax
+// (Prieto et al. 2025: s(x) = x + 1 for x >= 0, 1/(1 - x) for x < 0, p = s(x)/sum s(x)), or the
+// mean squared error against the one-hot label (Gromov 2023), computed in float64 (the default)
+// or float32 (what the paper's code effectively computes). Reconstruction tasks have their own
+// (the importance-weighted squared error).
 struct LossSpec {
-  bool stablemax = false;
+  bool stablemax = false, mse = false;
   torch::ScalarType dtype = torch::kFloat64;
   static LossSpec of(const TrainConfig& train);
 };
-// log p over the last axis of logits [..., P], in spec.dtype.
+// log p over the last axis of logits [..., C], in spec.dtype.
 torch::Tensor log_probs(const torch::Tensor& logits, const LossSpec& spec = {});
-// Mean loss of logits [N, P] against labels [N]. For replicas' logits [S, N, P], the sum of
+// Mean loss of logits [N, C] against labels [N]. For replicas' logits [S, N, C], the sum of
 // their means: each replica gets its own gradient.
 torch::Tensor loss_fn(const torch::Tensor& logits, const torch::Tensor& labels, const LossSpec& spec = {});
 double accuracy(const torch::Tensor& logits, const torch::Tensor& labels);
-// Per replica, for logits [S, N, P]: mean loss and accuracy, [S] float64 each.
+// Per replica, for logits [S, N, C]: mean loss and accuracy, [S] float64 each.
 torch::Tensor replica_losses(const torch::Tensor& logits, const torch::Tensor& labels, const LossSpec& spec = {});
 torch::Tensor replica_accuracies(const torch::Tensor& logits, const torch::Tensor& labels);
-// Per replica: the fraction of pairs whose loss term is exactly zero in spec's precision (their
-// gradient has vanished: Prieto et al.'s softmax collapse), [S] float64.
-torch::Tensor replica_collapse(const torch::Tensor& logits, const torch::Tensor& labels, const LossSpec& spec = {});
+// Per replica: the fraction of examples whose loss term is exactly zero in spec's precision
+// (their gradient has vanished: Prieto et al.'s "zero terms"), [S] float64.
+torch::Tensor replica_zero_terms(const torch::Tensor& logits, const torch::Tensor& labels, const LossSpec& spec = {});
+// Per replica: the fraction of examples whose softmax has collapsed in spec's precision: the sum
+// of exp(logit - max) over the classes is exactly 1 (Prieto et al.'s "softmax collapse"), [S].
+torch::Tensor replica_softmax_collapse(const torch::Tensor& logits, const LossSpec& spec = {});
 
-// Zero the gradients, forward (fast or plain), the config's loss (LossSpec::of), backward: the
-// gradients of one step, left in model.flat_grad(). Returns the loss.
+// The same over any task's batch, from the model's outputs with the replica axis ([S, ...]):
+// the scored positions of a sequence, the importance-weighted squared error of a
+// reconstruction. Accuracy is NaN where the task has none.
+struct ReplicaMeasures {
+  torch::Tensor loss, acc, zero_terms, collapse;  // [S] float64 each (collapse, zero_terms: 0 where meaningless)
+};
+torch::Tensor batch_loss(const torch::Tensor& outputs, const Batch& batch, const TaskShape& shape, const LossSpec& spec);
+ReplicaMeasures batch_measures(const torch::Tensor& outputs, const Batch& batch, const TaskShape& shape,
+                               const LossSpec& spec);
+
+// Zero the gradients, forward (fast or generic), the config's loss, backward: the gradients of
+// one step, left in model.flat_grad(). Returns the loss (summed over replicas).
+torch::Tensor forward_backward(Model& model, const Batch& batch, bool fast);
 torch::Tensor forward_backward(Model& model, const torch::Tensor& x, const torch::Tensor& y, bool fast);
 torch::Device resolve_device(const std::string& spec);
 

@@ -15,11 +15,43 @@ struct OptimState {
   std::vector<std::pair<std::string, torch::Tensor>> extra;
 };
 
+// The flat buffers an intervention works on: the weights and the gradient, laid out per
+// parameter and replica (blocks; one block of one replica for a bare buffer).
+struct FlatView {
+  torch::Tensor& param;
+  torch::Tensor& grad;
+  const std::vector<ParamBlock>& blocks;
+  int64_t replicas;
+  // Each replica's squared L2 norm of `t` (laid out like param), [S] float64.
+  torch::Tensor replica_sq_norms(const torch::Tensor& t) const;
+  // Multiplies each replica's part of `t` by factor[r] ([S], t's dtype).
+  void scale_replicas(torch::Tensor& t, const torch::Tensor& factor) const;
+};
+
+// An intervention on the plain AdamW update (OptimConfig's grokfast, orthograd, grad_clip,
+// weight_norm): it changes the gradient before the update or the weights after it, and keeps
+// whatever state it needs under its own names in the checkpoint. FlatAdamW picks the ones a
+// config asks for once, when it is built; an intervention that is off costs nothing.
+class Intervention {
+ public:
+  virtual ~Intervention() = default;
+  virtual void before_update(FlatView&) {}
+  virtual void after_update(FlatView&) {}
+  // Its state for a checkpoint (replica r's part, or all of it for r < 0), and back.
+  virtual void save(std::vector<std::pair<std::string, torch::Tensor>>& extra, const FlatView& view, int64_t r) const {
+    (void)extra, (void)view, (void)r;
+  }
+  virtual void load(const OptimState& state, const FlatView& view) { (void)state, (void)view; }
+};
+
+// The interventions a config asks for, in the order they run (src/interventions.cpp).
+std::vector<std::unique_ptr<Intervention>> make_interventions(const OptimConfig& opt, const FlatView& view);
+
 // AdamW with the arithmetic of torch::optim::AdamW, applied to one flat buffer: a handful of
 // kernels per step instead of a handful per parameter. Frozen (zero) parameters have zero
 // gradients and stay exactly zero. The interventions of OptimConfig run around the update, each
-// as its reference code does it: Grokfast's filter and then ⊥Grad change the gradient before
-// it, the fixed weight norm rescales the weights after it. Which ones run is decided here, once.
+// as its reference code does it: Grokfast's filter, ⊥Grad and gradient clipping change the
+// gradient before it (in that order), the fixed weight norm rescales the weights after it.
 class FlatAdamW {
  public:
   FlatAdamW(torch::Tensor param, torch::Tensor grad, const OptimConfig& opt);
@@ -32,9 +64,10 @@ class FlatAdamW {
   // otherwise the update runs on per-element tensors of the hyperparameters (float rounding
   // apart, each replica's update is the one it would get alone: tested).
   FlatAdamW(Model& model, const OptimConfig& opt, const std::vector<OptimConfig>& per_replica);
+  ~FlatAdamW();
   void step(double lr);
   // Whether an intervention changes the plain AdamW update.
-  bool has_interventions() const;
+  bool has_interventions() const { return !interventions_.empty(); }
   // The same update with the step count and everything that depends on it (the warm-up
   // learning rate, the bias corrections) in device tensors that the update itself advances:
   // nothing read from the host changes between steps, so a CUDA graph can capture it. The
@@ -61,27 +94,22 @@ class FlatAdamW {
   OptimState state(int64_t replica) const;
 
  private:
-  void grokfast_filter();        // g <- g + lamb * (EMA or window mean of past g)
-  void orthogonalise();          // per tensor and replica: g minus its component along w, |g| kept
-  void fix_weight_norm();        // per replica: w rescaled to the initial total norm
-  torch::Tensor replica_norms() const;  // [S] float64: each replica's total weight norm
-  torch::Tensor replica_part(const torch::Tensor& flat, int64_t r) const;  // [S*n] -> [n]
+  FlatView view() const;
+  void set_layout(std::vector<ParamBlock> blocks, int64_t replicas);
   // Per-replica hyperparameters: the update with per-element tensors, from the lr's warm-up
   // factor and the bias corrections ([S] float64) that step() or step_on_device() schedule.
   void update_per_replica(const torch::Tensor& factor, const torch::Tensor& bias_correction1,
                           const torch::Tensor& bias_correction2);
   torch::Tensor spread(const torch::Tensor& per_replica) const;  // [S] float64 -> [S*n] param dtype
 
-  torch::Tensor param_, grad_, exp_avg_, exp_avg_sq_;
+  mutable torch::Tensor param_, grad_;
+  torch::Tensor exp_avg_, exp_avg_sq_;
   torch::Tensor device_step_;  // float64 scalar on the parameters' device, for step_on_device()
   OptimConfig opt_;
   int64_t step_ = 0;
-  std::vector<ParamBlock> blocks_;  // empty: the flat buffer is one tensor of one replica
+  std::vector<ParamBlock> blocks_;  // every parameter's block (one block for a bare buffer)
   int64_t replicas_ = 1;
-  torch::Tensor ema_;                 // grokfast "ema": mu, like the gradient
-  torch::Tensor window_;              // grokfast "ma": [window, n] ring of past gradients
-  int64_t window_next_ = 0, window_count_ = 0;
-  torch::Tensor norm_target_;         // weight_norm "fixed": [S] float64 initial norms
+  std::vector<std::unique_ptr<Intervention>> interventions_;
   // Per-replica hyperparameters (empty when every replica has opt_'s): each replica's OptimConfig;
   // on the parameters' device, [S] float64 lr, lr*wd, beta1, beta2; the replica of every element
   // of the flat buffer; per element, beta1, 1 - beta1, beta2, 1 - beta2, eps.
@@ -92,6 +120,7 @@ class FlatAdamW {
 
 // One optimiser step on a batch: forward_backward, then AdamW at `lr`. Returns the loss (a
 // tensor: reading it on a GPU synchronises).
+torch::Tensor train_step(Model& model, FlatAdamW& opt, const Batch& batch, bool fast, double lr);
 torch::Tensor train_step(Model& model, FlatAdamW& opt, const torch::Tensor& x, const torch::Tensor& y, bool fast,
                          double lr);
 

@@ -48,6 +48,7 @@ struct RunFacts {
   std::string device, blas, path;
   std::string loss, loss_dtype;  // the training loss, also that of metrics.csv's losses
   bool flush_denormal = false, cuda_graph = false;
+  std::string task_kind, model_kind;
 };
 // Writes <rep.run_dir>/summary.json atomically.
 void write_summary(const TrainReport& rep, const RunFacts& facts, int64_t seed, const std::string& weights_checksum,

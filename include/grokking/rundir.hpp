@@ -27,17 +27,25 @@ void remove_temporaries(const std::string& run_dir);
 struct MetricsRow {
   int64_t epoch = 0;
   double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0, sum_sq_weights = 0, lr = 0, elapsed_s = 0;
-  // Diagnostics (Prieto et al. 2025): the fraction of training pairs whose loss term is exactly
-  // zero in the loss's precision, and the cosine between the negative gradient of the training
-  // loss and the weights (near 1: a step mostly scales the weights up).
-  double softmax_collapse = 0, grad_weight_cos = 0;
+  // Diagnostics (Prieto et al. 2025): the fraction of training examples whose loss term is
+  // exactly zero in the loss's precision ("zero terms": their gradient has vanished), the
+  // fraction whose softmax has collapsed (sum of exp(logit - max) exactly 1), and the cosine
+  // between the negative gradient of the training loss and the weights (near 1: a step mostly
+  // scales the weights up).
+  double zero_terms = 0, softmax_collapse = 0, grad_weight_cos = 0;
+  // The task's own figures, in its column order (the repeat task's first-half loss).
+  std::vector<std::pair<std::string, double>> extra;
 };
-std::string metrics_header();
+// metrics.csv's header: the columns every run has, then a task's own.
+std::string metrics_header(const std::vector<std::string>& extra_columns = {});
+const std::vector<std::string>& metrics_columns();
 std::string format_row(const MetricsRow& r);
-// Rows of a metrics.csv (also one written before the diagnostics columns existed: they read 0);
-// a half-written last line is dropped. RunError naming file and line.
+// Rows of a metrics.csv, read by column name (also the files written before zero_terms and
+// softmax_collapse, or before the diagnostics: what they lack reads 0, or NaN where it was not
+// measured); a half-written last line is dropped. RunError naming file and line.
 std::vector<MetricsRow> read_metrics(const std::string& path);
-void write_metrics(const std::string& path, const std::vector<MetricsRow>& rows);
+void write_metrics(const std::string& path, const std::vector<MetricsRow>& rows,
+                   const std::vector<std::string>& extra_columns = {});
 
 // Figures derived from the metrics: the memorisation and grokking epochs.
 struct Milestones {
@@ -57,6 +65,13 @@ class RunLock {
  private:
   int fd_ = -1;
 };
+
+// Every file and folder grokking writes into a run directory (training, analysis, plots), relative
+// to it: the one list that --force clears and that the README documents.
+const std::vector<std::string>& run_dir_entries();
+// Removes every entry of run_dir_entries() from a run directory (folders with their contents);
+// anything else a user put there stays.
+void clear_run_dir(const std::string& run_dir);
 
 // Checkpoints of a run: {epoch, path} sorted by epoch (weights-only epoch_N.pt files).
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& run_dir);

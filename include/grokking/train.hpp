@@ -48,6 +48,11 @@ std::vector<TrainReport> train_packed(const std::vector<Config>& cfgs, const std
 // and nothing of a run yet), locked and trained side by side.
 std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool quiet);
 
+// Whether runs of this config can train side by side (--seeds, sweep --pack): every replica
+// must train on the same batch each step: the full batch of a fixed split, or the fresh batches
+// a task draws from its own seed (a minibatch order is drawn from train.seed).
+bool side_by_side(const Config& c);
+
 // Resolved config of a run directory, with the overrides a resume may change applied.
 Config load_run_config(const std::string& run_dir, const std::vector<std::string>& sets = {});
 

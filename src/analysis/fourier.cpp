@@ -76,9 +76,47 @@ std::vector<int64_t> key_from_norms(const std::vector<double>& norms) {
 }
 }  // namespace
 
+const PairReadout& readout_of(const Model& model) {
+  const PairReadout* r = model.arch().pair_readout();
+  if (!r)
+    throw UsageError("the Fourier analysis reads models of pair tasks ([a, b, =]): model.kind \"" +
+                     model.config().model.kind + "\" on task.kind \"" + model.config().task.kind + "\" has no such reading");
+  return *r;
+}
+
+std::vector<torch::Tensor> operand_embeddings(const Model& model) {
+  const PairReadout& r = readout_of(model);
+  const int64_t n = model.shape().operand_values;
+  std::vector<torch::Tensor> out;
+  for (size_t i = 0; i < r.operands.size(); ++i) {
+    const auto& o = r.operands[i];
+    if (i > 0 && o.param == r.operands[0].param && o.first_row == r.operands[0].first_row) continue;  // shared (W_E)
+    out.push_back(model.param(o.param).detach().cpu().narrow(0, o.first_row, n).to(torch::kFloat64));
+  }
+  return out;
+}
+
+torch::Tensor embedding_matrix(const Model& model) { return torch::cat(operand_embeddings(model), 1); }
+
+Model with_operand_embeddings(const Model& model, const std::vector<torch::Tensor>& embeddings) {
+  const PairReadout& r = readout_of(model);
+  const int64_t n = model.shape().operand_values;
+  Model copy = model.clone();
+  copy.to(torch::kCPU);
+  torch::NoGradGuard no_grad;
+  size_t next = 0;
+  for (size_t i = 0; i < r.operands.size(); ++i) {
+    const auto& o = r.operands[i];
+    if (i > 0 && o.param == r.operands[0].param && o.first_row == r.operands[0].first_row) continue;
+    copy.param(o.param).narrow(0, o.first_row, n).copy_(embeddings.at(next++));
+  }
+  return copy;
+}
+
 Cache run_all_pairs(const Model& model) {
   torch::NoGradGuard no_grad;
   require_fourier_basis(model.config().task);
+  (void)readout_of(model);
   Model cpu_model = model;  // shares storage when already on the CPU
   cpu_model.to(torch::kCPU);
   Cache cache;
@@ -87,13 +125,19 @@ Cache run_all_pairs(const Model& model) {
 }
 
 torch::Tensor neuron_logit_map(const Model& model) {
-  auto w_out = model.weight(W_out).detach().cpu().to(torch::kFloat64);  // [d_mlp, d_model]
-  auto w_u = model.weight(W_U).detach().cpu().to(torch::kFloat64);      // [d_model, P]
-  return w_out.matmul(w_u).t().contiguous();                            // [P, d_mlp]
+  const PairReadout& r = readout_of(model);
+  if (r.neuron_to_logits.empty())
+    throw UsageError("model.kind \"" + model.config().model.kind + "\" has no hidden neurons to map to the logits (attn_only)");
+  torch::Tensor m;
+  for (auto& name : r.neuron_to_logits) {
+    auto w = model.param(name).detach().cpu().to(torch::kFloat64);
+    m = m.defined() ? m.matmul(w) : w;
+  }
+  return m.t().contiguous();  // [C, hidden]
 }
 
 double gini_embed_frequencies(const Model& model, const Cycle& cycle) {
-  return gini(frequency_norms(on_cycle(model.weight(W_E).detach().cpu().narrow(0, 0, cycle.p), cycle)));
+  return gini(frequency_norms(on_cycle(embedding_matrix(model), cycle)));
 }
 
 double gini_wl_frequencies(const Model& model, const Cycle& cycle) {
@@ -106,30 +150,33 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   torch::NoGradGuard no_grad;
   const auto& cfg = model.config();
   const Cycle cycle = cycle_of(cfg.task);
-  const int64_t p = cfg.task.p, n = cycle.n, nf = n_frequencies(n);
+  const int64_t p = model.shape().operand_values, n = cycle.n, nf = n_frequencies(n);
+  const PairReadout& readout = readout_of(model);
   FourierReport r;
   r.p = p;
   r.cycle = cycle;
 
   // ---- embedding and unembedding spectra, over the cycle's indices ----
-  auto W_E = on_cycle(model.param("embed.W_E").detach().cpu().narrow(0, 0, p), cycle);  // [n, d]: "=" row dropped
+  auto W_E = on_cycle(embedding_matrix(model), cycle);  // [n, width]: the "=" row dropped
   auto embed = frequency_components(W_E);
   r.embed_norm = embed.total, r.embed_cos = embed.cos, r.embed_sin = embed.sin;
   r.embed_const_norm = (fourier_basis(n)[0].unsqueeze(0).matmul(W_E.to(torch::kFloat64))).norm().item<double>();
-  auto unembed = frequency_components(on_cycle(model.param("unembed.W_U").detach().cpu().t(), cycle));  // [n, d]
+  auto unembed = frequency_components(on_cycle(model.param(readout.unembed).detach().cpu().t(), cycle));  // [n, d]
   r.unembed_norm = unembed.total, r.unembed_cos = unembed.cos, r.unembed_sin = unembed.sin;
   r.gini_embed = gini(r.embed_norm);
   r.gini_unembed = gini(r.unembed_norm);
   r.key_embed = key_from_norms(r.embed_norm);
-  r.wl_norm = frequency_norms(on_cycle(neuron_logit_map(model), cycle));
-  r.key_wl = key_from_norms(r.wl_norm);
-  r.gini_wl = gini(r.wl_norm);
+  if (!readout.neuron_to_logits.empty()) {
+    r.wl_norm = frequency_norms(on_cycle(neuron_logit_map(model), cycle));
+    r.key_wl = key_from_norms(r.wl_norm);
+    r.gini_wl = gini(r.wl_norm);
+  }
 
   // ---- attention of "=" to a, per head, as a function of a (mean over b) ----
-  {
+  if (readout.attention) {
     auto pattern = all_pairs.attn_pattern.to(torch::kCPU, torch::kFloat64);  // [N, h, 3]
     auto to_a = pattern.select(2, 0);                                         // [N, h]
-    auto a_tok = make_dataset(cfg.task).all_x.select(1, 0);
+    auto a_tok = make_dataset(cfg.task).all_x.select(1, 0);  // [N]
     const int64_t h = to_a.size(1);
     auto sum = torch::zeros({p, h}, torch::kFloat64).index_add_(0, a_tok, to_a);
     auto count = torch::zeros({p}, torch::kFloat64).index_add_(0, a_tok, torch::ones({a_tok.size(0)}, torch::kFloat64));
@@ -146,21 +193,25 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
     }
   }
 
-  // ---- MLP neurons: 2-D Fourier transform of centred activations over (a, b) ----
-  const int64_t m = cfg.model.d_mlp;
-  // The activations on the cycle's (i, j) grid; for add and sub that is every pair as it is.
-  auto acts = all_pairs.mlp_post;
-  if (n != p) acts = acts.index_select(0, cycle_grid(cycle, make_dataset(cfg.task).all_x).to(acts.device()));
-  auto spectrum = neuron_spectrum(acts, n);
-  r.neuron_frac_matrix = spectrum.frac;
+  const auto all_x = make_dataset(cfg.task).all_x;
   {
+    // The logits' 2-D Fourier transform over the cycle's (i, j) grid.
     auto logits = all_pairs.logits.to(torch::kCPU, torch::kFloat64);
-    if (n != p) logits = logits.index_select(0, cycle_grid(cycle, make_dataset(cfg.task).all_x));
+    if (n != p) logits = logits.index_select(0, cycle_grid(cycle, all_x));
     auto F = fourier_basis(n);
     auto L = logits.reshape({n, n, logits.size(1)});                                     // [i, j, c]
     auto C = torch::tensordot(F, torch::tensordot(F, L, {1}, {0}), {1}, {1});           // [j', i', c]
     r.logit_2d_norm = C.pow(2).sum(2).sqrt().t().contiguous();                           // [i', j']
   }
+
+  // ---- hidden neurons: 2-D Fourier transform of centred activations over (a, b) ----
+  if (!all_pairs.mlp_post.defined()) return r;  // no hidden neurons (attention only)
+  const int64_t m = all_pairs.mlp_post.size(1);
+  // The activations on the cycle's (i, j) grid; for add and sub that is every pair as it is.
+  auto acts = all_pairs.mlp_post;
+  if (n != p) acts = acts.index_select(0, cycle_grid(cycle, all_x).to(acts.device()));
+  auto spectrum = neuron_spectrum(acts, n);
+  r.neuron_frac_matrix = spectrum.frac;
   auto [best_frac_t, best_k_t] = spectrum.frac.max(0);
   auto tot = spectrum.variance.contiguous(), best_frac = best_frac_t.contiguous(), best_k = best_k_t.contiguous();
   const double* tot_v = tot.data_ptr<double>();

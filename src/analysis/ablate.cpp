@@ -24,22 +24,25 @@ torch::Tensor all_logits(const Model& model) {
 
 namespace {
 
-// W_E's rows of the numbers with the components of `freqs` (over the cycle's indices) projected
-// out, or only those (and the constant) kept; rows off the cycle (0 under mul/div) unchanged.
-torch::Tensor project_out_embedding(const Model& model, const Cycle& cycle, const std::vector<int64_t>& freqs, bool keep) {
-  const int64_t p = cycle.p;
+// The operand embeddings (W_E's number rows) with the components of `freqs` (over the cycle's
+// indices) projected out, or only those (and the constant) kept; rows off the cycle (0 under
+// mul/div) unchanged.
+std::vector<torch::Tensor> project_out_embedding(const Model& model, const Cycle& cycle, const std::vector<int64_t>& freqs,
+                                                 bool keep) {
   auto F = fourier_basis(cycle.n);
   std::vector<int64_t> rows;
   if (keep) rows.push_back(0);  // keeping only some frequencies keeps the constant too
   for (auto k : freqs)
     for (auto r : frequency_rows(cycle.n, k)) rows.push_back(r);
   auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, n]
-  auto W = model.param("embed.W_E").detach().cpu().to(torch::kFloat64).narrow(0, 0, p).clone();  // [P, d]
   auto idx = torch::tensor(cycle.value_of, torch::kInt64);
-  auto Wc = W.index_select(0, idx);  // [n, d]
-  auto proj = B.t().matmul(B.matmul(Wc));
-  W.index_copy_(0, idx, keep ? proj : Wc - proj);
-  return W.to(torch::kFloat32);
+  std::vector<torch::Tensor> out;
+  for (auto W : operand_embeddings(model)) {  // [P, d] each
+    auto Wc = W.index_select(0, idx);          // [n, d]
+    auto proj = B.t().matmul(B.matmul(Wc));
+    out.push_back(W.index_copy(0, idx, keep ? proj : Wc - proj).to(torch::kFloat32));
+  }
+  return out;
 }
 
 }  // namespace
@@ -144,7 +147,8 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   torch::NoGradGuard no_grad;
   const auto& cfg = model.config();
   const Cycle cycle = cycle_of(cfg.task);  // no cycle at all: say that first
-  const int64_t p = cfg.task.p, n = cycle.n, nf = n_frequencies(n);
+  const int64_t p = model.shape().operand_values, n = cycle.n, nf = n_frequencies(n);
+  const std::string W_E = readout_of(model).embedding_label;  // how the rows name the operand weights
   std::vector<int64_t> key = opts.freqs;
   const Cache cache = run_all_pairs(model);
   if (key.empty()) key = analyse_fourier(model, cache).key_neurons;
@@ -222,7 +226,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
     out.push_back(avg);
     // Control: the as many non-key frequencies that carry the most (by W_E norm), which a
     // random draw mostly misses in a grokked model.
-    auto norms = frequency_norms(on_cycle(model.param("embed.W_E").detach().cpu().narrow(0, 0, p), cycle));
+    auto norms = frequency_norms(on_cycle(embedding_matrix(model), cycle));
     largest = non_key;
     std::stable_sort(largest.begin(), largest.end(),
                      [&](int64_t x, int64_t y) { return norms[size_t(x - 1)] > norms[size_t(y - 1)]; });
@@ -232,21 +236,16 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
                       remove(largest)));
   }
 
-  // ---- weight space: the frequencies' components of W_E projected out ----
-  auto with_embedding = [&](const torch::Tensor& numbers) {
-    Model copy = model.clone();
-    {
-      torch::NoGradGuard g;
-      copy.param("embed.W_E").narrow(0, 0, p).copy_(numbers);
-    }
-    return all_logits(copy);
+  // ---- weight space: the frequencies' components of the operand embeddings projected out ----
+  auto with_embedding = [&](const std::vector<torch::Tensor>& embeddings) {
+    return all_logits(with_operand_embeddings(model, embeddings));
   };
-  out.push_back(row("remove all key freqs from W_E", "weights", key, with_embedding(project_out_embedding(model, cycle, key, false))));
-  out.push_back(row("keep only key freqs in W_E", "weights", key, with_embedding(project_out_embedding(model, cycle, key, true))));
+  out.push_back(row("remove all key freqs from " + W_E, "weights", key, with_embedding(project_out_embedding(model, cycle, key, false))));
+  out.push_back(row("keep only key freqs in " + W_E, "weights", key, with_embedding(project_out_embedding(model, cycle, key, true))));
   if (!largest.empty()) {
     // The same controls in weight space.
     std::mt19937_64 rng(opts.seed);
-    AblationResult avg{"remove " + std::to_string(key.size()) + " random non-key freqs from W_E (control)", "weights", {},
+    AblationResult avg{"remove " + std::to_string(key.size()) + " random non-key freqs from " + W_E + " (control)", "weights", {},
                        {}, {}, {}, opts.control_draws};
     for (int64_t d = 0; d < opts.control_draws; ++d) {
       auto pool = non_key;
@@ -259,7 +258,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
       }
     }
     out.push_back(avg);
-    out.push_back(row("remove " + std::to_string(largest.size()) + " largest non-key freqs from W_E (control)", "weights",
+    out.push_back(row("remove " + std::to_string(largest.size()) + " largest non-key freqs from " + W_E + " (control)", "weights",
                       largest, with_embedding(project_out_embedding(model, cycle, largest, false))));
   }
   return out;

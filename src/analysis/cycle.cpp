@@ -12,27 +12,9 @@ namespace grokking {
 // of discrete logarithms: with a generator g of Z_P^*, a = g^i, b = g^j give a*b = g^(i+j) and
 // a/b = g^(i-j), indices mod P-1. The analysis works in the Fourier basis of those indices.
 
-namespace {
-
-bool prime(int64_t p) {
-  if (p < 2) return false;
-  for (int64_t d = 2; d * d <= p; ++d)
-    if (p % d == 0) return false;
-  return true;
-}
-
-int64_t pow_mod(int64_t base, int64_t e, int64_t m) {
-  int64_t r = 1 % m;
-  base %= m;
-  for (; e > 0; e >>= 1, base = base * base % m)
-    if (e & 1) r = r * base % m;
-  return r;
-}
-
-}  // namespace
 
 int64_t primitive_root(int64_t p) {
-  if (!prime(p)) throw std::invalid_argument("primitive_root: P must be prime");
+  if (!is_prime(p)) throw std::invalid_argument("primitive_root: P must be prime");
   if (p == 2) return 1;
   std::vector<int64_t> factors;  // the distinct primes of P-1
   int64_t rest = p - 1;
@@ -49,8 +31,11 @@ int64_t primitive_root(int64_t p) {
 }
 
 Cycle cycle_of(const TaskConfig& task) {
-  const auto& op = task.operation;
-  const int64_t p = task.p;
+  if (task.kind != "modular")
+    throw UsageError("the Fourier analysis is for the modular task's add, sub, mul and div; task.kind \"" + task.kind +
+                     "\" has no Fourier basis of its own");
+  const auto& op = task.text("operation");
+  const int64_t p = task.integer("p");
   Cycle c;
   c.operation = op, c.p = p;
   c.index_of.assign(size_t(p), -1);
@@ -62,7 +47,7 @@ Cycle cycle_of(const TaskConfig& task) {
     return c;
   }
   if (op == "mul" || op == "div") {
-    if (!prime(p) || p < 3)
+    if (!is_prime(p) || p < 3)
       throw UsageError("the analysis of '" + op + "' works on discrete logarithms, which need a prime P >= 3 (got " +
                        std::to_string(p) + ")");
     c.n = p - 1;

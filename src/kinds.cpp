@@ -1,0 +1,165 @@
+// Keys of the kinds: how each sort of value is read and checked. Torch-free.
+#include "grokking/kinds.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "grokking/config.hpp"
+#include "grokking/error.hpp"
+#include "grokking/text.hpp"
+
+namespace grokking {
+using nlohmann::json;
+
+namespace {
+
+// A value as the user wrote it, cut short: an error quotes at most a short prefix of any input.
+// Invalid UTF-8 (a --set value is any bytes) is shown replaced, not thrown by dump().
+std::string shown(const json& v) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+}
+
+[[noreturn]] void fail(const std::string& where, const std::string& what, const json& got) {
+  throw UsageError(where + ": " + what + " (got " + shown(got) + ")");
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+// An integer value: JSON integers, and reals with no fractional part (3.0), within int64.
+bool as_integer(const json& v, int64_t& out) {
+  if (v.is_number_integer()) {
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)) return false;
+    out = v.get<int64_t>();
+    return true;
+  }
+  if (v.is_number_float() && std::isfinite(v.get<double>()) && std::floor(v.get<double>()) == v.get<double>() &&
+      std::fabs(v.get<double>()) < 9e18) {
+    out = static_cast<int64_t>(v.get<double>());
+    return true;
+  }
+  return false;
+}
+
+std::string real_range(double lo, bool lo_open, double hi, bool hi_open) {
+  return std::string(lo_open ? "(" : "[") + format_number(lo, "%g") + ", " +
+         (std::isinf(hi) ? "inf" : format_number(hi, "%g")) + (hi_open ? ")" : "]");
+}
+
+}  // namespace
+
+KindKey integer_key(const std::string& key, int64_t def, int64_t lo, int64_t hi, const std::string& doc,
+                    const std::string& why_hi) {
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  const std::string why = why_hi.empty() ? std::string() : "; " + why_hi;
+  return {key, def, doc, [=](const json& v, const std::string& where) {
+            int64_t x = 0;
+            if (!as_integer(v, x)) {
+              if (v.is_number_integer()) fail(where, "must be an integer in " + range + why, v);  // past int64
+              fail(where, "must be an integer", v);
+            }
+            if (x < lo) fail(where, "must be an integer in " + range, v);
+            if (x > hi) fail(where, "must be an integer in " + range + why, v);
+            return json(x);
+          }};
+}
+
+KindKey real_key(const std::string& key, double def, double lo, bool lo_open, double hi, bool hi_open,
+                 const std::string& doc) {
+  return {key, def, doc, [=](const json& v, const std::string& where) {
+            if (!v.is_number()) fail(where, "must be a number", v);
+            const double x = v.get<double>();
+            const std::string range = real_range(lo, lo_open, hi, hi_open);
+            if (!std::isfinite(x)) fail(where, "must be a finite number in " + range, v);
+            if ((lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi)) fail(where, "must be in " + range, v);
+            return json(x);
+          }};
+}
+
+KindKey bool_key(const std::string& key, bool def, const std::string& doc) {
+  return {key, def, doc, [](const json& v, const std::string& where) {
+            if (!v.is_boolean()) fail(where, "must be true or false", v);
+            return v;
+          }};
+}
+
+KindKey choice_key(const std::string& key, const std::string& def, const std::vector<std::string>& choices,
+                   const std::string& doc) {
+  return {key, def, doc, [=](const json& v, const std::string& where) {
+            if (!v.is_string()) fail(where, "must be a string", v);
+            if (std::find(choices.begin(), choices.end(), v.get<std::string>()) == choices.end())
+              fail(where, "must be one of " + join(choices), v);
+            return v;
+          }};
+}
+
+KindKey text_key(const std::string& key, const std::string& def, const std::string& doc) {
+  return {key, def, doc, [](const json& v, const std::string& where) {
+            if (!v.is_string()) fail(where, "must be a string", v);
+            return v;
+          }};
+}
+
+KindKey integer_list_key(const std::string& key, std::vector<int64_t> def, int64_t lo, int64_t hi, size_t max_len,
+                         const std::string& doc) {
+  const std::string what = "must be a list of 1 to " + std::to_string(max_len) + " integers in [" +
+                           std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  return {key, def, doc, [=](const json& v, const std::string& where) {
+            if (!v.is_array() || v.empty() || v.size() > max_len) fail(where, what, v);
+            json out = json::array();
+            for (auto& e : v) {
+              int64_t x = 0;
+              if (!as_integer(e, x) || x < lo || x > hi) fail(where, what, v);
+              out.push_back(x);
+            }
+            return out;
+          }};
+}
+
+KindKey real_list_key(const std::string& key, std::vector<double> def, double lo, double hi, size_t max_len,
+                      const std::string& doc) {
+  const std::string what = "must be a list of at most " + std::to_string(max_len) + " finite numbers in " +
+                           real_range(lo, false, hi, false);
+  return {key, def, doc, [=](const json& v, const std::string& where) {
+            if (!v.is_array() || v.size() > max_len) fail(where, what, v);
+            json out = json::array();
+            for (auto& e : v) {
+              if (!e.is_number() || !std::isfinite(e.get<double>()) || e.get<double>() < lo || e.get<double>() > hi)
+                fail(where, what, v);
+              out.push_back(e.get<double>());
+            }
+            return out;
+          }};
+}
+
+namespace {
+template <class Kind>
+std::string names_of(const std::vector<const Kind*>& kinds) {
+  std::vector<std::string> names;
+  for (auto* k : kinds) names.push_back(k->name);
+  return join(names);
+}
+template <class Kind>
+const Kind& find_kind(const std::vector<const Kind*>& kinds, const std::string& name, const std::string& where) {
+  for (auto* k : kinds)
+    if (k->name == name) return *k;
+  fail(where, "must be one of " + names_of(kinds), json(name));
+}
+}  // namespace
+
+std::string task_kind_names() { return names_of(task_kinds()); }
+std::string model_kind_names() { return names_of(model_kinds()); }
+const TaskKind& find_task_kind(const std::string& name, const std::string& where) {
+  return find_kind(task_kinds(), name, where);
+}
+const ModelKind& find_model_kind(const std::string& name, const std::string& where) {
+  return find_kind(model_kinds(), name, where);
+}
+
+TaskShape task_shape(const TaskConfig& task) { return find_task_kind(task.kind).shape(task); }
+
+}  // namespace grokking

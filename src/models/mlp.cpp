@@ -1,0 +1,168 @@
+// model.kind "mlp": a multilayer perceptron on the two operands of a pair task, in the
+// encodings of the papers that use one. "embed": a learned embedding per operand, concatenated
+// (Chughtai et al. 2023: embeddings of 256, one hidden layer of 128, ReLU, no biases); "one_hot":
+// the one-hot vectors of a and b concatenated (Prieto et al. 2025: two hidden layers of 200,
+// ReLU, no biases; Gromov 2023: one hidden layer, x^2, no biases, trained with mse).
+#include <cmath>
+#include <map>
+
+#include "grokking/error.hpp"
+#include "grokking/model.hpp"
+#include "grokking/text.hpp"
+
+namespace grokking {
+
+namespace {
+
+struct Spec {
+  std::string encoding, activation, init;
+  int64_t d_embed;
+  std::vector<int64_t> hidden;
+  bool biases;
+  explicit Spec(const ModelConfig& m)
+      : encoding(m.text("encoding")), activation(m.text("activation")), init(m.text("init")),
+        d_embed(m.integer("d_embed")), hidden(m.integers("hidden")), biases(m.flag("biases")) {}
+};
+
+torch::Tensor activation(const torch::Tensor& x, const std::string& name) {
+  if (name == "square") return x * x;
+  return name == "gelu" ? torch::gelu(x) : torch::relu(x);
+}
+
+class Mlp : public Architecture {
+ public:
+  Mlp(const Config& cfg, const TaskShape& shape) : s_(cfg.model), shape_(shape) {
+    const int64_t n = shape.operand_values, c = shape.classes;
+    // normal: N(0, 1/fan_in) (Chughtai et al.'s randn/sqrt(fan_in); embeddings randn/sqrt(d_embed));
+    // uniform: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's nn.Linear default (Prieto et al.).
+    auto init = [&](double fan_in) {
+      return ParamInit{s_.init == "uniform" ? ParamInit::Kind::uniform : ParamInit::Kind::normal, 1.0 / std::sqrt(fan_in)};
+    };
+    int64_t width = 2 * n;
+    if (s_.encoding == "embed") {
+      specs_.push_back({"embed.W_x", {n, s_.d_embed}, false, true, init(double(s_.d_embed))});
+      specs_.push_back({"embed.W_y", {n, s_.d_embed}, false, true, init(double(s_.d_embed))});
+      width = 2 * s_.d_embed;
+      readout_.operands = {{"embed.W_x", 0}, {"embed.W_y", 0}};
+      readout_.embedding_label = "W_x, W_y";
+    } else {
+      readout_.operands = {{"hidden.0.W", 0}, {"hidden.0.W", n}};  // the one-hot rows of a, then of b
+      readout_.embedding_label = "hidden.0.W";
+    }
+    for (size_t i = 0; i < s_.hidden.size(); ++i) {
+      const std::string l = "hidden." + std::to_string(i) + ".";
+      specs_.push_back({l + "W", {width, s_.hidden[i]}, false, true, init(double(width))});
+      if (s_.biases) specs_.push_back({l + "b", {s_.hidden[i]}, true, true, {}});
+      width = s_.hidden[i];
+    }
+    specs_.push_back({"unembed.W_U", {width, c}, false, true, init(double(width))});
+    if (s_.biases) specs_.push_back({"unembed.b_U", {c}, true, true, {}});
+    for (size_t i = 0; i < specs_.size(); ++i) index_[specs_[i].name] = i;
+    readout_.unembed = "unembed.W_U";
+    readout_.neuron_to_logits = {"unembed.W_U"};
+  }
+
+  std::vector<ParamSpec> params() const override { return specs_; }
+  const PairReadout* pair_readout() const override { return &readout_; }
+
+  double step_flops(int64_t n) const override {
+    double f = 0;
+    int64_t width = s_.encoding == "embed" ? 2 * s_.d_embed : 0;  // one-hot products are gathers
+    for (auto h : s_.hidden) f += double(width) * double(h), width = h;
+    f += double(width) * double(shape_.classes);
+    return 3 * 2 * double(n) * f;
+  }
+
+  torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const override {
+    const int64_t n = shape_.operand_values;
+    auto W = [&](const std::string& name) { return m.batched(index_.at(name)); };  // [S, ...]
+    auto a = x.select(1, 0), b = x.select(1, 1);
+    // The first hidden layer's input: [S, N, h0]
+    torch::Tensor h;
+    if (s_.encoding == "embed") {
+      auto e = torch::cat({W("embed.W_x").index_select(1, a), W("embed.W_y").index_select(1, b)}, -1);  // [S, N, 2 d_embed]
+      h = e.bmm(W("hidden.0.W"));
+    } else {  // one-hot [a; b] times W: the row of a plus the row of n + b
+      auto w0 = W("hidden.0.W");
+      h = w0.index_select(1, a) + w0.index_select(1, b + n);
+    }
+    for (size_t i = 0; i < s_.hidden.size(); ++i) {
+      const std::string l = "hidden." + std::to_string(i) + ".";
+      if (i > 0) h = h.bmm(W(l + "W"));
+      if (s_.biases) h = h + W(l + "b").unsqueeze(1);
+      h = activation(h, s_.activation);
+    }
+    auto logits = h.bmm(W("unembed.W_U"));  // [S, N, C]
+    if (s_.biases) logits = logits + W("unembed.b_U").unsqueeze(1);
+    if (cache) {
+      cache->mlp_post = h.squeeze(0);
+      cache->logits = logits.squeeze(0);
+    }
+    return logits;
+  }
+
+ private:
+  Spec s_;
+  TaskShape shape_;
+  std::vector<ParamSpec> specs_;
+  std::map<std::string, size_t> index_;
+  PairReadout readout_;
+};
+
+void validate_mlp(const Config& c, const TaskShape& shape, const std::string& origin) {
+  auto bad = [&](const std::string& ptr, const std::string& what) { throw UsageError(origin + ": " + ptr + ": " + what); };
+  const Spec s(c.model);
+  if (shape.operand_values == 0)
+    bad("/model/kind", "an mlp reads the two operands of a pair task ([a, b, =]); task.kind \"" + c.task.kind +
+                           "\" is not one (use model.kind \"transformer\"" +
+                           (shape.vocab == 0 ? std::string(" or \"toy_superposition\"") : std::string()) + ")");
+  if (s.encoding == "one_hot" && s.d_embed != 256)
+    bad("/model/d_embed", "is used only with model.encoding \"embed\" (encoding is \"one_hot\"; got " +
+                              std::to_string(s.d_embed) + ")");
+}
+
+double mlp_params(const Config& c, const TaskShape& shape) {
+  double n = 0;
+  for (auto& p : Mlp(c, shape).params()) {
+    double k = 1;
+    for (auto dim : p.shape) k *= double(dim);
+    n += k;
+  }
+  return n;
+}
+
+}  // namespace
+
+const ModelKind& mlp_model() {
+  static const ModelKind kind = [] {
+    ModelKind k;
+    k.name = "mlp";
+    k.doc = "an MLP on the pair's two operands: embed (Chughtai et al. 2023) or one-hot (Prieto et al. 2025, Gromov 2023) inputs";
+    k.keys = {
+        integer_list_key("hidden", {128}, 1, 1 << 16, 16, "hidden layer widths, first to last"),
+        choice_key("encoding", "embed", {"embed", "one_hot"},
+                   "embed: a learned embedding per operand, concatenated (Chughtai et al.); one_hot: the one-hot vectors of a and b concatenated (Prieto et al., Gromov)"),
+        integer_key("d_embed", 256, 1, 65536, "width of each operand's embedding (encoding embed)"),
+        choice_key("activation", "relu", {"relu", "gelu", "square"}, "hidden activation; square: x^2 (Gromov 2023)"),
+        bool_key("biases", false, "hidden and output biases (zero at initialisation, trained); false: none, as in the three papers"),
+        choice_key("init", "normal", {"normal", "uniform"},
+                   "normal: N(0, 1/fan_in), embeddings N(0, 1/d_embed) (Chughtai et al.); uniform: U(+-1/sqrt(fan_in)), PyTorch's nn.Linear default (Prieto et al.)"),
+    };
+    k.validate = validate_mlp;
+    k.n_params = mlp_params;
+    k.activation_floats = [](const Config& c, const TaskShape& shape) {
+      const Spec s(c.model);
+      double f = double(2 * s.d_embed);
+      for (auto h : s.hidden) f += 2.0 * double(h);
+      return f + 3.0 * double(shape.classes);
+    };
+    k.has_fast_path = [](const Config&, const TaskShape&) { return false; };
+    k.make = [](const Config& c, const TaskShape& shape) -> std::shared_ptr<const Architecture> {
+      return std::make_shared<Mlp>(c, shape);
+    };
+    return k;
+  }();
+  return kind;
+}
+
+}  // namespace grokking
