@@ -125,23 +125,29 @@ int run_fourier_command(const AnalysisOptions& opts) {
     auto has = [](const std::vector<int64_t>& v, int64_t k) { return int64_t(std::count(v.begin(), v.end(), k) > 0); };
     for (int64_t k = 1; k <= nf; ++k) {
       const auto i = size_t(k - 1);
-      csv.field(k).field(r.embed_norm[i]).field(r.unembed_norm[i]).field(r.neurons_per_freq[i]);
+      csv.field(k).field(r.embed_norm[i]).field(r.unembed_norm[i]);
+      csv.field(i < r.neurons_per_freq.size() ? r.neurons_per_freq[i] : int64_t(0));
       csv.field(has(r.key_neurons, k)).field(has(r.key_embed, k)).field(r.embed_cos[i]).field(r.embed_sin[i]);
-      csv.field(r.unembed_cos[i]).field(r.unembed_sin[i]).field(r.wl_norm[i]).field(r.neurons_per_freq_85[i]).end_row();
+      // A model without hidden neurons (attention only) has no W_L and no neuron clusters.
+      const double nan = std::numeric_limits<double>::quiet_NaN();
+      csv.field(r.unembed_cos[i]).field(r.unembed_sin[i]).field(i < r.wl_norm.size() ? r.wl_norm[i] : nan);
+      csv.field(i < r.neurons_per_freq_85.size() ? r.neurons_per_freq_85[i] : int64_t(0)).end_row();
     }
     atomic_write(run_dir + "/fourier.csv", csv.text());
     // For plot: attention of "=" to a by a, one column per head; each live neuron's variance
     // fraction per frequency, neurons grouped by best frequency (then by fraction), as a matrix.
-    std::vector<std::string> cols = {"i", "a"};
-    for (int64_t h = 0; h < r.attn_by_a.size(1); ++h) cols.push_back("head" + std::to_string(h));
-    CsvWriter att(cols);
-    auto by_a = r.attn_by_a.contiguous();
-    for (int64_t i = 0; i < by_a.size(0); ++i) {
-      att.field(i).field(r.cycle.value_of[size_t(i)]);
-      for (int64_t h = 0; h < by_a.size(1); ++h) att.field(by_a[i][h].item<double>());
-      att.end_row();
+    if (r.attn_by_a.defined()) {
+      std::vector<std::string> cols = {"i", "a"};
+      for (int64_t h = 0; h < r.attn_by_a.size(1); ++h) cols.push_back("head" + std::to_string(h));
+      CsvWriter att(cols);
+      auto by_a = r.attn_by_a.contiguous();
+      for (int64_t i = 0; i < by_a.size(0); ++i) {
+        att.field(i).field(r.cycle.value_of[size_t(i)]);
+        for (int64_t h = 0; h < by_a.size(1); ++h) att.field(by_a[i][h].item<double>());
+        att.end_row();
+      }
+      atomic_write(run_dir + "/attention.csv", att.text());
     }
-    atomic_write(run_dir + "/attention.csv", att.text());
     std::vector<size_t> order;
     for (size_t i = 0; i < r.neuron_freq.size(); ++i)
       if (r.neuron_freq[i] > 0) order.push_back(i);
@@ -205,11 +211,11 @@ int run_fourier_command(const AnalysisOptions& opts) {
   std::printf("%s\n", cycle_text(r.cycle).c_str());
   std::printf("key frequencies, neuron method:   %s  (%.1f%% of neurons explained >= %.0f%% by one frequency)\n",
               join_numbers(r.key_neurons).c_str(), 100 * r.frac_neurons_clustered, 100 * kNeuronClusterFrac);
-  std::printf("key frequencies, W_E norm method: %s  (%s)\n", join_numbers(r.key_embed).c_str(),
+  std::printf("key frequencies, %s norm method: %s  (%s)\n", r.embedding_label.c_str(), join_numbers(r.key_embed).c_str(),
               r.agree() ? "the methods agree" : "the methods differ");
-  std::printf("key frequencies of W_L = (W_out W_U)^T: %s\n", join_numbers(r.key_wl).c_str());
-  std::printf("Gini of frequency norms: W_E %.3f, W_U %.3f, W_L %.3f  (near 0: spread out; near 1: sparse)\n",
-              r.gini_embed, r.gini_unembed, r.gini_wl);
+  std::printf("key frequencies of the neuron-logit map W_L: %s\n", join_numbers(r.key_wl).c_str());
+  std::printf("Gini of frequency norms: %s %.3f, W_U %.3f, W_L %.3f  (near 0: spread out; near 1: sparse)\n",
+              r.embedding_label.c_str(), r.gini_embed, r.gini_unembed, r.gini_wl);
   std::printf("neurons explained >= 85%% by one frequency (the paper's clusters): %.1f%%; best-frequency fraction "
               "histogram (0-0.1 ... 0.9-1): %s\n",
               100 * r.frac_neurons_85, join_numbers(r.neuron_frac_hist, " ").c_str());

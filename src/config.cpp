@@ -473,8 +473,9 @@ json config_to_json(const Config& c) {
 
 namespace {
 // --set section.kind=NEW on a config whose section holds its old kind's keys (a resolved config
-// lists every key): the old kind's keys that stand at their defaults go; any other stays and is
-// refused as belonging to the old kind, since dropping it would lose what the user set.
+// lists every key): the old kind's keys that stand at their defaults go (the new kind takes its
+// own defaults); any other stays, and is refused as belonging to the old kind, since dropping it
+// would lose what the user set.
 void switch_kind(json& j, const std::string& section, const json& new_kind) {
   if (!j.contains(section) || !j[section].is_object() || !new_kind.is_string()) return;
   json& body = j[section];
@@ -494,10 +495,10 @@ void switch_kind(json& j, const std::string& section, const json& new_kind) {
     }
   }
   if (!old_keys || !new_keys) return;  // an unknown kind: reading the config says so
-  for (auto& k : *old_keys) {
-    const bool shared = std::any_of(new_keys->begin(), new_keys->end(), [&](const KindKey& n) { return n.key == k.key; });
-    if (!shared && body.contains(k.key) && body[k.key] == k.default_value) body.erase(k.key);
-  }
+  // A key both kinds have (activation, init) at the old kind's default takes the new kind's.
+  for (auto& k : *old_keys)
+    if (body.contains(k.key) && body[k.key] == k.default_value) body.erase(k.key);
+  (void)new_keys;
 }
 }  // namespace
 

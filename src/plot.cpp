@@ -215,15 +215,20 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
              phase_shading(s) +
              "plot '../metrics.csv' using 'epoch':'train_acc' with lines ls 1 title 'train', "
              "'' using 'epoch':'test_acc' with lines ls 2 title 'test'\n");
-  // metrics.csv written before the diagnostics columns has none to draw.
-  if (read_file(dir + "/metrics.csv").find("softmax_collapse") != std::string::npos)
+  // metrics.csv written before the diagnostics columns has none to draw; before zero_terms, its
+  // softmax_collapse column counted the zero terms.
+  const std::string header = read_file(dir + "/metrics.csv").substr(0, read_file(dir + "/metrics.csv").find('\n'));
+  if (header.find("softmax_collapse") != std::string::npos) {
+    const bool both = header.find("zero_terms") != std::string::npos;
     figure(opts.gnuplot, plots, "diagnostics",
            "set title 'Softmax collapse and naive loss minimisation (Prieto et al. 2025)'\nset xlabel 'epoch'\n"
            "set ylabel 'fraction / cosine'\nset yrange [-1.05:1.05]\nset key inside bottom left\n" + milestone_marks(s) +
-               phase_shading(s) +
-               "plot '../metrics.csv' using 'epoch':'softmax_collapse' with lines ls 1 "
-               "title 'training pairs with zero loss (collapse)', "
+               phase_shading(s) + "plot '../metrics.csv' using 'epoch':'" + (both ? "zero_terms" : "softmax_collapse") +
+               "' with lines ls 1 title 'training pairs whose loss term is exactly 0', " +
+               (both ? "'' using 'epoch':'softmax_collapse' with lines ls 3 title 'softmax collapsed (sum of exp = 1)', "
+                     : "") +
                "'' using 'epoch':'grad_weight_cos' with lines ls 2 title 'cos(-gradient, weights)'\n");
+  }
   if (exists(dir + "/fourier.csv")) {
     // W_E's spectrum beside W_L's (the neuron-logit map), key frequencies highlighted.
     auto panel = [](const std::string& column, const std::string& title) {

@@ -15,13 +15,13 @@ namespace grokking::test {
 // A tiny, fast config: P=11, a two-head model of width 16.
 inline Config tiny_config(int64_t p = 11) {
   Config c;
-  c.task.p = p;
-  c.task.frac_train = 0.5;
+  c.task.set("p", p);
+  c.task.set("frac_train", 0.5);
   c.task.seed = 1;
-  c.model.d_model = 16;
-  c.model.n_heads = 2;
-  c.model.d_head = 8;
-  c.model.d_mlp = 32;
+  c.model.set("d_model", 16);
+  c.model.set("n_heads", 2);
+  c.model.set("d_head", 8);
+  c.model.set("d_mlp", 32);
   c.train.seed = 2;
   c.train.epochs = 50;
   c.train.eval_every = 10;
@@ -41,6 +41,25 @@ inline std::string temp_dir(const std::string& name) {
 }
 
 inline std::string source_dir() { return GROKKING_SOURCE_DIR; }
+
+// A new run directory holding cfg's config.json, as `grokking train` prepares it.
+inline std::string prepare_run(const Config& cfg, const std::string& name) {
+  std::string dir = temp_dir(name);
+  make_dirs(dir + "/checkpoints");
+  atomic_write(dir + "/config.json", config_to_json(cfg).dump(2));
+  return dir;
+}
+
+// metrics.csv's rows as text, without the wall time: what a resumed run must reproduce exactly.
+inline std::vector<std::string> metric_lines_without_time(const std::string& path) {
+  std::vector<std::string> out;
+  for (auto& r : read_metrics(path)) {
+    auto row = r;
+    row.elapsed_s = 0;
+    out.push_back(format_row(row));
+  }
+  return out;
+}
 
 // The one measure of every parity test (a second implementation against the plain one, as
 // llm.c's test_gpt2 prints maxdiff): max_i |got_i - ref_i| / max(|ref_i|, floor), printed with

@@ -21,7 +21,7 @@ TEST_CASE("logits built from one frequency's (a+b) directions are kept whole by 
   auto pure = torch::cos(2 * M_PI * 3 * (a + b - c) / p).reshape({p * p, p});
   auto other = 0.5 * torch::cos(2 * M_PI * 5 * (a + b - c) / p).reshape({p * p, p});
   TaskConfig add;
-  add.operation = "add", add.p = p;
+  add.set("operation", "add").set("p", p);
   const auto pairs = make_dataset(add).all_x;
   auto project_sum_directions = [&](const torch::Tensor& logits, int64_t, const std::vector<int64_t>& freqs) {
     return project_onto(logits, relation_directions(cycle_of(add), pairs, freqs));
@@ -68,7 +68,7 @@ TEST_CASE("removing the key frequencies destroys the model; removing as many oth
   auto find = [&](const std::string& prefix, const std::string& space) { return test::find_ablation(rows, prefix, space); };
   auto base = find("model as is", "none");
   CHECK(base.test.acc >= 0.99);
-  const double chance = 1.0 / double(ck.config.task.p);
+  const double chance = 1.0 / double(ck.config.task.integer("p"));
   CHECK(find("remove all key freqs", "logits").test.acc < 3 * chance);
   CHECK(find("remove all key freqs from W_E", "weights").test.acc < 3 * chance);
   // Controls: as many random non-key frequencies (5 draws), and the as many largest ones by
@@ -85,7 +85,7 @@ TEST_CASE("removing the key frequencies destroys the model; removing as many oth
   // The excluded loss of every single frequency: the key ones far above every other.
   auto by_freq = excluded_loss_by_frequency(m, data);
   auto key = analyse_fourier(m).key_neurons;
-  REQUIRE(by_freq.size() == size_t(n_frequencies(ck.config.task.p)));
+  REQUIRE(by_freq.size() == size_t(n_frequencies(ck.config.task.integer("p"))));
   for (size_t i = 0; i < by_freq.size(); ++i)
     if (std::count(key.begin(), key.end(), int64_t(i + 1)) == 0)
       for (auto k : key) CHECK(by_freq[size_t(k - 1)] > 100 * by_freq[i]);

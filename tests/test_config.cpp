@@ -1,5 +1,8 @@
+#include <set>
+
 #include "catch.hpp"
 #include "grokking/config.hpp"
+#include "grokking/task.hpp"
 #include "grokking/error.hpp"
 #include "grokking/text.hpp"
 #include "helpers.hpp"
@@ -21,17 +24,23 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 
 TEST_CASE("the empty config is valid and gives the documented defaults", "[config]") {
   Config c = parse_config("{}", "cfg.json");
-  CHECK(c.task.p == 113);
-  CHECK(c.task.frac_train == 0.3);
+  CHECK(c.task.integer("p") == 113);
+  CHECK(c.task.real("frac_train") == 0.3);
   CHECK(c.optim.lr == 1e-3);
   CHECK(c.optim.weight_decay == 1.0);
   CHECK(c.optim.beta2 == 0.98);
-  CHECK(c.model.d_model == c.model.n_heads * c.model.d_head);
+  CHECK(c.model.integer("d_model") == c.model.integer("n_heads") * c.model.integer("d_head"));
   // Every documented key appears in the resolved JSON and round-trips.
   auto j = config_to_json(c);
+  // The default config's kinds are the modular task and the transformer: their keys are in it,
+  // and no key that only another kind has.
+  std::set<std::string> own;
+  for (auto& k : config_docs())
+    if (k.kind.empty() || k.kind == "task.kind modular" || k.kind == "model.kind transformer") own.insert(k.key);
   for (auto& k : config_docs()) {
     auto dot = k.key.find('.');
-    CHECK(j[k.key.substr(0, dot)].contains(k.key.substr(dot + 1)));
+    INFO(k.key << " (" << k.kind << ")");
+    CHECK(j[k.key.substr(0, dot)].contains(k.key.substr(dot + 1)) == (own.count(k.key) == 1));
   }
   Config back = config_from_json(j, "x");
   CHECK(config_to_json(back) == j);
@@ -39,8 +48,8 @@ TEST_CASE("the empty config is valid and gives the documented defaults", "[confi
 
 TEST_CASE("values are read from the file", "[config]") {
   Config c = parse_config(R"({"task": {"p": 23, "operation": "sub"}, "optim": {"lr": 0.003}})", "cfg.json");
-  CHECK(c.task.p == 23);
-  CHECK(c.task.operation == "sub");
+  CHECK(c.task.integer("p") == 23);
+  CHECK(c.task.text("operation") == "sub");
   CHECK(c.optim.lr == 0.003);
   CHECK(c.train.epochs == 25000);
 }
@@ -51,7 +60,25 @@ TEST_CASE("each validation rule names the file, the JSON path and what is allowe
   };
   std::vector<Case> cases = {
       {R"({"tusk": {}})", "/tusk", "unknown section"},
-      {R"({"task": {"q": 3}})", "/task/q", "unknown key; allowed in task: operation, p, frac_train, seed"},
+      {R"({"task": {"q": 3}})", "/task/q",
+       "unknown key; allowed in task with task.kind \"modular\": kind, seed, operation, p, frac_train"},
+      {R"({"task": {"kind": "graph"}})", "/task/kind", "must be one of modular"},
+      {R"({"task": {"kind": 3}})", "/task/kind", "must be a string"},
+      {R"({"model": {"kind": "cnn"}})", "/model/kind", "must be one of transformer, mlp"},
+      {R"({"model": {"kind": "mlp", "n_heads": 4}})", "/model/n_heads",
+       "belongs to model.kind \"transformer\"; this config's model.kind is \"mlp\""},
+      {R"({"model": {"hidden": [128]}})", "/model/hidden", "belongs to model.kind \"mlp\""},
+      {R"({"model": {"kind": "mlp", "hidden": []}})", "/model/hidden", "a list of 1 to 16 integers in [1, 65536]"},
+      {R"({"model": {"kind": "mlp", "hidden": [128, 0]}})", "/model/hidden", "a list of 1 to 16 integers"},
+      {R"({"model": {"kind": "mlp", "encoding": "one_hot", "d_embed": 64}})", "/model/d_embed",
+       "used only with model.encoding \"embed\""},
+      {R"({"model": {"kind": "mlp", "activation": "tanh"}})", "/model/activation", "relu, gelu, square"},
+      {R"({"model": {"n_layers": 2}, "train": {"path": "fast"}})", "/train/path", "no fast path"},
+      {R"({"model": {"layer_norm": "post"}, "train": {"path": "fast"}})", "/train/path", "no fast path"},
+      {R"({"model": {"layer_norm": "mid"}})", "/model/layer_norm", "none, pre, post"},
+      {R"({"model": {"n_layers": 0}})", "/model/n_layers", "[1, 64]"},
+      {R"({"train": {"loss": "hinge"}})", "/train/loss", "softmax, stablemax, mse"},
+      {R"({"optim": {"grad_clip": -1}})", "/optim/grad_clip", "[0, "},
       {R"({"task": 3})", "/task", "must be an object"},
       {R"({"task": {"p": "113"}})", "/task/p", "must be an integer"},
       {R"({"task": {"p": 11.5}})", "/task/p", "must be an integer"},
@@ -70,7 +97,7 @@ TEST_CASE("each validation rule names the file, the JSON path and what is allowe
       {R"({"optim": {"weight_decay": -0.1}})", "/optim/weight_decay", "[0, "},
       {R"({"model": {"d_model": 100}})", "/model/d_model", "n_heads*d_head"},
       {R"({"model": {"activation": "tanh"}})", "/model/activation", "relu, gelu"},
-      {R"({"model": {"train_biases": 1}})", "/model/train_biases", "true or false"},
+      {R"({"model": {"train_biases": 1}})", "/model/train_biases", "true, false or \"mlp\""},
       {R"({"train": {"device": "tpu"}})", "/train/device", "auto, cpu, cuda"},
       {R"({"train": {"epochs": 0}})", "/train/epochs", "integer in [1,"},
       {R"({"train": {"batch_size": 5000}})", "/train/batch_size", "at most the 3830 training pairs"},
@@ -99,17 +126,37 @@ TEST_CASE("malformed JSON is reported with line and column", "[config]") {
 
 TEST_CASE("--set overrides any key and is validated like the file", "[config]") {
   // The checks across fields run once all overrides are in, whatever their order.
-  CHECK(parse_config("{}", "cfg.json", {"model.d_head=64", "model.d_model=256"}).model.d_model == 256);
+  CHECK(parse_config("{}", "cfg.json", {"model.d_head=64", "model.d_model=256"}).model.integer("d_model") == 256);
   CHECK_THROWS_WITH(parse_config("{}", "cfg.json", {"model.d_head=64"}),
                     "--set model.d_head=64: /model/d_model: must equal n_heads*d_head = 4*64 (got 128)");
   Config c = parse_config("{}", "cfg.json", {"task.p=53", "train.device=cpu", "optim.weight_decay=5"});
-  CHECK(c.task.p == 53);
+  CHECK(c.task.integer("p") == 53);
   CHECK(c.train.device == "cpu");
   CHECK(c.optim.weight_decay == 5.0);
   CHECK(contains(error_of("{}", {"task.q=3"}), "--set task.q=3: /task/q: unknown key"));
   CHECK(contains(error_of("{}", {"task.p=abc"}), "--set task.p=abc: /task/p: must be an integer"));
   CHECK(contains(error_of("{}", {"nonsense"}), "expected section.key=value"));
   CHECK(contains(error_of("{}", {"model.d_head=16"}), "--set model.d_head=16: /model/d_model"));
+  // A long value is quoted by a short prefix only.
+  const std::string long_value = "train.device=" + std::string(100000, 'x');
+  CHECK(error_of("{}", {long_value}).size() < 300);
+}
+
+TEST_CASE("--set model.kind switches the kind: the old kind's keys at their defaults go, others are refused", "[config]") {
+  // From the defaults, and from a resolved config (config.json lists every key of its kinds).
+  Config mlp = parse_config("{}", "cfg.json", {"model.kind=mlp", "model.hidden=[200, 200]", "model.encoding=one_hot"});
+  CHECK(mlp.model.kind == "mlp");
+  CHECK(mlp.model.integers("hidden") == std::vector<int64_t>{200, 200});
+  CHECK_FALSE(config_to_json(mlp)["model"].contains("n_heads"));
+  Config again = parse_config(config_file_text(parse_config("{}", "x")), "config.json", {"model.kind=mlp"});
+  CHECK(again.model.kind == "mlp");
+  // A transformer key the file set on purpose is not dropped silently.
+  CHECK(contains(error_of(R"({"model": {"d_mlp": 64}})", {"model.kind=mlp"}),
+                 "/model/d_mlp: belongs to model.kind \"transformer\""));
+  // And back: the MLP's defaults go too; its keys set on purpose are refused.
+  const auto default_mlp = config_file_text(parse_config("{}", "x", {"model.kind=mlp"}));
+  CHECK(parse_config(default_mlp, "config.json", {"model.kind=transformer"}).model.kind == "transformer");
+  CHECK(contains(error_of(config_file_text(mlp), {"model.kind=transformer"}), "belongs to model.kind \"mlp\""));
 }
 
 TEST_CASE("operations follow Power et al.", "[config]") {

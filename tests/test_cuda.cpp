@@ -15,10 +15,10 @@ using test::max_rel_diff;
 namespace {
 Config cuda_config(int64_t p) {
   Config c = test::tiny_config(p);
-  c.model.d_model = 64;
-  c.model.n_heads = 4;
-  c.model.d_head = 16;
-  c.model.d_mlp = 256;
+  c.model.set("d_model", 64);
+  c.model.set("n_heads", 4);
+  c.model.set("d_head", 16);
+  c.model.set("d_mlp", 256);
   c.optim.warmup_steps = 10;  // the learning rate changes while the graph replays
   c.train.device = "cuda";
   return c;

@@ -54,7 +54,7 @@ TEST_CASE("a planted pure-frequency embedding has all its norm at that frequency
 
 TEST_CASE("an untrained model's spectrum is spread out", "[analysis]") {
   Config cfg;
-  cfg.task.p = 23;
+  cfg.task.set("p", 23);
   auto r = analyse_fourier(Model(cfg));
   CHECK(r.gini_embed < 0.35);
   CHECK(r.key_embed.size() <= 2);
@@ -87,7 +87,7 @@ TEST_CASE("a grokked model is sparse in frequency, and both methods find its key
   for (auto k : r.neuron_freq) live += k > 0;
   CHECK(std::accumulate(r.neuron_frac_hist.begin(), r.neuron_frac_hist.end(), int64_t(0)) == live);
   // The attention to a varies with a at a key frequency, in most heads.
-  REQUIRE(r.attn_key.size() == size_t(ck.config.model.n_heads));
+  REQUIRE(r.attn_key.size() == size_t(ck.config.model.integer("n_heads")));
   size_t at_key = 0;
   for (auto k : r.attn_key) at_key += std::find(r.key_neurons.begin(), r.key_neurons.end(), k) != r.key_neurons.end();
   CHECK(2 * at_key >= r.attn_key.size());

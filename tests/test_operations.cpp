@@ -19,7 +19,7 @@ using namespace grokking;
 namespace {
 TaskConfig task(const std::string& op, int64_t p) {
   TaskConfig t;
-  t.operation = op, t.p = p, t.frac_train = 0.5;
+  t.set("operation", op).set("p", p).set("frac_train", 0.5);
   return t;
 }
 }  // namespace

@@ -109,17 +109,21 @@ TEST_CASE("StableMax and the loss precision", "[optim]") {
   auto s = [](double x) { return x >= 0 ? x + 1 : 1 / (1 - x); };
   const double row0 = s(-2) + s(0) + s(1.5) + s(-0.5), row1 = s(3) + s(-1) + s(0.25) + s(0);
   const double want = -(std::log(s(1.5) / row0) + std::log(s(3) / row1)) / 2;
-  LossSpec stable{true, torch::kFloat64};
+  LossSpec stable{true, false, torch::kFloat64};
   CHECK(loss_fn(logits, labels, stable).item<double>() == Approx(want).epsilon(1e-12));
   CHECK(log_probs(logits, stable).exp().sum(-1).sub(1).abs().max().item<double>() < 1e-12);
   // float32 softmax: the same function in the lower precision; a confident pair's loss is exactly 0 there.
-  LossSpec f32{false, torch::kFloat32};
+  LossSpec f32{false, false, torch::kFloat32};
   CHECK(loss_fn(logits, labels, f32).scalar_type() == torch::kFloat32);
   CHECK(loss_fn(logits, labels, f32).item<double>() == Approx(loss_fn(logits, labels).item<double>()).epsilon(1e-6));
   auto confident = torch::tensor({{20.0, 0.0, 0.0, 0.0}}, torch::kFloat32);  // 3e^-20: below float32's ulp at 20, not float64's
   auto zero = torch::tensor({0}, torch::kInt64);
-  CHECK(replica_collapse(confident.unsqueeze(0), zero, f32).item<double>() == 1.0);
-  CHECK(replica_collapse(confident.unsqueeze(0), zero).item<double>() == 0.0);  // float64 still sees it
+  CHECK(replica_zero_terms(confident.unsqueeze(0), zero, f32).item<double>() == 1.0);
+  CHECK(replica_zero_terms(confident.unsqueeze(0), zero).item<double>() == 0.0);  // float64 still sees it
+  // Prieto et al.'s softmax collapse: the sum of exp(logit - max) is exactly 1 in the precision.
+  CHECK(replica_softmax_collapse(confident.unsqueeze(0), f32).item<double>() == 1.0);
+  CHECK(replica_softmax_collapse(confident.unsqueeze(0)).item<double>() == 0.0);
+  CHECK(replica_softmax_collapse(logits.unsqueeze(0), f32).item<double>() == 0.0);
 }
 
 TEST_CASE("Omnigrok: init_scale multiplies the initial weights; the fixed norm holds it", "[optim]") {

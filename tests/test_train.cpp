@@ -16,22 +16,8 @@ using test::temp_dir;
 using test::tiny_config;
 
 namespace {
-// A new run directory holding cfg's config.json, as `grokking train` prepares it.
-std::string prepare_run(const Config& cfg, const std::string& name) {
-  std::string dir = temp_dir(name);
-  make_dirs(dir + "/checkpoints");
-  atomic_write(dir + "/config.json", config_to_json(cfg).dump(2));
-  return dir;
-}
-std::vector<std::string> metric_lines_without_time(const std::string& path) {
-  std::vector<std::string> out;
-  for (auto& r : read_metrics(path)) {
-    auto row = r;
-    row.elapsed_s = 0;
-    out.push_back(format_row(row));
-  }
-  return out;
-}
+using test::metric_lines_without_time;
+using test::prepare_run;
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 }  // namespace
 
@@ -138,7 +124,9 @@ TEST_CASE("a resumed run equals an uninterrupted one bit for bit", "[train]") {
     std::string split = prepare_run(first, "split" + std::to_string(batch));
     train(first, split, false, true);
     // A kill after the checkpoint may leave rows past it: they must be dropped on resume.
-    append_line(split + "/metrics.csv", "70,1,1,1,1,1,1,1,0,0");
+    MetricsRow after;
+    after.epoch = 70;
+    append_line(split + "/metrics.csv", format_row(after));
     Config resumed = load_run_config(split, {"train.epochs=120"});
     auto rep = train(resumed, split, true, true);
     CHECK(rep.epochs_done == 120);
@@ -337,7 +325,7 @@ TEST_CASE("runs packed side by side over seed x lr x weight decay write what eac
 
 TEST_CASE("a pack refuses configs that differ in more than the optimiser's numbers and the seed", "[train]") {
   auto a = tiny_config(13), b = a;
-  b.model.d_mlp = 64;
+  b.model.set("d_mlp", 64);
   CHECK(pack_key(a) != pack_key(b));
   b = a;
   b.optim.grokfast = "ema";

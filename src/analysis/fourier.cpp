@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -155,6 +156,7 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   FourierReport r;
   r.p = p;
   r.cycle = cycle;
+  r.embedding_label = readout.embedding_label;
 
   // ---- embedding and unembedding spectra, over the cycle's indices ----
   auto W_E = on_cycle(embedding_matrix(model), cycle);  // [n, width]: the "=" row dropped
@@ -205,7 +207,14 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   }
 
   // ---- hidden neurons: 2-D Fourier transform of centred activations over (a, b) ----
-  if (!all_pairs.mlp_post.defined()) return r;  // no hidden neurons (attention only)
+  r.neurons_per_freq.assign(size_t(nf), 0);
+  r.neurons_per_freq_85.assign(size_t(nf), 0);
+  r.neuron_frac_hist.assign(10, 0);
+  if (r.wl_norm.empty()) r.wl_norm.assign(size_t(nf), std::numeric_limits<double>::quiet_NaN());
+  if (!all_pairs.mlp_post.defined()) {  // no hidden neurons (attention only)
+    r.neuron_frac_matrix = torch::zeros({nf, 0}, torch::kFloat64);
+    return r;
+  }
   const int64_t m = all_pairs.mlp_post.size(1);
   // The activations on the cycle's (i, j) grid; for add and sub that is every pair as it is.
   auto acts = all_pairs.mlp_post;

@@ -278,8 +278,6 @@ void validate_transformer(const Config& c, const TaskShape& shape, const std::st
   if (shape.vocab == 0)
     bad("/model/kind", "a transformer reads tokens; task.kind \"" + c.task.kind +
                            "\" has real-valued inputs (use model.kind \"toy_superposition\")");
-  if (s.attn_only && s.d_mlp != 512)
-    bad("/model/d_mlp", "is unused with attn_only true (leave it at its default; got " + std::to_string(s.d_mlp) + ")");
 }
 
 double transformer_params(const Config& c, const TaskShape& shape) {
@@ -309,7 +307,7 @@ const ModelKind& transformer_model() {
         choice_key("init", "tl", {"tl", "paper"},
                    "tl: every W_* ~ N(0, (0.8/sqrt(d_model))^2); paper: randn/sqrt(d_model), W_U randn/sqrt(d_vocab)"),
         integer_key("n_layers", 1, 1, 64, "transformer blocks"),
-        bool_key("attn_only", false, "blocks of attention only, no MLP (the induction-head models)"),
+        bool_key("attn_only", false, "blocks of attention only, no MLP (the induction-head models); d_mlp is then unused"),
         choice_key("layer_norm", "none", {"none", "pre", "post"},
                    "none (Nanda et al.); pre: before attention and MLP and before the unembedding (TransformerLens's LN); post: after each residual addition"),
     };
