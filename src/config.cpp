@@ -276,7 +276,6 @@ std::string shown(const json& v) {
   std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
   return s.size() > 40 ? s.substr(0, 37) + "..." : s;
 }
-std::string shown_text(const std::string& s) { return s.size() > 40 ? s.substr(0, 37) + "..." : s; }
 
 [[noreturn]] void fail(const std::string& where, const std::string& what, const json& got) {
   throw UsageError(where + ": " + what + " (got " + shown(got) + ")");
@@ -330,7 +329,7 @@ void read_kind_section(Config& c, const std::string& section, const json& body, 
     const std::string& key = item.key();
     const json& value = item.value();
     if (key == "kind") continue;
-    const std::string where = origin + ": /" + section + "/" + key;
+    const std::string where = origin + ": /" + section + "/" + short_text(key);
     auto typed_field = std::find_if(fields.begin(), fields.end(),
                                     [&](const Field& f) { return f.section == section && f.spec.key == key; });
     if (typed_field != fields.end()) {
@@ -373,9 +372,9 @@ Config read_fields(const json& j, const std::string& origin) {
     const std::string& section = section_item.key();
     const json& body = section_item.value();
     if (std::find(sections.begin(), sections.end(), section) == sections.end())
-      fail(origin + ": /" + section, "unknown section; allowed: " + join(sections), json(section));
+      fail(origin + ": /" + short_text(section), "unknown section; allowed: " + join(sections), json(section));
     if (!body.is_object()) fail(origin + ": /" + section, "must be an object", body);
-    if (section == "task" || section == "model") continue;
+    if (section == "task" || section == "model") continue;  // read above
     for (auto& key_item : body.items()) {
       const std::string& key = key_item.key();
       const json& value = key_item.value();
@@ -385,8 +384,8 @@ Config read_fields(const json& j, const std::string& origin) {
         std::vector<std::string> allowed;
         for (auto& f : fields)
           if (f.section == section) allowed.push_back(f.spec.key);
-        throw UsageError(origin + ": /" + section + "/" + key + ": unknown key; allowed in " + section + ": " +
-                         join(allowed));
+        throw UsageError(origin + ": /" + section + "/" + short_text(key) + ": unknown key; allowed in " + section +
+                         ": " + join(allowed));
       }
       it->set(c, it->spec.read(value, origin + ": " + it->pointer()));
     }
@@ -510,7 +509,7 @@ Config parse_config(const std::string& text, const std::string& origin, const st
     // Keys and values become JSON strings, which hold UTF-8 only (config.json is written with
     // them): found by fuzz_set, an invalid byte made dump() throw nlohmann's raw type_error.
     if (!valid_utf8(s)) throw UsageError("--set " + shown(json(s)) + ": not valid UTF-8 text");
-    const std::string name = "--set " + shown_text(s);
+    const std::string name = "--set " + short_text(s);
     auto eq = s.find('=');
     auto dot = s.find('.');
     if (eq == std::string::npos || dot == std::string::npos || dot > eq)
@@ -523,14 +522,14 @@ Config parse_config(const std::string& text, const std::string& origin, const st
     } catch (const json::parse_error&) {
       value = text_value;  // bare words are strings: --set train.device=cpu
     } catch (const json::exception&) {  // 1e999: valid JSON syntax, no double holds it
-      throw UsageError(name + ": /" + shown_text(section) + "/" + shown_text(key) + ": number out of range (got " +
-                       shown_text(text_value) + ")");
+      throw UsageError(name + ": /" + short_text(section) + "/" + short_text(key) + ": number out of range (got " +
+                       short_text(text_value) + ")");
     }
     // Applied to the config as given (not as resolved), so that a key the file left out stays
     // out when the section's kind changes.
     if (key == "kind") switch_kind(j, section, value);
     if (!j.contains(section)) j[section] = json::object();
-    if (!j[section].is_object()) fail(name + ": /" + shown_text(section), "must be an object", j[section]);
+    if (!j[section].is_object()) fail(name + ": /" + short_text(section), "must be an object", j[section]);
     j[section][key] = value;
     c = read_fields(j, name);
   }

@@ -80,7 +80,7 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
     if (!j["grid"].is_object()) throw UsageError(path + ": /grid: must be an object of \"section.key\": [values]");
     for (auto& [key, values] : j["grid"].items()) {
       if (!values.is_array() || values.empty())
-        throw UsageError(path + ": /grid/" + key + ": must be a non-empty list of values");
+        throw UsageError(path + ": /grid/" + short_text(key) + ": must be a non-empty list of values");
       axes.emplace_back(key, std::vector<json>(values.begin(), values.end()));
       plan.keys.push_back(key);
     }
@@ -98,7 +98,7 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
       for (auto& item : arm.items()) {
         const std::string k = item.key();  // (a lambda cannot capture a structured binding before C++20)
         if (std::any_of(axes.begin(), axes.end(), [&](const auto& a) { return a.first == k; }))
-          throw UsageError(path + ": /arms/" + std::to_string(i) + "/" + k + ": also a grid key; give it in one place");
+          throw UsageError(path + ": /arms/" + std::to_string(i) + "/" + short_text(k) + ": also a grid key; give it in one place");
         if (std::find(plan.keys.begin(), plan.keys.end(), k) == plan.keys.end()) plan.keys.push_back(k);
       }
     }
@@ -112,7 +112,7 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
         if (dot != std::string::npos && plan.base.contains(k.substr(0, dot)) &&
             plan.base[k.substr(0, dot)].contains(k.substr(dot + 1)))
           v = &plan.base[k.substr(0, dot)][k.substr(dot + 1)];
-        if (!v) throw UsageError(path + ": /arms: " + k + ": not a config key (section.key)");
+        if (!v) throw UsageError(path + ": /arms: " + short_text(k) + ": not a config key (section.key)");
         full[k] = *v;
       }
       arms.push_back(full);
@@ -172,6 +172,10 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
       name += (name.empty() ? "" : "_") + k + "=" + value_text(v);
     }
     r.name = safe_name(name);
+    // A run is a directory named by its values: a file system takes names of up to 255 bytes.
+    if (r.name.size() > 200)
+      throw UsageError(path + ": run " + short_text(r.name) + ": its values make a directory name of " +
+                       std::to_string(r.name.size()) + " characters, at most 200 (shorten the values)");
     if (seen[r.name]++) throw UsageError(path + ": two runs share the name " + r.name + " (a duplicate point?)");
     try {
       parse_config(plan.base.dump(), path, r.sets);

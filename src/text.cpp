@@ -54,6 +54,10 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
   return out;
 }
 
+std::string short_text(const std::string& s, size_t max) {
+  return s.size() > max ? s.substr(0, max - 3) + "..." : s;
+}
+
 std::string format_shape(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (auto d : shape) s += (s.size() > 1 ? ", " : "") + std::to_string(d);

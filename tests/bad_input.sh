@@ -71,12 +71,33 @@ expect 2 "beta2_one.json: /optim/beta2: must be in \[0, 1\)" -- $T "$data/beta2_
 expect 2 "div_not_prime.json: /task/p: must be prime for operation 'div'" -- $T "$data/div_not_prime.json" --out out
 expect 2 "seed_negative.json: /task/seed: must be an integer in \[0, " -- $T "$data/seed_negative.json" --out out
 expect 2 "early_stop_range.json: /train/early_stop_acc: must be in \[0, 1\]" -- $T "$data/early_stop_range.json" --out out
+# ---- task and model kinds ----
+expect 2 "/dev/fd/[0-9]+: /task/kind: must be one of modular" -- $T <(echo '{"task": {"kind": "graph"}}') --out out
+expect 2 "/model/kind: must be one of transformer, mlp" -- $T <(echo '{"model": {"kind": "cnn"}}') --out out
+expect 2 "/model/n_heads: belongs to model.kind \"transformer\"; this config's model.kind is \"mlp\"" -- \
+  $T <(echo '{"model": {"kind": "mlp", "n_heads": 4}}') --out out
+expect 2 "/model/hidden: belongs to model.kind \"mlp\"" -- $T <(echo '{"model": {"hidden": [64]}}') --out out
+expect 2 "/model/hidden: must be a list of 1 to 16 integers" -- $T <(echo '{"model": {"kind": "mlp", "hidden": []}}') --out out
+expect 2 "/train/path: model.kind \"transformer\" has no fast path" -- \
+  $T "$data/ok_tiny.json" --set model.n_layers=2 --set train.path=fast --out out
+nothing_written
 # ---- --set ----
 expect 2 "--set task.q=1: /task/q: unknown key" -- $T "$data/ok_tiny.json" --set task.q=1 --out out
 expect 2 "--set task.p=abc: /task/p: must be an integer \(got \"abc\"\)" -- $T "$data/ok_tiny.json" --set task.p=abc --out out
 expect 2 "--set nonsense: expected section.key=value" -- $T "$data/ok_tiny.json" --set nonsense --out out
 expect 2 "--set optim.lr=-1: /optim/lr: must be in" -- $T "$data/ok_tiny.json" --set optim.lr=-1 --out out
+# A long value is quoted by a short prefix (not 100 KB on stderr).
+long=$(head -c 100000 /dev/zero | tr '\0' y)
+expect 2 "/train/device: must be one of" -- $T "$data/ok_tiny.json" --set "train.device=$long" --out out
+check "a 100,000-character --set value is quoted short" '[ "$(wc -c <err.txt)" -lt 400 ]'
+"$py" -c 'import json,sys; json.dump({"base": sys.argv[1], "grid": {"train.device": ["x" * 60000]}}, open("long_sweep.json", "w"))' "$data/ok_tiny.json"
+expect 2 "long_sweep.json: run train.device=x+\.\.\.: its values make a directory name of" -- "$bin" sweep long_sweep.json --list
+check "a 60,000-character grid value is quoted short" '[ "$(wc -c <err.txt)" -lt 400 ]'
 nothing_written
+# ---- bench takes train's limits before it allocates ----
+expect 2 "--seeds: 1024 seeds, at most 256" -- bash -c "ulimit -v 8000000; exec \"$bin\" bench --seeds 1024"
+expect 2 "--seeds 200: 200 models side by side need about .* GB, more than the .* GB this process may still map \(ulimit -v" -- \
+  bash -c "ulimit -v 3000000; exec \"$bin\" bench --seeds 200"
 # ---- output directories ----
 touch afile
 expect 2 "afile: exists and is not a directory" -- $T "$data/ok_tiny.json" --out afile/run

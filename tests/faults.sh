@@ -37,6 +37,7 @@ for t in $(seq "$trials"); do
       "$bin" train tiny.json --out "t$t" -q 2>>resume.err
     fi
   done
+  [ -e "t$t/summary.json" ] || { echo "trial $t: no summary after three tries; their stderr:" >&2; tail -5 resume.err >&2; }
   check "trial $t (kill after ${delay}s): same metrics rows" 'cmp -s <(rows ref) <(rows "t$t")'
   check "trial $t: same final weights" '[ -n "$(weights ref)" ] && [ "$(weights ref)" = "$(weights "t$t")" ]'
   check "trial $t: no temporary files left" '[ -z "$(find "t$t" -name "*.tmp.*")" ]'

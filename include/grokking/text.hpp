@@ -20,6 +20,9 @@ nlohmann::json optional_json(const std::optional<int64_t>& v);
 // hold more than `max_values` numbers (refused before any range is expanded).
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what, size_t max_values = 4096);
 
+// Text from the user as an error quotes it: at most `max` characters, "..." where cut.
+std::string short_text(const std::string& s, size_t max = 40);
+
 // A tensor shape as "[114, 128]".
 std::string format_shape(const std::vector<int64_t>& shape);
 
