@@ -113,65 +113,68 @@ Loaded load_for_analysis(const std::string& path) {
 
 }  // namespace
 
+// fourier.csv, attention.csv (models with attention), neuron_spectrum.dat and logit_spectrum.dat.
+void write_fourier_files(const std::string& run_dir, const FourierReport& r) {
+  const int64_t nf = n_frequencies(r.cycle.n);
+  CsvWriter csv({"k", "embed_norm", "unembed_norm", "neurons", "key_neurons", "key_embed", "embed_cos", "embed_sin",
+                 "unembed_cos", "unembed_sin", "wl_norm", "neurons_85"});
+  auto has = [](const std::vector<int64_t>& v, int64_t k) { return int64_t(std::count(v.begin(), v.end(), k) > 0); };
+  for (int64_t k = 1; k <= nf; ++k) {
+    const auto i = size_t(k - 1);
+    csv.field(k).field(r.embed_norm[i]).field(r.unembed_norm[i]);
+    csv.field(i < r.neurons_per_freq.size() ? r.neurons_per_freq[i] : int64_t(0));
+    csv.field(has(r.key_neurons, k)).field(has(r.key_embed, k)).field(r.embed_cos[i]).field(r.embed_sin[i]);
+    // A model without hidden neurons (attention only) has no W_L and no neuron clusters.
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    csv.field(r.unembed_cos[i]).field(r.unembed_sin[i]).field(i < r.wl_norm.size() ? r.wl_norm[i] : nan);
+    csv.field(i < r.neurons_per_freq_85.size() ? r.neurons_per_freq_85[i] : int64_t(0)).end_row();
+  }
+  atomic_write(run_dir + "/fourier.csv", csv.text());
+  // For plot: attention of "=" to a by a, one column per head; each live neuron's variance
+  // fraction per frequency, neurons grouped by best frequency (then by fraction), as a matrix.
+  if (r.attn_by_a.defined()) {
+    std::vector<std::string> cols = {"i", "a"};
+    for (int64_t h = 0; h < r.attn_by_a.size(1); ++h) cols.push_back("head" + std::to_string(h));
+    CsvWriter att(cols);
+    auto by_a = r.attn_by_a.contiguous();
+    for (int64_t i = 0; i < by_a.size(0); ++i) {
+      att.field(i).field(r.cycle.value_of[size_t(i)]);
+      for (int64_t h = 0; h < by_a.size(1); ++h) att.field(by_a[i][h].item<double>());
+      att.end_row();
+    }
+    atomic_write(run_dir + "/attention.csv", att.text());
+  }
+  std::vector<size_t> order;
+  for (size_t i = 0; i < r.neuron_freq.size(); ++i)
+    if (r.neuron_freq[i] > 0) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+    return r.neuron_freq[x] != r.neuron_freq[y] ? r.neuron_freq[x] < r.neuron_freq[y] : r.neuron_frac[x] > r.neuron_frac[y];
+  });
+  auto fr = r.neuron_frac_matrix.contiguous();
+  std::string mat = "# rows: live MLP neurons grouped by best frequency; columns: frequency 1.." + std::to_string(nf) +
+                    "; value: fraction of the neuron's variance\n";
+  for (auto i : order) {
+    for (int64_t k = 0; k < nf; ++k)
+      mat += (k ? " " : "") + format_number(fr[k][int64_t(i)].item<double>(), "%.4g");
+    mat += "\n";
+  }
+  atomic_write(run_dir + "/neuron_spectrum.dat", mat);
+  auto l2 = r.logit_2d_norm.contiguous();
+  std::string lmat = "# 2-D Fourier components of the logits over (a, b): rows a's basis index, columns b's (0 constant, "
+                     "2k-1 cos k, 2k sin k); value: norm over the classes\n";
+  for (int64_t i = 0; i < l2.size(0); ++i) {
+    for (int64_t j = 0; j < l2.size(1); ++j) lmat += (j ? " " : "") + format_number(l2[i][j].item<double>(), "%.4g");
+    lmat += "\n";
+  }
+  atomic_write(run_dir + "/logit_spectrum.dat", lmat);
+}
+
 int run_fourier_command(const AnalysisOptions& opts) {
   auto [ck, run_dir] = load_for_analysis(opts.path);
   Model model = model_from_checkpoint(ck);
   auto r = analyse_fourier(model);
   const int64_t nf = n_frequencies(r.cycle.n);
-
-  if (!run_dir.empty()) {
-    CsvWriter csv({"k", "embed_norm", "unembed_norm", "neurons", "key_neurons", "key_embed", "embed_cos", "embed_sin",
-                   "unembed_cos", "unembed_sin", "wl_norm", "neurons_85"});
-    auto has = [](const std::vector<int64_t>& v, int64_t k) { return int64_t(std::count(v.begin(), v.end(), k) > 0); };
-    for (int64_t k = 1; k <= nf; ++k) {
-      const auto i = size_t(k - 1);
-      csv.field(k).field(r.embed_norm[i]).field(r.unembed_norm[i]);
-      csv.field(i < r.neurons_per_freq.size() ? r.neurons_per_freq[i] : int64_t(0));
-      csv.field(has(r.key_neurons, k)).field(has(r.key_embed, k)).field(r.embed_cos[i]).field(r.embed_sin[i]);
-      // A model without hidden neurons (attention only) has no W_L and no neuron clusters.
-      const double nan = std::numeric_limits<double>::quiet_NaN();
-      csv.field(r.unembed_cos[i]).field(r.unembed_sin[i]).field(i < r.wl_norm.size() ? r.wl_norm[i] : nan);
-      csv.field(i < r.neurons_per_freq_85.size() ? r.neurons_per_freq_85[i] : int64_t(0)).end_row();
-    }
-    atomic_write(run_dir + "/fourier.csv", csv.text());
-    // For plot: attention of "=" to a by a, one column per head; each live neuron's variance
-    // fraction per frequency, neurons grouped by best frequency (then by fraction), as a matrix.
-    if (r.attn_by_a.defined()) {
-      std::vector<std::string> cols = {"i", "a"};
-      for (int64_t h = 0; h < r.attn_by_a.size(1); ++h) cols.push_back("head" + std::to_string(h));
-      CsvWriter att(cols);
-      auto by_a = r.attn_by_a.contiguous();
-      for (int64_t i = 0; i < by_a.size(0); ++i) {
-        att.field(i).field(r.cycle.value_of[size_t(i)]);
-        for (int64_t h = 0; h < by_a.size(1); ++h) att.field(by_a[i][h].item<double>());
-        att.end_row();
-      }
-      atomic_write(run_dir + "/attention.csv", att.text());
-    }
-    std::vector<size_t> order;
-    for (size_t i = 0; i < r.neuron_freq.size(); ++i)
-      if (r.neuron_freq[i] > 0) order.push_back(i);
-    std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
-      return r.neuron_freq[x] != r.neuron_freq[y] ? r.neuron_freq[x] < r.neuron_freq[y] : r.neuron_frac[x] > r.neuron_frac[y];
-    });
-    auto fr = r.neuron_frac_matrix.contiguous();
-    std::string mat = "# rows: live MLP neurons grouped by best frequency; columns: frequency 1.." + std::to_string(nf) +
-                      "; value: fraction of the neuron's variance\n";
-    for (auto i : order) {
-      for (int64_t k = 0; k < nf; ++k)
-        mat += (k ? " " : "") + format_number(fr[k][int64_t(i)].item<double>(), "%.4g");
-      mat += "\n";
-    }
-    atomic_write(run_dir + "/neuron_spectrum.dat", mat);
-    auto l2 = r.logit_2d_norm.contiguous();
-    std::string lmat = "# 2-D Fourier components of the logits over (a, b): rows a's basis index, columns b's (0 constant, "
-                       "2k-1 cos k, 2k sin k); value: norm over the classes\n";
-    for (int64_t i = 0; i < l2.size(0); ++i) {
-      for (int64_t j = 0; j < l2.size(1); ++j) lmat += (j ? " " : "") + format_number(l2[i][j].item<double>(), "%.4g");
-      lmat += "\n";
-    }
-    atomic_write(run_dir + "/logit_spectrum.dat", lmat);
-  }
+  if (!run_dir.empty()) write_fourier_files(run_dir, r);
   if (opts.quiet) return 0;
   if (opts.json) {
     nlohmann::json j = {{"checkpoint", ck.path},
@@ -235,6 +238,22 @@ int run_fourier_command(const AnalysisOptions& opts) {
   return 0;
 }
 
+// ablate.csv and excluded_by_freq.csv.
+void write_ablation_files(const std::string& run_dir, const std::vector<AblationResult>& rows,
+                          const std::vector<int64_t>& freqs, const std::vector<double>& by_freq) {
+  CsvWriter csv({"ablation", "space", "freqs", "train_loss", "train_acc", "test_loss", "test_acc", "all_loss",
+                 "all_acc", "draws"});
+  for (auto& r : rows) {
+    csv.field(r.name).field(r.space).field(join_numbers(r.freqs, " ")).field(r.train.loss).field(r.train.acc);
+    csv.field(r.test.loss).field(r.test.acc).field(r.all.loss).field(r.all.acc).field(r.draws).end_row();
+  }
+  atomic_write(run_dir + "/ablate.csv", csv.text());
+  CsvWriter per({"k", "excluded_loss", "key"});
+  for (size_t i = 0; i < by_freq.size(); ++i)
+    per.field(int64_t(i + 1)).field(by_freq[i]).field(int64_t(std::count(freqs.begin(), freqs.end(), int64_t(i + 1)))).end_row();
+  atomic_write(run_dir + "/excluded_by_freq.csv", per.text());
+}
+
 int run_ablate_command(const AnalysisOptions& opts) {
   auto [ck, run_dir] = load_for_analysis(opts.path);
   Model model = model_from_checkpoint(ck);
@@ -245,19 +264,7 @@ int run_ablate_command(const AnalysisOptions& opts) {
   const auto by_freq = excluded_loss_by_frequency(model, data);
   const auto fit = fit_logit_trig(model, data, freqs);
 
-  if (!run_dir.empty()) {
-    CsvWriter csv({"ablation", "space", "freqs", "train_loss", "train_acc", "test_loss", "test_acc", "all_loss",
-                   "all_acc", "draws"});
-    for (auto& r : rows) {
-      csv.field(r.name).field(r.space).field(join_numbers(r.freqs, " ")).field(r.train.loss).field(r.train.acc);
-      csv.field(r.test.loss).field(r.test.acc).field(r.all.loss).field(r.all.acc).field(r.draws).end_row();
-    }
-    atomic_write(run_dir + "/ablate.csv", csv.text());
-    CsvWriter per({"k", "excluded_loss", "key"});
-    for (size_t i = 0; i < by_freq.size(); ++i)
-      per.field(int64_t(i + 1)).field(by_freq[i]).field(int64_t(std::count(freqs.begin(), freqs.end(), int64_t(i + 1)))).end_row();
-    atomic_write(run_dir + "/excluded_by_freq.csv", per.text());
-  }
+  if (!run_dir.empty()) write_ablation_files(run_dir, rows, freqs, by_freq);
   if (opts.quiet) return 0;
   if (opts.json) {
     nlohmann::json j = {{"checkpoint", ck.path},
@@ -296,6 +303,21 @@ int run_ablate_command(const AnalysisOptions& opts) {
                 std::count(freqs.begin(), freqs.end(), int64_t(i + 1)) ? "*" : "");
   std::printf("\n");
   return 0;
+}
+
+void write_analysis_files(const std::string& run_dir, const AnalysisFiles& which) {
+  if (which.fourier || which.ablation) {
+    auto [ck, dir] = load_for_analysis(run_dir);
+    Model model = model_from_checkpoint(ck);
+    if (which.fourier) write_fourier_files(run_dir, analyse_fourier(model));
+    if (which.ablation) {
+      const Dataset data = make_dataset(ck.config.task);
+      std::vector<int64_t> freqs;
+      auto rows = ablate(model, data, AblateOptions{}, &freqs);
+      write_ablation_files(run_dir, rows, freqs, excluded_loss_by_frequency(model, data));
+    }
+  }
+  if (which.progress) write_progress(run_dir, measure_progress(run_dir, {}));
 }
 
 int run_progress_command(const AnalysisOptions& opts) {

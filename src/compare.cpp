@@ -128,17 +128,17 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
     auto [it, fresh] = index.emplace(values, arms.size());
     if (fresh) arms.push_back(Arm{label, values, {}, {}, {}, 0, {}, {}, {}, {}, {}, 0, {}});
     Arm& arm = arms[it->second];
-    const std::string summary = dir + "/runs/" + run.at("name").get<std::string>() + "/summary.json";
-    if (!exists(summary)) continue;
-    const json s = read_json_file(summary);
-    const double last = double(s.value("epochs", int64_t(0)));
-    const json g = s.value("grokked_epoch", json()), m = s.value("memorised_epoch", json());
-    const double memorised = m.is_number() ? m.get<double>() : 0.0;
+    const std::string run_dir = dir + "/runs/" + run.at("name").get<std::string>();
+    if (!exists(summary_path(run_dir))) continue;
+    const Summary s = read_summary(run_dir);
+    const double last = double(s.epochs);
+    const double memorised = s.memorised_epoch ? double(*s.memorised_epoch) : 0.0;
     arm.runs.push_back(run.at("name").get<std::string>());
-    if (g.is_number()) {
+    if (s.grokked_epoch) {
+      const double g = double(*s.grokked_epoch);
       ++arm.n_grokked;
-      arm.grokked.push_back({g.get<double>(), false});
-      arm.delay.push_back({g.get<double>() - memorised, false});
+      arm.grokked.push_back({g, false});
+      arm.delay.push_back({g - memorised, false});
     } else {
       arm.grokked.push_back({last, true});
       arm.delay.push_back({last - memorised, true});

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "grokking/commands.hpp"
@@ -102,25 +103,23 @@ void figure(const std::string& gnuplot, const std::string& plots, const std::str
 }
 
 // Vertical lines at the memorisation and grokking epochs.
-std::string milestone_marks(const json& s) {
+std::string milestone_marks(const std::optional<Summary>& s) {
   std::string out;
-  auto mark = [&](const char* key, const char* label, const char* color, const char* place) {
-    if (s.contains(key) && s[key].is_number()) {
-      auto e = s[key].get<int64_t>();
-      out += "set arrow from " + std::to_string(e) + ", graph 0 to " + std::to_string(e) + ", graph 1 nohead dt 2 lc rgb '" +
-             color + "'\n";
-      out += "set label '" + std::string(label) + " " + std::to_string(e) + "' at " + std::to_string(e) + place +
-             " tc rgb '" + color + "' noenhanced\n";
-    }
+  auto mark = [&](const std::optional<int64_t>& epoch, const char* label, const char* color, const char* place) {
+    if (!epoch) return;
+    const std::string e = std::to_string(*epoch);
+    out += "set arrow from " + e + ", graph 0 to " + e + ", graph 1 nohead dt 2 lc rgb '" + color + "'\n";
+    out += "set label '" + std::string(label) + " " + e + "' at " + e + place + " tc rgb '" + color + "' noenhanced\n";
   };
-  mark("memorised_epoch", "memorised", "#555555", ", graph 0.92 left offset 0.5,0");
-  mark("grokked_epoch", "grokked", "#2ca02c", ", graph 0.97 right offset -0.5,0");
+  if (!s) return out;
+  mark(s->memorised_epoch, "memorised", "#555555", ", graph 0.92 left offset 0.5,0");
+  mark(s->grokked_epoch, "grokked", "#2ca02c", ", graph 0.97 right offset -0.5,0");
   return out;
 }
 
-std::string phase_shading(const json& s) {
-  if (!s.contains("phases")) return "";
-  const json& p = s["phases"];
+std::string phase_shading(const std::optional<Summary>& s) {
+  if (!s || !s->phases.is_object()) return "";
+  const json& p = s->phases;
   // A run whose phases fail the paper's definitions does not show them: nothing to shade.
   if (p.value("definitions_hold", json()) == json(false)) return "";
   std::string out;
@@ -181,166 +180,222 @@ const char* kStyle =
     "text-align:right}th{background:#f3f3f3}.fig svg{max-width:100%;height:auto}pre{background:#f6f6f6;"
     "padding:1em;overflow:auto}</style>";
 
-void plot_run(const PlotOptions& opts, const std::string& dir) {
-  if (!exists(dir + "/metrics.csv")) throw UsageError(dir + ": not a run directory (no metrics.csv)");
-  // Read as resume reads it: a damaged file is one clear error here, not gnuplot's warnings.
-  if (read_metrics(dir + "/metrics.csv").empty()) throw UsageError(dir + "/metrics.csv: no rows to plot");
-  if (opts.analyse) {
-    // The spectrum and phase figures need the analysis; compute it once when missing.
-    AnalysisOptions an;
-    an.path = dir;
-    an.quiet = true;
-    try {
-      // Missing, or written by an earlier version without the columns the figures draw.
-      auto lacks = [&](const std::string& file, const std::string& column) {
-        return !exists(dir + "/" + file) || read_csv(dir + "/" + file).column(column) < 0;
-      };
-      if (lacks("fourier.csv", "wl_norm") || !exists(dir + "/logit_spectrum.dat")) run_fourier_command(an);
-      if (lacks("progress.csv", "gini_wl")) run_progress_command(an);
-      if (!exists(dir + "/ablate.csv")) run_ablate_command(an);
-    } catch (const UsageError& e) {
-      spdlog::warn("{}: analysis skipped: {}", dir, e.what());
-    }
-  }
-  json s = exists(dir + "/summary.json") ? read_json_file(dir + "/summary.json") : json::object();
-  const std::string plots = dir + "/plots";
-  make_dirs(plots);
-  figure(opts.gnuplot, plots, "loss",
-         "set title 'Loss (ln P = uniform guess)'\nset xlabel 'epoch'\nset ylabel 'cross-entropy loss'\nset logscale y\n"
-         "set format y '10^{%L}'\n" + milestone_marks(s) + phase_shading(s) +
+// ---- the figures of a run: one function each, drawing from the run directory's files; each
+// says whether it drew (the files it needs may be absent) ----
+
+// What every figure of a run draws from: its directory, its plots/ folder and its summary.
+struct RunFigures {
+  const PlotOptions& opts;
+  std::string dir, plots;
+  std::optional<Summary> summary;
+  std::string marks() const { return milestone_marks(summary) + phase_shading(summary); }
+  bool has(const std::string& file) const { return exists(dir + "/" + file); }
+};
+
+bool loss_figure(const RunFigures& f) {
+  figure(f.opts.gnuplot, f.plots, "loss",
+         "set title 'Loss (ln P = uniform guess)'\nset xlabel 'epoch'\nset ylabel 'loss'\nset logscale y\n"
+         "set format y '10^{%L}'\n" + f.marks() +
              "plot '../metrics.csv' using 'epoch':'train_loss' with lines ls 1 title 'train', "
              "'' using 'epoch':'test_loss' with lines ls 2 title 'test'\n");
-  figure(opts.gnuplot, plots, "accuracy",
-         "set title 'Accuracy'\nset xlabel 'epoch'\nset ylabel 'accuracy'\nset yrange [0:1.05]\n" + milestone_marks(s) +
-             phase_shading(s) +
+  return true;
+}
+
+bool accuracy_figure(const RunFigures& f) {
+  if (f.summary && f.summary->loss == "weighted_squared_error") return false;  // a task without accuracy
+  figure(f.opts.gnuplot, f.plots, "accuracy",
+         "set title 'Accuracy'\nset xlabel 'epoch'\nset ylabel 'accuracy'\nset yrange [0:1.05]\n" + f.marks() +
              "plot '../metrics.csv' using 'epoch':'train_acc' with lines ls 1 title 'train', "
              "'' using 'epoch':'test_acc' with lines ls 2 title 'test'\n");
-  // metrics.csv written before the diagnostics columns has none to draw; before zero_terms, its
-  // softmax_collapse column counted the zero terms.
-  const std::string header = read_file(dir + "/metrics.csv").substr(0, read_file(dir + "/metrics.csv").find('\n'));
-  if (header.find("softmax_collapse") != std::string::npos) {
-    const bool both = header.find("zero_terms") != std::string::npos;
-    figure(opts.gnuplot, plots, "diagnostics",
-           "set title 'Softmax collapse and naive loss minimisation (Prieto et al. 2025)'\nset xlabel 'epoch'\n"
-           "set ylabel 'fraction / cosine'\nset yrange [-1.05:1.05]\nset key inside bottom left\n" + milestone_marks(s) +
-               phase_shading(s) + "plot '../metrics.csv' using 'epoch':'" + (both ? "zero_terms" : "softmax_collapse") +
-               "' with lines ls 1 title 'training pairs whose loss term is exactly 0', " +
-               (both ? "'' using 'epoch':'softmax_collapse' with lines ls 3 title 'softmax collapsed (sum of exp = 1)', "
-                     : "") +
-               "'' using 'epoch':'grad_weight_cos' with lines ls 2 title 'cos(-gradient, weights)'\n");
-  }
-  if (exists(dir + "/fourier.csv")) {
-    // W_E's spectrum beside W_L's (the neuron-logit map), key frequencies highlighted.
-    auto panel = [](const std::string& column, const std::string& title) {
-      return "set title '" + title + "' noenhanced\n"
-             "plot '../fourier.csv' using 'k':(column('key_neurons') == 1 ? column('" + column + "') : 1/0) with boxes "
-             "lc rgb '#d62728' title 'key', '' using 'k':(column('key_neurons') == 0 ? column('" + column + "') : 1/0) "
-             "with boxes lc rgb '#9ab' title 'other'\n";
-    };
-    const bool wl = read_csv(dir + "/fourier.csv").column("wl_norm") >= 0;  // not in an older fourier.csv
-    figure(opts.gnuplot, plots, "spectrum",
-           std::string(wl ? "set multiplot layout 1,2\nset key inside right top\n" : "") +
-               "set xlabel 'frequency k'\n"
-               "set ylabel 'norm of the cos k, sin k components'\nset style fill solid 0.8 noborder\nset boxwidth 0.8\n"
-               "set xrange [0:*]\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\n" +
-               panel("embed_norm", "embedding W_E") +
-               (wl ? panel("wl_norm", "neuron-logit map W_L = (W_out W_U)^T") + "unset multiplot\n" : std::string()));
-  }
-  if (exists(dir + "/neuron_spectrum.dat"))
-    figure(opts.gnuplot, plots, "neurons",
-           "set datafile separator whitespace\nset title 'Fraction of variance of each MLP neuron per frequency "
-           "(neurons grouped by best frequency)'\nset xlabel 'frequency k'\nset ylabel 'neuron (sorted)'\n"
-           "set cblabel 'fraction of variance'\nset cbrange [0:1]\nset palette defined (0 '#ffffff', 0.3 '#9ecae1', "
-           "1 '#08306b')\nset yrange [*:*] reverse\nset autoscale fix\nset key noautotitle\nset grid front\n"
-           "plot '../neuron_spectrum.dat' matrix using ($1+1):2:3 with image pixels\n");
-  if (exists(dir + "/logit_spectrum.dat"))
-    figure(opts.gnuplot, plots, "logits2d",
-           "set datafile separator whitespace\nset title 'Norm of each 2-D Fourier component of the logits over (a, b)'\n"
-           "set xlabel 'basis index over b (0 constant, 2k-1 cos k, 2k sin k)'\n"
-           "set ylabel 'basis index over a'\nset cblabel 'norm over the classes'\n"
-           "set palette defined (0 '#ffffff', 0.15 '#9ecae1', 1 '#08306b')\nset yrange [*:*] reverse\n"
-           "set autoscale fix\nset key noautotitle\nset size ratio -1\n"
-           "plot '../logit_spectrum.dat' matrix using 1:2:3 with image pixels\n");
-  if (exists(dir + "/attention.csv")) {
-    const auto att = read_csv(dir + "/attention.csv");
-    std::string plot = "plot ";
-    for (size_t c = 2; c < att.header.size(); ++c)
-      plot += std::string(c > 2 ? ", " : "") + "'../attention.csv' using 'i':'" + att.header[c] + "' with linespoints ls " +
-              std::to_string((c - 2) % 5 + 1) + " pt 7 ps 0.5 title '" + att.header[c] + "'";
-    figure(opts.gnuplot, plots, "attention",
-           "set title 'Attention paid by \"=\" to a, as a function of a (mean over b), per head'\n"
-           "set xlabel 'a (for mul and div: its discrete logarithm i, a = g^i)' noenhanced\n"
-           "set ylabel 'attention to a'\nset yrange [0:1]\n" + plot + "\n");
-  }
-  if (exists(dir + "/progress.csv")) {
-    const auto prog = read_csv(dir + "/progress.csv");
-    std::string plot;
-    int n = 0;
-    for (auto& col : prog.header)
-      if (col.rfind("excluded_loss_k", 0) == 0)
-        plot += std::string(n ? ", " : "plot ") + "'../progress.csv' using 'epoch':'" + col + "' with lines ls " +
-                std::to_string(n % 5 + 1) + " title 'k = " + col.substr(15) + "'", ++n;
-    if (n > 0)
-      figure(opts.gnuplot, plots, "excluded",
-             "set title 'Excluded loss (train) with each key frequency alone removed'\nset xlabel 'epoch'\n"
-             "set ylabel 'loss'\nset logscale y\nset format y '10^{%L}'\n" + milestone_marks(s) + phase_shading(s) +
-                 plot + ", '../progress.csv' using 'epoch':'excluded_loss' with lines lc rgb '#000000' dt 2 lw 2 "
-                        "title 'all key removed'\n");
-  }
-  if (exists(dir + "/progress.csv")) {
-    const std::string shading = phase_shading(s);
-    figure(opts.gnuplot, plots, "progress",
-           "set title 'Progress measures" + std::string(shading.empty() ? "" : " (phases shaded)") +
-               "'\nset xlabel 'epoch'\nset ylabel 'loss'\nset logscale y\n"
-               "set format y '10^{%L}'\nset y2label 'Gini of W_E frequency norms'\nset y2range [0:1]\nset y2tics\n" +
-               shading +
-               "plot '../progress.csv' using 'epoch':'train_loss' with lines ls 1 title 'train', "
-               "'' using 'epoch':'test_loss' with lines ls 2 title 'test', "
-               "'' using 'epoch':'restricted_loss' with lines ls 3 title 'restricted', "
-               "'' using 'epoch':'excluded_loss' with lines ls 4 title 'excluded', "
-               "'' using 'epoch':'gini' axes x1y2 with lines ls 5 dt 2 title 'Gini (right)'\n");
-  }
+  return true;
+}
 
-  // ---- report.html ----
-  std::string h = "<!doctype html><html><head><meta charset=utf-8><title>grokking run " + html_escape(dir) +
-                  "</title>" + kStyle + "</head><body><h1>Run " + html_escape(dir) + "</h1>";
-  if (!s.empty()) {
-    h += "<p>status <b>" + html_escape(s.value("status", "?")) + "</b>; memorised at epoch " +
-         html_escape(s.value("memorised_epoch", json()).dump()) + ", grokked at epoch " +
-         html_escape(s.value("grokked_epoch", json()).dump()) + " (resolution " +
-         html_escape(s.value("milestone_resolution_epochs", json()).dump()) + " epochs)</p>";
+// metrics.csv written before the diagnostics columns has none to draw; before zero_terms, its
+// softmax_collapse column counted the zero terms.
+bool diagnostics_figure(const RunFigures& f) {
+  const std::string text = read_file(f.dir + "/metrics.csv");
+  const std::string header = text.substr(0, text.find('\n'));
+  if (header.find("softmax_collapse") == std::string::npos) return false;
+  const bool both = header.find("zero_terms") != std::string::npos;
+  figure(f.opts.gnuplot, f.plots, "diagnostics",
+         "set title 'Softmax collapse and naive loss minimisation (Prieto et al. 2025)'\nset xlabel 'epoch'\n"
+         "set ylabel 'fraction / cosine'\nset yrange [-1.05:1.05]\nset key below\n" + f.marks() +
+             "plot '../metrics.csv' using 'epoch':'" + (both ? "zero_terms" : "softmax_collapse") +
+             "' with lines ls 1 title 'training examples whose loss term is exactly 0', " +
+             (both ? "'' using 'epoch':'softmax_collapse' with lines ls 3 title 'softmax collapsed (sum of exp = 1)', "
+                   : "") +
+             "'' using 'epoch':'grad_weight_cos' with lines ls 2 title 'cos(-gradient, weights)'\n");
+  return true;
+}
+
+// The operand embeddings' spectrum beside W_L's (the neuron-logit map), key frequencies highlighted.
+bool spectrum_figure(const RunFigures& f) {
+  if (!f.has("fourier.csv")) return false;
+  auto panel = [](const std::string& column, const std::string& title) {
+    return "set title '" + title + "' noenhanced\n"
+           "plot '../fourier.csv' using 'k':(column('key_neurons') == 1 ? column('" + column + "') : 1/0) with boxes "
+           "lc rgb '#d62728' title 'key', '' using 'k':(column('key_neurons') == 0 ? column('" + column + "') : 1/0) "
+           "with boxes lc rgb '#1f77b4' title 'other'\n";
+  };
+  const auto table = read_csv(f.dir + "/fourier.csv");
+  // Not in an older fourier.csv, nor for a model without hidden neurons (NaN).
+  const int wl_col = table.column("wl_norm");
+  const bool wl = wl_col >= 0 && !table.rows.empty() && table.rows[0][size_t(wl_col)] != "nan";
+  figure(f.opts.gnuplot, f.plots, "spectrum",
+         std::string(wl ? "set multiplot layout 1,2\nset key inside right top\n" : "") +
+             "set xlabel 'frequency k'\n"
+             "set ylabel 'norm of the cos k, sin k components'\nset style fill solid 0.8 noborder\nset boxwidth 0.8\n"
+             "set xrange [0:*]\nset yrange [0:*]\nset offsets 0, 0, graph 0.08, 0\n" +
+             panel("embed_norm", "operand embeddings") +
+             (wl ? panel("wl_norm", "neuron-logit map W_L") + "unset multiplot\n" : std::string()));
+  return true;
+}
+
+bool neurons_figure(const RunFigures& f) {
+  if (!f.has("neuron_spectrum.dat") || read_file(f.dir + "/neuron_spectrum.dat").find("\n0") == std::string::npos)
+    return false;  // no live neurons to draw
+  figure(f.opts.gnuplot, f.plots, "neurons",
+         "set datafile separator whitespace\nset title 'Fraction of variance of each hidden neuron per frequency "
+         "(neurons grouped by best frequency)'\nset xlabel 'frequency k'\nset ylabel 'neuron (sorted)'\n"
+         "set cblabel 'fraction of variance'\nset cbrange [0:1]\nset palette defined (0 '#ffffff', 0.3 '#9ecae1', "
+         "1 '#08306b')\nset yrange [*:*] reverse\nset autoscale fix\nset key noautotitle\nset grid front\n"
+         "plot '../neuron_spectrum.dat' matrix using ($1+1):2:3 with image pixels\n");
+  return true;
+}
+
+bool logits2d_figure(const RunFigures& f) {
+  if (!f.has("logit_spectrum.dat")) return false;
+  figure(f.opts.gnuplot, f.plots, "logits2d",
+         "set datafile separator whitespace\nset title 'Norm of each 2-D Fourier component of the logits over (a, b)'\n"
+         "set xlabel 'basis index over b (0 constant, 2k-1 cos k, 2k sin k)'\n"
+         "set ylabel 'basis index over a'\nset cblabel 'norm over the classes'\n"
+         "set palette defined (0 '#ffffff', 0.15 '#9ecae1', 1 '#08306b')\nset yrange [*:*] reverse\n"
+         "set autoscale fix\nset key noautotitle\nset size ratio -1\n"
+         "plot '../logit_spectrum.dat' matrix using 1:2:3 with image pixels\n");
+  return true;
+}
+
+bool attention_figure(const RunFigures& f) {
+  if (!f.has("attention.csv")) return false;
+  const auto att = read_csv(f.dir + "/attention.csv");
+  std::string plot = "plot ";
+  for (size_t c = 2; c < att.header.size(); ++c)
+    plot += std::string(c > 2 ? ", " : "") + "'../attention.csv' using 'i':'" + att.header[c] + "' with linespoints ls " +
+            std::to_string((c - 2) % 5 + 1) + " pt 7 ps 0.5 title '" + att.header[c] + "'";
+  figure(f.opts.gnuplot, f.plots, "attention",
+         "set title 'Attention paid by \"=\" to a, as a function of a (mean over b), per head'\n"
+         "set xlabel 'a (for mul and div: its discrete logarithm i, a = g^i)' noenhanced\n"
+         "set ylabel 'attention to a'\nset yrange [0:1]\n" + plot + "\n");
+  return true;
+}
+
+bool excluded_figure(const RunFigures& f) {
+  if (!f.has("progress.csv")) return false;
+  const auto prog = read_csv(f.dir + "/progress.csv");
+  std::string plot;
+  int n = 0;
+  for (auto& col : prog.header)
+    if (col.rfind("excluded_loss_k", 0) == 0)
+      plot += std::string(n ? ", " : "plot ") + "'../progress.csv' using 'epoch':'" + col + "' with lines ls " +
+              std::to_string(n % 5 + 1) + " title 'k = " + col.substr(15) + "'", ++n;
+  if (n == 0) return false;
+  figure(f.opts.gnuplot, f.plots, "excluded",
+         "set title 'Excluded loss (train) with each key frequency alone removed'\nset xlabel 'epoch'\n"
+         "set ylabel 'loss'\nset logscale y\nset format y '10^{%L}'\n" + f.marks() + plot +
+             ", '../progress.csv' using 'epoch':'excluded_loss' with lines lc rgb '#000000' dt 2 lw 2 "
+             "title 'all key removed'\n");
+  return true;
+}
+
+bool progress_figure(const RunFigures& f) {
+  if (!f.has("progress.csv")) return false;
+  const std::string shading = phase_shading(f.summary);
+  figure(f.opts.gnuplot, f.plots, "progress",
+         "set title 'Progress measures" + std::string(shading.empty() ? "" : " (phases shaded)") +
+             "'\nset xlabel 'epoch'\nset ylabel 'loss'\nset logscale y\n"
+             "set format y '10^{%L}'\nset y2label 'Gini of the embeddings frequency norms'\nset y2range [0:1]\nset y2tics\n"
+             "set key outside right top\n" + shading +
+             "plot '../progress.csv' using 'epoch':'train_loss' with lines ls 1 title 'train', "
+             "'' using 'epoch':'test_loss' with lines ls 2 title 'test', "
+             "'' using 'epoch':'restricted_loss' with lines ls 3 title 'restricted', "
+             "'' using 'epoch':'excluded_loss' with lines ls 4 title 'excluded', "
+             "'' using 'epoch':'gini' axes x1y2 with lines ls 5 dt 2 title 'Gini (right)'\n");
+  return true;
+}
+
+// report.html: the summary, every figure drawn, the tables and the config, in one page.
+void write_run_report(const RunFigures& f, const std::vector<std::string>& drawn) {
+  std::string h = "<!doctype html><html><head><meta charset=utf-8><title>grokking run " + html_escape(f.dir) +
+                  "</title>" + kStyle + "</head><body><h1>Run " + html_escape(f.dir) + "</h1>";
+  if (f.summary) {
+    const Summary& s = *f.summary;
+    auto epoch = [](const std::optional<int64_t>& e) { return e ? std::to_string(*e) : std::string("never"); };
+    h += "<p>status <b>" + html_escape(to_string(s.status)) + "</b>; memorised at epoch " + epoch(s.memorised_epoch) +
+         ", grokked at epoch " + epoch(s.grokked_epoch) + " (resolution " +
+         std::to_string(s.milestone_resolution_epochs) + " epochs)</p>";
     // The figures people look for first, then everything.
-    auto cell = [&](const json& v) {
-      return html_escape(v.is_number_float() ? sig6(v.get<double>()) : v.is_string() ? v.get<std::string>() : v.dump());
-    };
-    json f = s.value("final", json::object());
     h += "<table><tr><th>epochs</th><th>memorised</th><th>grokked</th><th>delay</th><th>train loss</th>"
          "<th>test loss</th><th>train acc</th><th>test acc</th><th>wall time (s)</th><th>device</th></tr><tr><td>" +
-         cell(s.value("epochs", json())) + "</td><td>" + cell(s.value("memorised_epoch", json())) + "</td><td>" +
-         cell(s.value("grokked_epoch", json())) + "</td><td>" + cell(s.value("grokking_delay", json())) + "</td><td>" +
-         cell(f.value("train_loss", json())) + "</td><td>" + cell(f.value("test_loss", json())) + "</td><td>" +
-         cell(f.value("train_acc", json())) + "</td><td>" + cell(f.value("test_acc", json())) + "</td><td>" +
-         cell(s.value("wall_time_s", json())) + "</td><td>" + cell(s.value("device", json())) + "</td></tr></table>";
+         std::to_string(s.epochs) + "</td><td>" + epoch(s.memorised_epoch) + "</td><td>" + epoch(s.grokked_epoch) +
+         "</td><td>" + (s.grokking_delay ? std::to_string(*s.grokking_delay) : "-") + "</td><td>" +
+         sig6(s.final.train_loss) + "</td><td>" + sig6(s.final.test_loss) + "</td><td>" + sig6(s.final.train_acc) +
+         "</td><td>" + sig6(s.final.test_acc) + "</td><td>" + sig6(s.wall_time_s) + "</td><td>" +
+         html_escape(s.device) + "</td></tr></table>";
     // Boundaries only where they meet the paper's definitions; otherwise the reason.
-    if (s.contains("phases") && s["phases"].value("definitions_hold", json()) != json(true)) {
-      h += "<p>phases: " + html_escape(s["phases"].value("note", std::string())) + "</p>";
-    } else if (s.contains("phases")) {
-      auto& p = s["phases"];
+    const json& p = s.phases;
+    if (p.is_object() && p.value("definitions_hold", json()) != json(true)) {
+      h += "<p>phases: " + html_escape(p.value("note", std::string())) + "</p>";
+    } else if (p.is_object()) {
+      auto cell = [](const json& v) { return html_escape(v.dump()); };
       h += "<p>phases: memorisation 0&ndash;" + cell(p["memorisation"]["end"]) + ", circuit formation " +
            cell(p["circuit_formation"]["start"]) + "&ndash;" + cell(p["circuit_formation"]["end"]) + ", cleanup " +
            cell(p["cleanup"]["start"]) + "&ndash;" + cell(p["cleanup"]["end"]) + "; key frequencies " +
            cell(p["key_freqs"]) + "</p>";
     }
-    h += "<details><summary>summary.json</summary><pre>" + html_escape(s.dump(2)) + "</pre></details>";
+    h += "<details><summary>summary.json</summary><pre>" + html_escape(s.to_json().dump(2)) + "</pre></details>";
   }
-  for (auto name : {"loss", "accuracy", "diagnostics", "spectrum", "neurons", "logits2d", "attention", "progress", "excluded"})
-    h += inline_svg(plots + "/" + name + ".svg");
-  if (exists(dir + "/ablate.csv")) h += "<h2>Ablations</h2>" + html_table(read_csv(dir + "/ablate.csv"));
-  if (exists(dir + "/fourier.csv")) h += "<h2>Fourier spectrum</h2>" + html_table(read_csv(dir + "/fourier.csv"));
-  h += "<h2>Config</h2><pre>" + html_escape(read_file(dir + "/config.json")) + "</pre></body></html>\n";
-  atomic_write(dir + "/report.html", h);
-  spdlog::info("{}: plots/{{loss,accuracy,diagnostics,spectrum,neurons,logits2d,attention,progress,excluded}}.{{png,svg,gp}} and "
-               "report.html", dir);
+  for (auto& name : drawn) h += inline_svg(f.plots + "/" + name + ".svg");
+  if (f.has("ablate.csv")) h += "<h2>Ablations</h2>" + html_table(read_csv(f.dir + "/ablate.csv"));
+  if (f.has("fourier.csv")) h += "<h2>Fourier spectrum</h2>" + html_table(read_csv(f.dir + "/fourier.csv"));
+  h += "<h2>Config</h2><pre>" + html_escape(read_file(f.dir + "/config.json")) + "</pre></body></html>\n";
+  atomic_write(f.dir + "/report.html", h);
+}
+
+void plot_run(const PlotOptions& opts, const std::string& dir) {
+  if (!exists(dir + "/metrics.csv")) throw UsageError(dir + ": not a run directory (no metrics.csv)");
+  // Read as resume reads it: a damaged file is one clear error here, not gnuplot's warnings.
+  if (read_metrics(dir + "/metrics.csv").empty()) throw UsageError(dir + "/metrics.csv: no rows to plot");
+  if (opts.analyse) {
+    // The spectrum and phase figures need the analysis; computed once when missing, or written
+    // by an earlier version without the columns the figures draw.
+    auto lacks = [&](const std::string& file, const std::string& column) {
+      return !exists(dir + "/" + file) || read_csv(dir + "/" + file).column(column) < 0;
+    };
+    AnalysisFiles which;
+    which.fourier = lacks("fourier.csv", "wl_norm") || !exists(dir + "/logit_spectrum.dat");
+    which.progress = lacks("progress.csv", "gini_wl");
+    which.ablation = !exists(dir + "/ablate.csv");
+    try {
+      write_analysis_files(dir, which);
+    } catch (const UsageError& e) {
+      spdlog::warn("{}: analysis skipped: {}", dir, e.what());
+    }
+  }
+  RunFigures f{opts, dir, dir + "/plots", std::nullopt};
+  if (exists(summary_path(dir))) f.summary = read_summary(dir);
+  make_dirs(f.plots);
+  const std::vector<std::pair<const char*, bool (*)(const RunFigures&)>> figures = {
+      {"loss", loss_figure},         {"accuracy", accuracy_figure}, {"diagnostics", diagnostics_figure},
+      {"spectrum", spectrum_figure}, {"neurons", neurons_figure},   {"logits2d", logits2d_figure},
+      {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure}};
+  std::vector<std::string> drawn;
+  for (auto& [name, draw] : figures)
+    if (draw(f)) drawn.push_back(name);
+  write_run_report(f, drawn);
+  std::string list;
+  for (auto& d : drawn) list += (list.empty() ? "" : ",") + d;
+  spdlog::info("{}: {} figure{} in plots/ ({{{}}}.{{png,svg,gp}}) and report.html", dir, drawn.size(),
+               drawn.size() == 1 ? "" : "s", list);
 }
 
 void plot_sweep(const PlotOptions& opts, const std::string& dir) {

@@ -70,7 +70,7 @@ std::string progress_line(int64_t epoch, int64_t epochs, const std::vector<Metri
 
 std::string final_line(const TrainReport& rep) {
   auto epoch_text = [](const std::optional<int64_t>& e) { return e ? std::to_string(*e) : std::string("never"); };
-  return std::string(rep.status == "completed" ? "done" : "early stop") + " after " +
+  return std::string(rep.status == RunStatus::completed ? "done" : "early stop") + " after " +
          std::to_string(rep.epochs_done) + " epochs in " + format_duration(rep.wall_s) + ": memorised at epoch " +
          epoch_text(rep.milestones.memorised) + ", grokked at epoch " + epoch_text(rep.milestones.grokked) +
          " | final train " + format_number(rep.final.train_loss, "%.2e") + " test " +
@@ -78,42 +78,39 @@ std::string final_line(const TrainReport& rep) {
          format_number(rep.final.test_acc, "%.3f");
 }
 
-void write_summary(const TrainReport& rep, const RunFacts& facts, int64_t seed, const std::string& weights_checksum,
+Summary summary_of(const TrainReport& rep, const RunFacts& facts, int64_t seed, const std::string& weights_checksum,
                    double wall_time_s, double epochs_per_s) {
   const auto& m = rep.milestones;
-  nlohmann::json s;
-  s["status"] = rep.status;
-  s["task_kind"] = facts.task_kind;
-  s["model_kind"] = facts.model_kind;
-  s["epochs"] = rep.epochs_done;
-  s["epochs_planned"] = facts.epochs_planned;
-  s["final"] = {{"epoch", rep.final.epoch},         {"train_loss", rep.final.train_loss},
-                {"test_loss", rep.final.test_loss}, {"train_acc", rep.final.train_acc},
-                {"test_acc", rep.final.test_acc},   {"sum_sq_weights", rep.final.sum_sq_weights}};
-  s["memorised_epoch"] = optional_json(m.memorised);
-  s["grokked_epoch"] = optional_json(m.grokked);
-  s["grokking_delay"] = optional_json(m.memorised && m.grokked ? std::optional<int64_t>(*m.grokked - *m.memorised)
-                                                               : std::nullopt);
-  s["milestone_resolution_epochs"] = facts.eval_every;
-  s["wall_time_s"] = wall_time_s;
-  s["epochs_per_s"] = epochs_per_s;
-  s["n_train"] = facts.n_train;
-  s["n_test"] = facts.n_test;
-  s["n_params"] = facts.n_params;
-  s["weights_checksum"] = weights_checksum;
-  s["seed"] = seed;
-  s["seeds_side_by_side"] = facts.seeds_side_by_side;
-  s["device"] = facts.device;
-  s["threads"] = facts.threads;
-  s["blas"] = facts.blas;
-  s["flush_denormal"] = facts.flush_denormal;
-  s["path"] = facts.path;
-  s["loss"] = facts.loss;
-  s["loss_dtype"] = facts.loss_dtype;
-  s["cuda_graph"] = facts.cuda_graph;
-  s["libtorch"] = compat::torch_version();
-  s["grokking_version"] = GROKKING_VERSION;
-  atomic_write(rep.run_dir + "/summary.json", s.dump(2) + "\n");
+  Summary s;
+  s.status = rep.status;
+  s.task_kind = facts.task_kind;
+  s.model_kind = facts.model_kind;
+  s.epochs = rep.epochs_done;
+  s.epochs_planned = facts.epochs_planned;
+  s.final = rep.final;
+  s.memorised_epoch = m.memorised;
+  s.grokked_epoch = m.grokked;
+  if (m.memorised && m.grokked) s.grokking_delay = *m.grokked - *m.memorised;
+  s.milestone_resolution_epochs = facts.eval_every;
+  s.wall_time_s = wall_time_s;
+  s.epochs_per_s = epochs_per_s;
+  s.n_train = facts.n_train;
+  s.n_test = facts.n_test;
+  s.n_params = facts.n_params;
+  s.weights_checksum = weights_checksum;
+  s.seed = seed;
+  s.seeds_side_by_side = facts.seeds_side_by_side;
+  s.device = facts.device;
+  s.threads = facts.threads;
+  s.blas = facts.blas;
+  s.flush_denormal = facts.flush_denormal;
+  s.path = facts.path;
+  s.loss = facts.loss;
+  s.loss_dtype = facts.loss_dtype;
+  s.cuda_graph = facts.cuda_graph;
+  s.libtorch = compat::torch_version();
+  s.grokking_version = GROKKING_VERSION;
+  return s;
 }
 
 }  // namespace grokking

@@ -17,6 +17,7 @@
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
 #include "grokking/limits.hpp"
+#include "grokking/text.hpp"
 
 namespace grokking {
 
@@ -363,6 +364,133 @@ void clear_run_dir(const std::string& run_dir) {
     }
     remove_tree(run_dir + "/" + e);
   }
+}
+
+std::string to_string(RunStatus s) {
+  switch (s) {
+    case RunStatus::completed: return "completed";
+    case RunStatus::early_stopped: return "early_stopped";
+    case RunStatus::interrupted: return "interrupted";
+    case RunStatus::diverged: return "diverged";
+  }
+  return "?";
+}
+
+RunStatus parse_status(const std::string& name, const std::string& origin) {
+  for (auto st : {RunStatus::completed, RunStatus::early_stopped, RunStatus::interrupted, RunStatus::diverged})
+    if (to_string(st) == name) return st;
+  throw RunError(origin + ": /status: not a run status: " + short_text(name) +
+                 " (completed, early_stopped, interrupted or diverged)");
+}
+
+nlohmann::json Summary::to_json() const {
+  nlohmann::json s;
+  s["status"] = to_string(status);
+  s["task_kind"] = task_kind;
+  s["model_kind"] = model_kind;
+  s["epochs"] = epochs;
+  s["epochs_planned"] = epochs_planned;
+  s["final"] = {{"epoch", final.epoch},         {"train_loss", final.train_loss}, {"test_loss", final.test_loss},
+                {"train_acc", final.train_acc}, {"test_acc", final.test_acc},     {"sum_sq_weights", final.sum_sq_weights}};
+  s["memorised_epoch"] = optional_json(memorised_epoch);
+  s["grokked_epoch"] = optional_json(grokked_epoch);
+  s["grokking_delay"] = optional_json(grokking_delay);
+  s["milestone_resolution_epochs"] = milestone_resolution_epochs;
+  s["wall_time_s"] = wall_time_s;
+  s["epochs_per_s"] = epochs_per_s;
+  s["n_train"] = n_train;
+  s["n_test"] = n_test;
+  s["n_params"] = n_params;
+  s["weights_checksum"] = weights_checksum;
+  s["seed"] = seed;
+  s["seeds_side_by_side"] = seeds_side_by_side;
+  s["device"] = device;
+  s["threads"] = threads;
+  s["blas"] = blas;
+  s["flush_denormal"] = flush_denormal;
+  s["path"] = path;
+  s["loss"] = loss;
+  s["loss_dtype"] = loss_dtype;
+  s["cuda_graph"] = cuda_graph;
+  s["libtorch"] = libtorch;
+  s["grokking_version"] = grokking_version;
+  if (!phases.is_null()) s["phases"] = phases;
+  return s;
+}
+
+Summary Summary::from_json(const nlohmann::json& j, const std::string& origin) {
+  if (!j.is_object()) throw RunError(origin + ": not a summary.json (a JSON object)");
+  Summary s;
+  auto get = [&](const char* key, auto& dst) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return;
+    try {
+      it->get_to(dst);
+    } catch (const nlohmann::json::exception&) {
+      throw RunError(origin + ": /" + key + ": has the wrong type");
+    }
+  };
+  auto get_optional = [&](const char* key, std::optional<int64_t>& dst) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return;
+    if (!it->is_number_integer()) throw RunError(origin + ": /" + key + ": must be an integer or null");
+    dst = it->get<int64_t>();
+  };
+  std::string status;
+  get("status", status);
+  if (status.empty()) throw RunError(origin + ": /status: missing");
+  s.status = parse_status(status, origin);
+  get("task_kind", s.task_kind);
+  get("model_kind", s.model_kind);
+  get("epochs", s.epochs);
+  get("epochs_planned", s.epochs_planned);
+  if (j.contains("final") && j["final"].is_object()) {
+    const auto& f = j["final"];
+    auto num = [&](const char* key, double& dst) {
+      if (f.contains(key) && f[key].is_number()) dst = f[key].get<double>();
+    };
+    if (f.contains("epoch") && f["epoch"].is_number_integer()) s.final.epoch = f["epoch"].get<int64_t>();
+    num("train_loss", s.final.train_loss);
+    num("test_loss", s.final.test_loss);
+    num("train_acc", s.final.train_acc);
+    num("test_acc", s.final.test_acc);
+    num("sum_sq_weights", s.final.sum_sq_weights);
+  }
+  get_optional("memorised_epoch", s.memorised_epoch);
+  get_optional("grokked_epoch", s.grokked_epoch);
+  get_optional("grokking_delay", s.grokking_delay);
+  get("milestone_resolution_epochs", s.milestone_resolution_epochs);
+  get("wall_time_s", s.wall_time_s);
+  get("epochs_per_s", s.epochs_per_s);
+  get("n_train", s.n_train);
+  get("n_test", s.n_test);
+  get("n_params", s.n_params);
+  get("weights_checksum", s.weights_checksum);
+  get("seed", s.seed);
+  get("seeds_side_by_side", s.seeds_side_by_side);
+  get("device", s.device);
+  get("threads", s.threads);
+  get("blas", s.blas);
+  get("flush_denormal", s.flush_denormal);
+  get("path", s.path);
+  get("loss", s.loss);
+  get("loss_dtype", s.loss_dtype);
+  get("cuda_graph", s.cuda_graph);
+  get("libtorch", s.libtorch);
+  get("grokking_version", s.grokking_version);
+  if (j.contains("phases")) s.phases = j["phases"];
+  return s;
+}
+
+std::string summary_path(const std::string& run_dir) { return run_dir + "/summary.json"; }
+
+Summary read_summary(const std::string& run_dir) {
+  const std::string path = summary_path(run_dir);
+  return Summary::from_json(read_json_file(path), path);
+}
+
+void write_summary(const std::string& run_dir, const Summary& s) {
+  atomic_write(summary_path(run_dir), s.to_json().dump(2) + "\n");
 }
 
 Milestones find_milestones(const std::vector<MetricsRow>& rows, double grok_acc) {

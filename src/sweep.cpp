@@ -204,18 +204,28 @@ std::vector<SweepRun> shard(const std::vector<SweepRun>& runs, int64_t i, int64_
 
 namespace {
 
-std::string run_status(const std::string& run_dir) {
-  if (exists(run_dir + "/summary.json")) {
+// Where a run of a sweep stands.
+enum class RunState {
+  fresh,       // nothing of it yet
+  unfinished,  // started, interrupted or diverged (or its summary unreadable): resumed or restarted
+  finished,    // completed or stopped early
+};
+const char* state_name(RunState s) {
+  return s == RunState::fresh ? "not started" : s == RunState::finished ? "finished" : "not finished";
+}
+
+RunState run_state(const std::string& run_dir) {
+  if (exists(summary_path(run_dir))) {
     try {
-      return read_json_file(run_dir + "/summary.json").value("status", "unknown");
+      return finished(read_summary(run_dir).status) ? RunState::finished : RunState::unfinished;
     } catch (const RunError&) {
-      return "unknown";
+      return RunState::unfinished;
     }
   }
   // A config but no summary: a process was killed before its first checkpoint or while
   // training; `train --resume` continues it or starts it over. (Called with the claim held.)
-  if (exists(run_dir + "/checkpoints/resume.pt") || exists(run_dir + "/config.json")) return "interrupted";
-  return "new";
+  if (exists(run_dir + "/checkpoints/resume.pt") || exists(run_dir + "/config.json")) return RunState::unfinished;
+  return RunState::fresh;
 }
 
 // The claim on one run of a sweep: an flock on <sweep>/claims/<run>, taken before the run's
@@ -269,8 +279,7 @@ int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun&
                 const RunClaim& claim) {
   const std::string run_dir = plan.dir + "/runs/" + run.name;
   std::vector<std::string> args = {opts.self_exe, "train"};
-  const std::string status = run_status(run_dir);
-  if (status == "interrupted" || status == "diverged" || status == "unknown") {
+  if (run_state(run_dir) == RunState::unfinished) {
     args.insert(args.end(), {"--resume", run_dir});
   } else {
     args.insert(args.end(), {plan.dir + "/base.json", "--out", run_dir});
@@ -294,7 +303,7 @@ std::vector<std::vector<SweepRun>> make_packs(const SweepOptions& opts, const Sw
   std::vector<std::vector<SweepRun>> out;
   std::map<std::string, size_t> open_pack;  // pack_key -> index in out of the pack being filled
   for (auto& r : todo) {
-    if (opts.pack <= 1 || run_status(plan.dir + "/runs/" + r.name) != "new") {
+    if (opts.pack <= 1 || run_state(plan.dir + "/runs/" + r.name) != RunState::fresh) {
       out.push_back({r});
       continue;
     }
@@ -341,26 +350,26 @@ size_t aggregate_plan(const std::string& dir, const json& plan) {
   size_t rows = 0;
   for (auto& run : plan.at("runs")) {
     const std::string name = run.at("name").get<std::string>(), run_dir = dir + "/runs/" + name;
-    if (!exists(run_dir + "/summary.json")) continue;
-    json s;
+    if (!exists(summary_path(run_dir))) continue;
+    Summary s;
     try {
-      s = read_json_file(run_dir + "/summary.json");
+      s = read_summary(run_dir);
     } catch (const RunError&) {
       continue;
     }
     csv.field(name);
     for (auto& k : keys) csv.field(run.at("values").value(k, json()));
-    json f = s.value("final", json::object());
     std::string key_freqs;
-    if (s.contains("phases") && s["phases"].contains("key_freqs"))
-      for (auto& k : s["phases"]["key_freqs"]) key_freqs += (key_freqs.empty() ? "" : " ") + k.dump();
-    for (auto k : {"status", "epochs", "memorised_epoch", "grokked_epoch", "grokking_delay"}) csv.field(s.value(k, json()));
-    for (auto k : {"train_acc", "test_acc", "train_loss", "test_loss"}) csv.field(f.value(k, json()));
-    csv.field(s.value("wall_time_s", json())).field(key_freqs);
+    if (s.phases.is_object() && s.phases.contains("key_freqs"))
+      for (auto& k : s.phases["key_freqs"]) key_freqs += (key_freqs.empty() ? "" : " ") + k.dump();
+    csv.field(to_string(s.status)).field(s.epochs).field(optional_json(s.memorised_epoch));
+    csv.field(optional_json(s.grokked_epoch)).field(optional_json(s.grokking_delay));
+    csv.field(s.final.train_acc).field(s.final.test_acc).field(s.final.train_loss).field(s.final.test_loss);
+    csv.field(s.wall_time_s).field(key_freqs);
     // Boundaries that fail the paper's definitions of the phases are not reported as phases.
-    const bool phases_hold = s.contains("phases") && s["phases"].value("definitions_hold", json()) != json(false);
+    const bool phases_hold = s.phases.is_object() && s.phases.value("definitions_hold", json()) != json(false);
     for (auto phase : {"memorisation", "circuit_formation", "cleanup"})
-      csv.field(phases_hold ? s["phases"][phase]["end"] : json());
+      csv.field(phases_hold ? s.phases[phase]["end"] : json());
     csv.end_row();
     ++rows;
   }
@@ -413,8 +422,7 @@ int run_sweep_command(const SweepOptions& opts) {
   // ---- run what is not finished, `jobs` at a time, threads split between them ----
   std::vector<SweepRun> todo;
   for (auto& r : runs) {
-    auto st = run_status(plan.dir + "/runs/" + r.name);
-    if (st == "completed" || st == "early_stopped") {
+    if (run_state(plan.dir + "/runs/" + r.name) == RunState::finished) {
       if (!opts.quiet) spdlog::info("{}: finished, skipped", r.name);
     } else {
       todo.push_back(r);
@@ -437,13 +445,12 @@ int run_sweep_command(const SweepOptions& opts) {
   auto train_one = [&](const SweepRun& run) {
     RunClaim claim(plan.dir, run.name);
     if (!claim.held()) return claimed_elsewhere(run.name);
-    const auto st = run_status(plan.dir + "/runs/" + run.name);
-    if (st == "completed" || st == "early_stopped") {  // finished by another process meanwhile
+    if (run_state(plan.dir + "/runs/" + run.name) == RunState::finished) {  // by another process meanwhile
       if (!opts.quiet) spdlog::info("{}: finished, skipped", run.name);
       return;
     }
     int rc = train_child(opts, plan, run, threads, claim);
-    if (rc == 2 && run_status(plan.dir + "/runs/" + run.name) != "new") {
+    if (rc == 2 && run_state(plan.dir + "/runs/" + run.name) != RunState::fresh) {
       spdlog::warn("{}: busy (another shard or machine is training it), skipped", run.name);
     } else if (rc != 0) {
       spdlog::error("{}: grokking train exited with {}", run.name, rc);
@@ -467,7 +474,7 @@ int run_sweep_command(const SweepOptions& opts) {
         claimed_elsewhere(r.name);
         continue;
       }
-      if (run_status(dir) != "new") {
+      if (run_state(dir) != RunState::fresh) {
         alone.push_back(i);
         continue;
       }
@@ -485,11 +492,11 @@ int run_sweep_command(const SweepOptions& opts) {
       if (!opts.quiet) spdlog::info("{} runs side by side: {} ...", names.size(), names[0]);
       const int rc = run_child(args, held);
       for (auto& name : names) {
-        const auto st = run_status(plan.dir + "/runs/" + name);
-        if (st == "completed" || st == "early_stopped") {
+        const auto st = run_state(plan.dir + "/runs/" + name);
+        if (st == RunState::finished) {
           if (!opts.quiet) spdlog::info("{}: done", name);
         } else {
-          spdlog::error("{}: {} (grokking train --packed exited with {})", name, st, rc);
+          spdlog::error("{}: {} (grokking train --packed exited with {})", name, state_name(st), rc);
           ++failures;
         }
       }

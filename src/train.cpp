@@ -102,7 +102,7 @@ class TrainingRun {
       // One model: a loss that is not finite ends the run at once. Replicas are checked at
       // evaluations (and before every checkpoint), each on its own.
       if (S_ == 1 && !std::isfinite(last_loss_)) {
-        end(0, "diverged");
+        end(0, RunStatus::diverged);
         break;
       }
       if (epoch_ % tc_.eval_every == 0 || epoch_ == tc_.epochs) {
@@ -116,7 +116,7 @@ class TrainingRun {
         for (int64_t r = 0; r < S_; ++r)
           if (running(r) && early_stop_reached(r)) {
             checkpoint(epoch_, r);
-            end(r, "early_stopped");
+            end(r, RunStatus::early_stopped);
           }
         if (active() == 0) break;
       }
@@ -125,13 +125,13 @@ class TrainingRun {
         signal_ = signals.received();
         checkpoint_running(epoch_);
         for (int64_t r = 0; r < S_; ++r)
-          if (running(r)) end(r, "interrupted");
+          if (running(r)) end(r, RunStatus::interrupted);
         break;
       }
       bar.update(epoch_, tc_.epochs, epochs_per_s());
     }
     for (int64_t r = 0; r < S_; ++r)
-      if (running(r)) end(r, "completed");
+      if (running(r)) end(r, RunStatus::completed);
     bar.clear();
     report_end(reports_);
     return reports_;
@@ -313,7 +313,7 @@ class TrainingRun {
                      tr.zero_terms[i], tr.collapse[i], cos[i], {}};
       for (size_t k = 0; k < extra_names.size(); ++k) row.extra.emplace_back(extra_names[k], extra[k][i]);
       if (!finite(row)) {  // diverged since the last evaluation: no row of it, the run ends here
-        end(r, "diverged");
+        end(r, RunStatus::diverged);
         continue;
       }
       append_line(metrics_path(r), format_row(row));
@@ -332,7 +332,7 @@ class TrainingRun {
 
   static bool finite(const MetricsRow& row) { return std::isfinite(row.train_loss) && std::isfinite(row.sum_sq_weights); }
 
-  bool running(int64_t r) const { return status_[size_t(r)].empty(); }
+  bool running(int64_t r) const { return !status_[size_t(r)].has_value(); }
   int64_t active() const {
     int64_t n = 0;
     for (int64_t r = 0; r < S_; ++r) n += running(r) ? 1 : 0;
@@ -341,21 +341,21 @@ class TrainingRun {
   // Replica r is done: its status at the current epoch, and its summary.json, written now. The
   // others go on; its weights keep being updated in the batched tensors (contained: no
   // operation mixes replicas) but nothing of it is written any more.
-  void end(int64_t r, const std::string& status) {
+  void end(int64_t r, RunStatus status) {
     const auto i = size_t(r);
     status_[i] = status;
     epochs_done_[i] = epoch_;
     TrainReport& rep = reports_[i];
     rep.status = status;
-    rep.signal = status == "interrupted" ? signal_ : 0;
+    rep.signal = status == RunStatus::interrupted ? signal_ : 0;
     rep.run_dir = dirs_[i];
     rep.epochs_done = epoch_;
     rep.wall_s = seconds_since(t0_);
     rep.milestones = find_milestones(rows_[i]);
     if (!rows_[i].empty()) rep.final = rows_[i].back();
     // What its summary reports: the weights and the time at its end, not the pack's.
-    write_summary(rep, facts(), seeds_[i], weights_checksum(S_ == 1 ? *model_ : model_->replica(r)),
-                  elapsed_before_ + rep.wall_s, epochs_per_s());
+    write_summary(dirs_[i], summary_of(rep, facts(), seeds_[i], weights_checksum(S_ == 1 ? *model_ : model_->replica(r)),
+                                       elapsed_before_ + rep.wall_s, epochs_per_s()));
   }
 
   // held_since_[r]: the first epoch of replica r's current stretch at or above the early-stop accuracy.
@@ -377,7 +377,7 @@ class TrainingRun {
     if (epoch == last_checkpoint_[size_t(r)]) return;
     Model one = S_ == 1 ? *model_ : model_->replica(r);
     if (S_ > 1) one.set_config(cfgs_[size_t(r)]);
-    if (!torch::isfinite(one.flat()).all().item<bool>()) return end(r, "diverged");
+    if (!torch::isfinite(one.flat()).all().item<bool>()) return end(r, RunStatus::diverged);
     const OptimState st = opt_->state(S_ == 1 ? -1 : r);
     save_checkpoint(checkpoint_path(dirs_[size_t(r)], epoch), one, nullptr, epoch);
     save_checkpoint(resume_path(dirs_[size_t(r)]), one, &st, epoch);
@@ -425,10 +425,10 @@ class TrainingRun {
                std::to_string(rep.epochs_done) + ": the loss is not finite (lr too high?); the last finite checkpoint is " +
                (list.empty() ? std::string("none") : list.back().second);
       };
-      if (rep.status == "diverged") {
+      if (rep.status == RunStatus::diverged) {
         if (S_ > 1) log_->error(divergence());
         diverged = diverged.empty() ? divergence() : diverged;
-      } else if (rep.status == "interrupted") {
+      } else if (rep.status == RunStatus::interrupted) {
         interrupted += (interrupted.empty() ? "" : " ") + rep.run_dir;
       } else {
         log_->info("{}{}", S_ > 1 ? rep.run_dir + ": " : "", final_line(rep));
@@ -440,7 +440,7 @@ class TrainingRun {
                  S_ == 1 ? "grokking train --resume " + dirs_[0]
                          : "grokking train --resume DIR for each of " + interrupted);
     size_t n_diverged = 0;
-    for (auto& rep : reports) n_diverged += rep.status == "diverged" ? 1 : 0;
+    for (auto& rep : reports) n_diverged += rep.status == RunStatus::diverged ? 1 : 0;
     if (n_diverged == 1) throw RunError(diverged);
     if (n_diverged > 1)
       throw RunError(std::to_string(n_diverged) + " of " + std::to_string(S_) + " runs diverged; first: " + diverged);
@@ -472,7 +472,7 @@ class TrainingRun {
   double elapsed_before_ = 0, last_loss_ = 0;
   std::vector<std::vector<MetricsRow>> rows_;  // per replica, every evaluation so far
   std::vector<int64_t> held_since_;
-  std::vector<std::string> status_;  // per replica: empty while it runs, then how it ended
+  std::vector<std::optional<RunStatus>> status_;  // per replica: empty while it runs, then how it ended
   std::vector<int64_t> epochs_done_, last_checkpoint_;
   std::vector<TrainReport> reports_;  // per replica, filled when it ends
   int signal_ = 0;
@@ -550,15 +550,15 @@ TrainReport resume_run(const TrainOptions& opts) {
     atomic_write(dir + "/config.json", config_file_text(cfg));
     return train(cfg, dir, false, opts.quiet);
   }
-  if (exists(dir + "/summary.json")) {
-    auto s = read_json_file(dir + "/summary.json");
-    if (s.value("status", "") != "interrupted" && s.value("status", "") != "diverged" &&
-        s.value("epochs", int64_t(-1)) >= cfg.train.epochs) {
+  if (exists(summary_path(dir))) {
+    const Summary s = read_summary(dir);
+    // Done: it stopped early, or trained every epoch it is now asked for.
+    if (finished(s.status) && (s.status == RunStatus::early_stopped || s.epochs >= cfg.train.epochs)) {
       TrainReport rep;
-      rep.status = "completed";
+      rep.status = s.status;
       rep.run_dir = dir;
-      rep.epochs_done = s.value("epochs", int64_t(0));
-      spdlog::info("{}: already complete ({} epochs); nothing to do", dir, rep.epochs_done);
+      rep.epochs_done = s.epochs;
+      spdlog::info("{}: already complete ({} epochs, {}); nothing to do", dir, rep.epochs_done, to_string(s.status));
       return rep;
     }
   }

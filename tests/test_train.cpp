@@ -168,7 +168,7 @@ TEST_CASE("a run writes its directory: config, metrics, summary, checkpoints", "
   cfg.train.epochs = 45;
   std::string dir = prepare_run(cfg, "layout");
   auto rep = train(cfg, dir, false, true);
-  CHECK(rep.status == "completed");
+  CHECK(rep.status == RunStatus::completed);
   auto rows = read_metrics(dir + "/metrics.csv");
   std::vector<int64_t> epochs;
   for (auto& r : rows) epochs.push_back(r.epoch);

@@ -34,6 +34,14 @@ struct AnalysisOptions {
   bool from_csv = false;         // progress: the phases from the run's progress.csv, no measuring
 };
 int run_fourier_command(const AnalysisOptions& opts);
+// The analysis files of a run directory, computed from its checkpoints and written there (what
+// plot's figures draw), without printing: fourier.csv, attention.csv, neuron_spectrum.dat and
+// logit_spectrum.dat; ablate.csv and excluded_by_freq.csv; progress.csv and summary.json's phases.
+// UsageError where the run's task or model has no such analysis.
+struct AnalysisFiles {
+  bool fourier = false, ablation = false, progress = false;
+};
+void write_analysis_files(const std::string& run_dir, const AnalysisFiles& which);
 int run_ablate_command(const AnalysisOptions& opts);
 int run_progress_command(const AnalysisOptions& opts);
 

@@ -50,8 +50,8 @@ struct RunFacts {
   bool flush_denormal = false, cuda_graph = false;
   std::string task_kind, model_kind;
 };
-// Writes <rep.run_dir>/summary.json atomically.
-void write_summary(const TrainReport& rep, const RunFacts& facts, int64_t seed, const std::string& weights_checksum,
+// A run's summary.json, from how it ended and the facts of the run.
+Summary summary_of(const TrainReport& rep, const RunFacts& facts, int64_t seed, const std::string& weights_checksum,
                    double wall_time_s, double epochs_per_s);
 
 }  // namespace grokking

@@ -54,6 +54,40 @@ struct Milestones {
 };
 Milestones find_milestones(const std::vector<MetricsRow>& rows, double grok_acc = 0.99);
 
+// How a run ended.
+enum class RunStatus { completed, early_stopped, interrupted, diverged };
+std::string to_string(RunStatus s);
+// RunError("ORIGIN: /status: ...") for a name that is none of them.
+RunStatus parse_status(const std::string& name, const std::string& origin);
+// Completed or early-stopped: nothing left to train.
+inline bool finished(RunStatus s) { return s == RunStatus::completed || s == RunStatus::early_stopped; }
+
+// summary.json: one typed struct, written by training (and its "phases" by `grokking progress`),
+// read by resume, sweeps, compare, plot and report. Every key is written; reading accepts the
+// files of earlier versions, whose keys it does not know read as unset.
+struct Summary {
+  RunStatus status = RunStatus::completed;
+  std::string task_kind = "modular", model_kind = "transformer";
+  int64_t epochs = 0, epochs_planned = 0;
+  MetricsRow final;  // epoch, losses, accuracies, sum of squared weights at the last evaluation
+  std::optional<int64_t> memorised_epoch, grokked_epoch, grokking_delay;
+  int64_t milestone_resolution_epochs = 0;
+  double wall_time_s = 0, epochs_per_s = 0;
+  int64_t n_train = 0, n_test = 0, n_params = 0;
+  std::string weights_checksum;
+  int64_t seed = 0, seeds_side_by_side = 1;
+  std::string device, blas, path, loss, loss_dtype, libtorch, grokking_version;
+  int64_t threads = 0;
+  bool flush_denormal = false, cuda_graph = false;
+  nlohmann::json phases;  // null until `grokking progress` ran
+  nlohmann::json to_json() const;
+  // RunError naming `origin` and the key of a value of the wrong type.
+  static Summary from_json(const nlohmann::json& j, const std::string& origin);
+};
+std::string summary_path(const std::string& run_dir);
+Summary read_summary(const std::string& run_dir);  // RunError naming the file
+void write_summary(const std::string& run_dir, const Summary& s);
+
 // An exclusive lock on a run directory, released by the kernel when the process dies.
 class RunLock {
  public:

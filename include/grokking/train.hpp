@@ -20,7 +20,7 @@ struct TrainOptions {
 };
 
 struct TrainReport {
-  std::string status;  // completed | early_stopped | interrupted | diverged
+  RunStatus status = RunStatus::completed;
   std::string run_dir;
   int64_t epochs_done = 0;
   int signal = 0;  // the signal that interrupted the run, if any

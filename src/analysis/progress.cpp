@@ -347,10 +347,10 @@ void write_progress(const std::string& dir, const RunProgress& progress) {
     csv.end_row();
   }
   atomic_write(dir + "/progress.csv", csv.text());
-  if (exists(dir + "/summary.json")) {
-    auto s = read_json_file(dir + "/summary.json");
-    s["phases"] = phases_json(progress.phases, progress.key_freqs);
-    atomic_write(dir + "/summary.json", s.dump(2) + "\n");
+  if (exists(summary_path(dir))) {
+    Summary s = read_summary(dir);
+    s.phases = phases_json(progress.phases, progress.key_freqs);
+    write_summary(dir, s);
   }
 }
 

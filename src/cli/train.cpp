@@ -33,7 +33,7 @@ Command train_command(CLI::App& app) {
               if (!opts->sets.empty()) throw UsageError("--packed: the runs' config.json files say everything; no --set");
               auto reps = run_packed(*packed, opts->quiet);
               for (auto& rep : reps)
-                if (rep.status == "interrupted") return rep.signal == SIGTERM ? int(kExitSigterm) : int(kExitSigint);
+                if (rep.status == RunStatus::interrupted) return rep.signal == SIGTERM ? int(kExitSigterm) : int(kExitSigint);
               return int(kExitOk);
             }
             if (!seeds->empty()) {
@@ -41,7 +41,7 @@ Command train_command(CLI::App& app) {
               check_seeds(opts->seeds);  // before the run directories are created
             }
             auto rep = run_train(*opts);
-            if (rep.status == "interrupted") return rep.signal == SIGTERM ? int(kExitSigterm) : int(kExitSigint);
+            if (rep.status == RunStatus::interrupted) return rep.signal == SIGTERM ? int(kExitSigterm) : int(kExitSigint);
             return int(kExitOk);
           }};
 }
