@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Configures and builds grokking (Release) into ./build. Extra arguments go to CMake (and
-# reconfigure an existing build).
+# Configures (once) and builds grokking into ./build, Release, warnings as errors: the one
+# configuration that scripts/demo.sh and scripts/test.sh share, so that the tests reuse what the
+# demo built. Arguments are targets (none: everything); GROKKING_CMAKE_ARGS adds CMake options
+# at the first configuration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-gen=()
-command -v ninja >/dev/null && gen=(-G Ninja)
 if [ ! -f build/CMakeCache.txt ]; then
-  cmake -S . -B build "${gen[@]}" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
-elif [ $# -gt 0 ]; then
-  cmake -S . -B build "$@" >/dev/null
+  gen=()
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  # shellcheck disable=SC2086
+  cmake -S . -B build "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DGROKKING_WARNINGS_AS_ERRORS=ON \
+    ${GROKKING_CMAKE_ARGS:-} >/dev/null
 fi
-cmake --build build --parallel "$(nproc)"
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+cmake --build build --parallel "$(nproc)" "${targets[@]}"

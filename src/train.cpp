@@ -148,6 +148,7 @@ class TrainingRun {
 
     task_ = make_task(tasks_of(cfgs_));
     shape_ = task_->shape();
+    for (auto& dir : dirs_) task_->write_files(dir, resume_);
     model_ = std::make_unique<Model>(cfg_, seeds_);
     // Replicas train through the batched forward: the fast path where the kind has one.
     fast_ = model_->has_fast_path() && (tc_.path != "plain" || S_ > 1);

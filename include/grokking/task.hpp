@@ -51,6 +51,9 @@ class Task {
   // first half's loss of a repeated sequence): their metrics.csv columns, and per replica their
   // values from the model's outputs on eval_batch() ([S, ...] as the model returns them).
   virtual std::vector<std::string> extra_columns() const { return {}; }
+  // Files of the task's own in a run directory (the group's elements, group.json), written when
+  // a run starts; on resume the ones there are checked against them (RunError when they differ).
+  virtual void write_files(const std::string& run_dir, bool resume) const { (void)run_dir, (void)resume; }
   virtual std::vector<std::vector<double>> extra_measures(const torch::Tensor& outputs, const Batch& eval) const;
 
  private:

@@ -325,12 +325,38 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
 
 namespace {
 // progress.csv's columns before the excluded_loss_k<K> ones, for write_progress and read_progress.
-const std::vector<std::string>& progress_columns() {
-  static const std::vector<std::string> columns = {
-      "epoch",         "train_loss", "test_loss",      "train_acc",             "test_acc",
-      "restricted_loss", "excluded_loss", "gini",       "sum_sq_weights",        "restricted_train_loss",
-      "restricted_test_loss", "restricted_acc", "test_over_restricted", "gini_wl"};
+// progress.csv's columns, in file order: one table that writing and reading both follow. The
+// ratio test_over_restricted is derived (written, never read); the excluded loss of each key
+// frequency follows as excluded_loss_k<K>.
+struct ProgressColumn {
+  const char* name;
+  double ProgressRow::*field;  // null: epoch, or the derived ratio
+};
+const std::vector<ProgressColumn>& progress_table() {
+  static const std::vector<ProgressColumn> columns = {
+      {"epoch", nullptr},
+      {"train_loss", &ProgressRow::train_loss},
+      {"test_loss", &ProgressRow::test_loss},
+      {"train_acc", &ProgressRow::train_acc},
+      {"test_acc", &ProgressRow::test_acc},
+      {"restricted_loss", &ProgressRow::restricted_loss},
+      {"excluded_loss", &ProgressRow::excluded_loss},
+      {"gini", &ProgressRow::gini},
+      {"sum_sq_weights", &ProgressRow::sum_sq_weights},
+      {"restricted_train_loss", &ProgressRow::restricted_train_loss},
+      {"restricted_test_loss", &ProgressRow::restricted_test_loss},
+      {"restricted_acc", &ProgressRow::restricted_acc},
+      {"test_over_restricted", nullptr},
+      {"gini_wl", &ProgressRow::gini_wl}};
   return columns;
+}
+const std::vector<std::string>& progress_columns() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (auto& c : progress_table()) n.push_back(c.name);
+    return n;
+  }();
+  return names;
 }
 }  // namespace
 
@@ -339,10 +365,11 @@ void write_progress(const std::string& dir, const RunProgress& progress) {
   for (auto k : progress.key_freqs) header.push_back("excluded_loss_k" + std::to_string(k));
   CsvWriter csv(header);
   for (auto& r : progress.rows) {
-    csv.field(r.epoch).field(r.train_loss).field(r.test_loss).field(r.train_acc).field(r.test_acc);
-    csv.field(r.restricted_loss).field(r.excluded_loss).field(r.gini).field(r.sum_sq_weights);
-    csv.field(r.restricted_train_loss).field(r.restricted_test_loss).field(r.restricted_acc);
-    csv.field(r.restricted_loss > 0 ? r.test_loss / r.restricted_loss : 0.0).field(r.gini_wl);
+    for (auto& c : progress_table()) {
+      if (c.field) csv.field(r.*c.field);
+      else if (std::string(c.name) == "epoch") csv.field(r.epoch);
+      else csv.field(r.restricted_loss > 0 ? r.test_loss / r.restricted_loss : 0.0);
+    }
     for (auto e : r.excluded_by_key) csv.field(e);
     csv.end_row();
   }
@@ -359,44 +386,67 @@ RunProgress read_progress(const std::string& path) {
   const auto& fixed = progress_columns();
   const auto& header = t.header;
   RunProgress out;
-  if (header.size() < fixed.size() || !std::equal(fixed.begin(), fixed.end(), header.begin()))
-    throw RunError(path + ": line 1: not a progress.csv header (grokking progress writes it)");
-  for (size_t c = fixed.size(); c < header.size(); ++c) {
+  // Each named column's place in the file; every one must be there (the excluded losses per key
+  // frequency follow as excluded_loss_k<K>).
+  std::vector<size_t> at(fixed.size());
+  for (size_t i = 0; i < fixed.size(); ++i) {
+    auto it = std::find(header.begin(), header.end(), fixed[i]);
+    if (it == header.end())
+      throw RunError(path + ": line 1: not a progress.csv header (no " + fixed[i] + " column; grokking progress writes it)");
+    at[i] = size_t(it - header.begin());
+  }
+  std::vector<size_t> key_cols;
+  for (size_t c = 0; c < header.size(); ++c) {
+    if (std::find(fixed.begin(), fixed.end(), header[c]) != fixed.end()) {
+      if (std::count(header.begin(), header.end(), header[c]) > 1)
+        throw RunError(path + ": line 1: column " + std::to_string(c + 1) + ": " + header[c] + " appears twice");
+      continue;
+    }
     const std::string prefix = "excluded_loss_k", where = path + ": line 1: column " + std::to_string(c + 1);
     char* endp = nullptr;
     const char* digits = header[c].c_str() + std::min(prefix.size(), header[c].size());
     const long k = std::strtol(digits, &endp, 10);
     if (header[c].rfind(prefix, 0) != 0 || endp == digits || *endp != '\0' || k < 1 || k > 100000)
-      throw RunError(where + ": expected excluded_loss_k<K> (got '" + header[c] + "')");
+      throw RunError(where + ": expected excluded_loss_k<K> (got '" + short_text(header[c]) + "')");
     if (std::find(out.key_freqs.begin(), out.key_freqs.end(), k) != out.key_freqs.end())
       throw RunError(where + ": " + header[c] + " appears twice");
     out.key_freqs.push_back(k);
+    key_cols.push_back(c);
   }
+  const auto& table = progress_table();
   for (size_t i = 0; i < t.rows.size(); ++i) {
     const auto& cells = t.rows[i];
     const std::string where = path + ": line " + std::to_string(t.lines[i]);
     if (cells.size() != header.size())
       throw RunError(where + ": " + std::to_string(cells.size()) + " columns, the header has " +
                      std::to_string(header.size()));
-    std::vector<double> v(cells.size());
-    for (size_t c = 0; c < cells.size(); ++c) {
+    auto number = [&](size_t c, bool finite) {
       char* endp = nullptr;
-      v[c] = std::strtod(cells[c].c_str(), &endp);
-      // test_over_restricted is a ratio that write_progress may write as inf or nan; it is not read.
-      const bool ratio = c == 12;
-      if (cells[c].empty() || *endp != '\0' || (!ratio && !std::isfinite(v[c])))
-        throw RunError(where + ": column " + header[c] + ": not a finite number ('" + cells[c] + "')");
-    }
+      const double v = std::strtod(cells[c].c_str(), &endp);
+      if (cells[c].empty() || *endp != '\0' || (finite && !std::isfinite(v)))
+        throw RunError(where + ": column " + header[c] + ": not a finite number ('" + short_text(cells[c]) + "')");
+      return v;
+    };
     ProgressRow r;
-    if (v[0] < 0 || v[0] > 1e15 || v[0] != std::floor(v[0]))
-      throw RunError(where + ": column epoch: not an epoch ('" + cells[0] + "')");
-    r.epoch = int64_t(v[0]);
+    for (size_t k = 0; k < table.size(); ++k) {
+      // test_over_restricted is a ratio that write_progress may write as inf or nan; it is not read.
+      if (!table[k].field && std::string(table[k].name) != "epoch") {
+        (void)number(at[k], false);
+        continue;
+      }
+      const double v = number(at[k], true);
+      if (table[k].field) {
+        r.*table[k].field = v;
+        continue;
+      }
+      if (v < 0 || v > 1e15 || v != std::floor(v))
+        throw RunError(where + ": column epoch: not an epoch ('" + short_text(cells[at[k]]) + "')");
+      r.epoch = int64_t(v);
+    }
     if (!out.rows.empty() && r.epoch <= out.rows.back().epoch)
-      throw RunError(where + ": epochs must increase (" + cells[0] + " after " + std::to_string(out.rows.back().epoch) + ")");
-    r.train_loss = v[1], r.test_loss = v[2], r.train_acc = v[3], r.test_acc = v[4], r.restricted_loss = v[5];
-    r.excluded_loss = v[6], r.gini = v[7], r.sum_sq_weights = v[8], r.restricted_train_loss = v[9];
-    r.restricted_test_loss = v[10], r.restricted_acc = v[11], r.gini_wl = v[13];
-    r.excluded_by_key.assign(v.begin() + long(fixed.size()), v.end());
+      throw RunError(where + ": epochs must increase (" + cells[at[0]] + " after " + std::to_string(out.rows.back().epoch) +
+                     ")");
+    for (auto c : key_cols) r.excluded_by_key.push_back(number(c, true));
     out.rows.push_back(r);
   }
   if (out.rows.empty()) throw RunError(path + ": no rows");
