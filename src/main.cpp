@@ -25,13 +25,13 @@ int main(int argc, char** argv) {
 #endif
   init_cli_logging();
 
-  CLI::App app{"grokking: train and analyse the transformers of the grokking papers"};
+  CLI::App app{"grokking: train and analyse the small models of the grokking papers (and induction heads, superposition)"};
   app.set_version_flag("--version", std::string("grokking ") + GROKKING_VERSION);
   app.require_subcommand(1);
   const std::vector<cli::Command> commands = {
       cli::train_command(app),    cli::config_command(app), cli::fourier_command(app), cli::ablate_command(app),
-      cli::progress_command(app), cli::bench_command(app),  cli::sweep_command(app),   cli::compare_command(app),
-      cli::plot_command(app),
+      cli::progress_command(app), cli::irreps_command(app), cli::bench_command(app),  cli::sweep_command(app),
+      cli::compare_command(app),  cli::plot_command(app),
   };
 
   try {

@@ -115,8 +115,10 @@ double gini_wl_frequencies(const Model& model, const Cycle& cycle);
 FourierReport analyse_fourier(const Model& model);
 // The same from the activations of every pair, as run_all_pairs gives them.
 FourierReport analyse_fourier(const Model& model, const Cache& all_pairs);
-// Activations and logits of every pair (a, b), in row-major order, on the CPU.
+// Activations and logits of every pair (a, b), in row-major order, on the CPU: of a task with a
+// Fourier basis (run_all_pairs), or of any pair task (run_pair_forward).
 Cache run_all_pairs(const Model& model);
+Cache run_pair_forward(const Model& model);
 
 // MLP activations acts [P^2, m] over all pairs (a, b) in row-major order: for each neuron, its
 // variance over the pairs and the fraction of it in each frequency k's {const, cos k, sin k}^2

@@ -44,6 +44,8 @@ struct AnalysisFiles {
 void write_analysis_files(const std::string& run_dir, const AnalysisFiles& which);
 int run_ablate_command(const AnalysisOptions& opts);
 int run_progress_command(const AnalysisOptions& opts);
+// `grokking irreps`: a group run's irreps (freqs holds irrep indices from 1: --irreps).
+int run_irreps_command(const AnalysisOptions& opts);
 
 struct BenchOptions {
   std::string config_path;        // empty: defaults (the paper's P=113 setup)

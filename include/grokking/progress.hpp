@@ -60,7 +60,12 @@ Phases detect_phases(const std::vector<ProgressRow>& rows);
 nlohmann::json phases_json(const Phases& phases, const std::vector<int64_t>& key_freqs);
 
 struct RunProgress {
-  std::vector<int64_t> key_freqs;  // used for every checkpoint
+  // The key frequencies used for every checkpoint; for a group run, the key irreps' numbers
+  // (from 1, as `grokking irreps` lists them).
+  std::vector<int64_t> key_freqs;
+  // A group run: every irrep's name, and per checkpoint its logit similarity (irreps_progress.csv).
+  std::vector<std::string> irrep_names;
+  std::vector<std::vector<double>> irrep_similarity;
   std::vector<ProgressRow> rows;   // one per epoch_N.pt, in epoch order
   Phases phases;
 };

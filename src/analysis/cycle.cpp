@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "grokking/error.hpp"
+#include "grokking/groups.hpp"
 
 namespace grokking {
 
@@ -31,6 +32,17 @@ int64_t primitive_root(int64_t p) {
 }
 
 Cycle cycle_of(const TaskConfig& task) {
+  // A cyclic group under composition is addition mod n, its elements the residues in order.
+  if (task.kind == "group") {
+    const std::string spec = task.text("group"), op = task.text("operation");
+    if (spec[0] != 'C' || op != "compose")
+      throw UsageError("the Fourier analysis is for addition on a cycle; task.group " + spec + " with operation " + op +
+                       " is analysed by irreps instead: grokking irreps");
+    TaskConfig add;
+    add.set("operation", "add").set("p", group_order(spec, "/task/group"));
+    add.seed = task.seed;
+    return cycle_of(add);
+  }
   if (task.kind != "modular")
     throw UsageError("the Fourier analysis is for the modular task's add, sub, mul and div; task.kind \"" + task.kind +
                      "\" has no Fourier basis of its own");

@@ -115,8 +115,12 @@ Model with_operand_embeddings(const Model& model, const std::vector<torch::Tenso
 }
 
 Cache run_all_pairs(const Model& model) {
-  torch::NoGradGuard no_grad;
   require_fourier_basis(model.config().task);
+  return run_pair_forward(model);
+}
+
+Cache run_pair_forward(const Model& model) {
+  torch::NoGradGuard no_grad;
   (void)readout_of(model);
   Model cpu_model = model;  // shares storage when already on the CPU
   cpu_model.to(torch::kCPU);

@@ -7,11 +7,13 @@
 #include <cmath>
 #include <exception>
 #include <limits>
+#include <optional>
 #include <thread>
 
 #include "grokking/analysis.hpp"
 #include "grokking/checkpoint.hpp"
 #include "grokking/error.hpp"
+#include "grokking/irreps.hpp"
 #include "grokking/plot.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/text.hpp"
@@ -258,38 +260,73 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
   if (list.empty()) throw RunError(dir + ": no checkpoints in " + dir + "/checkpoints");
   configure_threads(1);
 
-  // Key frequencies of the final model, applied to every checkpoint (as the paper does).
+  // Key frequencies (a group run: key irreps) of the final model, applied to every checkpoint (as
+  // the paper does).
   auto final_ck = load_checkpoint(list.back().second);
   RunProgress out;
   out.key_freqs = freqs;
-  if (out.key_freqs.empty()) out.key_freqs = analyse_fourier(model_from_checkpoint(final_ck)).key_neurons;
-  const Cycle cycle = cycle_of(final_ck.config.task);
-  for (auto k : out.key_freqs)
-    if (k < 1 || k > n_frequencies(cycle.n))
-      throw UsageError("--freqs: frequency " + std::to_string(k) + " is out of range 1.." +
-                       std::to_string(n_frequencies(cycle.n)));
-  std::sort(out.key_freqs.begin(), out.key_freqs.end());
-  out.key_freqs.erase(std::unique(out.key_freqs.begin(), out.key_freqs.end()), out.key_freqs.end());
+  const bool group = final_ck.config.task.kind == "group";
+  std::optional<GroupStructure> gs;
+  std::vector<size_t> key_irreps;
+  std::optional<Cycle> cycle;
+  if (group) {
+    gs = group_structure(final_ck.config.task);
+    for (auto k : freqs) {
+      if (k < 1 || k > int64_t(gs->irreps.size()))
+        throw UsageError("--freqs: irrep " + std::to_string(k) + " is out of range 1.." +
+                         std::to_string(gs->irreps.size()) + " (a group run's progress takes irrep numbers)");
+      key_irreps.push_back(size_t(k - 1));
+    }
+    if (key_irreps.empty()) key_irreps = analyse_irreps(model_from_checkpoint(final_ck), *gs, {}, 1).key;
+    std::sort(key_irreps.begin(), key_irreps.end());
+    key_irreps.erase(std::unique(key_irreps.begin(), key_irreps.end()), key_irreps.end());
+    out.key_freqs.clear();
+    for (auto k : key_irreps) out.key_freqs.push_back(int64_t(k + 1));
+    for (auto& r : gs->irreps) out.irrep_names.push_back(r.name);
+    out.irrep_similarity.resize(list.size());
+  } else {
+    if (out.key_freqs.empty()) out.key_freqs = analyse_fourier(model_from_checkpoint(final_ck)).key_neurons;
+    cycle = cycle_of(final_ck.config.task);
+    for (auto k : out.key_freqs)
+      if (k < 1 || k > n_frequencies(cycle->n))
+        throw UsageError("--freqs: frequency " + std::to_string(k) + " is out of range 1.." +
+                         std::to_string(n_frequencies(cycle->n)));
+    std::sort(out.key_freqs.begin(), out.key_freqs.end());
+    out.key_freqs.erase(std::unique(out.key_freqs.begin(), out.key_freqs.end()), out.key_freqs.end());
+  }
   Dataset data = make_dataset(final_ck.config.task);
 
   const auto shape_of = [](const Config& c) {
     auto j = config_to_json(c);
     return nlohmann::json{{"task", j["task"]}, {"model", j["model"]}};
   };
-  auto measure = [&](const std::string& path) {
+  auto measure = [&](size_t i) {
+    const std::string& path = list[i].second;
     auto ck = load_checkpoint(path);
     if (shape_of(ck.config) != shape_of(final_ck.config))
       throw RunError(path + ": task/model config differs from the run's final checkpoint " + list.back().second +
                      " (a checkpoint from another run?)");
     Model m = model_from_checkpoint(ck);
-    auto lm = loss_measures(m, data, out.key_freqs);
     ProgressRow row;
-    row.epoch = ck.epoch, row.train_loss = lm.train_loss, row.test_loss = lm.test_loss, row.train_acc = lm.train_acc;
+    row.epoch = ck.epoch, row.sum_sq_weights = m.sum_squared_weights();
+    if (group) {
+      auto p = irrep_progress(m, *gs, data, key_irreps);
+      row.train_loss = p.train_loss, row.test_loss = p.test_loss, row.train_acc = p.train_acc, row.test_acc = p.test_acc;
+      row.restricted_loss = p.restricted.all.loss, row.excluded_loss = p.excluded_loss;
+      row.restricted_train_loss = p.restricted.train.loss, row.restricted_test_loss = p.restricted.test.loss;
+      row.restricted_acc = p.restricted.all.acc;
+      row.gini = p.gini_embed, row.gini_wl = p.gini_wl;
+      row.excluded_by_key = p.excluded_by_key;
+      out.irrep_similarity[i] = p.similarity;
+      return row;
+    }
+    auto lm = loss_measures(m, data, out.key_freqs);
+    row.train_loss = lm.train_loss, row.test_loss = lm.test_loss, row.train_acc = lm.train_acc;
     row.test_acc = lm.test_acc, row.restricted_loss = lm.restricted_loss, row.excluded_loss = lm.excluded_loss;
-    row.gini = gini_embed_frequencies(m, cycle), row.sum_sq_weights = m.sum_squared_weights();
+    row.gini = gini_embed_frequencies(m, *cycle);
     row.restricted_train_loss = lm.restricted.train.loss, row.restricted_test_loss = lm.restricted.test.loss;
     row.restricted_acc = lm.restricted.all.acc;
-    row.gini_wl = gini_wl_frequencies(m, cycle);
+    row.gini_wl = gini_wl_frequencies(m, *cycle);
     row.excluded_by_key = lm.excluded_by_key;
     return row;
   };
@@ -301,7 +338,7 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
     at::set_num_threads(1);  // OpenMP's thread count is per thread: new threads start at all cores
     for (size_t i; (i = next++) < list.size();) {
       try {
-        out.rows[i] = measure(list[i].second);
+        out.rows[i] = measure(i);
       } catch (...) {
         errors[i] = std::current_exception();
         next = list.size();  // stop handing out work
@@ -374,6 +411,18 @@ void write_progress(const std::string& dir, const RunProgress& progress) {
     csv.end_row();
   }
   atomic_write(dir + "/progress.csv", csv.text());
+  // A group run: every irrep's logit similarity at every checkpoint.
+  if (!progress.irrep_names.empty() && progress.irrep_similarity.size() == progress.rows.size()) {
+    std::vector<std::string> cols = {"epoch"};
+    for (auto& n : progress.irrep_names) cols.push_back(n);
+    CsvWriter sim(cols);
+    for (size_t i = 0; i < progress.rows.size(); ++i) {
+      sim.field(progress.rows[i].epoch);
+      for (auto v : progress.irrep_similarity[i]) sim.field(v);
+      sim.end_row();
+    }
+    atomic_write(dir + "/irreps_progress.csv", sim.text());
+  }
   if (exists(summary_path(dir))) {
     Summary s = read_summary(dir);
     s.phases = phases_json(progress.phases, progress.key_freqs);

@@ -55,4 +55,20 @@ Command progress_command(CLI::App& app) {
           }};
 }
 
+Command irreps_command(CLI::App& app) {
+  auto opts = std::make_shared<AnalysisOptions>();
+  auto irreps = std::make_shared<std::string>();
+  auto* sub = analysis_subcommand(app, *opts, "irreps",
+                                  "A group run by irreducible representations: logit similarity, key irreps, embeddings, "
+                                  "hidden neurons, excluded and restricted loss with controls",
+                                  "Checkpoint file, or run directory (its latest checkpoint)");
+  sub->add_option("--irreps", *irreps, "Irreps to treat as key, by their number in the table, e.g. 2,7 (default: the rule)");
+  sub->add_option("--draws", opts->draws, "Random control draws")->check(CLI::Range(1, 1000));
+  sub->add_option("--seed", opts->seed, "Seed of the random control draws");
+  return {sub, [opts, irreps] {
+            if (!irreps->empty()) opts->freqs = parse_int_list(*irreps, "--irreps");
+            return run_irreps_command(*opts);
+          }};
+}
+
 }  // namespace grokking::cli

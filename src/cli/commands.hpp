@@ -19,6 +19,7 @@ Command config_command(CLI::App& app);
 Command fourier_command(CLI::App& app);
 Command ablate_command(CLI::App& app);
 Command progress_command(CLI::App& app);
+Command irreps_command(CLI::App& app);
 Command bench_command(CLI::App& app);
 Command sweep_command(CLI::App& app);
 Command compare_command(CLI::App& app);

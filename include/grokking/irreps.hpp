@@ -1,0 +1,82 @@
+// The analysis of a group run by irreducible representations (Chughtai, Chan and Nanda 2023):
+// which irreps the logits, embeddings and hidden neurons use, the key irreps, and excluded and
+// restricted loss by irrep with their controls. The group counterpart of the Fourier analysis:
+// for C_n, irrep "freq k" is frequency k, and the losses are the Fourier analysis's.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "grokking/analysis.hpp"
+#include "grokking/groups.hpp"
+#include "grokking/model.hpp"
+#include "grokking/task.hpp"
+
+namespace grokking {
+
+// What the analysis needs of a group task: the group, its real irreps with their isotypic
+// projectors ([|G|, |G|] float64), and the label of every pair in make_dataset's all_x order.
+struct GroupStructure {
+  FiniteGroup group;
+  std::string operation;
+  std::vector<RealIrrep> irreps;
+  std::vector<torch::Tensor> projectors;
+  torch::Tensor labels;  // [|G|^2] int64
+  // The dimension of each irrep's isotypic component (the rank of its projector).
+  int64_t component_dim(size_t irrep) const;
+};
+// UsageError in one line for a task that is not a group task.
+GroupStructure group_structure(const TaskConfig& task);
+
+// The part of per-pair values [|G|^2, C] that is a function of the pair's label lying in the
+// given irreps' isotypic components (for composition: the span of the entries of rho(a.b)).
+torch::Tensor project_irreps(const torch::Tensor& values, const GroupStructure& gs, const std::vector<size_t>& irreps);
+
+// Chughtai et al.'s rule for key irreps: the non-trivial irreps whose logit similarity at the
+// final checkpoint exceeds 0.005 (their determine_key_reps).
+constexpr double kKeyIrrepSimilarity = 0.005;
+
+struct IrrepMeasure {
+  std::string name;
+  int64_t dim = 0, component_dim = 0;
+  double similarity = 0;   // cosine of the centred logits with chi(label . c^-1) over pairs and classes
+  double fve = 0;          // similarity^2: the share of the centred logits' variance
+  double embed_frac = 0, unembed_frac = 0, hidden_frac = 0;  // share of the squared norm in the isotypic component
+  double wl_frac = 0;      // of the neuron-logit map W_L over the classes
+  Split excluded;          // this irrep alone removed from the logits (train pairs)
+};
+struct IrrepReport {
+  std::string group, operation;
+  int64_t order = 0;
+  std::vector<IrrepMeasure> irreps;
+  std::vector<size_t> key;     // indices into irreps
+  double fve_total = 0;        // the non-trivial irreps' similarity^2, summed (Chughtai et al.'s)
+  Splits model;                // the model as it is
+  Splits restricted;           // only the key irreps (and the per-class mean of the rest) kept
+  Splits excluded;             // the key irreps removed
+  std::vector<size_t> matched; // control: as many non-key irreps of the nearest dimensions
+  Splits matched_excluded;
+  Splits random_excluded;      // control: random label functions of the key irreps' total dimension
+  int64_t random_draws = 0;
+  double gini_embed = 0, gini_wl = 0;  // Gini of the per-irrep norms (non-trivial irreps) of the embeddings and W_L
+};
+// `key` empty: Chughtai et al.'s rule. `draws` random controls seeded by `seed`.
+IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::vector<size_t> key = {},
+                           int64_t draws = 5, uint64_t seed = 0);
+
+// The measures `grokking progress` takes of a group run at one checkpoint, with the run's key
+// irreps: its losses, restricted and excluded loss (and per key irrep), the Gini of the
+// embeddings' and W_L's per-irrep norms, and every irrep's logit similarity.
+struct IrrepProgress {
+  double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0;
+  Splits restricted;
+  double excluded_loss = 0;
+  std::vector<double> excluded_by_key;
+  double gini_embed = 0, gini_wl = 0;
+  std::vector<double> similarity;
+};
+IrrepProgress irrep_progress(const Model& model, const GroupStructure& gs, const Dataset& data,
+                             const std::vector<size_t>& key);
+
+}  // namespace grokking

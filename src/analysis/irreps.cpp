@@ -1,0 +1,217 @@
+// The analysis of group runs by irreps (irreps.hpp): projections through the isotypic
+// projectors, Chughtai et al.'s logit similarity, key irreps, and losses with controls.
+#include "grokking/irreps.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "grokking/error.hpp"
+
+namespace grokking {
+
+int64_t GroupStructure::component_dim(size_t irrep) const {
+  const auto& r = irreps[irrep];
+  return std::lround(r.projector_scale * r.projector_character[0] * double(group.order));
+}
+
+GroupStructure group_structure(const TaskConfig& task) {
+  if (task.kind != "group")
+    throw UsageError("the irrep analysis is for task.kind \"group\"; task.kind \"" + task.kind +
+                     "\" has no group (its Fourier analysis: grokking fourier, ablate, progress)");
+  GroupStructure gs;
+  gs.group = make_group(task.text("group"), "/task/group");
+  gs.operation = task.text("operation");
+  gs.irreps = real_irreps(gs.group);
+  const int64_t N = gs.group.order;
+  // P[x][y] = scale * chi(x y^-1): the index of x y^-1 for every (x, y).
+  std::vector<int64_t> quotient(size_t(N * N));
+  for (int64_t x = 0; x < N; ++x)
+    for (int64_t y = 0; y < N; ++y) quotient[size_t(x * N + y)] = gs.group.mul(x, gs.group.inverse[size_t(y)]);
+  auto q = torch::tensor(quotient, torch::kInt64);
+  for (auto& r : gs.irreps)
+    gs.projectors.push_back(
+        (torch::tensor(r.projector_character, torch::kFloat64).index_select(0, q) * r.projector_scale).view({N, N}));
+  std::vector<int64_t> labels;
+  for (int32_t a = 0; a < N; ++a)
+    for (int32_t b = 0; b < N; ++b) labels.push_back(group_operation(gs.group, gs.operation, a, b));
+  gs.labels = torch::tensor(labels, torch::kInt64);
+  return gs;
+}
+
+namespace {
+
+// Per label g: the mean over the pairs with that label (each label holds |G| of the |G|^2 pairs:
+// every operation here is a bijection in b).
+torch::Tensor label_means(const torch::Tensor& values, const GroupStructure& gs) {
+  const int64_t N = gs.group.order;
+  auto v = values.to(torch::kFloat64);
+  return torch::zeros({N, v.size(1)}, torch::kFloat64).index_add_(0, gs.labels, v) / double(N);
+}
+
+// The functions of the label in `basis` ([|G|, r] orthonormal columns): the part of `values`.
+torch::Tensor project_label_basis(const torch::Tensor& values, const GroupStructure& gs, const torch::Tensor& basis) {
+  auto M = label_means(values, gs);
+  return basis.matmul(basis.t().matmul(M)).index_select(0, gs.labels);
+}
+
+double sq(const torch::Tensor& t) { return t.pow(2).sum().item<double>(); }
+
+// The share of the squared norm of the rows of X ([|G|, w], indexed by element) in each irrep's
+// isotypic component.
+std::vector<double> row_fractions(const torch::Tensor& X, const GroupStructure& gs) {
+  auto x = X.to(torch::kFloat64);
+  const double total = std::max(sq(x), 1e-300);
+  std::vector<double> out;
+  for (auto& P : gs.projectors) out.push_back(sq(P.matmul(x)) / total);
+  return out;
+}
+
+// Chughtai et al.'s similarity of every irrep: the logits centred over the classes against the
+// character cube chi(label . c^-1) over pairs and classes.
+std::vector<double> logit_similarities(const torch::Tensor& logits, const GroupStructure& gs) {
+  const int64_t N = gs.group.order;
+  const auto centred = logits - logits.mean(1, /*keepdim=*/true);
+  const double centred_norm = std::sqrt(sq(centred));
+  auto summed = torch::zeros({N, N}, torch::kFloat64).index_add_(0, gs.labels, centred);  // [g, c]
+  std::vector<int64_t> g_over_c(size_t(N * N));
+  for (int64_t g = 0; g < N; ++g)
+    for (int64_t c = 0; c < N; ++c) g_over_c[size_t(g * N + c)] = gs.group.mul(g, gs.group.inverse[size_t(c)]);
+  const auto quotient = torch::tensor(g_over_c, torch::kInt64);
+  std::vector<double> out;
+  for (auto& irrep : gs.irreps) {
+    const auto chi = torch::tensor(irrep.character, torch::kFloat64).index_select(0, quotient).view({N, N});
+    const double cube_norm = std::sqrt(double(N) * sq(chi));  // the cube has each label's row N times
+    out.push_back(centred_norm > 0 && cube_norm > 0 ? (summed * chi).sum().item<double>() / (centred_norm * cube_norm)
+                                                    : 0.0);
+  }
+  return out;
+}
+
+// The Gini of the per-irrep norms (non-trivial irreps) of rows by element.
+double irrep_gini(const std::vector<double>& fractions, const GroupStructure& gs) {
+  std::vector<double> norms;
+  for (size_t i = 0; i < fractions.size(); ++i)
+    if (!gs.irreps[i].trivial()) norms.push_back(std::sqrt(fractions[i]));
+  return norms.empty() ? 0.0 : gini(norms);
+}
+
+}  // namespace
+
+torch::Tensor project_irreps(const torch::Tensor& values, const GroupStructure& gs, const std::vector<size_t>& irreps) {
+  const int64_t N = gs.group.order;
+  auto Q = torch::zeros({N, N}, torch::kFloat64);
+  for (auto i : irreps) Q += gs.projectors.at(i);
+  return Q.matmul(label_means(values, gs)).index_select(0, gs.labels);
+}
+
+IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::vector<size_t> key, int64_t draws,
+                           uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  const int64_t N = gs.group.order;
+  const Dataset data = make_dataset(model.config().task);
+  const Cache cache = run_pair_forward(model);
+  const auto logits = cache.logits.to(torch::kCPU, torch::kFloat64);  // [|G|^2, |G|]
+  IrrepReport r;
+  r.group = gs.group.name, r.operation = gs.operation, r.order = N;
+  r.model = evaluate_splits(logits, data.all_y, data.train_mask);
+
+  const auto similarity = logit_similarities(logits, gs);
+
+  // The readings of the weights: embeddings, unembedding, neuron-logit map, hidden neurons.
+  const auto embed = row_fractions(embedding_matrix(model), gs);
+  const PairReadout& readout = readout_of(model);
+  const auto unembed = row_fractions(model.param(readout.unembed).detach().cpu().t(), gs);
+  std::vector<double> wl(gs.irreps.size(), 0.0), hidden(gs.irreps.size(), 0.0);
+  if (!readout.neuron_to_logits.empty()) wl = row_fractions(neuron_logit_map(model), gs);
+  if (cache.mlp_post.defined()) {
+    auto h = cache.mlp_post.to(torch::kCPU, torch::kFloat64);
+    h = h - h.mean(0, true);
+    const double total = std::max(sq(h), 1e-300);
+    for (size_t i = 0; i < gs.irreps.size(); ++i) hidden[i] = sq(project_irreps(h, gs, {i})) / total;
+  }
+  for (size_t i = 0; i < gs.irreps.size(); ++i) {
+    IrrepMeasure m;
+    m.name = gs.irreps[i].name;
+    m.dim = gs.irreps[i].dim;
+    m.component_dim = gs.component_dim(i);
+    m.similarity = similarity[i];
+    m.fve = m.similarity * m.similarity;
+    m.embed_frac = embed[i], m.unembed_frac = unembed[i], m.wl_frac = wl[i], m.hidden_frac = hidden[i];
+    m.excluded = evaluate_splits(logits - project_irreps(logits, gs, {i}), data.all_y, data.train_mask).train;
+    if (!gs.irreps[i].trivial()) r.fve_total += m.fve;
+    r.irreps.push_back(m);
+  }
+  if (key.empty())
+    for (size_t i = 0; i < r.irreps.size(); ++i)
+      if (!gs.irreps[i].trivial() && r.irreps[i].similarity > kKeyIrrepSimilarity) key.push_back(i);
+  for (auto i : key)
+    if (i >= gs.irreps.size())
+      throw UsageError("--irreps: irrep " + std::to_string(i + 1) + " is out of range 1.." + std::to_string(gs.irreps.size()));
+  std::sort(key.begin(), key.end());
+  key.erase(std::unique(key.begin(), key.end()), key.end());
+  r.key = key;
+
+  // The key irreps together: kept (with the per-class mean of the rest, as the Fourier analysis's
+  // bias correction), and removed.
+  const auto kept = project_irreps(logits, gs, key);
+  r.restricted = evaluate_splits(kept + (logits - kept).mean(0, true), data.all_y, data.train_mask);
+  r.excluded = evaluate_splits(logits - kept, data.all_y, data.train_mask);
+
+  // Controls: as many non-key irreps of the nearest dimensions; random label functions.
+  std::vector<bool> taken(gs.irreps.size(), false);
+  for (auto k : key) taken[k] = true;
+  for (auto k : key) {
+    size_t best = gs.irreps.size();
+    for (size_t j = 0; j < gs.irreps.size(); ++j) {
+      if (taken[j] || gs.irreps[j].trivial()) continue;
+      if (best == gs.irreps.size() ||
+          std::abs(gs.component_dim(j) - gs.component_dim(k)) < std::abs(gs.component_dim(best) - gs.component_dim(k)))
+        best = j;
+    }
+    if (best < gs.irreps.size()) taken[best] = true, r.matched.push_back(best);
+  }
+  std::sort(r.matched.begin(), r.matched.end());
+  if (!r.matched.empty())
+    r.matched_excluded = evaluate_splits(logits - project_irreps(logits, gs, r.matched), data.all_y, data.train_mask);
+  int64_t dim = 0;
+  for (auto k : key) dim += gs.component_dim(k);
+  if (dim > 0 && dim < N) {
+    r.random_draws = draws;
+    for (int64_t d = 0; d < draws; ++d) {
+      auto gen = at::detail::createCPUGenerator(seed * 1000003u + uint64_t(d));
+      auto basis = std::get<0>(at::linalg_qr(torch::randn({N, dim}, gen, torch::kFloat64)));
+      auto s = evaluate_splits(logits - project_label_basis(logits, gs, basis), data.all_y, data.train_mask);
+      for (auto [dst, src] : {std::pair{&r.random_excluded.train, &s.train}, {&r.random_excluded.test, &s.test},
+                              {&r.random_excluded.all, &s.all}}) {
+        dst->loss += src->loss / double(draws);
+        dst->acc += src->acc / double(draws);
+      }
+    }
+  }
+  r.gini_embed = irrep_gini(embed, gs), r.gini_wl = irrep_gini(wl, gs);
+  return r;
+}
+
+IrrepProgress irrep_progress(const Model& model, const GroupStructure& gs, const Dataset& data,
+                             const std::vector<size_t>& key) {
+  torch::NoGradGuard no_grad;
+  IrrepProgress p;
+  const auto logits = run_pair_forward(model).logits.to(torch::kCPU, torch::kFloat64);
+  const auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
+  p.train_loss = ev.train.loss, p.test_loss = ev.test.loss, p.train_acc = ev.train.acc, p.test_acc = ev.test.acc;
+  const auto kept = project_irreps(logits, gs, key);
+  p.restricted = evaluate_splits(kept + (logits - kept).mean(0, true), data.all_y, data.train_mask);
+  p.excluded_loss = evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss;
+  for (auto k : key)
+    p.excluded_by_key.push_back(
+        evaluate_splits(logits - project_irreps(logits, gs, {k}), data.all_y, data.train_mask).train.loss);
+  p.gini_embed = irrep_gini(row_fractions(embedding_matrix(model), gs), gs);
+  const PairReadout& readout = readout_of(model);
+  if (!readout.neuron_to_logits.empty()) p.gini_wl = irrep_gini(row_fractions(neuron_logit_map(model), gs), gs);
+  p.similarity = logit_similarities(logits, gs);
+  return p;
+}
+
+}  // namespace grokking

@@ -1,0 +1,104 @@
+// The group task and its analysis by irreps: planted logits, and on C_n the same key
+// frequencies and losses as the Fourier analysis of the same run.
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "catch.hpp"
+#include "grokking/analysis.hpp"
+#include "grokking/checkpoint.hpp"
+#include "grokking/error.hpp"
+#include "grokking/text.hpp"
+#include "grokking/irreps.hpp"
+#include "grokked_run.hpp"
+#include "helpers.hpp"
+
+using namespace grokking;
+
+namespace {
+TaskConfig group_task(const std::string& spec, const std::string& op = "compose", double frac = 0.5) {
+  TaskConfig t;
+  t.kind = "group";
+  t.keys = {{"group", spec}, {"operation", op}, {"frac_train", frac}};
+  return t;
+}
+}  // namespace
+
+TEST_CASE("the group task: every pair, the operation's label, a seeded split", "[groups]") {
+  for (auto op : {"compose", "conjugate", "a*b*a"}) {
+    const auto task = group_task("S3", op);
+    const auto data = make_dataset(task);
+    const FiniteGroup g = make_group("S3", "x");
+    REQUIRE(data.all_x.size(0) == 36);
+    for (int64_t i = 0; i < 36; ++i) {
+      const auto a = int32_t(data.all_x[i][0].item<int64_t>()), b = int32_t(data.all_x[i][1].item<int64_t>());
+      CHECK(data.all_x[i][2].item<int64_t>() == 6);  // "="
+      CHECK(data.all_y[i].item<int64_t>() == group_operation(g, op, a, b));
+    }
+    CHECK(data.train_x.size(0) == 18);
+  }
+  // C_n under composition is the modular task's addition: the same pairs, labels and split.
+  TaskConfig add;
+  add.set("operation", "add").set("p", 23).set("frac_train", 0.5);
+  const auto a = make_dataset(add), c = make_dataset(group_task("C23"));
+  CHECK(torch::equal(a.all_x, c.all_x));
+  CHECK(torch::equal(a.all_y, c.all_y));
+  CHECK(torch::equal(a.train_mask, c.train_mask));
+}
+
+TEST_CASE("irreps: planted logits are found in their irrep, and projected whole", "[groups]") {
+  for (auto spec : {"S4", "D5", "A4", "C9"}) {
+    INFO(spec);
+    const GroupStructure gs = group_structure(group_task(spec));
+    const int64_t N = gs.group.order;
+    // Logits chi_rho(label . c^-1) for the last irrep: its own character cube.
+    const size_t planted = gs.irreps.size() - 1;
+    std::vector<double> values;
+    const auto labels = gs.labels.contiguous();
+    for (int64_t p = 0; p < N * N; ++p)
+      for (int64_t c = 0; c < N; ++c)
+        values.push_back(gs.irreps[planted].character[size_t(gs.group.mul(labels[p].item<int64_t>(), gs.group.inverse[size_t(c)]))]);
+    auto logits = torch::tensor(values, torch::kFloat64).view({N * N, N});
+    CHECK(test::max_rel_diff(project_irreps(logits, gs, {planted}), logits, std::string(spec) + " planted irrep kept") < 1e-9);
+    for (size_t i = 0; i + 1 < gs.irreps.size(); ++i)
+      CHECK(project_irreps(logits, gs, {i}).abs().max().item<double>() < 1e-9);
+    // The projectors of all irreps together keep any function of the label whole.
+    auto rnd = torch::randn({N, 3}, torch::kFloat64).index_select(0, gs.labels);
+    std::vector<size_t> all(gs.irreps.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+    CHECK(test::max_rel_diff(project_irreps(rnd, gs, all), rnd, std::string(spec) + " all irreps") < 1e-9);
+  }
+  CHECK_THROWS_AS(group_structure(TaskConfig{}), UsageError);  // the modular task has no group
+}
+
+TEST_CASE("on C_n the irreps analysis gives the Fourier analysis's key frequencies and losses", "[ci-small]") {
+  // The grokked ci-small run read as the C23 group run it equals (the same pairs, labels, split
+  // and model shape): its key irreps are its key frequencies, and excluding or keeping them gives
+  // the same losses.
+  const auto& run = test::grokked_run("ci-small");
+  auto ck = load_checkpoint(resolve_checkpoint(run.dir));
+  Config as_group = ck.config;
+  as_group.task = group_task("C23");
+  as_group.task.seed = ck.config.task.seed;
+  Model fourier_model = model_from_checkpoint(ck);
+  Model group_model(as_group);
+  group_model.load(ck.weights);
+  const auto f = analyse_fourier(fourier_model);
+  const auto data = make_dataset(ck.config.task);
+  const auto lm = loss_measures(fourier_model, data, f.key_neurons);
+  const GroupStructure gs = group_structure(as_group.task);
+  const auto r = analyse_irreps(group_model, gs);
+  std::vector<int64_t> key_freqs;
+  for (auto k : r.key) key_freqs.push_back(gs.irreps[k].frequency);
+  INFO("Fourier key " << join_numbers(f.key_neurons) << ", irreps key " << join_numbers(key_freqs));
+  CHECK(key_freqs == f.key_neurons);
+  CHECK(r.excluded.train.loss == Approx(lm.excluded_loss).epsilon(1e-9));
+  CHECK(r.restricted.all.loss == Approx(lm.restricted_loss).epsilon(1e-6));
+  // The Fourier analysis of a C_n group run works as on the modular task.
+  CHECK(analyse_fourier(group_model).key_neurons == f.key_neurons);
+  // The signature: excluded loss far above uniform, restricted near the model's, controls intact.
+  CHECK(r.excluded.train.loss > std::log(23.0));
+  CHECK(r.restricted.test.acc >= 0.99);
+  REQUIRE(!r.matched.empty());
+  CHECK(r.matched_excluded.test.acc >= 0.98);
+}
