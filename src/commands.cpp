@@ -12,7 +12,10 @@
 
 #include "grokking/analysis.hpp"
 #include "grokking/checkpoint.hpp"
+#include "grokking/heads.hpp"
 #include "grokking/irreps.hpp"
+#include "grokking/superposition.hpp"
+#include "grokking/train.hpp"
 #include "grokking/compat.hpp"
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
@@ -395,6 +398,259 @@ int run_irreps_command(const AnalysisOptions& opts) {
     row(("remove random directions of the same dimension (" + std::to_string(r.random_draws) + " draws)").c_str(),
         r.random_excluded);
   std::printf("uniform guess: loss ln|G| = %.3f, accuracy 1/|G| = %.4f\n", std::log(classes), 1.0 / classes);
+  return 0;
+}
+
+int run_heads_command(const AnalysisOptions& opts) {
+  const std::string dir = opts.path;
+  if (!is_dir(dir)) throw UsageError(dir + ": heads takes a run directory");
+  configure_threads(0);
+  const auto list = list_checkpoints(dir);
+  if (list.empty()) throw RunError(dir + ": no checkpoints in " + dir + "/checkpoints");
+  const Checkpoint final_ck = load_checkpoint(list.back().second);
+  require_sequence_task(final_ck.config);
+  const Batch eval = make_task(final_ck.config.task)->eval_batch();
+  const Model model = model_from_checkpoint(final_ck);
+  const auto& arch = model.arch();
+  const int64_t L = arch.attention_layers(), H = arch.attention_heads();
+  auto label = [](int64_t l, int64_t h) { return "L" + std::to_string(l) + "H" + std::to_string(h); };
+
+  // ---- the heads over training: every checkpoint's scores ----
+  std::vector<std::string> cols = {"epoch"};
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t h = 0; h < H; ++h)
+      for (auto* what : {"prev", "dup", "ind"}) cols.push_back(label(l, h) + "_" + what);
+  CsvWriter over(cols);
+  for (auto& [epoch, path] : list) {
+    const auto ck = load_checkpoint(path);
+    const auto sc = head_scores(model_from_checkpoint(ck), eval);
+    over.field(epoch);
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t h = 0; h < H; ++h)
+        over.field(sc.previous[size_t(l)][size_t(h)]).field(sc.duplicate[size_t(l)][size_t(h)]).field(sc.induction[size_t(l)][size_t(h)]);
+    over.end_row();
+  }
+  atomic_write(dir + "/heads_progress.csv", over.text());
+
+  // ---- the final model: scores, ablations, composition; the transition in metrics.csv ----
+  const auto sc = head_scores(model, eval);
+  const auto ablations = ablate_heads(model, eval);
+  const double base = repeated_half_loss(model.forward(eval.x), eval);
+  std::optional<Composition> comp;
+  if (L >= 2) comp = k_composition(model);
+  const auto rows = read_metrics(dir + "/metrics.csv");
+  const Transition tr = find_transition(rows);
+  double first_half = std::numeric_limits<double>::quiet_NaN();
+  if (!rows.empty())
+    for (auto& [name, v] : rows.back().extra)
+      if (name == "first_half_loss") first_half = v;
+  // The induction heads (last layer's heads above the threshold) and their previous-token partners.
+  std::vector<std::pair<int64_t, int64_t>> induction_heads, previous_heads;
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t h = 0; h < H; ++h) {
+      if (l >= 1 && sc.induction[size_t(l)][size_t(h)] >= kHeadScoreThreshold) induction_heads.push_back({l, h});
+      if (l + 1 < L && sc.previous[size_t(l)][size_t(h)] >= kHeadScoreThreshold) previous_heads.push_back({l, h});
+    }
+  CsvWriter csv({"layer", "head", "previous", "duplicate", "induction", "induction_tl", "zero_ablated_loss",
+                 "mean_ablated_loss"});
+  for (auto& a : ablations) {
+    const auto l = size_t(a.layer), h = size_t(a.head);
+    csv.field(a.layer).field(a.head).field(sc.previous[l][h]).field(sc.duplicate[l][h]).field(sc.induction[l][h]);
+    csv.field(sc.induction_tl[l][h]).field(a.zero_loss).field(a.mean_loss).end_row();
+  }
+  atomic_write(dir + "/heads.csv", csv.text());
+  // The attention pattern of the strongest induction head (or of the last layer's first head) on
+  // the first evaluation sequence, for plot.
+  {
+    int64_t bl = L - 1, bh = 0;
+    double best = -1;
+    for (int64_t h = 0; h < H; ++h)
+      if (sc.induction[size_t(L - 1)][size_t(h)] > best) best = sc.induction[size_t(L - 1)][size_t(h)], bh = h;
+    Cache cache;
+    model.forward(eval.x.narrow(0, 0, 1), &cache);
+    const auto pat = cache.patterns[size_t(bl)][0][bh].to(torch::kFloat64).contiguous();  // [T, T]
+    std::string mat = "# attention of head " + label(bl, bh) + " on evaluation sequence 0; rows: query position, columns: key\n";
+    for (int64_t i = 0; i < pat.size(0); ++i) {
+      for (int64_t j = 0; j < pat.size(1); ++j) mat += (j ? " " : "") + format_number(pat[i][j].item<double>(), "%.4g");
+      mat += "\n";
+    }
+    atomic_write(dir + "/heads_pattern.dat", mat);
+  }
+  if (opts.quiet) return 0;
+  auto heads_json = [&](const std::vector<std::pair<int64_t, int64_t>>& hs) {
+    nlohmann::json a = nlohmann::json::array();
+    for (auto& [l, h] : hs) a.push_back(label(l, h));
+    return a;
+  };
+  if (opts.json) {
+    nlohmann::json j = {{"run_dir", dir},
+                        {"checkpoint", final_ck.path},
+                        {"epoch", final_ck.epoch},
+                        {"threshold", kHeadScoreThreshold},
+                        {"induction_heads", heads_json(induction_heads)},
+                        {"previous_token_heads", heads_json(previous_heads)},
+                        {"repeated_half_loss", base},
+                        {"first_half_loss", first_half},
+                        {"transition", {{"at10", optional_json(tr.at10)}, {"at50", optional_json(tr.at50)},
+                                        {"at90", optional_json(tr.at90)}, {"start", tr.start}, {"lowest", tr.lowest},
+                                        {"bump", tr.bump}, {"bump_at", tr.bump_at}}},
+                        {"heads", nlohmann::json::array()}};
+    for (auto& a : ablations) {
+      const auto l = size_t(a.layer), h = size_t(a.head);
+      j["heads"].push_back({{"head", label(a.layer, a.head)}, {"previous", sc.previous[l][h]},
+                            {"duplicate", sc.duplicate[l][h]}, {"induction", sc.induction[l][h]},
+                            {"induction_tl", sc.induction_tl[l][h]}, {"zero_ablated_loss", a.zero_loss},
+                            {"mean_ablated_loss", a.mean_loss}});
+    }
+    if (comp) j["k_composition"] = {{"layer1_by_layer0", comp->k}, {"random_baseline", comp->baseline}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  auto epoch = [](const std::optional<int64_t>& e) { return e ? std::to_string(*e) : std::string("-"); };
+  auto names = [&](const std::vector<std::pair<int64_t, int64_t>>& hs) {
+    std::string out;
+    for (auto& [l, h] : hs) out += (out.empty() ? "" : ", ") + label(l, h);
+    return out.empty() ? std::string("none") : out;
+  };
+  std::printf("%s: checkpoint epoch %lld; %lld layer(s) of %lld heads\n", dir.c_str(), (long long)final_ck.epoch,
+              (long long)L, (long long)H);
+  std::printf("repeated-half loss %.3f (first half %.3f; uniform ln %lld = %.3f)\n", base, first_half,
+              (long long)model.shape().classes, std::log(double(model.shape().classes)));
+  std::printf("transition of the repeated-half loss (%.3f -> %.3f): 10%% at %s, 50%% at %s, 90%% at %s; largest rise "
+              "before it %.3f nats at %lld (%s)\n",
+              tr.start, tr.lowest, epoch(tr.at10).c_str(), epoch(tr.at50).c_str(), epoch(tr.at90).c_str(), tr.bump,
+              (long long)tr.bump_at, tr.bump > 0.02 ? "a bump" : "no bump");
+  std::printf("induction heads (score >= %.1f, layers >= 1): %s; previous-token heads (layers below): %s\n\n",
+              kHeadScoreThreshold, names(induction_heads).c_str(), names(previous_heads).c_str());
+  std::printf("%-6s %9s %9s %9s %12s %14s %14s\n", "head", "previous", "duplicate", "induction", "induction_tl",
+              "zero-ablated", "mean-ablated");
+  for (auto& a : ablations) {
+    const auto l = size_t(a.layer), h = size_t(a.head);
+    std::printf("%-6s %9.3f %9.3f %9.3f %12.3f %14.3f %14.3f\n", label(a.layer, a.head).c_str(), sc.previous[l][h],
+                sc.duplicate[l][h], sc.induction[l][h], sc.induction_tl[l][h], a.zero_loss, a.mean_loss);
+  }
+  std::printf("(scores: the share of attention on the pattern among the queries that have one; induction_tl: "
+              "TransformerLens's, over every query; ablated: the repeated-half loss)\n");
+  if (comp) {
+    std::printf("\nK-composition of layer-0 OV into layer-1 QK (rows: layer-1 head; random baseline %.3f):\n",
+                comp->baseline);
+    for (int64_t h1 = 0; h1 < H; ++h1) {
+      std::printf("  L1H%lld:", (long long)h1);
+      for (int64_t h0 = 0; h0 < H; ++h0) std::printf(" %6.3f", comp->k[size_t(h1)][size_t(h0)]);
+      std::printf("\n");
+    }
+  }
+  return 0;
+}
+
+namespace {
+// One run's superposition: its files (superposition.csv, wtw.dat) and its report.
+SuperpositionReport superposition_of_run(const std::string& dir, bool write) {
+  const auto ck = load_checkpoint(resolve_checkpoint(dir));
+  const auto r = analyse_superposition(model_from_checkpoint(ck));
+  if (write) {
+    std::vector<std::string> cols = {"feature", "norm", "interference", "dimensionality", "bias", "represented",
+                                     "superposed"};
+    for (int64_t k = 0; k < r.m; ++k) cols.push_back("w" + std::to_string(k));
+    CsvWriter csv(cols);
+    for (size_t i = 0; i < r.features.size(); ++i) {
+      const auto& f = r.features[i];
+      csv.field(int64_t(i)).field(f.norm).field(f.interference).field(f.dimensionality).field(f.bias);
+      csv.field(int64_t(f.norm >= kRepresentedNorm));
+      csv.field(int64_t(f.norm >= kRepresentedNorm && f.interference >= kSuperposedInterference));
+      for (auto v : f.direction) csv.field(v);
+      csv.end_row();
+    }
+    atomic_write(dir + "/superposition.csv", csv.text());
+    std::string mat = "# W^T W as the notebook draws it: entry (i, j) = W_i . W_j\n";
+    for (auto& row : r.wtw) {
+      for (size_t j = 0; j < row.size(); ++j) mat += (j ? " " : "") + format_number(row[j], "%.4g");
+      mat += "\n";
+    }
+    atomic_write(dir + "/wtw.dat", mat);
+  }
+  return r;
+}
+}  // namespace
+
+int run_superposition_command(const AnalysisOptions& opts) {
+  const std::string dir = opts.path;
+  if (!is_dir(dir)) throw UsageError(dir + ": superposition takes a run directory or a sweep directory");
+  configure_threads(1);
+  if (exists(dir + "/plan.json")) {
+    // A sweep: every finished run, one row per feature, and the phase diagram's cells where n = 2, m = 1.
+    const auto plan = read_json_file(dir + "/plan.json");
+    CsvWriter csv({"run", "sparsity", "inverse_density", "feature", "importance", "norm", "interference",
+                   "dimensionality", "dims_per_feature", "represented", "superposed", "phase", "optimum"});
+    nlohmann::json runs = nlohmann::json::array();
+    for (auto& run : plan.at("runs")) {
+      const std::string name = run.at("name").get<std::string>(), run_dir = dir + "/runs/" + name;
+      if (!exists(summary_path(run_dir)) || !finished(read_summary(run_dir).status)) continue;
+      const Config cfg = load_run_config(run_dir);
+      if (cfg.task.kind != "sparse_features")
+        throw UsageError(run_dir + ": task.kind \"" + cfg.task.kind + "\": the superposition analysis is for sparse_features runs");
+      const auto r = superposition_of_run(run_dir, true);
+      const double S = cfg.task.real("sparsity");
+      std::vector<double> importance = cfg.task.reals("importances");
+      if (importance.empty())
+        for (int64_t i = 0; i < r.n; ++i) importance.push_back(std::pow(cfg.task.real("importance_decay"), double(i)));
+      std::string phase, optimum;
+      if (r.n == 2 && r.m == 1) {
+        phase = two_feature_phase(r);
+        optimum = two_feature_optimum(importance[1] / std::max(importance[0], 1e-300), 1 - S);
+      }
+      for (size_t i = 0; i < r.features.size(); ++i) {
+        const auto& f = r.features[i];
+        csv.field(name).field(S).field(1 / (1 - S)).field(int64_t(i)).field(importance[i]).field(f.norm);
+        csv.field(f.interference).field(f.dimensionality).field(r.dims_per_feature).field(r.represented);
+        csv.field(r.superposed).field(phase).field(optimum).end_row();
+      }
+      runs.push_back({{"run", name}, {"sparsity", S}, {"dims_per_feature", r.dims_per_feature},
+                      {"represented", r.represented}, {"superposed", r.superposed}, {"n", r.n}, {"m", r.m}});
+      if (!phase.empty()) runs.back()["phase"] = phase, runs.back()["optimum"] = optimum;
+    }
+    if (runs.empty()) throw UsageError(dir + ": no finished sparse_features runs yet");
+    atomic_write(dir + "/superposition.csv", csv.text());
+    if (opts.quiet) return 0;
+    if (opts.json) {
+      std::printf("%s\n", nlohmann::json({{"sweep_dir", dir}, {"runs", runs}}).dump(2).c_str());
+      return 0;
+    }
+    std::printf("%-60s %9s %6s %12s %11s %10s%s\n", "run", "sparsity", "n/m", "D* = m/|W|^2", "represented",
+                "superposed", runs[0].contains("phase") ? "  phase (trained / optimum)" : "");
+    for (auto& r : runs) {
+      std::printf("%-60s %9.4f %3lld/%-2lld %12.3f %11lld %10lld", short_text(r["run"].get<std::string>(), 60).c_str(),
+                  r["sparsity"].get<double>(), (long long)r["n"].get<int64_t>(), (long long)r["m"].get<int64_t>(),
+                  r["dims_per_feature"].get<double>(), (long long)r["represented"].get<int64_t>(),
+                  (long long)r["superposed"].get<int64_t>());
+      if (r.contains("phase"))
+        std::printf("  %s / %s", r["phase"].get<std::string>().c_str(), r["optimum"].get<std::string>().c_str());
+      std::printf("\n");
+    }
+    std::printf("-> %s/superposition.csv (one row per run and feature); grokking plot %s draws it\n", dir.c_str(),
+                dir.c_str());
+    return 0;
+  }
+  const auto r = superposition_of_run(dir, true);
+  if (opts.quiet) return 0;
+  if (opts.json) {
+    nlohmann::json j = {{"run_dir", dir}, {"n", r.n}, {"m", r.m}, {"dims_per_feature", r.dims_per_feature},
+                        {"represented", r.represented}, {"superposed", r.superposed}, {"features", nlohmann::json::array()}};
+    for (auto& f : r.features)
+      j["features"].push_back({{"norm", f.norm}, {"interference", f.interference}, {"dimensionality", f.dimensionality},
+                               {"bias", f.bias}, {"direction", f.direction}});
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s: %lld features in %lld dimensions; D* = m/||W||_F^2 = %.3f; %lld represented (||W_i|| >= %.1f), "
+              "%lld in superposition (interference >= %.1f)\n",
+              dir.c_str(), (long long)r.n, (long long)r.m, r.dims_per_feature, (long long)r.represented, kRepresentedNorm,
+              (long long)r.superposed, kSuperposedInterference);
+  std::printf("%8s %8s %13s %15s %9s\n", "feature", "||W_i||", "interference", "dimensionality", "bias");
+  for (size_t i = 0; i < r.features.size(); ++i) {
+    const auto& f = r.features[i];
+    std::printf("%8zu %8.3f %13.3f %15.3f %9.3f\n", i, f.norm, f.interference, f.dimensionality, f.bias);
+  }
   return 0;
 }
 

@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   const std::vector<cli::Command> commands = {
       cli::train_command(app),    cli::config_command(app), cli::fourier_command(app), cli::ablate_command(app),
-      cli::progress_command(app), cli::irreps_command(app), cli::bench_command(app),  cli::sweep_command(app),
+      cli::progress_command(app), cli::irreps_command(app), cli::heads_command(app), cli::superposition_command(app), cli::bench_command(app),  cli::sweep_command(app),
       cli::compare_command(app),  cli::plot_command(app),
   };
 

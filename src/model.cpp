@@ -155,6 +155,10 @@ double Model::sum_squared_weights() const {
   return flat_.to(torch::kFloat64).pow(2).sum().item<double>();
 }
 
+torch::Tensor Architecture::forward_ablated(const Model& m, const torch::Tensor&, const HeadAblation&) const {
+  throw UsageError("model.kind \"" + m.config().model.kind + "\" has no attention heads to ablate");
+}
+
 torch::Tensor Model::outputs(const torch::Tensor& x, bool fast) const {
   return fast && arch_->has_fast_path() ? arch_->forward_fast(*this, x, nullptr) : arch_->forward(*this, x, nullptr);
 }

@@ -47,35 +47,47 @@ void ProgressBar::clear() {
   shown_ = false;
 }
 
-std::string progress_line(int64_t epoch, int64_t epochs, const std::vector<MetricsRow>& latest, double epochs_per_s) {
+std::string progress_line(int64_t epoch, int64_t epochs, const std::vector<MetricsRow>& latest, double epochs_per_s,
+                          const std::string& unit) {
   std::string figures;
+  const bool acc = !latest.empty() && std::isfinite(latest[0].test_acc);  // a task without accuracy: losses only
   if (latest.size() == 1) {
     const auto& r = latest[0];
-    figures = "train " + format_number(r.train_loss, "%.2e") + " | test " + format_number(r.test_loss, "%.2e") +
-              " | acc " + format_number(r.train_acc, "%.3f") + "/" + format_number(r.test_acc, "%.3f");
+    figures = "train " + format_number(r.train_loss, "%.2e") + " | test " + format_number(r.test_loss, "%.2e");
+    if (acc) figures += " | acc " + format_number(r.train_acc, "%.3f") + "/" + format_number(r.test_acc, "%.3f");
   } else {
-    double lo = 1, hi = 0, mean = 0;
+    double lo = 1e300, hi = -1e300, mean = 0;
     for (auto& r : latest) {
-      lo = std::min(lo, r.test_acc);
-      hi = std::max(hi, r.test_acc);
-      mean += r.test_acc / double(latest.size());
+      const double v = acc ? r.test_acc : r.test_loss;
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+      mean += v / double(latest.size());
     }
-    figures = "test acc over " + std::to_string(latest.size()) + " seeds min " + format_number(lo, "%.3f") +
-              " mean " + format_number(mean, "%.3f") + " max " + format_number(hi, "%.3f");
+    const char* fmt = acc ? "%.3f" : "%.3g";
+    figures = std::string(acc ? "test acc" : "test loss") + " over " + std::to_string(latest.size()) + " models min " +
+              format_number(lo, fmt) + " mean " + format_number(mean, fmt) + " max " + format_number(hi, fmt);
   }
-  return "epoch " + std::to_string(epoch) + "/" + std::to_string(epochs) + " | " + figures + " | " +
-         format_number(epochs_per_s, "%.0f") + " ep/s | eta " +
+  return unit + " " + std::to_string(epoch) + "/" + std::to_string(epochs) + " | " + figures + " | " +
+         format_number(epochs_per_s, "%.0f") + " " + (unit == "step" ? "steps" : "ep") + "/s | eta " +
          format_duration(double(epochs - epoch) / std::max(epochs_per_s, 1e-9));
 }
 
 std::string final_line(const TrainReport& rep) {
   auto epoch_text = [](const std::optional<int64_t>& e) { return e ? std::to_string(*e) : std::string("never"); };
-  return std::string(rep.status == RunStatus::completed ? "done" : "early stop") + " after " +
-         std::to_string(rep.epochs_done) + " epochs in " + format_duration(rep.wall_s) + ": memorised at epoch " +
-         epoch_text(rep.milestones.memorised) + ", grokked at epoch " + epoch_text(rep.milestones.grokked) +
-         " | final train " + format_number(rep.final.train_loss, "%.2e") + " test " +
-         format_number(rep.final.test_loss, "%.2e") + " acc " + format_number(rep.final.train_acc, "%.3f") + "/" +
-         format_number(rep.final.test_acc, "%.3f");
+  const std::string unit = rep.fresh_batches ? " steps" : " epochs";
+  std::string out = std::string(rep.status == RunStatus::completed ? "done" : "early stop") + " after " +
+                    std::to_string(rep.epochs_done) + unit + " in " + format_duration(rep.wall_s);
+  // Memorisation and grokking are milestones of a fixed split.
+  if (!rep.fresh_batches)
+    out += ": " + (rep.milestones.memorised ? "memorised at epoch " + epoch_text(rep.milestones.memorised)
+                                            : std::string("never memorised")) +
+           ", " + (rep.milestones.grokked ? "grokked at epoch " + epoch_text(rep.milestones.grokked)
+                                          : std::string("never grokked"));
+  out += " | final train " + format_number(rep.final.train_loss, "%.2e") + " test " +
+         format_number(rep.final.test_loss, "%.2e");
+  if (std::isfinite(rep.final.test_acc))
+    out += " acc " + format_number(rep.final.train_acc, "%.3f") + "/" + format_number(rep.final.test_acc, "%.3f");
+  return out;
 }
 
 Summary summary_of(const TrainReport& rep, const RunFacts& facts, int64_t seed, const std::string& weights_checksum,

@@ -110,7 +110,7 @@ class TrainingRun {
         if (active() == 0) break;
         if (epoch_ - last_logged_ >= std::max<int64_t>(tc_.log_every, 1) || epoch_ == tc_.epochs) {
           bar.clear();
-          log_->info(progress_line(epoch_, tc_.epochs, latest_rows(), epochs_per_s()));
+          log_->info(progress_line(epoch_, tc_.epochs, latest_rows(), epochs_per_s(), shape_.fresh_batches ? "step" : "epoch"));
           last_logged_ = epoch_;
         }
         for (int64_t r = 0; r < S_; ++r)
@@ -208,14 +208,18 @@ class TrainingRun {
         graph_note = "on";
       }
     }
-    log_->info("grokking {} | LibTorch {} | device {} | BLAS {} | {} threads | flush_denormal {} | {} path{}",
+    log_->info("grokking {} | LibTorch {} | device {} | BLAS {} | {} thread{} | flush_denormal {} | {} path{}",
                GROKKING_VERSION, compat::torch_version(), device_.str(), blas_description(), threads_,
+               threads_ == 1 ? "" : "s",
                device_.is_cpu() && tc_.flush_denormal ? "on" : "off", fast_ ? "fast" : "plain",
                device_.is_cuda() ? " | CUDA graph " + graph_note : "");
     log_->info("{} | {} {} | {} parameters | {} {}{}{}", describe_task(), data_description(), cfg_.model.kind,
                model_->flat().numel() / S_, tc_.epochs, shape_.fresh_batches ? "steps" : "epochs",
                S_ > 1 ? " | " + std::to_string(S_) + " models side by side" : "",
                resume_ ? " | resuming at epoch " + std::to_string(start_epoch_) : "");
+    const auto& kind = find_model_kind(cfg_.model.kind);
+    if (kind.note)
+      if (const std::string note = kind.note(cfg_, shape_); !note.empty()) log_->warn("{}", note);
   }
 
   // "add (mod 113)", "repeat (vocab 64, ...)": the task as its kind describes it in one phrase.
@@ -350,6 +354,7 @@ class TrainingRun {
     rep.status = status;
     rep.signal = status == RunStatus::interrupted ? signal_ : 0;
     rep.run_dir = dirs_[i];
+    rep.fresh_batches = shape_.fresh_batches;
     rep.epochs_done = epoch_;
     rep.wall_s = seconds_since(t0_);
     rep.milestones = find_milestones(rows_[i]);

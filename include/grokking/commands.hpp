@@ -46,6 +46,10 @@ int run_ablate_command(const AnalysisOptions& opts);
 int run_progress_command(const AnalysisOptions& opts);
 // `grokking irreps`: a group run's irreps (freqs holds irrep indices from 1: --irreps).
 int run_irreps_command(const AnalysisOptions& opts);
+// `grokking heads`: a repeat-task run's attention heads over training and at its end.
+int run_heads_command(const AnalysisOptions& opts);
+// `grokking superposition`: a toy model of superposition's geometry, or a sweep's (path: a run or a sweep directory).
+int run_superposition_command(const AnalysisOptions& opts);
 
 struct BenchOptions {
   std::string config_path;        // empty: defaults (the paper's P=113 setup)

@@ -97,6 +97,8 @@ struct ModelKind {
   // Whether the kind has a faster forward of the same function for this config and shape
   // (train.path "fast" needs one; "auto" takes it where there is one).
   std::function<bool(const Config&, const TaskShape&)> has_fast_path;
+  // A line for the run's log about this config, or "" (optional): "nothing to superpose".
+  std::function<std::string(const Config&, const TaskShape&)> note;
   std::function<std::shared_ptr<const Architecture>(const Config&, const TaskShape&)> make;
 };
 

@@ -87,6 +87,16 @@ class Architecture {
   virtual double step_flops(int64_t n_examples) const { (void)n_examples; return 0; }
   // How the pair analysis reads it; nullptr where the kind or the task has no such reading.
   virtual const PairReadout* pair_readout() const { return nullptr; }
+  // The forward with one attention head's output replaced: by zero, or by its mean over the
+  // batch at each position (the induction-head analysis). Kinds without heads refuse.
+  struct HeadAblation {
+    int64_t layer = 0, head = 0;
+    bool mean = false;
+  };
+  virtual torch::Tensor forward_ablated(const Model& m, const torch::Tensor& x, const HeadAblation& ablation) const;
+  // Attention heads: n_layers and n_heads (0 for a kind without attention).
+  virtual int64_t attention_layers() const { return 0; }
+  virtual int64_t attention_heads() const { return 0; }
 };
 
 // One model, or S replicas trained side by side as batched tensors (one per seed or packed run).

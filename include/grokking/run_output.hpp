@@ -36,7 +36,9 @@ class ProgressBar {
 
 // "epoch 12000/25000 | train 2.40e-07 | test 1.45e+01 | acc 1.000/0.231 | 950 ep/s | eta 14s";
 // for several replicas the test accuracy's min, mean and max over them instead of one run's figures.
-std::string progress_line(int64_t epoch, int64_t epochs, const std::vector<MetricsRow>& latest, double epochs_per_s);
+// `unit`: "epoch", or "step" for tasks with fresh batches every step.
+std::string progress_line(int64_t epoch, int64_t epochs, const std::vector<MetricsRow>& latest, double epochs_per_s,
+                          const std::string& unit = "epoch");
 // "done after 25000 epochs in 35m: memorised at epoch 200, grokked at epoch 14500 | final ...".
 std::string final_line(const TrainReport& rep);
 

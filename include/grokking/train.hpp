@@ -21,6 +21,7 @@ struct TrainOptions {
 
 struct TrainReport {
   RunStatus status = RunStatus::completed;
+  bool fresh_batches = false;  // the task draws fresh batches: its epochs are steps, it has no milestones
   std::string run_dir;
   int64_t epochs_done = 0;
   int signal = 0;  // the signal that interrupted the run, if any

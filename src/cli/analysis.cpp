@@ -71,4 +71,22 @@ Command irreps_command(CLI::App& app) {
           }};
 }
 
+Command heads_command(CLI::App& app) {
+  auto opts = std::make_shared<AnalysisOptions>();
+  auto* sub = analysis_subcommand(app, *opts, "heads",
+                                  "Induction heads of a repeat-task run: per-head scores over training, the transition, "
+                                  "head ablations, K-composition",
+                                  "Run directory");
+  return {sub, [opts] { return run_heads_command(*opts); }};
+}
+
+Command superposition_command(CLI::App& app) {
+  auto opts = std::make_shared<AnalysisOptions>();
+  auto* sub = analysis_subcommand(app, *opts, "superposition",
+                                  "Toy models of superposition: each feature's norm, interference and dimensionality, "
+                                  "D*; over a sweep, the dimensionality against 1/(1-S) and the two-feature phase diagram",
+                                  "Run directory, or sweep directory");
+  return {sub, [opts] { return run_superposition_command(*opts); }};
+}
+
 }  // namespace grokking::cli

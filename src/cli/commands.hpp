@@ -20,6 +20,8 @@ Command fourier_command(CLI::App& app);
 Command ablate_command(CLI::App& app);
 Command progress_command(CLI::App& app);
 Command irreps_command(CLI::App& app);
+Command heads_command(CLI::App& app);
+Command superposition_command(CLI::App& app);
 Command bench_command(CLI::App& app);
 Command sweep_command(CLI::App& app);
 Command compare_command(CLI::App& app);

@@ -77,11 +77,23 @@ class Transformer : public Architecture {
     return 3 * 2 * N * (t * double(s_.n_layers) * per_layer + scored * d * c);
   }
 
-  torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const override;
+  torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const override {
+    return run(m, x, cache, nullptr);
+  }
+  torch::Tensor forward_ablated(const Model& m, const torch::Tensor& x, const HeadAblation& ablation) const override {
+    if (ablation.layer < 0 || ablation.layer >= s_.n_layers || ablation.head < 0 || ablation.head >= s_.n_heads)
+      throw std::invalid_argument("forward_ablated: no head L" + std::to_string(ablation.layer) + "H" +
+                                  std::to_string(ablation.head));
+    return run(m, x, nullptr, &ablation);
+  }
+  int64_t attention_layers() const override { return s_.n_layers; }
+  int64_t attention_heads() const override { return s_.n_heads; }
   torch::Tensor forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const override;
 
  private:
   static std::string block(int64_t l) { return "blocks." + std::to_string(l) + "."; }
+  // The generic forward, with one head's output ablated where asked.
+  torch::Tensor run(const Model& m, const torch::Tensor& x, Cache* cache, const HeadAblation* ablation) const;
   size_t at(const std::string& name) const { return index_.at(name); }
 
   std::vector<ParamSpec> make_specs() const {
@@ -143,7 +155,7 @@ torch::Tensor heads_in(const torch::Tensor& w) {
   return w.permute({0, 2, 1, 3}).reshape({w.size(0), w.size(2), w.size(1) * w.size(3)});
 }
 
-torch::Tensor Transformer::forward(const Model& m, const torch::Tensor& x, Cache* cache) const {
+torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* cache, const HeadAblation* ablation) const {
   const int64_t S = m.replicas(), n = x.size(0), T = x.size(1), d = s_.d_model, h = s_.n_heads, dh = s_.d_head;
   auto W = [&](const std::string& name) { return m.batched(at(name)); };  // [S, ...]
   const bool pre = s_.layer_norm == "pre", post = s_.layer_norm == "post";
@@ -170,7 +182,15 @@ torch::Tensor Transformer::forward(const Model& m, const torch::Tensor& x, Cache
     auto q = project("W_Q", "b_Q"), k = project("W_K", "b_K"), v = project("W_V", "b_V");
     auto scores = q.matmul(k.transpose(-1, -2)) / std::sqrt(double(dh));  // [S, N, H, T, T]
     pattern = scores.masked_fill(future, -std::numeric_limits<float>::infinity()).softmax(-1);
-    auto z = pattern.matmul(v).permute({0, 1, 3, 2, 4}).reshape({S, n * T, h * dh});
+    auto heads = pattern.matmul(v);  // [S, N, H, T, dh]
+    if (ablation && ablation->layer == l) {
+      // One head's output replaced: by zero, or by its mean over the batch at each position.
+      heads = heads.clone();
+      auto one = heads.select(2, ablation->head);  // [S, N, T, dh]
+      if (ablation->mean) one.copy_(one.mean(1, /*keepdim=*/true).expand_as(one));
+      else one.zero_();
+    }
+    auto z = heads.permute({0, 1, 3, 2, 4}).reshape({S, n * T, h * dh});
     auto attn_out = replica_mm(z, W(b + "attn.W_O").reshape({S, h * dh, d})) + W(b + "attn.b_O").unsqueeze(1);
     resid = resid + attn_out.view({S, n, T, d});
     if (post) resid = layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b"));

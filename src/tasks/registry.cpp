@@ -2,7 +2,7 @@
 // `const TaskKind& NAME_task()`, and its name in this list.
 #include "grokking/kinds.hpp"
 
-#define GROKKING_TASK_KINDS(X) X(modular) X(group)
+#define GROKKING_TASK_KINDS(X) X(modular) X(group) X(repeat) X(sparse_features)
 
 namespace grokking {
 

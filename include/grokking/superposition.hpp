@@ -1,0 +1,40 @@
+// The analysis of toy models of superposition (Elhage et al. 2022): per feature its norm,
+// interference and dimensionality; per model D* = m / ||W||_F^2 and how many features it
+// represents and superposes; over a sweep, the dimensionality against 1/(1 - S) and the n = 2,
+// m = 1 phase diagram.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "grokking/model.hpp"
+
+namespace grokking {
+
+// A feature counts as represented when ||W_i|| is at least this; as in superposition when it is
+// represented and its interference sum_{j != i} (W^_i . W_j)^2 is at least kSuperposedInterference.
+constexpr double kRepresentedNorm = 0.5;
+constexpr double kSuperposedInterference = 0.1;
+
+struct FeatureGeometry {
+  double norm = 0, interference = 0, dimensionality = 0, bias = 0;
+  std::vector<double> direction;  // W_i, the feature's m coordinates
+};
+struct SuperpositionReport {
+  int64_t n = 0, m = 0;
+  std::vector<FeatureGeometry> features;
+  std::vector<std::vector<double>> wtw;  // W^T W as the notebook draws it: [n][n], W_i . W_j
+  double dims_per_feature = 0;           // D* = m / ||W||_F^2
+  int64_t represented = 0, superposed = 0;
+};
+// UsageError in one line for a model that is not a toy model of superposition.
+SuperpositionReport analyse_superposition(const Model& model);
+
+// The n = 2, m = 1 phase diagram's classes: feature 2 (the one whose importance and density vary)
+// not represented, alone on the dimension, or sharing it antipodally with feature 1.
+std::string two_feature_phase(const SuperpositionReport& r);
+// The same as the paper derives it: the configuration of least expected loss among the three,
+// each with its weights and biases optimised (numerically, on a fixed sample) for importance I2
+// of feature 2 (feature 1's is 1) and density p = 1 - S of both.
+std::string two_feature_optimum(double importance2, double density);
+
+}  // namespace grokking

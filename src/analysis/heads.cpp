@@ -1,0 +1,147 @@
+// The analysis of induction heads (heads.hpp).
+#include "grokking/heads.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "grokking/error.hpp"
+
+namespace grokking {
+
+void require_sequence_task(const Config& cfg) {
+  if (cfg.task.kind != "repeat")
+    throw UsageError("the head analysis is for sequence tasks (task.kind \"repeat\"); task.kind \"" + cfg.task.kind +
+                     "\" is not one");
+  if (cfg.model.kind != "transformer")
+    throw UsageError("the head analysis reads attention heads; model.kind \"" + cfg.model.kind + "\" has none");
+}
+
+namespace {
+// Each head's share of attention on a pattern, per query row: attn [N, H, T, T], mask [N, T, T]
+// -> [N, H, T].
+torch::Tensor mass_on(const torch::Tensor& attn, const torch::Tensor& mask) {
+  return (attn * mask.unsqueeze(1).to(attn.scalar_type())).sum(-1);
+}
+// Mean over the rows where `rows` ([N, T] bool) holds, per head: [H].
+std::vector<double> row_mean(const torch::Tensor& per_row, const torch::Tensor& rows) {
+  auto w = rows.unsqueeze(1).to(per_row.scalar_type());  // [N, 1, T]
+  const std::vector<int64_t> dims = {0, 2};
+  auto mean = (per_row * w).sum(dims) / w.sum(dims).clamp_min(1);
+  std::vector<double> out;
+  for (int64_t h = 0; h < mean.size(0); ++h) out.push_back(mean[h].item<double>());
+  return out;
+}
+}  // namespace
+
+HeadScores head_scores(const Model& model, const Batch& eval) {
+  require_sequence_task(model.config());
+  torch::NoGradGuard no_grad;
+  Model cpu = model;
+  cpu.to(torch::kCPU);
+  Cache cache;
+  cpu.forward(eval.x.to(torch::kCPU), &cache);
+  const auto x = eval.x.to(torch::kCPU);
+  const int64_t pad = model.shape().vocab - 1, T = x.size(1);
+  // The patterns over (query i, key j), keys before the query (and the query itself for the
+  // shifted one), pads neither queries nor keys.
+  const auto real = x.ne(pad);                                                                  // [N, T]
+  const auto both = real.unsqueeze(2) & real.unsqueeze(1);
+  const auto before = torch::ones({T, T}, torch::kBool).tril(-1);
+  const auto duplicate = x.unsqueeze(2).eq(x.unsqueeze(1)) & before & both;                     // [N, T, T]
+  auto induction = torch::zeros_like(duplicate);
+  induction.narrow(2, 1, T - 1).copy_(duplicate.narrow(2, 0, T - 1));                            // shifted right
+  induction = induction & both;
+  auto previous = torch::zeros({T, T}, torch::kBool);
+  previous.narrow(0, 1, T - 1).narrow(1, 0, T - 1).copy_(torch::eye(T - 1, torch::kBool));
+  const auto prev = previous.unsqueeze(0) & both;
+  HeadScores s;
+  for (const auto& pattern : cache.patterns) {  // [N, H, T, T] per layer
+    auto attn = pattern.to(torch::kFloat64);
+    s.previous.push_back(row_mean(mass_on(attn, prev), prev.any(2)));
+    s.duplicate.push_back(row_mean(mass_on(attn, duplicate), duplicate.any(2)));
+    s.induction.push_back(row_mean(mass_on(attn, induction), induction.any(2)));
+    s.induction_tl.push_back(row_mean(mass_on(attn, induction), real));
+  }
+  return s;
+}
+
+Transition find_transition(const std::vector<MetricsRow>& rows) {
+  Transition t;
+  if (rows.empty()) return t;
+  t.start = rows.front().test_loss;
+  t.lowest = t.start;
+  for (auto& r : rows) t.lowest = std::min(t.lowest, r.test_loss);
+  const double drop = t.start - t.lowest;
+  if (!(drop > 0)) return t;
+  for (auto& r : rows) {
+    if (!t.at10 && r.test_loss <= t.start - 0.1 * drop) t.at10 = r.epoch;
+    if (!t.at50 && r.test_loss <= t.start - 0.5 * drop) t.at50 = r.epoch;
+    if (!t.at90 && r.test_loss <= t.start - 0.9 * drop) t.at90 = r.epoch;
+  }
+  double running_min = rows.front().test_loss;
+  for (auto& r : rows) {
+    if (t.at90 && r.epoch > *t.at90) break;
+    if (r.test_loss - running_min > t.bump) t.bump = r.test_loss - running_min, t.bump_at = r.epoch;
+    running_min = std::min(running_min, r.test_loss);
+  }
+  return t;
+}
+
+double repeated_half_loss(const torch::Tensor& logits, const Batch& eval) {
+  // logits [N, T, V] of one model; eval.y scores the repeated half.
+  auto y = eval.y.to(logits.device()).reshape({-1});
+  auto idx = y.ge(0).nonzero().squeeze(1);
+  auto lp = logits.reshape({-1, logits.size(-1)}).index_select(0, idx).to(torch::kFloat64).log_softmax(-1);
+  return -lp.gather(1, y.index_select(0, idx).unsqueeze(1)).mean().item<double>();
+}
+
+std::vector<HeadAblationResult> ablate_heads(const Model& model, const Batch& eval) {
+  require_sequence_task(model.config());
+  torch::NoGradGuard no_grad;
+  std::vector<HeadAblationResult> out;
+  const auto& arch = model.arch();
+  for (int64_t l = 0; l < arch.attention_layers(); ++l)
+    for (int64_t h = 0; h < arch.attention_heads(); ++h) {
+      HeadAblationResult r{l, h, 0, 0};
+      r.zero_loss = repeated_half_loss(arch.forward_ablated(model, eval.x, {l, h, false}).squeeze(0), eval);
+      r.mean_loss = repeated_half_loss(arch.forward_ablated(model, eval.x, {l, h, true}).squeeze(0), eval);
+      out.push_back(r);
+    }
+  return out;
+}
+
+Composition k_composition(const Model& model) {
+  require_sequence_task(model.config());
+  if (model.arch().attention_layers() < 2)
+    throw UsageError("K-composition needs two layers of attention (the model has " +
+                     std::to_string(model.arch().attention_layers()) + ")");
+  torch::NoGradGuard no_grad;
+  auto w = [&](const std::string& name) { return model.param(name).detach().to(torch::kCPU, torch::kFloat64); };
+  const auto WQ1 = w("blocks.1.attn.W_Q"), WK1 = w("blocks.1.attn.W_K");  // [H, d, dh]
+  const auto WV0 = w("blocks.0.attn.W_V"), WO0 = w("blocks.0.attn.W_O");  // [H, d, dh], [H, dh, d]
+  const int64_t H = WQ1.size(0);
+  auto score = [](const torch::Tensor& qk, const torch::Tensor& ov) {
+    return qk.matmul(ov.t()).norm().item<double>() / (qk.norm().item<double>() * ov.norm().item<double>());
+  };
+  Composition c;
+  for (int64_t h1 = 0; h1 < H; ++h1) {
+    const auto qk = WQ1[h1].matmul(WK1[h1].t());  // [d, d]
+    std::vector<double> row;
+    for (int64_t h0 = 0; h0 < H; ++h0) row.push_back(score(qk, WV0[h0].matmul(WO0[h0])));
+    c.k.push_back(row);
+  }
+  // The baseline: matrices of the same low-rank shapes with Gaussian factors.
+  auto gen = at::detail::createCPUGenerator(12345);
+  const int64_t d = WQ1.size(1), dh = WQ1.size(2), draws = 50;
+  double sum = 0;
+  for (int64_t i = 0; i < draws; ++i) {
+    auto r = [&](int64_t a, int64_t b) { return torch::randn({a, b}, gen, torch::kFloat64); };
+    sum += score(r(d, dh).matmul(r(dh, d)), r(d, dh).matmul(r(dh, d)));
+  }
+  c.baseline = sum / double(draws);
+  return c;
+}
+
+}  // namespace grokking

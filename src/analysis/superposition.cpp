@@ -1,0 +1,147 @@
+// The analysis of toy models of superposition (superposition.hpp).
+#include "grokking/superposition.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <functional>
+
+#include "grokking/error.hpp"
+
+namespace grokking {
+
+SuperpositionReport analyse_superposition(const Model& model) {
+  if (model.config().model.kind != "toy_superposition")
+    throw UsageError("the superposition analysis reads toy models of superposition; model.kind \"" +
+                     model.config().model.kind + "\" is not one");
+  torch::NoGradGuard no_grad;
+  const auto W = model.param("W").detach().to(torch::kCPU, torch::kFloat64);  // [n, m]
+  const auto b = model.param("b_final").detach().to(torch::kCPU, torch::kFloat64);
+  SuperpositionReport r;
+  r.n = W.size(0), r.m = W.size(1);
+  const auto norms = W.norm(2, {1});                                       // ||W_i||
+  const auto unit = W / norms.clamp_min(1e-6).unsqueeze(1);                // W^_i (the notebook's clamp)
+  const auto overlap = unit.matmul(W.t());                                 // [i, j] = W^_i . W_j
+  const auto sq = overlap.pow(2);
+  const auto wtw = W.matmul(W.t());
+  for (int64_t i = 0; i < r.n; ++i) {
+    FeatureGeometry f;
+    f.norm = norms[i].item<double>();
+    const double all = sq[i].sum().item<double>();  // j = i included: the notebook's denominator
+    f.interference = all - sq[i][i].item<double>();
+    f.dimensionality = all > 0 ? f.norm * f.norm / all : 0.0;
+    f.bias = b[i].item<double>();
+    for (int64_t k = 0; k < r.m; ++k) f.direction.push_back(W[i][k].item<double>());
+    r.represented += f.norm >= kRepresentedNorm ? 1 : 0;
+    r.superposed += f.norm >= kRepresentedNorm && f.interference >= kSuperposedInterference ? 1 : 0;
+    std::vector<double> row;
+    for (int64_t j = 0; j < r.n; ++j) row.push_back(wtw[i][j].item<double>());
+    r.wtw.push_back(row);
+    r.features.push_back(f);
+  }
+  const double frob = W.pow(2).sum().item<double>();
+  r.dims_per_feature = frob > 0 ? double(r.m) / frob : 0.0;
+  return r;
+}
+
+std::string two_feature_phase(const SuperpositionReport& r) {
+  if (r.n != 2 || r.m != 1) throw UsageError("the two-feature phase diagram is for n = 2 features in m = 1 dimension");
+  const double w1 = r.features[0].direction[0], w2 = r.features[1].direction[0];
+  if (std::abs(w2) < kRepresentedNorm) return "not represented";
+  if (std::abs(w1) < kRepresentedNorm) return "dedicated dimension";
+  return w1 * w2 < 0 ? "antipodal superposition" : "superposition (same sign)";
+}
+
+namespace {
+
+// The expected loss E[(x1 - x1')^2 + I2 (x2 - x2')^2] of x' = ReLU(w w^T x + b), w = (w1, w2),
+// each x_i 0 with probability 1 - p else uniform in [0, 1): the four cases of which features are
+// on, the uniform ones by midpoint quadrature.
+double expected_loss(const std::array<double, 4>& q, double importance2, double p) {
+  const double w1 = q[0], w2 = q[1], b1 = q[2], b2 = q[3];
+  auto err = [&](double x1, double x2) {
+    const double y1 = std::max(0.0, w1 * w1 * x1 + w1 * w2 * x2 + b1);
+    const double y2 = std::max(0.0, w1 * w2 * x1 + w2 * w2 * x2 + b2);
+    return (x1 - y1) * (x1 - y1) + importance2 * (x2 - y2) * (x2 - y2);
+  };
+  constexpr int kOne = 200, kTwo = 48;
+  double one1 = 0, one2 = 0, two = 0;
+  for (int i = 0; i < kOne; ++i) {
+    const double u = (i + 0.5) / kOne;
+    one1 += err(u, 0) / kOne, one2 += err(0, u) / kOne;
+  }
+  for (int i = 0; i < kTwo; ++i)
+    for (int j = 0; j < kTwo; ++j) two += err((i + 0.5) / kTwo, (j + 0.5) / kTwo) / (kTwo * kTwo);
+  return (1 - p) * (1 - p) * err(0, 0) + p * (1 - p) * (one1 + one2) + p * p * two;
+}
+
+// Nelder-Mead from a start: the least expected loss it finds and where.
+std::pair<double, std::array<double, 4>> minimise(const std::function<double(const std::array<double, 4>&)>& f,
+                                                  std::array<double, 4> start) {
+  std::array<std::array<double, 4>, 5> s;
+  std::array<double, 5> v;
+  for (int i = 0; i < 5; ++i) {
+    s[size_t(i)] = start;
+    if (i > 0) s[size_t(i)][size_t(i - 1)] += 0.2;
+    v[size_t(i)] = f(s[size_t(i)]);
+  }
+  for (int it = 0; it < 400; ++it) {
+    std::array<int, 5> order = {0, 1, 2, 3, 4};
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return v[size_t(a)] < v[size_t(b)]; });
+    auto pick = [&](int k) { return s[size_t(order[size_t(k)])]; };
+    std::array<double, 4> centre{};
+    for (int k = 0; k < 4; ++k)
+      for (int d = 0; d < 4; ++d) centre[size_t(d)] += pick(k)[size_t(d)] / 4;
+    const int worst = order[4];
+    auto along = [&](double t) {
+      std::array<double, 4> x;
+      for (int d = 0; d < 4; ++d) x[size_t(d)] = centre[size_t(d)] + t * (s[size_t(worst)][size_t(d)] - centre[size_t(d)]);
+      return x;
+    };
+    auto r = along(-1);
+    const double fr = f(r);
+    if (fr < v[size_t(order[0])]) {
+      auto e = along(-2);
+      const double fe = f(e);
+      if (fe < fr) s[size_t(worst)] = e, v[size_t(worst)] = fe;
+      else s[size_t(worst)] = r, v[size_t(worst)] = fr;
+    } else if (fr < v[size_t(order[3])]) {
+      s[size_t(worst)] = r, v[size_t(worst)] = fr;
+    } else {
+      auto c = along(0.5);
+      const double fc = f(c);
+      if (fc < v[size_t(worst)]) {
+        s[size_t(worst)] = c, v[size_t(worst)] = fc;
+      } else {  // shrink towards the best
+        for (int k = 1; k < 5; ++k) {
+          auto& x = s[size_t(order[size_t(k)])];
+          for (int d = 0; d < 4; ++d) x[size_t(d)] = pick(0)[size_t(d)] + 0.5 * (x[size_t(d)] - pick(0)[size_t(d)]);
+          v[size_t(order[size_t(k)])] = f(x);
+        }
+      }
+    }
+  }
+  const auto best = size_t(std::min_element(v.begin(), v.end()) - v.begin());
+  return {v[best], s[best]};
+}
+
+}  // namespace
+
+std::string two_feature_optimum(double importance2, double density) {
+  auto f = [&](const std::array<double, 4>& q) { return expected_loss(q, importance2, density); };
+  // From each of the three configurations: feature 1 alone, feature 2 alone, antipodal.
+  std::pair<double, std::array<double, 4>> best{1e300, {}};
+  for (auto start : {std::array<double, 4>{1, 0, 0, density / 2}, std::array<double, 4>{0, 1, density / 2, 0},
+                     std::array<double, 4>{1, -1, 0, 0}}) {
+    auto r = minimise(f, start);
+    if (r.first < best.first) best = r;
+  }
+  SuperpositionReport r;
+  r.n = 2, r.m = 1;
+  r.features.resize(2);
+  r.features[0].direction = {best.second[0]};
+  r.features[1].direction = {best.second[1]};
+  return two_feature_phase(r);
+}
+
+}  // namespace grokking

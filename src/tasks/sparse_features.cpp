@@ -1,0 +1,110 @@
+// The sparse-features task (task.kind "sparse_features"; Elhage et al. 2022, "Toy Models of
+// Superposition"): n features, each 0 with probability S (the sparsity) and otherwise uniform in
+// [0, 1), to be reproduced at the output under the importance-weighted squared error. Fresh
+// seeded batches every step and a fixed seeded evaluation set. Runs packed side by side may
+// differ in sparsity and importances: every replica draws the same uniforms (from the task's seed
+// and the step) and keeps each feature where its own threshold says, so a run's batches are the
+// same alone or in a pack.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "grokking/error.hpp"
+#include "grokking/task.hpp"
+#include "grokking/text.hpp"
+
+namespace grokking {
+
+namespace {
+
+// Feature i's importance: importances[i] when that list is given, else importance_decay^i.
+std::vector<double> importances_of(const TaskConfig& t) {
+  const int64_t n = t.integer("n_features");
+  auto list = t.reals("importances");
+  if (!list.empty()) return list;
+  std::vector<double> out;
+  for (int64_t i = 0; i < n; ++i) out.push_back(std::pow(t.real("importance_decay"), double(i)));
+  return out;
+}
+
+TaskShape sparse_shape(const TaskConfig& t) {
+  TaskShape s;
+  s.target = TaskShape::Target::reconstruct;
+  s.features = s.classes = t.integer("n_features");
+  s.fresh_batches = true;
+  s.eval_examples = t.integer("eval_examples");
+  return s;
+}
+
+class SparseFeaturesTask : public Task {
+ public:
+  explicit SparseFeaturesTask(const std::vector<TaskConfig>& replicas)
+      : Task(sparse_shape(replicas.at(0))), n_(replicas[0].integer("n_features")), seed_(uint64_t(replicas[0].seed)) {
+    std::vector<double> density, weight;
+    for (auto& t : replicas) {
+      density.push_back(1.0 - t.real("sparsity"));
+      for (auto v : importances_of(t)) weight.push_back(v);
+    }
+    const auto S = int64_t(replicas.size());
+    density_ = torch::tensor(density, torch::kFloat32).view({S, 1, 1});
+    weight_ = torch::tensor(weight, torch::kFloat32).view({S, n_});
+    eval_ = draw(seed_ * 1000003u + 0x5eed, replicas[0].integer("eval_examples"));
+  }
+  Batch train_batch(int64_t step, int64_t batch_size) const override {
+    return draw(seed_ * 1000003u + uint64_t(step) + 1, batch_size);
+  }
+  Batch eval_batch() const override { return eval_; }
+
+ private:
+  // One set of uniforms from the generator, thresholded per replica: x [S, N, n].
+  Batch draw(uint64_t generator_seed, int64_t size) const {
+    auto gen = at::detail::createCPUGenerator(generator_seed);
+    auto values = torch::rand({1, size, n_}, gen, torch::kFloat32);
+    auto keep = torch::rand({1, size, n_}, gen, torch::kFloat32);
+    auto x = torch::where(keep < density_, values, torch::zeros_like(values));  // [S, N, n]
+    return Batch{x, x, weight_};
+  }
+  int64_t n_;
+  uint64_t seed_;
+  torch::Tensor density_, weight_;
+  Batch eval_;
+};
+
+void sparse_validate(const Config& c, const std::string& origin) {
+  auto bad = [&](const std::string& ptr, const std::string& what) { throw UsageError(origin + ": " + ptr + ": " + what); };
+  const auto& t = c.task;
+  const auto list = t.reals("importances");
+  if (!list.empty() && int64_t(list.size()) != t.integer("n_features"))
+    bad("/task/importances", "must give one importance per feature: " + std::to_string(t.integer("n_features")) +
+                                 " (got " + std::to_string(list.size()) + "; or leave it empty and set importance_decay)");
+  if (!list.empty() && t.real("importance_decay") != 1.0)
+    bad("/task/importance_decay", "is unused when importances are listed; leave it at 1");
+}
+
+}  // namespace
+
+const TaskKind& sparse_features_task() {
+  static const TaskKind kind = [] {
+    TaskKind k;
+    k.name = "sparse_features";
+    k.doc = "n sparse features to reproduce, importance-weighted (Elhage et al. 2022, toy models of superposition); fresh batches every step";
+    k.keys = {
+        integer_key("n_features", 5, 1, 100000, "features n"),
+        real_key("sparsity", 0.0, 0, false, 1, true, "S: each feature is 0 with probability S, else uniform in [0, 1)"),
+        real_key("importance_decay", 1.0, 0, false, 1e6, false, "r: feature i's importance is r^i (when importances is empty)"),
+        real_list_key("importances", {}, 0, 1e6, 100000, "each feature's importance (overrides importance_decay)"),
+        integer_key("eval_examples", 10000, 1, 1 << 24, "examples of the fixed evaluation set"),
+    };
+    k.pack_varying = {"sparsity", "importance_decay", "importances"};
+    k.size_key = "eval_examples";
+    k.shape = sparse_shape;
+    k.validate = sparse_validate;
+    k.make = [](const std::vector<TaskConfig>& replicas) -> std::unique_ptr<Task> {
+      return std::make_unique<SparseFeaturesTask>(replicas);
+    };
+    return k;
+  }();
+  return kind;
+}
+
+}  // namespace grokking
