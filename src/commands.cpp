@@ -190,6 +190,7 @@ int run_fourier_command(const AnalysisOptions& opts) {
                         {"agree", r.agree()},
                         {"frac_neurons_clustered", r.frac_neurons_clustered},
                         {"gini_embed", r.gini_embed},
+                        {"gini_embed_components", r.gini_embed_components},
                         {"gini_unembed", r.gini_unembed},
                         {"embed_const_norm", r.embed_const_norm},
                         {"embed_norm", r.embed_norm},
@@ -221,8 +222,11 @@ int run_fourier_command(const AnalysisOptions& opts) {
   std::printf("key frequencies, %s norm method: %s  (%s)\n", r.embedding_label.c_str(), join_numbers(r.key_embed).c_str(),
               r.agree() ? "the methods agree" : "the methods differ");
   std::printf("key frequencies of the neuron-logit map W_L: %s\n", join_numbers(r.key_wl).c_str());
-  std::printf("Gini of frequency norms: %s %.3f, W_U %.3f, W_L %.3f  (near 0: spread out; near 1: sparse)\n",
+  std::printf("Gini of the per-frequency norms (cos and sin together): %s %.3f, W_U %.3f, W_L %.3f  (near 0: spread "
+              "out; near 1: sparse)\n",
               r.embedding_label.c_str(), r.gini_embed, r.gini_unembed, r.gini_wl);
+  std::printf("Gini of %s's Fourier component norms (cos and sin apart, the paper's): %.3f\n", r.embedding_label.c_str(),
+              r.gini_embed_components);
   std::printf("neurons explained >= 85%% by one frequency (the paper's clusters): %.1f%%; best-frequency fraction "
               "histogram (0-0.1 ... 0.9-1): %s\n",
               100 * r.frac_neurons_85, join_numbers(r.neuron_frac_hist, " ").c_str());
@@ -724,6 +728,8 @@ int run_progress_command(const AnalysisOptions& opts) {
                 dec(k.test_loss), dec(k.restricted_loss), 100 * (k.sum_sq_weights[1] / k.sum_sq_weights[0] - 1),
                 k.gini[0], k.gini[1]);
     std::printf("  %s\n", ph.failed.empty() ? "each phase meets the paper's definition of it" : ph.note.c_str());
+    for (auto& [what, holds] : ph.not_in_rule)
+      std::printf("  not part of the rule: %s: %s\n", what.c_str(), holds ? "yes" : "no");
   } else
     std::printf("phases: %s%s\n", ph.note.c_str(),
                 ph.memorisation_end ? (" (memorisation ended at " + e(ph.memorisation_end) + ")").c_str() : "");

@@ -1,5 +1,8 @@
 #include "grokking/compare.hpp"
 
+#include <limits>
+#include <optional>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -102,6 +105,49 @@ RankTest mann_whitney(const std::vector<Outcome>& x, const std::vector<Outcome>&
   return t;
 }
 
+double log_spread(const std::vector<Outcome>& x) {
+  if (x.size() < 2) return std::nan("");
+  double mean = 0, sq = 0;
+  for (auto& o : x) mean += std::log(std::max(o.value, 1.0)) / double(x.size());
+  for (auto& o : x) sq += std::pow(std::log(std::max(o.value, 1.0)) - mean, 2);
+  return std::sqrt(sq / double(x.size() - 1));
+}
+
+double detectable_ratio(double sd, size_t n1, size_t n2) {
+  if (n1 < 2 || n2 < 2 || !std::isfinite(sd)) return std::numeric_limits<double>::infinity();
+  const double z = 1.959964 + 0.841621;
+  return std::exp(z * sd * std::sqrt(1.0 / double(n1) + 1.0 / double(n2)) / std::sqrt(3.0 / M_PI));
+}
+
+namespace {
+// A run's outcome from its metrics.csv: the first epoch with test accuracy >= acc (or, with gap,
+// the epochs from train accuracy >= acc to that), censored at the last epoch when never.
+Outcome outcome_from_metrics(const std::vector<MetricsRow>& rows, double acc, bool gap) {
+  std::optional<int64_t> train_at, test_at;
+  for (auto& r : rows) {
+    if (!train_at && r.train_acc >= acc) train_at = r.epoch;
+    if (!test_at && r.test_acc >= acc) test_at = r.epoch;
+  }
+  const double last = rows.empty() ? 0.0 : double(rows.back().epoch);
+  if (!gap) return test_at ? Outcome{double(*test_at), false} : Outcome{last, true};
+  const double from = train_at ? double(*train_at) : last;
+  return test_at ? Outcome{double(*test_at) - from, false} : Outcome{last - from, true};
+}
+// The test accuracy at epoch e: the last evaluation at or before it (NaN when the run stopped before e).
+double acc_at(const std::vector<MetricsRow>& rows, int64_t e) {
+  double v = std::nan("");
+  for (auto& r : rows)
+    if (r.epoch <= e) v = r.test_acc;
+  return rows.empty() || rows.back().epoch < e ? std::nan("") : v;
+}
+double plain_median(std::vector<double> v) {
+  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return std::isnan(x); }), v.end());
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+}  // namespace
+
 std::vector<Arm> compare_sweep(const CompareOptions& opts) {
   const std::string& dir = opts.sweep_dir;
   if (!exists(dir + "/plan.json")) throw UsageError(dir + ": not a sweep directory (no plan.json)");
@@ -126,7 +172,11 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
       label += (label.empty() ? "" : ", ") + k + "=" + values.back();
     }
     auto [it, fresh] = index.emplace(values, arms.size());
-    if (fresh) arms.push_back(Arm{label, values, {}, {}, {}, 0, {}, {}, {}, {}, {}, 0, {}});
+    if (fresh) {
+      Arm a;
+      a.label = label, a.values = values;
+      arms.push_back(a);
+    }
     Arm& arm = arms[it->second];
     const std::string run_dir = dir + "/runs/" + run.at("name").get<std::string>();
     if (!exists(summary_path(run_dir))) continue;
@@ -134,6 +184,19 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
     const double last = double(s.epochs);
     const double memorised = s.memorised_epoch ? double(*s.memorised_epoch) : 0.0;
     arm.runs.push_back(run.at("name").get<std::string>());
+    if (opts.acc > 0 || !opts.at.empty()) {
+      const auto rows = read_metrics(run_dir + "/metrics.csv");
+      std::vector<double> accs;
+      for (auto e : opts.at) accs.push_back(acc_at(rows, e));
+      arm.per_run_acc.push_back(accs);
+      if (opts.acc > 0) {
+        const Outcome o = outcome_from_metrics(rows, opts.acc, opts.gap);
+        arm.n_grokked += o.censored ? 0 : 1;
+        arm.grokked.push_back(o);
+        arm.delay.push_back({o.value - (opts.gap ? 0.0 : memorised), o.censored});
+        continue;
+      }
+    }
     if (s.grokked_epoch) {
       const double g = double(*s.grokked_epoch);
       ++arm.n_grokked;
@@ -161,6 +224,18 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
     a.ratio = base.grok_median.value > 0 ? a.grok_median.value / median_of(base.grokked).value : std::nan("");
     a.ratio_ci = bootstrap_ratio(a.grokked, base.grokked, opts.seed + 1000 + i);
     a.test = mann_whitney(a.grokked, base.grokked);
+    // The spread of both arms' log outcomes, pooled: what the rank test could have detected.
+    a.log_sd = log_spread(a.grokked);
+    const double sb = log_spread(base.grokked);
+    const double pooled = std::sqrt(((double(a.grokked.size()) - 1) * a.log_sd * a.log_sd +
+                                     (double(base.grokked.size()) - 1) * sb * sb) /
+                                    std::max(1.0, double(a.grokked.size() + base.grokked.size()) - 2));
+    a.detectable = i == 0 ? std::nan("") : detectable_ratio(pooled, a.grokked.size(), base.grokked.size());
+    for (size_t k = 0; k < opts.at.size(); ++k) {
+      std::vector<double> v;
+      for (auto& run : a.per_run_acc) v.push_back(run[k]);
+      a.acc_at.push_back(plain_median(v));
+    }
   }
   return arms;
 }
@@ -185,6 +260,13 @@ int run_compare_command(const CompareOptions& opts) {
                           "on one is marked as a lower bound; the rank test ranks them after every grokked run"},
             {"arms", json::array()}};
   for (auto& a : arms) {
+    if (a.runs.empty()) {  // no finished run yet: nothing to report but that
+      csv.field(a.label).field(int64_t(0)).field(int64_t(0));
+      for (int k = 0; k < 13; ++k) csv.field(json());
+      csv.end_row();
+      j["arms"].push_back({{"arm", a.label}, {"runs", 0}});
+      continue;
+    }
     csv.field(a.label).field(int64_t(a.runs.size())).field(a.n_grokked).field(a.grok_median.value);
     csv.field(int64_t(a.grok_median.lower_bound)).field(a.grok_ci.lo).field(a.grok_ci.hi).field(a.delay_median.value);
     csv.field(a.delay_ci.lo).field(a.delay_ci.hi).field(a.ratio).field(a.ratio_ci.lo).field(a.ratio_ci.hi);
@@ -198,7 +280,16 @@ int run_compare_command(const CompareOptions& opts) {
                           {{"value", a.ratio},
                            {"is_lower_bound", a.grok_median.lower_bound && !arms[0].grok_median.lower_bound},
                            {"ci95", {a.ratio_ci.lo, a.ratio_ci.hi}}}},
-                         {"mann_whitney", {{"u", a.test.u}, {"z", a.test.z}, {"p", a.test.p}}}});
+                         {"mann_whitney", {{"u", a.test.u}, {"z", a.test.z}, {"p", a.test.p}}},
+                         {"log_sd", a.log_sd},
+                         {"detectable_ratio_80pct_power",
+                          std::isfinite(a.detectable) ? json(a.detectable) : json()}});
+    if (!opts.at.empty()) {
+      json at = json::object();
+      for (size_t k = 0; k < opts.at.size(); ++k)
+        at[std::to_string(opts.at[k])] = std::isnan(a.acc_at[k]) ? json() : json(a.acc_at[k]);
+      j["arms"].back()["median_test_acc_at"] = at;
+    }
   }
   atomic_write(opts.sweep_dir + "/compare.csv", csv.text());
   // Every run's outcome by arm, for plot's figure.
@@ -212,20 +303,36 @@ int run_compare_command(const CompareOptions& opts) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("%s: arms by %s; baseline %s; intervals: 95%% bootstrap (seed %llu)\n", opts.sweep_dir.c_str(),
-              join_keys(opts.by).c_str(), arms.empty() ? "-" : arms[0].label.c_str(), (unsigned long long)opts.seed);
+  const std::string what = opts.acc <= 0 ? "grokked epoch (test accuracy >= 99 %)"
+                           : opts.gap ? "epochs from train to test accuracy >= " + format_number(opts.acc, "%g")
+                                      : "first epoch with test accuracy >= " + format_number(opts.acc, "%g");
+  std::printf("%s: arms by %s; baseline %s; outcome: %s; intervals: 95%% bootstrap (seed %llu)\n",
+              opts.sweep_dir.c_str(), join_keys(opts.by).c_str(), arms.empty() ? "-" : arms[0].label.c_str(),
+              what.c_str(), (unsigned long long)opts.seed);
   int width = 3;
   for (auto& a : arms) width = std::max(width, int(a.label.size()));
-  std::printf("%-*s %5s %7s %9s %17s %9s %17s %6s %15s %7s\n", width, "arm", "runs", "grokked", "median", "95% CI",
-              "delay", "95% CI", "ratio", "95% CI", "p (MW)");
-  for (auto& a : arms)
-    std::printf("%-*s %5zu %7lld %9s %17s %9s %17s %6s %15s %7.3g\n", width, a.label.c_str(), a.runs.size(),
+  std::printf("%-*s %5s %7s %9s %17s %9s %17s %6s %15s %7s %6s %10s", width, "arm", "runs", "reached", "median",
+              "95% CI", "delay", "95% CI", "ratio", "95% CI", "p (MW)", "sd log", "detectable");
+  for (auto e : opts.at) std::printf(" %9s", ("acc@" + std::to_string(e)).c_str());
+  std::printf("\n");
+  for (auto& a : arms) {
+    if (a.runs.empty()) {
+      std::printf("%-*s %5d  (no finished run yet)\n", width, a.label.c_str(), 0);
+      continue;
+    }
+    std::printf("%-*s %5zu %7lld %9s %17s %9s %17s %6s %15s %7.3g %6.2f %10s", width, a.label.c_str(), a.runs.size(),
                 (long long)a.n_grokked, shown(a.grok_median).c_str(), shown(a.grok_ci).c_str(),
                 shown(a.delay_median).c_str(), shown(a.delay_ci).c_str(),
                 // A censored median over an uncensored baseline's: the ratio is a lower bound too.
                 ((a.grok_median.lower_bound && !arms[0].grok_median.lower_bound ? ">=" : "") +
                  format_number(a.ratio, "%.2f")).c_str(),
-                shown(a.ratio_ci, "%.2f").c_str(), a.test.p);
+                shown(a.ratio_ci, "%.2f").c_str(), a.test.p, a.log_sd,
+                std::isnan(a.detectable) ? "-" : ("x" + format_number(a.detectable, "%.2f")).c_str());
+    for (auto v : a.acc_at) std::printf(" %9s", std::isnan(v) ? "-" : format_number(v, "%.3f").c_str());
+    std::printf("\n");
+  }
+  std::printf("detectable: the ratio of medians (either way) a two-sided rank test at 0.05 would find with 80 %% power, "
+              "from the two arms' spread of log outcomes and their sizes\n");
   std::printf("runs that never grokked count at their last epoch (>= marks a median that is such a lower bound)\n");
   return 0;
 }

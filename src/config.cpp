@@ -77,8 +77,8 @@ const std::vector<Field>& schema() {
                       real_key("grokfast_alpha", 0.98, 0, false, 1, true,
                                "ema: mu <- alpha*mu + (1-alpha)*g (default of the reference code's modular-arithmetic command, not gradfilter_ema's 0.99)")));
     f.push_back(typed("optim", &C::optim, &OptimConfig::grokfast_lamb,
-                      real_key("grokfast_lamb", 2.0, 0, false, 1e6, false,
-                               "ema, ma: g <- g + lamb*filter (modular-arithmetic command's 2.0, not the signatures' 5.0)")));
+                      real_key("grokfast_lamb", 0.0, 0, false, 1e6, false,
+                               "ema, ma: g <- g + lamb*filter; 0: the filter's own default, the reference code's commands' (ema 2.0, ma 5.0)")));
     f.push_back(typed("optim", &C::optim, &OptimConfig::grokfast_window,
                       integer_key("grokfast_window", 100, 1, 100000, "ma: mean of the last window gradients, applied once the window is full")));
     f.push_back(typed("optim", &C::optim, &OptimConfig::orthograd,
@@ -442,7 +442,8 @@ void validate(const Config& c, const std::string& origin) {
     bad("/optim/grokfast_window", "is used only with optim.grokfast \"ma\" (grokfast is \"" + o.grokfast + "\")");
   if (o.grokfast != "ema" && o.grokfast_alpha != d.grokfast_alpha)
     bad("/optim/grokfast_alpha", "is used only with optim.grokfast \"ema\" (grokfast is \"" + o.grokfast + "\")");
-  if (o.grokfast == "none" && o.grokfast_lamb != d.grokfast_lamb)
+  // (2.0 was the written default before the filters had defaults of their own.)
+  if (o.grokfast == "none" && o.grokfast_lamb != d.grokfast_lamb && o.grokfast_lamb != 2.0)
     bad("/optim/grokfast_lamb", "is used only with optim.grokfast \"ema\" or \"ma\" (grokfast is \"none\")");
 
   // ---- limits, before anything is allocated ----

@@ -148,8 +148,8 @@ class FixedNorm : public Intervention {
 std::vector<std::unique_ptr<Intervention>> make_interventions(const OptimConfig& opt, const FlatView& view) {
   torch::NoGradGuard no_grad;
   std::vector<std::unique_ptr<Intervention>> out;
-  if (opt.grokfast == "ema") out.push_back(std::make_unique<GrokfastEma>(opt.grokfast_alpha, opt.grokfast_lamb));
-  if (opt.grokfast == "ma") out.push_back(std::make_unique<GrokfastMa>(opt.grokfast_window, opt.grokfast_lamb, view));
+  if (opt.grokfast == "ema") out.push_back(std::make_unique<GrokfastEma>(opt.grokfast_alpha, opt.grokfast_amplification()));
+  if (opt.grokfast == "ma") out.push_back(std::make_unique<GrokfastMa>(opt.grokfast_window, opt.grokfast_amplification(), view));
   if (opt.orthograd) out.push_back(std::make_unique<OrthoGrad>());
   if (opt.grad_clip > 0) out.push_back(std::make_unique<GradClip>(opt.grad_clip));
   if (opt.weight_norm == "fixed") out.push_back(std::make_unique<FixedNorm>(view));

@@ -102,6 +102,8 @@ Summary summary_of(const TrainReport& rep, const RunFacts& facts, int64_t seed, 
   s.final = rep.final;
   s.memorised_epoch = m.memorised;
   s.grokked_epoch = m.grokked;
+  s.grad_weight_cos_peak = rep.grad_weight_cos_peak;
+  s.grad_weight_cos_peak_epoch = rep.grad_weight_cos_peak_epoch;
   if (m.memorised && m.grokked) s.grokking_delay = *m.grokked - *m.memorised;
   s.milestone_resolution_epochs = facts.eval_every;
   s.wall_time_s = wall_time_s;

@@ -414,6 +414,8 @@ nlohmann::json Summary::to_json() const {
   s["cuda_graph"] = cuda_graph;
   s["libtorch"] = libtorch;
   s["grokking_version"] = grokking_version;
+  s["grad_weight_cos_peak"] = grad_weight_cos_peak ? nlohmann::json(*grad_weight_cos_peak) : nlohmann::json();
+  s["grad_weight_cos_peak_epoch"] = optional_json(grad_weight_cos_peak_epoch);
   if (!phases.is_null()) s["phases"] = phases;
   return s;
 }
@@ -478,6 +480,9 @@ Summary Summary::from_json(const nlohmann::json& j, const std::string& origin) {
   get("cuda_graph", s.cuda_graph);
   get("libtorch", s.libtorch);
   get("grokking_version", s.grokking_version);
+  if (j.contains("grad_weight_cos_peak") && j["grad_weight_cos_peak"].is_number())
+    s.grad_weight_cos_peak = j["grad_weight_cos_peak"].get<double>();
+  get_optional("grad_weight_cos_peak_epoch", s.grad_weight_cos_peak_epoch);
   if (j.contains("phases")) s.phases = j["phases"];
   return s;
 }

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 #include "grokking/checkpoint.hpp"
 #include "grokking/compat.hpp"
@@ -175,8 +176,8 @@ class TrainingRun {
         throw RunError(ck.path + ": " + e.what());
       }
       for (auto& r : read_metrics(metrics_path(0)))
-        if (r.epoch <= start_epoch_) rows_[0].push_back(r);
-      write_metrics(metrics_path(0), rows_[0], task_->extra_columns());  // drop rows written after the checkpoint
+        if (r.epoch <= start_epoch_) rows_[0].push_back(conform(r));
+      write_metrics(metrics_path(0), rows_[0], extra_columns());  // drop rows written after the checkpoint
       elapsed_before_ = rows_[0].empty() ? 0.0 : rows_[0].back().elapsed_s;
       for (auto& row : rows_[0]) update_hold(0, row);
       // Changes given with --set (the allowed ones) reach config.json only now, once the state
@@ -238,7 +239,7 @@ class TrainingRun {
 
   // A fresh metrics.csv, header only, per replica.
   void start_metrics() {
-    for (int64_t r = 0; r < S_; ++r) atomic_write(metrics_path(r), metrics_header(task_->extra_columns()) + "\n");
+    for (int64_t r = 0; r < S_; ++r) atomic_write(metrics_path(r), metrics_header(extra_columns()) + "\n");
   }
 
   // The training batch of step `step` of a task with fresh batches, on the device.
@@ -277,19 +278,59 @@ class TrainingRun {
 
   // Per replica: the cosine between the negative gradient of the training loss (on
   // train_measure_set) at the current weights and the weights, over every trained parameter
-  // (frozen ones are zero in both). It overwrites the gradient buffer, which the next step
-  // recomputes from scratch.
-  std::vector<double> grad_weight_cos(const Batch& train) {
+  // (frozen ones are zero in both), then per trained parameter tensor (Prieto et al.'s Fig. 5
+  // reads it per layer). It overwrites the gradient buffer, which the next step recomputes from
+  // scratch.
+  struct GradCos {
+    std::vector<double> total;
+    std::vector<std::vector<double>> per_param;  // [replica][trained parameter]
+  };
+  GradCos grad_weight_cos(const Batch& train) {
     forward_backward(*model_, train, fast_);
     torch::NoGradGuard no_grad;
-    std::vector<double> out;
+    GradCos out;
+    auto cos = [](const torch::Tensor& g, const torch::Tensor& w) {
+      const double denom = g.norm().item<double>() * w.norm().item<double>();
+      return denom > 0 ? -g.dot(w).item<double>() / denom : 0.0;
+    };
+    const auto blocks = model_->param_blocks();
     for (int64_t r = 0; r < S_; ++r) {
       auto g = model_->replica_part(model_->flat_grad(), r).to(torch::kFloat64);
       auto w = model_->replica_part(model_->flat().detach(), r).to(torch::kFloat64);
-      const double denom = g.norm().item<double>() * w.norm().item<double>();
-      out.push_back(denom > 0 ? -g.dot(w).item<double>() / denom : 0.0);
+      out.total.push_back(cos(g, w));
+      std::vector<double> per;
+      for (size_t k = 0; k < blocks.size(); ++k) {
+        if (!model_->specs()[k].trained) continue;
+        const auto& b = blocks[k];
+        per.push_back(cos(model_->flat_grad().narrow(0, b.offset + r * b.numel, b.numel).to(torch::kFloat64),
+                          model_->flat().detach().narrow(0, b.offset + r * b.numel, b.numel).to(torch::kFloat64)));
+      }
+      out.per_param.push_back(per);
     }
     return out;
+  }
+
+  // A row read back from metrics.csv with exactly extra_columns(), in order: a column the file
+  // lacks (written by an earlier version) reads NaN.
+  MetricsRow conform(const MetricsRow& row) const {
+    MetricsRow out = row;
+    out.extra.clear();
+    for (auto& name : extra_columns()) {
+      double v = std::numeric_limits<double>::quiet_NaN();
+      for (auto& [n, x] : row.extra)
+        if (n == name) v = x;
+      out.extra.emplace_back(name, v);
+    }
+    return out;
+  }
+
+  // metrics.csv's columns past the ones every run has: the task's own, then the gradient-weight
+  // cosine of each trained parameter.
+  std::vector<std::string> extra_columns() const {
+    auto cols = task_->extra_columns();
+    for (auto& spec : model_->specs())
+      if (spec.trained) cols.push_back("cos_" + spec.name);
+    return cols;
   }
 
   // The task's own figures on the evaluation set, per replica.
@@ -307,6 +348,7 @@ class TrainingRun {
     const auto cos = grad_weight_cos(train);
     const auto extra = extra_measures();
     const auto extra_names = task_->extra_columns();
+    const auto columns = extra_columns();
     const double elapsed = elapsed_before_ + seconds_since(t0_);
     for (int64_t r = 0; r < S_; ++r) {
       if (!running(r)) continue;
@@ -315,8 +357,10 @@ class TrainingRun {
           model_->replica_part(model_->flat().detach(), r).to(torch::kFloat64).pow(2).sum().item<double>();
       const double lr = epoch == 0 ? 0.0 : opt_->lr_at(r, last_step_);
       MetricsRow row{epoch, tr.loss[i], te.loss[i], tr.acc[i], te.acc[i], sq, lr, elapsed,
-                     tr.zero_terms[i], tr.collapse[i], cos[i], {}};
+                     tr.zero_terms[i], tr.collapse[i], cos.total[i], {}};
       for (size_t k = 0; k < extra_names.size(); ++k) row.extra.emplace_back(extra_names[k], extra[k][i]);
+      for (size_t k = 0; k < cos.per_param[i].size(); ++k)
+        row.extra.emplace_back(columns[extra_names.size() + k], cos.per_param[i][k]);
       if (!finite(row)) {  // diverged since the last evaluation: no row of it, the run ends here
         end(r, RunStatus::diverged);
         continue;
@@ -358,6 +402,11 @@ class TrainingRun {
     rep.epochs_done = epoch_;
     rep.wall_s = seconds_since(t0_);
     rep.milestones = find_milestones(rows_[i]);
+    // Prieto et al.'s Fig. 5: the cosine's peak once the training set is fit.
+    for (auto& row : rows_[i])
+      if (rep.milestones.memorised && row.epoch >= *rep.milestones.memorised &&
+          (!rep.grad_weight_cos_peak || row.grad_weight_cos > *rep.grad_weight_cos_peak))
+        rep.grad_weight_cos_peak = row.grad_weight_cos, rep.grad_weight_cos_peak_epoch = row.epoch;
     if (!rows_[i].empty()) rep.final = rows_[i].back();
     // What its summary reports: the weights and the time at its end, not the pack's.
     write_summary(dirs_[i], summary_of(rep, facts(), seeds_[i], weights_checksum(S_ == 1 ? *model_ : model_->replica(r)),

@@ -159,6 +159,14 @@ TEST_CASE("--set model.kind switches the kind: the old kind's keys at their defa
   CHECK(contains(error_of(config_file_text(mlp), {"model.kind=transformer"}), "belongs to model.kind \"mlp\""));
 }
 
+TEST_CASE("Grokfast's amplification defaults to the reference commands' (EMA 2, MA 5)", "[config]") {
+  CHECK(parse_config("{}", "x", {"optim.grokfast=ema"}).optim.grokfast_amplification() == 2.0);
+  CHECK(parse_config("{}", "x", {"optim.grokfast=ma"}).optim.grokfast_amplification() == 5.0);
+  CHECK(parse_config("{}", "x", {"optim.grokfast=ma", "optim.grokfast_lamb=3"}).optim.grokfast_amplification() == 3.0);
+  // A config.json written before the filters had defaults of their own still reads.
+  CHECK_NOTHROW(parse_config(R"({"optim": {"grokfast": "none", "grokfast_lamb": 2.0}})", "x"));
+}
+
 TEST_CASE("operations follow Power et al.", "[config]") {
   CHECK(apply_operation("add", 100, 20, 113) == 7);
   CHECK(apply_operation("sub", 3, 5, 7) == 5);

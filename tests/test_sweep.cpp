@@ -1,5 +1,7 @@
 #include <fstream>
 
+#include <cmath>
+
 #include "catch.hpp"
 #include "grokking/error.hpp"
 #include "grokking/compare.hpp"
@@ -140,6 +142,15 @@ TEST_CASE("compare: medians with censored runs, the rank test and the bootstrap,
   auto r = bootstrap_ratio({g(20), g(20)}, {g(10), g(10)}, 3);
   CHECK(r.lo == 2);
   CHECK(r.hi == 2);
+}
+
+TEST_CASE("compare's power: the smallest ratio 8 seeds an arm detect at a spread of 0.35 is about 1.65", "[sweep]") {
+  // (1.96 + 0.84) * 0.35 * sqrt(2/8) / sqrt(3/pi) = 0.502: exp of it.
+  CHECK(detectable_ratio(0.35, 8, 8) == Approx(1.652).epsilon(1e-3));
+  CHECK(detectable_ratio(0.85, 8, 8) > 3.0);  // P = 23's spread: only effects of 3x and more
+  CHECK(std::isinf(detectable_ratio(0.35, 1, 8)));
+  CHECK(log_spread({{100, false}, {100, false}}) == 0.0);
+  CHECK(log_spread({{std::exp(1.0), false}, {std::exp(3.0), false}}) == Approx(std::sqrt(2.0)));
 }
 
 TEST_CASE("compare groups a sweep's runs into arms by the --by keys, seeds pooled", "[sweep]") {

@@ -99,6 +99,9 @@ struct FourierReport {
   // each component, [n, n] float64, rows/columns in basis order (0 constant, 2k-1 cos k, 2k sin k).
   torch::Tensor logit_2d_norm;
   double gini_embed = 0, gini_unembed = 0;
+  // The paper's Gini: over the norms of the Fourier components (each cos and sin row apart, 2
+  // per frequency), not over the per-frequency norms of gini_embed.
+  double gini_embed_components = 0;
   std::string embedding_label;  // the operand weights' name: "W_E" (transformer), "W_x, W_y" (MLP)
   bool agree() const { return key_neurons == key_embed; }
 };

@@ -44,12 +44,25 @@ struct RankTest {
 };
 RankTest mann_whitney(const std::vector<Outcome>& x, const std::vector<Outcome>& y);
 
+// The smallest ratio of medians a two-sided rank test at alpha 0.05 would detect with 80 % power
+// between arms of n1 and n2 runs whose log epochs spread with standard deviation sd: the normal
+// approximation, exp((z_0.975 + z_0.8) sd sqrt(1/n1 + 1/n2) / sqrt(3/pi)) (3/pi: the rank test's
+// efficiency against the t test for normal data). Infinite below two runs an arm.
+double detectable_ratio(double sd, size_t n1, size_t n2);
+// The standard deviation of log(outcome) (censored runs at their last epoch: an understatement).
+double log_spread(const std::vector<Outcome>& x);
+
 struct CompareOptions {
   std::string sweep_dir;
   std::vector<std::string> by;  // swept keys that define an arm; the others (seeds) are pooled
   std::string baseline;         // the baseline arm's values, "v1,v2" in --by order; empty: the first arm
   bool json = false;
   uint64_t seed = 0;  // of the bootstrap
+  // The outcome: the first epoch with test accuracy >= acc (0: the summaries' grokked epoch, 99 %);
+  // with gap, the epochs from train accuracy >= acc to test accuracy >= acc (Omnigrok's measure).
+  double acc = 0;
+  bool gap = false;
+  std::vector<int64_t> at;  // also each arm's median test accuracy at these epochs
 };
 
 struct Arm {
@@ -63,6 +76,10 @@ struct Arm {
   Interval ratio_ci;
   double ratio = 0;  // median grokked epoch / the baseline's
   RankTest test;
+  double log_sd = 0;            // spread of the arm's log outcomes
+  double detectable = 0;        // the ratio against the baseline this comparison could detect
+  std::vector<double> acc_at;   // median test accuracy at opts.at (NaN where no run got there)
+  std::vector<std::vector<double>> per_run_acc;  // each run's test accuracy at opts.at
 };
 // Groups the finished runs of a sweep into arms and computes their statistics; the baseline
 // arm is first. UsageError for a directory that is not a sweep, a --by key it did not sweep, a

@@ -50,7 +50,10 @@ struct OptimConfig {
   // Interventions on the update; the defaults leave plain AdamW.
   std::string grokfast = "none";  // none | ema | ma: Grokfast's slow-gradient amplifier (Lee et al. 2024)
   double grokfast_alpha = 0.98;   // ema: mu <- alpha*mu + (1-alpha)*g
-  double grokfast_lamb = 2.0;     // ema, ma: g <- g + lamb*filter
+  double grokfast_lamb = 0.0;     // ema, ma: g <- g + lamb*filter; 0: the filter's default (ema 2, ma 5)
+  // The amplification that applies: grokfast_lamb, or the filter's default (Lee et al.'s
+  // modular-arithmetic commands: 2.0 with the EMA filter, 5.0 with the MA one).
+  double grokfast_amplification() const { return grokfast_lamb > 0 ? grokfast_lamb : grokfast == "ma" ? 5.0 : 2.0; }
   int64_t grokfast_window = 100;  // ma: gradients averaged
   bool orthograd = false;         // Prieto et al. 2025: gradient orthogonal to the weights, norm kept
   std::string weight_norm = "free";  // free | fixed: Omnigrok's constant total weight norm

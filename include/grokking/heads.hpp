@@ -30,6 +30,9 @@ struct HeadScores {
 // UsageError in one line for a run that is not the repeat task or a model without attention.
 void require_sequence_task(const Config& cfg);
 HeadScores head_scores(const Model& model, const Batch& eval);
+// The scores of one layer's attention patterns attn [N, H, T, T] on tokens x [N, T] (pad: the
+// padding token, neither query nor key): what head_scores computes per layer.
+HeadScores pattern_scores(const torch::Tensor& attn, const torch::Tensor& x, int64_t pad);
 
 // The transition of the repeated half's loss (metrics.csv's test_loss): the first evaluations at
 // which it has made 10 %, 50 % and 90 % of its drop from its first value to its lowest; the

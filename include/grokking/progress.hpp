@@ -36,6 +36,11 @@ struct Phases {
   // the change meets (see detect_phases); `failed` names the ones it does not ("" when all hold).
   std::vector<PhaseChange> changes;  // memorisation, circuit formation, cleanup (those found)
   std::string failed;
+  // Two more of the paper's statements, evaluated at the boundaries found but not part of the
+  // rule (the rule was validated without them): the restricted loss falls during circuit
+  // formation (the circuit forms before grokking), and the Gini of W_L jumps in cleanup as that
+  // of the embeddings does. {statement, holds}.
+  std::vector<std::pair<std::string, bool>> not_in_rule;
 };
 // The phases of Nanda et al. (2023, section 5.2) from the progress measures. The run is cut into
 // four regimes (memorisation, circuit formation, cleanup, what follows; the three phases at least

@@ -79,6 +79,9 @@ struct Summary {
   std::string device, blas, path, loss, loss_dtype, libtorch, grokking_version;
   int64_t threads = 0;
   bool flush_denormal = false, cuda_graph = false;
+  // The cosine between the negative gradient and the weights at its peak after memorisation.
+  std::optional<double> grad_weight_cos_peak;
+  std::optional<int64_t> grad_weight_cos_peak_epoch;
   nlohmann::json phases;  // null until `grokking progress` ran
   nlohmann::json to_json() const;
   // RunError naming `origin` and the key of a value of the wrong type.

@@ -27,6 +27,9 @@ struct TrainReport {
   int signal = 0;  // the signal that interrupted the run, if any
   MetricsRow final;
   Milestones milestones;
+  // The peak of the gradient-weight cosine after memorisation, and its epoch.
+  std::optional<double> grad_weight_cos_peak;
+  std::optional<int64_t> grad_weight_cos_peak_epoch;
   double wall_s = 0;
 };
 

@@ -170,6 +170,12 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   auto unembed = frequency_components(on_cycle(model.param(readout.unembed).detach().cpu().t(), cycle));  // [n, d]
   r.unembed_norm = unembed.total, r.unembed_cos = unembed.cos, r.unembed_sin = unembed.sin;
   r.gini_embed = gini(r.embed_norm);
+  {
+    std::vector<double> components = r.embed_cos;
+    for (size_t i = 0; i < r.embed_sin.size(); ++i)
+      if (2 * int64_t(i + 1) != n) components.push_back(r.embed_sin[i]);  // frequency n/2 has no sin row
+    r.gini_embed_components = gini(components);
+  }
   r.gini_unembed = gini(r.unembed_norm);
   r.key_embed = key_from_norms(r.embed_norm);
   if (!readout.neuron_to_logits.empty()) {

@@ -35,15 +35,8 @@ std::vector<double> row_mean(const torch::Tensor& per_row, const torch::Tensor& 
 }
 }  // namespace
 
-HeadScores head_scores(const Model& model, const Batch& eval) {
-  require_sequence_task(model.config());
-  torch::NoGradGuard no_grad;
-  Model cpu = model;
-  cpu.to(torch::kCPU);
-  Cache cache;
-  cpu.forward(eval.x.to(torch::kCPU), &cache);
-  const auto x = eval.x.to(torch::kCPU);
-  const int64_t pad = model.shape().vocab - 1, T = x.size(1);
+HeadScores pattern_scores(const torch::Tensor& attn_in, const torch::Tensor& x, int64_t pad) {
+  const int64_t T = x.size(1);
   // The patterns over (query i, key j), keys before the query (and the query itself for the
   // shifted one), pads neither queries nor keys.
   const auto real = x.ne(pad);                                                                  // [N, T]
@@ -56,13 +49,28 @@ HeadScores head_scores(const Model& model, const Batch& eval) {
   auto previous = torch::zeros({T, T}, torch::kBool);
   previous.narrow(0, 1, T - 1).narrow(1, 0, T - 1).copy_(torch::eye(T - 1, torch::kBool));
   const auto prev = previous.unsqueeze(0) & both;
+  const auto attn = attn_in.to(torch::kFloat64);
+  HeadScores s;
+  s.previous.push_back(row_mean(mass_on(attn, prev), prev.any(2)));
+  s.duplicate.push_back(row_mean(mass_on(attn, duplicate), duplicate.any(2)));
+  s.induction.push_back(row_mean(mass_on(attn, induction), induction.any(2)));
+  s.induction_tl.push_back(row_mean(mass_on(attn, induction), real));
+  return s;
+}
+
+HeadScores head_scores(const Model& model, const Batch& eval) {
+  require_sequence_task(model.config());
+  torch::NoGradGuard no_grad;
+  Model cpu = model;
+  cpu.to(torch::kCPU);
+  Cache cache;
+  const auto x = eval.x.to(torch::kCPU);
+  cpu.forward(x, &cache);
   HeadScores s;
   for (const auto& pattern : cache.patterns) {  // [N, H, T, T] per layer
-    auto attn = pattern.to(torch::kFloat64);
-    s.previous.push_back(row_mean(mass_on(attn, prev), prev.any(2)));
-    s.duplicate.push_back(row_mean(mass_on(attn, duplicate), duplicate.any(2)));
-    s.induction.push_back(row_mean(mass_on(attn, induction), induction.any(2)));
-    s.induction_tl.push_back(row_mean(mass_on(attn, induction), real));
+    auto one = pattern_scores(pattern, x, model.shape().vocab - 1);
+    s.previous.push_back(one.previous[0]), s.duplicate.push_back(one.duplicate[0]);
+    s.induction.push_back(one.induction[0]), s.induction_tl.push_back(one.induction_tl[0]);
   }
   return s;
 }

@@ -220,6 +220,13 @@ Phases detect_phases(const std::vector<ProgressRow>& all_rows) {
   std::vector<std::string> failed;
   definitions_hold(rows, bm, bc, be, fit, grok, &failed);
   for (auto& f : failed) ph.failed += (ph.failed.empty() ? "" : "; ") + f;
+  {
+    const auto &rm = rows[bm], &rc = rows[bc], &re = rows[be];
+    const double cf = std::max(double(rc.epoch - rm.epoch), 1.0), cl = std::max(double(re.epoch - rc.epoch), 1.0);
+    ph.not_in_rule = {{"circuit formation: restricted loss falls", rc.restricted_loss < rm.restricted_loss},
+                      {"cleanup: Gini of W_L jumps", re.gini_wl > rc.gini_wl &&
+                                                         (re.gini_wl - rc.gini_wl) / cl > (rc.gini_wl - rm.gini_wl) / cf}};
+  }
   if (!ph.failed.empty())
     ph.note = "no boundaries meet the paper's definitions of the three phases (the run does not show them); at the "
               "best fit: " + ph.failed;
@@ -251,6 +258,11 @@ nlohmann::json phases_json(const Phases& ph, const std::vector<int64_t>& key_fre
           {"cleanup", {{"start", optional_json(ph.circuit_formation_end)}, {"end", optional_json(ph.cleanup_end)}}},
           {"definitions_hold", ph.changes.size() == 3 ? nlohmann::json(ph.failed.empty()) : nlohmann::json()},
           {"changes", changes_json(ph)},
+          {"not_in_rule", [&] {
+             nlohmann::json j = nlohmann::json::object();
+             for (auto& [what, holds] : ph.not_in_rule) j[what] = holds;
+             return j;
+           }()},
           {"note", ph.note}};
 }
 

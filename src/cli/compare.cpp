@@ -2,6 +2,8 @@
 
 #include "commands.hpp"
 #include "grokking/compare.hpp"
+#include "grokking/error.hpp"
+#include "grokking/text.hpp"
 
 namespace grokking::cli {
 
@@ -14,7 +16,16 @@ Command compare_command(CLI::App& app) {
   sub->add_option("--baseline", opts->baseline, "The baseline arm's values, comma-separated in --by order (default: the first arm)");
   sub->add_option("--seed", opts->seed, "Seed of the bootstrap");
   sub->add_flag("--json", opts->json, "Machine-readable output on stdout");
-  return {sub, [opts] { return run_compare_command(*opts); }};
+  sub->add_option("--acc", opts->acc, "Outcome: the first epoch with test accuracy >= ACC, from metrics.csv (default: the 99 % grokked epoch)")
+      ->check(CLI::Range(0.0, 1.0));
+  sub->add_flag("--gap", opts->gap, "With --acc: the epochs from train accuracy >= ACC to test accuracy >= ACC (Omnigrok's gap)");
+  auto at = std::make_shared<std::string>();
+  sub->add_option("--at", *at, "Also each arm's median test accuracy at these epochs, e.g. 5000,10000,15000");
+  return {sub, [opts, at] {
+            if (opts->gap && opts->acc <= 0) throw UsageError("--gap needs --acc (the accuracy both must reach)");
+            if (!at->empty()) opts->at = parse_int_list(*at, "--at");
+            return run_compare_command(*opts);
+          }};
 }
 
 }  // namespace grokking::cli

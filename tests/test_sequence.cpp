@@ -1,0 +1,144 @@
+// The repeat task and the induction-head analysis: batches, head scores on planted attention,
+// the transition; and the small configs that do (two layers) and do not (one layer) form
+// induction heads.
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "catch.hpp"
+#include "grokking/checkpoint.hpp"
+#include "grokking/heads.hpp"
+#include "grokking/task.hpp"
+#include "grokking/train.hpp"
+#include "helpers.hpp"
+
+using namespace grokking;
+
+namespace {
+TaskConfig repeat_task(int64_t vocab, int64_t context, int64_t lo, int64_t hi) {
+  TaskConfig t;
+  t.kind = "repeat";
+  t.keys = {{"vocab", vocab}, {"context", context}, {"repeat_min", lo}, {"repeat_max", hi},
+            {"eval_sequences", 40}, {"loss_on", "repeat"}};
+  return t;
+}
+// The length of a padded sequence's repeated segment.
+int64_t length_of(const torch::Tensor& row, int64_t pad) { return row.ne(pad).sum().item<int64_t>() / 2; }
+}  // namespace
+
+TEST_CASE("the repeat task: L tokens then the same L, one length per batch, seeded by the step", "[sequence]") {
+  auto task = make_task(repeat_task(16, 24, 3, 10));
+  const auto& shape = task->shape();
+  CHECK(shape.vocab == 17);  // the pad token is 16
+  CHECK(shape.classes == 16);
+  CHECK(shape.fresh_batches);
+  const Batch a = task->train_batch(7, 5), b = task->train_batch(7, 5), c = task->train_batch(8, 5);
+  CHECK(torch::equal(a.x, b.x));
+  CHECK(!torch::equal(a.x, c.x));
+  const int64_t L = length_of(a.x[0], 16);
+  CHECK(L >= 3);
+  CHECK(L <= 10);
+  for (int64_t i = 0; i < 5; ++i) {
+    CHECK(length_of(a.x[i], 16) == L);  // one length a batch
+    CHECK(torch::equal(a.x[i].narrow(0, 0, L), a.x[i].narrow(0, L, L)));
+    // Scored: positions L..2L-2, each the next token.
+    for (int64_t t = 0; t < 24; ++t) {
+      const bool scored = t >= L && t + 1 < 2 * L;
+      CHECK((a.y[i][t].item<int64_t>() >= 0) == scored);
+      if (scored) CHECK(a.y[i][t].item<int64_t>() == a.x[i][t + 1].item<int64_t>());
+    }
+  }
+  // The evaluation set holds every length of the range; a fixed length is widened to [L/2, 2L].
+  std::set<int64_t> lengths;
+  const Batch eval = task->eval_batch();
+  for (int64_t i = 0; i < eval.x.size(0); ++i) lengths.insert(length_of(eval.x[i], 16));
+  CHECK(lengths.size() == 8);
+  std::set<int64_t> fixed;
+  const Batch feval = make_task(repeat_task(16, 24, 6, 6))->eval_batch();
+  for (int64_t i = 0; i < feval.x.size(0); ++i) fixed.insert(length_of(feval.x[i], 16));
+  CHECK(*fixed.begin() == 3);
+  CHECK(*fixed.rbegin() == 12);
+  // loss_on "all": every next token of the sequence is scored in training, not in evaluation.
+  auto all = repeat_task(16, 24, 3, 10);
+  all.keys["loss_on"] = "all";
+  auto all_task = make_task(all);
+  const Batch t = all_task->train_batch(7, 2);
+  CHECK(t.y[0][0].item<int64_t>() == t.x[0][1].item<int64_t>());
+  CHECK(torch::equal(all_task->eval_batch().y, task->eval_batch().y));
+}
+
+TEST_CASE("head scores: perfect previous-token and induction attention score 1, TransformerLens's about one half",
+          "[sequence]") {
+  // Two sequences of L = 4 distinct tokens repeated, padded to 10 (pad 9).
+  auto x = torch::tensor({{1, 2, 3, 4, 1, 2, 3, 4, 9, 9}, {5, 6, 7, 8, 5, 6, 7, 8, 9, 9}}, torch::kInt64);
+  const int64_t T = 10;
+  auto attn = torch::zeros({2, 3, T, T}, torch::kFloat64);
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t i = 0; i < T; ++i) {
+      attn[n][0][i][std::max<int64_t>(i - 1, 0)] = 1;                 // head 0: the previous token
+      attn[n][1][i][i >= 4 && i < 8 ? i - 3 : 0] = 1;                // head 1: induction (after the earlier copy)
+      attn[n][2][i][0] = 1;                                          // head 2: the first token
+    }
+  const auto s = pattern_scores(attn, x, 9);
+  CHECK(s.previous[0][0] == Approx(1.0));
+  CHECK(s.induction[0][1] == Approx(1.0));
+  CHECK(s.induction_tl[0][1] == Approx(4.0 / 8.0));  // 4 of the 8 real queries have something to attend to
+  CHECK(s.duplicate[0][1] == Approx(0.0));
+  CHECK(s.induction[0][0] < 0.01);
+  CHECK(s.previous[0][2] < 0.2);
+}
+
+TEST_CASE("the transition: 10, 50 and 90 % of the drop, and a bump before it", "[sequence]") {
+  std::vector<MetricsRow> rows;
+  const std::vector<double> losses = {4.0, 3.9, 4.1, 3.5, 2.0, 1.0, 0.4, 0.3};
+  for (size_t i = 0; i < losses.size(); ++i) {
+    MetricsRow r;
+    r.epoch = int64_t(i) * 100;
+    r.test_loss = losses[i];
+    rows.push_back(r);
+  }
+  const auto t = find_transition(rows);  // drop 3.7: 10 % at <= 3.63, 50 % at <= 2.15, 90 % at <= 0.67
+  CHECK(t.at10 == 300);
+  CHECK(t.at50 == 400);
+  CHECK(t.at90 == 600);
+  CHECK(t.bump == Approx(0.2));
+  CHECK(t.bump_at == 200);
+}
+
+namespace {
+// Trains a shipped config, one thread, and returns its run directory and final head scores.
+std::pair<std::string, HeadScores> trained(const std::string& file) {
+  Config cfg = load_config(test::source_dir() + "/configs/induction/" + file);
+  cfg.train.threads = 1, cfg.train.device = "cpu";
+  const std::string dir = test::prepare_run(cfg, file);
+  train(cfg, dir, false, true);
+  const auto ck = load_checkpoint(resolve_checkpoint(dir));
+  return {dir, head_scores(model_from_checkpoint(ck), make_task(cfg.task)->eval_batch())};
+}
+double best(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
+}  // namespace
+
+TEST_CASE("configs/induction/small.json forms induction heads: a previous-token head, then an induction head",
+          "[induction]") {
+  const auto [dir, s] = trained("small.json");
+  const auto rows = read_metrics(dir + "/metrics.csv");
+  const auto& last = rows.back();
+  double first_half = 0;
+  for (auto& [name, v] : last.extra)
+    if (name == "first_half_loss") first_half = v;
+  INFO("repeated half " << last.test_loss << ", first half " << first_half << "; L1 induction " << best(s.induction[1])
+                        << ", L0 previous " << best(s.previous[0]));
+  CHECK(best(s.induction[1]) >= kHeadScoreThreshold);
+  CHECK(best(s.previous[0]) >= kHeadScoreThreshold);
+  CHECK(last.test_loss < 0.25 * first_half);
+  const auto t = find_transition(rows);
+  CHECK(t.at50.has_value());
+}
+
+TEST_CASE("configs/induction/small-1layer.json, the same with one layer, forms none", "[induction-control]") {
+  const auto [dir, s] = trained("small-1layer.json");
+  const auto last = read_metrics(dir + "/metrics.csv").back();
+  INFO("repeated half " << last.test_loss << "; induction " << best(s.induction[0]));
+  CHECK(best(s.induction[0]) < kHeadScoreThreshold);
+  CHECK(last.test_loss > 1.0);  // nowhere near what two layers reach
+}

@@ -1,0 +1,97 @@
+// Toy models of superposition: the sparse features, the geometry measures on planted weights,
+// the two-feature optimum, and small configs that find the pentagon and the sticky D* = 1/2.
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "catch.hpp"
+#include "grokking/checkpoint.hpp"
+#include "grokking/superposition.hpp"
+#include "grokking/task.hpp"
+#include "grokking/train.hpp"
+#include "helpers.hpp"
+
+using namespace grokking;
+
+namespace {
+TaskConfig features(int64_t n, double sparsity, double decay) {
+  TaskConfig t;
+  t.kind = "sparse_features";
+  t.keys = {{"n_features", n}, {"sparsity", sparsity}, {"importance_decay", decay},
+            {"importances", nlohmann::json::array()}, {"eval_examples", 1000}};
+  return t;
+}
+Config toy(int64_t n, int64_t m, double sparsity) {
+  auto j = config_to_json(test::tiny_config());
+  j["task"] = {{"kind", "sparse_features"}, {"n_features", n}, {"sparsity", sparsity}};
+  j["model"] = {{"kind", "toy_superposition"}, {"d_hidden", m}};
+  j["train"]["batch_size"] = 64;
+  return config_from_json(j, "(test)");
+}
+}  // namespace
+
+TEST_CASE("sparse features: zero with probability S, else uniform; the same draws alone and packed", "[superposition]") {
+  auto dense = make_task(features(4, 0.0, 0.9)), sparse = make_task(features(4, 0.75, 0.9));
+  const Batch d = dense->train_batch(3, 20000), s = sparse->train_batch(3, 20000);
+  CHECK(d.x.sizes().vec() == std::vector<int64_t>{1, 20000, 4});
+  CHECK(d.x.gt(0).to(torch::kFloat64).mean().item<double>() == Approx(1.0).margin(1e-3));
+  CHECK(s.x.gt(0).to(torch::kFloat64).mean().item<double>() == Approx(0.25).margin(0.01));
+  CHECK(d.x.max().item<double>() < 1.0);
+  CHECK(d.weight[0][2].item<double>() == Approx(0.81));
+  // A pack of both: each replica's batch is what it draws alone.
+  auto pack = make_task(std::vector<TaskConfig>{features(4, 0.0, 0.9), features(4, 0.75, 0.9)});
+  const Batch p = pack->train_batch(3, 20000);
+  CHECK(torch::equal(p.x[0], d.x[0]));
+  CHECK(torch::equal(p.x[1], s.x[0]));
+  CHECK(torch::equal(p.y, p.x));
+}
+
+TEST_CASE("superposition measures: a pentagon, an antipodal pair, orthogonal features", "[superposition]") {
+  auto planted = [](Config cfg, const torch::Tensor& W) {
+    Model m(cfg);
+    torch::NoGradGuard no_grad;
+    m.param("W").copy_(W);
+    return analyse_superposition(m);
+  };
+  std::vector<float> pentagon;
+  for (int k = 0; k < 5; ++k) pentagon.push_back(float(std::cos(2 * M_PI * k / 5))), pentagon.push_back(float(std::sin(2 * M_PI * k / 5)));
+  const auto p = planted(toy(5, 2, 0.9), torch::tensor(pentagon).view({5, 2}));
+  for (auto& f : p.features) {
+    CHECK(f.norm == Approx(1.0).epsilon(1e-6));
+    CHECK(f.dimensionality == Approx(0.4).epsilon(1e-5));
+  }
+  CHECK(p.dims_per_feature == Approx(0.4).epsilon(1e-5));
+  CHECK(p.represented == 5);
+  CHECK(p.superposed == 5);
+  const auto pair = planted(toy(2, 1, 0.9), torch::tensor({1.0f, -1.0f}).view({2, 1}));
+  CHECK(pair.features[0].dimensionality == Approx(0.5));
+  CHECK(two_feature_phase(pair) == "antipodal superposition");
+  const auto ortho = planted(toy(3, 3, 0.0), torch::eye(3));
+  for (auto& f : ortho.features) CHECK(f.dimensionality == Approx(1.0));
+  CHECK(ortho.superposed == 0);
+  const auto one = planted(toy(2, 1, 0.0), torch::tensor({1.0f, 0.0f}).view({2, 1}));
+  CHECK(two_feature_phase(one) == "not represented");
+}
+
+TEST_CASE("the two-feature optimum: the paper's three regions at their corners", "[superposition]") {
+  CHECK(two_feature_optimum(0.1, 1.0) == "not represented");       // dense, feature 2 unimportant
+  CHECK(two_feature_optimum(10.0, 1.0) == "dedicated dimension");  // dense, feature 2 more important
+  CHECK(two_feature_optimum(1.0, 0.02) == "antipodal superposition");  // very sparse, equal importance
+}
+
+namespace {
+SuperpositionReport trained(const std::string& file) {
+  Config cfg = load_config(test::source_dir() + "/configs/superposition/" + file);
+  cfg.train.threads = 1, cfg.train.device = "cpu";
+  const std::string dir = test::prepare_run(cfg, file);
+  train(cfg, dir, false, true);
+  return analyse_superposition(model_from_checkpoint(load_checkpoint(resolve_checkpoint(dir))));
+}
+}  // namespace
+
+TEST_CASE("configs/superposition/pentagon.json: five sparse features in two dimensions as a pentagon", "[superposition-train]") {
+  const auto r = trained("pentagon.json");
+  INFO("D* " << r.dims_per_feature);
+  CHECK(r.represented == 5);
+  for (auto& f : r.features) CHECK(f.dimensionality == Approx(0.4).margin(0.05));
+}
