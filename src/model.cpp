@@ -83,6 +83,16 @@ torch::Tensor replica_part(const torch::Tensor& flat, const std::vector<ParamBlo
   return torch::cat(parts, -1);
 }
 
+torch::Tensor pack_replica_parts(const std::vector<torch::Tensor>& parts, const std::vector<ParamBlock>& blocks) {
+  std::vector<torch::Tensor> out;
+  int64_t one = 0;  // the block's offset in a single model's buffer
+  for (auto& b : blocks) {
+    for (auto& p : parts) out.push_back(p.narrow(-1, one, b.numel));
+    one += b.numel;
+  }
+  return torch::cat(out, -1);
+}
+
 torch::Tensor Model::replica_part(const torch::Tensor& flat, int64_t s) const {
   return replicas() == 1 ? flat : grokking::replica_part(flat, param_blocks(), s);
 }

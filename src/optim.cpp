@@ -1,5 +1,6 @@
 #include "grokking/optim.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "grokking/error.hpp"
@@ -89,10 +90,46 @@ void FlatAdamW::update_per_replica(const torch::Tensor& factor, const torch::Ten
   param_.add_(exp_avg_.mul(spread(-(factor * lr_s_) / bias_correction1)).div_(denom));
 }
 
+void FlatAdamW::update_each_replica(double lr) {
+  // lr is replica 0's scheduled rate (or a multiple of it, applied to every replica's own).
+  const double scheduled = scheduled_lr();
+  const double scale = lr == scheduled ? 1.0 : (scheduled > 0 ? lr / scheduled : 0.0);
+  for (int64_t r = 0; r < replicas_; ++r) {
+    const OptimConfig& o = per_replica_.empty() ? opt_ : per_replica_[size_t(r)];
+    const int64_t before = steps(r);
+    const double lr_r = scale == 1.0 ? lr_at(r, before) : lr_at(r, before) * scale;
+    const double bias_correction1 = 1 - std::pow(o.beta1, double(before + 1));
+    const double bias_correction2 = 1 - std::pow(o.beta2, double(before + 1));
+    for (auto& b : blocks_) {
+      const int64_t off = b.offset + r * b.numel;
+      auto p = param_.narrow(0, off, b.numel), g = grad_.narrow(0, off, b.numel);
+      auto m = exp_avg_.narrow(0, off, b.numel), v = exp_avg_sq_.narrow(0, off, b.numel);
+      // step()'s single-model arithmetic, in its order.
+      p.mul_(1 - lr_r * o.weight_decay);
+      m.mul_(o.beta1).add_(g, 1 - o.beta1);
+      v.mul_(o.beta2).addcmul_(g, g, 1 - o.beta2);
+      auto denom = (v.sqrt() / std::sqrt(bias_correction2)).add_(o.eps);
+      p.addcdiv_(m, denom, -lr_r / bias_correction1);
+    }
+  }
+  if (own_steps_.empty()) {
+    ++step_;
+  } else {
+    for (auto& n : own_steps_) ++n;
+    step_ = own_steps_[0];
+  }
+  if (device_step_.defined()) device_step_.fill_(double(step_));
+}
+
 void FlatAdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   auto v = view();
   for (auto& i : interventions_) i->before_update(v);
+  if (!own_steps_.empty() || (!per_replica_.empty() && param_.is_cpu())) {
+    update_each_replica(lr);
+    for (auto& i : interventions_) i->after_update(v);
+    return;
+  }
   ++step_;
   // step_on_device() goes on from the host's count, in place: a captured graph keeps its address.
   if (device_step_.defined()) device_step_.fill_(double(step_));
@@ -118,6 +155,7 @@ void FlatAdamW::step(double lr) {
 void FlatAdamW::step_on_device() {
   torch::NoGradGuard no_grad;
   if (has_interventions()) throw std::logic_error("step_on_device runs plain AdamW; interventions need step()");
+  if (!own_steps_.empty()) throw std::logic_error("step_on_device: the replicas' step counts differ");
   if (!device_step_.defined())  // first use; step() and set_state() keep it in line afterwards
     device_step_ = torch::full({}, double(step_), torch::TensorOptions().dtype(torch::kFloat64).device(param_.device()));
   // step()'s arithmetic, with the host's double scalars as float64 device scalars.
@@ -143,6 +181,7 @@ void FlatAdamW::set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64
   exp_avg_.copy_(exp_avg);
   exp_avg_sq_.copy_(exp_avg_sq);
   step_ = step;
+  own_steps_.clear();
 }
 
 void FlatAdamW::set_state(const OptimState& st) {
@@ -152,14 +191,52 @@ void FlatAdamW::set_state(const OptimState& st) {
   for (auto& i : interventions_) i->load(st, v);
 }
 
+void FlatAdamW::set_state(const OptimState& st, const std::vector<int64_t>& steps) {
+  if (int64_t(steps.size()) != replicas_)
+    throw std::invalid_argument("FlatAdamW::set_state: " + std::to_string(steps.size()) + " step counts for " +
+                                std::to_string(replicas_) + " replicas");
+  set_state(st);
+  step_ = steps[0];
+  if (std::any_of(steps.begin(), steps.end(), [&](int64_t n) { return n != steps[0]; })) own_steps_ = steps;
+  if (device_step_.defined()) device_step_.fill_(double(step_));
+}
+
 OptimState FlatAdamW::state() const { return state(-1); }
 
 OptimState FlatAdamW::state(int64_t r) const {
   auto part = [&](const torch::Tensor& t) { return r < 0 || replicas_ == 1 ? t : replica_part(t, blocks_, r); };
-  OptimState st{part(exp_avg_), part(exp_avg_sq_), step_, {}};
+  OptimState st{part(exp_avg_), part(exp_avg_sq_), r < 0 ? step_ : steps(r), {}};
   const auto v = view();
   for (auto& i : interventions_) i->save(st.extra, v, r);
   return st;
+}
+
+OptimState pack_states(const std::vector<OptimState>& states, const std::vector<ParamBlock>& blocks) {
+  if (states.empty()) throw std::invalid_argument("pack_states: no states");
+  auto cpu = [](const torch::Tensor& t) { return t.to(torch::kCPU); };
+  std::vector<torch::Tensor> m, v;
+  for (auto& s : states) m.push_back(cpu(s.exp_avg)), v.push_back(cpu(s.exp_avg_sq));
+  OptimState out{pack_replica_parts(m, blocks), pack_replica_parts(v, blocks), states[0].step, {}};
+  const int64_t n = states[0].exp_avg.numel();
+  for (size_t k = 0; k < states[0].extra.size(); ++k) {
+    const auto& [name, first] = states[0].extra[k];
+    std::vector<torch::Tensor> parts;
+    for (auto& s : states) {
+      if (s.extra.size() != states[0].extra.size() || s.extra[k].first != name)
+        throw std::invalid_argument("pack_states: the replicas' optimisers keep different state");
+      parts.push_back(cpu(s.extra[k].second));
+    }
+    if (first.dim() >= 1 && first.size(-1) == n) {
+      out.extra.emplace_back(name, pack_replica_parts(parts, blocks));
+    } else if (first.dim() == 1 && first.size(0) == 1) {
+      out.extra.emplace_back(name, torch::cat(parts));
+    } else {
+      for (auto& p : parts)
+        if (!torch::equal(p, parts[0])) throw std::invalid_argument("pack_states: " + name + " differs between replicas");
+      out.extra.emplace_back(name, parts[0]);
+    }
+  }
+  return out;
 }
 
 torch::Tensor train_step(Model& model, FlatAdamW& opt, const Batch& batch, bool fast, double lr) {

@@ -228,6 +228,13 @@ RunState run_state(const std::string& run_dir) {
   return RunState::fresh;
 }
 
+// A run a pack may take: nothing of it trained yet (at most the config.json of a pack that was
+// killed before the run's turn came).
+bool never_started(const std::string& run_dir) {
+  return !exists(summary_path(run_dir)) && !exists(run_dir + "/metrics.csv") &&
+         !exists(run_dir + "/checkpoints/resume.pt") && list_checkpoints(run_dir).empty();
+}
+
 // The claim on one run of a sweep: an flock on <sweep>/claims/<run>, taken before the run's
 // status is read. Whichever process gets it trains the run; the others skip it. The training
 // child inherits the descriptor, so the claim lasts as long as the training does, even when
@@ -296,26 +303,33 @@ Config run_config(const SweepPlan& plan, const SweepRun& run) {
   return c;
 }
 
-// The work of a sweep process: runs in plan order, the new runs that share a pack_key gathered
-// into packs of up to opts.pack (each pack in the place of its first run).
+// The work of a sweep process: runs in plan order; with --pack N, the new runs that can train
+// side by side and share a pack_key gathered into one queue (in the place of its first run),
+// split into at most `jobs` queues of at least N runs. A queue trains in one process, N at a
+// time, each place refilled from the queue as its run ends.
 std::vector<std::vector<SweepRun>> make_packs(const SweepOptions& opts, const SweepPlan& plan,
                                               const std::vector<SweepRun>& todo) {
-  std::vector<std::vector<SweepRun>> out;
-  std::map<std::string, size_t> open_pack;  // pack_key -> index in out of the pack being filled
+  std::vector<std::vector<SweepRun>> groups;
+  std::map<std::string, size_t> group_of;  // pack_key -> index in groups
   for (auto& r : todo) {
-    if (opts.pack <= 1 || run_state(plan.dir + "/runs/" + r.name) != RunState::fresh) {
-      out.push_back({r});
+    if (opts.pack <= 1 || !never_started(plan.dir + "/runs/" + r.name)) {
+      groups.push_back({r});
       continue;
     }
     const Config c = run_config(plan, r);
-    const std::string key = pack_key(c);
-    auto it = open_pack.find(key);
-    if (c.train.batch_size == 0 && it != open_pack.end() && int64_t(out[it->second].size()) < opts.pack) {
-      out[it->second].push_back(r);
-    } else {
-      out.push_back({r});
-      if (c.train.batch_size == 0) open_pack[key] = out.size() - 1;
+    if (!side_by_side(c)) {
+      groups.push_back({r});
+      continue;
     }
+    const auto [it, added] = group_of.emplace(pack_key(c), groups.size());
+    if (added) groups.emplace_back();
+    groups[it->second].push_back(r);
+  }
+  std::vector<std::vector<SweepRun>> out;
+  for (auto& g : groups) {
+    const auto n = int64_t(g.size());
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(opts.jobs, n / std::max<int64_t>(opts.pack, 1)));
+    for (int64_t p = 0; p < parts; ++p) out.emplace_back(g.begin() + p * n / parts, g.begin() + (p + 1) * n / parts);
   }
   return out;
 }
@@ -463,7 +477,7 @@ int run_sweep_command(const SweepOptions& opts) {
   // that process), each directory prepared with its config.json, then one `train --packed` child.
   auto train_pack = [&](const std::vector<SweepRun>& pack) {
     std::vector<std::unique_ptr<RunClaim>> claims;
-    std::vector<std::string> args = {opts.self_exe, "train", "-q", "--packed"};
+    std::vector<std::string> args = {opts.self_exe, "train", "-q", "--slots", std::to_string(opts.pack), "--packed"};
     std::vector<std::string> names;
     std::vector<size_t> alone;  // started meanwhile by another process, which let go of it: one by one
     for (size_t i = 0; i < pack.size(); ++i) {
@@ -474,7 +488,7 @@ int run_sweep_command(const SweepOptions& opts) {
         claimed_elsewhere(r.name);
         continue;
       }
-      if (run_state(dir) != RunState::fresh) {
+      if (!never_started(dir)) {
         alone.push_back(i);
         continue;
       }
@@ -489,7 +503,9 @@ int run_sweep_command(const SweepOptions& opts) {
     if (!names.empty()) {
       std::vector<const RunClaim*> held;
       for (auto& c : claims) held.push_back(c.get());
-      if (!opts.quiet) spdlog::info("{} runs side by side: {} ...", names.size(), names[0]);
+      if (!opts.quiet)
+        spdlog::info("{} runs, {} side by side: {} ...", names.size(), std::min<int64_t>(opts.pack, int64_t(names.size())),
+                     names[0]);
       const int rc = run_child(args, held);
       for (auto& name : names) {
         const auto st = run_state(plan.dir + "/runs/" + name);

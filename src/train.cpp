@@ -69,73 +69,90 @@ std::vector<int64_t> seeds_of(const std::vector<Config>& cfgs) {
   return out;
 }
 
-std::vector<TaskConfig> tasks_of(const std::vector<Config>& cfgs) {
-  std::vector<TaskConfig> out;
-  for (auto& c : cfgs) out.push_back(c.task);
-  return out;
-}
 
-// One training run of S replicas side by side (S = 1: a plain run), each with its own config
-// (seed and, packed, the optimiser's numbers) and writing its own run directory. Each replica
-// ends on its own (early stop, divergence) while the others go on, and writes its summary when
-// it ends. run() is the recipe; each step below it does one thing.
+// One training run of several runs side by side in up to `slots` replicas (one run: a plain
+// run), each with its own config (seed and, packed, the optimiser's numbers) and writing its own
+// run directory. Each run has its own epoch count (its epoch 0 is the global epoch it entered
+// at), ends on its own (early stop, divergence, its epoch budget) while the others go on, and
+// writes its summary when it ends. Its place then goes to the next run waiting, or the pack
+// shrinks to its live runs: no compute goes to a finished run (continuous packing). run() is
+// the recipe; each step below it does one thing.
 class TrainingRun {
  public:
-  TrainingRun(const std::vector<Config>& cfgs, const std::vector<std::string>& dirs, bool resume, bool quiet)
-      : cfgs_(cfgs), cfg_(cfgs.at(0)), tc_(cfg_.train), seeds_(seeds_of(cfgs)), dirs_(dirs),
-        S_(int64_t(cfgs.size())), resume_(resume), quiet_(quiet), rows_(cfgs.size()), held_since_(cfgs.size(), -1),
-        status_(cfgs.size()), epochs_done_(cfgs.size(), 0), last_checkpoint_(cfgs.size(), -1),
-        reports_(cfgs.size()) {}
+  TrainingRun(std::vector<Config> cfgs, std::vector<std::string> dirs, bool resume, bool quiet, int64_t slots)
+      : cfgs_(std::move(cfgs)), cfg_(cfgs_.at(0)), tc_(cfg_.train), seeds_(seeds_of(cfgs_)), dirs_(std::move(dirs)),
+        M_(int64_t(cfgs_.size())), N_(slots <= 0 ? M_ : std::min(slots, M_)), resume_(resume), quiet_(quiet),
+        rows_(cfgs_.size()), held_since_(cfgs_.size(), -1), status_(cfgs_.size()), started_(cfgs_.size(), false),
+        last_checkpoint_(cfgs_.size(), -1), offset_(cfgs_.size(), 0), t_start_(cfgs_.size(), Clock::now()),
+        reports_(cfgs_.size()) {
+    for (int64_t k = 0; k < N_; ++k) slots_.push_back(size_t(k)), started_[size_t(k)] = true;
+    next_pending_ = N_;
+    S_ = N_;
+  }
 
   std::vector<TrainReport> run() {
     set_up_run();
     if (!resume_) {
-      start_metrics();
-      evaluate_rows(0);
-      checkpoint_running(0);
+      for (int64_t r = 0; r < S_; ++r) start_metrics(run_of(r));
+      evaluate_rows(all_slots());
+      checkpoint_running();
     }
     SignalScope signals;
     ProgressBar bar(!quiet_ && ::isatty(2));
     loop_start_ = Clock::now();
-    while (epoch_ < tc_.epochs && active() > 0) {
+    work_at_start_ = work_done();
+    while (true) {
+      for (int64_t r = 0; r < S_; ++r)
+        if (running(r) && local(r) >= tc_.epochs) end(r, RunStatus::completed);
+      refresh_pack();
+      if (active() == 0) {
+        if (next_pending_ < M_) continue;
+        break;
+      }
       train_epoch();
       ++epoch_;
       // One model: a loss that is not finite ends the run at once. Replicas are checked at
       // evaluations (and before every checkpoint), each on its own.
-      if (S_ == 1 && !std::isfinite(last_loss_)) {
+      if (M_ == 1 && !std::isfinite(last_loss_)) {
         end(0, RunStatus::diverged);
         break;
       }
-      if (epoch_ % tc_.eval_every == 0 || epoch_ == tc_.epochs) {
-        evaluate_rows(epoch_);
-        if (active() == 0) break;
-        if (epoch_ - last_logged_ >= std::max<int64_t>(tc_.log_every, 1) || epoch_ == tc_.epochs) {
-          bar.clear();
-          log_->info(progress_line(epoch_, tc_.epochs, latest_rows(), epochs_per_s(), shape_.fresh_batches ? "step" : "epoch"));
+      std::vector<int64_t> due;
+      for (int64_t r = 0; r < S_; ++r)
+        if (running(r) && (local(r) % tc_.eval_every == 0 || local(r) == tc_.epochs)) due.push_back(r);
+      if (!due.empty()) {
+        evaluate_rows(due);
+        if (epoch_ - last_logged_ >= std::max<int64_t>(tc_.log_every, 1) || (M_ == 1 && local(0) == tc_.epochs)) {
+          if (active() > 0) {
+            bar.clear();
+            log_->info(progress_line(latest_epoch(), tc_.epochs, latest_rows(), epochs_per_s(),
+                                     shape_.fresh_batches ? "step" : "epoch"));
+          }
           last_logged_ = epoch_;
         }
-        for (int64_t r = 0; r < S_; ++r)
+        for (auto r : due)
           if (running(r) && early_stop_reached(r)) {
-            checkpoint(epoch_, r);
+            checkpoint(r);
             end(r, RunStatus::early_stopped);
           }
-        if (active() == 0) break;
       }
-      if (epoch_ % tc_.checkpoint_every == 0 || epoch_ == tc_.epochs) checkpoint_running(epoch_);
+      for (int64_t r = 0; r < S_; ++r)
+        if (running(r) && (local(r) % tc_.checkpoint_every == 0 || local(r) == tc_.epochs)) checkpoint(r);
       if (signals.received() != 0) {
         signal_ = signals.received();
-        checkpoint_running(epoch_);
+        checkpoint_running();
         for (int64_t r = 0; r < S_; ++r)
           if (running(r)) end(r, RunStatus::interrupted);
         break;
       }
-      bar.update(epoch_, tc_.epochs, epochs_per_s());
+      bar.update(work_done(), M_ * tc_.epochs, work_per_s());
     }
-    for (int64_t r = 0; r < S_; ++r)
-      if (running(r)) end(r, RunStatus::completed);
     bar.clear();
-    report_end(reports_);
-    return reports_;
+    std::vector<TrainReport> out;  // the runs that started (an interrupt leaves the others fresh)
+    for (size_t k = 0; k < reports_.size(); ++k)
+      if (started_[k]) out.push_back(reports_[k]);
+    report_end(out);
+    return out;
   }
 
  private:
@@ -147,12 +164,12 @@ class TrainingRun {
     if (device_.is_cpu()) at::globalContext().setFlushDenormal(tc_.flush_denormal);
     log_ = make_run_logger(dirs_, quiet_);
 
-    task_ = make_task(tasks_of(cfgs_));
+    task_ = make_task(slot_tasks(slots_));
     shape_ = task_->shape();
-    for (auto& dir : dirs_) task_->write_files(dir, resume_);
-    model_ = std::make_unique<Model>(cfg_, seeds_);
+    for (auto k : slots_) task_->write_files(dirs_[k], resume_);
+    model_ = std::make_unique<Model>(cfg_, slot_seeds(slots_));
     // Replicas train through the batched forward: the fast path where the kind has one.
-    fast_ = model_->has_fast_path() && (tc_.path != "plain" || S_ > 1);
+    fast_ = model_->has_fast_path() && (tc_.path != "plain" || M_ > 1);
     Checkpoint ck;
     if (resume_) {
       ck = load_checkpoint(resume_path(dirs_[0]));
@@ -164,9 +181,7 @@ class TrainingRun {
       epoch_ = start_epoch_ = last_logged_ = last_checkpoint_[0] = ck.epoch;
     }
     model_->to(device_);
-    std::vector<OptimConfig> optims;
-    for (auto& c : cfgs_) optims.push_back(c.optim);
-    opt_ = std::make_unique<FlatAdamW>(*model_, cfg_.optim, optims);
+    opt_ = std::make_unique<FlatAdamW>(*model_, cfg_.optim, slot_optims(slots_));
     if (resume_) {
       OptimState st{ck.exp_avg.to(device_), ck.exp_avg_sq.to(device_), ck.optimizer_step, {}};
       for (auto& [name, t] : ck.optimizer_extra) st.extra.emplace_back(name, t.to(device_));
@@ -196,19 +211,7 @@ class TrainingRun {
       batch_ = tc_.batch_size > 0 ? tc_.batch_size : n_train_;
     }
 
-    // CUDA graphs: full batches of a fixed split only (a minibatch is a new tensor every step).
-    std::string graph_note = "off";
-    if (device_.is_cuda()) {
-      if (!tc_.cuda_graph) graph_note = "off (train.cuda_graph false)";
-      else if (!GraphedStep::built()) graph_note = "off (not built)";
-      else if (shape_.fresh_batches) graph_note = "off (fresh batches)";
-      else if (batch_ < n_train_) graph_note = "off (minibatches)";
-      else if (opt_->has_interventions()) graph_note = "off (optim interventions run eagerly)";
-      else {
-        graph_ = std::make_unique<GraphedStep>(*model_, *opt_, train_set_.x, train_set_.y, fast_);
-        graph_note = "on";
-      }
-    }
+    const std::string graph_note = make_graph();
     log_->info("grokking {} | LibTorch {} | device {} | BLAS {} | {} thread{} | flush_denormal {} | {} path{}",
                GROKKING_VERSION, compat::torch_version(), device_.str(), blas_description(), threads_,
                threads_ == 1 ? "" : "s",
@@ -216,11 +219,129 @@ class TrainingRun {
                device_.is_cuda() ? " | CUDA graph " + graph_note : "");
     log_->info("{} | {} {} | {} parameters | {} {}{}{}", describe_task(), data_description(), cfg_.model.kind,
                model_->flat().numel() / S_, tc_.epochs, shape_.fresh_batches ? "steps" : "epochs",
-               S_ > 1 ? " | " + std::to_string(S_) + " models side by side" : "",
+               M_ > 1 ? " | " + std::to_string(S_) + " models side by side" +
+                            (M_ > N_ ? " (" + std::to_string(M_) + " runs, each place refilled as a run ends)" : "")
+                      : "",
                resume_ ? " | resuming at epoch " + std::to_string(start_epoch_) : "");
     const auto& kind = find_model_kind(cfg_.model.kind);
     if (kind.note)
       if (const std::string note = kind.note(cfg_, shape_); !note.empty()) log_->warn("{}", note);
+  }
+
+  // CUDA graphs: full batches of a fixed split only (a minibatch is a new tensor every step), and
+  // replicas at one step count. Returns what the log says of it.
+  std::string make_graph() {
+    graph_.reset();
+    if (!device_.is_cuda()) return "off";
+    if (!tc_.cuda_graph) return "off (train.cuda_graph false)";
+    if (!GraphedStep::built()) return "off (not built)";
+    if (shape_.fresh_batches) return "off (fresh batches)";
+    if (batch_ < n_train_) return "off (minibatches)";
+    if (opt_->has_interventions()) return "off (optim interventions run eagerly)";
+    if (opt_->own_steps()) return "off (replicas at different steps)";
+    graph_ = std::make_unique<GraphedStep>(*model_, *opt_, train_set_.x, train_set_.y, fast_);
+    return "on";
+  }
+
+  // The runs in the slots: their seeds, task configs and optimiser configs.
+  std::vector<int64_t> slot_seeds(const std::vector<size_t>& slots) const {
+    std::vector<int64_t> out;
+    for (auto k : slots) out.push_back(seeds_[k]);
+    return out;
+  }
+  std::vector<TaskConfig> slot_tasks(const std::vector<size_t>& slots) const {
+    std::vector<TaskConfig> out;
+    for (auto k : slots) out.push_back(cfgs_[k].task);
+    return out;
+  }
+  std::vector<OptimConfig> slot_optims(const std::vector<size_t>& slots) const {
+    std::vector<OptimConfig> out;
+    for (auto k : slots) out.push_back(cfgs_[k].optim);
+    return out;
+  }
+  std::vector<int64_t> all_slots() const {
+    std::vector<int64_t> out;
+    for (int64_t r = 0; r < S_; ++r) out.push_back(r);
+    return out;
+  }
+
+  // Continuous packing: once a run has ended, the pack is rebuilt from the live runs' weights and
+  // optimiser states (each with its own step count) and the next waiting runs, initialised as
+  // they would be alone. A run enters mid-way only where nothing but its weights and moments
+  // depends on when it started: a fixed split (fresh batches are drawn by the step of the whole
+  // pack), no Grokfast filter (its window is shared), and on the CPU (a CUDA graph replays one
+  // step count); elsewhere the pack shrinks and the waiting runs start together once it is
+  // empty. On a GPU the pack shrinks only once a quarter of it has ended (each rebuild is a new
+  // graph capture); until then the ended replicas go on computing, written nowhere.
+  void refresh_pack() {
+    const int64_t live = active();
+    if (live == S_ && (live == N_ || next_pending_ >= M_)) return;  // full, or nothing to add
+    if (live == S_ && live > 0 && !can_enter_midway()) return;
+    if (device_.is_cuda() && live > 0 && (S_ - live) * 4 < S_) return;
+    std::vector<size_t> slots;
+    std::vector<Model> ones;
+    std::vector<OptimState> states;
+    std::vector<int64_t> steps;
+    for (int64_t r = 0; r < S_; ++r)
+      if (running(r)) {
+        slots.push_back(run_of(r));
+        ones.push_back(model_->replica(r));
+        states.push_back(opt_->state(r));
+        steps.push_back(opt_->steps(r));
+      }
+    std::vector<size_t> entering;
+    if (live == 0 || can_enter_midway())
+      while (int64_t(slots.size()) < N_ && next_pending_ < M_) {
+        const auto k = size_t(next_pending_++);
+        Model one(cfgs_[k]);
+        FlatAdamW fresh(one, cfgs_[k].optim);
+        states.push_back(fresh.state());
+        ones.push_back(std::move(one));
+        steps.push_back(0);
+        slots.push_back(k);
+        entering.push_back(k);
+      }
+    if (slots.empty()) {  // every run has ended
+      S_ = 0;
+      return;
+    }
+    graph_.reset();
+    opt_.reset();
+    if (shape_.fresh_batches) {  // the task's per-run numbers (sparse features) follow the slots
+      task_ = make_task(slot_tasks(slots));
+      test_set_ = task_->eval_batch().to(device_);
+    }
+    auto model = std::make_unique<Model>(cfg_, slot_seeds(slots));
+    std::vector<torch::Tensor> flats;
+    for (auto& m : ones) flats.push_back(m.flat().detach().cpu());
+    {
+      torch::NoGradGuard no_grad;
+      model->flat().detach().copy_(pack_replica_parts(flats, model->param_blocks()));
+    }
+    model->to(device_);
+    model_ = std::move(model);
+    opt_ = std::make_unique<FlatAdamW>(*model_, cfg_.optim, slot_optims(slots));
+    opt_->set_state(pack_states(states, model_->param_blocks()), steps);
+    slots_ = slots;
+    S_ = int64_t(slots_.size());
+    make_graph();
+    std::vector<int64_t> new_slots;
+    for (auto k : entering) {
+      offset_[k] = epoch_;
+      t_start_[k] = Clock::now();
+      started_[k] = true;
+      task_->write_files(dirs_[k], false);
+      start_metrics(k);
+      new_slots.push_back(int64_t(std::find(slots_.begin(), slots_.end(), k) - slots_.begin()));
+      log_->info("{}: starts in the pack ({} side by side)", dirs_[k], S_);
+    }
+    if (!new_slots.empty()) {
+      evaluate_rows(new_slots);
+      for (auto r : new_slots) checkpoint(r);
+    }
+  }
+  bool can_enter_midway() const {
+    return !shape_.fresh_batches && cfg_.optim.grokfast == "none" && !device_.is_cuda();
   }
 
   // "add (mod 113)", "repeat (vocab 64, ...)": the task as its kind describes it in one phrase.
@@ -235,36 +356,32 @@ class TrainingRun {
     return std::to_string(n_train_) + " train / " + std::to_string(test_set_.size()) + " test |";
   }
 
-  std::string metrics_path(int64_t r) const { return dirs_[size_t(r)] + "/metrics.csv"; }
+  std::string metrics_path(size_t k) const { return dirs_[k] + "/metrics.csv"; }
 
-  // A fresh metrics.csv, header only, per replica.
-  void start_metrics() {
-    for (int64_t r = 0; r < S_; ++r) atomic_write(metrics_path(r), metrics_header(extra_columns()) + "\n");
-  }
+  // A fresh metrics.csv, header only, for run k.
+  void start_metrics(size_t k) { atomic_write(metrics_path(k), metrics_header(extra_columns()) + "\n"); }
 
   // The training batch of step `step` of a task with fresh batches, on the device.
   Batch fresh_batch(int64_t step) const { return task_->train_batch(step, batch_).to(device_); }
 
   // One epoch: for a fixed split, one pass over the training pairs (full batch, or minibatches in
   // an order drawn from (seed, epoch) so that a resumed run draws the same order without saved
-  // generator state); for fresh batches, one step on the batch of this step. last_step_ is the
-  // step count before the epoch's last step; last_loss_ is that step's loss (on the CPU only:
-  // reading it on a GPU would synchronise every step).
+  // generator state); for fresh batches, one step on the batch of this step (the runs of a pack
+  // are then at one step). last_loss_ is the epoch's last step's loss (on the CPU only: reading
+  // it on a GPU would synchronise every step).
   void train_epoch() {
     if (shape_.fresh_batches) {
-      last_step_ = opt_->steps();
-      auto loss = train_step(*model_, *opt_, fresh_batch(epoch_), fast_, opt_->scheduled_lr());
+      auto loss = train_step(*model_, *opt_, fresh_batch(local(0)), fast_, opt_->scheduled_lr());
       if (device_.is_cpu()) last_loss_ = loss.item<double>();
       return;
     }
     Batch all = train_set_;
     if (batch_ < n_train_) {
-      auto gen = at::detail::createCPUGenerator(uint64_t(tc_.seed) * 1000003u + uint64_t(epoch_));
+      auto gen = at::detail::createCPUGenerator(uint64_t(tc_.seed) * 1000003u + uint64_t(local(0)));
       all = all.index_select(torch::randperm(n_train_, gen, torch::kInt64).to(device_));
     }
     for (int64_t i = 0; i < n_train_; i += batch_) {
       const Batch b = batch_ < n_train_ ? all.slice(i, i + batch_) : all;
-      last_step_ = opt_->steps();
       auto loss = graph_ ? graph_->run() : train_step(*model_, *opt_, b, fast_, opt_->scheduled_lr());
       if (device_.is_cpu()) last_loss_ = loss.item<double>();
     }
@@ -272,8 +389,8 @@ class TrainingRun {
 
   // What "train" means at an evaluation: the training pairs of a fixed split; for fresh batches,
   // the batch the last step trained on (the first batch before any step).
-  Batch train_measure_set(int64_t epoch) const {
-    return shape_.fresh_batches ? fresh_batch(std::max<int64_t>(epoch - 1, 0)) : train_set_;
+  Batch train_measure_set() const {
+    return shape_.fresh_batches ? fresh_batch(std::max<int64_t>(local(0) - 1, 0)) : train_set_;
   }
 
   // Per replica: the cosine between the negative gradient of the training loss (on
@@ -340,22 +457,23 @@ class TrainingRun {
     return task_->extra_measures(model_->outputs(test_set_.x, fast_), test_set_);
   }
 
-  // Evaluates every replica on both splits and appends a metrics.csv row to each that is still
-  // running (the lr column: the rate of the epoch's last step).
-  void evaluate_rows(int64_t epoch) {
-    const Batch train = train_measure_set(epoch);
+  // Evaluates every replica on both splits and appends a metrics.csv row, at its own epoch, to
+  // each of `due` that is still running (the lr column: the rate of the epoch's last step).
+  void evaluate_rows(const std::vector<int64_t>& due) {
+    const Batch train = train_measure_set();
     auto tr = evaluate(*model_, train, fast_), te = evaluate(*model_, test_set_, fast_);
     const auto cos = grad_weight_cos(train);
     const auto extra = extra_measures();
     const auto extra_names = task_->extra_columns();
     const auto columns = extra_columns();
-    const double elapsed = elapsed_before_ + seconds_since(t0_);
-    for (int64_t r = 0; r < S_; ++r) {
+    for (auto r : due) {
       if (!running(r)) continue;
-      const auto i = size_t(r);
+      const auto i = size_t(r), run = run_of(r);
       const double sq =
           model_->replica_part(model_->flat().detach(), r).to(torch::kFloat64).pow(2).sum().item<double>();
-      const double lr = epoch == 0 ? 0.0 : opt_->lr_at(r, last_step_);
+      const int64_t epoch = local(r);
+      const double lr = epoch == 0 ? 0.0 : opt_->lr_at(r, opt_->steps(r) - 1);
+      const double elapsed = elapsed_before_ + seconds_since(t_start_[run]);
       MetricsRow row{epoch, tr.loss[i], te.loss[i], tr.acc[i], te.acc[i], sq, lr, elapsed,
                      tr.zero_terms[i], tr.collapse[i], cos.total[i], {}};
       for (size_t k = 0; k < extra_names.size(); ++k) row.extra.emplace_back(extra_names[k], extra[k][i]);
@@ -365,9 +483,9 @@ class TrainingRun {
         end(r, RunStatus::diverged);
         continue;
       }
-      append_line(metrics_path(r), format_row(row));
-      rows_[i].push_back(row);
-      update_hold(r, row);
+      append_line(metrics_path(run), format_row(row));
+      rows_[run].push_back(row);
+      update_hold(run, row);
     }
   }
 
@@ -375,13 +493,34 @@ class TrainingRun {
   std::vector<MetricsRow> latest_rows() const {
     std::vector<MetricsRow> out;
     for (int64_t r = 0; r < S_; ++r)
-      if (running(r)) out.push_back(rows_[size_t(r)].back());
+      if (running(r)) out.push_back(rows_[run_of(r)].back());
     return out;
+  }
+  int64_t latest_epoch() const {
+    int64_t e = 0;
+    for (int64_t r = 0; r < S_; ++r)
+      if (running(r)) e = std::max(e, local(r));
+    return e;
   }
 
   static bool finite(const MetricsRow& row) { return std::isfinite(row.train_loss) && std::isfinite(row.sum_sq_weights); }
 
-  bool running(int64_t r) const { return !status_[size_t(r)].has_value(); }
+  // Slot r's run, and its own epoch.
+  size_t run_of(int64_t r) const { return slots_[size_t(r)]; }
+  int64_t local(int64_t r) const { return epoch_ - offset_[run_of(r)]; }
+  bool running(int64_t r) const { return !status_[run_of(r)].has_value(); }
+  // Epochs trained, summed over the runs (for the progress bar), and per second since the loop began.
+  int64_t work_done() const {
+    int64_t w = 0;
+    for (size_t k = 0; k < reports_.size(); ++k)
+      if (status_[k]) w += reports_[k].epochs_done;
+    for (int64_t r = 0; r < S_; ++r)
+      if (running(r)) w += local(r);
+    return w;
+  }
+  double work_per_s() const {
+    return double(work_done() - work_at_start_) / std::max(seconds_since(loop_start_), 1e-9);
+  }
   int64_t active() const {
     int64_t n = 0;
     for (int64_t r = 0; r < S_; ++r) n += running(r) ? 1 : 0;
@@ -391,16 +530,15 @@ class TrainingRun {
   // others go on; its weights keep being updated in the batched tensors (contained: no
   // operation mixes replicas) but nothing of it is written any more.
   void end(int64_t r, RunStatus status) {
-    const auto i = size_t(r);
+    const auto i = run_of(r);
     status_[i] = status;
-    epochs_done_[i] = epoch_;
     TrainReport& rep = reports_[i];
     rep.status = status;
     rep.signal = status == RunStatus::interrupted ? signal_ : 0;
     rep.run_dir = dirs_[i];
     rep.fresh_batches = shape_.fresh_batches;
-    rep.epochs_done = epoch_;
-    rep.wall_s = seconds_since(t0_);
+    rep.epochs_done = local(r);
+    rep.wall_s = seconds_since(t_start_[i]);
     rep.milestones = find_milestones(rows_[i]);
     // Prieto et al.'s Fig. 5: the cosine's peak once the training set is fit.
     for (auto& row : rows_[i])
@@ -409,38 +547,41 @@ class TrainingRun {
         rep.grad_weight_cos_peak = row.grad_weight_cos, rep.grad_weight_cos_peak_epoch = row.epoch;
     if (!rows_[i].empty()) rep.final = rows_[i].back();
     // What its summary reports: the weights and the time at its end, not the pack's.
+    const double own_rate = double(rep.epochs_done - (i == 0 ? start_epoch_ : 0)) / std::max(rep.wall_s, 1e-9);
     write_summary(dirs_[i], summary_of(rep, facts(), seeds_[i], weights_checksum(S_ == 1 ? *model_ : model_->replica(r)),
-                                       elapsed_before_ + rep.wall_s, epochs_per_s()));
+                                       elapsed_before_ + rep.wall_s, own_rate));
   }
 
-  // held_since_[r]: the first epoch of replica r's current stretch at or above the early-stop accuracy.
-  void update_hold(int64_t r, const MetricsRow& row) {
-    auto& h = held_since_[size_t(r)];
+  // held_since_[k]: the first epoch of run k's current stretch at or above the early-stop accuracy.
+  void update_hold(size_t k, const MetricsRow& row) {
+    auto& h = held_since_[k];
     h = (tc_.early_stop_acc > 0 && row.test_acc >= tc_.early_stop_acc) ? (h < 0 ? row.epoch : h) : -1;
   }
 
-  // Replica r has held the early-stop accuracy for early_stop_hold epochs.
+  // Slot r's run has held the early-stop accuracy for early_stop_hold epochs.
   bool early_stop_reached(int64_t r) const {
-    const auto h = held_since_[size_t(r)];
-    return tc_.early_stop_acc > 0 && h >= 0 && epoch_ - h >= tc_.early_stop_hold;
+    const auto h = held_since_[run_of(r)];
+    return tc_.early_stop_acc > 0 && h >= 0 && local(r) - h >= tc_.early_stop_hold;
   }
 
   // Replica r's weights-only epoch_N.pt of the history, and resume.pt with the optimiser; a
   // replica whose weights are no longer finite has diverged instead (its last checkpoint stays
   // the last finite one).
-  void checkpoint(int64_t epoch, int64_t r) {
-    if (epoch == last_checkpoint_[size_t(r)]) return;
+  void checkpoint(int64_t r) {
+    const auto k = run_of(r);
+    const int64_t epoch = local(r);
+    if (epoch == last_checkpoint_[k]) return;
     Model one = S_ == 1 ? *model_ : model_->replica(r);
-    if (S_ > 1) one.set_config(cfgs_[size_t(r)]);
+    if (M_ > 1) one.set_config(cfgs_[k]);
     if (!torch::isfinite(one.flat()).all().item<bool>()) return end(r, RunStatus::diverged);
     const OptimState st = opt_->state(S_ == 1 ? -1 : r);
-    save_checkpoint(checkpoint_path(dirs_[size_t(r)], epoch), one, nullptr, epoch);
-    save_checkpoint(resume_path(dirs_[size_t(r)]), one, &st, epoch);
-    last_checkpoint_[size_t(r)] = epoch;
+    save_checkpoint(checkpoint_path(dirs_[k], epoch), one, nullptr, epoch);
+    save_checkpoint(resume_path(dirs_[k]), one, &st, epoch);
+    last_checkpoint_[k] = epoch;
   }
-  void checkpoint_running(int64_t epoch) {
+  void checkpoint_running() {
     for (int64_t r = 0; r < S_; ++r)
-      if (running(r)) checkpoint(epoch, r);
+      if (running(r)) checkpoint(r);
   }
 
   double epochs_per_s() const {
@@ -454,8 +595,8 @@ class TrainingRun {
     f.eval_every = tc_.eval_every;
     f.n_train = shape_.fresh_batches ? 0 : n_train_;
     f.n_test = test_set_.size();
-    f.n_params = model_->flat().numel() / S_;
-    f.seeds_side_by_side = S_;  // models side by side: seeds or packed runs
+    f.n_params = model_->flat().numel() / std::max<int64_t>(S_, 1);
+    f.seeds_side_by_side = N_;  // models side by side: seeds or packed runs
     f.threads = threads_;
     f.device = device_.str();
     f.blas = blas_description();
@@ -476,37 +617,37 @@ class TrainingRun {
     for (auto& rep : reports) {
       auto divergence = [&] {
         auto list = list_checkpoints(rep.run_dir);
-        return (S_ > 1 ? rep.run_dir + ": " : std::string()) + "training diverged at epoch " +
+        return (M_ > 1 ? rep.run_dir + ": " : std::string()) + "training diverged at epoch " +
                std::to_string(rep.epochs_done) + ": the loss is not finite (lr too high?); the last finite checkpoint is " +
                (list.empty() ? std::string("none") : list.back().second);
       };
       if (rep.status == RunStatus::diverged) {
-        if (S_ > 1) log_->error(divergence());
+        if (M_ > 1) log_->error(divergence());
         diverged = diverged.empty() ? divergence() : diverged;
       } else if (rep.status == RunStatus::interrupted) {
         interrupted += (interrupted.empty() ? "" : " ") + rep.run_dir;
       } else {
-        log_->info("{}{}", S_ > 1 ? rep.run_dir + ": " : "", final_line(rep));
+        log_->info("{}{}", M_ > 1 ? rep.run_dir + ": " : "", final_line(rep));
       }
     }
     if (!interrupted.empty())
       log_->warn("interrupted by {} at epoch {}; checkpoint written. Resume with: {}",
                  signal_ == SIGINT ? "Ctrl-C" : "SIGTERM", epoch_,
-                 S_ == 1 ? "grokking train --resume " + dirs_[0]
+                 M_ == 1 ? "grokking train --resume " + dirs_[0]
                          : "grokking train --resume DIR for each of " + interrupted);
     size_t n_diverged = 0;
     for (auto& rep : reports) n_diverged += rep.status == RunStatus::diverged ? 1 : 0;
     if (n_diverged == 1) throw RunError(diverged);
     if (n_diverged > 1)
-      throw RunError(std::to_string(n_diverged) + " of " + std::to_string(S_) + " runs diverged; first: " + diverged);
+      throw RunError(std::to_string(n_diverged) + " of " + std::to_string(reports.size()) + " runs diverged; first: " + diverged);
   }
 
-  const std::vector<Config>& cfgs_;
-  const Config& cfg_;  // what the replicas share (replica 0's config)
+  const std::vector<Config> cfgs_;  // per run (index k), pending ones included
+  const Config& cfg_;  // what the runs share (run 0's config)
   const TrainConfig& tc_;
   const std::vector<int64_t> seeds_;
-  const std::vector<std::string>& dirs_;
-  const int64_t S_;
+  const std::vector<std::string> dirs_;
+  const int64_t M_, N_;  // runs, and places side by side
   const bool resume_, quiet_;
   const Clock::time_point t0_ = Clock::now();
   Clock::time_point loop_start_ = Clock::now();
@@ -523,13 +664,17 @@ class TrainingRun {
   Batch train_set_, test_set_;  // fixed split: the pairs; fresh batches: test_set_ is the evaluation set
   int64_t n_train_ = 0, batch_ = 0;
 
-  int64_t epoch_ = 0, start_epoch_ = 0, last_logged_ = 0, last_step_ = 0;
+  std::vector<size_t> slots_;  // the run in each replica of the pack
+  int64_t S_ = 0, next_pending_ = 0;  // replicas now; the next run waiting for a place
+  int64_t epoch_ = 0, start_epoch_ = 0, last_logged_ = 0, work_at_start_ = 0;  // epoch_: the pack's
   double elapsed_before_ = 0, last_loss_ = 0;
-  std::vector<std::vector<MetricsRow>> rows_;  // per replica, every evaluation so far
+  std::vector<std::vector<MetricsRow>> rows_;  // per run, every evaluation so far
   std::vector<int64_t> held_since_;
-  std::vector<std::optional<RunStatus>> status_;  // per replica: empty while it runs, then how it ended
-  std::vector<int64_t> epochs_done_, last_checkpoint_;
-  std::vector<TrainReport> reports_;  // per replica, filled when it ends
+  std::vector<std::optional<RunStatus>> status_;  // per run: empty while it runs (or waits), then how it ended
+  std::vector<bool> started_;
+  std::vector<int64_t> last_checkpoint_, offset_;  // per run: its last checkpoint; the pack's epoch at its epoch 0
+  std::vector<Clock::time_point> t_start_;
+  std::vector<TrainReport> reports_;  // per run, filled when it ends
   int signal_ = 0;
 };
 
@@ -579,7 +724,7 @@ std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int
 }
 
 std::vector<TrainReport> train_packed(const std::vector<Config>& cfgs, const std::vector<std::string>& dirs,
-                                      bool resume, bool quiet) {
+                                      bool resume, bool quiet, int64_t slots) {
   if (cfgs.empty() || cfgs.size() != dirs.size()) throw std::invalid_argument("train_packed: one config per directory");
   if (resume && cfgs.size() != 1)
     throw UsageError("--resume continues one run; resume the runs of a batched run one by one");
@@ -587,7 +732,7 @@ std::vector<TrainReport> train_packed(const std::vector<Config>& cfgs, const std
     if (pack_key(cfgs[i]) != pack_key(cfgs[0]))
       throw UsageError(dirs[i] + ": its config differs from " + dirs[0] +
                        "'s in more than the keys runs trained side by side may differ in");
-  return TrainingRun(cfgs, dirs, resume, quiet).run();
+  return TrainingRun(cfgs, dirs, resume, quiet, slots).run();
 }
 
 namespace {
@@ -665,11 +810,12 @@ TrainReport new_run(const TrainOptions& opts) {
 
 }  // namespace
 
-std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool quiet) {
+std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool quiet, int64_t slots) {
   if (dirs.empty()) throw UsageError("--packed: give the run directories to train side by side");
-  if (dirs.size() > kMaxSeeds)
-    throw UsageError("--packed: " + std::to_string(dirs.size()) + " runs, at most " + std::to_string(kMaxSeeds) +
-                     " side by side (the limit of --seeds)");
+  const auto side = slots > 0 ? std::min<size_t>(size_t(slots), dirs.size()) : dirs.size();
+  if (side > kMaxSeeds)
+    throw UsageError("--packed: " + std::to_string(side) + " runs side by side, at most " + std::to_string(kMaxSeeds) +
+                     " (the limit of --seeds; give --slots)");
   for (size_t i = 0; i < dirs.size(); ++i)
     for (size_t j = 0; j < i; ++j)
       if (dirs[i] == dirs[j]) throw UsageError("--packed: " + dirs[i] + " is listed twice");
@@ -686,8 +832,8 @@ std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool q
     make_dirs(dir + "/checkpoints");
     locks.push_back(std::make_unique<RunLock>(dir));
   }
-  check_memory(cfgs[0], int64_t(cfgs.size()), "--packed");
-  return train_packed(cfgs, dirs, false, quiet);
+  check_memory(cfgs[0], int64_t(side), "--packed");
+  return train_packed(cfgs, dirs, false, quiet, int64_t(side));
 }
 
 TrainReport run_train(const TrainOptions& opts) { return opts.resume_dir.empty() ? new_run(opts) : resume_run(opts); }

@@ -63,7 +63,7 @@ col() {  # col FILE COLUMN: "name value" per row of a sweep.csv
 }
 "$GROKKING" sweep tiny.json --dir packed --pack 8 2>packed.err
 check "pack: sweep.csv has every run" '[ "$(($(wc -l <packed/sweep.csv) - 1))" -eq $runs ]'
-check "pack: one process trained the six p=7 runs side by side" '[ "$(grep -c "6 runs side by side" packed.err)" -eq 1 ]'
+check "pack: one process trained the six p=7 runs side by side" '[ "$(grep -c "6 runs, 6 side by side" packed.err)" -eq 1 ]'
 check "pack: six summaries say 6 models side by side" \
   '[ "$(grep -l "\"seeds_side_by_side\": 6" packed/runs/*/summary.json | wc -l)" -eq 6 ]'
 check "pack: every run completed" '[ "$(col packed/sweep.csv status | grep -c " completed$")" -eq $runs ]'
@@ -103,5 +103,38 @@ check "interrupted packed sweep completes" '[ "$(col pintr/sweep.csv status | gr
 join <(col intr/sweep.csv final_test_loss) <(col pintr/sweep.csv final_test_loss) >plosses.txt
 check "resumed packed runs end where unpacked ones do (rel. 1e-4)" \
   '[ "$(wc -l <plosses.txt)" -eq $runs ] && awk "{ d = \$2 - \$3; if (d < 0) d = -d; if (d > 1e-4 * \$2) bad++ } END { exit bad > 0 }" plosses.txt'
+
+# ---- continuous packing: a finished run's place goes to the next run; a kill -9 after some ----
+# ---- runs ended leaves those exactly as the uninterrupted sweep wrote them                   ----
+cat >cont.json <<'J'
+{"base": {"task": {"p": 7, "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 16},
+          "optim": {"lr": 0.01},
+          "train": {"epochs": 600, "eval_every": 10, "checkpoint_every": 50, "device": "cpu", "threads": 1,
+                    "early_stop_acc": 0.35, "early_stop_hold": 0}},
+ "grid": {"train.seed": [5, 0, 4, 1, 2, 3]}}
+J
+"$GROKKING" sweep cont.json --dir cref --pack 2 -q 2>cref.err
+check "continuous pack: every run finished" '[ "$(($(wc -l <cref/sweep.csv) - 1))" -eq 6 ]'
+check "continuous pack: two runs stopped early" '[ "$(grep -c early_stopped cref/sweep.csv)" -eq 2 ]'
+check "continuous pack: four runs entered the pack as others ended" \
+  '[ "$(grep -h "starts in the pack" cref/runs/*/train.log | sort -u | wc -l)" -eq 4 ]'
+"$GROKKING" sweep cont.json --dir ckill --pack 2 -q 2>/dev/null &
+pid=$!
+for _ in $(seq 600); do [ "$(ls ckill/runs/*/summary.json 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 0.02; done
+pkill -KILL -f "grokking train .*ckill/" 2>/dev/null
+kill -KILL $pid 2>/dev/null
+wait $pid 2>/dev/null
+ended=$(for f in ckill/runs/*/summary.json; do basename "$(dirname "$f")"; done)
+check "kill -9: at least two runs had ended" '[ "$(echo "$ended" | wc -l)" -ge 2 ]'
+"$GROKKING" sweep cont.json --dir ckill --pack 2 -q 2>ckill.err
+check "kill -9, then the same command: every run finished" '[ "$(($(wc -l <ckill/sweep.csv) - 1))" -eq 6 ]'
+nolap() { cut -d, -f1-7,9- "$1"; }  # metrics.csv without its elapsed_s column
+facts() { grep -E '"(status|epochs|grokked_epoch|weights_checksum)"' "$1"; }
+for n in $ended; do
+  check "$n, ended before the kill: metrics as uninterrupted" \
+    'cmp -s <(nolap "ckill/runs/$n/metrics.csv") <(nolap "cref/runs/$n/metrics.csv")'
+  check "$n, ended before the kill: summary as uninterrupted, trained once" \
+    'cmp -s <(facts "ckill/runs/$n/summary.json") <(facts "cref/runs/$n/summary.json") && ! grep -q resuming "ckill/runs/$n/train.log"'
+done
 
 finish

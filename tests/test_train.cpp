@@ -1,3 +1,4 @@
+#include <set>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -124,7 +125,7 @@ TEST_CASE("a resumed run equals an uninterrupted one bit for bit", "[train]") {
     std::string split = prepare_run(first, "split" + std::to_string(batch));
     train(first, split, false, true);
     // A kill after the checkpoint may leave rows past it: they must be dropped on resume.
-    MetricsRow after;
+    MetricsRow after = read_metrics(split + "/metrics.csv").back();
     after.epoch = 70;
     append_line(split + "/metrics.csv", format_row(after));
     Config resumed = load_run_config(split, {"train.epochs=120"});
@@ -379,4 +380,54 @@ TEST_CASE("in a pack, a diverging run and an early-stopping one end alone; the o
   for (auto& [e, p] : list_checkpoints(runs.packed[1]))
     CHECK(torch::isfinite(model_from_checkpoint(load_checkpoint(p)).flat()).all().item<bool>());
   CHECK(read_metrics(runs.packed[1] + "/metrics.csv").size() == read_metrics(runs.alone[1] + "/metrics.csv").size());
+}
+
+TEST_CASE("continuous packing: runs of different lengths entering mid-way write exactly what each writes alone",
+          "[train]") {
+  auto base = tiny_config(13);
+  base.train.epochs = 150;
+  base.train.eval_every = 10;
+  base.train.checkpoint_every = 30;
+  base.optim.warmup_steps = 20;  // each run warms up on its own schedule, entering or not
+  base.train.early_stop_acc = 0.12, base.train.early_stop_hold = 0;
+  std::vector<Config> cfgs;
+  const std::vector<double> lrs = {1e-2, 3e-3, 2e-2, 1e-3, 5e-3};
+  for (size_t i = 0; i < lrs.size(); ++i) {
+    Config c = base;
+    c.train.seed = int64_t(3 + i), c.optim.lr = lrs[i];
+    cfgs.push_back(c);
+  }
+  const std::string parent = temp_dir("pack-continuous");
+  std::vector<std::string> dirs;
+  for (size_t i = 0; i < cfgs.size(); ++i) {
+    cfgs[i].output.dir = parent + "/run" + std::to_string(i);
+    make_dirs(cfgs[i].output.dir + "/checkpoints");
+    atomic_write(cfgs[i].output.dir + "/config.json", config_to_json(cfgs[i]).dump(2));
+    dirs.push_back(cfgs[i].output.dir);
+  }
+  // Two places for five runs: three of them start only when an earlier one has ended.
+  const auto reps = train_packed(cfgs, dirs, false, true, 2);
+  REQUIRE(reps.size() == 5);
+  std::set<int64_t> lengths;
+  for (size_t i = 0; i < cfgs.size(); ++i) {
+    INFO("run " << i << " (lr " << lrs[i] << ")");
+    Config one = cfgs[i];
+    const std::string alone = prepare_run(one, "pack-continuous-alone" + std::to_string(i));
+    train(one, alone, false, true);
+    // Bit for bit: every metrics row (time apart), the final state and the summary's figures.
+    CHECK(metric_lines_without_time(dirs[i] + "/metrics.csv") == metric_lines_without_time(alone + "/metrics.csv"));
+    auto a = load_checkpoint(resume_path(alone)), b = load_checkpoint(resume_path(dirs[i]));
+    CHECK(a.epoch == b.epoch);
+    CHECK(torch::equal(model_from_checkpoint(a).flat(), model_from_checkpoint(b).flat()));
+    CHECK(torch::equal(a.exp_avg_sq, b.exp_avg_sq));
+    CHECK(a.optimizer_step == b.optimizer_step);
+    CHECK(list_checkpoints(dirs[i]).size() == list_checkpoints(alone).size());
+    auto sa = read_json_file(alone + "/summary.json"), sb = read_json_file(dirs[i] + "/summary.json");
+    CHECK(sb["status"] == sa["status"]);
+    CHECK(sb["epochs"] == sa["epochs"]);
+    CHECK(sb["weights_checksum"] == sa["weights_checksum"]);
+    CHECK(sb["seeds_side_by_side"] == 2);
+    lengths.insert(sb["epochs"].get<int64_t>());
+  }
+  CHECK(lengths.size() >= 3);  // the runs really had different lengths
 }

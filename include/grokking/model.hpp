@@ -39,6 +39,9 @@ struct ParamBlock {
 // Replica r's part of a buffer laid out by `blocks` along its last dimension ([..., S*n] ->
 // [..., n]): the blocks' replica-r slices, concatenated.
 torch::Tensor replica_part(const torch::Tensor& flat, const std::vector<ParamBlock>& blocks, int64_t r);
+// The inverse: one replica's flat parts (each [..., n], laid out as a single model's buffer)
+// side by side in `blocks`' layout ([..., S*n]).
+torch::Tensor pack_replica_parts(const std::vector<torch::Tensor>& parts, const std::vector<ParamBlock>& blocks);
 
 // Activations the analysis needs (one model), filled by a forward that is given one.
 struct Cache {

@@ -61,8 +61,9 @@ class FlatAdamW {
   // weight_decay, beta1, beta2 and eps from per_replica[r], everything else from `opt`
   // (pack_key() decides which configs may differ; the interventions' settings may not). Where
   // the replicas' values all equal opt's this is the constructor above, arithmetic included;
-  // otherwise the update runs on per-element tensors of the hyperparameters (float rounding
-  // apart, each replica's update is the one it would get alone: tested).
+  // otherwise, on the CPU, the single-model update runs on each replica's slices with its own
+  // numbers (bit-identical to it alone), and on a GPU on per-element tensors of the
+  // hyperparameters (float rounding apart the same: tested).
   FlatAdamW(Model& model, const OptimConfig& opt, const std::vector<OptimConfig>& per_replica);
   ~FlatAdamW();
   void step(double lr);
@@ -83,12 +84,19 @@ class FlatAdamW {
   // Replica r's learning rate at step `step` (counted from 0).
   double lr_at(int64_t replica, int64_t step) const;
   int64_t steps() const { return step_; }
+  // Replica r's step count (all equal steps() unless set_state gave each its own).
+  int64_t steps(int64_t replica) const { return own_steps_.empty() ? step_ : own_steps_[size_t(replica)]; }
+  // Whether the replicas' step counts differ (then step_on_device() is not available).
+  bool own_steps() const { return !own_steps_.empty(); }
   torch::Tensor& exp_avg() { return exp_avg_; }
   torch::Tensor& exp_avg_sq() { return exp_avg_sq_; }
   void set_state(torch::Tensor exp_avg, torch::Tensor exp_avg_sq, int64_t step);
   // A whole state, as state() returns it (from a checkpoint): RunError when an intervention's
   // state is missing or has the wrong shape.
   void set_state(const OptimState& state);
+  // The same with each replica's own step count (runs that entered a pack at different times:
+  // each has its own bias corrections and warm-up).
+  void set_state(const OptimState& state, const std::vector<int64_t>& steps);
   OptimState state() const;
   // Replica r's part, as a single model's optimiser would hold it.
   OptimState state(int64_t replica) const;
@@ -101,12 +109,16 @@ class FlatAdamW {
   void update_per_replica(const torch::Tensor& factor, const torch::Tensor& bias_correction1,
                           const torch::Tensor& bias_correction2);
   torch::Tensor spread(const torch::Tensor& per_replica) const;  // [S] float64 -> [S*n] param dtype
+  // On the CPU, replica by replica and parameter by parameter: the single-model arithmetic on each
+  // replica's slices with its own hyperparameters and step count (bit-identical to it alone).
+  void update_each_replica(double lr);
 
   mutable torch::Tensor param_, grad_;
   torch::Tensor exp_avg_, exp_avg_sq_;
   torch::Tensor device_step_;  // float64 scalar on the parameters' device, for step_on_device()
   OptimConfig opt_;
   int64_t step_ = 0;
+  std::vector<int64_t> own_steps_;  // per replica when their counts differ (step_ is replica 0's)
   std::vector<ParamBlock> blocks_;  // every parameter's block (one block for a bare buffer)
   int64_t replicas_ = 1;
   std::vector<std::unique_ptr<Intervention>> interventions_;
@@ -117,6 +129,12 @@ class FlatAdamW {
   torch::Tensor lr_s_, lrwd_s_, beta1_s_, beta2_s_, replica_of_;
   torch::Tensor beta1_e_, one_minus_beta1_e_, beta2_e_, one_minus_beta2_e_, eps_e_;
 };
+
+// Replicas' states (each as state(r) or a single model's optimiser returns it) side by side in
+// `blocks`' layout, as one optimiser over their pack would hold them: moments and per-element
+// intervention state by parameter block, per-replica ones ([1]) concatenated, shared scalars
+// (which must agree) once. The step is the first one's: give each its own to set_state.
+OptimState pack_states(const std::vector<OptimState>& states, const std::vector<ParamBlock>& blocks);
 
 // One optimiser step on a batch: forward_backward, then AdamW at `lr`. Returns the loss (a
 // tensor: reading it on a GPU synchronises).

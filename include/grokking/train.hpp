@@ -43,14 +43,17 @@ std::vector<TrainReport> train_replicas(const Config& cfg, const std::vector<int
                                         const std::vector<std::string>& dirs, bool resume, bool quiet);
 
 // Trains one model per config side by side, each into its own prepared run directory (config.json
-// written), which ends up holding what training that config alone would have written, float
-// rounding apart. The configs must have one pack_key(); each run ends on its own (early stop,
-// divergence) while the others go on. RunError after all are written when any diverged.
+// written), which ends up holding what training that config alone would have written (on the
+// CPU bit for bit). The configs must have one pack_key(); each run ends on its own (early stop,
+// divergence, its epoch budget) while the others go on. With `slots` (0: all), at most that many
+// train at once: as one ends, the next takes its place (continuous packing; see TrainingRun for
+// when a run may enter mid-way). Returns the reports of the runs that started; RunError after
+// all are written when any diverged.
 std::vector<TrainReport> train_packed(const std::vector<Config>& cfgs, const std::vector<std::string>& dirs,
-                                      bool resume, bool quiet);
-// `grokking train --packed DIR...`: the fresh run directories `sweep --pack` prepared (config.json
-// and nothing of a run yet), locked and trained side by side.
-std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool quiet);
+                                      bool resume, bool quiet, int64_t slots = 0);
+// `grokking train --packed DIR... [--slots N]`: the fresh run directories `sweep --pack`
+// prepared (config.json and nothing of a run yet), locked and trained side by side, N at a time.
+std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool quiet, int64_t slots = 0);
 
 // Whether runs of this config can train side by side (--seeds, sweep --pack): every replica
 // must train on the same batch each step: the full batch of a fixed split, or the fresh batches

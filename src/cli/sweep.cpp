@@ -18,8 +18,9 @@ Command sweep_command(CLI::App& app) {
   sub->add_option("--jobs", opts->jobs, "Runs at once on this machine (threads split between them)")
       ->check(CLI::Range(1, 256));
   sub->add_option("--pack", opts->pack,
-                  "Train up to N new runs that share a task, model and schedule side by side in one process "
-                  "(they may differ in seed, lr, weight decay, betas, eps)")
+                  "Train new runs that share a task, model and schedule side by side in one process, N at a "
+                  "time, a finished run's place going to the next (they may differ in seed, lr, weight decay, "
+                  "betas, eps)")
       ->check(CLI::Range(int64_t(1), int64_t(kMaxSeeds)));
   sub->add_option("--aggregate", opts->aggregate_dir, "Only rebuild DIR/sweep.csv from the finished runs");
   sub->add_flag("-q,--quiet", opts->quiet, "Only warnings and errors on stderr");

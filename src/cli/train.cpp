@@ -28,10 +28,15 @@ Command train_command(CLI::App& app) {
       ->excludes("--seeds")
       ->excludes("--out")
       ->excludes("--force");
-  return {sub, [opts, seeds, packed] {
+  auto slots = std::make_shared<int64_t>(0);
+  sub->add_option("--slots", *slots,
+                  "With --packed: train at most N side by side; as a run ends, the next directory takes its place")
+      ->check(CLI::Range(int64_t(1), int64_t(kMaxSeeds)))
+      ->needs("--packed");
+  return {sub, [opts, seeds, packed, slots] {
             if (!packed->empty()) {
               if (!opts->sets.empty()) throw UsageError("--packed: the runs' config.json files say everything; no --set");
-              auto reps = run_packed(*packed, opts->quiet);
+              auto reps = run_packed(*packed, opts->quiet, *slots);
               for (auto& rep : reps)
                 if (rep.status == RunStatus::interrupted) return rep.signal == SIGTERM ? int(kExitSigterm) : int(kExitSigint);
               return int(kExitOk);
