@@ -737,11 +737,24 @@ std::vector<TrainReport> train_packed(const std::vector<Config>& cfgs, const std
 
 namespace {
 
+// The device a config asks for, checked before anything is written; the error names where the
+// key came from: the --set that gave it, else the config file.
+void check_device(const Config& cfg, const std::string& file, const std::vector<std::string>& sets) {
+  try {
+    resolve_device(cfg.train.device);
+  } catch (const UsageError& e) {
+    std::string from = file;
+    for (auto& s : sets)
+      if (s.rfind("train.device=", 0) == 0) from = "--set " + s;
+    throw UsageError(from + ": " + e.what());
+  }
+}
+
 // --resume: the run directory holds the config; a finished run is left alone.
 TrainReport resume_run(const TrainOptions& opts) {
   const std::string dir = opts.resume_dir;
   Config cfg = load_run_config(dir, opts.sets);
-  resolve_device(cfg.train.device);
+  check_device(cfg, dir + "/config.json", opts.sets);
   RunLock lock(dir);
   remove_temporaries(dir);
   if (!exists(resume_path(dir))) {
@@ -771,7 +784,7 @@ TrainReport new_run(const TrainOptions& opts) {
   check_seeds(opts.seeds);  // the CLI checked already; library callers get the same limits
   Config cfg = load_config(opts.config_path, opts.sets);
   if (!opts.out_dir.empty()) cfg.output.dir = opts.out_dir;
-  resolve_device(cfg.train.device);
+  check_device(cfg, opts.config_path, opts.sets);
   std::vector<int64_t> seeds = opts.seeds.empty() ? std::vector<int64_t>{cfg.train.seed} : opts.seeds;
   if (!opts.seeds.empty() && !side_by_side(cfg))
     throw UsageError("--seeds trains runs side by side on one batch each step: with a fixed split that is the full "
@@ -828,7 +841,7 @@ std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool q
     if (!side_by_side(cfgs.back()))
       throw UsageError(dir + "/config.json: /train/batch_size: runs side by side on a fixed split train full-batch (got " +
                        std::to_string(cfgs.back().train.batch_size) + ")");
-    resolve_device(cfgs.back().train.device);
+    check_device(cfgs.back(), dir + "/config.json", {});
     make_dirs(dir + "/checkpoints");
     locks.push_back(std::make_unique<RunLock>(dir));
   }

@@ -59,7 +59,7 @@ expect 2 "frac1.json: /task/frac_train: must be in \(0, 1\) \(got 1\)" -- $T "$d
 expect 2 "op_unknown.json: /task/operation: must be one of add, sub, mul" -- $T "$data/op_unknown.json" --out out
 expect 2 "act_unknown.json: /model/activation: must be one of relu, gelu" -- $T "$data/act_unknown.json" --out out
 expect 2 "device_unknown.json: /train/device: must be one of auto, cpu, cuda" -- $T "$data/device_unknown.json" --out out
-expect 2 "/train/device: 'cuda' requested but" -- $T "$data/device_cuda.json" --out out
+expect 2 "device_cuda.json: /train/device: 'cuda' requested but" -- $T "$data/device_cuda.json" --out out
 expect 2 "section_unknown.json: /trian: unknown section" -- $T "$data/section_unknown.json" --out out
 expect 2 "key_unknown.json: /optim/momentum: unknown key; allowed in optim: lr" -- $T "$data/key_unknown.json" --out out
 expect 2 "d_model_mismatch.json: /model/d_model: must equal n_heads\*d_head" -- $T "$data/d_model_mismatch.json" --out out

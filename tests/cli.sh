@@ -23,7 +23,7 @@ expect 2 "lr.json: /optim/lr: must be in \(0, 1e\+09\] \(got -1\)" -- "$bin" tra
 echo '{"optim": {"momentum": 0.9}}' >unknown.json
 expect 2 "unknown.json: /optim/momentum: unknown key" -- "$bin" train unknown.json
 expect 2 "--set task.p=abc: /task/p: must be an integer" -- "$bin" train tiny.json --set task.p=abc --out r0
-expect 2 "/train/device: 'cuda' requested" -- "$bin" train tiny.json --set train.device=cuda --out r0
+expect 2 "--set train.device=cuda: /train/device: 'cuda' requested" -- "$bin" train tiny.json --set train.device=cuda --out r0
 expect 2 "unrecognized|Extra|not expected|requires" -- "$bin" train tiny.json --bogus
 [ ! -e r0 ] && [ ! -e runs ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a refused config wrote files" >&2; }
 touch afile

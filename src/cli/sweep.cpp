@@ -11,7 +11,7 @@ namespace grokking::cli {
 Command sweep_command(CLI::App& app) {
   auto opts = std::make_shared<SweepOptions>();
   auto* sub = app.add_subcommand("sweep", "Run a grid of configs; --list for shell loops, --shard for clusters");
-  sub->add_option("sweep", opts->sweep_path, "Sweep file (JSON: base, grid, points, dir)");
+  sub->add_option("sweep", opts->sweep_path, "Sweep file (JSON: base, grid, arms, points, dir)");
   sub->add_option("--dir", opts->dir, "Sweep directory (overrides the file's dir)");
   sub->add_flag("--list", opts->list, "Print one run a line: its name and --set overrides");
   sub->add_option("--shard", opts->shard, "Run only shard i of n (0 <= i < n): runs j with j mod n = i");

@@ -13,7 +13,7 @@ Command train_command(CLI::App& app) {
   auto opts = std::make_shared<TrainOptions>();
   auto seeds = std::make_shared<std::string>();
   auto* sub = app.add_subcommand("train", "Train a model from a JSON config into a run directory");
-  sub->add_option("config", opts->config_path, "Experiment config (JSON); {} is all defaults");
+  sub->add_option("config", opts->config_path, "Experiment config (a JSON file; one holding {} gives every default)");
   sub->add_option("--set", opts->sets, "Override a key: section.key=value (repeatable)");
   sub->add_option("--out", opts->out_dir, "Run directory (overrides output.dir)");
   sub->add_option("--resume", opts->resume_dir, "Continue the run in this directory from its latest checkpoint");
