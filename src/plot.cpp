@@ -307,6 +307,46 @@ bool excluded_figure(const RunFigures& f) {
   return true;
 }
 
+// A group run after `progress`: every irrep's logit similarity over training (Chughtai et al.).
+bool irreps_figure(const RunFigures& f) {
+  if (!f.has("irreps_progress.csv")) return false;
+  const auto t = read_csv(f.dir + "/irreps_progress.csv");
+  std::string plot;
+  for (size_t c = 1; c < t.header.size(); ++c)
+    plot += std::string(plot.empty() ? "plot " : ", ") + "'../irreps_progress.csv' using 1:" + std::to_string(c + 1) +
+            " with lines lw 2 title '" + t.header[c] + "' noenhanced";
+  if (plot.empty()) return false;
+  figure(f.opts.gnuplot, f.plots, "irreps",
+         "set title 'Logit similarity per irreducible representation (key: above 0.005)'\nset xlabel 'epoch'\n"
+         "set ylabel 'similarity'\nset key below\n" + f.marks() + plot + "\n");
+  return true;
+}
+
+// A repeat-task run after `heads`: each head's induction score (solid) and previous-token score
+// (dashed) over training.
+bool heads_figure(const RunFigures& f) {
+  if (!f.has("heads_progress.csv")) return false;
+  const auto t = read_csv(f.dir + "/heads_progress.csv");
+  std::string plot;
+  std::map<std::string, int> colour;  // one colour a head, for both of its scores
+  for (size_t c = 1; c < t.header.size(); ++c) {
+    const std::string& name = t.header[c];
+    const auto cut = name.rfind('_');
+    if (cut == std::string::npos) continue;
+    const std::string head = name.substr(0, cut), what = name.substr(cut + 1);
+    if (what != "ind" && what != "prev") continue;
+    const int lc = colour.emplace(head, int(colour.size()) + 1).first->second;
+    plot += std::string(plot.empty() ? "plot " : ", ") + "'../heads_progress.csv' using 1:" + std::to_string(c + 1) +
+            " with lines lw 2 lc " + std::to_string(lc) + (what == "prev" ? " dt 2" : "") +
+            " title '" + head + (what == "ind" ? " induction" : " previous token") + "' noenhanced";
+  }
+  if (plot.empty()) return false;
+  figure(f.opts.gnuplot, f.plots, "heads",
+         "set title 'Head scores over training (share of attention on the pattern)'\nset xlabel 'step'\n"
+         "set ylabel 'score'\nset yrange [0:1.05]\nset key below\n" + plot + "\n");
+  return true;
+}
+
 bool progress_figure(const RunFigures& f) {
   if (!f.has("progress.csv")) return false;
   const std::string shading = phase_shading(f.summary);
@@ -387,7 +427,8 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
   const std::vector<std::pair<const char*, bool (*)(const RunFigures&)>> figures = {
       {"loss", loss_figure},         {"accuracy", accuracy_figure}, {"diagnostics", diagnostics_figure},
       {"spectrum", spectrum_figure}, {"neurons", neurons_figure},   {"logits2d", logits2d_figure},
-      {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure}};
+      {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure},
+      {"irreps", irreps_figure},     {"heads", heads_figure}};
   std::vector<std::string> drawn;
   for (auto& [name, draw] : figures)
     if (draw(f)) drawn.push_back(name);
@@ -406,7 +447,12 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
   make_dirs(plots);
   const int g = table.column("grokked_epoch"), last = table.column("epochs");
   std::vector<std::string> figs;
+  // Runs of a task without accuracy (sparse features) have no milestones: no epoch figures.
+  const int memorised = table.column("memorised_epoch");
+  bool milestones = false;
+  for (auto& r : table.rows) milestones = milestones || (memorised >= 0 && !r[size_t(memorised)].empty());
   for (auto& key : plan["keys"]) {
+    if (!milestones) break;
     const std::string k = key.get<std::string>();
     // Seeds are replicates, not a factor: they are pooled in every other figure.
     if (k == "train.seed" || k == "task.seed") continue;
@@ -482,6 +528,17 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
            "with points pt 8 ps 1.5 lc rgb '#d62728' title 'never grokked', 'compare_arms.csv' using 1:2:3:4 "
            "with yerrorbars pt 5 ps 1.5 lc rgb 'black' title 'median, 95% bootstrap interval'\n");
     figs.push_back("compare");
+  }
+  // A sparse-feature sweep after `superposition`: each feature's dimensionality and each run's
+  // D* against 1/(1 - S) (Elhage et al.'s figure).
+  if (exists(dir + "/superposition.csv")) {
+    figure(opts.gnuplot, plots, "superposition",
+           "set title 'Dimensionality per feature, and D* = m/|W|^2, against 1/(1-S)'\nset xlabel '1/(1-S)'\n"
+           "set logscale x\nset ylabel 'dimensions per feature'\nset yrange [-0.05:1.1]\nset key below\n"
+           "plot '../superposition.csv' using 'inverse_density':'dimensionality' with points pt 7 ps 0.6 "
+           "lc rgb '#1f77b4' title 'a feature', '' using 'inverse_density':'dims_per_feature' with points pt 5 "
+           "ps 0.9 lc rgb 'black' title 'D* of a run'\n");
+    figs.push_back("superposition");
   }
   std::string h = "<!doctype html><html><head><meta charset=utf-8><title>grokking sweep " + html_escape(dir) +
                   "</title>" + kStyle + "</head><body><h1>Sweep " + html_escape(dir) + "</h1><p>" +
