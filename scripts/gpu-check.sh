@@ -6,7 +6,8 @@
 #
 #   scripts/gpu-check.sh OUT_DIR [PART...]
 #
-# PARTs, in this order by default: machine build tests bench paper pack phase-runs interventions.
+# PARTs, in this order by default: machine build tests bench paper pack phase-runs interventions
+# (and pack-1000, continuous packing at scale, only when named).
 # Every part has its own time limit, so that one that hangs leaves time to the others. OUT_DIR
 # gets two files, rewritten after every part (a run cut short keeps what was done): gpu-check.log
 # and results.tar.gz (JSON figures, metrics, summaries and progress.csv files; no checkpoints).
@@ -136,6 +137,27 @@ diffs = [abs(float(p[n]["final_test_loss"]) - float(a[n]["final_test_loss"])) / 
          for n in a if n in p and a[n]["final_test_loss"]]
 print(len(p), "packed runs,", len(a), "alone; final test loss, max relative difference:", max(diffs or [float("nan")]))
 EOF
+}
+
+part_pack_1000() {
+  # Continuous packing at scale: the 1,000-run sweep of the paper config (10 seeds x 10 weight
+  # decays x 10 lr, early stop on) in 256 places, cut off after 240 s: model-epochs per second
+  # from the epochs every run reached, and the projected wall time of the whole sweep.
+  local t0=$SECONDS
+  within 240 "$bin" sweep configs/sweeps/gpu-pack-1000.json --pack 256 --dir "$work/pack-1000" -q
+  python3 - "$work/pack-1000" $((SECONDS - t0)) <<'EOF2'
+import csv, glob, os, sys
+d, secs = sys.argv[1], float(sys.argv[2])
+done = 0
+for m in glob.glob(d + "/runs/*/metrics.csv"):
+    rows = list(csv.reader(open(m)))
+    if len(rows) > 1: done += int(rows[-1][0])
+ended = len(glob.glob(d + "/runs/*/summary.json"))
+rate = done / secs if secs else float("nan")
+print(f"pack-1000: {ended} runs ended, {done} model-epochs in {secs:.0f} s: {rate:.0f} model-epochs/s; "
+      f"the whole sweep (at most 25,000,000 model-epochs, less with early stop) projects to "
+      f"at most {25e6 / rate / 3600:.1f} h at this rate")
+EOF2
 }
 
 part_interventions() {

@@ -95,3 +95,15 @@ TEST_CASE("configs/superposition/pentagon.json: five sparse features in two dime
   CHECK(r.represented == 5);
   for (auto& f : r.features) CHECK(f.dimensionality == Approx(0.4).margin(0.05));
 }
+
+TEST_CASE("configs/superposition/sticky-half.json: twenty equal features in five dimensions stick at D* = 1/2",
+          "[superposition-train]") {
+  // Elhage et al.'s "sticky" 1/2: antipodal pairs, as many features represented as twice the
+  // dimensions, each of dimensionality 1/2, the others dropped.
+  const auto r = trained("sticky-half.json");
+  INFO("D* " << r.dims_per_feature << ", represented " << r.represented);
+  CHECK(r.dims_per_feature == Approx(0.5).margin(0.03));
+  CHECK(r.represented == 10);
+  for (auto& f : r.features)
+    if (f.norm >= 0.5) CHECK(f.dimensionality == Approx(0.5).margin(0.05));
+}
