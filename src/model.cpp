@@ -119,7 +119,15 @@ Model Model::replica(int64_t s) const {
 }
 
 void Model::set_config(const Config& cfg) {
-  const auto a = config_to_json(cfg), b = config_to_json(cfg_);
+  // The task's keys that runs of one pack may differ in (a sparse-feature run's sparsity and
+  // importances) leave the model as it is; every other task and model key must agree.
+  auto shape_keys = [&](const Config& c) {
+    auto j = config_to_json(c);
+    for (auto& key : pack_varying_keys(c))
+      if (key.rfind("task.", 0) == 0) j["task"].erase(key.substr(5));
+    return j;
+  };
+  const auto a = shape_keys(cfg), b = shape_keys(cfg_);
   if (a["task"] != b["task"] || a["model"] != b["model"] || replicas() != 1 || cfg.train.seed != seeds_[0])
     throw std::invalid_argument("Model::set_config: another task, model or seed");
   cfg_ = cfg;

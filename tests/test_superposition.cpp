@@ -107,3 +107,29 @@ TEST_CASE("configs/superposition/sticky-half.json: twenty equal features in five
   for (auto& f : r.features)
     if (f.norm >= 0.5) CHECK(f.dimensionality == Approx(0.5).margin(0.05));
 }
+
+TEST_CASE("a sparsity sweep packs: runs of different sparsity side by side write what each writes alone",
+          "[superposition]") {
+  std::vector<Config> cfgs;
+  std::vector<std::string> dirs;
+  const std::string parent = test::temp_dir("toy-pack");
+  for (double sparsity : {0.0, 0.7, 0.95}) {
+    Config c = toy(5, 2, sparsity);
+    c.train.epochs = 60;
+    c.output.dir = parent + "/s" + std::to_string(int(sparsity * 100));
+    make_dirs(c.output.dir + "/checkpoints");
+    cfgs.push_back(c);
+    dirs.push_back(c.output.dir);
+  }
+  REQUIRE(pack_key(cfgs[0]) == pack_key(cfgs[2]));  // sparsity is a key runs of a pack may differ in
+  REQUIRE(train_packed(cfgs, dirs, false, true).size() == 3);
+  for (size_t i = 0; i < cfgs.size(); ++i) {
+    INFO("sparsity " << cfgs[i].task.real("sparsity"));
+    const std::string alone = test::prepare_run(cfgs[i], "toy-alone");
+    train(cfgs[i], alone, false, true);
+    CHECK(test::metric_lines_without_time(dirs[i] + "/metrics.csv") ==
+          test::metric_lines_without_time(alone + "/metrics.csv"));
+    // Each run's checkpoint records its own task (its sparsity), not the pack's first.
+    CHECK(load_checkpoint(resume_path(dirs[i])).config.task.real("sparsity") == cfgs[i].task.real("sparsity"));
+  }
+}
