@@ -322,6 +322,28 @@ bool irreps_figure(const RunFigures& f) {
   return true;
 }
 
+// A toy-superposition run after `superposition`: W^T W as a heat map (their notebook's figure)
+// and, for two hidden dimensions, each feature's column of W drawn in the plane.
+bool superposition_figure(const RunFigures& f) {
+  if (!f.has("wtw.dat") || !f.has("superposition.csv")) return false;
+  const auto t = read_csv(f.dir + "/superposition.csv");
+  const bool plane = t.column("w0") >= 0 && t.column("w1") >= 0 && t.column("w2") < 0;
+  std::string body =
+      "set multiplot layout 1," + std::string(plane ? "2" : "1") + "\n"
+      "set title 'W^T W (entry i, j: W_i . W_j)' noenhanced\nset xlabel 'feature j'\nset ylabel 'feature i'\n"
+      "set yrange [] reverse\nset palette defined (-1 '#2166ac', 0 'white', 1 '#b2182b')\nset cbrange [-1.5:1.5]\n"
+      "set datafile separator whitespace\nunset key\n"
+      "plot '../wtw.dat' matrix with image\n";
+  if (plane)
+    body += "set datafile separator ','\nset title 'Columns of W in the hidden plane'\nset xlabel 'h_0'\n"
+            "set ylabel 'h_1'\nset size ratio -1\nset yrange [*:*] noreverse\nset xrange [*:*]\n"
+            "plot '../superposition.csv' using (0):(0):'w0':'w1' with vectors head filled lw 2 lc rgb '#1f77b4', "
+            "'' using 'w0':'w1':(sprintf('%d', column('feature'))) with labels offset 1,1\n";
+  body += "unset multiplot\n";
+  figure(f.opts.gnuplot, f.plots, "superposition", body);
+  return true;
+}
+
 // A repeat-task run after `heads`: each head's induction score (solid) and previous-token score
 // (dashed) over training.
 bool heads_figure(const RunFigures& f) {
@@ -428,7 +450,7 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
       {"loss", loss_figure},         {"accuracy", accuracy_figure}, {"diagnostics", diagnostics_figure},
       {"spectrum", spectrum_figure}, {"neurons", neurons_figure},   {"logits2d", logits2d_figure},
       {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure},
-      {"irreps", irreps_figure},     {"heads", heads_figure}};
+      {"irreps", irreps_figure},     {"heads", heads_figure},       {"superposition", superposition_figure}};
   std::vector<std::string> drawn;
   for (auto& [name, draw] : figures)
     if (draw(f)) drawn.push_back(name);
