@@ -89,6 +89,10 @@ with tempfile.TemporaryDirectory() as tmp:
         cmd = cmd.replace("configs/ci-small.json --set optim", "configs/ci-small.json --set train.epochs=300 --set optim")
         cmd = cmd.replace("runs/", tmp + "/runs/")
         args = shlex.split(cmd)[1:]
+        if args[0] == "train" and "--out" not in args and "--resume" not in args:
+            # The default run directory, runs/<config file name>, under the temporary directory.
+            stem = os.path.splitext(os.path.basename(args[1]))[0]
+            args += ["--out", tmp + "/runs/" + stem]
         if args[:2] == ["train", "--resume"]:
             args += ["--set", "train.epochs=400"]  # a finished run continues only past its budget
         r = run(*args)
