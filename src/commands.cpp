@@ -464,16 +464,23 @@ int run_heads_command(const AnalysisOptions& opts) {
   }
   atomic_write(dir + "/heads.csv", csv.text());
   // The attention pattern of the strongest induction head (or of the last layer's first head) on
-  // the first evaluation sequence, for plot.
+  // the evaluation sequence with the longest repeat (the first of them), for plot.
   {
     int64_t bl = L - 1, bh = 0;
     double best = -1;
     for (int64_t h = 0; h < H; ++h)
       if (sc.induction[size_t(L - 1)][size_t(h)] > best) best = sc.induction[size_t(L - 1)][size_t(h)], bh = h;
+    // A sequence's repeat length: half its tokens before the padding (the pad token is the last of
+    // the vocabulary).
+    const auto lengths = eval.x.ne(model.shape().vocab - 1).sum(1);
+    const int64_t row = lengths.eq(lengths.max()).nonzero()[0][0].item<int64_t>();
+    const int64_t repeat = lengths[row].item<int64_t>() / 2;
     Cache cache;
-    model.forward(eval.x.narrow(0, 0, 1), &cache);
+    model.forward(eval.x.narrow(0, row, 1), &cache);
     const auto pat = cache.patterns[size_t(bl)][0][bh].to(torch::kFloat64).contiguous();  // [T, T]
-    std::string mat = "# attention of head " + label(bl, bh) + " on evaluation sequence 0; rows: query position, columns: key\n";
+    std::string mat = "# attention of head " + label(bl, bh) + " on evaluation sequence " + std::to_string(row) +
+                      " (repeat length L = " + std::to_string(repeat) + ": positions 0..L-1 repeated at L..2L-1, "
+                      "padding after); rows: query position, columns: key\n";
     for (int64_t i = 0; i < pat.size(0); ++i) {
       for (int64_t j = 0; j < pat.size(1); ++j) mat += (j ? " " : "") + format_number(pat[i][j].item<double>(), "%.4g");
       mat += "\n";

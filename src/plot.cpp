@@ -345,7 +345,8 @@ bool superposition_figure(const RunFigures& f) {
 }
 
 // A repeat-task run after `heads`: each head's induction score (solid) and previous-token score
-// (dashed) over training.
+// (dashed) over training, the repeated half's loss on the right axis, and the transition (10 % to
+// 90 % of the loss's drop, as `heads` prints it) shaded.
 bool heads_figure(const RunFigures& f) {
   if (!f.has("heads_progress.csv")) return false;
   const auto t = read_csv(f.dir + "/heads_progress.csv");
@@ -363,9 +364,55 @@ bool heads_figure(const RunFigures& f) {
             " title '" + head + (what == "ind" ? " induction" : " previous token") + "' noenhanced";
   }
   if (plot.empty()) return false;
+  std::string shading;
+  const Transition tr = find_transition(read_metrics(f.dir + "/metrics.csv"));
+  if (tr.at10 && tr.at90) {
+    const std::string a = std::to_string(*tr.at10), b = std::to_string(std::max(*tr.at90, *tr.at10 + 1));
+    shading = "set object rect from " + a + ", graph 0 to " + b + ", graph 1 fc rgb '#fde8c8' fs solid 0.5 noborder "
+              "behind\nset label 'transition " + a + "-" + std::to_string(*tr.at90) + "' at " + a +
+              ", graph 0.97 offset 0.5,0 font ',9' noenhanced\n";
+  }
   figure(f.opts.gnuplot, f.plots, "heads",
-         "set title 'Head scores over training (share of attention on the pattern)'\nset xlabel 'step'\n"
-         "set ylabel 'score'\nset yrange [0:1.05]\nset key below\n" + plot + "\n");
+         "set title 'Head scores over training (share of attention on the pattern); transition shaded'\n"
+         "set xlabel 'step'\nset ylabel 'score'\nset yrange [0:1.05]\nset y2label 'repeated-half loss (black)'\n"
+         "set y2range [0:*]\nset y2tics\nset key below\n" + shading + plot +
+             ", '../metrics.csv' using 'epoch':'test_loss' axes x1y2 with lines lw 2 lc rgb 'black' "
+             "title 'repeated-half loss (right)'\n");
+  return true;
+}
+
+// The attention pattern `heads` saved: the strongest induction head on the first evaluation
+// sequence (the stripe one below the diagonal of the repeat: attending to the token after the
+// earlier occurrence).
+bool pattern_figure(const RunFigures& f) {
+  if (!f.has("heads_pattern.dat")) return false;
+  const std::string text = read_file(f.dir + "/heads_pattern.dat");
+  std::string head = "a head";
+  long L = 0;  // the repeat length, from the comment line (files written before it had none)
+  if (text.rfind("# attention of head ", 0) == 0) {
+    head = text.substr(20, text.find(' ', 20) - 20);
+    const auto at = text.find("L = ");
+    if (at != std::string::npos && at < text.find('\n')) L = std::strtol(text.c_str() + at + 4, nullptr, 10);
+  }
+  std::replace(head.begin(), head.end(), '\'', ' ');
+  std::string body = "set datafile separator whitespace\nset xlabel 'key position'\nset ylabel 'query position'\n"
+                     "set cblabel 'attention'\nset cbrange [0:1]\nset palette defined (0 '#ffffff', 0.3 '#9ecae1', "
+                     "1 '#08306b')\nset size ratio -1\nset key below\n";
+  if (L > 0) {
+    // Only the sequence (not its padding), and where an induction head attends: the token after
+    // the earlier occurrence, key = query - L + 1, for the queries of the repeated half.
+    const std::string end = std::to_string(2 * L - 1) + ".5";
+    body += "set title 'Attention of " + head + " on an evaluation sequence (repeat length " + std::to_string(L) +
+            ")' noenhanced\nset xrange [-0.5:" + end + "]\nset yrange [" + end + ":-0.5]\nset samples " +
+            std::to_string(L) + "\n"
+            "plot '../heads_pattern.dat' matrix with image pixels notitle, [t=" + std::to_string(L) + ":" +
+            std::to_string(2 * L - 1) + "] '+' using ($1 - " + std::to_string(L) + " + 1):1 with points pt 6 ps 1.6 "
+            "lc rgb '#d62728' title 'induction target: the token after the earlier occurrence'\n";
+  } else {
+    body += "set title 'Attention of " + head + " on an evaluation sequence' noenhanced\nset yrange [*:*] reverse\n"
+            "set autoscale fix\nplot '../heads_pattern.dat' matrix with image pixels notitle\n";
+  }
+  figure(f.opts.gnuplot, f.plots, "pattern", body);
   return true;
 }
 
@@ -450,7 +497,8 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
       {"loss", loss_figure},         {"accuracy", accuracy_figure}, {"diagnostics", diagnostics_figure},
       {"spectrum", spectrum_figure}, {"neurons", neurons_figure},   {"logits2d", logits2d_figure},
       {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure},
-      {"irreps", irreps_figure},     {"heads", heads_figure},       {"superposition", superposition_figure}};
+      {"irreps", irreps_figure},     {"heads", heads_figure},       {"pattern", pattern_figure},
+      {"superposition", superposition_figure}};
   std::vector<std::string> drawn;
   for (auto& [name, draw] : figures)
     if (draw(f)) drawn.push_back(name);
@@ -561,6 +609,60 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
            "lc rgb '#1f77b4' title 'a feature', '' using 'inverse_density':'dims_per_feature' with points pt 5 "
            "ps 0.9 lc rgb 'black' title 'D* of a run'\n");
     figs.push_back("superposition");
+    // The n = 2, m = 1 runs: the phase diagram (density of feature 2 against its importance
+    // relative to feature 1), trained beside the numerical optimum, disagreements marked.
+    const auto sp = read_csv(dir + "/superposition.csv");
+    const int run = sp.column("run"), feat = sp.column("feature"), imp = sp.column("importance"),
+              inv = sp.column("inverse_density"), ph = sp.column("phase"), opt = sp.column("optimum");
+    if (run >= 0 && feat >= 0 && imp >= 0 && inv >= 0 && ph >= 0 && opt >= 0) {
+      const std::vector<std::pair<std::string, std::string>> classes = {
+          {"not represented", "#bdbdbd"}, {"dedicated dimension", "#1f77b4"},
+          {"antipodal superposition", "#d62728"}, {"superposition (same sign)", "#ff7f0e"}};
+      auto colour = [&](const std::string& c) {
+        for (auto& [name, rgb] : classes)
+          if (name == c) return std::to_string(std::stol(rgb.substr(1), nullptr, 16));
+        return std::string("0");
+      };
+      std::map<std::string, double> first_importance;
+      for (auto& r : sp.rows)
+        if (r[size_t(feat)] == "0") first_importance[r[size_t(run)]] = std::strtod(r[size_t(imp)].c_str(), nullptr);
+      std::string cells = "density,relative_importance,trained,optimum,trained_rgb,optimum_rgb,agree\n";
+      int n = 0, agree = 0;
+      for (auto& r : sp.rows) {
+        if (r[size_t(feat)] != "1" || r[size_t(ph)].empty()) continue;
+        const auto i0 = first_importance.find(r[size_t(run)]);
+        if (i0 == first_importance.end() || !(i0->second > 0)) continue;
+        const double density = 1.0 / std::strtod(r[size_t(inv)].c_str(), nullptr);
+        const double rel = std::strtod(r[size_t(imp)].c_str(), nullptr) / i0->second;
+        const bool same = r[size_t(ph)] == r[size_t(opt)];
+        cells += sig6(density) + "," + sig6(rel) + ",\"" + r[size_t(ph)] + "\",\"" + r[size_t(opt)] + "\"," +
+                 colour(r[size_t(ph)]) + "," + colour(r[size_t(opt)]) + "," + (same ? "1" : "0") + "\n";
+        ++n, agree += same;
+      }
+      if (n > 0) {
+        atomic_write(plots + "/phase.csv", cells);
+        std::string legend;
+        for (auto& [name, rgb] : classes)
+          legend += ", keyentry with points pt 5 ps 2 lc rgb '" + rgb + "' title '" + name + "'";
+        auto panel = [&](const std::string& title, const std::string& rgb_column, bool marks) {
+          return "set title '" + title + "'\nplot 'phase.csv' using 'density':'relative_importance':'" + rgb_column +
+                 "' with points pt 5 ps 3.2 lc rgb variable notitle" +
+                 (marks ? ", '' using 'density':(column('agree') == 0 ? column('relative_importance') : 1/0) with "
+                          "points pt 6 ps 3.4 lw 2 lc rgb 'black' title 'differs from the optimum'"
+                        : std::string()) +
+                 legend + "\n";
+        };
+        figure(opts.gnuplot, plots, "phase",
+               "set termoption noenhanced\nset multiplot layout 1,2 title 'Two features in one dimension (n = 2, m = 1): "
+               "" + std::to_string(agree) + " of " + std::to_string(n) + " trained cells agree with the optimum'\n"
+               "set logscale xy\nset xlabel 'density of feature 2 (1 - S)'\nset ylabel 'importance of feature 2 "
+               "relative to feature 1'\nset offsets graph 0.04, graph 0.04, graph 0.04, graph 0.04\n"
+               "set key below maxrows 3 font ',9'\n" +
+                   panel("trained", "trained_rgb", true) + panel("numerical optimum of the expected loss", "optimum_rgb", false) +
+                   "unset multiplot\n");
+        figs.push_back("phase");
+      }
+    }
   }
   std::string h = "<!doctype html><html><head><meta charset=utf-8><title>grokking sweep " + html_escape(dir) +
                   "</title>" + kStyle + "</head><body><h1>Sweep " + html_escape(dir) + "</h1><p>" +

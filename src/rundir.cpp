@@ -576,4 +576,26 @@ std::string format_duration(double s) {
   return buf;
 }
 
+Transition find_transition(const std::vector<MetricsRow>& rows) {
+  Transition t;
+  if (rows.empty()) return t;
+  t.start = rows.front().test_loss;
+  t.lowest = t.start;
+  for (auto& r : rows) t.lowest = std::min(t.lowest, r.test_loss);
+  const double drop = t.start - t.lowest;
+  if (!(drop > 0)) return t;
+  for (auto& r : rows) {
+    if (!t.at10 && r.test_loss <= t.start - 0.1 * drop) t.at10 = r.epoch;
+    if (!t.at50 && r.test_loss <= t.start - 0.5 * drop) t.at50 = r.epoch;
+    if (!t.at90 && r.test_loss <= t.start - 0.9 * drop) t.at90 = r.epoch;
+  }
+  double running_min = rows.front().test_loss;
+  for (auto& r : rows) {
+    if (t.at90 && r.epoch > *t.at90) break;
+    if (r.test_loss - running_min > t.bump) t.bump = r.test_loss - running_min, t.bump_at = r.epoch;
+    running_min = std::min(running_min, r.test_loss);
+  }
+  return t;
+}
+
 }  // namespace grokking

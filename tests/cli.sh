@@ -115,6 +115,32 @@ grep -q "<svg" r1/report.html && grep -q "Ablations" r1/report.html && pass=$((p
   { fail=$((fail + 1)); echo "FAIL: report.html" >&2; }
 expect 2 "not a directory" -- "$bin" plot tiny.json
 
+# ---- plot of the other kinds: a repeat run's head scores and attention pattern; a two-feature
+# superposition sweep's phase diagram (trained beside the optimum) ----
+figure_ok() {  # figure_ok DIR NAME: a PNG, an SVG and its script
+  [ "$(head -c 8 "$1/plots/$2.png" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] &&
+    grep -q "</svg>" "$1/plots/$2.svg" && [ -s "$1/plots/$2.gp" ]
+}
+"$bin" train <(echo '{"task": {"kind": "repeat", "vocab": 8, "context": 16, "repeat_min": 3, "repeat_max": 6,
+  "eval_sequences": 16}, "model": {"n_layers": 2, "attn_only": true, "d_model": 16, "n_heads": 2, "d_head": 8},
+  "train": {"epochs": 40, "batch_size": 16, "eval_every": 10, "checkpoint_every": 20, "threads": 1}}') --out rrep -q 2>/dev/null
+expect 0 "" -- "$bin" heads rrep
+expect 0 "" -- "$bin" plot rrep --no-analysis
+check "plot: head scores and the longest sequence's attention pattern" \
+  'figure_ok rrep heads && figure_ok rrep pattern && grep -q "repeat length L = 6" rrep/heads_pattern.dat &&
+   grep -q "induction target" rrep/plots/pattern.gp'
+cat >phase.json <<'J'
+{"base": {"task": {"kind": "sparse_features", "n_features": 2},
+          "model": {"kind": "toy_superposition", "d_hidden": 1},
+          "train": {"epochs": 30, "batch_size": 64, "eval_every": 10, "threads": 1}},
+ "grid": {"task.sparsity": [0.0, 0.9], "task.importances": [[1.0, 0.5], [1.0, 2.0]]}, "dir": "phase"}
+J
+"$bin" sweep phase.json -q 2>/dev/null
+expect 0 "" -- "$bin" superposition phase
+expect 0 "" -- "$bin" plot phase
+check "plot: the phase diagram of a two-feature sweep, a cell a run" \
+  'figure_ok phase phase && [ "$(wc -l <phase/plots/phase.csv)" -eq 5 ] && grep -q "of 4 trained cells agree" phase/plots/phase.gp'
+
 # ---- mul is analysed over discrete logs; operations with no basis are refused in one line ----
 "$bin" train tiny.json --out rmul --set task.operation=mul --set train.epochs=20 -q 2>/dev/null
 "$bin" train tiny.json --out rpoly --set 'task.operation="x^2+y^2"' --set train.epochs=20 -q 2>/dev/null

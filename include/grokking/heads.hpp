@@ -34,15 +34,7 @@ HeadScores head_scores(const Model& model, const Batch& eval);
 // padding token, neither query nor key): what head_scores computes per layer.
 HeadScores pattern_scores(const torch::Tensor& attn, const torch::Tensor& x, int64_t pad);
 
-// The transition of the repeated half's loss (metrics.csv's test_loss): the first evaluations at
-// which it has made 10 %, 50 % and 90 % of its drop from its first value to its lowest; the
-// largest rise above its running minimum before the 90 % point (a "bump").
-struct Transition {
-  std::optional<int64_t> at10, at50, at90;
-  double start = 0, lowest = 0, bump = 0;
-  int64_t bump_at = 0;
-};
-Transition find_transition(const std::vector<MetricsRow>& rows);
+// Transition and find_transition (the repeated half's loss drop): rundir.hpp.
 
 // The repeated half's loss with each head ablated, by zero and by its mean over the batch.
 struct HeadAblationResult {

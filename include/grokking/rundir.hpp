@@ -36,6 +36,16 @@ struct MetricsRow {
   // The task's own figures, in its column order (the repeat task's first-half loss).
   std::vector<std::pair<std::string, double>> extra;
 };
+// The transition of a repeat-task run's repeated-half loss (metrics.csv's test_loss): the first
+// evaluations at which it has made 10 %, 50 % and 90 % of its drop from its first value to its
+// lowest; the largest rise above its running minimum before the 90 % point (a "bump").
+struct Transition {
+  std::optional<int64_t> at10, at50, at90;
+  double start = 0, lowest = 0, bump = 0;
+  int64_t bump_at = 0;
+};
+Transition find_transition(const std::vector<MetricsRow>& rows);
+
 // metrics.csv's header: the columns every run has, then a task's own.
 std::string metrics_header(const std::vector<std::string>& extra_columns = {});
 const std::vector<std::string>& metrics_columns();
