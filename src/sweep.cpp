@@ -305,10 +305,11 @@ Config run_config(const SweepPlan& plan, const SweepRun& run) {
 
 // The work of a sweep process: runs in plan order; with --pack N, the new runs that can train
 // side by side and share a pack_key gathered into one queue (in the place of its first run),
-// split into at most `jobs` queues of at least N runs. A queue trains in one process, N at a
-// time, each place refilled from the queue as its run ends.
+// split into at most `jobs` queues of at least N runs (`fill_cores`: of any size, so that every
+// core gets a queue). A queue trains in one process, N at a time, each place refilled from the
+// queue as its run ends.
 std::vector<std::vector<SweepRun>> make_packs(const SweepOptions& opts, const SweepPlan& plan,
-                                              const std::vector<SweepRun>& todo) {
+                                              const std::vector<SweepRun>& todo, int64_t jobs, bool fill_cores) {
   std::vector<std::vector<SweepRun>> groups;
   std::map<std::string, size_t> group_of;  // pack_key -> index in groups
   for (auto& r : todo) {
@@ -328,7 +329,8 @@ std::vector<std::vector<SweepRun>> make_packs(const SweepOptions& opts, const Sw
   std::vector<std::vector<SweepRun>> out;
   for (auto& g : groups) {
     const auto n = int64_t(g.size());
-    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(opts.jobs, n / std::max<int64_t>(opts.pack, 1)));
+    const int64_t parts =
+        std::max<int64_t>(1, std::min<int64_t>(jobs, fill_cores ? n : n / std::max<int64_t>(opts.pack, 1)));
     for (int64_t p = 0; p < parts; ++p) out.emplace_back(g.begin() + p * n / parts, g.begin() + (p + 1) * n / parts);
   }
   return out;
@@ -443,8 +445,17 @@ int run_sweep_command(const SweepOptions& opts) {
     }
   }
   const int64_t cores = usable_cpus();
-  const auto packs = make_packs(opts, plan, todo);
-  const int64_t jobs = std::max<int64_t>(1, std::min<int64_t>(opts.jobs, int64_t(packs.size())));
+  // --pack without --jobs on a CPU: a queue a core, one thread each. On a CPU, packing saves no
+  // arithmetic (the replicas' products are as many as the runs'), and one process whose threads
+  // share a pack is slower than as many one-thread processes (README, "Sweeps").
+  const bool fill_cores = opts.jobs == 0 && opts.pack > 1 && !todo.empty() &&
+                          on_cpu(run_config(plan, todo.front()).train.device);
+  const auto packs = make_packs(opts, plan, todo, fill_cores ? cores : std::max<int64_t>(opts.jobs, 1), fill_cores);
+  const int64_t jobs =
+      std::max<int64_t>(1, std::min<int64_t>(fill_cores ? cores : std::max<int64_t>(opts.jobs, 1), int64_t(packs.size())));
+  if (fill_cores && jobs > 1 && !opts.quiet)
+    spdlog::info("{}: on the CPU, packs split into {} processes of one thread (--jobs 1 keeps one process)", plan.dir,
+                 jobs);
   const int64_t threads = std::max<int64_t>(1, cores / jobs);
   if (!opts.quiet)
     spdlog::info("{}: {} runs in this shard, {} to train, {} at a time with {} threads each", plan.dir, runs.size(),

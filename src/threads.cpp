@@ -1,6 +1,7 @@
 #include "grokking/threads.hpp"
 
 #include <ATen/Parallel.h>
+#include <torch/cuda.h>
 #include <dlfcn.h>
 #include <sched.h>
 
@@ -62,6 +63,10 @@ std::string blas_description() {
       return line.substr(slash);
   }
   return "unknown";
+}
+
+bool on_cpu(const std::string& device) {
+  return device == "cpu" || (device == "auto" && !torch::cuda::is_available());
 }
 
 }  // namespace grokking

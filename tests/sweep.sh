@@ -57,11 +57,11 @@ SLURM_ARRAY_TASK_ID=3 SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_MAX=4 bash "$src/s
 "$GROKKING" sweep tiny.json --dir lst --list --shard 2/4 >want.txt
 check "slurm with 1-based array ids maps to shard 2/4" 'cmp -s mm.txt want.txt'
 
-# ---- --pack: the six p=7 runs (3 seeds x 2 weight decays) in one process, the p=11 point alone ----
+# ---- --pack --jobs 1: the six p=7 runs (3 seeds x 2 weight decays) in one process, the p=11 point alone ----
 col() {  # col FILE COLUMN: "name value" per row of a sweep.csv
   awk -F, -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next } { print $1, $k }' "$1" | sort
 }
-"$GROKKING" sweep tiny.json --dir packed --pack 8 2>packed.err
+"$GROKKING" sweep tiny.json --dir packed --pack 8 --jobs 1 2>packed.err
 check "pack: sweep.csv has every run" '[ "$(($(wc -l <packed/sweep.csv) - 1))" -eq $runs ]'
 check "pack: one process trained the six p=7 runs side by side" '[ "$(grep -c "6 runs, 6 side by side" packed.err)" -eq 1 ]'
 check "pack: six summaries say 6 models side by side" \
@@ -70,9 +70,21 @@ check "pack: every run completed" '[ "$(col packed/sweep.csv status | grep -c " 
 join <(col loop/sweep.csv final_test_loss) <(col packed/sweep.csv final_test_loss) >losses.txt
 check "pack: each run's final test loss is the one it has trained alone (rel. 1e-4)" \
   '[ "$(wc -l <losses.txt)" -eq $runs ] && awk "{ d = \$2 - \$3; if (d < 0) d = -d; if (d > 1e-4 * \$2) bad++ } END { exit bad > 0 }" losses.txt'
-"$GROKKING" sweep tiny.json --dir packed --pack 8 2>packed2.err
+"$GROKKING" sweep tiny.json --dir packed --pack 8 --jobs 1 2>packed2.err
 check "pack: a finished packed sweep is not retrained" '! grep -q "side by side" packed2.err'
 expect 2 "--pack: Value 0 not in range 1 to 256" -- "$GROKKING" sweep tiny.json --dir packed --pack 0
+# --pack without --jobs on the CPU: a queue a core (here two), one thread each; the same results.
+if [ "$(nproc)" -ge 2 ]; then
+  taskset -c 0,1 "$GROKKING" sweep tiny.json --dir split --pack 8 2>split.err
+  check "pack on 2 CPUs without --jobs: two processes of 3 runs side by side, one thread each" \
+    'grep -q "packs split into 2 processes of one thread" split.err && [ "$(grep -c "3 runs, 3 side by side" split.err)" -eq 2 ] &&
+     [ "$(grep -l "\"threads\": 1" split/runs/*/summary.json | wc -l)" -eq $runs ]'
+  join <(col loop/sweep.csv final_test_loss) <(col split/sweep.csv final_test_loss) >slosses.txt
+  check "pack split over cores: each run's final test loss as alone (rel. 1e-4)" \
+    '[ "$(wc -l <slosses.txt)" -eq $runs ] && awk "{ d = \$2 - \$3; if (d < 0) d = -d; if (d > 1e-4 * \$2) bad++ } END { exit bad > 0 }" slosses.txt'
+else
+  echo "note: one CPU: the split of packs over cores is not tested here" >&2
+fi
 
 # ---- an interrupted sweep resumes; finished runs are not retrained ----
 sed 's/"epochs": 20/"epochs": 400/' tiny.json >slow.json
@@ -90,7 +102,7 @@ check "a run finished before the interruption was trained once" '[ "$(starts "in
 check "every run completed" '! grep -q interrupted intr/sweep.csv'
 
 # ---- the same with --pack: the runs interrupted side by side resume one by one ----
-"$GROKKING" sweep slow.json --dir pintr --pack 8 -q &
+"$GROKKING" sweep slow.json --dir pintr --pack 8 --jobs 1 -q &
 pid=$!
 for _ in $(seq 300); do [ -n "$(ls pintr/runs/*/checkpoints/epoch_10.pt 2>/dev/null)" ] && break; sleep 0.1; done
 kill -INT $pid
@@ -98,7 +110,7 @@ wait $pid
 pkill -INT -f "grokking train .*pintr/" 2>/dev/null
 sleep 0.5
 check "packed runs were interrupted part-way" '[ -n "$(ls pintr/runs/*/checkpoints/resume.pt 2>/dev/null)" ]'
-"$GROKKING" sweep slow.json --dir pintr --pack 8 -q 2>pintr.err
+"$GROKKING" sweep slow.json --dir pintr --pack 8 --jobs 1 -q 2>pintr.err
 check "interrupted packed sweep completes" '[ "$(col pintr/sweep.csv status | grep -c " completed$")" -eq $runs ]'
 join <(col intr/sweep.csv final_test_loss) <(col pintr/sweep.csv final_test_loss) >plosses.txt
 check "resumed packed runs end where unpacked ones do (rel. 1e-4)" \
@@ -113,12 +125,12 @@ cat >cont.json <<'J'
                     "early_stop_acc": 0.35, "early_stop_hold": 0}},
  "grid": {"train.seed": [5, 0, 4, 1, 2, 3]}}
 J
-"$GROKKING" sweep cont.json --dir cref --pack 2 -q 2>cref.err
+"$GROKKING" sweep cont.json --dir cref --pack 2 --jobs 1 -q 2>cref.err
 check "continuous pack: every run finished" '[ "$(($(wc -l <cref/sweep.csv) - 1))" -eq 6 ]'
 check "continuous pack: two runs stopped early" '[ "$(grep -c early_stopped cref/sweep.csv)" -eq 2 ]'
 check "continuous pack: four runs entered the pack as others ended" \
   '[ "$(grep -h "starts in the pack" cref/runs/*/train.log | sort -u | wc -l)" -eq 4 ]'
-"$GROKKING" sweep cont.json --dir ckill --pack 2 -q 2>/dev/null &
+"$GROKKING" sweep cont.json --dir ckill --pack 2 --jobs 1 -q 2>/dev/null &
 pid=$!
 for _ in $(seq 600); do [ "$(ls ckill/runs/*/summary.json 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 0.02; done
 pkill -KILL -f "grokking train .*ckill/" 2>/dev/null
@@ -126,7 +138,7 @@ kill -KILL $pid 2>/dev/null
 wait $pid 2>/dev/null
 ended=$(for f in ckill/runs/*/summary.json; do basename "$(dirname "$f")"; done)
 check "kill -9: at least two runs had ended" '[ "$(echo "$ended" | wc -l)" -ge 2 ]'
-"$GROKKING" sweep cont.json --dir ckill --pack 2 -q 2>ckill.err
+"$GROKKING" sweep cont.json --dir ckill --pack 2 --jobs 1 -q 2>ckill.err
 check "kill -9, then the same command: every run finished" '[ "$(($(wc -l <ckill/sweep.csv) - 1))" -eq 6 ]'
 nolap() { cut -d, -f1-7,9- "$1"; }  # metrics.csv without its elapsed_s column
 facts() { grep -E '"(status|epochs|grokked_epoch|weights_checksum)"' "$1"; }

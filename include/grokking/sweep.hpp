@@ -34,7 +34,7 @@ struct SweepOptions {
   std::string dir;       // overrides the sweep file's dir
   std::string shard;     // "i/n"
   bool list = false;
-  int64_t jobs = 1;
+  int64_t jobs = 0;            // runs at once; 0 (not given): 1, or with --pack on a CPU one a core
   int64_t pack = 1;           // new runs with one pack_key() trained side by side, up to this many a process
   std::string aggregate_dir;  // --aggregate DIR: only rebuild sweep.csv
   std::string self_exe;       // the grokking binary to run each training with

@@ -13,5 +13,7 @@ int usable_cpus();
 // The BLAS library LibTorch's matrix products run on, as loaded into this process
 // ("OpenBLAS 0.3.21 (pthreads)").
 std::string blas_description();
+// Whether a train.device setting ("auto", "cpu", "cuda", "cuda:N") trains on the CPU here.
+bool on_cpu(const std::string& device);
 
 }  // namespace grokking

@@ -15,7 +15,9 @@ Command sweep_command(CLI::App& app) {
   sub->add_option("--dir", opts->dir, "Sweep directory (overrides the file's dir)");
   sub->add_flag("--list", opts->list, "Print one run a line: its name and --set overrides");
   sub->add_option("--shard", opts->shard, "Run only shard i of n (0 <= i < n): runs j with j mod n = i");
-  sub->add_option("--jobs", opts->jobs, "Runs at once on this machine (threads split between them)")
+  sub->add_option("--jobs", opts->jobs,
+                  "Runs (or packs) at once on this machine, threads split between them (default 1; with --pack "
+                  "on a CPU, one a core)")
       ->check(CLI::Range(1, 256));
   sub->add_option("--pack", opts->pack,
                   "Train new runs that share a task, model and schedule side by side in one process, N at a "
