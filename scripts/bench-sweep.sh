@@ -2,8 +2,9 @@
 # One sweep trained several ways, one after another, on a quiet machine: e.g. packed (`--pack N`:
 # one process, N runs side by side, each place refilled as a run ends) against unpacked
 # (`--jobs J`: J processes of one run each). Prints a Markdown table of wall time, CPU time
-# (user + system) and CPU time per run-epoch, then whether every run's grokking epoch agrees
-# with the last way's.
+# (user + system) and CPU time per run-epoch, then whether every run's grokking epoch (COMPARE:
+# another sweep.csv column, e.g. final_train_loss for a task without accuracy) agrees with the
+# last way's.
 #   usage: scripts/bench-sweep.sh SWEEP.json "--pack 12" "--pack 6 --jobs 2" "--jobs 2"
 # GROKKING (default build/grokking) is the binary. Everything goes to a temporary directory,
 # removed at the end. Nothing else should run meanwhile.
@@ -12,6 +13,7 @@ sweep=${1:?usage: scripts/bench-sweep.sh SWEEP.json "SWEEP OPTIONS" ...}
 shift
 [ $# -ge 1 ] || set -- "--pack 12" "--jobs 2"
 bin=${GROKKING:-build/grokking}
+what=${COMPARE:-grokked_epoch}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -38,10 +40,10 @@ echo "|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
 for j in $(seq 1 $((i - 1))); do
-  if cmp -s <(col "$tmp/$j" grokked_epoch) <(col "$tmp/$i" grokked_epoch); then
-    echo "\`${!j}\`: every run's grokking epoch as with \`${!i}\`"
+  if cmp -s <(col "$tmp/$j" "$what") <(col "$tmp/$i" "$what"); then
+    echo "\`${!j}\`: every run's $what as with \`${!i}\`"
   else
-    echo "\`${!j}\`: grokking epochs that differ from \`${!i}\`'s (name, this, that):"
-    join <(col "$tmp/$j" grokked_epoch) <(col "$tmp/$i" grokked_epoch) | awk '$2 != $3'
+    echo "\`${!j}\`: $what values that differ from \`${!i}\`'s (name, this, that):"
+    join <(col "$tmp/$j" "$what") <(col "$tmp/$i" "$what") | awk '$2 != $3'
   fi
 done
