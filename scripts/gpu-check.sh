@@ -7,7 +7,8 @@
 #   scripts/gpu-check.sh OUT_DIR [PART...]
 #
 # PARTs, in this order by default: machine build tests bench paper pack phase-runs interventions
-# (and pack-1000, continuous packing at scale, only when named).
+# (and, only when named: pack-1000, continuous packing at scale; papers, the papers' fair tests
+# and group runs at their full budgets).
 # Every part has its own time limit, so that one that hangs leaves time to the others. OUT_DIR
 # gets two files, rewritten after every part (a run cut short keeps what was done): gpu-check.log
 # and results.tar.gz (JSON figures, metrics, summaries and progress.csv files; no checkpoints).
@@ -158,6 +159,32 @@ print(f"pack-1000: {ended} runs ended, {done} model-epochs in {secs:.0f} s: {rat
       f"the whole sweep (at most 25,000,000 model-epochs, less with early stop) projects to "
       f"at most {25e6 / rate / 3600:.1f} h at this rate")
 EOF2
+}
+
+part_papers() {
+  # The papers' own settings at their full budgets, which the 2-core CPU could not afford (README,
+  # "Verdicts" and "Groups"): far more than one lent session's 15 minutes in all, so each has its
+  # own limit and a run cut short resumes with the same command on the next machine. Only when named.
+  local s by
+  for s in stablemax-p113-mlp stablemax-p113-transformer omnigrok-p113 orthograd-p113; do
+    within 600 "$bin" sweep "configs/sweeps/$s.json" --pack 64 --dir "$work/$s" -q
+    case $s in
+      stablemax*) by=(--by train.loss_dtype --by train.loss) ;;
+      omnigrok*) by=(--by model.init_scale --by optim.weight_norm) ;;
+      *) by=(--by optim.orthograd --by optim.weight_decay) ;;
+    esac
+    "$bin" compare "$work/$s" "${by[@]}" --acc 0.95 2>&1 | head -20
+  done
+  # Chughtai et al.'s groups: S5 MLP (their 50 seeds; here 1-8), S6 and D59 transformers, seeds 1-4.
+  within 600 "$bin" train configs/groups/chughtai-s5-mlp.json "${cuda[@]}" --seeds 1,2,3,4,5,6,7,8 \
+    --set train.early_stop_acc=0.99 --set train.early_stop_hold=5000 --out "$work/s5-mlp" -q
+  for g in s6 d59; do
+    within 300 "$bin" train "configs/groups/chughtai-$g-transformer.json" "${cuda[@]}" --seeds 1,2,3,4 \
+      --set train.early_stop_acc=0.99 --set train.early_stop_hold=5000 --out "$work/$g-transformer" -q
+  done
+  for d in "$work"/s5-mlp/seed=* "$work"/s6-transformer/seed=* "$work"/d59-transformer/seed=*; do
+    [ -d "$d" ] && within 120 "$bin" irreps "$d" 2>&1 | head -12
+  done
 }
 
 part_interventions() {

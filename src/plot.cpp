@@ -176,7 +176,7 @@ std::string inline_svg(const std::string& path) {
 
 const char* kStyle =
     "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;"
+    "table{border-collapse:collapse;margin:1em 0;font-size:13px;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ccc;padding:3px 8px;"
     "text-align:right}th{background:#f3f3f3}.fig svg{max-width:100%;height:auto}pre{background:#f6f6f6;"
     "padding:1em;overflow:auto}</style>";
 
@@ -550,8 +550,8 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
     atomic_write(plots + "/grok_vs_" + safe + "_median.csv", medians);
     const bool logx = by_value.begin()->first > 0 && by_value.rbegin()->first / by_value.begin()->first >= 10;
     figure(opts.gnuplot, plots, "grok_vs_" + safe,
-           "set termoption noenhanced\nset title 'Grokking epoch against " + k +
-               " (open triangles: never grokked, at their last epoch)'\nset xlabel '" + k +
+           "set termoption noenhanced\nset title \"Grokking epoch against " + k +
+               "\\n(open triangles: never grokked, drawn at their last epoch)\"\nset key below\nset xlabel '" + k +
                "'\nset ylabel 'first epoch with test accuracy >= 99%'\n" + (logx ? "set logscale x\n" : "") +
                "set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05\nset datafile separator ','\n"
                "plot 'grok_vs_" + safe + ".csv' using 1:($3 == 0 ? $2 : 1/0) with points pt 7 ps 1.2 "
@@ -602,9 +602,17 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
   // A sparse-feature sweep after `superposition`: each feature's dimensionality and each run's
   // D* against 1/(1 - S) (Elhage et al.'s figure).
   if (exists(dir + "/superposition.csv")) {
+    // The fractions at which their features stick (1, 3/4, 2/3, 1/2, 2/5, 3/8), as dotted lines.
+    std::string sticky;
+    for (auto [num, den] : std::vector<std::pair<int, int>>{{1, 1}, {3, 4}, {2, 3}, {1, 2}, {2, 5}, {3, 8}}) {
+      const std::string y = sig6(double(num) / den), name = den == 1 ? "1" : std::to_string(num) + "/" + std::to_string(den);
+      sticky += "set arrow from graph 0, first " + y + " to graph 1, first " + y + " nohead dt 3 lc rgb '#888888'\n"
+                "set label '" + name + "' at graph 1, first " + y + " offset 0.5,0 font ',9' tc rgb '#555555'\n";
+    }
     figure(opts.gnuplot, plots, "superposition",
            "set title 'Dimensionality per feature, and D* = m/|W|^2, against 1/(1-S)'\nset xlabel '1/(1-S)'\n"
            "set logscale x\nset ylabel 'dimensions per feature'\nset yrange [-0.05:1.1]\nset key below\n"
+           "set rmargin 6\n" + sticky +
            "plot '../superposition.csv' using 'inverse_density':'dimensionality' with points pt 7 ps 0.6 "
            "lc rgb '#1f77b4' title 'a feature', '' using 'inverse_density':'dims_per_feature' with points pt 5 "
            "ps 0.9 lc rgb 'black' title 'D* of a run'\n");

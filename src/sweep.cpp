@@ -331,7 +331,11 @@ std::vector<std::vector<SweepRun>> make_packs(const SweepOptions& opts, const Sw
     const auto n = int64_t(g.size());
     const int64_t parts =
         std::max<int64_t>(1, std::min<int64_t>(jobs, fill_cores ? n : n / std::max<int64_t>(opts.pack, 1)));
-    for (int64_t p = 0; p < parts; ++p) out.emplace_back(g.begin() + p * n / parts, g.begin() + (p + 1) * n / parts);
+    // Round robin, not in blocks: a grid's neighbours differ in one key (often the one that sets
+    // how long a run trains), so blocks would give one queue the long runs and another the short.
+    const size_t first = out.size();
+    out.resize(first + size_t(parts));
+    for (int64_t i = 0; i < n; ++i) out[first + size_t(i % parts)].push_back(g[size_t(i)]);
   }
   return out;
 }
