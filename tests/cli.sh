@@ -2,7 +2,8 @@
 # Drives the real binary: exit codes, one-line errors, refusal to clobber, Ctrl-C and resume.
 # Usage: tests/cli.sh path/to/grokking
 name=cli
-source "$(dirname "$0")/lib.sh"
+src=$(cd "$(dirname "$0")/.." && pwd)
+source "$src/tests/lib.sh"
 
 tiny='{"task": {"p": 7, "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 16},
        "train": {"epochs": 40, "eval_every": 10, "checkpoint_every": 20, "threads": 1, "device": "cpu"}}'
@@ -140,6 +141,12 @@ expect 0 "" -- "$bin" superposition phase
 expect 0 "" -- "$bin" plot phase
 check "plot: the phase diagram of a two-feature sweep, a cell a run" \
   'figure_ok phase phase && [ "$(wc -l <phase/plots/phase.csv)" -eq 5 ] && grep -q "of 4 trained cells agree" phase/plots/phase.gp'
+# The README's tables come from scripts/readme-tables.py: a row a run, from the tool's JSON.
+GROKKING=$bin python3 "$src/scripts/readme-tables.py" heads rrep >tbl.txt 2>tbl.err
+check "readme-tables heads: a header and a row for the run" \
+  '[ "$(wc -l <tbl.txt)" -eq 3 ] && grep -q "^| run | steps | repeated-half loss" tbl.txt && grep -q "^| rrep | 40 | " tbl.txt'
+GROKKING=$bin python3 "$src/scripts/readme-tables.py" superposition phase >tbl.txt 2>tbl.err
+check "readme-tables superposition: a row per run" '[ "$(grep -c "^| task\." tbl.txt)" -eq 4 ]'
 
 # ---- mul is analysed over discrete logs; operations with no basis are refused in one line ----
 "$bin" train tiny.json --out rmul --set task.operation=mul --set train.epochs=20 -q 2>/dev/null
