@@ -358,9 +358,12 @@ bool heads_figure(const RunFigures& f) {
     if (cut == std::string::npos) continue;
     const std::string head = name.substr(0, cut), what = name.substr(cut + 1);
     if (what != "ind" && what != "prev") continue;
-    const int lc = colour.emplace(head, int(colour.size()) + 1).first->second;
+    // Twelve distinct colours, none of them the loss's black.
+    static const char* const kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+                                           "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a"};
+    const int lc = colour.emplace(head, int(colour.size())).first->second;
     plot += std::string(plot.empty() ? "plot " : ", ") + "'../heads_progress.csv' using 1:" + std::to_string(c + 1) +
-            " with lines lw 2 lc " + std::to_string(lc) + (what == "prev" ? " dt 2" : "") +
+            " with lines lw 2 lc rgb '" + kColours[lc % 12] + "'" + (what == "prev" ? " dt 2" : "") +
             " title '" + head + (what == "ind" ? " induction" : " previous token") + "' noenhanced";
   }
   if (plot.empty()) return false;
