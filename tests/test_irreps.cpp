@@ -10,6 +10,8 @@
 #include "grokking/error.hpp"
 #include "grokking/text.hpp"
 #include "grokking/irreps.hpp"
+#include "grokking/rundir.hpp"
+#include "grokking/train.hpp"
 #include "grokked_run.hpp"
 #include "helpers.hpp"
 
@@ -101,4 +103,33 @@ TEST_CASE("on C_n the irreps analysis gives the Fourier analysis's key frequenci
   CHECK(r.restricted.test.acc >= 0.99);
   REQUIRE(!r.matched.empty());
   CHECK(r.matched_excluded.test.acc >= 0.98);
+}
+
+TEST_CASE("configs/groups/d17-small.json groks on D17 and computes with a few irreps", "[groups-train]") {
+  // A transformer on the dihedral group of order 34, half the pairs: it groks within the budget,
+  // Chughtai et al.'s rule finds 1-4 key irreps, and they carry the computation: removing them
+  // leaves worse than a uniform guess, keeping only them leaves the model's accuracy, and removing
+  // as many non-key irreps (the matched control) changes nothing.
+  Config cfg = load_config(test::source_dir() + "/configs/groups/d17-small.json");
+  cfg.train.threads = 1, cfg.train.device = "cpu";
+  const std::string dir = test::prepare_run(cfg, "d17-small");
+  train(cfg, dir, false, true);
+  const Summary s = read_summary(dir);
+  REQUIRE(s.grokked_epoch.has_value());
+  const auto ck = load_checkpoint(resolve_checkpoint(dir));
+  const GroupStructure gs = group_structure(cfg.task);
+  const IrrepReport r = analyse_irreps(model_from_checkpoint(ck), gs);
+  std::string names;
+  for (auto k : r.key) names += r.irreps[k].name + "; ";
+  INFO("grokked at " << *s.grokked_epoch << "; key irreps " << names << "excluded " << r.excluded.train.loss
+                     << ", restricted " << r.restricted.test.loss << " / " << r.restricted.test.acc << ", model "
+                     << r.model.test.loss << ", matched control " << r.matched_excluded.test.acc);
+  CHECK(r.model.test.acc >= 0.99);
+  CHECK(r.key.size() >= 1);
+  CHECK(r.key.size() <= 4);
+  CHECK(r.excluded.train.loss > std::log(double(r.order)));
+  CHECK(r.restricted.test.acc >= 0.99);
+  CHECK(r.restricted.test.loss < 0.01 * std::log(double(r.order)));
+  CHECK(!r.matched.empty());
+  CHECK(r.matched_excluded.test.acc >= 0.99);
 }
