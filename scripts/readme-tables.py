@@ -96,14 +96,17 @@ def compare(sweep, options):
     rows = []
     for a in j["arms"]:
         if "grokked_epoch" not in a:  # an arm none of whose runs has finished
-            rows.append([a["arm"], a.get("runs", 0), "–", "no finished run", "–", "–", "–"])
+            rows.append([a["arm"], a.get("runs", 0), "–", "no finished run", "–", "–", "–", "–"])
             continue
         g, r = a["grokked_epoch"], a["ratio_to_baseline"]
         bound = "≥ " if g["median_is_lower_bound"] else ""
-        rows.append([a["arm"], a["runs"], a["grokked"], f"{bound}{g['median']:g} [{g['ci95'][0]:g}, {g['ci95'][1]:g}]",
+        d = a.get("grokking_delay") or {}
+        delay = (("≥ " if d.get("median_is_lower_bound") else "") + f"{d['median']:g}") if "median" in d else "–"
+        rows.append([a["arm"], a["runs"], a["grokked"], f"{bound}{g['median']:g} [{g['ci95'][0]:g}, {g['ci95'][1]:g}]", delay,
                      ("≥ " if r["is_lower_bound"] else "") + f"{r['value']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]",
                      num(a["mann_whitney"]["p"]), num(a["detectable_ratio_80pct_power"], 1)])
-    return table(["arm", "runs", "grokked", "median grokked epoch [95 % CI]", "ratio to baseline [95 % CI]",
+    return table(["arm", "runs", "grokked", "median grokked epoch [95 % CI]", "median grokking delay",
+                  "ratio to baseline [95 % CI]",
                   "Mann–Whitney p", "detectable ratio"], rows)
 
 
