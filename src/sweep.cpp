@@ -454,9 +454,9 @@ int run_sweep_command(const SweepOptions& opts) {
   // share a pack is slower than as many one-thread processes (README, "Sweeps").
   const bool fill_cores = opts.jobs == 0 && opts.pack > 1 && !todo.empty() &&
                           on_cpu(run_config(plan, todo.front()).train.device);
-  const auto packs = make_packs(opts, plan, todo, fill_cores ? cores : std::max<int64_t>(opts.jobs, 1), fill_cores);
-  const int64_t jobs =
-      std::max<int64_t>(1, std::min<int64_t>(fill_cores ? cores : std::max<int64_t>(opts.jobs, 1), int64_t(packs.size())));
+  const int64_t wanted = fill_cores ? cores : std::max<int64_t>(opts.jobs, 1);
+  const auto packs = make_packs(opts, plan, todo, wanted, fill_cores);
+  const int64_t jobs = std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t(packs.size())));
   if (fill_cores && jobs > 1 && !opts.quiet)
     spdlog::info("{}: on the CPU, packs split into {} processes of one thread (--jobs 1 keeps one process)", plan.dir,
                  jobs);
