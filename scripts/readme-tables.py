@@ -8,6 +8,7 @@ laid out here, so that updating a README table is one command:
   scripts/readme-tables.py irreps RUN_DIR...                # groups: grokked epoch and key irreps
   scripts/readme-tables.py compare SWEEP_DIR --by KEY...    # the arms of a sweep (any compare option)
   scripts/readme-tables.py superposition SWEEP_DIR          # features represented and D* per run
+  scripts/readme-tables.py circuit RUN_DIR                  # Nanda et al.'s sections 4.2-4.4 beside the paper's
 
 GROKKING names the binary (default build/grokking). A row's label is the run directory's last
 two path components ("minimal/seed=0"). Python 3 standard library only.
@@ -122,8 +123,62 @@ def superposition(sweep):
     return table(["run", "sparsity S", "D* = m/‖W‖²", "features represented", "in superposition"], rows)
 
 
+# Nanda et al. (2023), their P = 113 main run: section 4.1-4.4, Table 1 (u_k, v_k) and Table 2 (heads).
+PAPER = {
+    "key": "{14, 35, 41, 42, 52}",
+    "neurons_85": "84.6 % (§4.3)",
+    "rank": "approximately rank 10 (§4.2)",
+    "residual": "under 0.55 % (§4.2)",
+    "table1": "93.2–98.2 % (Table 1)",
+    "heads": "35: 99.0, 42: 98.5, 52: 99.1, 42: 97.9 (Table 2)",
+    "trig": "95 % (§4.2)",
+    "model": "2.41e-7",
+    "fitted": "4.7e-8 (§4.2)",
+    "restricted": "5.5e-8 (§4.4)",
+    "excluded": "6.5–11 (§4.4)",
+    "projected": "1.19e-7 (§4.4)",
+    "null": "5.27 (§4.4)",
+}
+
+
+def circuit(run):
+    ab, fo = tool_json("ablate", run), tool_json("fourier", run)
+    rows = {r["name"]: r for r in ab["ablations"]}
+
+    def loss(prefix):
+        r = next(v for k, v in rows.items() if k.startswith(prefix))
+        return f"{r['all']['loss']:.2g} (acc {100 * r['all']['acc']:.1f} %)"
+
+    wl, fit = ab["neuron_logit_map"], ab["logit_fit"]
+    freqs = wl["freqs"]
+    table1 = ", ".join(f"{k}: {100 * c:.1f} / {100 * s:.1f}" if s is not None else f"{k}: {100 * c:.1f}"
+                       for k, c, s in zip(freqs, wl["fve_cos"], wl["fve_sin"]))
+    heads = ", ".join(f"{h['pair_freq']}: {100 * h['pair_fve']:.1f}" for h in fo["attention_to_a"])
+    n_dirs = sum(2 if s is not None else 1 for s in wl["fve_sin"])
+    out = [
+        ["key frequencies (neuron method)", "{" + ", ".join(map(str, ab["freqs"])) + "}", PAPER["key"]],
+        ["neurons ≥ 85 % one frequency", f"{100 * fo['frac_neurons_85']:.1f} %", PAPER["neurons_85"]],
+        [f"W_L: share of its squared norm in the {n_dirs} largest singular values", f"{100 * wl['top_share']:.2f} %",
+         PAPER["rank"]],
+        ["W_L minus Σ_k cos(w_k c) u_kᵀ + sin(w_k c) v_kᵀ, of its norm", f"{100 * wl['residual']:.2f} %",
+         PAPER["residual"]],
+        ["variance of u_k·MLP by cos(w_k(a+b)) / v_k·MLP by sin, per k", table1, PAPER["table1"]],
+        ["attention of = to a over (a, b): best frequency: % by its degree-2 terms, per head", heads, PAPER["heads"]],
+        ["logits' variance by Σ_k α_k cos(w_k(a+b−c))", f"{100 * fit['frac_variance']:.1f} %", PAPER["trig"]],
+        ["loss: model as is", loss("model as is"), PAPER["model"]],
+        ["loss: the fitted logits alone", f"{fit['loss']:.2g} (acc {100 * fit['acc']:.1f} %)", PAPER["fitted"]],
+        ["loss: keep only the key (a+b) directions (restricted)", loss("keep only key freqs (restricted)"),
+         PAPER["restricted"]],
+        ["loss: remove them (excluded)", loss("remove all key freqs (excluded)"), PAPER["excluded"]],
+        ["loss: MLP activations projected onto the u_k, v_k", loss("hidden acts onto"), PAPER["projected"]],
+        ["loss: ... onto their orthogonal complement", loss("hidden acts off"), PAPER["null"]],
+    ]
+    return table(["measure (losses over all pairs)", f"ours ({label(run)}, epoch {ab['epoch']})",
+                  "paper (its main run)"], out)
+
+
 def main(argv):
-    if len(argv) < 2 or argv[0] not in ("heads", "irreps", "compare", "superposition"):
+    if len(argv) < 2 or argv[0] not in ("heads", "irreps", "compare", "superposition", "circuit"):
         sys.exit(__doc__)
     what, rest = argv[0], argv[1:]
     if what == "compare":
@@ -132,6 +187,8 @@ def main(argv):
         print(compare(rest[0], rest[1:]))
     elif what == "superposition":
         print(superposition(rest[0]))
+    elif what == "circuit":
+        print(circuit(rest[0]))
     else:
         print({"heads": heads, "irreps": irreps}[what](rest))
 

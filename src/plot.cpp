@@ -307,6 +307,27 @@ bool excluded_figure(const RunFigures& f) {
   return true;
 }
 
+// After `progress`: the coefficients alpha_k of the logits' trig fit over training (the paper's
+// Fig. 14), and the share of the centred logits' variance the fit explains.
+bool trig_fit_figure(const RunFigures& f) {
+  if (!f.has("trig_fit.csv")) return false;
+  const auto t = read_csv(f.dir + "/trig_fit.csv");
+  std::string plot;
+  int n = 0;
+  for (auto& col : t.header)
+    if (col.rfind("alpha_k", 0) == 0)
+      plot += std::string(n ? ", " : "plot ") + "'../trig_fit.csv' using 'epoch':'" + col + "' with lines ls " +
+              std::to_string(n % 5 + 1) + " title 'k = " + col.substr(7) + "'", ++n;
+  if (n == 0) return false;
+  figure(f.opts.gnuplot, f.plots, "trig_fit",
+         "set title \"Logits fitted by {/Symbol S}_k {/Symbol a}_k cos(w_k(a+b-c)): the coefficients over training\"\n"
+         "set xlabel 'epoch'\nset ylabel '{/Symbol a}_k'\nset y2label 'share of the centred logits explained (black)'\n"
+         "set y2range [0:1]\nset ytics nomirror\nset y2tics\nset key below\n" + f.marks() + plot +
+             ", '../trig_fit.csv' using 'epoch':'frac_variance' axes x1y2 with lines lc rgb '#000000' dt 2 lw 2 "
+             "title 'share explained'\n");
+  return true;
+}
+
 // A group run after `progress`: every irrep's logit similarity over training (Chughtai et al.).
 bool irreps_figure(const RunFigures& f) {
   if (!f.has("irreps_progress.csv")) return false;
@@ -500,7 +521,7 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
       {"loss", loss_figure},         {"accuracy", accuracy_figure}, {"diagnostics", diagnostics_figure},
       {"spectrum", spectrum_figure}, {"neurons", neurons_figure},   {"logits2d", logits2d_figure},
       {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure},
-      {"irreps", irreps_figure},     {"heads", heads_figure},       {"pattern", pattern_figure},
+      {"trig_fit", trig_fit_figure}, {"irreps", irreps_figure},     {"heads", heads_figure},       {"pattern", pattern_figure},
       {"superposition", superposition_figure}};
   std::vector<std::string> drawn;
   for (auto& [name, draw] : figures)

@@ -64,7 +64,8 @@ TEST_CASE("removing the key frequencies destroys the model; removing as many oth
   auto ck = load_checkpoint(resolve_checkpoint(run.dir));
   Model m = model_from_checkpoint(ck);
   auto data = make_dataset(ck.config.task);
-  auto rows = ablate(m, data, AblateOptions{});
+  NeuronLogitReading wl;
+  auto rows = ablate(m, data, AblateOptions{}, nullptr, &wl);
   auto find = [&](const std::string& prefix, const std::string& space) { return test::find_ablation(rows, prefix, space); };
   auto base = find("model as is", "none");
   CHECK(base.test.acc >= 0.99);
@@ -98,4 +99,41 @@ TEST_CASE("removing the key frequencies destroys the model; removing as many oth
   auto restricted = find("keep only key freqs (restricted)", "logits");
   CHECK(restricted.test.acc >= 0.99);
   CHECK(restricted.all.loss <= std::max(10 * base.all.loss, 1e-3));
+}
+
+TEST_CASE("W_L reads the key frequencies: low rank, cos/sin(w_k(a+b)) per direction, and the model needs only them",
+          "[ci-small]") {
+  const auto& run = test::grokked_run();
+  auto ck = load_checkpoint(resolve_checkpoint(run.dir));
+  Model m = model_from_checkpoint(ck);
+  auto data = make_dataset(ck.config.task);
+  const auto cache = run_all_pairs(m);
+  const auto key = analyse_fourier(m, cache).key_neurons;
+  REQUIRE(!key.empty());
+  const auto wl = read_neuron_logit_map(m, data, cache, key);
+  REQUIRE(wl.present);
+  CHECK(wl.directions == int64_t(2 * key.size()));
+  CHECK(wl.top_share > 0.98);  // rank 2|K|
+  CHECK(wl.residual < 0.2);    // and those directions are the key frequencies' cos and sin rows
+  REQUIRE(wl.fve_cos.size() == key.size());
+  REQUIRE(wl.fve_sin.size() == key.size());
+  for (size_t i = 0; i < key.size(); ++i) {
+    INFO("k = " << key[i]);
+    CHECK(wl.fve_cos[i] > 0.9);
+    CHECK(wl.fve_sin[i] > 0.9);
+  }
+  const double chance = 1.0 / double(ck.config.task.integer("p"));
+  CHECK(wl.projected.test.acc >= 0.99);   // the activations along W_L's key directions suffice
+  CHECK(wl.null_space.test.acc < 0.5);    // and the rest does not
+  CHECK(wl.null_space.test.acc > 0.5 * chance);
+  CHECK(wl.null_space.all.loss > 100 * wl.model.all.loss);
+
+  // Every frequency: the directions span all W_L reads, so no prediction moves and nothing is left over.
+  std::vector<int64_t> all;
+  for (int64_t k = 1; k <= n_frequencies(ck.config.task.integer("p")); ++k) all.push_back(k);
+  const auto whole = read_neuron_logit_map(m, data, cache, all);
+  CHECK(whole.residual < 1e-9);
+  CHECK(whole.top_share == Approx(1.0).epsilon(1e-12));
+  CHECK(whole.projected.all.loss == Approx(whole.model.all.loss).epsilon(1e-6));
+  CHECK(whole.projected.all.acc == whole.model.all.acc);
 }

@@ -91,5 +91,14 @@ TEST_CASE("a grokked model is sparse in frequency, and both methods find its key
   size_t at_key = 0;
   for (auto k : r.attn_key) at_key += std::find(r.key_neurons.begin(), r.key_neurons.end(), k) != r.key_neurons.end();
   CHECK(2 * at_key >= r.attn_key.size());
+  // Over (a, b) each head is mostly a degree-2 polynomial of one frequency, the one it varies with over a.
+  REQUIRE(r.attn_2d_key.size() == r.attn_key.size());
+  size_t polynomial = 0;
+  for (size_t h = 0; h < r.attn_key.size(); ++h) {
+    CHECK(r.attn_2d_frac[h] >= 0);
+    CHECK(r.attn_2d_frac[h] <= 1 + 1e-9);
+    if (r.attn_2d_frac[h] > 0.8 && r.attn_2d_key[h] == r.attn_key[h]) ++polynomial;
+  }
+  CHECK(2 * polynomial >= r.attn_key.size());
 }
 

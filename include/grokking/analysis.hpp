@@ -94,6 +94,11 @@ struct FourierReport {
   std::vector<double> attn_a_const;               // [head]: the mean attention to a
   std::vector<int64_t> attn_key;                  // per head: the frequency with the largest norm (0: flat)
   torch::Tensor attn_by_a;                        // [n, heads] float64: that attention, a in cycle order
+  // The same attention over every pair (a, b) on the cycle, per head: the frequency whose
+  // {const, cos k, sin k}^2 block (a degree-2 polynomial of one frequency) explains the most of
+  // its variance, and that fraction (the paper's Table 2, read as the neurons are; 0: flat head).
+  std::vector<int64_t> attn_2d_key;
+  std::vector<double> attn_2d_frac;
   torch::Tensor neuron_frac_matrix;               // [n_frequencies, d_mlp] float64: each neuron's fractions
   // The logits' 2-D Fourier transform over (a, b) on the cycle: the norm over the classes of
   // each component, [n, n] float64, rows/columns in basis order (0 constant, 2k-1 cos k, 2k sin k).
@@ -151,6 +156,15 @@ struct Splits {
 // Loss (float64) and accuracy of logits [P^2, P] on the training pairs, the test pairs and all pairs.
 Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask);
 
+// The logits' trig form: logits over the pairs on the cycle, classes on the cycle, fitted by
+// least squares with a constant plus sum_k alpha_k cos(w_k(i + s j - l)) over the key
+// frequencies (l the class's index; for add cos(w_k(a + b - c))).
+struct LogitFit {
+  std::vector<int64_t> freqs;
+  std::vector<double> alpha;  // per key frequency
+  double frac_variance = 0;   // of the centred logits explained by the fit
+  double loss = 0, acc = 0;   // of the fitted logits (constant + fit), over the pairs on the cycle
+};
 struct LossMeasures {
   Split full;        // the model as is (all pairs)
   double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0;
@@ -158,6 +172,7 @@ struct LossMeasures {
   double excluded_loss = 0;    // key (a+b) directions removed, training pairs
   Splits restricted;           // the restricted logits on train, test and all pairs (loss and accuracy)
   std::vector<double> excluded_by_key;  // per key frequency: only its directions removed, training pairs
+  LogitFit fit;                         // the logits' trig form at the key frequencies (fit_logit_trig)
 };
 // The restricted logits: the key directions' part `kept` plus the per-class mean of the rest
 // over the pairs on the cycle; pairs off the cycle keep `logits`.
@@ -170,25 +185,42 @@ struct AblateOptions {
   int64_t control_draws = 5;
   uint64_t seed = 0;
 };
+struct NeuronLogitReading;
+// With `reading`, a model with hidden neurons also gets read_neuron_logit_map at the frequencies
+// used, and its two projections are rows of the result (space "neurons").
 std::vector<AblationResult> ablate(const Model& model, const Dataset& data, const AblateOptions& opts,
-                                   std::vector<int64_t>* used_freqs = nullptr);
+                                   std::vector<int64_t>* used_freqs = nullptr, NeuronLogitReading* reading = nullptr);
 
 // Excluded loss (training pairs) with only frequency k's directions removed, for every k = 1..n
 // of the cycle: the paper's sweep over all frequencies. [n] in frequency order.
 std::vector<double> excluded_loss_by_frequency(const Model& model, const Dataset& data);
 
-// The logits' trig form: logits over the pairs on the cycle, classes on the cycle, fitted by
-// least squares with a constant plus sum_k alpha_k cos(w_k(i + s j - l)) over the key
-// frequencies (l the class's index; for add cos(w_k(a + b - c))).
-struct LogitFit {
-  std::vector<int64_t> freqs;
-  std::vector<double> alpha;  // per key frequency
-  double frac_variance = 0;   // of the centred logits explained by the fit
-  double loss = 0, acc = 0;   // of the fitted logits (constant + fit), over the pairs on the cycle
-};
 LogitFit fit_logit_trig(const Model& model, const Dataset& data, const std::vector<int64_t>& freqs);
 // The same on given logits [N, P] of the pairs `pairs` ([N, 3] tokens).
 LogitFit fit_logit_trig(const torch::Tensor& logits, const Cycle& cycle, const torch::Tensor& pairs,
                         const std::vector<int64_t>& freqs);
+
+// ---- the neuron-logit map at the key frequencies (the paper's sections 4.2 and 4.4) ----
+// W_L ([classes, hidden], classes on the cycle, centred over them: a constant over the classes
+// moves no softmax) written as sum_k cos(w_k c) u_k^T + sin(w_k c) v_k^T over the key
+// frequencies, u_k and v_k its cos and sin rows in the Fourier basis over c.
+struct NeuronLogitReading {
+  bool present = false;  // false: the model has no hidden neurons (nothing below is filled)
+  std::vector<int64_t> freqs;
+  int64_t directions = 0;  // the u_k and v_k: 2 per frequency (1 for k = n/2)
+  std::vector<double> singular;  // W_L's singular values (centred), largest first, at most 20
+  double top_share = 0;          // share of its squared norm in the 2|freqs| largest
+  double residual = 0;           // ||W_L - sum_k (...)||_F / ||W_L||_F (centred; the paper: < 0.55 %)
+  // Per key frequency: the fraction of the variance of u_k . MLP(a, b) over the pairs on the
+  // cycle (centred) explained by cos(w_k(a+b)), and of v_k . MLP(a, b) by sin(w_k(a+b)) (Table 1).
+  std::vector<double> fve_cos, fve_sin;
+  // The hidden activations of every pair replaced by their projection onto span{u_k, v_k} (the
+  // 2|freqs| directions W_L reads), or onto its orthogonal complement; the rest of the forward as
+  // it is. Train, test and all pairs.
+  Splits model, projected, null_space;
+};
+// UsageError for a model without hidden neurons or a task without a cycle.
+NeuronLogitReading read_neuron_logit_map(const Model& model, const Dataset& data, const Cache& all_pairs,
+                                         const std::vector<int64_t>& freqs);
 
 }  // namespace grokking

@@ -19,6 +19,10 @@ struct ProgressRow {
   // per-frequency norms; the excluded loss with each key frequency alone removed.
   double restricted_train_loss = 0, restricted_test_loss = 0, restricted_acc = 0, gini_wl = 0;
   std::vector<double> excluded_by_key;
+  // The logits' trig fit at the key frequencies (fit_logit_trig; not for groups): its share of the
+  // centred logits' variance and alpha_k per key frequency (the paper's Fig. 14), in trig_fit.csv.
+  double trig_fve = 0;
+  std::vector<double> alpha;
 };
 
 // How the progress measures changed over one phase: their values at its first and last checkpoint.

@@ -92,6 +92,7 @@ LossMeasures loss_measures(const Model& model, const Dataset& data, const std::v
     auto one = project_onto(logits, relation_directions(cycle, data.all_x, {k}));
     m.excluded_by_key.push_back(evaluate_splits(logits - one, data.all_y, data.train_mask).train.loss);
   }
+  m.fit = fit_logit_trig(logits, cycle, data.all_x, key);
   return m;
 }
 
@@ -143,7 +144,7 @@ LogitFit fit_logit_trig(const torch::Tensor& logits, const Cycle& cycle, const t
 }
 
 std::vector<AblationResult> ablate(const Model& model, const Dataset& data, const AblateOptions& opts,
-                                   std::vector<int64_t>* used_freqs) {
+                                   std::vector<int64_t>* used_freqs, NeuronLogitReading* reading) {
   torch::NoGradGuard no_grad;
   const auto& cfg = model.config();
   const Cycle cycle = cycle_of(cfg.task);  // no cycle at all: say that first
@@ -234,6 +235,16 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
     std::sort(largest.begin(), largest.end());
     out.push_back(row("remove " + std::to_string(largest.size()) + " largest non-key freqs (control)", "logits", largest,
                       remove(largest)));
+  }
+
+  // ---- neurons: the hidden activations projected onto the directions W_L reads, or off them ----
+  if (reading && cache.mlp_post.defined()) {
+    *reading = read_neuron_logit_map(model, data, cache, key);
+    const auto& rd = *reading;
+    out.push_back({"hidden acts onto W_L's " + std::to_string(rd.directions) + " key directions", "neurons", key, rd.projected.train,
+                   rd.projected.test, rd.projected.all, 1});
+    out.push_back({"hidden acts off them (null space)", "neurons", key, rd.null_space.train, rd.null_space.test,
+                   rd.null_space.all, 1});
   }
 
   // ---- weight space: the frequencies' components of the operand embeddings projected out ----

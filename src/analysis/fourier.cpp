@@ -203,6 +203,15 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
       r.attn_key.push_back(best != norms.end() && *best > 1e-6 ? int64_t(best - norms.begin()) + 1 : 0);
       r.attn_a_norm.push_back(std::move(norms));
     }
+    auto grid = to_a;
+    if (n != p) grid = grid.index_select(0, cycle_grid(cycle, make_dataset(cfg.task).all_x));
+    auto spectrum = neuron_spectrum(grid, n);
+    auto [best_frac, best_k] = spectrum.frac.max(0);
+    for (int64_t head = 0; head < h; ++head) {
+      const bool flat = spectrum.variance[head].item<double>() < 1e-20;
+      r.attn_2d_key.push_back(flat ? 0 : best_k[head].item<int64_t>() + 1);
+      r.attn_2d_frac.push_back(flat ? 0.0 : best_frac[head].item<double>());
+    }
   }
 
   const auto all_x = make_dataset(cfg.task).all_x;

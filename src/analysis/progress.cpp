@@ -340,6 +340,7 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
     row.restricted_acc = lm.restricted.all.acc;
     row.gini_wl = gini_wl_frequencies(m, *cycle);
     row.excluded_by_key = lm.excluded_by_key;
+    row.trig_fve = lm.fit.frac_variance, row.alpha = lm.fit.alpha;
     return row;
   };
   // Checkpoints are independent: each worker takes the next one until none is left.
@@ -423,6 +424,21 @@ void write_progress(const std::string& dir, const RunProgress& progress) {
     csv.end_row();
   }
   atomic_write(dir + "/progress.csv", csv.text());
+  // Not a group run: the logits' trig fit at every checkpoint.
+  const bool fitted = !progress.rows.empty() && std::all_of(progress.rows.begin(), progress.rows.end(), [&](auto& r) {
+    return r.alpha.size() == progress.key_freqs.size();
+  });
+  if (progress.irrep_names.empty() && fitted) {
+    std::vector<std::string> cols = {"epoch", "frac_variance"};
+    for (auto k : progress.key_freqs) cols.push_back("alpha_k" + std::to_string(k));
+    CsvWriter fit(cols);
+    for (auto& r : progress.rows) {
+      fit.field(r.epoch).field(r.trig_fve);
+      for (auto a : r.alpha) fit.field(a);
+      fit.end_row();
+    }
+    atomic_write(dir + "/trig_fit.csv", fit.text());
+  }
   // A group run: every irrep's logit similarity at every checkpoint.
   if (!progress.irrep_names.empty() && progress.irrep_similarity.size() == progress.rows.size()) {
     std::vector<std::string> cols = {"epoch"};
