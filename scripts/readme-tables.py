@@ -160,7 +160,7 @@ def circuit(run):
         ["neurons ≥ 85 % one frequency", f"{100 * fo['frac_neurons_85']:.1f} %", PAPER["neurons_85"]],
         [f"W_L: share of its squared norm in the {n_dirs} largest singular values", f"{100 * wl['top_share']:.2f} %",
          PAPER["rank"]],
-        ["W_L minus Σ_k cos(w_k c) u_kᵀ + sin(w_k c) v_kᵀ, of its norm", f"{100 * wl['residual']:.2f} %",
+        ["W_L minus Σ_k cos(w_k c) u_kᵀ + sin(w_k c) v_kᵀ, of its norm", f"{100 * wl['residual']:.2f} % ({100 * wl['residual'] ** 2:.3f} % of its square)",
          PAPER["residual"]],
         ["variance of u_k·MLP by cos(w_k(a+b)) / v_k·MLP by sin, per k", table1, PAPER["table1"]],
         ["attention of = to a over (a, b): best frequency: % by its degree-2 terms, per head", heads, PAPER["heads"]],

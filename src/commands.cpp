@@ -326,8 +326,9 @@ int run_ablate_command(const AnalysisOptions& opts) {
     std::printf("  singular values %s ...; the %lld largest hold %.2f%% of its squared norm (the paper: approximately "
                 "rank 10)\n",
                 sv.c_str(), (long long)wl.directions, 100 * wl.top_share);
-    std::printf("  W_L - sum_k cos(w_k c) u_k^T + sin(w_k c) v_k^T: %.2f%% of its norm (the paper: under 0.55%%)\n",
-                100 * wl.residual);
+    std::printf("  W_L - sum_k cos(w_k c) u_k^T + sin(w_k c) v_k^T: %.2f%% of its norm, %.3f%% of its squared norm (the "
+                "paper: under 0.55%% of its norm)\n",
+                100 * wl.residual, 100 * wl.residual * wl.residual);
     std::printf("  %% of the variance of u_k.MLP explained by cos(w_k(%s)) / of v_k.MLP by sin (the paper's Table 1: "
                 "93.2-98.2%%): %s\n",
                 cycle_of(ck.config.task).relation.c_str(), fve.c_str());

@@ -101,10 +101,17 @@ expect 2 "--freqs: frequency 4 is out of range 1..3" -- "$bin" ablate r1 --freqs
 expect 0 "" -- "$bin" progress r1 --json
 check "progress: a row per checkpoint and the phases" \
   '[ "$(wc -l <r1/progress.csv)" -eq $(($(ls r1/checkpoints/epoch_*.pt | wc -l) + 1)) ] && grep -q "\"phases\"" out.txt'
+check "progress: trig_fit.csv, alpha_k of each key frequency per checkpoint" \
+  'head -1 r1/trig_fit.csv | grep -q "^epoch,frac_variance,alpha_k" && [ "$(wc -l <r1/trig_fit.csv)" -eq "$(wc -l <r1/progress.csv)" ]'
+expect 0 "" -- "$bin" ablate r1 --json
+check "ablate --json: W_L read at the key frequencies (rank, residual, Table 1) and the neuron projections" \
+  'grep -q "\"neuron_logit_map\"" out.txt && grep -q "\"fve_cos\"" out.txt && grep -q "\"residual\"" out.txt && grep -q "\"space\": \"neurons\"" out.txt'
+expect 0 "" -- "$bin" fourier r1 --json
+check "fourier --json: each head's attention over (a, b) by one frequency" 'grep -q "\"pair_fve\"" out.txt'
 
 # ---- plot: valid PNG and SVG files and a report for a trained run ----
 expect 0 "" -- "$bin" plot r1
-for f in loss accuracy spectrum neurons logits2d attention progress excluded; do
+for f in loss accuracy spectrum neurons logits2d attention progress excluded trig_fit; do
   if [ "$(head -c 8 "r1/plots/$f.png" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] &&
     grep -q "<svg" "r1/plots/$f.svg" && grep -q "</svg>" "r1/plots/$f.svg" && [ -s "r1/plots/$f.gp" ]; then
     pass=$((pass + 1))
