@@ -8,6 +8,7 @@ laid out here, so that updating a README table is one command:
   scripts/readme-tables.py irreps RUN_DIR...                # groups: grokked epoch and key irreps
   scripts/readme-tables.py compare SWEEP_DIR --by KEY...    # the arms of a sweep (any compare option)
   scripts/readme-tables.py superposition SWEEP_DIR          # features represented and D* per run
+  scripts/readme-tables.py sparsity SWEEP_DIR               # the same with a column per sparsity, a row a seed
   scripts/readme-tables.py circuit RUN_DIR                  # Nanda et al.'s sections 4.2-4.4 beside the paper's
 
 GROKKING names the binary (default build/grokking). A row's label is the run directory's last
@@ -16,6 +17,7 @@ two path components ("minimal/seed=0"). Python 3 standard library only.
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -123,6 +125,52 @@ def superposition(sweep):
     return table(["run", "sparsity S", "D* = m/‖W‖²", "features represented", "in superposition"], rows)
 
 
+STICKY = [(1, "1"), (3 / 4, "¾"), (2 / 3, "⅔"), (1 / 2, "½"), (2 / 5, "⅖"), (3 / 8, "⅜")]
+
+
+def sparsity(sweep):
+    """A column per sparsity; per seed: features represented, D*, features at a sticky fraction."""
+    subprocess.run([BIN, "superposition", sweep], check=True, stdout=subprocess.DEVNULL)
+    runs = {}
+    with open(os.path.join(sweep, "superposition.csv")) as f:
+        for r in csv.DictReader(f):
+            runs.setdefault(r["run"], []).append(r)
+    cells = {}  # (sparsity, seed) -> the run's feature rows
+    for name, feats in runs.items():
+        m = re.search(r"(?:^|_)train\.seed=([^_]+)", name)
+        seed = m.group(1) if m else "0"
+        key = (float(feats[0]["sparsity"]), seed)
+        if key in cells:
+            sys.exit(f"sparsity: {sweep}: two runs at sparsity {key[0]:g} and seed {key[1]} "
+                     "(the table takes sweeps that vary only task.sparsity and train.seed)")
+        cells[key] = feats
+    ss = sorted({s for s, _ in cells})
+    seeds = sorted({seed for _, seed in cells}, key=lambda x: (len(x), x))
+
+    def per_seed(fn):
+        return [" ".join(fn(cells[(s, seed)]) if (s, seed) in cells else "–" for seed in seeds) for s in ss]
+
+
+    def fractions(feats):
+        # Each represented feature counts at the sticky fraction nearest its dimensionality, when within 0.03.
+        counts = {}
+        for f in feats:
+            if float(f["norm"]) < 0.5:
+                continue
+            d = float(f["dimensionality"])
+            value, name = min(STICKY, key=lambda v: abs(d - v[0]))
+            if abs(d - value) <= 0.03:
+                counts[name] = counts.get(name, 0) + 1
+        return ", ".join(f"{name}: {counts[name]}" for _, name in STICKY if name in counts) or "–"
+
+    seeds_label = ", ".join(seeds)
+    rows = [[f"features represented (seeds {seeds_label})"] + per_seed(lambda f: f[0]["represented"]),
+            [f"D* = m/‖W‖² (seeds {seeds_label})"] + per_seed(lambda f: f"{float(f[0]['dims_per_feature']):.2f}"),
+            [f"features at a fraction (within 0.03), seed {seeds[0]}"] +
+            [fractions(cells[(s, seeds[0])]) if (s, seeds[0]) in cells else "–" for s in ss]]
+    return table(["sparsity S"] + [f"{s:.2f}" for s in ss], rows)
+
+
 # Nanda et al. (2023), their P = 113 main run: section 4.1-4.4, Table 1 (u_k, v_k) and Table 2 (heads).
 PAPER = {
     "key": "{14, 35, 41, 42, 52}",
@@ -178,7 +226,7 @@ def circuit(run):
 
 
 def main(argv):
-    if len(argv) < 2 or argv[0] not in ("heads", "irreps", "compare", "superposition", "circuit"):
+    if len(argv) < 2 or argv[0] not in ("heads", "irreps", "compare", "superposition", "sparsity", "circuit"):
         sys.exit(__doc__)
     what, rest = argv[0], argv[1:]
     if what == "compare":
@@ -189,6 +237,8 @@ def main(argv):
         print(superposition(rest[0]))
     elif what == "circuit":
         print(circuit(rest[0]))
+    elif what == "sparsity":
+        print(sparsity(rest[0]))
     else:
         print({"heads": heads, "irreps": irreps}[what](rest))
 

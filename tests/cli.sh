@@ -154,6 +154,22 @@ check "readme-tables heads: a header and a row for the run" \
   '[ "$(wc -l <tbl.txt)" -eq 3 ] && grep -q "^| run | steps | repeated-half loss" tbl.txt && grep -q "^| rrep | 40 | " tbl.txt'
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" superposition phase >tbl.txt 2>tbl.err
 check "readme-tables superposition: a row per run" '[ "$(grep -c "^| task\." tbl.txt)" -eq 4 ]'
+if GROKKING=$bin python3 "$src/scripts/readme-tables.py" sparsity phase >tbl.txt 2>tbl.err; then rc=0; else rc=$?; fi
+check "readme-tables sparsity: refuses a sweep where more than sparsity and seed vary" \
+  '[ $rc -ne 0 ] && grep -q "vary only task.sparsity and train.seed" tbl.err'
+cat >sparse.json <<'J'
+{"base": {"task": {"kind": "sparse_features", "n_features": 3},
+          "model": {"kind": "toy_superposition", "d_hidden": 2},
+          "train": {"epochs": 30, "batch_size": 64, "eval_every": 10, "threads": 1}},
+ "grid": {"task.sparsity": [0.0, 0.9], "train.seed": [0, 1]}, "dir": "sparse"}
+J
+"$bin" sweep sparse.json -q 2>/dev/null
+GROKKING=$bin python3 "$src/scripts/readme-tables.py" sparsity sparse >tbl.txt 2>tbl.err
+check "readme-tables sparsity: a column per sparsity, both seeds in a cell" \
+  'grep -q "^| sparsity S | 0.00 | 0.90 |$" tbl.txt && grep -Eq "^\| features represented \(seeds 0, 1\) \| [0-3] [0-3] \| [0-3] [0-3] \|$" tbl.txt'
+GROKKING=$bin python3 "$src/scripts/readme-tables.py" circuit r1 >tbl.txt 2>tbl.err
+check "readme-tables circuit: ours beside the paper's, W_L and Table 1 rows" \
+  'grep -q "^| W_L minus" tbl.txt && grep -q "(Table 1) |$" tbl.txt && [ "$(grep -c "^| loss:" tbl.txt)" -eq 6 ]'
 
 # ---- mul is analysed over discrete logs; operations with no basis are refused in one line ----
 "$bin" train tiny.json --out rmul --set task.operation=mul --set train.epochs=20 -q 2>/dev/null
