@@ -289,16 +289,21 @@ bool attention_figure(const RunFigures& f) {
   return true;
 }
 
-bool excluded_figure(const RunFigures& f) {
-  if (!f.has("progress.csv")) return false;
-  const auto prog = read_csv(f.dir + "/progress.csv");
+// A line per column of DIR/FILE named PREFIX<K>, titled "k = K" ("" when there is none).
+std::string per_frequency_lines(const RunFigures& f, const std::string& file, const std::string& prefix) {
+  if (!f.has(file)) return "";
   std::string plot;
   int n = 0;
-  for (auto& col : prog.header)
-    if (col.rfind("excluded_loss_k", 0) == 0)
-      plot += std::string(n ? ", " : "plot ") + "'../progress.csv' using 'epoch':'" + col + "' with lines ls " +
-              std::to_string(n % 5 + 1) + " title 'k = " + col.substr(15) + "'", ++n;
-  if (n == 0) return false;
+  for (auto& col : read_csv(f.dir + "/" + file).header)
+    if (col.rfind(prefix, 0) == 0)
+      plot += std::string(n ? ", " : "plot ") + "'../" + file + "' using 'epoch':'" + col + "' with lines ls " +
+              std::to_string(n % 5 + 1) + " title 'k = " + col.substr(prefix.size()) + "'", ++n;
+  return plot;
+}
+
+bool excluded_figure(const RunFigures& f) {
+  const std::string plot = per_frequency_lines(f, "progress.csv", "excluded_loss_k");
+  if (plot.empty()) return false;
   figure(f.opts.gnuplot, f.plots, "excluded",
          "set title 'Excluded loss (train) with each key frequency alone removed'\nset xlabel 'epoch'\n"
          "set ylabel 'loss'\nset logscale y\nset format y '10^{%L}'\n" + f.marks() + plot +
@@ -310,15 +315,8 @@ bool excluded_figure(const RunFigures& f) {
 // After `progress`: the coefficients alpha_k of the logits' trig fit over training (the paper's
 // Fig. 14), and the share of the centred logits' variance the fit explains.
 bool trig_fit_figure(const RunFigures& f) {
-  if (!f.has("trig_fit.csv")) return false;
-  const auto t = read_csv(f.dir + "/trig_fit.csv");
-  std::string plot;
-  int n = 0;
-  for (auto& col : t.header)
-    if (col.rfind("alpha_k", 0) == 0)
-      plot += std::string(n ? ", " : "plot ") + "'../trig_fit.csv' using 'epoch':'" + col + "' with lines ls " +
-              std::to_string(n % 5 + 1) + " title 'k = " + col.substr(7) + "'", ++n;
-  if (n == 0) return false;
+  const std::string plot = per_frequency_lines(f, "trig_fit.csv", "alpha_k");
+  if (plot.empty()) return false;
   figure(f.opts.gnuplot, f.plots, "trig_fit",
          "set title \"Logits fitted by {/Symbol S}_k {/Symbol a}_k cos(w_k(a+b-c)): the coefficients over training\"\n"
          "set xlabel 'epoch'\nset ylabel '{/Symbol a}_k'\nset y2label 'share of the centred logits explained (black)'\n"
