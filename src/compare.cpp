@@ -167,8 +167,9 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
     std::vector<std::string> values;
     std::string label;
     for (auto& k : opts.by) {
+      // A point that does not set the key keeps the base's value (or the default): "(unset)".
       const json v = run.at("values").value(k, json());
-      values.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+      values.push_back(v.is_null() ? "(unset)" : v.is_string() ? v.get<std::string>() : v.dump());
       label += (label.empty() ? "" : ", ") + k + "=" + values.back();
     }
     auto [it, fresh] = index.emplace(values, arms.size());

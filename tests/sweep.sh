@@ -26,7 +26,7 @@ check "compare: compare.csv has a row per arm" '[ "$(wc -l <loop/compare.csv)" -
 check "compare: compare_runs.csv has a row per run" '[ "$(($(wc -l <loop/compare_runs.csv) - 1))" -eq $runs ]'
 python3 "$src/scripts/readme-tables.py" compare loop --by optim.weight_decay >tbl.txt 2>tbl.err
 check "readme-tables compare: the arms as Markdown rows (two of the grid, the p=11 point's)" \
-  '[ "$(grep -c "^| optim.weight_decay=" tbl.txt)" -eq 3 ] && grep -q "^| optim.weight_decay=null | 1 |" tbl.txt &&
+  '[ "$(grep -c "^| optim.weight_decay=" tbl.txt)" -eq 3 ] && grep -q "^| optim.weight_decay=(unset) | 1 |" tbl.txt &&
    grep -q "^| arm | runs | grokked |" tbl.txt'
 expect 2 "--by train.lr: not a swept key" -- "$GROKKING" compare loop --by train.lr
 expect 2 "nothere: not a sweep directory" -- "$GROKKING" compare nothere --by optim.lr
