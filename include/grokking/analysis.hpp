@@ -195,6 +195,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
 // of the cycle: the paper's sweep over all frequencies. [n] in frequency order.
 std::vector<double> excluded_loss_by_frequency(const Model& model, const Dataset& data);
 
+// The logits' trig form (LogitFit, above) of a model at frequencies `freqs`.
 LogitFit fit_logit_trig(const Model& model, const Dataset& data, const std::vector<int64_t>& freqs);
 // The same on given logits [N, P] of the pairs `pairs` ([N, 3] tokens).
 LogitFit fit_logit_trig(const torch::Tensor& logits, const Cycle& cycle, const torch::Tensor& pairs,
