@@ -85,7 +85,11 @@ def irreps(runs):
         sims = sorted((i for i in j["irreps"] if i["key"]), key=lambda i: -i["similarity"])
         key = ", ".join(f"{i['name']} {i['similarity']:.2f}" for i in sims) or "none"
         grokked = s.get("grokked_epoch")
-        rows.append([label(run), j["group"], s.get("epochs", "–"), grokked if grokked is not None else "never",
+        if not s:  # a run that did not finish: where its last checkpoint stands
+            grokked = f"not finished (last checkpoint {j['epoch']})"
+        elif grokked is None:
+            grokked = "never"
+        rows.append([label(run), j["group"], s.get("epochs", j["epoch"]), grokked,
                      num(s.get("final", {}).get("test_acc")), key, num(j["model"]["test"]["loss"]),
                      num(j["excluded"]["train"]["loss"], 2), num(j["restricted"]["test"]["loss"]),
                      num(j["controls"]["random_excluded"]["test"]["acc"])])
