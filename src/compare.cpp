@@ -160,7 +160,8 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
       for (auto& s : keys) list += (list.empty() ? "" : ", ") + s;
       throw UsageError("--by " + k + ": not a swept key of " + dir + " (swept: " + list + ")");
     }
-  // Arms in the order of the plan; runs without a summary (not finished) are left out and counted.
+  // Arms in the order of the plan; runs without a summary, or whose summary says interrupted
+  // (not finished: `sweep` resumes them), are left out and counted.
   std::map<std::vector<std::string>, size_t> index;
   std::vector<Arm> arms;
   for (auto& run : plan.at("runs")) {
@@ -182,6 +183,7 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
     const std::string run_dir = dir + "/runs/" + run.at("name").get<std::string>();
     if (!exists(summary_path(run_dir))) continue;
     const Summary s = read_summary(run_dir);
+    if (s.status == RunStatus::interrupted) continue;
     const double last = double(s.epochs);
     const double memorised = s.memorised_epoch ? double(*s.memorised_epoch) : 0.0;
     arm.runs.push_back(run.at("name").get<std::string>());

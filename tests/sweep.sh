@@ -28,6 +28,12 @@ python3 "$src/scripts/readme-tables.py" compare loop --by optim.weight_decay >tb
 check "readme-tables compare: the arms as Markdown rows (two of the grid, the p=11 point's)" \
   '[ "$(grep -c "^| optim.weight_decay=" tbl.txt)" -eq 3 ] && grep -q "^| optim.weight_decay=(unset) | 1 |" tbl.txt &&
    grep -q "^| arm | runs | grokked |" tbl.txt'
+# A run whose summary says interrupted is not finished: compare leaves it out until it is.
+cp -r loop loopi
+sed -i 's/"status": "completed"/"status": "interrupted"/' "loopi/runs/$(ls loopi/runs | head -1)/summary.json"
+"$GROKKING" compare loopi --by optim.weight_decay --json >cmp.json 2>cmp.err
+check "compare counts no interrupted run" \
+  '[ "$(python3 -c "import json; print(sum(a.get(\"runs\", 0) for a in json.load(open(\"cmp.json\"))[\"arms\"]))")" -eq $((runs - 1)) ]'
 expect 2 "--by train.lr: not a swept key" -- "$GROKKING" compare loop --by train.lr
 expect 2 "nothere: not a sweep directory" -- "$GROKKING" compare nothere --by optim.lr
 
