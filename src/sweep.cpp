@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstring>
 #include <cstdio>
 #include <map>
@@ -17,6 +19,7 @@
 #include "grokking/error.hpp"
 #include "grokking/limits.hpp"
 #include "grokking/rundir.hpp"
+#include "grokking/signals.hpp"
 #include "grokking/text.hpp"
 #include "grokking/threads.hpp"
 #include "grokking/train.hpp"
@@ -263,11 +266,16 @@ class RunClaim {
 };
 
 // Runs `args` (this binary and its arguments) as a child process that holds `claims` too;
-// returns its exit code.
-int run_child(const std::vector<std::string>& args, const std::vector<const RunClaim*>& claims) {
+// returns its exit code. The child runs in a process group of its own, so that a Ctrl-C at the
+// terminal reaches the sweep only, which passes it on once (`signals`): the child checkpoints
+// and stops (a second SIGINT would make it stop at once, without its last checkpoint).
+int run_child(const std::vector<std::string>& args, const std::vector<const RunClaim*>& claims,
+              const SignalScope& signals) {
   pid_t pid = ::fork();
   if (pid < 0) throw RunError("fork failed");
   if (pid == 0) {
+    ::setpgid(0, 0);
+    ::signal(SIGINT, SIG_DFL);  // a sweep started in the background of a script ignores SIGINT: not its runs
     for (auto* claim : claims) ::fcntl(claim->fd(), F_SETFD, 0);  // the child's copies survive exec: it holds the claims
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -276,14 +284,22 @@ int run_child(const std::vector<std::string>& args, const std::vector<const RunC
     std::_Exit(127);
   }
   int st = 0;
-  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  bool passed_on = false;
+  for (;;) {
+    const pid_t r = ::waitpid(pid, &st, WNOHANG);
+    if (r == pid || (r < 0 && errno != EINTR)) break;
+    if (const int sig = signals.received(); sig != 0 && !passed_on) {
+      ::kill(pid, sig);
+      passed_on = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 // Runs `grokking train` for one run of the plan as a child process; returns its exit code.
 int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun& run, int64_t threads,
-                const RunClaim& claim) {
+                const RunClaim& claim, const SignalScope& signals) {
   const std::string run_dir = plan.dir + "/runs/" + run.name;
   std::vector<std::string> args = {opts.self_exe, "train"};
   if (run_state(run_dir) == RunState::unfinished) {
@@ -293,7 +309,7 @@ int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun&
     for (auto& s : run.sets) args.insert(args.end(), {"--set", s});
   }
   args.insert(args.end(), {"--set", "train.threads=" + std::to_string(threads), "-q"});
-  return run_child(args, {&claim});
+  return run_child(args, {&claim}, signals);
 }
 
 // The run's resolved config, as `grokking train base.json --out DIR --set ...` would write it.
@@ -467,6 +483,9 @@ int run_sweep_command(const SweepOptions& opts) {
   std::atomic<size_t> next{0};
   std::atomic<int> failures{0};
   std::vector<std::thread> workers;
+  // Ctrl-C or SIGTERM: no new run starts, the running ones checkpoint and stop, and the same
+  // command resumes the sweep.
+  SignalScope signals;
   auto claimed_elsewhere = [](const std::string& name) {
     spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped", name);
   };
@@ -478,8 +497,10 @@ int run_sweep_command(const SweepOptions& opts) {
       if (!opts.quiet) spdlog::info("{}: finished, skipped", run.name);
       return;
     }
-    int rc = train_child(opts, plan, run, threads, claim);
-    if (rc == 2 && run_state(plan.dir + "/runs/" + run.name) != RunState::fresh) {
+    int rc = train_child(opts, plan, run, threads, claim, signals);
+    if (signals.received()) {
+      spdlog::warn("{}: interrupted; the same sweep command resumes it", run.name);
+    } else if (rc == 2 && run_state(plan.dir + "/runs/" + run.name) != RunState::fresh) {
       spdlog::warn("{}: busy (another shard or machine is training it), skipped", run.name);
     } else if (rc != 0) {
       spdlog::error("{}: grokking train exited with {}", run.name, rc);
@@ -521,10 +542,12 @@ int run_sweep_command(const SweepOptions& opts) {
       if (!opts.quiet)
         spdlog::info("{} runs, {} side by side: {} ...", names.size(), std::min<int64_t>(opts.pack, int64_t(names.size())),
                      names[0]);
-      const int rc = run_child(args, held);
+      const int rc = run_child(args, held, signals);
       for (auto& name : names) {
         const auto st = run_state(plan.dir + "/runs/" + name);
-        if (st == RunState::finished) {
+        if (st != RunState::finished && signals.received()) {
+          spdlog::warn("{}: interrupted; the same sweep command resumes it", name);
+        } else if (st == RunState::finished) {
           if (!opts.quiet) spdlog::info("{}: done", name);
         } else {
           spdlog::error("{}: {} (grokking train --packed exited with {})", name, state_name(st), rc);
@@ -533,11 +556,12 @@ int run_sweep_command(const SweepOptions& opts) {
       }
     }
     claims.clear();
-    for (auto i : alone) train_one(pack[i]);
+    for (auto i : alone)
+      if (!signals.received()) train_one(pack[i]);
   };
   for (int64_t w = 0; w < jobs; ++w)
     workers.emplace_back([&] {
-      for (size_t k; (k = next++) < packs.size();) {
+      for (size_t k; !signals.received() && (k = next++) < packs.size();) {
         if (packs[k].size() > 1) {
           train_pack(packs[k]);
           continue;
@@ -548,6 +572,13 @@ int run_sweep_command(const SweepOptions& opts) {
   for (auto& t : workers) t.join();
   size_t n = aggregate_sweep(plan.dir);
   if (!opts.quiet) spdlog::info("{}/sweep.csv: {} finished runs", plan.dir, n);
+  if (const int sig = signals.received(); sig != 0) {
+    size_t done = 0;
+    for (auto& r : runs) done += run_state(plan.dir + "/runs/" + r.name) == RunState::finished ? 1 : 0;
+    spdlog::warn("{}: interrupted with {} of {} runs finished; the same command resumes the rest", plan.dir, done,
+                 runs.size());
+    return 128 + sig;
+  }
   if (failures > 0) throw RunError(std::to_string(failures.load()) + " run(s) of the sweep failed; see their train.log");
   return 0;
 }
