@@ -10,11 +10,14 @@ laid out here, so that updating a README table is one command:
   scripts/readme-tables.py superposition SWEEP_DIR          # features represented and D* per run
   scripts/readme-tables.py sparsity SWEEP_DIR               # the same with a column per sparsity, a row a seed
   scripts/readme-tables.py circuit RUN_DIR                  # Nanda et al.'s sections 4.2-4.4 beside the paper's
+  scripts/readme-tables.py curve RUN_DIR                    # a tl-demo run's losses beside TransformerLens's demo run
+  scripts/readme-tables.py speed [CONFIG...]                # runs `grokking bench` (one thread): the Speed table
 
 GROKKING names the binary (default build/grokking). A row's label is the run directory's last
 two path components ("minimal/seed=0"). Python 3 standard library only.
 """
 import csv
+import datetime
 import json
 import os
 import re
@@ -188,6 +191,7 @@ PAPER = {
     "fitted": "4.7e-8 (§4.2)",
     "restricted": "5.5e-8 (§4.4)",
     "excluded": "6.5–11 (§4.4)",
+    "nonkey": "7.2e-8 (§4.4)",
     "projected": "1.19e-7 (§4.4)",
     "null": "5.27 (§4.4)",
 }
@@ -222,6 +226,9 @@ def circuit(run):
         ["loss: keep only the key (a+b) directions (restricted)", loss("keep only key freqs (restricted)"),
          PAPER["restricted"]],
         ["loss: remove them (excluded)", loss("remove all key freqs (excluded)"), PAPER["excluded"]],
+        ["loss: remove all non-key components", loss("remove all non-key components"), PAPER["nonkey"]],
+        [f"loss: remove {len(ab['freqs'])} random non-key frequencies (control)", loss("remove " + str(len(ab["freqs"])) + " random non-key freqs (control)"), "–"],
+        ["loss: remove the key frequencies from W_E (weights)", loss("remove all key freqs from W_E"), "–"],
         ["loss: MLP activations projected onto the u_k, v_k", loss("hidden acts onto"), PAPER["projected"]],
         ["loss: ... onto their orthogonal complement", loss("hidden acts off"), PAPER["null"]],
     ]
@@ -229,8 +236,81 @@ def circuit(run):
                   "paper (its main run)"], out)
 
 
+# TransformerLens's demos/Grokking_Demo.ipynb (the configs/tl-demo.json setup), its stored outputs:
+# the printed "Epoch E-1 Train Loss ... Test Loss ..." lines (the test loss after E steps, the train
+# loss on the model before step E).
+TL_DEMO = {200: (0.03195, 20.31), 1400: (4.16e-7, 34.10), 13000: (2.38e-7, 7.55), 13800: (1.81e-7, 0.862),
+           14500: (1.34e-7, 4.89e-3), 15000: (1.26e-7, 1.54e-4), 25000: (9.45e-8, 2.03e-7)}
+
+
+def curve(run):
+    rows, first = {}, {}
+    with open(os.path.join(run, "metrics.csv")) as f:
+        for r in csv.DictReader(f):
+            e = int(r["epoch"])
+            rows[e] = r
+            if float(r["train_acc"]) >= 1 and "memorised" not in first:
+                first["memorised"] = e
+            if float(r["test_acc"]) >= 0.99 and "grokked" not in first:
+                first["grokked"] = e
+    g = lambda v: f"{v:.3g}"
+    out = []
+    for e, (tr, te) in TL_DEMO.items():
+        r = rows.get(e)
+        if r is None:
+            out.append([f"{e:,}", "– / " + g(tr), "– / " + g(te), "–"])
+            continue
+        out.append([f"{e:,}", f"{g(float(r['train_loss']))} / {g(tr)}", f"{g(float(r['test_loss']))} / {g(te)}",
+                    f"{float(r['test_acc']):.3f}"])
+    m, k = first.get("memorised"), first.get("grokked")
+    at = lambda e: f"{e:,}" if e is not None else "never"
+    note = (f"Train accuracy 100 % first at epoch {at(m)}, test accuracy 99 % first at {at(k)}" + (f": a grokking delay of {k - m:,} epochs." if m is not None and k is not None else "."))
+    return table(["epoch", f"train loss (ours, {label(run)} / TL demo)", "test loss (ours / TL demo)", "test acc (ours)"],
+                 out) + "\n\n" + note
+
+
+# The Speed table's setups: (config or None for the paper's P = 113, extra bench options, label).
+SPEED = [(None, [], "P = 113"), ("configs/ci-small.json", ["--seeds", "8"], "P = 23 (`configs/ci-small.json`)"),
+         ("configs/groups/chughtai-s5-transformer.json", [], "S5 compose (`configs/groups/chughtai-s5-transformer.json`)"),
+         ("configs/induction/minimal.json", [], "induction heads (`configs/induction/minimal.json`)")]
+
+
+def speed(configs):
+    """Times every setup (SPEED, or the configs given) with one thread: run it on a quiet machine."""
+    rows, facts, inter = [], None, None
+    setups = [(c, [], f"`{c}`") for c in configs] if configs else SPEED
+    for config, extra, name in setups:
+        j = tool_json("bench", *([config] if config else []), *extra, "--set", "train.threads=1")
+        facts = facts or j
+        setup = (f"{name}: {j['task']}, {j['examples_per_step']:,} examples a step "
+                 f"(limit {j['limit_ms']:.3g} ms at {j['gemm_peak_gflops']:.3g} GFLOP/s)")
+        for i, (path, t) in enumerate(sorted(j["paths"].items(), key=lambda kv: kv[0] != "plain")):
+            rows.append([setup if i == 0 else "", path, f"{t['ms_per_step']:.3g}",
+                         f"{100 * t['fraction_of_limit']:.0f} %"])
+        if "seeds_side_by_side" in j:
+            b = j["seeds_side_by_side"]
+            rows.append([f"{name}, {b['seeds']} seeds side by side (`--seeds {b['seeds']}`)", f"{b['path']}, batched",
+                         f"{b['ms_per_step']:.3g} for all {b['seeds']}",
+                         f"{b['throughput_vs_sequential']:.2f}× the throughput of one seed at a time"])
+        if config == setups[0][0]:
+            inter = ", ".join(f"{k} {100 * v['overhead']:+.0f} %" for k, v in sorted(j.get("interventions", {}).items()))
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    head = (f"Measured {datetime.date.today().isoformat()} on {cpu}, {os.cpu_count()} logical CPUs; LibTorch {facts['libtorch']}, {facts['blas']}; one thread, "
+            f"device {facts['device']}; `build/grokking bench [CONFIG] --set train.threads=1 --json` per row")
+    return (head + "\n\n" + table(["setup", "path", "ms/step", "of the sgemm limit"], rows) +
+            f"\n\nInterventions on the first setup's fast step, the same run: " + (inter or "–") + ".")
+
+
 def main(argv):
-    if len(argv) < 2 or argv[0] not in ("heads", "irreps", "compare", "superposition", "sparsity", "circuit"):
+    if argv[:1] == ["speed"]:
+        print(speed(argv[1:]))
+        return
+    if len(argv) < 2 or argv[0] not in ("heads", "irreps", "compare", "superposition", "sparsity", "circuit", "curve"):
         sys.exit(__doc__)
     what, rest = argv[0], argv[1:]
     if what == "compare":
@@ -241,6 +321,8 @@ def main(argv):
         print(superposition(rest[0]))
     elif what == "circuit":
         print(circuit(rest[0]))
+    elif what == "curve":
+        print(curve(rest[0]))
     elif what == "sparsity":
         print(sparsity(rest[0]))
     else:

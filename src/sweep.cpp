@@ -478,8 +478,8 @@ int run_sweep_command(const SweepOptions& opts) {
                  jobs);
   const int64_t threads = std::max<int64_t>(1, cores / jobs);
   if (!opts.quiet)
-    spdlog::info("{}: {} runs in this shard, {} to train, {} at a time with {} threads each", plan.dir, runs.size(),
-                 todo.size(), jobs, threads);
+    spdlog::info("{}: {} runs in this shard, {} to train, {} at a time with {} thread{} each", plan.dir, runs.size(),
+                 todo.size(), jobs, threads, threads == 1 ? "" : "s");
   std::atomic<size_t> next{0};
   std::atomic<int> failures{0};
   std::vector<std::thread> workers;

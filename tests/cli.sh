@@ -169,7 +169,13 @@ check "readme-tables sparsity: a column per sparsity, both seeds in a cell" \
   'grep -q "^| sparsity S | 0.00 | 0.90 |$" tbl.txt && grep -Eq "^\| features represented \(seeds 0, 1\) \| [0-3] [0-3] \| [0-3] [0-3] \|$" tbl.txt'
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" circuit r1 >tbl.txt 2>tbl.err
 check "readme-tables circuit: ours beside the paper's, W_L and Table 1 rows" \
-  'grep -q "^| W_L minus" tbl.txt && grep -q "(Table 1) |$" tbl.txt && [ "$(grep -c "^| loss:" tbl.txt)" -eq 6 ]'
+  'grep -q "^| W_L minus" tbl.txt && grep -q "(Table 1) |$" tbl.txt && [ "$(grep -c "^| loss:" tbl.txt)" -eq 9 ]'
+GROKKING=$bin python3 "$src/scripts/readme-tables.py" curve r1 >tbl.txt 2>tbl.err
+check "readme-tables curve: the TL demo's seven epochs beside the run's (absent epochs as -), and its milestones" \
+  '[ "$(grep -c "^| [0-9,]* | " tbl.txt)" -eq 7 ] && grep -q "^| 200 | .* / 0.0319 | .* / 20.3 | " tbl.txt && grep -q "^| 25,000 | – / 9.45e-08 |" tbl.txt && grep -q "^Train accuracy 100 % first at epoch" tbl.txt'
+GROKKING=$bin python3 "$src/scripts/readme-tables.py" speed tiny.json >tbl.txt 2>tbl.err
+check "readme-tables speed: the machine and date, a row per path, the interventions (times not checked)" \
+  'grep -q "^Measured 20[0-9-]* on .*LibTorch" tbl.txt && grep -q "^| \`tiny.json\`: add mod .* | plain | " tbl.txt && grep -q "^|  | fast | " tbl.txt && grep -q "^Interventions on the first setup.*orthograd" tbl.txt'
 
 # ---- mul is analysed over discrete logs; operations with no basis are refused in one line ----
 "$bin" train tiny.json --out rmul --set task.operation=mul --set train.epochs=20 -q 2>/dev/null

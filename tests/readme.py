@@ -9,6 +9,13 @@
    (configs/tl-demo.json, 25,000 epochs) becomes configs/ci-small.json with 300 epochs, and
    runs/ goes to a temporary directory. `bench` is left out (it times; speed belongs in the
    README's figures, not in a test).
+4. The "On the small config" block: its three commands run as written (DIR a temporary
+   directory), and every line it shows "as printed" is printed (or begins a printed line: an
+   excerpt may leave out the columns on the right): the same text and key
+   frequencies, each number of the form 1.234e-05 (a loss) within a factor of 10 of the README's,
+   each other number (accuracies, percentages) within 0.05 of it (percentages within 5 points).
+   The run is deterministic for one thread on one machine; the tolerances leave room for other
+   CPUs and BLAS builds, not for a changed table.
 
 usage: tests/readme.py README.md path/to/grokking
 """
@@ -99,6 +106,42 @@ with tempfile.TemporaryDirectory() as tmp:
         print(f"{'ok  ' if r.returncode == 0 else 'FAIL'} {' '.join(args)}")
         if r.returncode != 0:
             fail(f"README's `{line.strip()}` (as `{' '.join(args)}`) exited {r.returncode}: {r.stderr.strip()[-300:]}")
+
+# The small-config block, its commands run and its printed lines compared.
+small = text.split("### On the small config", 1)[1].split("\n## ", 1)[0]
+commands = [c for c in re.findall(r"`(build/grokking [^`]+)`", small)]
+shown = [line[4:] for line in small.splitlines() if line.startswith("    ")]
+if len(commands) != 3 or len(shown) < 5:
+    fail(f"the small-config block: expected 3 commands and the lines they print, found {len(commands)} and {len(shown)}")
+else:
+    NUM = r"[-+]?\d+(?:\.\d+)?(?:e[-+]\d+)?%?"
+    with tempfile.TemporaryDirectory() as tmp:
+        printed = ""
+        for c in commands:
+            r = run(*shlex.split(c.replace("DIR", tmp + "/small"))[1:])
+            print(f"{'ok  ' if r.returncode == 0 else 'FAIL'} {c}")
+            if r.returncode != 0:
+                fail(f"the small-config block's `{c}` exited {r.returncode}: {r.stderr.strip()[-300:]}")
+            printed += r.stdout
+    lines = printed.splitlines()
+    for want in shown:
+        text_of = lambda l: re.sub(NUM, "#", re.sub(r"\s+", " ", l.strip()))
+        # An excerpt may leave out columns on the right: the printed line starts with the shown one.
+        got = next((l for l in lines if text_of(l).startswith(text_of(want))), None)
+        if got is None:
+            fail(f"the small-config block shows `{want.strip()}`, which the commands no longer print")
+            continue
+        for w, g in zip(re.findall(NUM, want), re.findall(NUM, got)):
+            if "e" in w:
+                ok = float(g) > 0 and float(w) > 0 and 0.1 <= float(g) / float(w) <= 10
+            elif w.endswith("%"):
+                ok = abs(float(g[:-1]) - float(w[:-1])) <= 5
+            elif "." in w:
+                ok = abs(float(g) - float(w)) <= 0.05
+            else:
+                ok = g == w  # integers: key frequencies, counts
+            if not ok:
+                fail(f"the small-config block shows {w} in `{want.strip()}`; the commands print {g}")
 
 print(f"{checked} README commands checked; {len(failures)} failure(s)")
 sys.exit(1 if failures else 0)
