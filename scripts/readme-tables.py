@@ -11,6 +11,7 @@ laid out here, so that updating a README table is one command:
   scripts/readme-tables.py sparsity SWEEP_DIR               # the same with a column per sparsity, a row a seed
   scripts/readme-tables.py circuit RUN_DIR                  # Nanda et al.'s sections 4.2-4.4 beside the paper's
   scripts/readme-tables.py curve RUN_DIR                    # a tl-demo run's losses beside TransformerLens's demo run
+  scripts/readme-tables.py final SWEEP_DIR COLUMN --by KEY... # per arm, a metrics.csv column's last value over the runs
   scripts/readme-tables.py speed [CONFIG...]                # runs `grokking bench` (one thread): the Speed table
 
 GROKKING names the binary (default build/grokking). A row's label is the run directory's last
@@ -269,6 +270,32 @@ def curve(run):
                  out) + "\n\n" + note
 
 
+def final(sweep, column, by):
+    """Per arm (the values of the --by keys), the last row's COLUMN of each finished run: median, min-max."""
+    with open(os.path.join(sweep, "plan.json")) as f:
+        plan = json.load(f)
+    arms = {}
+    for r in plan["runs"]:
+        run = os.path.join(sweep, "runs", r["name"])
+        if summary(run).get("status", "interrupted") == "interrupted":  # not (yet) finished
+            continue
+        last = None
+        with open(os.path.join(run, "metrics.csv")) as f:
+            for last in csv.DictReader(f):
+                pass
+        if last is None or column not in last:
+            sys.exit(f"final: {run}/metrics.csv has no column {column}")
+        value = lambda v: v if isinstance(v, str) else json.dumps(v)  # as grokking compare labels arms
+        arm = ", ".join(f"{k}={value(r['values'][k]) if k in r['values'] else '(unset)'}" for k in by)
+        arms.setdefault(arm, []).append(float(last[column]))
+    rows = []
+    for arm, v in arms.items():
+        v.sort()
+        med = (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+        rows.append([arm, len(v), num(med), f"{num(v[0])} – {num(v[-1])}"])
+    return table(["arm", "finished runs", f"{column} at the end: median", "min – max"], rows)
+
+
 # The Speed table's setups: (config or None for the paper's P = 113, extra bench options, label).
 SPEED = [(None, [], "P = 113"), ("configs/ci-small.json", ["--seeds", "8"], "P = 23 (`configs/ci-small.json`)"),
          ("configs/groups/chughtai-s5-transformer.json", [], "S5 compose (`configs/groups/chughtai-s5-transformer.json`)"),
@@ -307,6 +334,12 @@ def speed(configs):
 
 
 def main(argv):
+    if argv[:1] == ["final"]:
+        if len(argv) < 5 or "--by" not in argv:
+            sys.exit("final: give SWEEP_DIR COLUMN --by KEY [--by KEY...]")
+        by = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--by"]
+        print(final(argv[1], argv[2], by))
+        return
     if argv[:1] == ["speed"]:
         print(speed(argv[1:]))
         return

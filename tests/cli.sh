@@ -167,6 +167,11 @@ J
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" sparsity sparse >tbl.txt 2>tbl.err
 check "readme-tables sparsity: a column per sparsity, both seeds in a cell" \
   'grep -q "^| sparsity S | 0.00 | 0.90 |$" tbl.txt && grep -Eq "^\| features represented \(seeds 0, 1\) \| [0-3] [0-3] \| [0-3] [0-3] \|$" tbl.txt'
+GROKKING=$bin python3 "$src/scripts/readme-tables.py" final sparse train_loss --by task.sparsity --by model.d_hidden >tbl.txt 2>tbl.err
+range=$(for s in 0 1; do tail -n1 "sparse/runs/task.sparsity=0.9_train.seed=$s/metrics.csv" | cut -d, -f2; done |
+  sort -g | awk '{v[NR] = $1} END {printf "%.3f | %.3f – %.3f", (v[1] + v[2]) / 2, v[1], v[2]}')
+check "readme-tables final: an arm per sparsity, its runs' last train_loss (median, range); a key no run sets is (unset)" \
+  '[ "$(grep -c "^| task.sparsity=0.[09], model.d_hidden=(unset) | 2 | " tbl.txt)" -eq 2 ] && grep -qF "| task.sparsity=0.9, model.d_hidden=(unset) | 2 | $range |" tbl.txt'
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" circuit r1 >tbl.txt 2>tbl.err
 check "readme-tables circuit: ours beside the paper's, W_L and Table 1 rows" \
   'grep -q "^| W_L minus" tbl.txt && grep -q "(Table 1) |$" tbl.txt && [ "$(grep -c "^| loss:" tbl.txt)" -eq 9 ]'
