@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The README's result tables, as Markdown, from run and sweep directories.
 
-Each table is computed by the tool itself (`grokking heads|irreps|compare --json`) and only
-laid out here, so that updating a README table is one command:
+Each table is computed by the tool itself (`grokking heads|irreps|compare|ablate|fourier|progress|
+bench --json`) or read from the runs' metrics.csv, and only laid out here, so that updating a
+README table is one command:
 
   scripts/readme-tables.py heads RUN_DIR...                 # induction heads, a row a run
   scripts/readme-tables.py irreps RUN_DIR...                # groups: grokked epoch and key irreps
@@ -11,6 +12,7 @@ laid out here, so that updating a README table is one command:
   scripts/readme-tables.py sparsity SWEEP_DIR               # the same with a column per sparsity, a row a seed
   scripts/readme-tables.py circuit RUN_DIR                  # Nanda et al.'s sections 4.2-4.4 beside the paper's
   scripts/readme-tables.py curve RUN_DIR                    # a tl-demo run's losses beside TransformerLens's demo run
+  scripts/readme-tables.py phases RUN_DIR...                # the phase rule's row a run (grokking progress --json)
   scripts/readme-tables.py final SWEEP_DIR COLUMN --by KEY... # per arm, a metrics.csv column's last value over the runs
   scripts/readme-tables.py speed [CONFIG...]                # runs `grokking bench` (one thread): the Speed table
 
@@ -296,6 +298,51 @@ def final(sweep, column, by):
     return table(["arm", "finished runs", f"{column} at the end: median", "min – max"], rows)
 
 
+def phases(runs):
+    """A row a run of the phase tables: boundaries, each phase's changes, whether the definitions hold."""
+    import math
+    rows = []
+    for run in runs:
+        quick = ["--from-csv"] if os.path.exists(os.path.join(run, "progress.csv")) else []
+        ph = tool_json("progress", run, *quick)["phases"]
+        grok, best, last = None, 0.0, 0
+        with open(os.path.join(run, "metrics.csv")) as f:
+            for r in csv.DictReader(f):
+                last, best = int(r["epoch"]), max(best, float(r["test_acc"]))
+                if grok is None and float(r["test_acc"]) >= 0.99:
+                    grok = int(r["epoch"])
+        dec = lambda v, d=1: f"{math.log10(v[1] / v[0]):+.{d}f} dec" if v[0] > 0 and v[1] > 0 else "–"
+        pct = lambda v: f"{100 * (v[1] / v[0] - 1):+.0f} %" if v[0] > 0 else "–"
+        e = lambda v: f"{v:,}" if v is not None else "?"
+        hold = ph["definitions_hold"]
+        par = (lambda t: t) if hold else (lambda t: f"({t})")
+        ch = ph["changes"]
+        mem = f"0–{e(ph['memorisation']['end'])}" if ph["memorisation"]["end"] is not None else "–"
+        if ph["memorisation"]["end"] is None:  # the training set never fit (or the measures are not finite)
+            rows.append([label(run), f"(under way at {last:,})", "", "", f"never (best {best:.3f})", "", "",
+                         ph["note"], ""])
+            continue
+        if not ph["grokked"]:
+            rows.append([label(run), mem, f"(under way at {last:,})", "", f"never (best {best:.3f})", "", "", "never grokked",
+                         ""])
+            continue
+        cf, cl = ch["circuit_formation"], ch["cleanup"]
+        extra = ph["not_in_rule"]
+        yes = lambda k: "yes" if extra.get(k) else "no"
+        rows.append([label(run), mem if hold else f"(best fit {mem})",
+                     par(f"{e(ph['circuit_formation']['start'])}–{e(ph['circuit_formation']['end'])}"),
+                     par(f"{e(ph['cleanup']['start'])}–{e(ph['cleanup']['end'])}"), e(grok),
+                     f"{dec(cf['excluded_loss'])}, {pct(cf['sum_sq_weights'])}, {dec(cf['test_loss'], 2)}",
+                     f"{dec(cl['test_loss'])}, {dec(cl['restricted_loss'])}, {pct(cl['sum_sq_weights'])}, "
+                     f"{cl['gini'][0]:.2f} → {cl['gini'][1]:.2f}",
+                     "hold" if hold else "none can: " + ph["note"].split("at the best fit: ", 1)[-1],
+                     f"{yes('circuit formation: restricted loss falls')} / {yes('cleanup: Gini of W_L jumps')}"])
+    return table(["run", "memorisation", "circuit formation", "cleanup", "test acc ≥ 99 %",
+                  "circuit formation: excluded loss, weight norm, test loss",
+                  "cleanup: test loss, restricted loss, weight norm, Gini", "definitions",
+                  "not in the rule: restricted loss falls in circuit formation / Gini of W_L jumps in cleanup"], rows)
+
+
 # The Speed table's setups: (config or None for the paper's P = 113, extra bench options, label).
 SPEED = [(None, [], "P = 113"), ("configs/ci-small.json", ["--seeds", "8"], "P = 23 (`configs/ci-small.json`)"),
          ("configs/groups/chughtai-s5-transformer.json", [], "S5 compose (`configs/groups/chughtai-s5-transformer.json`)"),
@@ -343,7 +390,7 @@ def main(argv):
     if argv[:1] == ["speed"]:
         print(speed(argv[1:]))
         return
-    if len(argv) < 2 or argv[0] not in ("heads", "irreps", "compare", "superposition", "sparsity", "circuit", "curve"):
+    if len(argv) < 2 or argv[0] not in ("heads", "irreps", "compare", "superposition", "sparsity", "circuit", "curve", "phases"):
         sys.exit(__doc__)
     what, rest = argv[0], argv[1:]
     if what == "compare":
@@ -359,7 +406,7 @@ def main(argv):
     elif what == "sparsity":
         print(sparsity(rest[0]))
     else:
-        print({"heads": heads, "irreps": irreps}[what](rest))
+        print({"heads": heads, "irreps": irreps, "phases": phases}[what](rest))
 
 
 if __name__ == "__main__":

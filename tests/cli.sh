@@ -175,6 +175,19 @@ check "readme-tables final: an arm per sparsity, its runs' last train_loss (medi
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" circuit r1 >tbl.txt 2>tbl.err
 check "readme-tables circuit: ours beside the paper's, W_L and Table 1 rows" \
   'grep -q "^| W_L minus" tbl.txt && grep -q "(Table 1) |$" tbl.txt && [ "$(grep -c "^| loss:" tbl.txt)" -eq 9 ]'
+GROKKING=$bin python3 "$src/scripts/readme-tables.py" phases r1 >tbl.txt 2>tbl.err
+last_epoch=$(tail -n1 r1/metrics.csv | cut -d, -f1)
+"$bin" progress r1 --json >prog.json
+if grep -q '"note": "the training set was never fit' prog.json; then
+  check "readme-tables phases: a run that never fit its training set: memorisation under way at its last epoch" \
+    'grep -q "^| .*r1 | (under way at $last_epoch) |  |  | never (best 0\.[0-9]*) |  |  | the training set was never fit" tbl.txt'
+elif grep -q '"grokked": false' prog.json; then
+  check "readme-tables phases: a run that never grokked: memorisation, circuit formation under way at its last epoch" \
+    'grep -q "^| .*r1 | 0–[0-9,]* | (under way at $last_epoch) |  | never (best 0\.[0-9]*) | .*never grokked" tbl.txt'
+else
+  check "readme-tables phases: a grokked run's three phases and whether the definitions hold" \
+    'grep -Eq "^\| .*r1 \| .*0–[0-9,]*\)? \| .* \| (hold|none can: .*) \| (yes|no) / (yes|no) \|$" tbl.txt'
+fi
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" curve r1 >tbl.txt 2>tbl.err
 check "readme-tables curve: the TL demo's seven epochs beside the run's (absent epochs as -), and its milestones" \
   '[ "$(grep -c "^| [0-9,]* | " tbl.txt)" -eq 7 ] && grep -q "^| 200 | .* / 0.0319 | .* / 20.3 | " tbl.txt && grep -q "^| 25,000 | – / 9.45e-08 |" tbl.txt && grep -q "^Train accuracy 100 % first at epoch" tbl.txt'
