@@ -73,6 +73,12 @@ for chunk in code:
                     flag = w.split("=")[0]
                     if not re.search(r"(^|[\s,])" + re.escape(flag) + r"\b", helps[sub]):
                         fail(f"README: `grokking {sub} ... {flag}`: {sub} has no such option")
+                    # A flag that takes no value (no TYPE after it in --help) followed by a number: the
+                    # number would be an unexpected argument (`--gap 0.95` where `--acc 0.95 --gap` is meant).
+                    entry = re.search(r"^\s+(?:-\w,)?" + re.escape(flag) + r"( [A-Z][A-Z:]*)?(?:\s|$)", helps[sub], re.M)
+                    after = words[i + 1] if i + 1 < len(words) else ""
+                    if entry and not entry.group(1) and "=" not in w and re.match(r"^-?\d+(\.\d+)?(e-?\d+)?$", after):
+                        fail(f"README: `grokking {sub} ... {flag} {after}`: {flag} takes no value")
                 nxt = words[i + 1] if i + 1 < len(words) else ""
                 if w in ("--set", "--by") and re.match(r"^[a-z_]+\.[a-z_0-9]+", nxt):
                     key = re.match(r"^[a-z_]+\.[a-z_0-9]+", nxt).group(0)
