@@ -106,21 +106,30 @@ def irreps(runs):
 
 def compare(sweep, options):
     j = tool_json("compare", sweep, *options)
+    grokked = j.get("outcome", "grokked epoch").startswith("grokked epoch")
+    at = sorted({e for a in j["arms"] for e in a.get("median_test_acc_at", {})}, key=int)
     rows = []
     for a in j["arms"]:
         if "grokked_epoch" not in a:  # an arm none of whose runs has finished
-            rows.append([a["arm"], a.get("runs", 0), "–", "no finished run", "–", "–", "–", "–"])
+            rows.append([a["arm"], a.get("runs", 0), "–", "no finished run", "–", "–", "–", "–"] + ["–"] * len(at))
             continue
         g, r = a["grokked_epoch"], a["ratio_to_baseline"]
         bound = "≥ " if g["median_is_lower_bound"] else ""
         d = a.get("grokking_delay") or {}
         delay = (("≥ " if d.get("median_is_lower_bound") else "") + f"{d['median']:g}") if "median" in d else "–"
+        acc = [num(a.get("median_test_acc_at", {}).get(e)) for e in at]
         rows.append([a["arm"], a["runs"], a["grokked"], f"{bound}{g['median']:g} [{g['ci95'][0]:g}, {g['ci95'][1]:g}]", delay,
+                     "–" if r["value"] is None else  # a baseline median of 0 (a gap of 0): no ratio
                      ("≥ " if r["is_lower_bound"] else "") + f"{r['value']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]",
-                     num(a["mann_whitney"]["p"]), num(a["detectable_ratio_80pct_power"], 1)])
-    return table(["arm", "runs", "grokked", "median grokked epoch [95 % CI]", "median grokking delay",
-                  "ratio to baseline [95 % CI]",
-                  "Mann–Whitney p", "detectable ratio"], rows)
+                     num(a["mann_whitney"]["p"]), num(a["detectable_ratio_80pct_power"], 1)] + acc)
+    outcome = "grokked epoch" if grokked else j["outcome"]
+    header = ["arm", "runs", "grokked" if grokked else "reached", f"median {outcome} [95 % CI]",
+              "median grokking delay" if grokked else "–", "ratio to baseline [95 % CI]", "Mann–Whitney p",
+              "detectable ratio"] + [f"test acc at {int(e):,} (median)" for e in at]
+    if not grokked:  # the delay column repeats the outcome for other outcomes: left out
+        rows = [r[:4] + r[5:] for r in rows]
+        header = header[:4] + header[5:]
+    return table(header, rows)
 
 
 def superposition(sweep):

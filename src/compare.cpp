@@ -258,7 +258,12 @@ int run_compare_command(const CompareOptions& opts) {
   CsvWriter csv({"arm", "runs", "grokked", "grok_median", "grok_median_is_lower_bound", "grok_ci_lo", "grok_ci_hi",
                  "delay_median", "delay_ci_lo", "delay_ci_hi", "ratio", "ratio_ci_lo", "ratio_ci_hi", "mann_whitney_u",
                  "z", "p"});
+  // What each run's number is (the JSON keeps the key grokked_epoch for it whichever it is).
+  const std::string what = opts.acc <= 0 ? "grokked epoch (test accuracy >= 99 %)"
+                           : opts.gap ? "epochs from train to test accuracy >= " + format_number(opts.acc, "%g")
+                                      : "first epoch with test accuracy >= " + format_number(opts.acc, "%g");
   json j = {{"sweep_dir", opts.sweep_dir}, {"by", opts.by}, {"baseline", arms.empty() ? json() : json(arms[0].label)},
+            {"outcome", what},
             {"censoring", "runs that never grokked count at their last epoch (a lower bound); a median that falls "
                           "on one is marked as a lower bound; the rank test ranks them after every grokked run"},
             {"arms", json::array()}};
@@ -306,9 +311,6 @@ int run_compare_command(const CompareOptions& opts) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  const std::string what = opts.acc <= 0 ? "grokked epoch (test accuracy >= 99 %)"
-                           : opts.gap ? "epochs from train to test accuracy >= " + format_number(opts.acc, "%g")
-                                      : "first epoch with test accuracy >= " + format_number(opts.acc, "%g");
   std::printf("%s: arms by %s; baseline %s; outcome: %s; intervals: 95%% bootstrap (seed %llu)\n",
               opts.sweep_dir.c_str(), join_keys(opts.by).c_str(), arms.empty() ? "-" : arms[0].label.c_str(),
               what.c_str(), (unsigned long long)opts.seed);
@@ -330,12 +332,14 @@ int run_compare_command(const CompareOptions& opts) {
                 ((a.grok_median.lower_bound && !arms[0].grok_median.lower_bound ? ">=" : "") +
                  format_number(a.ratio, "%.2f")).c_str(),
                 shown(a.ratio_ci, "%.2f").c_str(), a.test.p, a.log_sd,
-                std::isnan(a.detectable) ? "-" : ("x" + format_number(a.detectable, "%.2f")).c_str());
+                std::isnan(a.detectable)   ? "-"
+                : std::isinf(a.detectable) ? "none"  // an arm of one run: no spread to test against
+                                           : ("x" + format_number(a.detectable, "%.2f")).c_str());
     for (auto v : a.acc_at) std::printf(" %9s", std::isnan(v) ? "-" : format_number(v, "%.3f").c_str());
     std::printf("\n");
   }
   std::printf("detectable: the ratio of medians (either way) a two-sided rank test at 0.05 would find with 80 %% power, "
-              "from the two arms' spread of log outcomes and their sizes\n");
+              "from the two arms' spread of log outcomes and their sizes (none: an arm or the baseline has one run)\n");
   std::printf("runs that never grokked count at their last epoch (>= marks a median that is such a lower bound)\n");
   return 0;
 }

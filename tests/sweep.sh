@@ -28,6 +28,17 @@ python3 "$src/scripts/readme-tables.py" compare loop --by optim.weight_decay >tb
 check "readme-tables compare: the arms as Markdown rows (two of the grid, the p=11 point's)" \
   '[ "$(grep -c "^| optim.weight_decay=" tbl.txt)" -eq 3 ] && grep -q "^| optim.weight_decay=(unset) | 1 |" tbl.txt &&
    grep -q "^| arm | runs | grokked |" tbl.txt'
+# Another outcome (Omnigrok's gap) names itself in the JSON and the table, with the --at columns;
+# an arm of one run can detect no ratio ("none").
+python3 "$src/scripts/readme-tables.py" compare loop --by optim.weight_decay --acc 0.5 --gap --at 10,20 >tbl.txt 2>tbl.err
+check "readme-tables compare --acc --gap --at: the outcome in the header, a column per epoch, a cell each" \
+  'grep -q "^| arm | runs | reached | median epochs from train to test accuracy >= 0.5 \[95 % CI\] | ratio to baseline .* | test acc at 10 (median) | test acc at 20 (median) |$" tbl.txt &&
+   [ "$(grep "^| optim.weight_decay=" tbl.txt | awk -F"|" "{print NF}" | sort -u)" = 11 ]'
+"$GROKKING" compare loop --by optim.weight_decay --acc 0.5 --gap --json >cmp.json 2>cmp.err
+check "compare --json names its outcome" 'grep -q "\"outcome\": \"epochs from train to test accuracy >= 0.5\"" cmp.json'
+"$GROKKING" compare loop --by optim.weight_decay >cmp.txt 2>cmp.err
+check "compare: an arm of one run detects no ratio (none), the others a finite one" \
+  'grep -Eq "^optim.weight_decay=\(unset\) .* none$" cmp.txt && grep -Eq "^optim.weight_decay=1(\.0)? .* x[0-9.]+$" cmp.txt'
 # A run whose summary says interrupted is not finished: compare leaves it out until it is.
 cp -r loop loopi
 sed -i 's/"status": "completed"/"status": "interrupted"/' "loopi/runs/$(ls loopi/runs | head -1)/summary.json"
