@@ -365,15 +365,16 @@ def speed(configs):
     for config, extra, name in setups:
         j = tool_json("bench", *([config] if config else []), *extra, "--set", "train.threads=1")
         facts = facts or j
-        setup = (f"{name}: {j['task']}, {j['examples_per_step']:,} examples a step "
-                 f"(limit {j['limit_ms']:.3g} ms at {j['gemm_peak_gflops']:.3g} GFLOP/s)")
+        examples = "" if "pairs" in j["task"] else f", {j['examples_per_step']:,} examples a step"
+        setup = f"{name}: {j['task']}{examples} (limit {j['limit_ms']:.3g} ms at {j['gemm_peak_gflops']:.3g} GFLOP/s)"
+        ms = lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
         for i, (path, t) in enumerate(sorted(j["paths"].items(), key=lambda kv: kv[0] != "plain")):
-            rows.append([setup if i == 0 else "", path, f"{t['ms_per_step']:.3g}",
+            rows.append([setup if i == 0 else "", path, ms(t["ms_per_step"]),
                          f"{100 * t['fraction_of_limit']:.0f} %"])
         if "seeds_side_by_side" in j:
             b = j["seeds_side_by_side"]
             rows.append([f"{name}, {b['seeds']} seeds side by side (`--seeds {b['seeds']}`)", f"{b['path']}, batched",
-                         f"{b['ms_per_step']:.3g} for all {b['seeds']}",
+                         f"{ms(b['ms_per_step'])} for all {b['seeds']}",
                          f"{b['throughput_vs_sequential']:.2f}× the throughput of one seed at a time"])
         if config == setups[0][0]:
             inter = ", ".join(f"{k} {100 * v['overhead']:+.0f} %" for k, v in sorted(j.get("interventions", {}).items()))
