@@ -168,12 +168,13 @@ part_papers() {
   local s by
   for s in stablemax-p113-mlp stablemax-p113-transformer omnigrok-p113 orthograd-p113; do
     within 600 "$bin" sweep "configs/sweeps/$s.json" --pack 64 --dir "$work/$s" -q
+    # Each with the README's outcome: the grokked epoch, or for Omnigrok the train-test gap.
     case $s in
       stablemax*) by=(--by train.loss_dtype --by train.loss) ;;
-      omnigrok*) by=(--by model.init_scale --by optim.weight_norm) ;;
-      *) by=(--by optim.orthograd --by optim.weight_decay) ;;
+      omnigrok*) by=(--by optim.weight_norm --by model.init_scale --acc 0.95 --gap --at 1000,5000,15000) ;;
+      *) by=(--by optim.orthograd --by optim.weight_decay --by optim.lr --baseline false,1.0,0.001) ;;
     esac
-    "$bin" compare "$work/$s" "${by[@]}" --acc 0.95 2>&1 | head -20
+    "$bin" compare "$work/$s" "${by[@]}" 2>&1 | head -20
   done
   # Chughtai et al.'s groups: S5 transformer (their 50,000 epochs; the CPU ran seed 1 to its
   # grokking and seeds 2, 3 part of the way), S5 MLP (their 50 seeds; here 1-8), S6 and D59
