@@ -22,6 +22,7 @@ two path components ("minimal/seed=0"). Python 3 standard library only.
 import csv
 import datetime
 import json
+import math
 import os
 import re
 import subprocess
@@ -255,16 +256,24 @@ TL_DEMO = {200: (0.03195, 20.31), 1400: (4.16e-7, 34.10), 13000: (2.38e-7, 7.55)
            14500: (1.34e-7, 4.89e-3), 15000: (1.26e-7, 1.54e-4), 25000: (9.45e-8, 2.03e-7)}
 
 
-def curve(run):
-    rows, first = {}, {}
+def milestones(run):
+    """From metrics.csv: its rows by epoch, the first epochs of 100 % train and 99 % test accuracy
+    (None when never), the last epoch and the best test accuracy."""
+    m = {"rows": {}, "memorised": None, "grokked": None, "last": 0, "best_test_acc": 0.0}
     with open(os.path.join(run, "metrics.csv")) as f:
         for r in csv.DictReader(f):
-            e = int(r["epoch"])
-            rows[e] = r
-            if float(r["train_acc"]) >= 1 and "memorised" not in first:
-                first["memorised"] = e
-            if float(r["test_acc"]) >= 0.99 and "grokked" not in first:
-                first["grokked"] = e
+            e, train, test = int(r["epoch"]), float(r["train_acc"]), float(r["test_acc"])
+            m["rows"][e], m["last"], m["best_test_acc"] = r, e, max(m["best_test_acc"], test)
+            if m["memorised"] is None and train >= 1:
+                m["memorised"] = e
+            if m["grokked"] is None and test >= 0.99:
+                m["grokked"] = e
+    return m
+
+
+def curve(run):
+    first = milestones(run)
+    rows = first["rows"]
     g = lambda v: f"{v:.3g}"
     out = []
     for e, (tr, te) in TL_DEMO.items():
@@ -274,7 +283,7 @@ def curve(run):
             continue
         out.append([f"{e:,}", f"{g(float(r['train_loss']))} / {g(tr)}", f"{g(float(r['test_loss']))} / {g(te)}",
                     f"{float(r['test_acc']):.3f}"])
-    m, k = first.get("memorised"), first.get("grokked")
+    m, k = first["memorised"], first["grokked"]
     at = lambda e: f"{e:,}" if e is not None else "never"
     note = (f"Train accuracy 100 % first at epoch {at(m)}, test accuracy 99 % first at {at(k)}" + (f": a grokking delay of {k - m:,} epochs." if m is not None and k is not None else "."))
     return table(["epoch", f"train loss (ours, {label(run)} / TL demo)", "test loss (ours / TL demo)", "test acc (ours)"],
@@ -309,28 +318,23 @@ def final(sweep, column, by):
 
 def phases(runs):
     """A row a run of the phase tables: boundaries, each phase's changes, whether the definitions hold."""
-    import math
     rows = []
     for run in runs:
         quick = ["--from-csv"] if os.path.exists(os.path.join(run, "progress.csv")) else []
         ph = tool_json("progress", run, *quick)["phases"]
-        grok, best, last = None, 0.0, 0
-        with open(os.path.join(run, "metrics.csv")) as f:
-            for r in csv.DictReader(f):
-                last, best = int(r["epoch"]), max(best, float(r["test_acc"]))
-                if grok is None and float(r["test_acc"]) >= 0.99:
-                    grok = int(r["epoch"])
+        m = milestones(run)
+        grok, best, last = m["grokked"], m["best_test_acc"], m["last"]
         dec = lambda v, d=1: f"{math.log10(v[1] / v[0]):+.{d}f} dec" if v[0] > 0 and v[1] > 0 else "–"
         pct = lambda v: f"{100 * (v[1] / v[0] - 1):+.0f} %" if v[0] > 0 else "–"
         e = lambda v: f"{v:,}" if v is not None else "?"
         hold = ph["definitions_hold"]
         par = (lambda t: t) if hold else (lambda t: f"({t})")
         ch = ph["changes"]
-        mem = f"0–{e(ph['memorisation']['end'])}" if ph["memorisation"]["end"] is not None else "–"
         if ph["memorisation"]["end"] is None:  # the training set never fit (or the measures are not finite)
             rows.append([label(run), f"(under way at {last:,})", "", "", f"never (best {best:.3f})", "", "",
                          ph["note"], ""])
             continue
+        mem = f"0–{e(ph['memorisation']['end'])}"
         if not ph["grokked"]:
             rows.append([label(run), mem, f"(under way at {last:,})", "", f"never (best {best:.3f})", "", "", "never grokked",
                          ""])
