@@ -486,6 +486,9 @@ int run_sweep_command(const SweepOptions& opts) {
   // Ctrl-C or SIGTERM: no new run starts, the running ones checkpoint and stop, and the same
   // command resumes the sweep.
   SignalScope signals;
+  auto interrupted = [](const std::string& name) {
+    spdlog::warn("{}: interrupted; the same sweep command resumes it", name);
+  };
   auto claimed_elsewhere = [](const std::string& name) {
     spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped", name);
   };
@@ -499,7 +502,7 @@ int run_sweep_command(const SweepOptions& opts) {
     }
     int rc = train_child(opts, plan, run, threads, claim, signals);
     if (signals.received()) {
-      spdlog::warn("{}: interrupted; the same sweep command resumes it", run.name);
+      interrupted(run.name);
     } else if (rc == 2 && run_state(plan.dir + "/runs/" + run.name) != RunState::fresh) {
       spdlog::warn("{}: busy (another shard or machine is training it), skipped", run.name);
     } else if (rc != 0) {
@@ -546,7 +549,7 @@ int run_sweep_command(const SweepOptions& opts) {
       for (auto& name : names) {
         const auto st = run_state(plan.dir + "/runs/" + name);
         if (st != RunState::finished && signals.received()) {
-          spdlog::warn("{}: interrupted; the same sweep command resumes it", name);
+          interrupted(name);
         } else if (st == RunState::finished) {
           if (!opts.quiet) spdlog::info("{}: done", name);
         } else {

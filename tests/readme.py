@@ -69,6 +69,7 @@ for chunk in code:
                 words = rest.split()
             checked += 1
             for i, w in enumerate(words):
+                nxt = words[i + 1] if i + 1 < len(words) else ""
                 if w.startswith("-") and len(w) > 1 and not w.startswith("--set=") and not re.match(r"^-\d", w):
                     flag = w.split("=")[0]
                     if not re.search(r"(^|[\s,])" + re.escape(flag) + r"\b", helps[sub]):
@@ -76,10 +77,8 @@ for chunk in code:
                     # A flag that takes no value (no TYPE after it in --help) followed by a number: the
                     # number would be an unexpected argument (`--gap 0.95` where `--acc 0.95 --gap` is meant).
                     entry = re.search(r"^\s+(?:-\w,)?" + re.escape(flag) + r"( [A-Z][A-Z:]*)?(?:\s|$)", helps[sub], re.M)
-                    after = words[i + 1] if i + 1 < len(words) else ""
-                    if entry and not entry.group(1) and "=" not in w and re.match(r"^-?\d+(\.\d+)?(e-?\d+)?$", after):
-                        fail(f"README: `grokking {sub} ... {flag} {after}`: {flag} takes no value")
-                nxt = words[i + 1] if i + 1 < len(words) else ""
+                    if entry and not entry.group(1) and "=" not in w and re.match(r"^-?\d+(\.\d+)?(e-?\d+)?$", nxt):
+                        fail(f"README: `grokking {sub} ... {flag} {nxt}`: {flag} takes no value")
                 if w in ("--set", "--by") and re.match(r"^[a-z_]+\.[a-z_0-9]+", nxt):
                     key = re.match(r"^[a-z_]+\.[a-z_0-9]+", nxt).group(0)
                     if key not in keys:
@@ -115,7 +114,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
 # The small-config block, its commands run and its printed lines compared.
 small = text.split("### On the small config", 1)[1].split("\n## ", 1)[0]
-commands = [c for c in re.findall(r"`(build/grokking [^`]+)`", small)]
+commands = re.findall(r"`(build/grokking [^`]+)`", small)
 shown = [line[4:] for line in small.splitlines() if line.startswith("    ")]
 if len(commands) != 3 or len(shown) < 5:
     fail(f"the small-config block: expected 3 commands and the lines they print, found {len(commands)} and {len(shown)}")
@@ -130,8 +129,8 @@ else:
                 fail(f"the small-config block's `{c}` exited {r.returncode}: {r.stderr.strip()[-300:]}")
             printed += r.stdout
     lines = printed.splitlines()
+    text_of = lambda l: re.sub(NUM, "#", re.sub(r"\s+", " ", l.strip()))  # the line with its numbers as #
     for want in shown:
-        text_of = lambda l: re.sub(NUM, "#", re.sub(r"\s+", " ", l.strip()))
         # An excerpt may leave out columns on the right: the printed line starts with the shown one.
         got = next((l for l in lines if text_of(l).startswith(text_of(want))), None)
         if got is None:
