@@ -163,3 +163,51 @@ const ModelKind& find_model_kind(const std::string& name, const std::string& whe
 TaskShape task_shape(const TaskConfig& task) { return find_task_kind(task.kind).shape(task); }
 
 }  // namespace grokking
+
+namespace grokking {
+
+const std::vector<Capability>& all_capabilities() {
+  static const std::vector<Capability> all = {Capability::pairs,        Capability::cycle,   Capability::group,
+                                              Capability::sequence,     Capability::features, Capability::heads,
+                                              Capability::pair_readout, Capability::neurons, Capability::feature_matrix};
+  return all;
+}
+
+const char* capability_name(Capability c) {
+  switch (c) {
+    case Capability::pairs: return "pairs";
+    case Capability::cycle: return "cycle";
+    case Capability::group: return "group";
+    case Capability::sequence: return "sequence";
+    case Capability::features: return "features";
+    case Capability::heads: return "heads";
+    case Capability::pair_readout: return "pair_readout";
+    case Capability::neurons: return "neurons";
+    case Capability::feature_matrix: return "feature_matrix";
+  }
+  return "?";
+}
+
+const char* capability_doc(Capability c) {
+  switch (c) {
+    case Capability::pairs: return "a task on every pair (a, b) of an operation, with a fixed split";
+    case Capability::cycle: return "an operation on a cycle (add, sub; mul, div mod a prime; C_n): a Fourier basis";
+    case Capability::group: return "a finite group task (its table, characters and irreps)";
+    case Capability::sequence: return "a sequence task (next-token prediction, a repeated half)";
+    case Capability::features: return "a sparse-features task (features reconstructed)";
+    case Capability::heads: return "a model with attention heads";
+    case Capability::pair_readout: return "a model read on a pair task (embedding rows, unembedding, W_L)";
+    case Capability::neurons: return "a model with hidden neurons writing to the logits";
+    case Capability::feature_matrix: return "a toy model's feature matrix W and output bias";
+  }
+  return "?";
+}
+
+std::string Capabilities::names() const {
+  std::string out;
+  for (auto c : all_capabilities())
+    if (has(c)) out += (out.empty() ? "" : ", ") + std::string(capability_name(c));
+  return out.empty() ? "none" : out;
+}
+
+}  // namespace grokking

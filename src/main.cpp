@@ -28,11 +28,11 @@ int main(int argc, char** argv) {
   CLI::App app{"grokking: train and analyse the small models of the grokking papers (and induction heads, superposition)"};
   app.set_version_flag("--version", std::string("grokking ") + GROKKING_VERSION);
   app.require_subcommand(1);
-  const std::vector<cli::Command> commands = {
-      cli::train_command(app),    cli::config_command(app), cli::fourier_command(app), cli::ablate_command(app),
-      cli::progress_command(app), cli::irreps_command(app), cli::heads_command(app), cli::superposition_command(app), cli::bench_command(app),  cli::sweep_command(app),
-      cli::compare_command(app),  cli::plot_command(app),
-  };
+  // Training and configs, then every registered analysis, then the rest.
+  std::vector<cli::Command> commands = {cli::train_command(app), cli::config_command(app), cli::analyse_command(app)};
+  for (auto& c : cli::analysis_commands(app)) commands.push_back(c);
+  for (auto* make : {cli::bench_command, cli::sweep_command, cli::compare_command, cli::plot_command})
+    commands.push_back(make(app));
 
   try {
     app.parse(argc, argv);

@@ -25,6 +25,20 @@ std::shared_ptr<const Architecture> make_architecture(const Config& cfg) {
 
 std::vector<ParamSpec> param_specs(const Config& cfg) { return make_architecture(cfg)->params(); }
 
+Capabilities capabilities_of(const Config& cfg) {
+  const auto& kind = find_task_kind(cfg.task.kind);
+  Capabilities c;
+  if (kind.structure) c.add(kind.structure(cfg.task));
+  const auto arch = make_architecture(cfg);
+  if (arch->attention_layers() > 0 && arch->attention_heads() > 0) c.add(Capability::heads);
+  if (const auto* r = arch->pair_readout()) {
+    c.add(Capability::pair_readout);
+    if (!r->neuron_to_logits.empty()) c.add(Capability::neurons);
+  }
+  if (arch->feature_readout()) c.add(Capability::feature_matrix);
+  return c;
+}
+
 Model::Model(const Config& cfg, std::vector<int64_t> seeds)
     : cfg_(cfg), shape_(task_shape(cfg.task)), arch_(make_architecture(cfg)),
       seeds_(seeds.empty() ? std::vector<int64_t>{cfg.train.seed} : std::move(seeds)), specs_(arch_->params()) {

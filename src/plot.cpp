@@ -10,53 +10,16 @@
 #include <optional>
 #include <sstream>
 
+#include "grokking/analyses.hpp"
 #include "grokking/commands.hpp"
 #include "grokking/compare.hpp"
 #include "grokking/error.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/text.hpp"
+#include "grokking/train.hpp"
 
 namespace grokking {
 using nlohmann::json;
-
-int CsvTable::column(const std::string& name) const {
-  auto it = std::find(header.begin(), header.end(), name);
-  return it == header.end() ? -1 : int(it - header.begin());
-}
-
-CsvTable read_csv(const std::string& path) {
-  CsvTable t;
-  std::istringstream in(read_file(path));
-  std::string line;
-  auto split = [](const std::string& l) {
-    std::vector<std::string> out;
-    std::string cur;
-    bool quoted = false;
-    for (size_t i = 0; i < l.size(); ++i) {
-      char ch = l[i];
-      if (quoted) {
-        if (ch == '"' && i + 1 < l.size() && l[i + 1] == '"') cur += '"', ++i;
-        else if (ch == '"') quoted = false;
-        else cur += ch;
-      } else if (ch == '"') {
-        quoted = true;
-      } else if (ch == ',') {
-        out.push_back(cur), cur.clear();
-      } else {
-        cur += ch;
-      }
-    }
-    out.push_back(cur);
-    return out;
-  };
-  if (std::getline(in, line)) t.header = split(line);
-  for (int lineno = 2; std::getline(in, line); ++lineno)
-    if (!line.empty()) {
-      t.rows.push_back(split(line));
-      t.lines.push_back(lineno);
-    }
-  return t;
-}
 
 namespace {
 
@@ -188,13 +151,20 @@ struct RunFigures {
   const PlotOptions& opts;
   std::string dir, plots;
   std::optional<Summary> summary;
+  Config cfg;  // the run's: what its task and model are
   std::string marks() const { return milestone_marks(summary) + phase_shading(summary); }
   bool has(const std::string& file) const { return exists(dir + "/" + file); }
 };
 
 bool loss_figure(const RunFigures& f) {
+  // The uniform guess of the task at hand (ln of its classes), or none for a reconstruction.
+  const TaskShape shape = task_shape(f.cfg.task);
+  const std::string title =
+      shape.has_accuracy() ? "Loss (uniform guess: ln " + std::to_string(shape.classes) + " = " +
+                                 format_number(std::log(double(shape.classes)), "%.3g") + ")"
+                           : std::string("Loss (importance-weighted squared error)");
   figure(f.opts.gnuplot, f.plots, "loss",
-         "set title 'Loss (ln P = uniform guess)'\nset xlabel 'epoch'\nset ylabel 'loss'\nset logscale y\n"
+         "set title '" + title + "'\nset xlabel 'epoch'\nset ylabel 'loss'\nset logscale y\n"
          "set format y '10^{%L}'\n" + f.marks() +
              "plot '../metrics.csv' using 'epoch':'train_loss' with lines ls 1 title 'train', "
              "'' using 'epoch':'test_loss' with lines ls 2 title 'test'\n");
@@ -202,7 +172,7 @@ bool loss_figure(const RunFigures& f) {
 }
 
 bool accuracy_figure(const RunFigures& f) {
-  if (f.summary && f.summary->loss == "weighted_squared_error") return false;  // a task without accuracy
+  if (!task_shape(f.cfg.task).has_accuracy()) return false;
   figure(f.opts.gnuplot, f.plots, "accuracy",
          "set title 'Accuracy'\nset xlabel 'epoch'\nset ylabel 'accuracy'\nset yrange [0:1.05]\n" + f.marks() +
              "plot '../metrics.csv' using 'epoch':'train_acc' with lines ls 1 title 'train', "
@@ -290,14 +260,27 @@ bool attention_figure(const RunFigures& f) {
 }
 
 // A line per column of DIR/FILE named PREFIX<K>, titled "k = K" ("" when there is none).
+// One line per key frequency's column of `file` (PREFIX<k>), titled "k = <k>"; a group run's
+// columns are irrep numbers, titled by the irrep's name (irreps_progress.csv's header).
 std::string per_frequency_lines(const RunFigures& f, const std::string& file, const std::string& prefix) {
   if (!f.has(file)) return "";
+  std::vector<std::string> irreps;  // a group run's irreps in table order
+  if (f.has("irreps_progress.csv")) {
+    const auto h = read_csv(f.dir + "/irreps_progress.csv").header;
+    if (!h.empty()) irreps.assign(h.begin() + 1, h.end());
+  }
   std::string plot;
   int n = 0;
   for (auto& col : read_csv(f.dir + "/" + file).header)
-    if (col.rfind(prefix, 0) == 0)
+    if (col.rfind(prefix, 0) == 0) {
+      const std::string k = col.substr(prefix.size());
+      const long i = std::strtol(k.c_str(), nullptr, 10);
+      const std::string title = !irreps.empty() && i >= 1 && size_t(i) <= irreps.size()
+                                    ? "irrep " + irreps[size_t(i - 1)]
+                                    : "k = " + k;
       plot += std::string(n ? ", " : "plot ") + "'../" + file + "' using 'epoch':'" + col + "' with lines ls " +
-              std::to_string(n % 5 + 1) + " title 'k = " + col.substr(prefix.size()) + "'", ++n;
+              std::to_string(n % 5 + 1) + " title '" + title + "' noenhanced", ++n;
+    }
   return plot;
 }
 
@@ -305,7 +288,9 @@ bool excluded_figure(const RunFigures& f) {
   const std::string plot = per_frequency_lines(f, "progress.csv", "excluded_loss_k");
   if (plot.empty()) return false;
   figure(f.opts.gnuplot, f.plots, "excluded",
-         "set title 'Excluded loss (train) with each key frequency alone removed'\nset xlabel 'epoch'\n"
+         std::string(f.has("irreps_progress.csv") ? "set title 'Excluded loss (train) with each key irrep alone removed'\n"
+                                                  : "set title 'Excluded loss (train) with each key frequency alone removed'\n") +
+         "set xlabel 'epoch'\n"
          "set ylabel 'loss'\nset logscale y\nset format y '10^{%L}'\n" + f.marks() + plot +
              ", '../progress.csv' using 'epoch':'excluded_loss' with lines lc rgb '#000000' dt 2 lw 2 "
              "title 'all key removed'\n");
@@ -461,17 +446,30 @@ void write_run_report(const RunFigures& f, const std::vector<std::string>& drawn
   if (f.summary) {
     const Summary& s = *f.summary;
     auto epoch = [](const std::optional<int64_t>& e) { return e ? std::to_string(*e) : std::string("never"); };
-    h += "<p>status <b>" + html_escape(to_string(s.status)) + "</b>; memorised at epoch " + epoch(s.memorised_epoch) +
-         ", grokked at epoch " + epoch(s.grokked_epoch) + " (resolution " +
-         std::to_string(s.milestone_resolution_epochs) + " epochs)</p>";
-    // The figures people look for first, then everything.
-    h += "<table><tr><th>epochs</th><th>memorised</th><th>grokked</th><th>delay</th><th>train loss</th>"
-         "<th>test loss</th><th>train acc</th><th>test acc</th><th>wall time (s)</th><th>device</th></tr><tr><td>" +
-         std::to_string(s.epochs) + "</td><td>" + epoch(s.memorised_epoch) + "</td><td>" + epoch(s.grokked_epoch) +
-         "</td><td>" + (s.grokking_delay ? std::to_string(*s.grokking_delay) : "-") + "</td><td>" +
-         sig6(s.final.train_loss) + "</td><td>" + sig6(s.final.test_loss) + "</td><td>" + sig6(s.final.train_acc) +
-         "</td><td>" + sig6(s.final.test_acc) + "</td><td>" + sig6(s.wall_time_s) + "</td><td>" +
-         html_escape(s.device) + "</td></tr></table>";
+    const TaskShape shape = task_shape(f.cfg.task);
+    if (shape.has_accuracy()) {
+      h += "<p>status <b>" + html_escape(to_string(s.status)) + "</b>; memorised at epoch " + epoch(s.memorised_epoch) +
+           ", grokked at epoch " + epoch(s.grokked_epoch) + " (resolution " +
+           std::to_string(s.milestone_resolution_epochs) + " epochs); a uniform guess over the " +
+           std::to_string(shape.classes) + " classes has loss ln " + std::to_string(shape.classes) + " = " +
+           sig6(std::log(double(shape.classes))) + "</p>";
+      // The figures people look for first, then everything.
+      h += "<table><tr><th>epochs</th><th>memorised</th><th>grokked</th><th>delay</th><th>train loss</th>"
+           "<th>test loss</th><th>train acc</th><th>test acc</th><th>wall time (s)</th><th>device</th></tr><tr><td>" +
+           std::to_string(s.epochs) + "</td><td>" + epoch(s.memorised_epoch) + "</td><td>" + epoch(s.grokked_epoch) +
+           "</td><td>" + (s.grokking_delay ? std::to_string(*s.grokking_delay) : "-") + "</td><td>" +
+           sig6(s.final.train_loss) + "</td><td>" + sig6(s.final.test_loss) + "</td><td>" + sig6(s.final.train_acc) +
+           "</td><td>" + sig6(s.final.test_acc) + "</td><td>" + sig6(s.wall_time_s) + "</td><td>" +
+           html_escape(s.device) + "</td></tr></table>";
+    } else {
+      // A task without accuracy (features reconstructed): no milestones, the losses only.
+      h += "<p>status <b>" + html_escape(to_string(s.status)) + "</b> (task " + html_escape(f.cfg.task.kind) +
+           ": no accuracy, so no memorisation or grokking epoch)</p>";
+      h += "<table><tr><th>steps</th><th>train loss</th><th>evaluation loss</th><th>wall time (s)</th><th>device</th>"
+           "</tr><tr><td>" + std::to_string(s.epochs) + "</td><td>" + sig6(s.final.train_loss) + "</td><td>" +
+           sig6(s.final.test_loss) + "</td><td>" + sig6(s.wall_time_s) + "</td><td>" + html_escape(s.device) +
+           "</td></tr></table>";
+    }
     // Boundaries only where they meet the paper's definitions; otherwise the reason.
     const json& p = s.phases;
     if (p.is_object() && p.value("definitions_hold", json()) != json(true)) {
@@ -480,50 +478,50 @@ void write_run_report(const RunFigures& f, const std::vector<std::string>& drawn
       auto cell = [](const json& v) { return html_escape(v.dump()); };
       h += "<p>phases: memorisation 0&ndash;" + cell(p["memorisation"]["end"]) + ", circuit formation " +
            cell(p["circuit_formation"]["start"]) + "&ndash;" + cell(p["circuit_formation"]["end"]) + ", cleanup " +
-           cell(p["cleanup"]["start"]) + "&ndash;" + cell(p["cleanup"]["end"]) + "; key frequencies " +
-           cell(p["key_freqs"]) + "</p>";
+           cell(p["cleanup"]["start"]) + "&ndash;" + cell(p["cleanup"]["end"]) +
+           (p.contains("key_irreps") ? "; key irreps " + cell(p["key_irreps"]) : "; key frequencies " + cell(p["key_freqs"])) +
+           "</p>";
     }
     h += "<details><summary>summary.json</summary><pre>" + html_escape(s.to_json().dump(2)) + "</pre></details>";
   }
   for (auto& name : drawn) h += inline_svg(f.plots + "/" + name + ".svg");
-  if (f.has("ablate.csv")) h += "<h2>Ablations</h2>" + html_table(read_csv(f.dir + "/ablate.csv"));
-  if (f.has("fourier.csv")) h += "<h2>Fourier spectrum</h2>" + html_table(read_csv(f.dir + "/fourier.csv"));
+  // Each analysis' tables, as it declares them (what applies to this run only).
+  for (auto* k : analyses_for(f.cfg))
+    for (auto& [heading, file] : k->report)
+      if (f.has(file)) h += "<h2>" + html_escape(heading) + "</h2>" + html_table(read_csv(f.dir + "/" + file));
   h += "<h2>Config</h2><pre>" + html_escape(read_file(f.dir + "/config.json")) + "</pre></body></html>\n";
   atomic_write(f.dir + "/report.html", h);
+}
+
+// Every figure of a run by name: training's and those the analyses declare.
+const std::map<std::string, bool (*)(const RunFigures&)>& figure_drawers() {
+  static const std::map<std::string, bool (*)(const RunFigures&)> d = {
+      {"loss", loss_figure},         {"accuracy", accuracy_figure}, {"diagnostics", diagnostics_figure},
+      {"spectrum", spectrum_figure}, {"neurons", neurons_figure},   {"logits2d", logits2d_figure},
+      {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure},
+      {"trig_fit", trig_fit_figure}, {"irreps", irreps_figure},     {"heads", heads_figure},
+      {"pattern", pattern_figure},   {"superposition", superposition_figure}};
+  return d;
 }
 
 void plot_run(const PlotOptions& opts, const std::string& dir) {
   if (!exists(dir + "/metrics.csv")) throw UsageError(dir + ": not a run directory (no metrics.csv)");
   // Read as resume reads it: a damaged file is one clear error here, not gnuplot's warnings.
   if (read_metrics(dir + "/metrics.csv").empty()) throw UsageError(dir + "/metrics.csv: no rows to plot");
-  if (opts.analyse) {
-    // The spectrum and phase figures need the analysis; computed once when missing, or written
-    // by an earlier version without the columns the figures draw.
-    auto lacks = [&](const std::string& file, const std::string& column) {
-      return !exists(dir + "/" + file) || read_csv(dir + "/" + file).column(column) < 0;
-    };
-    AnalysisFiles which;
-    which.fourier = lacks("fourier.csv", "wl_norm") || !exists(dir + "/logit_spectrum.dat");
-    which.progress = lacks("progress.csv", "gini_wl");
-    which.ablation = !exists(dir + "/ablate.csv");
-    try {
-      write_analysis_files(dir, which);
-    } catch (const UsageError& e) {
-      spdlog::warn("{}: analysis skipped: {}", dir, e.what());
-    }
-  }
-  RunFigures f{opts, dir, dir + "/plots", std::nullopt};
+  // The analyses that apply to this run, brought up to date (what is missing or older than the
+  // newest checkpoint) through the registry; their figures, after the training ones.
+  const Config cfg = load_run_config(dir);
+  if (opts.analyse && !list_checkpoints(dir).empty()) update_analyses(dir, false, false);
+  RunFigures f{opts, dir, dir + "/plots", std::nullopt, cfg};
   if (exists(summary_path(dir))) f.summary = read_summary(dir);
   make_dirs(f.plots);
-  const std::vector<std::pair<const char*, bool (*)(const RunFigures&)>> figures = {
-      {"loss", loss_figure},         {"accuracy", accuracy_figure}, {"diagnostics", diagnostics_figure},
-      {"spectrum", spectrum_figure}, {"neurons", neurons_figure},   {"logits2d", logits2d_figure},
-      {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure},
-      {"trig_fit", trig_fit_figure}, {"irreps", irreps_figure},     {"heads", heads_figure},       {"pattern", pattern_figure},
-      {"superposition", superposition_figure}};
+  std::vector<std::string> wanted = {"loss", "accuracy", "diagnostics"};
+  for (auto* k : analyses_for(cfg))
+    for (auto& fig : k->figures) wanted.push_back(fig);
+  const auto& drawers = figure_drawers();
   std::vector<std::string> drawn;
-  for (auto& [name, draw] : figures)
-    if (draw(f)) drawn.push_back(name);
+  for (auto& name : wanted)
+    if (drawers.at(name)(f)) drawn.push_back(name);
   write_run_report(f, drawn);
   std::string list;
   for (auto& d : drawn) list += (list.empty() ? "" : ",") + d;
@@ -710,6 +708,12 @@ int run_plot_command(const PlotOptions& opts) {
   if (exists(opts.path + "/plan.json")) plot_sweep(opts, opts.path);
   else plot_run(opts, opts.path);
   return 0;
+}
+
+std::vector<std::string> run_figure_names() {
+  std::vector<std::string> out;
+  for (auto& [name, draw] : figure_drawers()) out.push_back(name);
+  return out;
 }
 
 }  // namespace grokking

@@ -14,6 +14,7 @@
 #include <limits>
 #include <sstream>
 
+#include "grokking/analyses.hpp"
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
 #include "grokking/limits.hpp"
@@ -313,15 +314,15 @@ void write_metrics(const std::string& path, const std::vector<MetricsRow>& rows,
 }
 
 const std::vector<std::string>& run_dir_entries() {
-  static const std::vector<std::string> entries = {
-      // training
-      "config.json", "metrics.csv", "summary.json", "train.log", "checkpoints",
-      // analysis (fourier, ablate, progress; groups; induction heads; superposition)
-      "fourier.csv", "attention.csv", "neuron_spectrum.dat", "logit_spectrum.dat", "ablate.csv",
-      "excluded_by_freq.csv", "progress.csv", "group.json", "irreps.csv", "irreps_progress.csv", "heads.csv",
-      "heads_progress.csv", "superposition.csv",
-      // figures and the report
-      "plots", "report.html"};
+  // Training's, every analysis' (from their registry), plot's.
+  static const std::vector<std::string> entries = [] {
+    std::vector<std::string> e = training_entries();
+    for (auto* k : analysis_kinds())
+      for (auto& f : k->files)
+        if (std::find(e.begin(), e.end(), f.name) == e.end()) e.push_back(f.name);
+    for (auto& p : plot_entries()) e.push_back(p);
+    return e;
+  }();
   return entries;
 }
 

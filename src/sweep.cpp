@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "grokking/config.hpp"
@@ -271,10 +273,15 @@ class RunClaim {
 // and stops (a second SIGINT would make it stop at once, without its last checkpoint).
 int run_child(const std::vector<std::string>& args, const std::vector<const RunClaim*>& claims,
               const SignalScope& signals) {
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) throw RunError("fork failed");
   if (pid == 0) {
     ::setpgid(0, 0);
+    // The training ends with the sweep that started it (checkpoint and exit), even when the sweep
+    // is killed with SIGKILL: no orphan keeps a run's claim from the next sweep process.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) std::_Exit(143);  // the sweep died before the line above
     ::signal(SIGINT, SIG_DFL);  // a sweep started in the background of a script ignores SIGINT: not its runs
     for (auto* claim : claims) ::fcntl(claim->fd(), F_SETFD, 0);  // the child's copies survive exec: it holds the claims
     std::vector<char*> argv;
@@ -297,6 +304,21 @@ int run_child(const std::vector<std::string>& args, const std::vector<const RunC
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+// The run's resolved config, as `grokking train base.json --out DIR --set ...` would write it.
+Config run_config(const SweepPlan& plan, const SweepRun& run) {
+  Config c = load_config(plan.dir + "/base.json", run.sets);
+  c.output.dir = plan.dir + "/runs/" + run.name;
+  return c;
+}
+
+// The threads a run trains on: --threads, else its config's train.threads (base or point) where
+// set, else `split` (the cores shared among the runs at once).
+int64_t run_threads(const SweepOptions& opts, const SweepPlan& plan, const SweepRun& run, int64_t split) {
+  if (opts.threads > 0) return opts.threads;
+  const int64_t own = run_config(plan, run).train.threads;
+  return own > 0 ? own : split;
+}
+
 // Runs `grokking train` for one run of the plan as a child process; returns its exit code.
 int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun& run, int64_t threads,
                 const RunClaim& claim, const SignalScope& signals) {
@@ -308,16 +330,11 @@ int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun&
     args.insert(args.end(), {plan.dir + "/base.json", "--out", run_dir});
     for (auto& s : run.sets) args.insert(args.end(), {"--set", s});
   }
-  args.insert(args.end(), {"--set", "train.threads=" + std::to_string(threads), "-q"});
+  // The config's (or the point's) train.threads where it sets one, or --threads, else the split.
+  args.insert(args.end(), {"--set", "train.threads=" + std::to_string(run_threads(opts, plan, run, threads)), "-q"});
   return run_child(args, {&claim}, signals);
 }
 
-// The run's resolved config, as `grokking train base.json --out DIR --set ...` would write it.
-Config run_config(const SweepPlan& plan, const SweepRun& run) {
-  Config c = load_config(plan.dir + "/base.json", run.sets);
-  c.output.dir = plan.dir + "/runs/" + run.name;
-  return c;
-}
 
 // The work of a sweep process: runs in plan order; with --pack N, the new runs that can train
 // side by side and share a pack_key gathered into one queue (in the place of its first run),
@@ -477,9 +494,17 @@ int run_sweep_command(const SweepOptions& opts) {
     spdlog::info("{}: on the CPU, packs split into {} processes of one thread (--jobs 1 keeps one process)", plan.dir,
                  jobs);
   const int64_t threads = std::max<int64_t>(1, cores / jobs);
-  if (!opts.quiet)
-    spdlog::info("{}: {} runs in this shard, {} to train, {} at a time with {} thread{} each", plan.dir, runs.size(),
-                 todo.size(), jobs, threads, threads == 1 ? "" : "s");
+  if (!opts.quiet) {
+    // What each run trains on, and where that number came from.
+    std::string how = opts.threads > 0 ? std::to_string(opts.threads) + " thread" + (opts.threads == 1 ? "" : "s") + " each (--threads)"
+                                       : std::to_string(threads) + " thread" + (threads == 1 ? "" : "s") +
+                                             " each where the config sets no train.threads";
+    if (opts.threads == 0 && !todo.empty()) {
+      const int64_t own = run_config(plan, todo.front()).train.threads;
+      if (own > 0) how = std::to_string(own) + " thread" + (own == 1 ? "" : "s") + " each (train.threads of the config)";
+    }
+    spdlog::info("{}: {} runs in this shard, {} to train, {} at a time, {}", plan.dir, runs.size(), todo.size(), jobs, how);
+  }
   std::atomic<size_t> next{0};
   std::atomic<int> failures{0};
   std::vector<std::thread> workers;
@@ -489,8 +514,16 @@ int run_sweep_command(const SweepOptions& opts) {
   auto interrupted = [](const std::string& name) {
     spdlog::warn("{}: interrupted; the same sweep command resumes it", name);
   };
-  auto claimed_elsewhere = [](const std::string& name) {
+  // Runs another process held when their turn came: tried again once this process is done.
+  std::mutex skipped_mutex;
+  std::vector<SweepRun> skipped;
+  bool retrying = false;
+  auto claimed_elsewhere = [&](const std::string& name) {
     spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped", name);
+    std::lock_guard<std::mutex> lock(skipped_mutex);
+    if (retrying) return;
+    for (auto& r : runs)
+      if (r.name == name) skipped.push_back(r);
   };
   // One run in a child of its own (new, or resumed), under its claim.
   auto train_one = [&](const SweepRun& run) {
@@ -532,7 +565,7 @@ int run_sweep_command(const SweepOptions& opts) {
         continue;
       }
       Config c = run_config(plan, r);
-      c.train.threads = threads;
+      c.train.threads = run_threads(opts, plan, r, threads);
       make_dirs(dir + "/checkpoints");
       atomic_write(dir + "/config.json", config_file_text(c));
       args.push_back(dir);
@@ -573,6 +606,27 @@ int run_sweep_command(const SweepOptions& opts) {
       }
     });
   for (auto& t : workers) t.join();
+  // The runs another process held: those it left unfinished (it was stopped or killed) are
+  // trained here now; those it still holds are named, and the exit status says the sweep is
+  // incomplete.
+  retrying = true;
+  std::vector<std::string> held_elsewhere;
+  for (auto& r : skipped) {
+    if (signals.received() || run_state(plan.dir + "/runs/" + r.name) == RunState::finished) continue;
+    bool free = false;
+    {
+      RunClaim probe(plan.dir, r.name);
+      free = probe.held();
+    }
+    if (!free) {
+      held_elsewhere.push_back(r.name);
+      continue;
+    }
+    if (!opts.quiet) spdlog::info("{}: released unfinished by the process that held it: training it here", r.name);
+    train_one(r);
+    if (run_state(plan.dir + "/runs/" + r.name) != RunState::finished && !signals.received())
+      held_elsewhere.push_back(r.name);
+  }
   size_t n = aggregate_sweep(plan.dir);
   if (!opts.quiet) spdlog::info("{}/sweep.csv: {} finished runs", plan.dir, n);
   if (const int sig = signals.received(); sig != 0) {
@@ -583,6 +637,12 @@ int run_sweep_command(const SweepOptions& opts) {
     return 128 + sig;
   }
   if (failures > 0) throw RunError(std::to_string(failures.load()) + " run(s) of the sweep failed; see their train.log");
+  if (!held_elsewhere.empty()) {
+    spdlog::warn("{}: {} run(s) still held by another sweep process and not in sweep.csv ({}{}); the same command "
+                 "run again once it ends completes the sweep",
+                 plan.dir, held_elsewhere.size(), held_elsewhere[0], held_elsewhere.size() > 1 ? ", ..." : "");
+    return kExitIncomplete;
+  }
   return 0;
 }
 

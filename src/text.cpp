@@ -1,9 +1,11 @@
 #include "grokking/text.hpp"
 
 #include <cstdio>
+#include <sstream>
 #include <stdexcept>
 
 #include "grokking/error.hpp"
+#include "grokking/rundir.hpp"
 
 namespace grokking {
 
@@ -109,6 +111,8 @@ CsvWriter& CsvWriter::field(const nlohmann::json& v) {
     return *this;
   }
   if (v.is_string()) return field(v.get<std::string>());
+  // A list or an object holds commas: quoted as any text with them (RFC 4180).
+  if (v.is_structured()) return field(v.dump());
   separate();
   text_ += v.dump();
   return *this;
@@ -120,6 +124,46 @@ void CsvWriter::end_row() {
                            " columns");
   text_ += '\n';
   in_row_ = 0;
+}
+
+int CsvTable::column(const std::string& name) const {
+  for (size_t i = 0; i < header.size(); ++i)
+    if (header[i] == name) return int(i);
+  return -1;
+}
+
+CsvTable read_csv(const std::string& path) {
+  CsvTable t;
+  std::istringstream in(read_file(path));
+  std::string line;
+  auto split = [](const std::string& l) {
+    std::vector<std::string> out;
+    std::string cur;
+    bool quoted = false;
+    for (size_t i = 0; i < l.size(); ++i) {
+      char ch = l[i];
+      if (quoted) {
+        if (ch == '"' && i + 1 < l.size() && l[i + 1] == '"') cur += '"', ++i;
+        else if (ch == '"') quoted = false;
+        else cur += ch;
+      } else if (ch == '"') {
+        quoted = true;
+      } else if (ch == ',') {
+        out.push_back(cur), cur.clear();
+      } else {
+        cur += ch;
+      }
+    }
+    out.push_back(cur);
+    return out;
+  };
+  if (std::getline(in, line)) t.header = split(line);
+  for (int lineno = 2; std::getline(in, line); ++lineno)
+    if (!line.empty()) {
+      t.rows.push_back(split(line));
+      t.lines.push_back(lineno);
+    }
+  return t;
 }
 
 }  // namespace grokking

@@ -7,6 +7,7 @@
 #include "grokking/compare.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/sweep.hpp"
+#include "grokking/text.hpp"
 #include "helpers.hpp"
 
 using namespace grokking;
@@ -195,4 +196,20 @@ TEST_CASE("compare groups a sweep's runs into arms by the --by keys, seeds poole
   o.by = {"optim.lr"};
   o.baseline = "0.5";
   CHECK(refusal().find("--baseline 0.5: no arm") != std::string::npos);
+}
+
+TEST_CASE("sweep.csv's list values are quoted and read back whole (RFC 4180)", "[sweep]") {
+  CsvWriter csv({"name", "task.importances", "after"});
+  csv.field("a").field(nlohmann::json::parse("[1.0,0.1]")).field(nlohmann::json(3)).end_row();
+  csv.field("b").field(nlohmann::json::parse("{\"x\":\"y,\\\"z\"}")).field(nlohmann::json()).end_row();
+  const std::string dir = test::temp_dir("csv-quote");
+  atomic_write(dir + "/t.csv", csv.text());
+  const auto t = read_csv(dir + "/t.csv");
+  REQUIRE(t.rows.size() == 2);
+  REQUIRE(t.rows[0].size() == 3);
+  CHECK(t.rows[0][1] == "[1.0,0.1]");
+  CHECK(t.rows[0][2] == "3");
+  REQUIRE(t.rows[1].size() == 3);
+  CHECK(t.rows[1][1] == "{\"x\":\"y,\\\"z\"}");
+  CHECK(t.rows[1][2].empty());
 }

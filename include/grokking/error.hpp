@@ -10,6 +10,7 @@ enum ExitCode : int {
   kExitOk = 0,
   kExitFailure = 1,    // a run or analysis failed (I/O, diverged loss, corrupt checkpoint)
   kExitUsage = 2,      // bad command line or config: nothing was written
+  kExitIncomplete = 3, // a sweep ended with runs that another process still holds (not in its sweep.csv)
   kExitSigint = 130,   // interrupted by Ctrl-C after a checkpoint
   kExitSigterm = 143,  // interrupted by SIGTERM after a checkpoint
 };

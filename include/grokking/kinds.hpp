@@ -67,6 +67,34 @@ struct TaskShape {
   bool has_accuracy() const { return target != Target::reconstruct; }
 };
 
+// What an analysis can read of a run: its task's structure and its model's parts. An analysis
+// declares the ones it needs (analyses.hpp), never a kind's name; a new kind is read by every
+// analysis whose capabilities it has.
+enum class Capability : uint32_t {
+  // the task's structure
+  pairs = 1u << 0,     // a fixed split of every pair (a, b) of an operation, inputs [a, b, =]
+  cycle = 1u << 1,     // the operation rotates a cycle: a Fourier basis (add, sub; mul, div mod a prime; C_n)
+  group = 1u << 2,     // a finite group's table, characters and irreps
+  sequence = 1u << 3,  // next-token prediction over sequences (a repeated half)
+  features = 1u << 4,  // sparse real-valued features reconstructed
+  // the model's parts
+  heads = 1u << 8,          // attention heads (patterns, head ablations)
+  pair_readout = 1u << 9,   // operand rows, unembedding and neuron-logit map of a pair task
+  neurons = 1u << 10,       // hidden neurons that write to the logits (an MLP layer)
+  feature_matrix = 1u << 11,  // a feature matrix W [features, hidden] and an output bias
+};
+struct Capabilities {
+  uint32_t bits = 0;
+  bool has(Capability c) const { return (bits & uint32_t(c)) != 0; }
+  Capabilities& add(Capability c) { bits |= uint32_t(c); return *this; }
+  Capabilities& add(Capabilities c) { bits |= c.bits; return *this; }
+  std::string names() const;  // "pairs, cycle, heads" ("none")
+};
+// Every capability in declaration order, its name ("pair_readout") and what it means.
+const std::vector<Capability>& all_capabilities();
+const char* capability_name(Capability c);
+const char* capability_doc(Capability c);
+
 // A task kind: `task.kind` names it.
 struct TaskKind {
   std::string name, doc;
@@ -77,6 +105,8 @@ struct TaskKind {
   // The key that sets how many examples are evaluated at once (named when they would not fit).
   std::string size_key;
   std::function<TaskShape(const TaskConfig&)> shape;
+  // The structure an analysis can read (Capability's task half) of this config.
+  std::function<Capabilities(const TaskConfig&)> structure;
   // The checks across keys (and against train.*): UsageError("ORIGIN: /task/key: ...").
   std::function<void(const Config&, const std::string& origin)> validate;
   // The task of a run, or of runs packed side by side (one task config per replica; they differ
@@ -114,5 +144,8 @@ std::string model_kind_names();
 
 // The shape of a task config (its keys read and checked).
 TaskShape task_shape(const TaskConfig& task);
+// A config's capabilities: its task's structure and its model's parts (from the model kind's
+// architecture for this config: attention heads, a pair readout, a feature matrix).
+Capabilities capabilities_of(const Config& cfg);
 
 }  // namespace grokking

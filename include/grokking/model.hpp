@@ -70,6 +70,12 @@ struct PairReadout {
   std::string embedding_label;  // how tables and figures name the operand weights ("W_E")
 };
 
+// How the superposition analysis reads a model kind: its feature matrix W [features, hidden] (row
+// i: feature i's direction) and its output bias [features].
+struct FeatureReadout {
+  std::string weights, bias;
+};
+
 class Model;
 
 // A model kind's network: its parameters and its forward.
@@ -90,6 +96,8 @@ class Architecture {
   virtual double step_flops(int64_t n_examples) const { (void)n_examples; return 0; }
   // How the pair analysis reads it; nullptr where the kind or the task has no such reading.
   virtual const PairReadout* pair_readout() const { return nullptr; }
+  // How the superposition analysis reads it; nullptr where the kind has no feature matrix.
+  virtual const FeatureReadout* feature_readout() const { return nullptr; }
   // The forward with one attention head's output replaced: by zero, or by its mean over the
   // batch at each position (the induction-head analysis). Kinds without heads refuse.
   struct HeadAblation {

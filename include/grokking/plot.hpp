@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "grokking/text.hpp"  // read_csv
+
 namespace grokking {
 
 struct PlotOptions {
@@ -12,14 +14,8 @@ struct PlotOptions {
   std::string gnuplot = "gnuplot";
 };
 int run_plot_command(const PlotOptions& opts);
+// The figures plot can draw for a run (training's and every analysis' by name).
+std::vector<std::string> run_figure_names();
 
-// A tiny CSV table: header and rows of fields (quoted fields are unquoted).
-struct CsvTable {
-  std::vector<std::string> header;
-  std::vector<std::vector<std::string>> rows;
-  std::vector<int> lines;  // each row's line number in the file (empty lines are skipped)
-  int column(const std::string& name) const;  // -1 when absent
-};
-CsvTable read_csv(const std::string& path);
 
 }  // namespace grokking

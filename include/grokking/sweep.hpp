@@ -36,6 +36,7 @@ struct SweepOptions {
   bool list = false;
   int64_t jobs = 0;            // runs at once; 0 (not given): 1, or with --pack on a CPU one a core
   int64_t pack = 1;           // new runs with one pack_key() trained side by side, up to this many a process
+  int64_t threads = 0;        // --threads: each training's threads (0: its config's train.threads, else cores / jobs)
   std::string aggregate_dir;  // --aggregate DIR: only rebuild sweep.csv
   std::string self_exe;       // the grokking binary to run each training with
   bool quiet = false;

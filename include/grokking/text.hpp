@@ -52,4 +52,14 @@ class CsvWriter {
   size_t columns_, in_row_ = 0;
 };
 
+// A tiny CSV table: header and rows of fields (quoted fields are unquoted).
+struct CsvTable {
+  std::vector<std::string> header;
+  std::vector<std::vector<std::string>> rows;
+  std::vector<int> lines;  // each row's line number in the file (empty lines are skipped)
+  int column(const std::string& name) const;  // -1 when absent
+};
+// RFC 4180 fields: quoted ones may hold commas and doubled quotes. RunError when unreadable.
+CsvTable read_csv(const std::string& path);
+
 }  // namespace grokking

@@ -11,10 +11,10 @@
 namespace grokking {
 
 void require_sequence_task(const Config& cfg) {
-  if (cfg.task.kind != "repeat")
-    throw UsageError("the head analysis is for sequence tasks (task.kind \"repeat\"); task.kind \"" + cfg.task.kind +
-                     "\" is not one");
-  if (cfg.model.kind != "transformer")
+  const Capabilities c = capabilities_of(cfg);
+  if (!c.has(Capability::sequence))
+    throw UsageError("the head analysis is for sequence tasks; task.kind \"" + cfg.task.kind + "\" is not one");
+  if (!c.has(Capability::heads))
     throw UsageError("the head analysis reads attention heads; model.kind \"" + cfg.model.kind + "\" has none");
 }
 

@@ -17,9 +17,8 @@ int64_t GroupStructure::component_dim(size_t irrep) const {
 }
 
 GroupStructure group_structure(const TaskConfig& task) {
-  if (task.kind != "group")
-    throw UsageError("the irrep analysis is for task.kind \"group\"; task.kind \"" + task.kind +
-                     "\" has no group (its Fourier analysis: grokking fourier, ablate, progress)");
+  if (!find_task_kind(task.kind).structure || !find_task_kind(task.kind).structure(task).has(Capability::group))
+    throw UsageError("the irrep analysis is for group tasks; task.kind \"" + task.kind + "\" has no group");
   GroupStructure gs;
   gs.group = make_group(task.text("group"), "/task/group");
   gs.operation = task.text("operation");

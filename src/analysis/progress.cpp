@@ -14,7 +14,6 @@
 #include "grokking/checkpoint.hpp"
 #include "grokking/error.hpp"
 #include "grokking/irreps.hpp"
-#include "grokking/plot.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/text.hpp"
 #include "grokking/threads.hpp"
@@ -277,7 +276,7 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
   auto final_ck = load_checkpoint(list.back().second);
   RunProgress out;
   out.key_freqs = freqs;
-  const bool group = final_ck.config.task.kind == "group";
+  const bool group = capabilities_of(final_ck.config).has(Capability::group);
   std::optional<GroupStructure> gs;
   std::vector<size_t> key_irreps;
   std::optional<Cycle> cycle;
@@ -454,6 +453,13 @@ void write_progress(const std::string& dir, const RunProgress& progress) {
   if (exists(summary_path(dir))) {
     Summary s = read_summary(dir);
     s.phases = phases_json(progress.phases, progress.key_freqs);
+    // A group run's key set is irreps (key_freqs holds their numbers): their names too.
+    if (!progress.irrep_names.empty()) {
+      nlohmann::json names = nlohmann::json::array();
+      for (auto k : progress.key_freqs)
+        if (k >= 1 && size_t(k) <= progress.irrep_names.size()) names.push_back(progress.irrep_names[size_t(k - 1)]);
+      s.phases["key_irreps"] = names;
+    }
     write_summary(dir, s);
   }
 }

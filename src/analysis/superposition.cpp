@@ -11,12 +11,13 @@
 namespace grokking {
 
 SuperpositionReport analyse_superposition(const Model& model) {
-  if (model.config().model.kind != "toy_superposition")
-    throw UsageError("the superposition analysis reads toy models of superposition; model.kind \"" +
-                     model.config().model.kind + "\" is not one");
+  const FeatureReadout* readout = model.arch().feature_readout();
+  if (!readout)
+    throw UsageError("the superposition analysis reads a feature matrix; model.kind \"" + model.config().model.kind +
+                     "\" has none");
   torch::NoGradGuard no_grad;
-  const auto W = model.param("W").detach().to(torch::kCPU, torch::kFloat64);  // [n, m]
-  const auto b = model.param("b_final").detach().to(torch::kCPU, torch::kFloat64);
+  const auto W = model.param(readout->weights).detach().to(torch::kCPU, torch::kFloat64);  // [n, m]
+  const auto b = model.param(readout->bias).detach().to(torch::kCPU, torch::kFloat64);
   SuperpositionReport r;
   r.n = W.size(0), r.m = W.size(1);
   const auto norms = W.norm(2, {1});                                       // ||W_i||

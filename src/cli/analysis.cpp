@@ -1,92 +1,75 @@
-// fourier, ablate and progress: the analysis of a checkpoint or of a whole run.
+// The analysis subcommands, one per registered analysis (analyses.hpp), and `analyse`.
 #include <memory>
 
 #include "commands.hpp"
-#include "grokking/commands.hpp"
+#include "grokking/analyses.hpp"
 #include "grokking/text.hpp"
 
 namespace grokking::cli {
 
 namespace {
-// The options every analysis subcommand has: the path and --json.
-CLI::App* analysis_subcommand(CLI::App& app, AnalysisOptions& opts, const char* name, const char* help,
-                              const char* path_help) {
-  auto* sub = app.add_subcommand(name, help);
-  sub->add_option("path", opts.path, path_help)->required();
-  sub->add_flag("--json", opts.json, "Machine-readable output on stdout");
-  return sub;
+const char* path_help(AnalysisKind::Scope scope) {
+  switch (scope) {
+    case AnalysisKind::Scope::checkpoint: return "Checkpoint file, or run directory (its latest checkpoint)";
+    case AnalysisKind::Scope::run: return "Run directory";
+    case AnalysisKind::Scope::run_or_sweep: return "Run directory, or sweep directory";
+  }
+  return "";
+}
+
+Command analysis_command(CLI::App& app, const AnalysisKind& kind) {
+  auto opts = std::make_shared<AnalysisOptions>();
+  auto list = std::make_shared<std::string>();
+  auto* sub = app.add_subcommand(kind.name, kind.doc);
+  sub->add_option("path", opts->path, path_help(kind.scope))->required();
+  sub->add_flag("--json", opts->json, "Machine-readable output on stdout");
+  const char* list_flag = nullptr;
+  for (auto o : kind.options) switch (o) {
+      case AnalysisOption::freqs:
+        list_flag = "--freqs";
+        sub->add_option("--freqs", *list,
+                        kind.scope == AnalysisKind::Scope::run
+                            ? "Key frequencies to use, e.g. 14,35,41 (default: those of the final checkpoint; a group "
+                              "run: irrep numbers)"
+                            : "Frequencies to ablate, e.g. 14,35,41 (default: the key frequencies)");
+        break;
+      case AnalysisOption::irreps:
+        list_flag = "--irreps";
+        sub->add_option("--irreps", *list, "Irreps to treat as key, by their number in the table, e.g. 2,7 (default: the rule)");
+        break;
+      case AnalysisOption::draws:
+        sub->add_option("--draws", opts->draws, "Random control draws")->check(CLI::Range(1, 1000));
+        break;
+      case AnalysisOption::seed: sub->add_option("--seed", opts->seed, "Seed of the random control draws"); break;
+      case AnalysisOption::from_csv:
+        sub->add_flag("--from-csv", opts->from_csv,
+                      "Find the phases again from the run's progress.csv, without measuring the checkpoints");
+        break;
+    }
+  const auto* k = &kind;
+  return {sub, [opts, list, list_flag, k] {
+            if (list_flag && !list->empty()) opts->freqs = parse_int_list(*list, list_flag);
+            return k->run(*opts);
+          }};
 }
 }  // namespace
 
-Command fourier_command(CLI::App& app) {
-  auto opts = std::make_shared<AnalysisOptions>();
-  auto* sub = analysis_subcommand(app, *opts, "fourier",
-                                  "Fourier spectra of W_E, W_U and the MLP neurons; key frequencies; Gini",
-                                  "Checkpoint file, or run directory (its latest checkpoint)");
-  return {sub, [opts] { return run_fourier_command(*opts); }};
+std::vector<Command> analysis_commands(CLI::App& app) {
+  std::vector<Command> out;
+  for (auto* k : analysis_kinds()) out.push_back(analysis_command(app, *k));
+  return out;
 }
 
-Command ablate_command(CLI::App& app) {
-  auto opts = std::make_shared<AnalysisOptions>();
-  auto freqs = std::make_shared<std::string>();
-  auto* sub = analysis_subcommand(app, *opts, "ablate",
-                                  "Loss and accuracy with frequencies ablated, in logit and in weight space",
-                                  "Checkpoint file, or run directory (its latest checkpoint)");
-  sub->add_option("--freqs", *freqs, "Frequencies to ablate, e.g. 14,35,41 (default: the key frequencies)");
-  sub->add_option("--draws", opts->draws, "Random control draws")->check(CLI::Range(1, 1000));
-  sub->add_option("--seed", opts->seed, "Seed of the random control draws");
-  return {sub, [opts, freqs] {
-            if (!freqs->empty()) opts->freqs = parse_int_list(*freqs, "--freqs");
-            return run_ablate_command(*opts);
-          }};
-}
-
-Command progress_command(CLI::App& app) {
-  auto opts = std::make_shared<AnalysisOptions>();
-  auto freqs = std::make_shared<std::string>();
-  auto* sub = analysis_subcommand(app, *opts, "progress", "Progress measures over every checkpoint of a run, and its phases",
-                                  "Run directory");
-  sub->add_option("--freqs", *freqs, "Key frequencies to use (default: those of the final checkpoint)");
-  sub->add_flag("--from-csv", opts->from_csv,
-                "Find the phases again from the run's progress.csv, without measuring the checkpoints");
-  return {sub, [opts, freqs] {
-            if (!freqs->empty()) opts->freqs = parse_int_list(*freqs, "--freqs");
-            return run_progress_command(*opts);
-          }};
-}
-
-Command irreps_command(CLI::App& app) {
-  auto opts = std::make_shared<AnalysisOptions>();
-  auto irreps = std::make_shared<std::string>();
-  auto* sub = analysis_subcommand(app, *opts, "irreps",
-                                  "A group run by irreducible representations: logit similarity, key irreps, embeddings, "
-                                  "hidden neurons, excluded and restricted loss with controls",
-                                  "Checkpoint file, or run directory (its latest checkpoint)");
-  sub->add_option("--irreps", *irreps, "Irreps to treat as key, by their number in the table, e.g. 2,7 (default: the rule)");
-  sub->add_option("--draws", opts->draws, "Random control draws")->check(CLI::Range(1, 1000));
-  sub->add_option("--seed", opts->seed, "Seed of the random control draws");
-  return {sub, [opts, irreps] {
-            if (!irreps->empty()) opts->freqs = parse_int_list(*irreps, "--irreps");
-            return run_irreps_command(*opts);
-          }};
-}
-
-Command heads_command(CLI::App& app) {
-  auto opts = std::make_shared<AnalysisOptions>();
-  auto* sub = analysis_subcommand(app, *opts, "heads",
-                                  "Induction heads of a repeat-task run: per-head scores over training, the transition, "
-                                  "head ablations, K-composition",
-                                  "Run directory");
-  return {sub, [opts] { return run_heads_command(*opts); }};
-}
-
-Command superposition_command(CLI::App& app) {
-  auto opts = std::make_shared<AnalysisOptions>();
-  auto* sub = analysis_subcommand(app, *opts, "superposition",
-                                  "Toy models of superposition: each feature's norm, interference and dimensionality, "
-                                  "D*; over a sweep, the dimensionality against 1/(1-S) and the two-feature phase diagram",
-                                  "Run directory, or sweep directory");
-  return {sub, [opts] { return run_superposition_command(*opts); }};
+Command analyse_command(CLI::App& app) {
+  auto opts = std::make_shared<AnalyseOptions>();
+  auto* sub = app.add_subcommand(
+      "analyse", "Every analysis that applies to a run (or to each finished run of a sweep, then the sweep): what is "
+                 "missing or older than the newest checkpoint");
+  sub->add_option("path", opts->path, "Run directory, or sweep directory")->required();
+  sub->add_flag("--force", opts->force, "Redo every analysis that applies, up to date or not");
+  sub->add_flag("-n,--dry-run", opts->dry_run, "Say what would run, run nothing");
+  sub->add_flag("-q,--quiet", opts->quiet, "No progress lines");
+  return {sub, [opts] { return run_analyse_command(*opts); }};
 }
 
 }  // namespace grokking::cli

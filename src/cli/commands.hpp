@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <vector>
 
 namespace grokking::cli {
 
@@ -16,12 +17,10 @@ struct Command {
 
 Command train_command(CLI::App& app);
 Command config_command(CLI::App& app);
-Command fourier_command(CLI::App& app);
-Command ablate_command(CLI::App& app);
-Command progress_command(CLI::App& app);
-Command irreps_command(CLI::App& app);
-Command heads_command(CLI::App& app);
-Command superposition_command(CLI::App& app);
+// One subcommand per registered analysis (analyses.hpp), in the registry's order.
+std::vector<Command> analysis_commands(CLI::App& app);
+// `grokking analyse`: every analysis that applies to a run or a sweep.
+Command analyse_command(CLI::App& app);
 Command bench_command(CLI::App& app);
 Command sweep_command(CLI::App& app);
 Command compare_command(CLI::App& app);

@@ -24,6 +24,10 @@ Command sweep_command(CLI::App& app) {
                   "time, a finished run's place going to the next (they may differ in seed, lr, weight decay, "
                   "betas, eps)")
       ->check(CLI::Range(int64_t(1), int64_t(kMaxSeeds)));
+  sub->add_option("--threads", opts->threads,
+                  "Threads of each training (default: the config's train.threads where it sets one, else the "
+                  "cores split between the runs at once)")
+      ->check(CLI::Range(1, 1024));
   sub->add_option("--aggregate", opts->aggregate_dir, "Only rebuild DIR/sweep.csv from the finished runs");
   sub->add_flag("-q,--quiet", opts->quiet, "Only warnings and errors on stderr");
   return {sub, [opts] {

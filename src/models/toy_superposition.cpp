@@ -32,8 +32,10 @@ class ToySuperposition : public Architecture {
   }
 
   double step_flops(int64_t n_examples) const override { return 3 * 2 * 2 * double(n_examples) * double(n_ * m_); }
+  const FeatureReadout* feature_readout() const override { return &readout_; }
 
  private:
+  FeatureReadout readout_{"W", "b_final"};
   int64_t n_, m_;
   bool relu_;
 };

@@ -109,6 +109,13 @@ const TaskKind& group_task() {
     };
     k.size_key = "group";
     k.shape = group_shape;
+    // A cyclic group under composition is addition mod n: its Fourier analysis applies too.
+    k.structure = [](const TaskConfig& t) {
+      Capabilities c;
+      c.add(Capability::pairs).add(Capability::group);
+      if (t.text("group").rfind('C', 0) == 0 && t.text("operation") == "compose") c.add(Capability::cycle);
+      return c;
+    };
     k.validate = group_validate;
     k.make = [](const std::vector<TaskConfig>& replicas) -> std::unique_ptr<Task> {
       return std::make_unique<GroupTask>(replicas.at(0));

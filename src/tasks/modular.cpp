@@ -121,6 +121,15 @@ const TaskKind& modular_task() {
     };
     k.size_key = "p";
     k.shape = modular_shape;
+    // Add and sub rotate Z_P; mul and div rotate the discrete logarithms of Z_P^* (P prime).
+    k.structure = [](const TaskConfig& t) {
+      Capabilities c;
+      c.add(Capability::pairs);
+      const auto& op = t.text("operation");
+      const int64_t p = t.integer("p");
+      if (op == "add" || op == "sub" || ((op == "mul" || op == "div") && p >= 3 && is_prime(p))) c.add(Capability::cycle);
+      return c;
+    };
     k.validate = modular_validate;
     k.make = [](const std::vector<TaskConfig>& replicas) -> std::unique_ptr<Task> {
       return std::make_unique<ModularTask>(replicas.at(0));

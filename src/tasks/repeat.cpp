@@ -152,6 +152,7 @@ const TaskKind& repeat_task() {
     };
     k.size_key = "eval_sequences";
     k.shape = repeat_shape;
+    k.structure = [](const TaskConfig&) { return Capabilities().add(Capability::sequence); };
     k.validate = repeat_validate;
     k.make = [](const std::vector<TaskConfig>& replicas) -> std::unique_ptr<Task> {
       return std::make_unique<RepeatTask>(replicas.at(0));

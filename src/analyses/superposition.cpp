@@ -1,0 +1,155 @@
+// `grokking superposition`: the geometry of toy models of superposition (Elhage et al. 2022).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include "common.hpp"
+#include "grokking/error.hpp"
+#include "grokking/rundir.hpp"
+#include "grokking/superposition.hpp"
+#include "grokking/text.hpp"
+#include "grokking/threads.hpp"
+#include "grokking/train.hpp"
+
+namespace grokking {
+using namespace analyses;
+
+namespace {
+
+// One run's superposition: its files (superposition.csv, wtw.dat) and its report.
+SuperpositionReport superposition_of_run(const std::string& dir, bool write) {
+  const auto ck = load_checkpoint(resolve_checkpoint(dir));
+  const auto r = analyse_superposition(model_from_checkpoint(ck));
+  if (write) {
+    std::vector<std::string> cols = {"feature", "norm", "interference", "dimensionality", "bias", "represented",
+                                     "superposed"};
+    for (int64_t k = 0; k < r.m; ++k) cols.push_back("w" + std::to_string(k));
+    CsvWriter csv(cols);
+    for (size_t i = 0; i < r.features.size(); ++i) {
+      const auto& f = r.features[i];
+      csv.field(int64_t(i)).field(f.norm).field(f.interference).field(f.dimensionality).field(f.bias);
+      csv.field(int64_t(f.norm >= kRepresentedNorm));
+      csv.field(int64_t(f.norm >= kRepresentedNorm && f.interference >= kSuperposedInterference));
+      for (auto v : f.direction) csv.field(v);
+      csv.end_row();
+    }
+    atomic_write(dir + "/superposition.csv", csv.text());
+    std::string mat = "# W^T W as the notebook draws it: entry (i, j) = W_i . W_j\n";
+    for (auto& row : r.wtw) {
+      for (size_t j = 0; j < row.size(); ++j) mat += (j ? " " : "") + format_number(row[j], "%.4g");
+      mat += "\n";
+    }
+    atomic_write(dir + "/wtw.dat", mat);
+  }
+  return r;
+}
+
+const AnalysisKind& kind();
+
+int run(const AnalysisOptions& opts) {
+  const std::string dir = opts.path;
+  if (!is_dir(dir)) throw UsageError(dir + ": superposition takes a run directory or a sweep directory");
+  configure_threads(1);
+  if (exists(dir + "/plan.json")) {
+    // A sweep: every finished run, one row per feature, and the phase diagram's cells where n = 2, m = 1.
+    const auto plan = read_json_file(dir + "/plan.json");
+    CsvWriter csv({"run", "sparsity", "inverse_density", "feature", "importance", "norm", "interference",
+                   "dimensionality", "dims_per_feature", "represented", "superposed", "phase", "optimum"});
+    nlohmann::json runs = nlohmann::json::array();
+    for (auto& run : plan.at("runs")) {
+      const std::string name = run.at("name").get<std::string>(), run_dir = dir + "/runs/" + name;
+      if (!exists(summary_path(run_dir)) || !finished(read_summary(run_dir).status)) continue;
+      const Config cfg = load_run_config(run_dir);
+      require_applies(kind(), cfg, run_dir);
+      const auto r = superposition_of_run(run_dir, true);
+      const double S = cfg.task.real("sparsity");
+      std::vector<double> importance = cfg.task.reals("importances");
+      if (importance.empty())
+        for (int64_t i = 0; i < r.n; ++i) importance.push_back(std::pow(cfg.task.real("importance_decay"), double(i)));
+      std::string phase, optimum;
+      if (r.n == 2 && r.m == 1) {
+        phase = two_feature_phase(r);
+        optimum = two_feature_optimum(importance[1] / std::max(importance[0], 1e-300), 1 - S);
+      }
+      for (size_t i = 0; i < r.features.size(); ++i) {
+        const auto& f = r.features[i];
+        csv.field(name).field(S).field(1 / (1 - S)).field(int64_t(i)).field(importance[i]).field(f.norm);
+        csv.field(f.interference).field(f.dimensionality).field(r.dims_per_feature).field(r.represented);
+        csv.field(r.superposed).field(phase).field(optimum).end_row();
+      }
+      runs.push_back({{"run", name}, {"sparsity", S}, {"dims_per_feature", r.dims_per_feature},
+                      {"represented", r.represented}, {"superposed", r.superposed}, {"n", r.n}, {"m", r.m}});
+      if (!phase.empty()) runs.back()["phase"] = phase, runs.back()["optimum"] = optimum;
+    }
+    if (runs.empty()) throw UsageError(dir + ": no finished sparse_features runs yet");
+    atomic_write(dir + "/superposition.csv", csv.text());
+    if (opts.quiet) return 0;
+    if (opts.json) {
+      std::printf("%s\n", nlohmann::json({{"sweep_dir", dir}, {"runs", runs}}).dump(2).c_str());
+      return 0;
+    }
+    std::printf("%-60s %9s %6s %12s %11s %10s%s\n", "run", "sparsity", "n/m", "D* = m/|W|^2", "represented",
+                "superposed", runs[0].contains("phase") ? "  phase (trained / optimum)" : "");
+    for (auto& r : runs) {
+      std::printf("%-60s %9.4f %3lld/%-2lld %12.3f %11lld %10lld", short_text(r["run"].get<std::string>(), 60).c_str(),
+                  r["sparsity"].get<double>(), (long long)r["n"].get<int64_t>(), (long long)r["m"].get<int64_t>(),
+                  r["dims_per_feature"].get<double>(), (long long)r["represented"].get<int64_t>(),
+                  (long long)r["superposed"].get<int64_t>());
+      if (r.contains("phase"))
+        std::printf("  %s / %s", r["phase"].get<std::string>().c_str(), r["optimum"].get<std::string>().c_str());
+      std::printf("\n");
+    }
+    std::printf("-> %s/superposition.csv (one row per run and feature); grokking plot %s draws it\n", dir.c_str(),
+                dir.c_str());
+    return 0;
+  }
+  require_applies(kind(), load_run_config(dir), dir);
+  const auto r = superposition_of_run(dir, true);
+  if (opts.quiet) return 0;
+  if (opts.json) {
+    nlohmann::json j = {{"run_dir", dir}, {"n", r.n}, {"m", r.m}, {"dims_per_feature", r.dims_per_feature},
+                        {"represented", r.represented}, {"superposed", r.superposed}, {"features", nlohmann::json::array()}};
+    for (auto& f : r.features)
+      j["features"].push_back({{"norm", f.norm}, {"interference", f.interference}, {"dimensionality", f.dimensionality},
+                               {"bias", f.bias}, {"direction", f.direction}});
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s: %lld features in %lld dimensions; D* = m/||W||_F^2 = %.3f; %lld represented (||W_i|| >= %.1f), "
+              "%lld in superposition (interference >= %.1f)\n",
+              dir.c_str(), (long long)r.n, (long long)r.m, r.dims_per_feature, (long long)r.represented, kRepresentedNorm,
+              (long long)r.superposed, kSuperposedInterference);
+  std::printf("%8s %8s %13s %15s %9s\n", "feature", "||W_i||", "interference", "dimensionality", "bias");
+  for (size_t i = 0; i < r.features.size(); ++i) {
+    const auto& f = r.features[i];
+    std::printf("%8zu %8.3f %13.3f %15.3f %9.3f\n", i, f.norm, f.interference, f.dimensionality, f.bias);
+  }
+  return 0;
+}
+
+}  // namespace
+
+const AnalysisKind& superposition_analysis() { return kind(); }
+
+namespace {
+const AnalysisKind& kind() {
+  static const AnalysisKind k = [] {
+    AnalysisKind a;
+    a.name = "superposition";
+    a.doc = "Toy models of superposition: each feature's norm, interference and dimensionality, D*; over a sweep, the "
+            "dimensionality against 1/(1-S) and the two-feature phase diagram";
+    a.scope = AnalysisKind::Scope::run_or_sweep;
+    a.needs = {Capability::features, Capability::feature_matrix};
+    a.files = {{"superposition.csv"}, {"wtw.dat"}};
+    a.figures = {"superposition"};
+    a.source = "Elhage et al. 2022 and anthropics/toy-models-of-superposition's notebook (D_i, D*, W^T W)";
+    a.report = {{"Features (norm, interference, dimensionality)", "superposition.csv"}};
+    a.run = run;
+    return a;
+  }();
+  return k;
+}
+}  // namespace
+
+}  // namespace grokking

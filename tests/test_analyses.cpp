@@ -1,0 +1,173 @@
+// The analysis registry's contract, driven by the registries themselves: for every task kind x
+// model kind that validates (a new kind is in it without editing this file), a short run is
+// analysed by every analysis that applies, each writes exactly the files it declares, the others
+// refuse it in one line naming what does apply, `analyse` finds nothing stale afterwards, and
+// clearing the run directory leaves none of the files. Plus the table's own consistency.
+#include <dirent.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+
+#include "catch.hpp"
+#include "grokking/analyses.hpp"
+#include "grokking/config.hpp"
+#include "grokking/error.hpp"
+#include "grokking/kinds.hpp"
+#include "grokking/plot.hpp"
+#include "grokking/rundir.hpp"
+#include "grokking/train.hpp"
+#include "helpers.hpp"
+
+using namespace grokking;
+
+namespace {
+
+// Small settings of each kind's own keys (a kind not listed trains with its defaults).
+nlohmann::json small_task(const std::string& kind) {
+  if (kind == "modular") return {{"p", 11}, {"frac_train", 0.5}};
+  if (kind == "group") return {{"group", "D5"}, {"frac_train", 0.6}};
+  if (kind == "repeat") return {{"vocab", 8}, {"context", 12}, {"repeat_min", 3}, {"repeat_max", 6}, {"eval_sequences", 16}};
+  if (kind == "sparse_features") return {{"n_features", 5}, {"sparsity", 0.5}, {"eval_examples", 200}};
+  return nlohmann::json::object();
+}
+nlohmann::json small_model(const std::string& kind) {
+  if (kind == "transformer") return {{"d_model", 16}, {"n_heads", 2}, {"d_head", 8}, {"d_mlp", 32}, {"n_layers", 2}};
+  if (kind == "mlp") return {{"d_embed", 8}, {"hidden", {16}}};
+  if (kind == "toy_superposition") return {{"d_hidden", 2}};
+  return nlohmann::json::object();
+}
+
+// The config of a task kind with a model kind, or nullopt where they do not go together.
+std::optional<Config> pair_config(const TaskKind& task, const ModelKind& model) {
+  nlohmann::json j = {{"task", small_task(task.name)},
+                      {"model", small_model(model.name)},
+                      {"train", {{"epochs", 20}, {"eval_every", 10}, {"checkpoint_every", 10}, {"threads", 1},
+                                 {"device", "cpu"}, {"batch_size", 16}}}};
+  j["task"]["kind"] = task.name;
+  j["model"]["kind"] = model.name;
+  try {
+    return parse_config(j.dump(), "(test)", {});
+  } catch (const UsageError&) {
+    return std::nullopt;
+  }
+}
+
+std::set<std::string> entries_of(const std::string& dir) {
+  std::set<std::string> out;
+  if (DIR* h = ::opendir(dir.c_str())) {
+    while (auto* e = ::readdir(h)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") out.insert(n);
+    }
+    ::closedir(h);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the analysis table is consistent: unique names, drawable figures, files --force knows", "[registry]") {
+  std::set<std::string> names, files;
+  const auto figures = run_figure_names();
+  const auto& entries = run_dir_entries();
+  for (auto* k : analysis_kinds()) {
+    INFO(k->name);
+    CHECK(names.insert(k->name).second);
+    CHECK(k->run != nullptr);
+    CHECK(!k->doc.empty());
+    CHECK(!k->source.empty());
+    CHECK(!k->needs.empty());
+    for (auto& f : k->files) {
+      INFO(f.name);
+      CHECK(files.insert(f.name).second);  // no file written by two analyses
+      CHECK(std::count(entries.begin(), entries.end(), f.name) == 1);
+    }
+    for (auto& fig : k->figures) {
+      INFO(fig);
+      CHECK(std::count(figures.begin(), figures.end(), fig) == 1);
+    }
+    for (auto& [heading, file] : k->report) {
+      INFO(file);
+      CHECK(std::any_of(k->files.begin(), k->files.end(), [&](auto& f) { return f.name == file; }));
+    }
+  }
+  CHECK(find_analysis("heads").name == "heads");
+  CHECK_THROWS_AS(find_analysis("nope"), UsageError);
+}
+
+TEST_CASE("every task x model pair: each analysis that applies writes exactly its files; the rest refuse",
+          "[registry]") {
+  int pairs = 0;
+  std::set<std::string> analyses_run;
+  for (auto* task : task_kinds())
+    for (auto* model : model_kinds()) {
+      const auto cfg = pair_config(*task, *model);
+      if (!cfg) continue;
+      ++pairs;
+      INFO("task " << task->name << ", model " << model->name);
+      const std::string dir = test::prepare_run(*cfg, "registry-" + task->name + "-" + model->name);
+      train(*cfg, dir, false, true);
+      const Capabilities caps = capabilities_of(*cfg);
+      const auto applicable = analyses_for(*cfg);
+      CHECK(!applicable.empty());  // every pair that trains has at least one analysis
+      for (auto* k : analysis_kinds()) {
+        INFO("analysis " << k->name);
+        AnalysisOptions o;
+        o.path = dir;
+        o.quiet = true;
+        o.draws = 1;
+        if (!k->applies(caps)) {
+          try {
+            k->run(o);
+            FAIL("it ran on a run it does not apply to");
+          } catch (const UsageError& e) {
+            const std::string msg = e.what();
+            CHECK(msg.find(k->name + " needs ") != std::string::npos);
+            CHECK(msg.find("it is read by " + analysis_names(applicable)) != std::string::npos);
+            CHECK(msg.find('\n') == std::string::npos);
+          }
+          continue;
+        }
+        const auto before = entries_of(dir);
+        REQUIRE(k->run(o) == 0);
+        std::set<std::string> written;
+        for (auto& e : entries_of(dir))
+          if (!before.count(e)) written.insert(e);
+        const auto declared = k->files_for(caps);
+        CHECK(written == std::set<std::string>(declared.begin(), declared.end()));
+        analyses_run.insert(k->name);
+      }
+      // Up to date now; a newer checkpoint makes them stale again.
+      CHECK(stale_analyses(dir, *cfg).empty());
+      // --force's list holds every one of them.
+      clear_run_dir(dir);
+      for (auto* k : applicable)
+        for (auto& f : k->files_for(caps)) CHECK_FALSE(exists(dir + "/" + f));
+      CHECK(stale_analyses(dir, *cfg).size() == applicable.size());
+    }
+  CHECK(pairs >= 6);
+  // Every registered analysis ran on some pair.
+  CHECK(analyses_run.size() == analysis_kinds().size());
+}
+
+TEST_CASE("capabilities come from the kinds, not from their names", "[registry]") {
+  auto caps = [](const std::vector<std::string>& sets) {
+    return capabilities_of(parse_config("{}", "(test)", sets));
+  };
+  const auto modular = caps({"task.p=11"});
+  CHECK(modular.has(Capability::pairs));
+  CHECK(modular.has(Capability::cycle));
+  CHECK(modular.has(Capability::heads));
+  CHECK(modular.has(Capability::pair_readout));
+  CHECK(modular.has(Capability::neurons));
+  CHECK_FALSE(modular.has(Capability::group));
+  // Multiplication has a cycle only over a prime modulus; attention-only models have no neurons.
+  CHECK_FALSE(caps({"task.p=12", "task.operation=mul"}).has(Capability::cycle));
+  CHECK(caps({"task.p=11", "task.operation=mul"}).has(Capability::cycle));
+  CHECK_FALSE(caps({"task.p=11", "model.attn_only=true"}).has(Capability::neurons));
+  // A cyclic group is a group and a cycle; a dihedral group only a group.
+  CHECK(caps({"task.kind=group", "task.group=C6"}).has(Capability::cycle));
+  CHECK_FALSE(caps({"task.kind=group", "task.group=D4"}).has(Capability::cycle));
+  CHECK(caps({"task.kind=group", "task.group=D4"}).names() == "pairs, group, heads, pair_readout, neurons");
+}
