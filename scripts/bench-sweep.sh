@@ -18,7 +18,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 col() {  # col DIR COLUMN: "name value" per finished run, sorted
-  awk -F, -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next } { print $1, $k }' "$1/sweep.csv" | sort
+  # sweep.csv quotes list values (RFC 4180): read by a CSV parser, not split at every comma.
+  python3 -c 'import csv, sys
+for r in csv.DictReader(open(sys.argv[1])): print(r["name"], r[sys.argv[2]])' "$1/sweep.csv" "$2" | sort
 }
 epochs() { col "$1" epochs | awk '{ s += $2 } END { print s }'; }
 

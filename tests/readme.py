@@ -16,6 +16,7 @@
    each other number (accuracies, percentages) within 0.05 of it (percentages within 5 points).
    The run is deterministic for one thread on one machine; the tolerances leave room for other
    CPUs and BLAS builds, not for a changed table.
+5. The run directory's analysis files: the block the README shows is `grokking analyse --list`.
 
 usage: tests/readme.py README.md path/to/grokking
 """
@@ -147,6 +148,18 @@ else:
                 ok = g == w  # integers: key frequencies, counts
             if not ok:
                 fail(f"the small-config block shows {w} in `{want.strip()}`; the commands print {g}")
+
+# 5. The analysis registry's block is `grokking analyse --list`'s output, line for line.
+marker = "(this block is\nits output, checked by the `readme` test):"
+if marker not in text:
+    fail("the README lost the block of `grokking analyse --list`")
+else:
+    after = text.split(marker, 1)[1].lstrip("\n").split("\n\n", 1)[0]
+    shown_list = [l[4:] for l in after.splitlines()]
+    printed_list = run("analyse", "--list").stdout.rstrip("\n").splitlines()
+    if shown_list != printed_list:
+        fail(f"the README's analysis list differs from `grokking analyse --list`: shown {shown_list}, printed {printed_list}")
+    checked += 1
 
 print(f"{checked} README commands checked; {len(failures)} failure(s)")
 sys.exit(1 if failures else 0)

@@ -80,7 +80,9 @@ check "slurm with 1-based array ids maps to shard 2/4" 'cmp -s mm.txt want.txt'
 
 # ---- --pack --jobs 1: the six p=7 runs (3 seeds x 2 weight decays) in one process, the p=11 point alone ----
 col() {  # col FILE COLUMN: "name value" per row of a sweep.csv
-  awk -F, -v c="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next } { print $1, $k }' "$1" | sort
+  # sweep.csv quotes list values (RFC 4180): read by a CSV parser, not split at every comma.
+  python3 -c 'import csv, sys
+for r in csv.DictReader(open(sys.argv[1])): print(r["name"], r[sys.argv[2]])' "$1" "$2" | sort
 }
 "$GROKKING" sweep tiny.json --dir packed --pack 8 --jobs 1 2>packed.err
 check "pack: sweep.csv has every run" '[ "$(($(wc -l <packed/sweep.csv) - 1))" -eq $runs ]'

@@ -146,8 +146,9 @@ TEST_CASE("a few hundred steps on the fast path give the plain path's metrics", 
   cfg.train.epochs = 300;
   cfg.train.eval_every = 25;
   cfg.train.checkpoint_every = 300;
-  // Float rounding differs between the paths and Adam amplifies it slowly: rows agree to ~1e-7
-  // for 200 epochs and to ~3e-4 relative by 300 (measured).
+  // Float rounding differs between the paths and Adam amplifies it slowly: the first 200 epochs
+  // agree closely, and by 300 the loss differs by 3e-4 relative on an AMD EPYC and 1.0e-3 on an
+  // Intel Xeon (measured; BLAS kernels differ by CPU).
   std::vector<std::vector<MetricsRow>> runs;
   for (auto path : {"plain", "fast"}) {
     cfg.train.path = path;
@@ -158,8 +159,11 @@ TEST_CASE("a few hundred steps on the fast path give the plain path's metrics", 
   REQUIRE(runs[0].size() == runs[1].size());
   REQUIRE(runs[0].size() == 13);
   CHECK(runs[0].back().train_acc > runs[0].front().train_acc + 0.3);  // the runs went somewhere
+  const std::vector<MetricsRow> early0(runs[0].begin(), runs[0].begin() + 9), early1(runs[1].begin(), runs[1].begin() + 9);
+  auto e = test::metrics_max_diff(early1, early0, "fast vs plain, epochs 0-200");
+  CHECK(e.loss <= 1e-4);
   auto d = test::metrics_max_diff(runs[1], runs[0], "fast vs plain");
-  CHECK(d.loss <= 1e-3);
+  CHECK(d.loss <= 3e-3);
   CHECK(d.acc <= 0.02);
   CHECK(d.sum_sq_weights <= 1e-3);
 }

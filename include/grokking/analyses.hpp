@@ -90,6 +90,7 @@ struct AnalyseOptions {
   bool force = false;
   bool quiet = false;
   bool dry_run = false;  // say what would run, run nothing
+  bool list = false;     // print the registry (what each analysis reads, writes and draws), no path
 };
 int run_analyse_command(const AnalyseOptions& opts);
 // The analyses a run directory lacks (missing or stale files), in registry order.

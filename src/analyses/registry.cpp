@@ -50,7 +50,7 @@ std::vector<std::string> AnalysisKind::files_for(Capabilities c) const {
 std::string AnalysisKind::missing(Capabilities c) const {
   std::string out;
   for (auto n : needs)
-    if (!c.has(n)) out += (out.empty() ? "" : ", ") + std::string(capability_name(n));
+    if (!c.has(n)) out += (out.empty() ? "" : ", ") + std::string(capability_name(n)) + " (" + capability_doc(n) + ")";
   bool any = needs_any.empty();
   for (auto n : needs_any) any = any || c.has(n);
   if (!any) {
@@ -159,8 +159,36 @@ std::vector<const AnalysisKind*> update_analyses(const std::string& run_dir, boo
   return todo;
 }
 
+// The registry as a table: what each analysis reads, the files it writes, the figures plot draws.
+void print_registry() {
+  for (auto* k : analysis_kinds()) {
+    std::string needs;
+    for (auto n : k->needs) needs += (needs.empty() ? "" : " + ") + std::string(capability_name(n));
+    if (!k->needs_any.empty()) {
+      std::string any;
+      for (auto n : k->needs_any) any += (any.empty() ? "" : " | ") + std::string(capability_name(n));
+      needs += " + (" + any + ")";
+    }
+    std::string files;
+    for (auto& f : k->files) {
+      std::string cond;
+      for (auto c : all_capabilities()) {
+        if (f.only_with & uint32_t(c)) cond += (cond.empty() ? "" : ", ") + std::string("with ") + capability_name(c);
+        if (f.unless_with & uint32_t(c)) cond += (cond.empty() ? "" : ", ") + std::string("not with ") + capability_name(c);
+      }
+      files += (files.empty() ? "" : ", ") + f.name + (cond.empty() ? "" : " (" + cond + ")");
+    }
+    std::string figures;
+    for (auto& f : k->figures) figures += (figures.empty() ? "" : ", ") + f;
+    std::printf("%s\n  reads   %s\n  writes  %s\n", k->name.c_str(), needs.c_str(), files.c_str());
+    if (!figures.empty()) std::printf("  draws   %s\n", figures.c_str());
+  }
+}
+
 int run_analyse_command(const AnalyseOptions& opts) {
+  if (opts.list) return print_registry(), kExitOk;
   const std::string& dir = opts.path;
+  if (dir.empty()) throw UsageError("analyse: a run directory or a sweep directory (or --list)");
   if (!is_dir(dir)) throw UsageError(dir + ": analyse takes a run directory or a sweep directory");
   auto describe = [&](const std::string& run_dir, const Config& cfg) {
     const auto todo = opts.force ? analyses_for(cfg) : stale_analyses(run_dir, cfg);

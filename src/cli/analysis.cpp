@@ -65,7 +65,8 @@ Command analyse_command(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "analyse", "Every analysis that applies to a run (or to each finished run of a sweep, then the sweep): what is "
                  "missing or older than the newest checkpoint");
-  sub->add_option("path", opts->path, "Run directory, or sweep directory")->required();
+  sub->add_option("path", opts->path, "Run directory, or sweep directory");
+  sub->add_flag("--list", opts->list, "List every analysis: what it reads, the files it writes, the figures plot draws");
   sub->add_flag("--force", opts->force, "Redo every analysis that applies, up to date or not");
   sub->add_flag("-n,--dry-run", opts->dry_run, "Say what would run, run nothing");
   sub->add_flag("-q,--quiet", opts->quiet, "No progress lines");
