@@ -26,7 +26,7 @@ start() {
   pids=()
   rm -f go
   for ((i = 0; i < n; i++)); do
-    (while [ ! -e go ]; do sleep 0.005; done; exec "$bin" sweep tiny.json --dir "$dir" "$@") >"$dir.$i.out" 2>"$dir.$i.err" &
+    (while [ ! -e go ]; do sleep 0.005; done; exec "$bin" sweep "${sweep_file:-tiny.json}" --dir "$dir" "$@") >"$dir.$i.out" 2>"$dir.$i.err" &
     pids+=($!)
   done
   sleep 0.5
@@ -57,12 +57,19 @@ check "same: an exit 3 names the runs still held" \
 every_run_once same
 
 # ---- three processes, two runs at a time each; one sweep process killed mid-way ----
-start killed 3 --jobs 2
-sleep 1.5
-children=$(pgrep -P "${pids[0]}" | tr '\n' ' ')
+# Runs of 2,000 epochs here (seconds each), so that a training outliving its sweep would show.
+sed 's/"epochs": 20,/"epochs": 2000,/' tiny.json >tiny-long.json
+sweep_file=tiny-long.json start killed 3 --jobs 2
+# Killed while it trains (its first trainings under way).
+children=""
+for ((t = 0; t < 200; t++)); do
+  sleep 0.05
+  children=$(pgrep -P "${pids[0]}" | tr '\n' ' ')
+  [ -n "$children" ] && break
+done
 kill -KILL "${pids[0]}"
-# Its trainings get SIGTERM from the kernel as it dies: they checkpoint and end.
-for ((t = 0; t < 300; t++)); do
+# Its trainings get SIGTERM from the kernel as it dies: they checkpoint and end at once.
+for ((t = 0; t < 20; t++)); do
   alive=0
   for c in $children; do kill -0 "$c" 2>/dev/null && alive=1; done
   [ $alive -eq 0 ] && break
@@ -75,7 +82,7 @@ for p in "${pids[@]:1}"; do wait "$p"; rcs="$rcs$?"; done
 wait "${pids[0]}" 2>/dev/null
 check "killed: the other sweep processes exit 0 or 3 (got $rcs)" '[[ "$rcs" =~ ^[03]{2}$ ]]'
 check "killed: no run reported failed" '! grep -q "exited with\|failed" killed.1.err killed.2.err'
-"$bin" sweep tiny.json --dir killed >rerun.out 2>rerun.err
+"$bin" sweep tiny-long.json --dir killed >rerun.out 2>rerun.err
 check "killed: the rerun exits 0" '[ $? -eq 0 ]'
 done_runs=0
 for d in killed/runs/*/; do grep -q '"status": *"completed"' "$d/summary.json" 2>/dev/null && done_runs=$((done_runs + 1)); done

@@ -33,6 +33,7 @@ std::string key_text(const RunProgress& p) {
 int run(const AnalysisOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string dir = opts.path;
+  if (!is_dir(dir)) throw UsageError(dir + ": progress takes a run directory");
   require_applies(kind(), load_run_config(dir), dir);
   RunProgress progress;
   if (opts.from_csv) {
