@@ -2,6 +2,8 @@
 // architectures. What a kind computes lives in src/models/.
 #include "grokking/model.hpp"
 
+#include <algorithm>
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
@@ -187,8 +189,31 @@ double Model::sum_squared_weights() const {
   return flat_.to(torch::kFloat64).pow(2).sum().item<double>();
 }
 
-torch::Tensor Architecture::forward_ablated(const Model& m, const torch::Tensor&, const HeadAblation&) const {
-  throw UsageError("model.kind \"" + m.config().model.kind + "\" has no attention heads to ablate");
+torch::Tensor Architecture::forward_hooked(const Model& m, const torch::Tensor&, ActivationHooks&) const {
+  throw UsageError("model.kind \"" + m.config().model.kind + "\" names no activations");
+}
+
+bool ActivationCache::wants(const std::string& name) const {
+  return only_.empty() || std::find(only_.begin(), only_.end(), name) != only_.end();
+}
+
+torch::Tensor ActivationCache::at(const std::string& name, const torch::Tensor& act) {
+  if (!acts_.count(name)) order_.push_back(name);
+  acts_[name] = act.detach();
+  return act;
+}
+
+const torch::Tensor& ActivationCache::operator[](const std::string& name) const {
+  auto it = acts_.find(name);
+  if (it == acts_.end()) throw std::out_of_range("no activation named " + name + " in the cache");
+  return it->second;
+}
+
+std::vector<std::string> ActivationCache::names() const { return order_; }
+
+torch::Tensor Model::run_with_hooks(const torch::Tensor& x, ActivationHooks& hooks) const {
+  if (replicas() != 1) throw std::logic_error("activations are named for one model; use replica(s)");
+  return arch_->forward_hooked(*this, x, hooks).squeeze(0);
 }
 
 torch::Tensor Model::outputs(const torch::Tensor& x, bool fast) const {

@@ -13,6 +13,9 @@
 #include "grokking/analyses.hpp"
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
+#include "grokking/heads.hpp"
+#include "grokking/model.hpp"
+#include "grokking/task.hpp"
 #include "grokking/kinds.hpp"
 #include "grokking/plot.hpp"
 #include "grokking/rundir.hpp"
@@ -170,4 +173,93 @@ TEST_CASE("capabilities come from the kinds, not from their names", "[registry]"
   CHECK(caps({"task.kind=group", "task.group=C6"}).has(Capability::cycle));
   CHECK_FALSE(caps({"task.kind=group", "task.group=D4"}).has(Capability::cycle));
   CHECK(caps({"task.kind=group", "task.group=D4"}).names() == "pairs, group, heads, pair_readout, neurons");
+}
+
+namespace {
+Config kind_config(const std::vector<std::string>& sets) {
+  return parse_config(R"({"task": {"kind": "repeat", "vocab": 8, "context": 12, "repeat_min": 3, "repeat_max": 6,
+    "eval_sequences": 8}, "model": {"d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32, "n_layers": 2},
+    "train": {"batch_size": 8, "threads": 1}})",
+                      "(test)", sets);
+}
+}  // namespace
+
+TEST_CASE("run_with_cache names the transformer's activations as TransformerLens does, and changes nothing",
+          "[registry]") {
+  torch::NoGradGuard no_grad;
+  for (auto ln : {"none", "pre", "post"}) {
+    INFO("layer_norm " << ln);
+    Model m(kind_config({std::string("model.layer_norm=") + ln, "model.train_biases=true"}));
+    const auto x = make_task(m.config().task)->eval_batch().x;  // [N, T]
+    const int64_t N = x.size(0), T = x.size(1);
+    // Only the activations that keep the forward's order of sums: the outputs are the forward's, bit for bit.
+    ActivationCache some({"blocks.0.attn.hook_pattern", "blocks.1.attn.hook_z", "blocks.1.hook_resid_post"});
+    CHECK(torch::equal(m.run_with_cache(x, some), m.forward(x)));
+    CHECK(some.names().size() == 3);
+    // Everything: names in forward order, TransformerLens's shapes, outputs within rounding.
+    ActivationCache all;
+    const auto out = m.run_with_cache(x, all);
+    CHECK(test::max_rel_diff(out, m.forward(x), "run_with_cache vs forward") <= 1e-6);
+    const auto names = all.names();
+    REQUIRE(names.size() == 2 + 2 * 12);  // per block: resid_pre, q, k, v, pattern, z, attn_out, resid_mid, mlp pre and post, mlp_out, resid_post
+    CHECK(names[0] == "hook_embed");
+    CHECK(names[2] == "blocks.0.hook_resid_pre");
+    CHECK(names.back() == "blocks.1.hook_resid_post");
+    CHECK(all["blocks.1.attn.hook_pattern"].sizes() == torch::IntArrayRef({N, 2, T, T}));
+    CHECK(all["blocks.0.attn.hook_z"].sizes() == torch::IntArrayRef({N, T, 2, 8}));
+    CHECK(all["blocks.0.mlp.hook_post"].sizes() == torch::IntArrayRef({N, T, 32}));
+    CHECK(all["blocks.1.hook_resid_mid"].sizes() == torch::IntArrayRef({N, T, 16}));
+    // They fit together: z = pattern v per head; one block's output is the next one's input.
+    const auto z = torch::einsum("nhqk,nkhd->nqhd", {all["blocks.0.attn.hook_pattern"], all["blocks.0.attn.hook_v"]});
+    CHECK(test::max_rel_diff(z, all["blocks.0.attn.hook_z"], "pattern v = z") <= 1e-5);
+    CHECK(torch::equal(all["blocks.0.hook_resid_post"], all["blocks.1.hook_resid_pre"]));
+    // Causal: no query attends to a later key.
+    CHECK(all["blocks.0.attn.hook_pattern"].triu(1).abs().max().item<double>() == 0);
+  }
+}
+
+TEST_CASE("a hook's replacement is what the forward goes on with", "[registry]") {
+  torch::NoGradGuard no_grad;
+  Model m(kind_config({"model.train_biases=true"}));
+  const auto x = make_task(m.config().task)->eval_batch().x;
+  struct Zero : ActivationHooks {
+    std::string name;
+    bool wants(const std::string& n) const override { return n == name; }
+    torch::Tensor at(const std::string&, const torch::Tensor& a) override { return torch::zeros_like(a); }
+  } zero;
+  // The last residual stream zeroed: every logit is the unembedding's bias.
+  zero.name = "blocks.1.hook_resid_post";
+  const auto out = m.run_with_hooks(x, zero);  // [N, T, V]
+  CHECK(torch::equal(out, m.param("unembed.b_U").expand_as(out)));
+  // A head's output zeroed through its hook_z: what the head ablation of `heads` computes.
+  const auto ablated = forward_head_ablated(m, x, 1, 0, false);
+  CHECK_FALSE(torch::equal(ablated, m.forward(x)));
+  struct ZeroHead : ActivationHooks {
+    bool wants(const std::string& n) const override { return n == "blocks.1.attn.hook_z"; }
+    torch::Tensor at(const std::string&, const torch::Tensor& z) override {
+      auto o = z.clone();
+      o.select(2, 0).zero_();
+      return o;
+    }
+  } zero_head;
+  CHECK(torch::equal(m.run_with_hooks(x, zero_head), ablated));
+}
+
+TEST_CASE("the MLP and the toy model name their hidden layers", "[registry]") {
+  torch::NoGradGuard no_grad;
+  Model mlp(parse_config(R"({"task": {"p": 11}, "model": {"kind": "mlp", "d_embed": 8, "hidden": [16, 12]}})", "(test)", {}));
+  const auto pairs = make_dataset(mlp.config().task).all_x;
+  ActivationCache c;
+  CHECK(torch::equal(mlp.run_with_cache(pairs, c), mlp.forward(pairs)));
+  CHECK(c.names() == std::vector<std::string>{"hook_embed", "hidden.0.hook_pre", "hidden.0.hook_post", "hidden.1.hook_pre",
+                                              "hidden.1.hook_post"});
+  CHECK(c["hidden.1.hook_post"].sizes() == torch::IntArrayRef({121, 12}));
+  CHECK(c["hidden.0.hook_post"].min().item<double>() >= 0);  // after the ReLU
+  Model toy(parse_config(R"({"task": {"kind": "sparse_features", "n_features": 5, "eval_examples": 50},
+                             "model": {"kind": "toy_superposition", "d_hidden": 2}, "train": {"batch_size": 8}})", "(test)", {}));
+  const auto xs = make_task(toy.config().task)->eval_batch().x;  // [1, N, F]
+  ActivationCache t;
+  toy.run_with_cache(xs, t);
+  CHECK(t.names() == std::vector<std::string>{"hook_hidden", "hook_out"});
+  CHECK(test::max_rel_diff(t["hook_hidden"], xs.squeeze(0).mm(toy.param("W")), "h = x W") <= 1e-6);
 }

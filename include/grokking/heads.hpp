@@ -42,6 +42,9 @@ struct HeadAblationResult {
   double zero_loss = 0, mean_loss = 0;
 };
 std::vector<HeadAblationResult> ablate_heads(const Model& model, const Batch& eval);
+// One model's outputs with one head's output (blocks.L.attn.hook_z) zeroed, or replaced by its
+// mean over the batch at each position.
+torch::Tensor forward_head_ablated(const Model& model, const torch::Tensor& x, int64_t layer, int64_t head, bool mean);
 double repeated_half_loss(const torch::Tensor& logits, const Batch& eval);
 
 // K-composition (Elhage et al. 2021) of a layer-0 head's OV circuit into a layer-1 head's keys:

@@ -6,6 +6,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -46,7 +47,6 @@ torch::Tensor pack_replica_parts(const std::vector<torch::Tensor>& parts, const 
 // Activations the analysis needs (one model), filled by a forward that is given one.
 struct Cache {
   torch::Tensor attn_pattern;  // [N, n_heads, T] attention of the last position, last layer (transformer)
-  std::vector<torch::Tensor> patterns;  // per layer [N, n_heads, T, T] (transformer, generic forward)
   torch::Tensor resid_mid;     // [N, d_model] at the last position (transformer)
   torch::Tensor mlp_post;      // [N, hidden]: the hidden neurons the analysis reads (last position)
   torch::Tensor resid_post;    // [N, d_model] (transformer)
@@ -78,6 +78,37 @@ struct FeatureReadout {
 
 class Model;
 
+// A model's activations by name, as TransformerLens names them, for one model, batch first:
+// hook_embed and hook_pos_embed, blocks.L.hook_resid_pre, blocks.L.attn.hook_q / hook_k /
+// hook_v / hook_z [N, T, H, d_head], blocks.L.attn.hook_pattern [N, H, T_q, T_k],
+// blocks.L.hook_attn_out, blocks.L.hook_resid_mid, blocks.L.mlp.hook_pre / hook_post
+// [N, T, d_mlp], blocks.L.hook_mlp_out, blocks.L.hook_resid_post [N, T, d_model]; an MLP's
+// hidden.L.hook_post [N, width]; a toy model's hook_hidden [N, m] and hook_out [N, n]. A forward
+// given hooks offers each activation by name; the hooks may keep it (run_with_cache) and may
+// return a replacement (an ablation, a patch), which the forward goes on with.
+class ActivationHooks {
+ public:
+  virtual ~ActivationHooks() = default;
+  // Whether `at` is to be called for this name (the forward skips the offer otherwise).
+  virtual bool wants(const std::string& name) const = 0;
+  // The activation the forward goes on with: `act`, or a replacement of its shape.
+  virtual torch::Tensor at(const std::string& name, const torch::Tensor& act) = 0;
+};
+// Keeps every activation offered (or only those named), detached.
+class ActivationCache : public ActivationHooks {
+ public:
+  explicit ActivationCache(std::vector<std::string> only = {}) : only_(std::move(only)) {}
+  bool wants(const std::string& name) const override;
+  torch::Tensor at(const std::string& name, const torch::Tensor& act) override;
+  const torch::Tensor& operator[](const std::string& name) const;  // std::out_of_range naming it
+  std::vector<std::string> names() const;                         // in the order offered
+  bool has(const std::string& name) const { return acts_.count(name) > 0; }
+
+ private:
+  std::vector<std::string> only_, order_;
+  std::map<std::string, torch::Tensor> acts_;
+};
+
 // A model kind's network: its parameters and its forward.
 class Architecture {
  public:
@@ -98,13 +129,9 @@ class Architecture {
   virtual const PairReadout* pair_readout() const { return nullptr; }
   // How the superposition analysis reads it; nullptr where the kind has no feature matrix.
   virtual const FeatureReadout* feature_readout() const { return nullptr; }
-  // The forward with one attention head's output replaced: by zero, or by its mean over the
-  // batch at each position (the induction-head analysis). Kinds without heads refuse.
-  struct HeadAblation {
-    int64_t layer = 0, head = 0;
-    bool mean = false;
-  };
-  virtual torch::Tensor forward_ablated(const Model& m, const torch::Tensor& x, const HeadAblation& ablation) const;
+  // The generic forward of one model, offering its named activations to `hooks` (see
+  // ActivationHooks). Kinds without named activations refuse (UsageError).
+  virtual torch::Tensor forward_hooked(const Model& m, const torch::Tensor& x, ActivationHooks& hooks) const;
   // Attention heads: n_layers and n_heads (0 for a kind without attention).
   virtual int64_t attention_layers() const { return 0; }
   virtual int64_t attention_heads() const { return 0; }
@@ -123,6 +150,10 @@ class Model {
   // forward_fast() its fast path where it has one (the same function; forward() otherwise).
   torch::Tensor forward(const torch::Tensor& x, Cache* cache = nullptr) const;
   torch::Tensor forward_fast(const torch::Tensor& x, Cache* cache = nullptr) const;
+  // One model's generic forward with its activations offered to hooks by name ([N, ...] out).
+  torch::Tensor run_with_hooks(const torch::Tensor& x, ActivationHooks& hooks) const;
+  // Its outputs, and every activation (or those named) in `cache`.
+  torch::Tensor run_with_cache(const torch::Tensor& x, ActivationCache& cache) const { return run_with_hooks(x, cache); }
   // Always with the replica axis first: [S, N, ...].
   torch::Tensor outputs(const torch::Tensor& x, bool fast) const;
   bool has_fast_path() const { return arch_->has_fast_path(); }

@@ -86,9 +86,10 @@ int run(const AnalysisOptions& opts) {
     const auto lengths = eval.x.ne(model.shape().vocab - 1).sum(1);
     const int64_t row = lengths.eq(lengths.max()).nonzero()[0][0].item<int64_t>();
     const int64_t repeat = lengths[row].item<int64_t>() / 2;
-    Cache cache;
-    model.forward(eval.x.narrow(0, row, 1), &cache);
-    const auto pat = cache.patterns[size_t(bl)][0][bh].to(torch::kFloat64).contiguous();  // [T, T]
+    const std::string name = "blocks." + std::to_string(bl) + ".attn.hook_pattern";
+    ActivationCache cache({name});
+    model.run_with_cache(eval.x.narrow(0, row, 1), cache);
+    const auto pat = cache[name][0][bh].to(torch::kFloat64).contiguous();  // [T, T]
     std::string mat = "# attention of head " + label(bl, bh) + " on evaluation sequence " + std::to_string(row) +
                       " (repeat length L = " + std::to_string(repeat) + ": positions 0..L-1 repeated at L..2L-1, "
                       "padding after); rows: query position, columns: key\n";

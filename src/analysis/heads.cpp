@@ -63,12 +63,15 @@ HeadScores head_scores(const Model& model, const Batch& eval) {
   torch::NoGradGuard no_grad;
   Model cpu = model;
   cpu.to(torch::kCPU);
-  Cache cache;
   const auto x = eval.x.to(torch::kCPU);
-  cpu.forward(x, &cache);
+  const int64_t L = model.arch().attention_layers();
+  std::vector<std::string> names;
+  for (int64_t l = 0; l < L; ++l) names.push_back("blocks." + std::to_string(l) + ".attn.hook_pattern");
+  ActivationCache cache(names);
+  cpu.run_with_cache(x, cache);
   HeadScores s;
-  for (const auto& pattern : cache.patterns) {  // [N, H, T, T] per layer
-    auto one = pattern_scores(pattern, x, model.shape().vocab - 1);
+  for (const auto& name : names) {  // [N, H, T, T] per layer
+    auto one = pattern_scores(cache[name], x, model.shape().vocab - 1);
     s.previous.push_back(one.previous[0]), s.duplicate.push_back(one.duplicate[0]);
     s.induction.push_back(one.induction[0]), s.induction_tl.push_back(one.induction_tl[0]);
   }
@@ -83,6 +86,37 @@ double repeated_half_loss(const torch::Tensor& logits, const Batch& eval) {
   return -lp.gather(1, y.index_select(0, idx).unsqueeze(1)).mean().item<double>();
 }
 
+namespace {
+// One head's output (blocks.L.attn.hook_z) replaced: by zero, or by its mean over the batch at
+// each position.
+class HeadAblationHook : public ActivationHooks {
+ public:
+  HeadAblationHook(int64_t layer, int64_t head, bool mean)
+      : name_("blocks." + std::to_string(layer) + ".attn.hook_z"), head_(head), mean_(mean) {}
+  bool wants(const std::string& name) const override { return name == name_; }
+  torch::Tensor at(const std::string&, const torch::Tensor& z) override {  // [N, T, H, dh]
+    auto out = z.clone();
+    auto one = out.select(2, head_);  // [N, T, dh]
+    if (mean_) one.copy_(one.mean(0, /*keepdim=*/true).expand_as(one));
+    else one.zero_();
+    return out;
+  }
+
+ private:
+  std::string name_;
+  int64_t head_;
+  bool mean_;
+};
+}  // namespace
+
+torch::Tensor forward_head_ablated(const Model& model, const torch::Tensor& x, int64_t layer, int64_t head, bool mean) {
+  const auto& arch = model.arch();
+  if (layer < 0 || layer >= arch.attention_layers() || head < 0 || head >= arch.attention_heads())
+    throw std::invalid_argument("forward_head_ablated: no head L" + std::to_string(layer) + "H" + std::to_string(head));
+  HeadAblationHook hook(layer, head, mean);
+  return model.run_with_hooks(x, hook);
+}
+
 std::vector<HeadAblationResult> ablate_heads(const Model& model, const Batch& eval) {
   require_sequence_task(model.config());
   torch::NoGradGuard no_grad;
@@ -91,8 +125,8 @@ std::vector<HeadAblationResult> ablate_heads(const Model& model, const Batch& ev
   for (int64_t l = 0; l < arch.attention_layers(); ++l)
     for (int64_t h = 0; h < arch.attention_heads(); ++h) {
       HeadAblationResult r{l, h, 0, 0};
-      r.zero_loss = repeated_half_loss(arch.forward_ablated(model, eval.x, {l, h, false}).squeeze(0), eval);
-      r.mean_loss = repeated_half_loss(arch.forward_ablated(model, eval.x, {l, h, true}).squeeze(0), eval);
+      r.zero_loss = repeated_half_loss(forward_head_ablated(model, eval.x, l, h, false), eval);
+      r.mean_loss = repeated_half_loss(forward_head_ablated(model, eval.x, l, h, true), eval);
       out.push_back(r);
     }
   return out;

@@ -74,14 +74,29 @@ class Mlp : public Architecture {
   }
 
   torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const override {
+    return run(m, x, cache, nullptr);
+  }
+  // Named activations: hook_embed [N, 2 d_embed] (encoding embed), hidden.L.hook_pre and
+  // hidden.L.hook_post [N, width].
+  torch::Tensor forward_hooked(const Model& m, const torch::Tensor& x, ActivationHooks& hooks) const override {
+    if (m.replicas() != 1) throw std::logic_error("activations are named for one model");
+    return run(m, x, nullptr, &hooks);
+  }
+
+ private:
+  torch::Tensor run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks) const {
     const int64_t n = shape_.operand_values;
     auto W = [&](const std::string& name) { return m.batched(index_.at(name)); };  // [S, ...]
+    auto offer = [&](const std::string& name, const torch::Tensor& act) {  // [1, N, w] <-> [N, w]
+      if (!hooks || !hooks->wants(name)) return act;
+      return torch::Tensor(hooks->at(name, act.squeeze(0)).unsqueeze(0));
+    };
     auto a = x.select(1, 0), b = x.select(1, 1);
     // The first hidden layer's input: [S, N, h0]
     torch::Tensor h;
     if (s_.encoding == "embed") {
       auto e = torch::cat({W("embed.W_x").index_select(1, a), W("embed.W_y").index_select(1, b)}, -1);  // [S, N, 2 d_embed]
-      h = e.bmm(W("hidden.0.W"));
+      h = offer("hook_embed", e).bmm(W("hidden.0.W"));
     } else {  // one-hot [a; b] times W: the row of a plus the row of n + b
       auto w0 = W("hidden.0.W");
       h = w0.index_select(1, a) + w0.index_select(1, b + n);
@@ -90,7 +105,7 @@ class Mlp : public Architecture {
       const std::string l = "hidden." + std::to_string(i) + ".";
       if (i > 0) h = h.bmm(W(l + "W"));
       if (s_.biases) h = h + W(l + "b").unsqueeze(1);
-      h = activation(h, s_.activation);
+      h = offer(l + "hook_post", activation(offer(l + "hook_pre", h), s_.activation));
     }
     auto logits = h.bmm(W("unembed.W_U"));  // [S, N, C]
     if (s_.biases) logits = logits + W("unembed.b_U").unsqueeze(1);
@@ -101,7 +116,6 @@ class Mlp : public Architecture {
     return logits;
   }
 
- private:
   Spec s_;
   TaskShape shape_;
   std::vector<ParamSpec> specs_;

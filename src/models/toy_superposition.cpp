@@ -23,10 +23,23 @@ class ToySuperposition : public Architecture {
   }
 
   torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const override {
+    return run(m, x, cache, nullptr);
+  }
+  // Named activations: hook_hidden h = W^T x [N, m] and hook_out x' [N, n].
+  torch::Tensor forward_hooked(const Model& m, const torch::Tensor& x, ActivationHooks& hooks) const override {
+    if (m.replicas() != 1) throw std::logic_error("activations are named for one model");
+    return run(m, x.dim() == 2 ? x.unsqueeze(0) : x, nullptr, &hooks);
+  }
+  torch::Tensor run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks) const {
+    auto offer = [&](const char* name, const torch::Tensor& act) {  // [1, N, w] <-> [N, w]
+      if (!hooks || !hooks->wants(name)) return act;
+      return torch::Tensor(hooks->at(name, act.squeeze(0)).unsqueeze(0));
+    };
     auto W = m.batched(0), b = m.batched(1);  // [S, n, m], [S, n]
-    auto h = x.bmm(W);                        // [S, N, m]
+    auto h = offer("hook_hidden", x.bmm(W));  // [S, N, m]
     auto out = h.bmm(W.transpose(1, 2)) + b.unsqueeze(1);
     if (relu_) out = torch::relu(out);
+    out = offer("hook_out", out);
     if (cache) cache->mlp_post = h.squeeze(0), cache->logits = out.squeeze(0);
     return out;  // [S, N, n]
   }

@@ -80,11 +80,8 @@ class Transformer : public Architecture {
   torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const override {
     return run(m, x, cache, nullptr);
   }
-  torch::Tensor forward_ablated(const Model& m, const torch::Tensor& x, const HeadAblation& ablation) const override {
-    if (ablation.layer < 0 || ablation.layer >= s_.n_layers || ablation.head < 0 || ablation.head >= s_.n_heads)
-      throw std::invalid_argument("forward_ablated: no head L" + std::to_string(ablation.layer) + "H" +
-                                  std::to_string(ablation.head));
-    return run(m, x, nullptr, &ablation);
+  torch::Tensor forward_hooked(const Model& m, const torch::Tensor& x, ActivationHooks& hooks) const override {
+    return run(m, x, nullptr, &hooks);
   }
   int64_t attention_layers() const override { return s_.n_layers; }
   int64_t attention_heads() const override { return s_.n_heads; }
@@ -92,8 +89,8 @@ class Transformer : public Architecture {
 
  private:
   static std::string block(int64_t l) { return "blocks." + std::to_string(l) + "."; }
-  // The generic forward, with one head's output ablated where asked.
-  torch::Tensor run(const Model& m, const torch::Tensor& x, Cache* cache, const HeadAblation* ablation) const;
+  // The generic forward, offering its activations to hooks where given (one model).
+  torch::Tensor run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks) const;
   size_t at(const std::string& name) const { return index_.at(name); }
 
   std::vector<ParamSpec> make_specs() const {
@@ -155,21 +152,45 @@ torch::Tensor heads_in(const torch::Tensor& w) {
   return w.permute({0, 2, 1, 3}).reshape({w.size(0), w.size(2), w.size(1) * w.size(3)});
 }
 
-torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* cache, const HeadAblation* ablation) const {
+torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks) const {
   const int64_t S = m.replicas(), n = x.size(0), T = x.size(1), d = s_.d_model, h = s_.n_heads, dh = s_.d_head;
   auto W = [&](const std::string& name) { return m.batched(at(name)); };  // [S, ...]
   const bool pre = s_.layer_norm == "pre", post = s_.layer_norm == "post";
+  if (hooks && S != 1) throw std::logic_error("activations are named for one model");
+  // Offers an activation to the hooks in TransformerLens's layout (to_tl) and goes on with what
+  // they return, brought back (from_tl). Without hooks, nothing.
+  const auto same = [](const torch::Tensor& t) { return t; };
+  auto offer = [&](const std::string& prefix, const char* suffix, const torch::Tensor& act, auto to_tl, auto from_tl) {
+    if (!hooks) return act;
+    const std::string name = prefix + suffix;
+    if (!hooks->wants(name)) return act;
+    return torch::Tensor(from_tl(hooks->at(name, to_tl(act))));
+  };
+  auto squeezed = [](const torch::Tensor& t) { return t.squeeze(0); };
+  auto unsqueezed = [](const torch::Tensor& t) { return t.unsqueeze(0); };
+  // [1, N, H, T, dh] <-> [N, T, H, dh]
+  auto heads_to_tl = [](const torch::Tensor& t) { return t.squeeze(0).permute({0, 2, 1, 3}); };
+  auto heads_from_tl = [](const torch::Tensor& t) { return t.permute({0, 2, 1, 3}).unsqueeze(0); };
 
   // Embed: [S, N, T, d] (one model: its 2-D tables, as the one-model forward always gathered them)
-  auto resid = S == 1 ? (m.weight(at("embed.W_E")).index_select(0, x.reshape(-1)).view({n, T, d}) +
-                         m.weight(at("pos_embed.W_pos")).narrow(0, 0, T))
-                            .unsqueeze(0)
-                      : W("embed.W_E").index_select(1, x.reshape(-1)).view({S, n, T, d}) +
-                            W("pos_embed.W_pos").narrow(1, 0, T).unsqueeze(1);
+  torch::Tensor resid;
+  if (hooks) {
+    auto tok = offer("", "hook_embed", m.weight(at("embed.W_E")).index_select(0, x.reshape(-1)).view({n, T, d}), same, same);
+    auto pos = offer("", "hook_pos_embed", m.weight(at("pos_embed.W_pos")).narrow(0, 0, T).unsqueeze(0).expand({n, T, d}),
+                     same, same);
+    resid = (tok + pos).unsqueeze(0);
+  } else {
+    resid = S == 1 ? (m.weight(at("embed.W_E")).index_select(0, x.reshape(-1)).view({n, T, d}) +
+                      m.weight(at("pos_embed.W_pos")).narrow(0, 0, T))
+                         .unsqueeze(0)
+                   : W("embed.W_E").index_select(1, x.reshape(-1)).view({S, n, T, d}) +
+                         W("pos_embed.W_pos").narrow(1, 0, T).unsqueeze(1);
+  }
   auto future = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
   torch::Tensor pattern, resid_mid, post_act;
   for (int64_t l = 0; l < s_.n_layers; ++l) {
     const std::string b = block(l);
+    resid = offer(b, "hook_resid_pre", resid, squeezed, unsqueezed);
     // Attention, causal, scores / sqrt(d_head): [S, N, H, T, dh] each
     auto in = pre ? layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b")) : resid;
     // Each projection reshapes the stream itself: its gradient then sums in the order the
@@ -179,30 +200,38 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
           .view({S, n, T, h, dh})
           .permute({0, 1, 3, 2, 4});
     };
-    auto q = project("W_Q", "b_Q"), k = project("W_K", "b_K"), v = project("W_V", "b_V");
+    auto q = offer(b, "attn.hook_q", project("W_Q", "b_Q"), heads_to_tl, heads_from_tl);
+    auto k = offer(b, "attn.hook_k", project("W_K", "b_K"), heads_to_tl, heads_from_tl);
+    auto v = offer(b, "attn.hook_v", project("W_V", "b_V"), heads_to_tl, heads_from_tl);
     auto scores = q.matmul(k.transpose(-1, -2)) / std::sqrt(double(dh));  // [S, N, H, T, T]
     pattern = scores.masked_fill(future, -std::numeric_limits<float>::infinity()).softmax(-1);
-    auto heads = pattern.matmul(v);  // [S, N, H, T, dh]
-    if (ablation && ablation->layer == l) {
-      // One head's output replaced: by zero, or by its mean over the batch at each position.
-      heads = heads.clone();
-      auto one = heads.select(2, ablation->head);  // [S, N, T, dh]
-      if (ablation->mean) one.copy_(one.mean(1, /*keepdim=*/true).expand_as(one));
-      else one.zero_();
-    }
+    pattern = offer(b, "attn.hook_pattern", pattern, squeezed, unsqueezed);
+    auto heads = offer(b, "attn.hook_z", pattern.matmul(v), heads_to_tl, heads_from_tl);  // [S, N, H, T, dh]
     auto z = heads.permute({0, 1, 3, 2, 4}).reshape({S, n * T, h * dh});
     auto attn_out = replica_mm(z, W(b + "attn.W_O").reshape({S, h * dh, d})) + W(b + "attn.b_O").unsqueeze(1);
-    resid = resid + attn_out.view({S, n, T, d});
+    resid = resid + offer(b, "hook_attn_out", attn_out.view({S, n, T, d}), squeezed, unsqueezed);
     if (post) resid = layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b"));
-    if (cache) cache->patterns.push_back(pattern.squeeze(0));
+    resid = offer(b, "hook_resid_mid", resid, squeezed, unsqueezed);
     resid_mid = resid;
-    if (s_.attn_only) continue;
+    if (s_.attn_only) {
+      resid = offer(b, "hook_resid_post", resid, squeezed, unsqueezed);
+      continue;
+    }
     // MLP: [S, N*T, d_mlp]
+    auto mlp_tl = [&](const torch::Tensor& t) { return t.view({n, T, s_.d_mlp}); };
+    auto mlp_back = [&](const torch::Tensor& t) { return t.reshape({1, n * T, s_.d_mlp}); };
     auto in2 = (pre ? layer_norm(resid, W(b + "ln2.w"), W(b + "ln2.b")) : resid).reshape({S, n * T, d});
-    post_act = activation(replica_mm(in2, W(b + "mlp.W_in")) + W(b + "mlp.b_in").unsqueeze(1), s_.activation);
-    // (resid + out) + b_out, in the order the one-layer model always summed them.
-    resid = resid + replica_mm(post_act, W(b + "mlp.W_out")).view({S, n, T, d}) + W(b + "mlp.b_out").view({S, 1, 1, d});
+    auto pre_act = offer(b, "mlp.hook_pre", replica_mm(in2, W(b + "mlp.W_in")) + W(b + "mlp.b_in").unsqueeze(1), mlp_tl, mlp_back);
+    post_act = offer(b, "mlp.hook_post", activation(pre_act, s_.activation), mlp_tl, mlp_back);
+    if (hooks && hooks->wants(b + "hook_mlp_out")) {
+      auto mlp_out = replica_mm(post_act, W(b + "mlp.W_out")).view({S, n, T, d}) + W(b + "mlp.b_out").view({S, 1, 1, d});
+      resid = resid + offer(b, "hook_mlp_out", mlp_out, squeezed, unsqueezed);
+    } else {
+      // (resid + out) + b_out, in the order the one-layer model always summed them.
+      resid = resid + replica_mm(post_act, W(b + "mlp.W_out")).view({S, n, T, d}) + W(b + "mlp.b_out").view({S, 1, 1, d});
+    }
     if (post) resid = layer_norm(resid, W(b + "ln2.w"), W(b + "ln2.b"));
+    resid = offer(b, "hook_resid_post", resid, squeezed, unsqueezed);
   }
   if (pre) resid = layer_norm(resid, W("ln_final.w"), W("ln_final.b"));
 
