@@ -5,6 +5,9 @@
 // clearing the run directory leaves none of the files. Plus the table's own consistency.
 #include <dirent.h>
 
+#include <cstdlib>
+#include <fstream>
+
 #include <algorithm>
 #include <set>
 #include <string>
@@ -50,7 +53,11 @@ std::optional<Config> pair_config(const TaskKind& task, const ModelKind& model) 
   j["task"]["kind"] = task.name;
   j["model"]["kind"] = model.name;
   try {
-    return parse_config(j.dump(), "(test)", {});
+    Config c = parse_config(j.dump(), "(test)", {});
+    // A fixed split trains on the full batch (what side-by-side training keeps exact); fresh
+    // batches need a size.
+    if (!task_shape(c.task).fresh_batches) c.train.batch_size = 0;
+    return c;
   } catch (const UsageError&) {
     return std::nullopt;
   }
@@ -152,6 +159,64 @@ TEST_CASE("every task x model pair: each analysis that applies writes exactly it
   CHECK(pairs >= 6);
   // Every registered analysis ran on some pair.
   CHECK(analyses_run.size() == analysis_kinds().size());
+}
+
+TEST_CASE("every task x model pair: side by side = alone, resumed bit for bit, keys documented, loads in Python",
+          "[registry]") {
+  const char* py = std::getenv("GROKKING_PYTHON") ? std::getenv("GROKKING_PYTHON") : "/usr/bin/python3";
+  const auto docs = config_docs();
+  auto documented = [&](const std::string& key) {
+    return std::any_of(docs.begin(), docs.end(), [&](const KeyDoc& d) { return d.key == key; });
+  };
+  int pairs = 0;
+  for (auto* task : task_kinds())
+    for (auto* model : model_kinds()) {
+      auto cfg = pair_config(*task, *model);
+      if (!cfg) continue;
+      ++pairs;
+      INFO("task " << task->name << ", model " << model->name);
+      // config --doc lists every key of both kinds.
+      for (auto& k : task->keys) CHECK(documented("task." + k.key));
+      for (auto& k : model->keys) CHECK(documented("model." + k.key));
+      // Two seeds side by side: each as it trains alone.
+      const std::vector<int64_t> seeds = {3, 4};
+      const std::string parent = test::temp_dir("contract-seeds-" + task->name + "-" + model->name);
+      std::vector<std::string> dirs;
+      for (auto sd : seeds) dirs.push_back(parent + "/seed=" + std::to_string(sd)), make_dirs(dirs.back() + "/checkpoints");
+      train_replicas(*cfg, seeds, dirs, false, true);
+      for (size_t i = 0; i < seeds.size(); ++i) {
+        auto one = *cfg;
+        one.train.seed = seeds[i];
+        const std::string alone = test::prepare_run(one, "contract-alone");
+        train(one, alone, false, true);
+        const auto d = test::metrics_max_diff(read_metrics(dirs[i] + "/metrics.csv"), read_metrics(alone + "/metrics.csv"),
+                                              task->name + " x " + model->name + " side by side vs alone");
+        CHECK(d.loss <= 1e-4);
+        CHECK(d.sum_sq_weights <= 1e-5);
+      }
+      // Stopped at half-way and resumed: the uninterrupted run's rows.
+      const std::string whole = test::prepare_run(*cfg, "contract-whole");
+      train(*cfg, whole, false, true);
+      auto half = *cfg;
+      half.train.epochs = cfg->train.epochs / 2;
+      const std::string split = test::prepare_run(half, "contract-split");
+      train(half, split, false, true);
+      train(load_run_config(split, {"train.epochs=" + std::to_string(cfg->train.epochs)}), split, true, true);
+      CHECK(test::metric_lines_without_time(whole + "/metrics.csv") == test::metric_lines_without_time(split + "/metrics.csv"));
+      // The last checkpoint loads in Python, with the kind's parameter names.
+      const std::string ck = list_checkpoints(whole).back().second;
+      std::ofstream(whole + "/load.py") << "import sys, torch\n"
+                                           "kw = {'weights_only': False} if 'weights_only' in torch.load.__code__.co_varnames else {}\n"
+                                           "ck = torch.load(sys.argv[1], map_location='cpu', **kw)\n"
+                                           "print(' '.join(ck['model'].keys()))\n";
+      const std::string cmd = std::string(py) + " " + whole + "/load.py " + ck + " > " + whole + "/names.txt 2>&1";
+      REQUIRE(std::system(cmd.c_str()) == 0);
+      std::string want;
+      const Model fresh(*cfg);
+      for (auto& [name, t] : fresh.named_parameters()) want += (want.empty() ? "" : " ") + name;
+      CHECK(read_file(whole + "/names.txt") == want + "\n");
+    }
+  CHECK(pairs >= 6);
 }
 
 TEST_CASE("capabilities come from the kinds, not from their names", "[registry]") {
