@@ -63,11 +63,6 @@ Eval evaluate(const Model& model, const Batch& batch, bool fast) {
   return e;
 }
 
-std::vector<int64_t> seeds_of(const std::vector<Config>& cfgs) {
-  std::vector<int64_t> out;
-  for (auto& c : cfgs) out.push_back(c.train.seed);
-  return out;
-}
 
 
 // One training run of several runs side by side in up to `slots` replicas (one run: a plain
@@ -80,12 +75,9 @@ std::vector<int64_t> seeds_of(const std::vector<Config>& cfgs) {
 class TrainingRun {
  public:
   TrainingRun(std::vector<Config> cfgs, std::vector<std::string> dirs, bool resume, bool quiet, int64_t slots)
-      : cfgs_(std::move(cfgs)), cfg_(cfgs_.at(0)), tc_(cfg_.train), seeds_(seeds_of(cfgs_)), dirs_(std::move(dirs)),
-        M_(int64_t(cfgs_.size())), N_(slots <= 0 ? M_ : std::min(slots, M_)), resume_(resume), quiet_(quiet),
-        rows_(cfgs_.size()), held_since_(cfgs_.size(), -1), status_(cfgs_.size()), started_(cfgs_.size(), false),
-        last_checkpoint_(cfgs_.size(), -1), offset_(cfgs_.size(), 0), t_start_(cfgs_.size(), Clock::now()),
-        reports_(cfgs_.size()) {
-    for (int64_t k = 0; k < N_; ++k) slots_.push_back(size_t(k)), started_[size_t(k)] = true;
+      : runs_(make_runs(std::move(cfgs), std::move(dirs))), cfg_(runs_.at(0).cfg), tc_(cfg_.train),
+        M_(int64_t(runs_.size())), N_(slots <= 0 ? M_ : std::min(slots, M_)), resume_(resume), quiet_(quiet) {
+    for (int64_t k = 0; k < N_; ++k) slots_.push_back(size_t(k)), runs_[size_t(k)].started = true;
     next_pending_ = N_;
     S_ = N_;
   }
@@ -149,8 +141,8 @@ class TrainingRun {
     }
     bar.clear();
     std::vector<TrainReport> out;  // the runs that started (an interrupt leaves the others fresh)
-    for (size_t k = 0; k < reports_.size(); ++k)
-      if (started_[k]) out.push_back(reports_[k]);
+    for (size_t k = 0; k < runs_.size(); ++k)
+      if (runs_[k].started) out.push_back(runs_[k].report);
     report_end(out);
     return out;
   }
@@ -162,23 +154,23 @@ class TrainingRun {
     threads_ = configure_threads(tc_.threads);
     device_ = resolve_device(tc_.device);
     if (device_.is_cpu()) at::globalContext().setFlushDenormal(tc_.flush_denormal);
-    log_ = make_run_logger(dirs_, quiet_);
+    log_ = make_run_logger(run_dirs(), quiet_);
 
     task_ = make_task(slot_tasks(slots_));
     shape_ = task_->shape();
-    for (auto k : slots_) task_->write_files(dirs_[k], resume_);
+    for (auto k : slots_) task_->write_files(runs_[k].dir, resume_);
     model_ = std::make_unique<Model>(cfg_, slot_seeds(slots_));
     // Replicas train through the batched forward: the fast path where the kind has one.
     fast_ = model_->has_fast_path() && (tc_.path != "plain" || M_ > 1);
     Checkpoint ck;
     if (resume_) {
-      ck = load_checkpoint(resume_path(dirs_[0]));
+      ck = load_checkpoint(resume_path(runs_[0].dir));
       if (!ck.has_optimizer) throw RunError(ck.path + ": has no optimizer state; cannot resume from it");
       if (config_to_json(ck.config)["model"] != config_to_json(cfg_)["model"] ||
           config_to_json(ck.config)["task"] != config_to_json(cfg_)["task"])
-        throw RunError(ck.path + ": was written by a different task/model config than " + dirs_[0] + "/config.json");
+        throw RunError(ck.path + ": was written by a different task/model config than " + runs_[0].dir + "/config.json");
       model_->load(ck.weights);
-      epoch_ = start_epoch_ = last_logged_ = last_checkpoint_[0] = ck.epoch;
+      epoch_ = start_epoch_ = last_logged_ = runs_[0].last_checkpoint = ck.epoch;
     }
     model_->to(device_);
     opt_ = std::make_unique<FlatAdamW>(*model_, cfg_.optim, slot_optims(slots_));
@@ -191,14 +183,14 @@ class TrainingRun {
         throw RunError(ck.path + ": " + e.what());
       }
       for (auto& r : read_metrics(metrics_path(0)))
-        if (r.epoch <= start_epoch_) rows_[0].push_back(conform(r));
-      write_metrics(metrics_path(0), rows_[0], extra_columns());  // drop rows written after the checkpoint
-      elapsed_before_ = rows_[0].empty() ? 0.0 : rows_[0].back().elapsed_s;
-      for (auto& row : rows_[0]) update_hold(0, row);
+        if (r.epoch <= start_epoch_) runs_[0].rows.push_back(conform(r));
+      write_metrics(metrics_path(0), runs_[0].rows, extra_columns());  // drop rows written after the checkpoint
+      elapsed_before_ = runs_[0].rows.empty() ? 0.0 : runs_[0].rows.back().elapsed_s;
+      for (auto& row : runs_[0].rows) update_hold(0, row);
       // Changes given with --set (the allowed ones) reach config.json only now, once the state
       // they continue has been read back whole: a damaged run is left exactly as it was.
       const std::string cfg_text = config_file_text(cfg_);
-      if (read_text_file(dirs_[0] + "/config.json") != cfg_text) atomic_write(dirs_[0] + "/config.json", cfg_text);
+      if (read_text_file(runs_[0].dir + "/config.json") != cfg_text) atomic_write(runs_[0].dir + "/config.json", cfg_text);
     }
     if (shape_.fresh_batches) {
       test_set_ = task_->eval_batch().to(device_);
@@ -246,17 +238,17 @@ class TrainingRun {
   // The runs in the slots: their seeds, task configs and optimiser configs.
   std::vector<int64_t> slot_seeds(const std::vector<size_t>& slots) const {
     std::vector<int64_t> out;
-    for (auto k : slots) out.push_back(seeds_[k]);
+    for (auto k : slots) out.push_back(runs_[k].seed());
     return out;
   }
   std::vector<TaskConfig> slot_tasks(const std::vector<size_t>& slots) const {
     std::vector<TaskConfig> out;
-    for (auto k : slots) out.push_back(cfgs_[k].task);
+    for (auto k : slots) out.push_back(runs_[k].cfg.task);
     return out;
   }
   std::vector<OptimConfig> slot_optims(const std::vector<size_t>& slots) const {
     std::vector<OptimConfig> out;
-    for (auto k : slots) out.push_back(cfgs_[k].optim);
+    for (auto k : slots) out.push_back(runs_[k].cfg.optim);
     return out;
   }
   std::vector<int64_t> all_slots() const {
@@ -293,8 +285,8 @@ class TrainingRun {
     if (live == 0 || can_enter_midway())
       while (int64_t(slots.size()) < N_ && next_pending_ < M_) {
         const auto k = size_t(next_pending_++);
-        Model one(cfgs_[k]);
-        FlatAdamW fresh(one, cfgs_[k].optim);
+        Model one(runs_[k].cfg);
+        FlatAdamW fresh(one, runs_[k].cfg.optim);
         states.push_back(fresh.state());
         ones.push_back(std::move(one));
         steps.push_back(0);
@@ -327,13 +319,13 @@ class TrainingRun {
     make_graph();
     std::vector<int64_t> new_slots;
     for (auto k : entering) {
-      offset_[k] = epoch_;
-      t_start_[k] = Clock::now();
-      started_[k] = true;
-      task_->write_files(dirs_[k], false);
+      runs_[k].offset = epoch_;
+      runs_[k].t_start = Clock::now();
+      runs_[k].started = true;
+      task_->write_files(runs_[k].dir, false);
       start_metrics(k);
       new_slots.push_back(int64_t(std::find(slots_.begin(), slots_.end(), k) - slots_.begin()));
-      log_->info("{}: starts in the pack ({} side by side)", dirs_[k], S_);
+      log_->info("{}: starts in the pack ({} side by side)", runs_[k].dir, S_);
     }
     if (!new_slots.empty()) {
       evaluate_rows(new_slots);
@@ -356,7 +348,7 @@ class TrainingRun {
     return std::to_string(n_train_) + " train / " + std::to_string(test_set_.size()) + " test |";
   }
 
-  std::string metrics_path(size_t k) const { return dirs_[k] + "/metrics.csv"; }
+  std::string metrics_path(size_t k) const { return runs_[k].dir + "/metrics.csv"; }
 
   // A fresh metrics.csv, header only, for run k.
   void start_metrics(size_t k) { atomic_write(metrics_path(k), metrics_header(extra_columns()) + "\n"); }
@@ -473,9 +465,11 @@ class TrainingRun {
           model_->replica_part(model_->flat().detach(), r).to(torch::kFloat64).pow(2).sum().item<double>();
       const int64_t epoch = local(r);
       const double lr = epoch == 0 ? 0.0 : opt_->lr_at(r, opt_->steps(r) - 1);
-      const double elapsed = elapsed_before_ + seconds_since(t_start_[run]);
-      MetricsRow row{epoch, tr.loss[i], te.loss[i], tr.acc[i], te.acc[i], sq, lr, elapsed,
-                     tr.zero_terms[i], tr.collapse[i], cos.total[i], {}};
+      const double elapsed = elapsed_before_ + seconds_since(runs_[run].t_start);
+      MetricsRow row;
+      row.epoch = epoch, row.elapsed_s = elapsed, row.lr = lr, row.sum_sq_weights = sq;
+      row.train_loss = tr.loss[i], row.test_loss = te.loss[i], row.train_acc = tr.acc[i], row.test_acc = te.acc[i];
+      row.zero_terms = tr.zero_terms[i], row.softmax_collapse = tr.collapse[i], row.grad_weight_cos = cos.total[i];
       for (size_t k = 0; k < extra_names.size(); ++k) row.extra.emplace_back(extra_names[k], extra[k][i]);
       for (size_t k = 0; k < cos.per_param[i].size(); ++k)
         row.extra.emplace_back(columns[extra_names.size() + k], cos.per_param[i][k]);
@@ -484,7 +478,7 @@ class TrainingRun {
         continue;
       }
       append_line(metrics_path(run), format_row(row));
-      rows_[run].push_back(row);
+      runs_[run].rows.push_back(row);
       update_hold(run, row);
     }
   }
@@ -493,7 +487,7 @@ class TrainingRun {
   std::vector<MetricsRow> latest_rows() const {
     std::vector<MetricsRow> out;
     for (int64_t r = 0; r < S_; ++r)
-      if (running(r)) out.push_back(rows_[run_of(r)].back());
+      if (running(r)) out.push_back(runs_[run_of(r)].rows.back());
     return out;
   }
   int64_t latest_epoch() const {
@@ -507,13 +501,13 @@ class TrainingRun {
 
   // Slot r's run, and its own epoch.
   size_t run_of(int64_t r) const { return slots_[size_t(r)]; }
-  int64_t local(int64_t r) const { return epoch_ - offset_[run_of(r)]; }
-  bool running(int64_t r) const { return !status_[run_of(r)].has_value(); }
+  int64_t local(int64_t r) const { return epoch_ - runs_[run_of(r)].offset; }
+  bool running(int64_t r) const { return !runs_[run_of(r)].status.has_value(); }
   // Epochs trained, summed over the runs (for the progress bar), and per second since the loop began.
   int64_t work_done() const {
     int64_t w = 0;
-    for (size_t k = 0; k < reports_.size(); ++k)
-      if (status_[k]) w += reports_[k].epochs_done;
+    for (size_t k = 0; k < runs_.size(); ++k)
+      if (runs_[k].status) w += runs_[k].report.epochs_done;
     for (int64_t r = 0; r < S_; ++r)
       if (running(r)) w += local(r);
     return w;
@@ -531,36 +525,36 @@ class TrainingRun {
   // operation mixes replicas) but nothing of it is written any more.
   void end(int64_t r, RunStatus status) {
     const auto i = run_of(r);
-    status_[i] = status;
-    TrainReport& rep = reports_[i];
+    runs_[i].status = status;
+    TrainReport& rep = runs_[i].report;
     rep.status = status;
     rep.signal = status == RunStatus::interrupted ? signal_ : 0;
-    rep.run_dir = dirs_[i];
+    rep.run_dir = runs_[i].dir;
     rep.fresh_batches = shape_.fresh_batches;
     rep.epochs_done = local(r);
-    rep.wall_s = seconds_since(t_start_[i]);
-    rep.milestones = find_milestones(rows_[i]);
+    rep.wall_s = seconds_since(runs_[i].t_start);
+    rep.milestones = find_milestones(runs_[i].rows);
     // Prieto et al.'s Fig. 5: the cosine's peak once the training set is fit.
-    for (auto& row : rows_[i])
+    for (auto& row : runs_[i].rows)
       if (rep.milestones.memorised && row.epoch >= *rep.milestones.memorised &&
           (!rep.grad_weight_cos_peak || row.grad_weight_cos > *rep.grad_weight_cos_peak))
         rep.grad_weight_cos_peak = row.grad_weight_cos, rep.grad_weight_cos_peak_epoch = row.epoch;
-    if (!rows_[i].empty()) rep.final = rows_[i].back();
+    if (!runs_[i].rows.empty()) rep.final = runs_[i].rows.back();
     // What its summary reports: the weights and the time at its end, not the pack's.
     const double own_rate = double(rep.epochs_done - (i == 0 ? start_epoch_ : 0)) / std::max(rep.wall_s, 1e-9);
-    write_summary(dirs_[i], summary_of(rep, facts(), seeds_[i], weights_checksum(S_ == 1 ? *model_ : model_->replica(r)),
+    write_summary(runs_[i].dir, summary_of(rep, facts(), runs_[i].seed(), weights_checksum(S_ == 1 ? *model_ : model_->replica(r)),
                                        elapsed_before_ + rep.wall_s, own_rate));
   }
 
-  // held_since_[k]: the first epoch of run k's current stretch at or above the early-stop accuracy.
+  // runs_[k].held_since: the first epoch of run k's current stretch at or above the early-stop accuracy.
   void update_hold(size_t k, const MetricsRow& row) {
-    auto& h = held_since_[k];
+    auto& h = runs_[k].held_since;
     h = (tc_.early_stop_acc > 0 && row.test_acc >= tc_.early_stop_acc) ? (h < 0 ? row.epoch : h) : -1;
   }
 
   // Slot r's run has held the early-stop accuracy for early_stop_hold epochs.
   bool early_stop_reached(int64_t r) const {
-    const auto h = held_since_[run_of(r)];
+    const auto h = runs_[run_of(r)].held_since;
     return tc_.early_stop_acc > 0 && h >= 0 && local(r) - h >= tc_.early_stop_hold;
   }
 
@@ -570,14 +564,14 @@ class TrainingRun {
   void checkpoint(int64_t r) {
     const auto k = run_of(r);
     const int64_t epoch = local(r);
-    if (epoch == last_checkpoint_[k]) return;
+    if (epoch == runs_[k].last_checkpoint) return;
     Model one = S_ == 1 ? *model_ : model_->replica(r);
-    if (M_ > 1) one.set_config(cfgs_[k]);
+    if (M_ > 1) one.set_config(runs_[k].cfg);
     if (!torch::isfinite(one.flat()).all().item<bool>()) return end(r, RunStatus::diverged);
     const OptimState st = opt_->state(S_ == 1 ? -1 : r);
-    save_checkpoint(checkpoint_path(dirs_[k], epoch), one, nullptr, epoch);
-    save_checkpoint(resume_path(dirs_[k]), one, &st, epoch);
-    last_checkpoint_[k] = epoch;
+    save_checkpoint(checkpoint_path(runs_[k].dir, epoch), one, nullptr, epoch);
+    save_checkpoint(resume_path(runs_[k].dir), one, &st, epoch);
+    runs_[k].last_checkpoint = epoch;
   }
   void checkpoint_running() {
     for (int64_t r = 0; r < S_; ++r)
@@ -633,7 +627,7 @@ class TrainingRun {
     if (!interrupted.empty())
       log_->warn("interrupted by {} at epoch {}; checkpoint written. Resume with: {}",
                  signal_ == SIGINT ? "Ctrl-C" : "SIGTERM", epoch_,
-                 M_ == 1 ? "grokking train --resume " + dirs_[0]
+                 M_ == 1 ? "grokking train --resume " + runs_[0].dir
                          : "grokking train --resume DIR for each of " + interrupted);
     size_t n_diverged = 0;
     for (auto& rep : reports) n_diverged += rep.status == RunStatus::diverged ? 1 : 0;
@@ -642,11 +636,33 @@ class TrainingRun {
       throw RunError(std::to_string(n_diverged) + " of " + std::to_string(reports.size()) + " runs diverged; first: " + diverged);
   }
 
-  const std::vector<Config> cfgs_;  // per run (index k), pending ones included
+  // What each run (index k, pending ones included) has of its own.
+  struct RunState {
+    Config cfg;  // its seed and, packed, its optimiser's numbers
+    std::string dir;
+    std::vector<MetricsRow> rows;             // every evaluation so far
+    int64_t held_since = -1;                  // early stopping: the first evaluation of the hold
+    std::optional<RunStatus> status;          // empty while it runs (or waits), then how it ended
+    bool started = false;
+    int64_t last_checkpoint = -1, offset = 0;  // its last checkpoint; the pack's epoch at its epoch 0
+    Clock::time_point t_start = Clock::now();
+    TrainReport report;                        // filled when it ends
+    int64_t seed() const { return cfg.train.seed; }
+  };
+  static std::vector<RunState> make_runs(std::vector<Config> cfgs, std::vector<std::string> dirs) {
+    std::vector<RunState> runs(cfgs.size());
+    for (size_t k = 0; k < cfgs.size(); ++k) runs[k].cfg = std::move(cfgs[k]), runs[k].dir = std::move(dirs.at(k));
+    return runs;
+  }
+  std::vector<std::string> run_dirs() const {
+    std::vector<std::string> out;
+    for (auto& r : runs_) out.push_back(r.dir);
+    return out;
+  }
+
+  std::vector<RunState> runs_;
   const Config& cfg_;  // what the runs share (run 0's config)
   const TrainConfig& tc_;
-  const std::vector<int64_t> seeds_;
-  const std::vector<std::string> dirs_;
   const int64_t M_, N_;  // runs, and places side by side
   const bool resume_, quiet_;
   const Clock::time_point t0_ = Clock::now();
@@ -668,13 +684,6 @@ class TrainingRun {
   int64_t S_ = 0, next_pending_ = 0;  // replicas now; the next run waiting for a place
   int64_t epoch_ = 0, start_epoch_ = 0, last_logged_ = 0, work_at_start_ = 0;  // epoch_: the pack's
   double elapsed_before_ = 0, last_loss_ = 0;
-  std::vector<std::vector<MetricsRow>> rows_;  // per run, every evaluation so far
-  std::vector<int64_t> held_since_;
-  std::vector<std::optional<RunStatus>> status_;  // per run: empty while it runs (or waits), then how it ended
-  std::vector<bool> started_;
-  std::vector<int64_t> last_checkpoint_, offset_;  // per run: its last checkpoint; the pack's epoch at its epoch 0
-  std::vector<Clock::time_point> t_start_;
-  std::vector<TrainReport> reports_;  // per run, filled when it ends
   int signal_ = 0;
 };
 
