@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <limits>
 
@@ -65,6 +66,93 @@ Eval evaluate(const Model& model, const Batch& batch, bool fast) {
 
 
 
+// Where the training batches come from, chosen once when the task is made: its fixed split (the
+// full batch, or minibatches in an order drawn from (seed, epoch), so that a resumed run draws the
+// same order without saved generator state) or its fresh batches (one a step, drawn from the
+// task's seed and the step). The training loop asks it, never the task's shape.
+class DataSource {
+ public:
+  virtual ~DataSource() = default;
+  // The batches of epoch `epoch` (counted from 0), each handed to `step` in order.
+  virtual void for_each_batch(int64_t epoch, const std::function<void(const Batch&)>& step) const = 0;
+  // What "train" means at an evaluation after `epochs` epochs.
+  virtual Batch measure_set(int64_t epochs) const = 0;
+  const Batch& eval() const { return eval_; }  // the test set, or the fixed evaluation set
+  virtual int64_t n_train() const = 0;         // the training examples (0: fresh every step)
+  virtual std::string describe() const = 0;    // "3830 train / 8939 test"
+  virtual const char* unit() const = 0;        // what one pass is: "epoch" or "step"
+  // The one batch every step trains on (what a CUDA graph can capture), or nullptr and why not.
+  virtual const Batch* full_batch(std::string& why_not) const = 0;
+  // Whether a run can enter a pack mid-way: its data must not depend on the pack's step.
+  virtual bool run_may_enter_midway() const = 0;
+
+ protected:
+  Batch eval_;
+};
+
+class FixedSplit : public DataSource {
+ public:
+  FixedSplit(const Task& task, torch::Device device, int64_t batch_size, int64_t seed) : seed_(seed) {
+    const Dataset& data = task.dataset();
+    train_ = Batch{data.train_x, data.train_y, {}}.to(device);
+    eval_ = Batch{data.test_x, data.test_y, {}}.to(device);
+    n_ = train_.size();
+    batch_ = batch_size > 0 ? batch_size : n_;
+  }
+  void for_each_batch(int64_t epoch, const std::function<void(const Batch&)>& step) const override {
+    if (batch_ >= n_) return step(train_);
+    auto gen = at::detail::createCPUGenerator(uint64_t(seed_) * 1000003u + uint64_t(epoch));
+    const Batch all = train_.index_select(torch::randperm(n_, gen, torch::kInt64).to(train_.x.device()));
+    for (int64_t i = 0; i < n_; i += batch_) step(all.slice(i, i + batch_));
+  }
+  Batch measure_set(int64_t) const override { return train_; }
+  int64_t n_train() const override { return n_; }
+  std::string describe() const override {
+    return std::to_string(n_) + " train / " + std::to_string(eval_.size()) + " test";
+  }
+  const char* unit() const override { return "epoch"; }
+  const Batch* full_batch(std::string& why_not) const override {
+    if (batch_ < n_) return why_not = "minibatches", nullptr;
+    return &train_;
+  }
+  bool run_may_enter_midway() const override { return true; }
+
+ private:
+  Batch train_;
+  int64_t n_ = 0, batch_ = 0, seed_ = 0;
+};
+
+class FreshBatches : public DataSource {
+ public:
+  FreshBatches(const Task& task, torch::Device device, int64_t batch_size)
+      : task_(task), device_(device), batch_(batch_size) {
+    eval_ = task.eval_batch().to(device);
+  }
+  void for_each_batch(int64_t epoch, const std::function<void(const Batch&)>& step) const override {
+    step(batch(epoch));
+  }
+  // The batch the last step trained on (the first batch before any step).
+  Batch measure_set(int64_t epochs) const override { return batch(std::max<int64_t>(epochs - 1, 0)); }
+  int64_t n_train() const override { return 0; }
+  std::string describe() const override {
+    return "fresh batches of " + std::to_string(batch_) + ", " + std::to_string(eval_.size()) + " to evaluate";
+  }
+  const char* unit() const override { return "step"; }
+  const Batch* full_batch(std::string& why_not) const override { return why_not = "fresh batches", nullptr; }
+  bool run_may_enter_midway() const override { return false; }
+
+ private:
+  Batch batch(int64_t step) const { return task_.train_batch(step, batch_).to(device_); }
+  const Task& task_;
+  torch::Device device_;
+  int64_t batch_;
+};
+
+std::unique_ptr<DataSource> make_data_source(const Task& task, torch::Device device, const TrainConfig& tc) {
+  if (task.shape().fresh_batches) return std::make_unique<FreshBatches>(task, device, tc.batch_size);
+  return std::make_unique<FixedSplit>(task, device, tc.batch_size, tc.seed);
+}
+
 // One training run of several runs side by side in up to `slots` replicas (one run: a plain
 // run), each with its own config (seed and, packed, the optimiser's numbers) and writing its own
 // run directory. Each run has its own epoch count (its epoch 0 is the global epoch it entered
@@ -118,7 +206,7 @@ class TrainingRun {
           if (active() > 0) {
             bar.clear();
             log_->info(progress_line(latest_epoch(), tc_.epochs, latest_rows(), epochs_per_s(),
-                                     shape_.fresh_batches ? "step" : "epoch"));
+                                     data_->unit()));
           }
           last_logged_ = epoch_;
         }
@@ -192,16 +280,7 @@ class TrainingRun {
       const std::string cfg_text = config_file_text(cfg_);
       if (read_text_file(runs_[0].dir + "/config.json") != cfg_text) atomic_write(runs_[0].dir + "/config.json", cfg_text);
     }
-    if (shape_.fresh_batches) {
-      test_set_ = task_->eval_batch().to(device_);
-      batch_ = tc_.batch_size;
-    } else {
-      const Dataset& data = task_->dataset();
-      train_set_ = Batch{data.train_x, data.train_y, {}}.to(device_);
-      test_set_ = Batch{data.test_x, data.test_y, {}}.to(device_);
-      n_train_ = train_set_.size();
-      batch_ = tc_.batch_size > 0 ? tc_.batch_size : n_train_;
-    }
+    data_ = make_data_source(*task_, device_, tc_);
 
     const std::string graph_note = make_graph();
     log_->info("grokking {} | LibTorch {} | device {} | BLAS {} | {} thread{} | flush_denormal {} | {} path{}",
@@ -210,7 +289,7 @@ class TrainingRun {
                device_.is_cpu() && tc_.flush_denormal ? "on" : "off", fast_ ? "fast" : "plain",
                device_.is_cuda() ? " | CUDA graph " + graph_note : "");
     log_->info("{} | {} {} | {} parameters | {} {}{}{}", describe_task(), data_description(), cfg_.model.kind,
-               model_->flat().numel() / S_, tc_.epochs, shape_.fresh_batches ? "steps" : "epochs",
+               model_->flat().numel() / S_, tc_.epochs, std::string(data_->unit()) + "s",
                M_ > 1 ? " | " + std::to_string(S_) + " models side by side" +
                             (M_ > N_ ? " (" + std::to_string(M_) + " runs, each place refilled as a run ends)" : "")
                       : "",
@@ -227,11 +306,12 @@ class TrainingRun {
     if (!device_.is_cuda()) return "off";
     if (!tc_.cuda_graph) return "off (train.cuda_graph false)";
     if (!GraphedStep::built()) return "off (not built)";
-    if (shape_.fresh_batches) return "off (fresh batches)";
-    if (batch_ < n_train_) return "off (minibatches)";
+    std::string why_not;
+    const Batch* full = data_->full_batch(why_not);
+    if (!full) return "off (" + why_not + ")";
     if (opt_->has_interventions()) return "off (optim interventions run eagerly)";
     if (opt_->own_steps()) return "off (replicas at different steps)";
-    graph_ = std::make_unique<GraphedStep>(*model_, *opt_, train_set_.x, train_set_.y, fast_);
+    graph_ = std::make_unique<GraphedStep>(*model_, *opt_, full->x, full->y, fast_);
     return "on";
   }
 
@@ -299,9 +379,9 @@ class TrainingRun {
     }
     graph_.reset();
     opt_.reset();
-    if (shape_.fresh_batches) {  // the task's per-run numbers (sparse features) follow the slots
+    if (!data_->run_may_enter_midway()) {  // the task's per-run numbers (sparse features) follow the slots
       task_ = make_task(slot_tasks(slots));
-      test_set_ = task_->eval_batch().to(device_);
+      data_ = make_data_source(*task_, device_, tc_);
     }
     auto model = std::make_unique<Model>(cfg_, slot_seeds(slots));
     std::vector<torch::Tensor> flats;
@@ -333,7 +413,7 @@ class TrainingRun {
     }
   }
   bool can_enter_midway() const {
-    return !shape_.fresh_batches && cfg_.optim.grokfast == "none" && !device_.is_cuda();
+    return data_->run_may_enter_midway() && cfg_.optim.grokfast == "none" && !device_.is_cuda();
   }
 
   // "add (mod 113)", "repeat (vocab 64, ...)": the task as its kind describes it in one phrase.
@@ -342,47 +422,21 @@ class TrainingRun {
       return cfg_.task.text("operation") + " (mod " + std::to_string(cfg_.task.integer("p")) + ")";
     return "task " + cfg_.task.kind;
   }
-  std::string data_description() const {
-    if (shape_.fresh_batches)
-      return "fresh batches of " + std::to_string(batch_) + ", " + std::to_string(test_set_.size()) + " to evaluate |";
-    return std::to_string(n_train_) + " train / " + std::to_string(test_set_.size()) + " test |";
-  }
+  std::string data_description() const { return data_->describe() + " |"; }
 
   std::string metrics_path(size_t k) const { return runs_[k].dir + "/metrics.csv"; }
 
   // A fresh metrics.csv, header only, for run k.
   void start_metrics(size_t k) { atomic_write(metrics_path(k), metrics_header(extra_columns()) + "\n"); }
 
-  // The training batch of step `step` of a task with fresh batches, on the device.
-  Batch fresh_batch(int64_t step) const { return task_->train_batch(step, batch_).to(device_); }
-
-  // One epoch: for a fixed split, one pass over the training pairs (full batch, or minibatches in
-  // an order drawn from (seed, epoch) so that a resumed run draws the same order without saved
-  // generator state); for fresh batches, one step on the batch of this step (the runs of a pack
-  // are then at one step). last_loss_ is the epoch's last step's loss (on the CPU only: reading
-  // it on a GPU would synchronise every step).
+  // One epoch: every batch of the data source's epoch (one step on a fresh batch; one pass over
+  // a fixed split). last_loss_ is the epoch's last step's loss (on the CPU only: reading it on a
+  // GPU would synchronise every step).
   void train_epoch() {
-    if (shape_.fresh_batches) {
-      auto loss = train_step(*model_, *opt_, fresh_batch(local(0)), fast_, opt_->scheduled_lr());
-      if (device_.is_cpu()) last_loss_ = loss.item<double>();
-      return;
-    }
-    Batch all = train_set_;
-    if (batch_ < n_train_) {
-      auto gen = at::detail::createCPUGenerator(uint64_t(tc_.seed) * 1000003u + uint64_t(local(0)));
-      all = all.index_select(torch::randperm(n_train_, gen, torch::kInt64).to(device_));
-    }
-    for (int64_t i = 0; i < n_train_; i += batch_) {
-      const Batch b = batch_ < n_train_ ? all.slice(i, i + batch_) : all;
+    data_->for_each_batch(local(0), [&](const Batch& b) {
       auto loss = graph_ ? graph_->run() : train_step(*model_, *opt_, b, fast_, opt_->scheduled_lr());
       if (device_.is_cpu()) last_loss_ = loss.item<double>();
-    }
-  }
-
-  // What "train" means at an evaluation: the training pairs of a fixed split; for fresh batches,
-  // the batch the last step trained on (the first batch before any step).
-  Batch train_measure_set() const {
-    return shape_.fresh_batches ? fresh_batch(std::max<int64_t>(local(0) - 1, 0)) : train_set_;
+    });
   }
 
   // Per replica: the cosine between the negative gradient of the training loss (on
@@ -446,14 +500,14 @@ class TrainingRun {
   std::vector<std::vector<double>> extra_measures() const {
     if (task_->extra_columns().empty()) return {};
     torch::NoGradGuard no_grad;
-    return task_->extra_measures(model_->outputs(test_set_.x, fast_), test_set_);
+    return task_->extra_measures(model_->outputs(data_->eval().x, fast_), data_->eval());
   }
 
   // Evaluates every replica on both splits and appends a metrics.csv row, at its own epoch, to
   // each of `due` that is still running (the lr column: the rate of the epoch's last step).
   void evaluate_rows(const std::vector<int64_t>& due) {
-    const Batch train = train_measure_set();
-    auto tr = evaluate(*model_, train, fast_), te = evaluate(*model_, test_set_, fast_);
+    const Batch train = data_->measure_set(local(0));
+    auto tr = evaluate(*model_, train, fast_), te = evaluate(*model_, data_->eval(), fast_);
     const auto cos = grad_weight_cos(train);
     const auto extra = extra_measures();
     const auto extra_names = task_->extra_columns();
@@ -587,8 +641,8 @@ class TrainingRun {
     RunFacts f;
     f.epochs_planned = tc_.epochs;
     f.eval_every = tc_.eval_every;
-    f.n_train = shape_.fresh_batches ? 0 : n_train_;
-    f.n_test = test_set_.size();
+    f.n_train = data_->n_train();
+    f.n_test = data_->eval().size();
     f.n_params = model_->flat().numel() / std::max<int64_t>(S_, 1);
     f.seeds_side_by_side = N_;  // models side by side: seeds or packed runs
     f.threads = threads_;
@@ -677,8 +731,7 @@ class TrainingRun {
   std::unique_ptr<Model> model_;
   std::unique_ptr<FlatAdamW> opt_;
   std::unique_ptr<GraphedStep> graph_;
-  Batch train_set_, test_set_;  // fixed split: the pairs; fresh batches: test_set_ is the evaluation set
-  int64_t n_train_ = 0, batch_ = 0;
+  std::unique_ptr<DataSource> data_;  // chosen once per task: fixed split or fresh batches
 
   std::vector<size_t> slots_;  // the run in each replica of the pack
   int64_t S_ = 0, next_pending_ = 0;  // replicas now; the next run waiting for a place
