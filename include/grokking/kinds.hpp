@@ -107,6 +107,8 @@ struct TaskKind {
   std::function<TaskShape(const TaskConfig&)> shape;
   // The structure an analysis can read (Capability's task half) of this config.
   std::function<Capabilities(const TaskConfig&)> structure;
+  // The task in a few words for logs and bench ("add mod 113", "compose in D17").
+  std::function<std::string(const TaskConfig&)> describe;
   // The checks across keys (and against train.*): UsageError("ORIGIN: /task/key: ...").
   std::function<void(const Config&, const std::string& origin)> validate;
   // The task of a run, or of runs packed side by side (one task config per replica; they differ
@@ -127,6 +129,8 @@ struct ModelKind {
   // Whether the kind has a faster forward of the same function for this config and shape
   // (train.path "fast" needs one; "auto" takes it where there is one).
   std::function<bool(const Config&, const TaskShape&)> has_fast_path;
+  // What a config needs for the fast path, for the refusal of train.path "fast" without it.
+  std::string fast_path_needs = "a kind that has one";
   // A line for the run's log about this config, or "" (optional): "nothing to superpose".
   std::function<std::string(const Config&, const TaskShape&)> note;
   std::function<std::shared_ptr<const Architecture>(const Config&, const TaskShape&)> make;
@@ -144,6 +148,8 @@ std::string model_kind_names();
 
 // The shape of a task config (its keys read and checked).
 TaskShape task_shape(const TaskConfig& task);
+// The task in a few words: its kind's describe, or "task KIND".
+std::string describe_task(const TaskConfig& task);
 // A config's capabilities: its task's structure and its model's parts (from the model kind's
 // architecture for this config: attention heads, a pair readout, a feature matrix).
 Capabilities capabilities_of(const Config& cfg);

@@ -93,6 +93,9 @@ struct Summary {
   std::optional<double> grad_weight_cos_peak;
   std::optional<int64_t> grad_weight_cos_peak_epoch;
   nlohmann::json phases;  // null until `grokking progress` ran
+  // A task with accuracy (a classification): a reconstruction's summary has no accuracies,
+  // memorisation or grokking epochs, and writes none.
+  bool has_accuracy() const { return loss != "weighted_squared_error"; }
   nlohmann::json to_json() const;
   // RunError naming `origin` and the key of a value of the wrong type.
   static Summary from_json(const nlohmann::json& j, const std::string& origin);

@@ -430,9 +430,7 @@ void validate(const Config& c, const std::string& origin) {
   }
   if (c.train.path == "fast" && !model.has_fast_path(c, shape))
     bad("/train/path", "model.kind \"" + c.model.kind + "\" has no fast path for this task and model (it needs " +
-                           (c.model.kind == "transformer" ? std::string("one layer, no LayerNorm and [a, b, =] inputs")
-                                                          : std::string("a kind that has one")) +
-                           "); use auto or plain");
+                           model.fast_path_needs + "); use auto or plain");
 
   // A Grokfast parameter changed from its default for a filter that does not use it is a mistake
   // (compared with the defaults, not with the keys given: a resolved config lists every key).

@@ -211,3 +211,12 @@ std::string Capabilities::names() const {
 }
 
 }  // namespace grokking
+
+namespace grokking {
+
+std::string describe_task(const TaskConfig& task) {
+  const auto& kind = find_task_kind(task.kind);
+  return kind.describe ? kind.describe(task) : "task " + task.kind;
+}
+
+}  // namespace grokking

@@ -44,12 +44,11 @@ double gemm_peak_gflops(torch::Device dev) {
   }, 3, 15);
   return 2.0 * double(n * n * n) / s / 1e9;
 }
-// "add mod 113", "task repeat": what is benchmarked, in a few words.
+// "add mod 113 (3830 training pairs)", "repeat (vocab 64, L 8-32)": what is benchmarked, in a few words.
 std::string describe_bench_task(const Config& cfg, const TaskShape& shape) {
-  if (cfg.task.kind == "modular")
-    return cfg.task.text("operation") + " mod " + std::to_string(cfg.task.integer("p")) + " (" +
-           std::to_string(shape.train_examples) + " training pairs)";
-  return "task " + cfg.task.kind;
+  const std::string what = describe_task(cfg.task);
+  if (shape.fresh_batches) return what;
+  return what + " (" + std::to_string(shape.train_examples) + " training " + (shape.operand_values > 0 ? "pairs" : "examples") + ")";
 }
 }  // namespace
 

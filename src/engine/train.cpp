@@ -417,11 +417,7 @@ class TrainingRun {
   }
 
   // "add (mod 113)", "repeat (vocab 64, ...)": the task as its kind describes it in one phrase.
-  std::string describe_task() const {
-    if (cfg_.task.kind == "modular")
-      return cfg_.task.text("operation") + " (mod " + std::to_string(cfg_.task.integer("p")) + ")";
-    return "task " + cfg_.task.kind;
-  }
+  std::string describe_task() const { return grokking::describe_task(cfg_.task); }
   std::string data_description() const { return data_->describe() + " |"; }
 
   std::string metrics_path(size_t k) const { return runs_[k].dir + "/metrics.csv"; }

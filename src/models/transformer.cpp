@@ -345,6 +345,7 @@ const ModelKind& transformer_model() {
   static const ModelKind kind = [] {
     ModelKind k;
     k.name = "transformer";
+    k.fast_path_needs = "one layer, no LayerNorm and [a, b, =] inputs";
     k.doc = "Nanda et al.'s transformer, TransformerLens names and shapes; n_layers, attn_only and LayerNorm as TransformerLens has them";
     k.keys = {
         integer_key("d_model", 128, 1, 65536, "residual width"),

@@ -187,6 +187,14 @@ bool diagnostics_figure(const RunFigures& f) {
   const std::string header = text.substr(0, text.find('\n'));
   if (header.find("softmax_collapse") == std::string::npos) return false;
   const bool both = header.find("zero_terms") != std::string::npos;
+  if (!task_shape(f.cfg.task).has_accuracy()) {
+    // A reconstruction has no softmax: the cosine alone.
+    figure(f.opts.gnuplot, f.plots, "diagnostics",
+           "set title 'Naive loss minimisation: cos(-gradient, weights) (Prieto et al. 2025)'\nset xlabel 'step'\n"
+           "set ylabel 'cosine'\nset yrange [-1.05:1.05]\nset key below\n" + f.marks() +
+               "plot '../metrics.csv' using 'epoch':'grad_weight_cos' with lines ls 2 title 'cos(-gradient, weights)'\n");
+    return true;
+  }
   figure(f.opts.gnuplot, f.plots, "diagnostics",
          "set title 'Softmax collapse and naive loss minimisation (Prieto et al. 2025)'\nset xlabel 'epoch'\n"
          "set ylabel 'fraction / cosine'\nset yrange [-1.05:1.05]\nset key below\n" + f.marks() +

@@ -391,12 +391,17 @@ nlohmann::json Summary::to_json() const {
   s["model_kind"] = model_kind;
   s["epochs"] = epochs;
   s["epochs_planned"] = epochs_planned;
-  s["final"] = {{"epoch", final.epoch},         {"train_loss", final.train_loss}, {"test_loss", final.test_loss},
-                {"train_acc", final.train_acc}, {"test_acc", final.test_acc},     {"sum_sq_weights", final.sum_sq_weights}};
-  s["memorised_epoch"] = optional_json(memorised_epoch);
-  s["grokked_epoch"] = optional_json(grokked_epoch);
-  s["grokking_delay"] = optional_json(grokking_delay);
-  s["milestone_resolution_epochs"] = milestone_resolution_epochs;
+  s["final"] = {{"epoch", final.epoch}, {"train_loss", final.train_loss}, {"test_loss", final.test_loss},
+                {"sum_sq_weights", final.sum_sq_weights}};
+  // The grokking figures only where the task has accuracy.
+  if (has_accuracy()) {
+    s["final"]["train_acc"] = final.train_acc;
+    s["final"]["test_acc"] = final.test_acc;
+    s["memorised_epoch"] = optional_json(memorised_epoch);
+    s["grokked_epoch"] = optional_json(grokked_epoch);
+    s["grokking_delay"] = optional_json(grokking_delay);
+    s["milestone_resolution_epochs"] = milestone_resolution_epochs;
+  }
   s["wall_time_s"] = wall_time_s;
   s["epochs_per_s"] = epochs_per_s;
   s["n_train"] = n_train;

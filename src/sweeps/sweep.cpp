@@ -417,7 +417,10 @@ size_t aggregate_plan(const std::string& dir, const json& plan) {
       for (auto& k : s.phases["key_freqs"]) key_freqs += (key_freqs.empty() ? "" : " ") + k.dump();
     csv.field(to_string(s.status)).field(s.epochs).field(optional_json(s.memorised_epoch));
     csv.field(optional_json(s.grokked_epoch)).field(optional_json(s.grokking_delay));
-    csv.field(s.final.train_acc).field(s.final.test_acc).field(s.final.train_loss).field(s.final.test_loss);
+    // A task without accuracy leaves its accuracy columns empty.
+    if (s.has_accuracy()) csv.field(s.final.train_acc).field(s.final.test_acc);
+    else csv.field(nlohmann::json()).field(nlohmann::json());
+    csv.field(s.final.train_loss).field(s.final.test_loss);
     csv.field(s.wall_time_s).field(key_freqs);
     // Boundaries that fail the paper's definitions of the phases are not reported as phases.
     const bool phases_hold = s.phases.is_object() && s.phases.value("definitions_hold", json()) != json(false);

@@ -109,6 +109,7 @@ const TaskKind& group_task() {
     };
     k.size_key = "group";
     k.shape = group_shape;
+    k.describe = [](const TaskConfig& t) { return t.text("operation") + " in " + t.text("group"); };
     // A cyclic group under composition is addition mod n: its Fourier analysis applies too.
     k.structure = [](const TaskConfig& t) {
       Capabilities c;

@@ -121,6 +121,7 @@ const TaskKind& modular_task() {
     };
     k.size_key = "p";
     k.shape = modular_shape;
+    k.describe = [](const TaskConfig& t) { return t.text("operation") + " mod " + std::to_string(t.integer("p")); };
     // Add and sub rotate Z_P; mul and div rotate the discrete logarithms of Z_P^* (P prime).
     k.structure = [](const TaskConfig& t) {
       Capabilities c;

@@ -152,6 +152,10 @@ const TaskKind& repeat_task() {
     };
     k.size_key = "eval_sequences";
     k.shape = repeat_shape;
+    k.describe = [](const TaskConfig& t) {
+      return "repeat (vocab " + std::to_string(t.integer("vocab")) + ", L " + std::to_string(t.integer("repeat_min")) +
+             "-" + std::to_string(t.integer("repeat_max")) + ")";
+    };
     k.structure = [](const TaskConfig&) { return Capabilities().add(Capability::sequence); };
     k.validate = repeat_validate;
     k.make = [](const std::vector<TaskConfig>& replicas) -> std::unique_ptr<Task> {

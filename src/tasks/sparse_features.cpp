@@ -98,6 +98,9 @@ const TaskKind& sparse_features_task() {
     k.pack_varying = {"sparsity", "importance_decay", "importances"};
     k.size_key = "eval_examples";
     k.shape = sparse_shape;
+    k.describe = [](const TaskConfig& t) {
+      return std::to_string(t.integer("n_features")) + " sparse features (S " + format_number(t.real("sparsity"), "%g") + ")";
+    };
     k.structure = [](const TaskConfig&) { return Capabilities().add(Capability::features); };
     k.validate = sparse_validate;
     k.make = [](const std::vector<TaskConfig>& replicas) -> std::unique_ptr<Task> {
