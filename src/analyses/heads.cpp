@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 
 #include "common.hpp"
 #include "grokking/error.hpp"
@@ -19,26 +20,31 @@ namespace {
 
 const AnalysisKind& kind();
 
-int run(const AnalysisOptions& opts) {
-  const std::string dir = opts.path;
-  configure_threads(0);
-  const Checkpoint final_ck = load_final(kind(), dir).ck;
-  const auto list = list_checkpoints(dir);
-  const Batch eval = make_task(final_ck.config.task)->eval_batch();
-  const Model model = model_from_checkpoint(final_ck);
-  const auto& arch = model.arch();
-  const int64_t L = arch.attention_layers(), H = arch.attention_heads();
-  auto label = [](int64_t l, int64_t h) { return "L" + std::to_string(l) + "H" + std::to_string(h); };
+std::string label(int64_t l, int64_t h) { return "L" + std::to_string(l) + "H" + std::to_string(h); }
+using HeadList = std::vector<std::pair<int64_t, int64_t>>;
 
-  // ---- the heads over training: every checkpoint's scores ----
+// What `heads` measures of a run: at its final checkpoint and, per checkpoint, the scores.
+struct HeadsReport {
+  std::string dir;
+  Checkpoint final_ck;
+  int64_t L = 0, H = 0, classes = 0;
+  HeadScores scores;                       // the final model's
+  std::vector<HeadAblationResult> ablations;
+  double base = 0, first_half = std::numeric_limits<double>::quiet_NaN();
+  std::optional<Composition> comp;         // two layers or more
+  Transition transition;                   // of metrics.csv's repeated-half loss
+  HeadList induction_heads, previous_heads;
+};
+
+// heads_progress.csv: every checkpoint's previous-token, duplicate and induction scores per head.
+void write_scores_over_training(const std::string& dir, const Batch& eval, int64_t L, int64_t H) {
   std::vector<std::string> cols = {"epoch"};
   for (int64_t l = 0; l < L; ++l)
     for (int64_t h = 0; h < H; ++h)
       for (auto* what : {"prev", "dup", "ind"}) cols.push_back(label(l, h) + "_" + what);
   CsvWriter over(cols);
-  for (auto& [epoch, path] : list) {
-    const auto ck = load_checkpoint(path);
-    const auto sc = head_scores(model_from_checkpoint(ck), eval);
+  for (auto& [epoch, path] : list_checkpoints(dir)) {
+    const auto sc = head_scores(model_from_checkpoint(load_checkpoint(path)), eval);
     over.field(epoch);
     for (int64_t l = 0; l < L; ++l)
       for (int64_t h = 0; h < H; ++h)
@@ -46,123 +52,155 @@ int run(const AnalysisOptions& opts) {
     over.end_row();
   }
   atomic_write(dir + "/heads_progress.csv", over.text());
+}
 
-  // ---- the final model: scores, ablations, composition; the transition in metrics.csv ----
-  const auto sc = head_scores(model, eval);
-  const auto ablations = ablate_heads(model, eval);
-  const double base = repeated_half_loss(model.forward(eval.x), eval);
-  std::optional<Composition> comp;
-  if (L >= 2) comp = k_composition(model);
+// The final model: scores, ablations, composition; the transition in metrics.csv; which heads
+// are induction heads (layers >= 1) and previous-token heads (the layers below).
+HeadsReport measure_final(const std::string& dir, Checkpoint final_ck, const Batch& eval) {
+  HeadsReport r;
+  r.dir = dir;
+  r.final_ck = std::move(final_ck);
+  const Model model = model_from_checkpoint(r.final_ck);
+  r.L = model.arch().attention_layers(), r.H = model.arch().attention_heads(), r.classes = model.shape().classes;
+  r.scores = head_scores(model, eval);
+  r.ablations = ablate_heads(model, eval);
+  r.base = repeated_half_loss(model.forward(eval.x), eval);
+  if (r.L >= 2) r.comp = k_composition(model);
   const auto rows = read_metrics(dir + "/metrics.csv");
-  const Transition tr = find_transition(rows);
-  double first_half = std::numeric_limits<double>::quiet_NaN();
+  r.transition = find_transition(rows);
   if (!rows.empty())
     for (auto& [name, v] : rows.back().extra)
-      if (name == "first_half_loss") first_half = v;
-  // The induction heads (last layer's heads above the threshold) and their previous-token partners.
-  std::vector<std::pair<int64_t, int64_t>> induction_heads, previous_heads;
-  for (int64_t l = 0; l < L; ++l)
-    for (int64_t h = 0; h < H; ++h) {
-      if (l >= 1 && sc.induction[size_t(l)][size_t(h)] >= kHeadScoreThreshold) induction_heads.push_back({l, h});
-      if (l + 1 < L && sc.previous[size_t(l)][size_t(h)] >= kHeadScoreThreshold) previous_heads.push_back({l, h});
+      if (name == "first_half_loss") r.first_half = v;
+  for (int64_t l = 0; l < r.L; ++l)
+    for (int64_t h = 0; h < r.H; ++h) {
+      if (l >= 1 && r.scores.induction[size_t(l)][size_t(h)] >= kHeadScoreThreshold) r.induction_heads.push_back({l, h});
+      if (l + 1 < r.L && r.scores.previous[size_t(l)][size_t(h)] >= kHeadScoreThreshold) r.previous_heads.push_back({l, h});
     }
+  return r;
+}
+
+// heads.csv: the final model's scores and ablated losses, a row per head.
+void write_head_table(const HeadsReport& r) {
+  const auto& sc = r.scores;
   CsvWriter csv({"layer", "head", "previous", "duplicate", "induction", "induction_tl", "zero_ablated_loss",
                  "mean_ablated_loss"});
-  for (auto& a : ablations) {
+  for (auto& a : r.ablations) {
     const auto l = size_t(a.layer), h = size_t(a.head);
     csv.field(a.layer).field(a.head).field(sc.previous[l][h]).field(sc.duplicate[l][h]).field(sc.induction[l][h]);
     csv.field(sc.induction_tl[l][h]).field(a.zero_loss).field(a.mean_loss).end_row();
   }
-  atomic_write(dir + "/heads.csv", csv.text());
-  // The attention pattern of the strongest induction head (or of the last layer's first head) on
-  // the evaluation sequence with the longest repeat (the first of them), for plot.
-  {
-    int64_t bl = L - 1, bh = 0;
-    double best = -1;
-    for (int64_t h = 0; h < H; ++h)
-      if (sc.induction[size_t(L - 1)][size_t(h)] > best) best = sc.induction[size_t(L - 1)][size_t(h)], bh = h;
-    // A sequence's repeat length: half its tokens before the padding (the pad token is the last of
-    // the vocabulary).
-    const auto lengths = eval.x.ne(model.shape().vocab - 1).sum(1);
-    const int64_t row = lengths.eq(lengths.max()).nonzero()[0][0].item<int64_t>();
-    const int64_t repeat = lengths[row].item<int64_t>() / 2;
-    const std::string name = "blocks." + std::to_string(bl) + ".attn.hook_pattern";
-    ActivationCache cache({name});
-    model.run_with_cache(eval.x.narrow(0, row, 1), cache);
-    const auto pat = cache[name][0][bh].to(torch::kFloat64).contiguous();  // [T, T]
-    std::string mat = "# attention of head " + label(bl, bh) + " on evaluation sequence " + std::to_string(row) +
-                      " (repeat length L = " + std::to_string(repeat) + ": positions 0..L-1 repeated at L..2L-1, "
-                      "padding after); rows: query position, columns: key\n";
-    for (int64_t i = 0; i < pat.size(0); ++i) {
-      for (int64_t j = 0; j < pat.size(1); ++j) mat += (j ? " " : "") + format_number(pat[i][j].item<double>(), "%.4g");
-      mat += "\n";
-    }
-    atomic_write(dir + "/heads_pattern.dat", mat);
+  atomic_write(r.dir + "/heads.csv", csv.text());
+}
+
+// heads_pattern.dat: the attention pattern of the strongest induction head (or of the last
+// layer's first head) on the evaluation sequence with the longest repeat (the first of them).
+void write_pattern(const HeadsReport& r, const Batch& eval) {
+  const Model model = model_from_checkpoint(r.final_ck);
+  int64_t bl = r.L - 1, bh = 0;
+  double best = -1;
+  for (int64_t h = 0; h < r.H; ++h)
+    if (r.scores.induction[size_t(bl)][size_t(h)] > best) best = r.scores.induction[size_t(bl)][size_t(h)], bh = h;
+  // A sequence's repeat length: half its tokens before the padding (the pad token is the last of
+  // the vocabulary).
+  const auto lengths = eval.x.ne(model.shape().vocab - 1).sum(1);
+  const int64_t row = lengths.eq(lengths.max()).nonzero()[0][0].item<int64_t>();
+  const int64_t repeat = lengths[row].item<int64_t>() / 2;
+  const std::string name = "blocks." + std::to_string(bl) + ".attn.hook_pattern";
+  ActivationCache cache({name});
+  model.run_with_cache(eval.x.narrow(0, row, 1), cache);
+  const auto pat = cache[name][0][bh].to(torch::kFloat64).contiguous();  // [T, T]
+  std::string mat = "# attention of head " + label(bl, bh) + " on evaluation sequence " + std::to_string(row) +
+                    " (repeat length L = " + std::to_string(repeat) + ": positions 0..L-1 repeated at L..2L-1, "
+                    "padding after); rows: query position, columns: key\n";
+  for (int64_t i = 0; i < pat.size(0); ++i) {
+    for (int64_t j = 0; j < pat.size(1); ++j) mat += (j ? " " : "") + format_number(pat[i][j].item<double>(), "%.4g");
+    mat += "\n";
   }
-  if (opts.quiet) return 0;
-  auto heads_json = [&](const std::vector<std::pair<int64_t, int64_t>>& hs) {
+  atomic_write(r.dir + "/heads_pattern.dat", mat);
+}
+
+void print_json(const HeadsReport& r) {
+  auto heads_json = [&](const HeadList& hs) {
     nlohmann::json a = nlohmann::json::array();
     for (auto& [l, h] : hs) a.push_back(label(l, h));
     return a;
   };
-  if (opts.json) {
-    nlohmann::json j = {{"run_dir", dir},
-                        {"checkpoint", final_ck.path},
-                        {"epoch", final_ck.epoch},
-                        {"threshold", kHeadScoreThreshold},
-                        {"induction_heads", heads_json(induction_heads)},
-                        {"previous_token_heads", heads_json(previous_heads)},
-                        {"repeated_half_loss", base},
-                        {"first_half_loss", first_half},
-                        {"transition", {{"at10", optional_json(tr.at10)}, {"at50", optional_json(tr.at50)},
-                                        {"at90", optional_json(tr.at90)}, {"start", tr.start}, {"lowest", tr.lowest},
-                                        {"bump", tr.bump}, {"bump_at", tr.bump_at}}},
-                        {"heads", nlohmann::json::array()}};
-    for (auto& a : ablations) {
-      const auto l = size_t(a.layer), h = size_t(a.head);
-      j["heads"].push_back({{"head", label(a.layer, a.head)}, {"previous", sc.previous[l][h]},
-                            {"duplicate", sc.duplicate[l][h]}, {"induction", sc.induction[l][h]},
-                            {"induction_tl", sc.induction_tl[l][h]}, {"zero_ablated_loss", a.zero_loss},
-                            {"mean_ablated_loss", a.mean_loss}});
-    }
-    if (comp) j["k_composition"] = {{"layer1_by_layer0", comp->k}, {"random_baseline", comp->baseline}};
-    std::printf("%s\n", j.dump(2).c_str());
-    return 0;
+  const auto& tr = r.transition;
+  const auto& sc = r.scores;
+  nlohmann::json j = {{"run_dir", r.dir},
+                      {"checkpoint", r.final_ck.path},
+                      {"epoch", r.final_ck.epoch},
+                      {"threshold", kHeadScoreThreshold},
+                      {"induction_heads", heads_json(r.induction_heads)},
+                      {"previous_token_heads", heads_json(r.previous_heads)},
+                      {"repeated_half_loss", r.base},
+                      {"first_half_loss", r.first_half},
+                      {"transition", {{"at10", optional_json(tr.at10)}, {"at50", optional_json(tr.at50)},
+                                      {"at90", optional_json(tr.at90)}, {"start", tr.start}, {"lowest", tr.lowest},
+                                      {"bump", tr.bump}, {"bump_at", tr.bump_at}}},
+                      {"heads", nlohmann::json::array()}};
+  for (auto& a : r.ablations) {
+    const auto l = size_t(a.layer), h = size_t(a.head);
+    j["heads"].push_back({{"head", label(a.layer, a.head)}, {"previous", sc.previous[l][h]},
+                          {"duplicate", sc.duplicate[l][h]}, {"induction", sc.induction[l][h]},
+                          {"induction_tl", sc.induction_tl[l][h]}, {"zero_ablated_loss", a.zero_loss},
+                          {"mean_ablated_loss", a.mean_loss}});
   }
+  if (r.comp) j["k_composition"] = {{"layer1_by_layer0", r.comp->k}, {"random_baseline", r.comp->baseline}};
+  std::printf("%s\n", j.dump(2).c_str());
+}
+
+void print_text(const HeadsReport& r) {
   auto epoch = [](const std::optional<int64_t>& e) { return e ? std::to_string(*e) : std::string("-"); };
-  auto names = [&](const std::vector<std::pair<int64_t, int64_t>>& hs) {
+  auto names = [&](const HeadList& hs) {
     std::string out;
     for (auto& [l, h] : hs) out += (out.empty() ? "" : ", ") + label(l, h);
     return out.empty() ? std::string("none") : out;
   };
-  std::printf("%s: checkpoint epoch %lld; %lld layer(s) of %lld heads\n", dir.c_str(), (long long)final_ck.epoch,
-              (long long)L, (long long)H);
-  std::printf("repeated-half loss %.3f (first half %.3f; uniform ln %lld = %.3f)\n", base, first_half,
-              (long long)model.shape().classes, std::log(double(model.shape().classes)));
+  const auto& tr = r.transition;
+  const auto& sc = r.scores;
+  std::printf("%s: checkpoint epoch %lld; %lld layer(s) of %lld heads\n", r.dir.c_str(), (long long)r.final_ck.epoch,
+              (long long)r.L, (long long)r.H);
+  std::printf("repeated-half loss %.3f (first half %.3f; uniform ln %lld = %.3f)\n", r.base, r.first_half,
+              (long long)r.classes, std::log(double(r.classes)));
   std::printf("transition of the repeated-half loss (%.3f -> %.3f): 10%% at %s, 50%% at %s, 90%% at %s; largest rise "
               "before it %.3f nats at %lld (%s)\n",
               tr.start, tr.lowest, epoch(tr.at10).c_str(), epoch(tr.at50).c_str(), epoch(tr.at90).c_str(), tr.bump,
               (long long)tr.bump_at, tr.bump > 0.02 ? "a bump" : "no bump");
   std::printf("induction heads (score >= %.1f, layers >= 1): %s; previous-token heads (layers below): %s\n\n",
-              kHeadScoreThreshold, names(induction_heads).c_str(), names(previous_heads).c_str());
+              kHeadScoreThreshold, names(r.induction_heads).c_str(), names(r.previous_heads).c_str());
   std::printf("%-6s %9s %9s %9s %12s %14s %14s\n", "head", "previous", "duplicate", "induction", "induction_tl",
               "zero-ablated", "mean-ablated");
-  for (auto& a : ablations) {
+  for (auto& a : r.ablations) {
     const auto l = size_t(a.layer), h = size_t(a.head);
     std::printf("%-6s %9.3f %9.3f %9.3f %12.3f %14.3f %14.3f\n", label(a.layer, a.head).c_str(), sc.previous[l][h],
                 sc.duplicate[l][h], sc.induction[l][h], sc.induction_tl[l][h], a.zero_loss, a.mean_loss);
   }
   std::printf("(scores: the share of attention on the pattern among the queries that have one; induction_tl: "
               "TransformerLens's, over every query; ablated: the repeated-half loss)\n");
-  if (comp) {
+  if (r.comp) {
     std::printf("\nK-composition of layer-0 OV into layer-1 QK (rows: layer-1 head; random baseline %.3f):\n",
-                comp->baseline);
-    for (int64_t h1 = 0; h1 < H; ++h1) {
+                r.comp->baseline);
+    for (int64_t h1 = 0; h1 < r.H; ++h1) {
       std::printf("  L1H%lld:", (long long)h1);
-      for (int64_t h0 = 0; h0 < H; ++h0) std::printf(" %6.3f", comp->k[size_t(h1)][size_t(h0)]);
+      for (int64_t h0 = 0; h0 < r.H; ++h0) std::printf(" %6.3f", r.comp->k[size_t(h1)][size_t(h0)]);
       std::printf("\n");
     }
   }
+}
+
+int run(const AnalysisOptions& opts) {
+  configure_threads(0);
+  Checkpoint final_ck = load_final(kind(), opts.path).ck;
+  const Batch eval = make_task(final_ck.config.task)->eval_batch();
+  const Model model = model_from_checkpoint(final_ck);
+  write_scores_over_training(opts.path, eval, model.arch().attention_layers(), model.arch().attention_heads());
+  const HeadsReport r = measure_final(opts.path, std::move(final_ck), eval);
+  write_head_table(r);
+  write_pattern(r, eval);
+  if (opts.quiet) return 0;
+  if (opts.json) print_json(r);
+  else print_text(r);
   return 0;
 }
 

@@ -50,6 +50,69 @@ std::string describe_bench_task(const Config& cfg, const TaskShape& shape) {
   if (shape.fresh_batches) return what;
   return what + " (" + std::to_string(shape.train_examples) + " training " + (shape.operand_values > 0 ? "pairs" : "examples") + ")";
 }
+struct PathResult {
+  std::string name;
+  double seconds;
+};
+// What bench measured, for its table or its JSON.
+struct BenchReport {
+  std::string what;
+  Config cfg;
+  int64_t n_examples;
+  std::string device;
+  int threads;
+  double peak, flops, limit;  // GFLOP/s of a 1024^3 sgemm; FLOPs a step cannot avoid; their time at the peak
+  std::vector<PathResult> results, interventions;
+  size_t best;  // the path training takes
+  bool graphed, has_fast;
+  double batched, single;  // seeds side by side: the batched step, and one model's on its path
+  int64_t seeds;
+};
+
+void print_bench_json(const BenchReport& r) {
+  nlohmann::json j = {{"task", r.what}, {"task_kind", r.cfg.task.kind}, {"model_kind", r.cfg.model.kind},
+                      {"examples_per_step", r.n_examples}, {"device", r.device},
+                      {"threads", r.threads},        {"blas", blas_description()}, {"libtorch", compat::torch_version()},
+                      {"gemm_peak_gflops", r.peak},  {"step_gflop", r.flops / 1e9}, {"limit_ms", r.limit * 1e3},
+                      {"paths", nlohmann::json::object()}};
+  for (auto& p : r.results)
+    j["paths"][p.name] = {{"ms_per_step", p.seconds * 1e3}, {"steps_per_s", 1 / p.seconds},
+                          {"gflops", r.flops / p.seconds / 1e9}, {"fraction_of_limit", r.limit / p.seconds}};
+  for (auto& p : r.interventions)
+    j["interventions"][p.name] = {{"ms_per_step", p.seconds * 1e3}, {"overhead", p.seconds / r.results[r.best].seconds - 1}};
+  if (r.batched > 0)
+    j["seeds_side_by_side"] = {{"seeds", r.seeds}, {"ms_per_step", r.batched * 1e3},
+                               {"path", r.graphed ? "graph" : r.results[r.best].name},
+                               {"throughput_vs_sequential", double(r.seeds) * r.single / r.batched}};
+  std::printf("%s\n", j.dump(2).c_str());
+}
+
+void print_bench_text(const BenchReport& r) {
+  std::printf("%s, model %s, %lld examples a step, device %s, %d thread%s, %s, LibTorch %s\n", r.what.c_str(),
+              r.cfg.model.kind.c_str(), (long long)r.n_examples, r.device.c_str(), r.threads, r.threads == 1 ? "" : "s",
+              blas_description().c_str(), compat::torch_version().c_str());
+  if (r.flops > 0)
+    std::printf("GEMM peak (1024^3 sgemm): %.1f GFLOP/s; unavoidable work: %.3f GFLOP/step; limit %.2f ms/step\n\n",
+                r.peak, r.flops / 1e9, r.limit * 1e3);
+  else
+    std::printf("GEMM peak (1024^3 sgemm): %.1f GFLOP/s\n\n", r.peak);
+  std::printf("%-11s %12s %10s %10s %14s\n", "path", "ms/step", "steps/s", "GFLOP/s", "of the limit");
+  for (auto& p : r.results)
+    std::printf("%-11s %12.2f %10.1f %10.1f %13.0f%%\n", p.name.c_str(), p.seconds * 1e3, 1 / p.seconds,
+                r.flops / p.seconds / 1e9, 100 * r.limit / p.seconds);
+  if (r.has_fast) std::printf("\nfast path speed-up over plain: %.2fx\n", r.results[0].seconds / r.results[1].seconds);
+  std::printf("\n%-14s %10s %10s  (%s path, one intervention at a time)\n", "intervention", "ms/step", "overhead",
+              r.results[r.best].name.c_str());
+  for (auto& p : r.interventions)
+    std::printf("%-14s %10.2f %+9.0f%%\n", p.name.c_str(), p.seconds * 1e3, 100 * (p.seconds / r.results[r.best].seconds - 1));
+  if (r.graphed)
+    std::printf("CUDA graph speed-up over the %s path: %.2fx\n", r.results[r.best].name.c_str(),
+                r.results[r.best].seconds / r.results[r.best + 1].seconds);
+  if (r.batched > 0)
+    std::printf("%lld seeds side by side (%s): %.2f ms/step for all, %.2fx the throughput of one seed at a time\n",
+                (long long)r.seeds, r.graphed ? "graph" : r.results[r.best].name.c_str(), r.batched * 1e3,
+                double(r.seeds) * r.single / r.batched);
+}
 }  // namespace
 
 int run_bench_command(const BenchOptions& opts) {
@@ -83,10 +146,6 @@ int run_bench_command(const BenchOptions& opts) {
   const double flops = make_architecture(cfg)->step_flops(n_examples);
   const double peak = gemm_peak_gflops(dev);
 
-  struct PathResult {
-    std::string name;
-    double seconds;
-  };
   std::vector<PathResult> results;
   // Median seconds of one step of a fresh model on dev (several seeds: side by side);
   // make_step(model, opt) gives the step to time, which returns the loss. A task whose inputs
@@ -162,50 +221,11 @@ int run_bench_command(const BenchOptions& opts) {
                                return [&, pm = &m, po = &o] { return train_step(*pm, *po, batch, has_fast, cfg.optim.lr); };
                              }, &v)});
   }
-  const double limit = flops > 0 ? flops / (peak * 1e9) : 0.0;
-  const std::string what = describe_bench_task(cfg, shape);
-  if (opts.json) {
-    nlohmann::json j = {{"task", what}, {"task_kind", cfg.task.kind}, {"model_kind", cfg.model.kind},
-                        {"examples_per_step", n_examples}, {"device", dev.str()},
-                        {"threads", threads},        {"blas", blas_description()}, {"libtorch", compat::torch_version()},
-                        {"gemm_peak_gflops", peak},  {"step_gflop", flops / 1e9}, {"limit_ms", limit * 1e3},
-                        {"paths", nlohmann::json::object()}};
-    for (auto& r : results)
-      j["paths"][r.name] = {{"ms_per_step", r.seconds * 1e3}, {"steps_per_s", 1 / r.seconds},
-                            {"gflops", flops / r.seconds / 1e9}, {"fraction_of_limit", limit / r.seconds}};
-    for (auto& r : interventions)
-      j["interventions"][r.name] = {{"ms_per_step", r.seconds * 1e3}, {"overhead", r.seconds / results[best].seconds - 1}};
-    if (batched > 0)
-      j["seeds_side_by_side"] = {{"seeds", opts.seeds}, {"ms_per_step", batched * 1e3},
-                                 {"path", graphed ? "graph" : results[best].name},
-                                 {"throughput_vs_sequential", double(opts.seeds) * single / batched}};
-    std::printf("%s\n", j.dump(2).c_str());
-    return 0;
-  }
-  std::printf("%s, model %s, %lld examples a step, device %s, %d thread%s, %s, LibTorch %s\n", what.c_str(),
-              cfg.model.kind.c_str(), (long long)n_examples, dev.str().c_str(), threads, threads == 1 ? "" : "s",
-              blas_description().c_str(), compat::torch_version().c_str());
-  if (flops > 0)
-    std::printf("GEMM peak (1024^3 sgemm): %.1f GFLOP/s; unavoidable work: %.3f GFLOP/step; limit %.2f ms/step\n\n",
-                peak, flops / 1e9, limit * 1e3);
-  else
-    std::printf("GEMM peak (1024^3 sgemm): %.1f GFLOP/s\n\n", peak);
-  std::printf("%-11s %12s %10s %10s %14s\n", "path", "ms/step", "steps/s", "GFLOP/s", "of the limit");
-  for (auto& r : results)
-    std::printf("%-11s %12.2f %10.1f %10.1f %13.0f%%\n", r.name.c_str(), r.seconds * 1e3, 1 / r.seconds,
-                flops / r.seconds / 1e9, 100 * limit / r.seconds);
-  if (has_fast) std::printf("\nfast path speed-up over plain: %.2fx\n", results[0].seconds / results[1].seconds);
-  std::printf("\n%-14s %10s %10s  (%s path, one intervention at a time)\n", "intervention", "ms/step", "overhead",
-              results[best].name.c_str());
-  for (auto& r : interventions)
-    std::printf("%-14s %10.2f %+9.0f%%\n", r.name.c_str(), r.seconds * 1e3, 100 * (r.seconds / results[best].seconds - 1));
-  if (graphed)
-    std::printf("CUDA graph speed-up over the %s path: %.2fx\n", results[best].name.c_str(),
-                results[best].seconds / results[best + 1].seconds);
-  if (batched > 0)
-    std::printf("%lld seeds side by side (%s): %.2f ms/step for all, %.2fx the throughput of one seed at a time\n",
-                (long long)opts.seeds, graphed ? "graph" : results[best].name.c_str(), batched * 1e3,
-                double(opts.seeds) * single / batched);
+  BenchReport r{describe_bench_task(cfg, shape), cfg, n_examples, dev.str(), threads, peak, flops,
+                flops > 0 ? flops / (peak * 1e9) : 0.0, results, interventions, best, graphed, has_fast,
+                batched, single, opts.seeds};
+  if (opts.json) print_bench_json(r);
+  else print_bench_text(r);
   return 0;
 }
 

@@ -537,14 +537,11 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
                drawn.size() == 1 ? "" : "s", list);
 }
 
-void plot_sweep(const PlotOptions& opts, const std::string& dir) {
-  if (!exists(dir + "/sweep.csv")) throw UsageError(dir + ": no sweep.csv yet (run grokking sweep --aggregate " + dir + ")");
-  auto table = read_csv(dir + "/sweep.csv");
-  json plan = read_json_file(dir + "/plan.json");
-  const std::string plots = dir + "/plots";
-  make_dirs(plots);
+// Per swept key (seeds pooled): each run's grokking epoch against the key's value, never-grokked
+// runs at their last epoch, and the median per value.
+void grok_vs_key_figures(const PlotOptions& opts, const std::string& plots, const CsvTable& table, const json& plan,
+                         std::vector<std::string>& figs) {
   const int g = table.column("grokked_epoch"), last = table.column("epochs");
-  std::vector<std::string> figs;
   // Runs of a task without accuracy (sparse features) have no milestones: no epoch figures.
   const int memorised = table.column("memorised_epoch");
   bool milestones = false;
@@ -588,7 +585,11 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
                "_median.csv' using 1:2 with linespoints ls 2 title 'median (never grokked at last epoch)'\n");
     figs.push_back("grok_vs_" + safe);
   }
-  // grokking compare's arms: each run a point, never-grokked runs marked, median and 95 % interval.
+}
+
+// grokking compare's arms: each run a point, never-grokked runs marked, median and 95 % interval.
+void compare_figure(const PlotOptions& opts, const std::string& dir, const std::string& plots,
+                    std::vector<std::string>& figs) {
   if (exists(dir + "/compare.csv") && exists(dir + "/compare_runs.csv")) {
     auto arms = read_csv(dir + "/compare.csv");
     std::string labels, medians = "index,median,lo,hi\n";
@@ -627,8 +628,70 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
            "with yerrorbars pt 5 ps 1.5 lc rgb 'black' title 'median, 95% bootstrap interval'\n");
     figs.push_back("compare");
   }
-  // A sparse-feature sweep after `superposition`: each feature's dimensionality and each run's
-  // D* against 1/(1 - S) (Elhage et al.'s figure).
+}
+
+// The n = 2, m = 1 runs of a sparse-feature sweep: the phase diagram (density of feature 2 against
+// its importance relative to feature 1), trained beside the numerical optimum, disagreements marked.
+void phase_figure(const PlotOptions& opts, const std::string& dir, const std::string& plots,
+                  std::vector<std::string>& figs) {
+  const auto sp = read_csv(dir + "/superposition.csv");
+  const int run = sp.column("run"), feat = sp.column("feature"), imp = sp.column("importance"),
+            inv = sp.column("inverse_density"), ph = sp.column("phase"), opt = sp.column("optimum");
+  if (run >= 0 && feat >= 0 && imp >= 0 && inv >= 0 && ph >= 0 && opt >= 0) {
+    const std::vector<std::pair<std::string, std::string>> classes = {
+        {"not represented", "#bdbdbd"}, {"dedicated dimension", "#1f77b4"},
+        {"antipodal superposition", "#d62728"}, {"superposition (same sign)", "#ff7f0e"}};
+    auto colour = [&](const std::string& c) {
+      for (auto& [name, rgb] : classes)
+        if (name == c) return std::to_string(std::stol(rgb.substr(1), nullptr, 16));
+      return std::string("0");
+    };
+    std::map<std::string, double> first_importance;
+    for (auto& r : sp.rows)
+      if (r[size_t(feat)] == "0") first_importance[r[size_t(run)]] = std::strtod(r[size_t(imp)].c_str(), nullptr);
+    std::string cells = "density,relative_importance,trained,optimum,trained_rgb,optimum_rgb,agree\n";
+    int n = 0, agree = 0;
+    for (auto& r : sp.rows) {
+      if (r[size_t(feat)] != "1" || r[size_t(ph)].empty()) continue;
+      const auto i0 = first_importance.find(r[size_t(run)]);
+      if (i0 == first_importance.end() || !(i0->second > 0)) continue;
+      const double density = 1.0 / std::strtod(r[size_t(inv)].c_str(), nullptr);
+      const double rel = std::strtod(r[size_t(imp)].c_str(), nullptr) / i0->second;
+      const bool same = r[size_t(ph)] == r[size_t(opt)];
+      cells += sig6(density) + "," + sig6(rel) + ",\"" + r[size_t(ph)] + "\",\"" + r[size_t(opt)] + "\"," +
+               colour(r[size_t(ph)]) + "," + colour(r[size_t(opt)]) + "," + (same ? "1" : "0") + "\n";
+      ++n, agree += same;
+    }
+    if (n > 0) {
+      atomic_write(plots + "/phase.csv", cells);
+      std::string legend;
+      for (auto& [name, rgb] : classes)
+        legend += ", keyentry with points pt 5 ps 2 lc rgb '" + rgb + "' title '" + name + "'";
+      auto panel = [&](const std::string& title, const std::string& rgb_column, bool marks) {
+        return "set title '" + title + "'\nplot 'phase.csv' using 'density':'relative_importance':'" + rgb_column +
+               "' with points pt 5 ps 3.2 lc rgb variable notitle" +
+               (marks ? ", '' using 'density':(column('agree') == 0 ? column('relative_importance') : 1/0) with "
+                        "points pt 6 ps 3.4 lw 2 lc rgb 'black' title 'differs from the optimum'"
+                      : std::string()) +
+               legend + "\n";
+      };
+      figure(opts.gnuplot, plots, "phase",
+             "set termoption noenhanced\nset multiplot layout 1,2 title 'Two features in one dimension (n = 2, m = 1): "
+             "" + std::to_string(agree) + " of " + std::to_string(n) + " trained cells agree with the optimum'\n"
+             "set logscale xy\nset xlabel 'density of feature 2 (1 - S)'\nset ylabel 'importance of feature 2 "
+             "relative to feature 1'\nset offsets graph 0.04, graph 0.04, graph 0.04, graph 0.04\n"
+             "set key below maxrows 3 font ',9'\n" +
+                 panel("trained", "trained_rgb", true) + panel("numerical optimum of the expected loss", "optimum_rgb", false) +
+                 "unset multiplot\n");
+      figs.push_back("phase");
+    }
+  }
+}
+
+// A sparse-feature sweep after `superposition`: each feature's dimensionality and each run's
+// D* against 1/(1 - S) (Elhage et al.'s figure), and the two-feature phase diagram.
+void superposition_figures(const PlotOptions& opts, const std::string& dir, const std::string& plots,
+                           std::vector<std::string>& figs) {
   if (exists(dir + "/superposition.csv")) {
     // The fractions at which their features stick (1, 3/4, 2/3, 1/2, 2/5, 3/8), as dotted lines.
     std::string sticky;
@@ -645,61 +708,20 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
            "lc rgb '#1f77b4' title 'a feature', '' using 'inverse_density':'dims_per_feature' with points pt 5 "
            "ps 0.9 lc rgb 'black' title 'D* of a run'\n");
     figs.push_back("superposition");
-    // The n = 2, m = 1 runs: the phase diagram (density of feature 2 against its importance
-    // relative to feature 1), trained beside the numerical optimum, disagreements marked.
-    const auto sp = read_csv(dir + "/superposition.csv");
-    const int run = sp.column("run"), feat = sp.column("feature"), imp = sp.column("importance"),
-              inv = sp.column("inverse_density"), ph = sp.column("phase"), opt = sp.column("optimum");
-    if (run >= 0 && feat >= 0 && imp >= 0 && inv >= 0 && ph >= 0 && opt >= 0) {
-      const std::vector<std::pair<std::string, std::string>> classes = {
-          {"not represented", "#bdbdbd"}, {"dedicated dimension", "#1f77b4"},
-          {"antipodal superposition", "#d62728"}, {"superposition (same sign)", "#ff7f0e"}};
-      auto colour = [&](const std::string& c) {
-        for (auto& [name, rgb] : classes)
-          if (name == c) return std::to_string(std::stol(rgb.substr(1), nullptr, 16));
-        return std::string("0");
-      };
-      std::map<std::string, double> first_importance;
-      for (auto& r : sp.rows)
-        if (r[size_t(feat)] == "0") first_importance[r[size_t(run)]] = std::strtod(r[size_t(imp)].c_str(), nullptr);
-      std::string cells = "density,relative_importance,trained,optimum,trained_rgb,optimum_rgb,agree\n";
-      int n = 0, agree = 0;
-      for (auto& r : sp.rows) {
-        if (r[size_t(feat)] != "1" || r[size_t(ph)].empty()) continue;
-        const auto i0 = first_importance.find(r[size_t(run)]);
-        if (i0 == first_importance.end() || !(i0->second > 0)) continue;
-        const double density = 1.0 / std::strtod(r[size_t(inv)].c_str(), nullptr);
-        const double rel = std::strtod(r[size_t(imp)].c_str(), nullptr) / i0->second;
-        const bool same = r[size_t(ph)] == r[size_t(opt)];
-        cells += sig6(density) + "," + sig6(rel) + ",\"" + r[size_t(ph)] + "\",\"" + r[size_t(opt)] + "\"," +
-                 colour(r[size_t(ph)]) + "," + colour(r[size_t(opt)]) + "," + (same ? "1" : "0") + "\n";
-        ++n, agree += same;
-      }
-      if (n > 0) {
-        atomic_write(plots + "/phase.csv", cells);
-        std::string legend;
-        for (auto& [name, rgb] : classes)
-          legend += ", keyentry with points pt 5 ps 2 lc rgb '" + rgb + "' title '" + name + "'";
-        auto panel = [&](const std::string& title, const std::string& rgb_column, bool marks) {
-          return "set title '" + title + "'\nplot 'phase.csv' using 'density':'relative_importance':'" + rgb_column +
-                 "' with points pt 5 ps 3.2 lc rgb variable notitle" +
-                 (marks ? ", '' using 'density':(column('agree') == 0 ? column('relative_importance') : 1/0) with "
-                          "points pt 6 ps 3.4 lw 2 lc rgb 'black' title 'differs from the optimum'"
-                        : std::string()) +
-                 legend + "\n";
-        };
-        figure(opts.gnuplot, plots, "phase",
-               "set termoption noenhanced\nset multiplot layout 1,2 title 'Two features in one dimension (n = 2, m = 1): "
-               "" + std::to_string(agree) + " of " + std::to_string(n) + " trained cells agree with the optimum'\n"
-               "set logscale xy\nset xlabel 'density of feature 2 (1 - S)'\nset ylabel 'importance of feature 2 "
-               "relative to feature 1'\nset offsets graph 0.04, graph 0.04, graph 0.04, graph 0.04\n"
-               "set key below maxrows 3 font ',9'\n" +
-                   panel("trained", "trained_rgb", true) + panel("numerical optimum of the expected loss", "optimum_rgb", false) +
-                   "unset multiplot\n");
-        figs.push_back("phase");
-      }
-    }
+    phase_figure(opts, dir, plots, figs);
   }
+}
+
+void plot_sweep(const PlotOptions& opts, const std::string& dir) {
+  if (!exists(dir + "/sweep.csv")) throw UsageError(dir + ": no sweep.csv yet (run grokking sweep --aggregate " + dir + ")");
+  auto table = read_csv(dir + "/sweep.csv");
+  json plan = read_json_file(dir + "/plan.json");
+  const std::string plots = dir + "/plots";
+  make_dirs(plots);
+  std::vector<std::string> figs;
+  grok_vs_key_figures(opts, plots, table, plan, figs);
+  if (exists(dir + "/compare.csv") && exists(dir + "/compare_runs.csv")) compare_figure(opts, dir, plots, figs);
+  if (exists(dir + "/superposition.csv")) superposition_figures(opts, dir, plots, figs);
   std::string h = "<!doctype html><html><head><meta charset=utf-8><title>grokking sweep " + html_escape(dir) +
                   "</title>" + kStyle + "</head><body><h1>Sweep " + html_escape(dir) + "</h1><p>" +
                   std::to_string(table.rows.size()) + " finished runs of " + std::to_string(plan["runs"].size()) + "</p>";

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -434,6 +435,182 @@ size_t aggregate_plan(const std::string& dir, const json& plan) {
 }
 }  // namespace
 
+namespace {
+
+// The sweep directory: base config and plan, identical for every shard.
+void prepare_sweep_dir(const SweepPlan& plan) {
+  try {
+    make_dirs(plan.dir + "/runs");
+    make_dirs(plan.dir + "/claims");
+  } catch (const RunError& e) {
+    throw UsageError(e.what());
+  }
+  atomic_write(plan.dir + "/base.json", plan.base.dump(2) + "\n");
+  json pj = {{"keys", plan.keys}, {"runs", json::array()}};
+  for (auto& r : plan.runs) pj["runs"].push_back({{"name", r.name}, {"sets", r.sets}, {"values", r.values}});
+  atomic_write(plan.dir + "/plan.json", pj.dump(2) + "\n");
+}
+
+// --list: a run a line, its name, a tab, then its shell-quoted overrides.
+void print_list(const std::vector<SweepRun>& runs) {
+  for (auto& r : runs) {
+    std::printf("%s\t", r.name.c_str());
+    for (size_t k = 0; k < r.sets.size(); ++k) {
+      std::string q;
+      for (char ch : r.sets[k]) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+      std::printf("%s--set '%s'", k ? " " : "", q.c_str());
+    }
+    std::printf("\n");
+  }
+}
+
+std::string plural_threads(int64_t n) { return std::to_string(n) + " thread" + (n == 1 ? "" : "s"); }
+
+// The trainings of one sweep process: its packs, `jobs` at a time, each run or pack in a child
+// process under its claims; Ctrl-C or SIGTERM starts no new run and passes the signal on; runs
+// another process held are tried again at the end.
+class SweepProcess {
+ public:
+  SweepProcess(const SweepOptions& opts, const SweepPlan& plan, const std::vector<SweepRun>& runs, int64_t threads)
+      : opts_(opts), plan_(plan), runs_(runs), threads_(threads) {}
+
+  void train(const std::vector<std::vector<SweepRun>>& packs, int64_t jobs) {
+    std::atomic<size_t> next{0};
+    std::vector<std::thread> workers;
+    for (int64_t w = 0; w < jobs; ++w)
+      workers.emplace_back([&] {
+        for (size_t k; !signals_.received() && (k = next++) < packs.size();) {
+          if (packs[k].size() > 1) train_pack(packs[k]);
+          else train_one(packs[k][0]);
+        }
+      });
+    for (auto& t : workers) t.join();
+  }
+
+  // The runs another process held: those it left unfinished (it was stopped or killed) are
+  // trained here now; those it still holds are returned.
+  std::vector<std::string> retry_skipped() {
+    retrying_ = true;
+    std::vector<std::string> held_elsewhere;
+    for (auto& r : skipped_) {
+      if (signals_.received() || finished_run(r.name)) continue;
+      bool free = false;
+      {
+        RunClaim probe(plan_.dir, r.name);
+        free = probe.held();
+      }
+      if (!free) {
+        held_elsewhere.push_back(r.name);
+        continue;
+      }
+      if (!opts_.quiet) spdlog::info("{}: released unfinished by the process that held it: training it here", r.name);
+      train_one(r);
+      if (!finished_run(r.name) && !signals_.received()) held_elsewhere.push_back(r.name);
+    }
+    return held_elsewhere;
+  }
+
+  int signal() const { return signals_.received(); }
+  int failures() const { return failures_.load(); }
+
+ private:
+  bool finished_run(const std::string& name) const { return run_state(plan_.dir + "/runs/" + name) == RunState::finished; }
+  void interrupted(const std::string& name) const {
+    spdlog::warn("{}: interrupted; the same sweep command resumes it", name);
+  }
+  void claimed_elsewhere(const std::string& name) {
+    spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped", name);
+    std::lock_guard<std::mutex> lock(skipped_mutex_);
+    if (retrying_) return;
+    for (auto& r : runs_)
+      if (r.name == name) skipped_.push_back(r);
+  }
+
+  // One run in a child of its own (new, or resumed), under its claim.
+  void train_one(const SweepRun& run) {
+    RunClaim claim(plan_.dir, run.name);
+    if (!claim.held()) return claimed_elsewhere(run.name);
+    if (finished_run(run.name)) {  // by another process meanwhile
+      if (!opts_.quiet) spdlog::info("{}: finished, skipped", run.name);
+      return;
+    }
+    int rc = train_child(opts_, plan_, run, threads_, claim, signals_);
+    if (signals_.received()) {
+      interrupted(run.name);
+    } else if (rc == 2 && run_state(plan_.dir + "/runs/" + run.name) != RunState::fresh) {
+      spdlog::warn("{}: busy (another shard or machine is training it), skipped", run.name);
+    } else if (rc != 0) {
+      spdlog::error("{}: grokking train exited with {}", run.name, rc);
+      ++failures_;
+    } else if (!opts_.quiet) {
+      spdlog::info("{}: done", run.name);
+    }
+  }
+
+  // A pack of several new runs: claimed run by run (one claimed elsewhere meanwhile is left to
+  // that process), each directory prepared with its config.json, then one `train --packed` child.
+  void train_pack(const std::vector<SweepRun>& pack) {
+    std::vector<std::unique_ptr<RunClaim>> claims;
+    std::vector<std::string> args = {opts_.self_exe, "train", "-q", "--slots", std::to_string(opts_.pack), "--packed"};
+    std::vector<std::string> names;
+    std::vector<size_t> alone;  // started meanwhile by another process, which let go of it: one by one
+    for (size_t i = 0; i < pack.size(); ++i) {
+      const auto& r = pack[i];
+      auto claim = std::make_unique<RunClaim>(plan_.dir, r.name);
+      const std::string dir = plan_.dir + "/runs/" + r.name;
+      if (!claim->held()) {
+        claimed_elsewhere(r.name);
+        continue;
+      }
+      if (!never_started(dir)) {
+        alone.push_back(i);
+        continue;
+      }
+      Config c = run_config(plan_, r);
+      c.train.threads = run_threads(opts_, plan_, r, threads_);
+      make_dirs(dir + "/checkpoints");
+      atomic_write(dir + "/config.json", config_file_text(c));
+      args.push_back(dir);
+      names.push_back(r.name);
+      claims.push_back(std::move(claim));
+    }
+    if (!names.empty()) {
+      std::vector<const RunClaim*> held;
+      for (auto& c : claims) held.push_back(c.get());
+      if (!opts_.quiet)
+        spdlog::info("{} runs, {} side by side: {} ...", names.size(), std::min<int64_t>(opts_.pack, int64_t(names.size())),
+                     names[0]);
+      const int rc = run_child(args, held, signals_);
+      for (auto& name : names) {
+        const auto st = run_state(plan_.dir + "/runs/" + name);
+        if (st != RunState::finished && signals_.received()) {
+          interrupted(name);
+        } else if (st == RunState::finished) {
+          if (!opts_.quiet) spdlog::info("{}: done", name);
+        } else {
+          spdlog::error("{}: {} (grokking train --packed exited with {})", name, state_name(st), rc);
+          ++failures_;
+        }
+      }
+    }
+    claims.clear();
+    for (auto i : alone)
+      if (!signals_.received()) train_one(pack[i]);
+  }
+
+  const SweepOptions& opts_;
+  const SweepPlan& plan_;
+  const std::vector<SweepRun>& runs_;
+  const int64_t threads_;
+  SignalScope signals_;  // Ctrl-C or SIGTERM: no new run starts, the running ones checkpoint and stop
+  std::atomic<int> failures_{0};
+  std::mutex skipped_mutex_;
+  std::vector<SweepRun> skipped_;
+  bool retrying_ = false;
+};
+
+}  // namespace
+
 int run_sweep_command(const SweepOptions& opts) {
   if (!opts.aggregate_dir.empty()) {
     if (!exists(opts.aggregate_dir + "/plan.json"))
@@ -449,31 +626,9 @@ int run_sweep_command(const SweepOptions& opts) {
     auto [i, n] = parse_shard(opts.shard);
     runs = shard(runs, i, n);
   }
-  // ---- the sweep directory: base config and plan, identical for every shard ----
-  try {
-    make_dirs(plan.dir + "/runs");
-    make_dirs(plan.dir + "/claims");
-  } catch (const RunError& e) {
-    throw UsageError(e.what());
-  }
-  atomic_write(plan.dir + "/base.json", plan.base.dump(2) + "\n");
-  json pj = {{"keys", plan.keys}, {"runs", json::array()}};
-  for (auto& r : plan.runs) pj["runs"].push_back({{"name", r.name}, {"sets", r.sets}, {"values", r.values}});
-  atomic_write(plan.dir + "/plan.json", pj.dump(2) + "\n");
-
+  prepare_sweep_dir(plan);
   // --list prepares the directory too, so that shell loops can train from base.json.
-  if (opts.list) {
-    for (auto& r : runs) {
-      std::printf("%s\t", r.name.c_str());  // name, a tab, then the shell-quoted overrides
-      for (size_t k = 0; k < r.sets.size(); ++k) {
-        std::string q;
-        for (char ch : r.sets[k]) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-        std::printf("%s--set '%s'", k ? " " : "", q.c_str());
-      }
-      std::printf("\n");
-    }
-    return 0;
-  }
+  if (opts.list) return print_list(runs), 0;
 
   // ---- run what is not finished, `jobs` at a time, threads split between them ----
   std::vector<SweepRun> todo;
@@ -499,147 +654,29 @@ int run_sweep_command(const SweepOptions& opts) {
   const int64_t threads = std::max<int64_t>(1, cores / jobs);
   if (!opts.quiet) {
     // What each run trains on, and where that number came from.
-    std::string how = opts.threads > 0 ? std::to_string(opts.threads) + " thread" + (opts.threads == 1 ? "" : "s") + " each (--threads)"
-                                       : std::to_string(threads) + " thread" + (threads == 1 ? "" : "s") +
-                                             " each where the config sets no train.threads";
-    if (opts.threads == 0 && !todo.empty()) {
-      const int64_t own = run_config(plan, todo.front()).train.threads;
-      if (own > 0) how = std::to_string(own) + " thread" + (own == 1 ? "" : "s") + " each (train.threads of the config)";
-    }
+    std::string how = opts.threads > 0 ? plural_threads(opts.threads) + " each (--threads)"
+                                       : plural_threads(threads) + " each where the config sets no train.threads";
+    if (opts.threads == 0 && !todo.empty())
+      if (const int64_t own = run_config(plan, todo.front()).train.threads; own > 0)
+        how = plural_threads(own) + " each (train.threads of the config)";
     spdlog::info("{}: {} runs in this shard, {} to train, {} at a time, {}", plan.dir, runs.size(), todo.size(), jobs, how);
   }
-  std::atomic<size_t> next{0};
-  std::atomic<int> failures{0};
-  std::vector<std::thread> workers;
-  // Ctrl-C or SIGTERM: no new run starts, the running ones checkpoint and stop, and the same
-  // command resumes the sweep.
-  SignalScope signals;
-  auto interrupted = [](const std::string& name) {
-    spdlog::warn("{}: interrupted; the same sweep command resumes it", name);
-  };
-  // Runs another process held when their turn came: tried again once this process is done.
-  std::mutex skipped_mutex;
-  std::vector<SweepRun> skipped;
-  bool retrying = false;
-  auto claimed_elsewhere = [&](const std::string& name) {
-    spdlog::warn("{}: claimed by another sweep process (another shard or machine is training it), skipped", name);
-    std::lock_guard<std::mutex> lock(skipped_mutex);
-    if (retrying) return;
-    for (auto& r : runs)
-      if (r.name == name) skipped.push_back(r);
-  };
-  // One run in a child of its own (new, or resumed), under its claim.
-  auto train_one = [&](const SweepRun& run) {
-    RunClaim claim(plan.dir, run.name);
-    if (!claim.held()) return claimed_elsewhere(run.name);
-    if (run_state(plan.dir + "/runs/" + run.name) == RunState::finished) {  // by another process meanwhile
-      if (!opts.quiet) spdlog::info("{}: finished, skipped", run.name);
-      return;
-    }
-    int rc = train_child(opts, plan, run, threads, claim, signals);
-    if (signals.received()) {
-      interrupted(run.name);
-    } else if (rc == 2 && run_state(plan.dir + "/runs/" + run.name) != RunState::fresh) {
-      spdlog::warn("{}: busy (another shard or machine is training it), skipped", run.name);
-    } else if (rc != 0) {
-      spdlog::error("{}: grokking train exited with {}", run.name, rc);
-      ++failures;
-    } else if (!opts.quiet) {
-      spdlog::info("{}: done", run.name);
-    }
-  };
-  // A pack of several new runs: claimed run by run (one claimed elsewhere meanwhile is left to
-  // that process), each directory prepared with its config.json, then one `train --packed` child.
-  auto train_pack = [&](const std::vector<SweepRun>& pack) {
-    std::vector<std::unique_ptr<RunClaim>> claims;
-    std::vector<std::string> args = {opts.self_exe, "train", "-q", "--slots", std::to_string(opts.pack), "--packed"};
-    std::vector<std::string> names;
-    std::vector<size_t> alone;  // started meanwhile by another process, which let go of it: one by one
-    for (size_t i = 0; i < pack.size(); ++i) {
-      const auto& r = pack[i];
-      auto claim = std::make_unique<RunClaim>(plan.dir, r.name);
-      const std::string dir = plan.dir + "/runs/" + r.name;
-      if (!claim->held()) {
-        claimed_elsewhere(r.name);
-        continue;
-      }
-      if (!never_started(dir)) {
-        alone.push_back(i);
-        continue;
-      }
-      Config c = run_config(plan, r);
-      c.train.threads = run_threads(opts, plan, r, threads);
-      make_dirs(dir + "/checkpoints");
-      atomic_write(dir + "/config.json", config_file_text(c));
-      args.push_back(dir);
-      names.push_back(r.name);
-      claims.push_back(std::move(claim));
-    }
-    if (!names.empty()) {
-      std::vector<const RunClaim*> held;
-      for (auto& c : claims) held.push_back(c.get());
-      if (!opts.quiet)
-        spdlog::info("{} runs, {} side by side: {} ...", names.size(), std::min<int64_t>(opts.pack, int64_t(names.size())),
-                     names[0]);
-      const int rc = run_child(args, held, signals);
-      for (auto& name : names) {
-        const auto st = run_state(plan.dir + "/runs/" + name);
-        if (st != RunState::finished && signals.received()) {
-          interrupted(name);
-        } else if (st == RunState::finished) {
-          if (!opts.quiet) spdlog::info("{}: done", name);
-        } else {
-          spdlog::error("{}: {} (grokking train --packed exited with {})", name, state_name(st), rc);
-          ++failures;
-        }
-      }
-    }
-    claims.clear();
-    for (auto i : alone)
-      if (!signals.received()) train_one(pack[i]);
-  };
-  for (int64_t w = 0; w < jobs; ++w)
-    workers.emplace_back([&] {
-      for (size_t k; !signals.received() && (k = next++) < packs.size();) {
-        if (packs[k].size() > 1) {
-          train_pack(packs[k]);
-          continue;
-        }
-        train_one(packs[k][0]);
-      }
-    });
-  for (auto& t : workers) t.join();
-  // The runs another process held: those it left unfinished (it was stopped or killed) are
-  // trained here now; those it still holds are named, and the exit status says the sweep is
-  // incomplete.
-  retrying = true;
-  std::vector<std::string> held_elsewhere;
-  for (auto& r : skipped) {
-    if (signals.received() || run_state(plan.dir + "/runs/" + r.name) == RunState::finished) continue;
-    bool free = false;
-    {
-      RunClaim probe(plan.dir, r.name);
-      free = probe.held();
-    }
-    if (!free) {
-      held_elsewhere.push_back(r.name);
-      continue;
-    }
-    if (!opts.quiet) spdlog::info("{}: released unfinished by the process that held it: training it here", r.name);
-    train_one(r);
-    if (run_state(plan.dir + "/runs/" + r.name) != RunState::finished && !signals.received())
-      held_elsewhere.push_back(r.name);
-  }
+  SweepProcess process(opts, plan, runs, threads);
+  process.train(packs, jobs);
+  const auto held_elsewhere = process.retry_skipped();
+
+  // ---- the aggregate, and how the sweep ended ----
   size_t n = aggregate_sweep(plan.dir);
   if (!opts.quiet) spdlog::info("{}/sweep.csv: {} finished runs", plan.dir, n);
-  if (const int sig = signals.received(); sig != 0) {
+  if (const int sig = process.signal(); sig != 0) {
     size_t done = 0;
     for (auto& r : runs) done += run_state(plan.dir + "/runs/" + r.name) == RunState::finished ? 1 : 0;
     spdlog::warn("{}: interrupted with {} of {} runs finished; the same command resumes the rest", plan.dir, done,
                  runs.size());
     return 128 + sig;
   }
-  if (failures > 0) throw RunError(std::to_string(failures.load()) + " run(s) of the sweep failed; see their train.log");
+  if (process.failures() > 0)
+    throw RunError(std::to_string(process.failures()) + " run(s) of the sweep failed; see their train.log");
   if (!held_elsewhere.empty()) {
     spdlog::warn("{}: {} run(s) still held by another sweep process and not in sweep.csv ({}{}); the same command "
                  "run again once it ends completes the sweep",
