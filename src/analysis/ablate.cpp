@@ -1,6 +1,7 @@
 #include "grokking/analysis.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -143,6 +144,64 @@ LogitFit fit_logit_trig(const torch::Tensor& logits, const Cycle& cycle, const t
   return fit;
 }
 
+namespace {
+// The mean over opts.control_draws seeded draws of `count` random non-key frequencies, each
+// ablated by `row_of` (the control a key set is compared with).
+AblationResult random_control(const std::string& name, const std::string& space, const std::vector<int64_t>& non_key,
+                              size_t count, const AblateOptions& opts,
+                              const std::function<AblationResult(const std::vector<int64_t>&)>& row_of) {
+  std::mt19937_64 rng(opts.seed);
+  AblationResult avg{name, space, {}, {}, {}, {}, opts.control_draws};
+  for (int64_t d = 0; d < opts.control_draws; ++d) {
+    auto pool = non_key;
+    std::shuffle(pool.begin(), pool.end(), rng);
+    pool.resize(std::min(pool.size(), count));
+    auto r = row_of(pool);
+    for (auto [dst, src] : {std::pair{&avg.train, &r.train}, {&avg.test, &r.test}, {&avg.all, &r.all}}) {
+      dst->loss += src->loss / double(opts.control_draws);
+      dst->acc += src->acc / double(opts.control_draws);
+    }
+  }
+  return avg;
+}
+
+// The logits with 2-D Fourier components (over the cycle's (i, j) grid) removed: every one that
+// involves a non-key frequency in a or in b; and, the paper's definition, every one but the
+// within-frequency ones (the constant, a or b alone at a key frequency, or both at the same
+// one). Pairs off the cycle keep their logits.
+std::vector<std::pair<std::string, torch::Tensor>> component_ablations(const torch::Tensor& logits, const Cycle& cycle,
+                                                                       const torch::Tensor& all_x,
+                                                                       const std::vector<int64_t>& key, int64_t p) {
+  const int64_t n = cycle.n;
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  auto F = fourier_basis(n);
+  std::vector<int64_t> rows = {0}, freq_of = {0};
+  for (auto k : key)
+    for (auto r : frequency_rows(n, k)) rows.push_back(r), freq_of.push_back(k);
+  auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, n]
+  auto grid = cycle_grid(cycle, all_x);
+  auto L = logits.index_select(0, grid).view({n, n, p});              // [i, j, c]
+  auto c = torch::tensordot(B, torch::tensordot(B, L, {1}, {0}), {1}, {1});  // [j', i', c]
+  auto back_of = [&](const torch::Tensor& coeffs) {
+    auto back = torch::tensordot(B, torch::tensordot(B, coeffs, {0}, {0}), {0}, {1});  // [i, j, c]
+    return logits.index_copy(0, grid, back.reshape({n * n, p}));
+  };
+  out.emplace_back("remove all non-key components", back_of(c));
+  // The paper's definition: only within-frequency components are kept, the constant, a or b
+  // alone at a key frequency, or both at the same one; products of two different key
+  // frequencies go too.
+  const auto r = int64_t(rows.size());
+  auto within = torch::zeros({r, r}, torch::kFloat64);
+  for (int64_t x = 0; x < r; ++x)
+    for (int64_t y = 0; y < r; ++y) {
+      const auto fx = freq_of[size_t(x)], fy = freq_of[size_t(y)];
+      within[x][y] = (fx == fy || fx == 0 || fy == 0) ? 1.0 : 0.0;
+    }
+  out.emplace_back("keep only within-frequency key components", back_of(c * within.unsqueeze(2)));
+  return out;
+}
+}  // namespace
+
 std::vector<AblationResult> ablate(const Model& model, const Dataset& data, const AblateOptions& opts,
                                    std::vector<int64_t>* used_freqs, NeuronLogitReading* reading) {
   torch::NoGradGuard no_grad;
@@ -180,51 +239,15 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   auto kept = project_onto(logits, relation_directions(cycle, data.all_x, key));
   out.push_back(row("remove all key freqs (excluded)", "logits", key, logits - kept));
   out.push_back(row("keep only key freqs (restricted)", "logits", key, restricted_logits(logits, kept, cycle, data.all_x)));
-  {
-    // Remove every 2-D Fourier component (over the cycle's (i, j) grid) that involves a non-key
-    // frequency in a or in b; pairs off the cycle keep their logits.
-    auto F = fourier_basis(n);
-    std::vector<int64_t> rows = {0}, freq_of = {0};
-    for (auto k : key)
-      for (auto r : frequency_rows(n, k)) rows.push_back(r), freq_of.push_back(k);
-    auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, n]
-    auto grid = cycle_grid(cycle, data.all_x);
-    auto L = logits.index_select(0, grid).view({n, n, p});              // [i, j, c]
-    auto c = torch::tensordot(B, torch::tensordot(B, L, {1}, {0}), {1}, {1});  // [j', i', c]
-    auto back_of = [&](const torch::Tensor& coeffs) {
-      auto back = torch::tensordot(B, torch::tensordot(B, coeffs, {0}, {0}), {0}, {1});  // [i, j, c]
-      return logits.index_copy(0, grid, back.reshape({n * n, p}));
-    };
-    out.push_back(row("remove all non-key components", "logits", key, back_of(c)));
-    // The paper's definition: only within-frequency components are kept, the constant, a or b
-    // alone at a key frequency, or both at the same one; products of two different key
-    // frequencies go too.
-    const auto r = int64_t(rows.size());
-    auto within = torch::zeros({r, r}, torch::kFloat64);
-    for (int64_t x = 0; x < r; ++x)
-      for (int64_t y = 0; y < r; ++y) {
-        const auto fx = freq_of[size_t(x)], fy = freq_of[size_t(y)];
-        within[x][y] = (fx == fy || fx == 0 || fy == 0) ? 1.0 : 0.0;
-      }
-    out.push_back(row("keep only within-frequency key components", "logits", key, back_of(c * within.unsqueeze(2))));
-  }
+  for (auto& [name, ablated] : component_ablations(logits, cycle, data.all_x, key, p))
+    out.push_back(row(name, "logits", key, ablated));
   std::vector<int64_t> largest;  // the largest non-key frequencies, for the controls
   if (!non_key.empty() && !key.empty()) {
     // Control: remove as many randomly chosen non-key frequencies, averaged over seeded draws.
-    std::mt19937_64 rng(opts.seed);
-    AblationResult avg{"remove " + std::to_string(key.size()) + " random non-key freqs (control)", "logits", {}, {}, {}, {},
-                       opts.control_draws};
-    for (int64_t d = 0; d < opts.control_draws; ++d) {
-      auto pool = non_key;
-      std::shuffle(pool.begin(), pool.end(), rng);
-      pool.resize(std::min(pool.size(), key.size()));
-      auto r = row("", "logits", pool, remove(pool));
-      for (auto [dst, src] : {std::pair{&avg.train, &r.train}, {&avg.test, &r.test}, {&avg.all, &r.all}}) {
-        dst->loss += src->loss / double(opts.control_draws);
-        dst->acc += src->acc / double(opts.control_draws);
-      }
-    }
-    out.push_back(avg);
+    out.push_back(random_control("remove " + std::to_string(key.size()) + " random non-key freqs (control)", "logits",
+                                 non_key, key.size(), opts, [&](const std::vector<int64_t>& pool) {
+                                   return row("", "logits", pool, remove(pool));
+                                 }));
     // Control: the as many non-key frequencies that carry the most (by W_E norm), which a
     // random draw mostly misses in a grokked model.
     auto norms = frequency_norms(on_cycle(embedding_matrix(model), cycle));
@@ -255,20 +278,10 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   out.push_back(row("keep only key freqs in " + W_E, "weights", key, with_embedding(project_out_embedding(model, cycle, key, true))));
   if (!largest.empty()) {
     // The same controls in weight space.
-    std::mt19937_64 rng(opts.seed);
-    AblationResult avg{"remove " + std::to_string(key.size()) + " random non-key freqs from " + W_E + " (control)", "weights", {},
-                       {}, {}, {}, opts.control_draws};
-    for (int64_t d = 0; d < opts.control_draws; ++d) {
-      auto pool = non_key;
-      std::shuffle(pool.begin(), pool.end(), rng);
-      pool.resize(std::min(pool.size(), key.size()));
-      auto r = row("", "weights", pool, with_embedding(project_out_embedding(model, cycle, pool, false)));
-      for (auto [dst, src] : {std::pair{&avg.train, &r.train}, {&avg.test, &r.test}, {&avg.all, &r.all}}) {
-        dst->loss += src->loss / double(opts.control_draws);
-        dst->acc += src->acc / double(opts.control_draws);
-      }
-    }
-    out.push_back(avg);
+    out.push_back(random_control("remove " + std::to_string(key.size()) + " random non-key freqs from " + W_E + " (control)",
+                                 "weights", non_key, key.size(), opts, [&](const std::vector<int64_t>& pool) {
+                                   return row("", "weights", pool, with_embedding(project_out_embedding(model, cycle, pool, false)));
+                                 }));
     out.push_back(row("remove " + std::to_string(largest.size()) + " largest non-key freqs from " + W_E + " (control)", "weights",
                       largest, with_embedding(project_out_embedding(model, cycle, largest, false))));
   }

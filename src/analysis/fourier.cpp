@@ -151,18 +151,10 @@ double gini_wl_frequencies(const Model& model, const Cycle& cycle) {
 
 FourierReport analyse_fourier(const Model& model) { return analyse_fourier(model, run_all_pairs(model)); }
 
-FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
-  torch::NoGradGuard no_grad;
-  const auto& cfg = model.config();
-  const Cycle cycle = cycle_of(cfg.task);
-  const int64_t p = model.shape().operand_values, n = cycle.n, nf = n_frequencies(n);
-  const PairReadout& readout = readout_of(model);
-  FourierReport r;
-  r.p = p;
-  r.cycle = cycle;
-  r.embedding_label = readout.embedding_label;
-
-  // ---- embedding and unembedding spectra, over the cycle's indices ----
+namespace {
+// The embedding's and unembedding's spectra over the cycle's indices; W_L's where there are neurons.
+void read_weight_spectra(FourierReport& r, const Model& model, const Cycle& cycle, const PairReadout& readout) {
+  const int64_t n = cycle.n;
   auto W_E = on_cycle(embedding_matrix(model), cycle);  // [n, width]: the "=" row dropped
   auto embed = frequency_components(W_E);
   r.embed_norm = embed.total, r.embed_cos = embed.cos, r.embed_sin = embed.sin;
@@ -184,55 +176,63 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
     r.gini_wl = gini(r.wl_norm);
   }
 
-  // ---- attention of "=" to a, per head, as a function of a (mean over b) ----
-  if (readout.attention) {
-    auto pattern = all_pairs.attn_pattern.to(torch::kCPU, torch::kFloat64);  // [N, h, 3]
-    auto to_a = pattern.select(2, 0);                                         // [N, h]
-    auto a_tok = make_dataset(cfg.task).all_x.select(1, 0);  // [N]
-    const int64_t h = to_a.size(1);
-    auto sum = torch::zeros({p, h}, torch::kFloat64).index_add_(0, a_tok, to_a);
-    auto count = torch::zeros({p}, torch::kFloat64).index_add_(0, a_tok, torch::ones({a_tok.size(0)}, torch::kFloat64));
-    auto by_a = on_cycle(sum / count.clamp_min(1).unsqueeze(1), cycle);  // [n, h]
-    r.attn_by_a = by_a;
-    auto mean = by_a.mean(0);
-    for (int64_t head = 0; head < h; ++head) {
-      auto norms = frequency_norms(by_a.select(1, head).unsqueeze(1));
-      r.attn_a_const.push_back(mean[head].item<double>());
-      const auto best = std::max_element(norms.begin(), norms.end());
-      // A head whose attention does not vary with a (all norms ~0) has no frequency.
-      r.attn_key.push_back(best != norms.end() && *best > 1e-6 ? int64_t(best - norms.begin()) + 1 : 0);
-      r.attn_a_norm.push_back(std::move(norms));
-    }
-    auto grid = to_a;
-    if (n != p) grid = grid.index_select(0, cycle_grid(cycle, make_dataset(cfg.task).all_x));
-    auto spectrum = neuron_spectrum(grid, n);
-    auto [best_frac, best_k] = spectrum.frac.max(0);
-    for (int64_t head = 0; head < h; ++head) {
-      const bool flat = spectrum.variance[head].item<double>() < 1e-20;
-      r.attn_2d_key.push_back(flat ? 0 : best_k[head].item<int64_t>() + 1);
-      r.attn_2d_frac.push_back(flat ? 0.0 : best_frac[head].item<double>());
-    }
-  }
+}
 
-  const auto all_x = make_dataset(cfg.task).all_x;
-  {
-    // The logits' 2-D Fourier transform over the cycle's (i, j) grid.
-    auto logits = all_pairs.logits.to(torch::kCPU, torch::kFloat64);
-    if (n != p) logits = logits.index_select(0, cycle_grid(cycle, all_x));
-    auto F = fourier_basis(n);
-    auto L = logits.reshape({n, n, logits.size(1)});                                     // [i, j, c]
-    auto C = torch::tensordot(F, torch::tensordot(F, L, {1}, {0}), {1}, {1});           // [j', i', c]
-    r.logit_2d_norm = C.pow(2).sum(2).sqrt().t().contiguous();                           // [i', j']
+// The attention of "=" to a, per head, as a function of a (mean over b), and over (a, b).
+void read_attention(FourierReport& r, const Model& model, const Cache& all_pairs, const Cycle& cycle) {
+  const auto& cfg = model.config();
+  const int64_t p = model.shape().operand_values, n = cycle.n;
+  auto pattern = all_pairs.attn_pattern.to(torch::kCPU, torch::kFloat64);  // [N, h, 3]
+  auto to_a = pattern.select(2, 0);                                         // [N, h]
+  auto a_tok = make_dataset(cfg.task).all_x.select(1, 0);  // [N]
+  const int64_t h = to_a.size(1);
+  auto sum = torch::zeros({p, h}, torch::kFloat64).index_add_(0, a_tok, to_a);
+  auto count = torch::zeros({p}, torch::kFloat64).index_add_(0, a_tok, torch::ones({a_tok.size(0)}, torch::kFloat64));
+  auto by_a = on_cycle(sum / count.clamp_min(1).unsqueeze(1), cycle);  // [n, h]
+  r.attn_by_a = by_a;
+  auto mean = by_a.mean(0);
+  for (int64_t head = 0; head < h; ++head) {
+    auto norms = frequency_norms(by_a.select(1, head).unsqueeze(1));
+    r.attn_a_const.push_back(mean[head].item<double>());
+    const auto best = std::max_element(norms.begin(), norms.end());
+    // A head whose attention does not vary with a (all norms ~0) has no frequency.
+    r.attn_key.push_back(best != norms.end() && *best > 1e-6 ? int64_t(best - norms.begin()) + 1 : 0);
+    r.attn_a_norm.push_back(std::move(norms));
   }
+  auto grid = to_a;
+  if (n != p) grid = grid.index_select(0, cycle_grid(cycle, make_dataset(cfg.task).all_x));
+  auto spectrum = neuron_spectrum(grid, n);
+  auto [best_frac, best_k] = spectrum.frac.max(0);
+  for (int64_t head = 0; head < h; ++head) {
+    const bool flat = spectrum.variance[head].item<double>() < 1e-20;
+    r.attn_2d_key.push_back(flat ? 0 : best_k[head].item<int64_t>() + 1);
+    r.attn_2d_frac.push_back(flat ? 0.0 : best_frac[head].item<double>());
+  }
+}
 
-  // ---- hidden neurons: 2-D Fourier transform of centred activations over (a, b) ----
+// The logits' 2-D Fourier transform over the cycle's (i, j) grid.
+void read_logit_spectrum(FourierReport& r, const Cache& all_pairs, const Cycle& cycle, const torch::Tensor& all_x,
+                         int64_t p) {
+  const int64_t n = cycle.n;
+  auto logits = all_pairs.logits.to(torch::kCPU, torch::kFloat64);
+  if (n != p) logits = logits.index_select(0, cycle_grid(cycle, all_x));
+  auto F = fourier_basis(n);
+  auto L = logits.reshape({n, n, logits.size(1)});                                     // [i, j, c]
+  auto C = torch::tensordot(F, torch::tensordot(F, L, {1}, {0}), {1}, {1});           // [j', i', c]
+  r.logit_2d_norm = C.pow(2).sum(2).sqrt().t().contiguous();                           // [i', j']
+}
+
+// The hidden neurons: the 2-D Fourier transform of their centred activations over (a, b), each
+// neuron's best frequency and its share; the key frequencies by neuron clusters.
+void read_neurons(FourierReport& r, const Cache& all_pairs, const Cycle& cycle, const torch::Tensor& all_x, int64_t p) {
+  const int64_t n = cycle.n, nf = n_frequencies(n);
   r.neurons_per_freq.assign(size_t(nf), 0);
   r.neurons_per_freq_85.assign(size_t(nf), 0);
   r.neuron_frac_hist.assign(10, 0);
   if (r.wl_norm.empty()) r.wl_norm.assign(size_t(nf), std::numeric_limits<double>::quiet_NaN());
   if (!all_pairs.mlp_post.defined()) {  // no hidden neurons (attention only)
     r.neuron_frac_matrix = torch::zeros({nf, 0}, torch::kFloat64);
-    return r;
+    return;
   }
   const int64_t m = all_pairs.mlp_post.size(1);
   // The activations on the cycle's (i, j) grid; for add and sub that is every pair as it is.
@@ -272,6 +272,22 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
     auto count = r.neurons_per_freq[size_t(k - 1)];
     if (count >= 2 && double(count) >= 0.02 * double(clustered)) r.key_neurons.push_back(k);
   }
+}
+}  // namespace
+
+FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
+  torch::NoGradGuard no_grad;
+  const Cycle cycle = cycle_of(model.config().task);
+  const PairReadout& readout = readout_of(model);
+  FourierReport r;
+  r.p = model.shape().operand_values;
+  r.cycle = cycle;
+  r.embedding_label = readout.embedding_label;
+  read_weight_spectra(r, model, cycle, readout);
+  if (readout.attention) read_attention(r, model, all_pairs, cycle);
+  const auto all_x = make_dataset(model.config().task).all_x;
+  read_logit_spectrum(r, all_pairs, cycle, all_x, r.p);
+  read_neurons(r, all_pairs, cycle, all_x, r.p);
   return r;
 }
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <thread>
@@ -265,6 +266,37 @@ nlohmann::json phases_json(const Phases& ph, const std::vector<int64_t>& key_fre
           {"note", ph.note}};
 }
 
+namespace {
+// Checkpoints are independent: each worker (one a core, one thread each) takes the next one until
+// none is left; the first error stops the handing out and is rethrown.
+void for_each_checkpoint(size_t n, const std::function<void(size_t)>& measure) {
+  std::vector<std::exception_ptr> errors(n);
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    at::set_num_threads(1);  // OpenMP's thread count is per thread: new threads start at all cores
+    for (size_t i; (i = next++) < n;) {
+      try {
+        measure(i);
+      } catch (...) {
+        errors[i] = std::current_exception();
+        next = n;  // stop handing out work
+      }
+    }
+  };
+  const size_t workers = std::min<size_t>(n, size_t(usable_cpus()));
+  std::vector<std::thread> pool;
+  try {
+    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  } catch (const std::system_error&) {
+    // No more threads to be had: the ones started and this one share the work.
+  }
+  work();
+  for (auto& t : pool) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+}  // namespace
+
 RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>& freqs) {
   if (!is_dir(dir)) throw UsageError(dir + ": progress takes a run directory");
   auto list = list_checkpoints(dir);
@@ -342,32 +374,8 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
     row.trig_fve = lm.fit.frac_variance, row.alpha = lm.fit.alpha;
     return row;
   };
-  // Checkpoints are independent: each worker takes the next one until none is left.
   out.rows.resize(list.size());
-  std::vector<std::exception_ptr> errors(list.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    at::set_num_threads(1);  // OpenMP's thread count is per thread: new threads start at all cores
-    for (size_t i; (i = next++) < list.size();) {
-      try {
-        out.rows[i] = measure(i);
-      } catch (...) {
-        errors[i] = std::current_exception();
-        next = list.size();  // stop handing out work
-      }
-    }
-  };
-  const size_t workers = std::min<size_t>(list.size(), size_t(usable_cpus()));
-  std::vector<std::thread> pool;
-  try {
-    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
-  } catch (const std::system_error&) {
-    // No more threads to be had: the ones started and this one share the work.
-  }
-  work();
-  for (auto& t : pool) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  for_each_checkpoint(list.size(), [&](size_t i) { out.rows[i] = measure(i); });
   out.phases = detect_phases(out.rows);
   return out;
 }

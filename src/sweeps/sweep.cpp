@@ -59,14 +59,12 @@ std::string stem_of(const std::string& path) {
 
 }  // namespace
 
-SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
-  json j = parse_json_strict(read_text_file(path), path);
-  if (!j.is_object()) throw UsageError(path + ": /: a sweep file is a JSON object");
-  for (auto& [k, v] : j.items())
-    if (k != "base" && k != "grid" && k != "arms" && k != "points" && k != "dir")
-      throw UsageError(path + ": /" + k + ": unknown key; allowed: base, grid, arms, points, dir");
-  SweepPlan plan;
-  // ---- the base config: a path (relative to the sweep file) or inline ----
+namespace {
+
+using Axes = std::vector<std::pair<std::string, std::vector<json>>>;
+
+// The base config: a path (relative to the sweep file) or inline.
+Config sweep_base(const json& j, const std::string& path) {
   Config base;
   if (!j.contains("base") || j["base"].is_object()) {
     base = config_from_json(j.value("base", json::object()), path + " (base)");
@@ -77,10 +75,11 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
   } else {
     throw UsageError(path + ": /base: must be a config path or an inline config object");
   }
-  plan.base = config_to_json(base);
-  plan.dir = !dir_override.empty() ? dir_override : j.value("dir", std::string("sweeps/") + stem_of(path));
+  return base;
+}
 
-  // ---- the grid: the cartesian product, keys in file order of nlohmann (sorted) ----
+// The grid's axes, keys in file order of nlohmann (sorted); their keys join plan_keys.
+Axes sweep_grid(const json& j, const std::string& path, std::vector<std::string>& plan_keys) {
   std::vector<std::pair<std::string, std::vector<json>>> axes;
   if (j.contains("grid")) {
     if (!j["grid"].is_object()) throw UsageError(path + ": /grid: must be an object of \"section.key\": [values]");
@@ -88,11 +87,16 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
       if (!values.is_array() || values.empty())
         throw UsageError(path + ": /grid/" + short_text(key) + ": must be a non-empty list of values");
       axes.emplace_back(key, std::vector<json>(values.begin(), values.end()));
-      plan.keys.push_back(key);
+      plan_keys.push_back(key);
     }
   }
-  // ---- arms: each one crossed with the grid (typically arms x seeds); a key an arm leaves out
-  // takes the base config's value, so every run carries every arm key (compare --by needs it) ----
+  return axes;
+}
+
+// The arms, each one crossed with the grid (typically arms x seeds); a key an arm leaves out
+// takes the base config's value, so every run carries every arm key (compare --by needs it).
+std::vector<json> sweep_arms(const json& j, const std::string& path, const Axes& axes, const json& plan_base,
+                             std::vector<std::string>& plan_keys) {
   std::vector<json> arms;
   if (j.contains("arms")) {
     if (!j["arms"].is_array() || j["arms"].empty())
@@ -105,26 +109,30 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
         const std::string k = item.key();  // (a lambda cannot capture a structured binding before C++20)
         if (std::any_of(axes.begin(), axes.end(), [&](const auto& a) { return a.first == k; }))
           throw UsageError(path + ": /arms/" + std::to_string(i) + "/" + short_text(k) + ": also a grid key; give it in one place");
-        if (std::find(plan.keys.begin(), plan.keys.end(), k) == plan.keys.end()) plan.keys.push_back(k);
+        if (std::find(plan_keys.begin(), plan_keys.end(), k) == plan_keys.end()) plan_keys.push_back(k);
       }
     }
     for (auto& arm : j["arms"]) {
       json full = json::object();
-      for (auto& k : plan.keys) {
+      for (auto& k : plan_keys) {
         if (arm.contains(k)) { full[k] = arm[k]; continue; }
         if (std::any_of(axes.begin(), axes.end(), [&](const auto& a) { return a.first == k; })) continue;
         const auto dot = k.find('.');
         const json* v = nullptr;
-        if (dot != std::string::npos && plan.base.contains(k.substr(0, dot)) &&
-            plan.base[k.substr(0, dot)].contains(k.substr(dot + 1)))
-          v = &plan.base[k.substr(0, dot)][k.substr(dot + 1)];
+        if (dot != std::string::npos && plan_base.contains(k.substr(0, dot)) &&
+            plan_base[k.substr(0, dot)].contains(k.substr(dot + 1)))
+          v = &plan_base[k.substr(0, dot)][k.substr(dot + 1)];
         if (!v) throw UsageError(path + ": /arms: " + short_text(k) + ": not a config key (section.key)");
         full[k] = *v;
       }
       arms.push_back(full);
     }
   }
-  // Refused before the product is enumerated: a grid of a few long axes is billions of runs.
+  return arms;
+}
+
+// Refused before the product is enumerated: a grid of a few long axes is billions of runs.
+void check_run_count(const json& j, const std::string& path, const Axes& axes, const std::vector<json>& arms) {
   const size_t n_points = j.contains("points") && j["points"].is_array() ? j["points"].size() : 0;
   const uint64_t huge = uint64_t(1) << 62;  // saturates the product: "more than" beyond it
   uint64_t n_runs = axes.empty() ? 0 : 1;
@@ -135,6 +143,10 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
     throw UsageError(path + ": /grid: " + (n_runs >= huge ? "more than " + std::to_string(huge) : std::to_string(n_runs)) +
                      " runs, at most " + std::to_string(kMaxSweepRuns) +
                      " (each run is a directory and a training process; split the study into several sweep files)");
+}
+
+// Every point of the grid crossed with the arms (or the arms alone).
+std::vector<json> grid_points(const Axes& axes, const std::vector<json>& arms) {
   std::vector<json> combos;
   if (!axes.empty()) {
     std::vector<size_t> idx(axes.size(), 0);
@@ -154,6 +166,11 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
   }
   if (axes.empty())
     for (auto& arm : arms) combos.push_back(arm);
+  return combos;
+}
+
+// The sweep's own points, after the grid's; their keys join plan_keys.
+void add_points(const json& j, const std::string& path, std::vector<std::string>& plan_keys, std::vector<json>& combos) {
   if (j.contains("points")) {
     if (!j["points"].is_array()) throw UsageError(path + ": /points: must be a list of {\"section.key\": value} objects");
     for (size_t i = 0; i < j["points"].size(); ++i) {
@@ -161,13 +178,15 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
       if (!pt.is_object() || pt.empty())
         throw UsageError(path + ": /points/" + std::to_string(i) + ": must be a non-empty object");
       for (auto& [k, v] : pt.items())
-        if (std::find(plan.keys.begin(), plan.keys.end(), k) == plan.keys.end()) plan.keys.push_back(k);
+        if (std::find(plan_keys.begin(), plan_keys.end(), k) == plan_keys.end()) plan_keys.push_back(k);
       combos.push_back(pt);
     }
   }
-  if (combos.empty()) throw UsageError(path + ": the sweep has no runs (give a grid or points)");
+}
 
-  // ---- every run validated now, before anything is written ----
+// Every run named by its values and validated now, before anything is written.
+std::vector<SweepRun> validated_runs(const std::vector<json>& combos, const json& plan_base, const std::string& path) {
+  std::vector<SweepRun> runs;
   std::map<std::string, int> seen;
   for (size_t i = 0; i < combos.size(); ++i) {
     SweepRun r;
@@ -184,12 +203,33 @@ SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
                        std::to_string(r.name.size()) + " characters, at most 200 (shorten the values)");
     if (seen[r.name]++) throw UsageError(path + ": two runs share the name " + r.name + " (a duplicate point?)");
     try {
-      parse_config(plan.base.dump(), path, r.sets);
+      parse_config(plan_base.dump(), path, r.sets);
     } catch (const UsageError& e) {
       throw UsageError(path + ": run " + r.name + ": " + e.what());
     }
-    plan.runs.push_back(r);
+    runs.push_back(r);
   }
+  return runs;
+}
+
+}  // namespace
+
+SweepPlan load_sweep(const std::string& path, const std::string& dir_override) {
+  json j = parse_json_strict(read_text_file(path), path);
+  if (!j.is_object()) throw UsageError(path + ": /: a sweep file is a JSON object");
+  for (auto& [k, v] : j.items())
+    if (k != "base" && k != "grid" && k != "arms" && k != "points" && k != "dir")
+      throw UsageError(path + ": /" + k + ": unknown key; allowed: base, grid, arms, points, dir");
+  SweepPlan plan;
+  plan.base = config_to_json(sweep_base(j, path));
+  plan.dir = !dir_override.empty() ? dir_override : j.value("dir", std::string("sweeps/") + stem_of(path));
+  const Axes axes = sweep_grid(j, path, plan.keys);
+  const auto arms = sweep_arms(j, path, axes, plan.base, plan.keys);
+  check_run_count(j, path, axes, arms);
+  auto combos = grid_points(axes, arms);
+  add_points(j, path, plan.keys, combos);
+  if (combos.empty()) throw UsageError(path + ": the sweep has no runs (give a grid or points)");
+  plan.runs = validated_runs(combos, plan.base, path);
   return plan;
 }
 
