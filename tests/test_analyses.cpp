@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <string>
 
@@ -18,6 +19,7 @@
 #include "grokking/error.hpp"
 #include "grokking/heads.hpp"
 #include "grokking/model.hpp"
+#include "grokking/patching.hpp"
 #include "grokking/task.hpp"
 #include "grokking/kinds.hpp"
 #include "grokking/plot.hpp"
@@ -327,4 +329,43 @@ TEST_CASE("the MLP and the toy model name their hidden layers", "[registry]") {
   toy.run_with_cache(xs, t);
   CHECK(t.names() == std::vector<std::string>{"hook_hidden", "hook_out"});
   CHECK(test::max_rel_diff(t["hook_hidden"], xs.squeeze(0).mm(toy.param("W")), "h = x W") <= 1e-6);
+}
+
+TEST_CASE("patching: untouched positions restore nothing, a head's direct path is its output in one layer", "[registry]") {
+  torch::NoGradGuard no_grad;
+  // A pair task's corrupted pairs change a and keep b, with another answer.
+  Model pair(parse_config(R"({"task": {"p": 11}, "model": {"d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32}})", "(test)", {}));
+  const auto ps = make_task(pair.config().task)->patch_sets(1);
+  CHECK(torch::equal(ps.clean.select(1, 1), ps.corrupted.select(1, 1)));
+  CHECK(ps.clean.select(1, 0).ne(ps.corrupted.select(1, 0)).all().item<bool>());
+  CHECK(ps.clean.size(0) >= 100);
+  const auto pr = patch(pair, ps);
+  CHECK(pr.paths.size() == 2);  // one layer: only the direct paths
+  // The inputs differ at a's position only: restoring it there gives the clean run back whole;
+  // b's and "="'s positions restore nothing.
+  REQUIRE(pr.resid.size() == 1);
+  CHECK(std::abs(pr.resid[0][0] - 1) <= 1e-5);
+  CHECK(pr.resid[0][1] == 0);
+  CHECK(pr.resid[0][2] == 0);
+  // One attention-only layer without LayerNorm: the logits are the embeddings' and each head's
+  // output unembedded, and the metric (a logit difference) is linear in them, so the share a
+  // head's output restores and the share its direct path to the logits carries are the same.
+  Model attn(parse_config(R"({"task": {"p": 11}, "model": {"d_model": 16, "n_heads": 2, "d_head": 8, "attn_only": true}})",
+                          "(test)", {}));
+  const auto as = make_task(attn.config().task)->patch_sets(2);
+  const auto ar = patch(attn, as);
+  for (int64_t h = 0; h < 2; ++h) {
+    const double direct = patch_path(attn, as, 0, h, "logits", 0, 0);
+    CHECK(std::abs(direct - ar.head_out[0][size_t(h)]) <= 1e-4 * std::max(1.0, std::abs(direct)));
+  }
+  // A sequence task's corrupted inputs are other repeated sequences of the same lengths.
+  Model rep(kind_config({}));
+  const auto rs = make_task(rep.config().task)->patch_sets(3);
+  CHECK(rs.clean.sizes() == rs.corrupted.sizes());
+  CHECK(rs.clean.eq(8).equal(rs.corrupted.eq(8)));  // padding (token 8 = vocab) where the clean one has it
+  CHECK(rs.clean.ne(rs.corrupted).any().item<bool>());
+  for (int64_t i = 0; i < rs.clean.size(0); ++i) {
+    const int64_t L = rs.clean[i].ne(8).sum().item<int64_t>() / 2;
+    CHECK(torch::equal(rs.corrupted[i].narrow(0, 0, L), rs.corrupted[i].narrow(0, L, L)));
+  }
 }

@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,15 @@ struct Batch {
   Batch index_select(const torch::Tensor& idx) const;  // examples idx (int64 on x's device)
 };
 
+// Inputs for activation patching (Wang et al. 2022): a clean set, a corrupted set of the same
+// shape whose answers differ, and the metric of the clean behaviour on one model's outputs
+// (higher: more of it), which patching normalises as (patched - corrupted) / (clean - corrupted).
+struct PatchSets {
+  torch::Tensor clean, corrupted;  // inputs [N, T]
+  std::function<double(const torch::Tensor& outputs)> metric;
+  std::string metric_name, corruption;  // what the metric and the corruption are, in words
+};
+
 class Task {
  public:
   explicit Task(TaskShape shape) : shape_(shape) {}
@@ -55,6 +65,10 @@ class Task {
   // a run starts; on resume the ones there are checked against them (RunError when they differ).
   virtual void write_files(const std::string& run_dir, bool resume) const { (void)run_dir, (void)resume; }
   virtual std::vector<std::vector<double>> extra_measures(const torch::Tensor& outputs, const Batch& eval) const;
+  // Clean and corrupted inputs for patching, drawn from `seed`. The default: a fixed split of pairs
+  // [a, b, =] against (a', b) with another answer, scored by the logit difference
+  // logit(a.b) - logit(a'.b); tasks of other shapes refuse (UsageError).
+  virtual PatchSets patch_sets(uint64_t seed) const;
 
  private:
   TaskShape shape_;

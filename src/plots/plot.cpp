@@ -501,6 +501,25 @@ void write_run_report(const RunFigures& f, const std::vector<std::string>& drawn
   atomic_write(f.dir + "/report.html", h);
 }
 
+// After `patch`: the restored share as heat maps, cell by cell (Wang et al.'s figures): the
+// residual stream by layer and position, and each head's output by layer and head.
+bool patch_figure(const RunFigures& f) {
+  if (!f.has("patch_resid.csv") || !f.has("patch_heads.csv")) return false;
+  figure(f.opts.gnuplot, f.plots, "patch",
+         "set termoption noenhanced\nset datafile separator ','\nset palette defined (-1 '#2166ac', 0 '#f7f7f7', 1 '#b2182b')\n"
+         "set cbrange [-1:1]\nset cblabel '(patched - corrupted) / (clean - corrupted)'\n"
+         "set multiplot layout 1,2 title 'Activation patching: clean activations restored into the corrupted run'\n"
+         "set title 'residual stream into each block'\nset xlabel 'position'\nset ylabel 'layer'\nset yrange [] reverse\n"
+         "set autoscale fix\nset offsets 0.5, 0.5, 0.5, 0.5\n"
+         "plot '../patch_resid.csv' using 'position':'layer':(0.5):(0.5):'recovered' with boxxyerror fs solid lw 0 "
+         "fc palette notitle\n"
+         "set title \"each head's output\"\nset xlabel 'head'\n"
+         "plot '../patch_heads.csv' using 'head':'layer':(0.5):(0.5):'recovered' with boxxyerror fs solid lw 0 "
+         "fc palette notitle, '' using 'head':'layer':(sprintf('%.2f', column('recovered'))) with labels notitle\n"
+         "unset multiplot\n");
+  return true;
+}
+
 // Every figure of a run by name: training's and those the analyses declare.
 const std::map<std::string, bool (*)(const RunFigures&)>& figure_drawers() {
   static const std::map<std::string, bool (*)(const RunFigures&)> d = {
@@ -508,7 +527,7 @@ const std::map<std::string, bool (*)(const RunFigures&)>& figure_drawers() {
       {"spectrum", spectrum_figure}, {"neurons", neurons_figure},   {"logits2d", logits2d_figure},
       {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure},
       {"trig_fit", trig_fit_figure}, {"irreps", irreps_figure},     {"heads", heads_figure},
-      {"pattern", pattern_figure},   {"superposition", superposition_figure}};
+      {"pattern", pattern_figure},   {"superposition", superposition_figure}, {"patch", patch_figure}};
   return d;
 }
 

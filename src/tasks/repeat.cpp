@@ -87,6 +87,32 @@ class RepeatTask : public Task {
   }
   Batch eval_batch() const override { return eval_; }
 
+  // Clean: the evaluation sequences; corrupted: other repeated sequences of the same lengths
+  // (fresh tokens, repeated): every token differs, the structure stays. The metric: the mean
+  // log-probability of the clean repeat's tokens (what an induction circuit predicts).
+  PatchSets patch_sets(uint64_t seed) const override {
+    PatchSets p;
+    p.clean = eval_.x;
+    p.corrupted = eval_.x.clone();
+    auto gen = at::detail::createCPUGenerator(seed * 1000003u + 0xc0ffee);
+    auto c = p.corrupted.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < eval_.x.size(0); ++i) {
+      const int64_t L = eval_lengths_[size_t(i)];
+      const auto fresh = torch::randint(s_.vocab, {L}, gen, torch::kInt64);
+      for (int64_t t = 0; t < L; ++t) c[i][t] = c[i][L + t] = fresh[t].item<int64_t>();
+    }
+    const auto y = eval_.y;
+    p.metric = [y](const torch::Tensor& logits) {  // [N, T, V]
+      const auto lp = logits.to(torch::kCPU, torch::kFloat64).log_softmax(-1);
+      const auto flat_y = y.reshape({-1});
+      const auto idx = flat_y.ge(0).nonzero().squeeze(1);
+      return lp.reshape({-1, lp.size(-1)}).index_select(0, idx).gather(1, flat_y.index_select(0, idx).unsqueeze(1)).mean().item<double>();
+    };
+    p.metric_name = "mean log-probability of the repeated half's tokens";
+    p.corruption = "another repeated sequence of fresh tokens, of the same length";
+    return p;
+  }
+
   // The first half's loss: positions 0..L-2 predicting tokens 1..L-1, which nothing can predict
   // (ln vocab at best); and Olsson et al.'s in-context-learning score scaled to this context: the
   // loss at the repeat's last predicted token (position 2L-2) minus the loss early in the first
