@@ -47,10 +47,11 @@ void print_json(const Checkpoint& ck, const PatchReport& r) {
 }
 
 void print_text(const Checkpoint& ck, const PatchReport& r) {
-  std::printf("checkpoint %s (epoch %lld); metric: %s; corrupted: %s\n", ck.path.c_str(), (long long)ck.epoch,
+  std::printf("checkpoint %s (epoch %lld)\nmetric: %s\ncorrupted inputs: %s\n", ck.path.c_str(), (long long)ck.epoch,
               r.metric_name.c_str(), r.corruption.c_str());
-  std::printf("clean %.4g, corrupted %.4g; restored share = (patched - corrupted) / (clean - corrupted)\n\n", r.clean,
-              r.corrupted);
+  std::printf("clean %.4g, corrupted %.4g; activation patching: the corrupted run with one clean activation, the "
+              "share restored (patched - corrupted) / (clean - corrupted)\n\n",
+              r.clean, r.corrupted);
   std::printf("the residual stream into each block restored at one position (columns: positions 0..%lld)\n",
               (long long)r.positions - 1);
   for (size_t l = 0; l < r.resid.size(); ++l) {
@@ -72,8 +73,9 @@ void print_text(const Checkpoint& ck, const PatchReport& r) {
   }
   auto sorted = r.paths;
   std::stable_sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.recovered > b.recovered; });
-  std::printf("\npaths sender -> receiver (a later head's query, key or value input, or the logits directly), "
-              "the largest first:\n");
+  std::printf("\npaths sender -> receiver (a later head's query, key or value input, or the logits directly): the "
+              "clean run with that edge alone carrying the sender's corrupted output; the share of the effect it "
+              "carries, (clean - patched) / (clean - corrupted), the largest first:\n");
   for (size_t i = 0; i < sorted.size() && i < 10; ++i)
     std::printf("  %-6s -> %-10s %7.3f\n", head_label(sorted[i].layer, sorted[i].head).c_str(), sorted[i].receiver.c_str(),
                 sorted[i].recovered);

@@ -505,16 +505,25 @@ void write_run_report(const RunFigures& f, const std::vector<std::string>& drawn
 // residual stream by layer and position, and each head's output by layer and head.
 bool patch_figure(const RunFigures& f) {
   if (!f.has("patch_resid.csv") || !f.has("patch_heads.csv")) return false;
+  // Cells centred on whole numbers, the ranges their edges.
+  auto extent = [&](const std::string& file, const std::string& column) {
+    const auto t = read_csv(f.dir + "/" + file);
+    const int c = t.column(column);
+    long top = 0;
+    for (auto& r : t.rows) top = std::max(top, c >= 0 ? std::strtol(r[size_t(c)].c_str(), nullptr, 10) : 0L);
+    return "[-0.5:" + std::to_string(top) + ".5]";
+  };
+  const std::string layers = extent("patch_heads.csv", "layer");
   figure(f.opts.gnuplot, f.plots, "patch",
          "set termoption noenhanced\nset datafile separator ','\nset palette defined (-1 '#2166ac', 0 '#f7f7f7', 1 '#b2182b')\n"
          "set cbrange [-1:1]\nset cblabel '(patched - corrupted) / (clean - corrupted)'\n"
          "set multiplot layout 1,2 title 'Activation patching: clean activations restored into the corrupted run'\n"
-         "set title 'residual stream into each block'\nset xlabel 'position'\nset ylabel 'layer'\nset yrange [] reverse\n"
-         "set autoscale fix\nset offsets 0.5, 0.5, 0.5, 0.5\n"
+         "set title 'residual stream into each block'\nset xlabel 'position'\nset ylabel 'layer'\nset ytics 1\n"
+         "set xrange " + extent("patch_resid.csv", "position") + "\nset yrange " + layers + " reverse\n"
          "plot '../patch_resid.csv' using 'position':'layer':(0.5):(0.5):'recovered' with boxxyerror fs solid lw 0 "
          "fc palette notitle\n"
-         "set title \"each head's output\"\nset xlabel 'head'\n"
-         "plot '../patch_heads.csv' using 'head':'layer':(0.5):(0.5):'recovered' with boxxyerror fs solid lw 0 "
+         "set title \"each head's output\"\nset xlabel 'head'\nset xtics 1\nset xrange " + extent("patch_heads.csv", "head") +
+         "\nplot '../patch_heads.csv' using 'head':'layer':(0.5):(0.5):'recovered' with boxxyerror fs solid lw 0 "
          "fc palette notitle, '' using 'head':'layer':(sprintf('%.2f', column('recovered'))) with labels notitle\n"
          "unset multiplot\n");
   return true;
