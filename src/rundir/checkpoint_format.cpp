@@ -103,7 +103,10 @@ size_t storage_element_size(const std::string& global) {
 // ('storage', type, key, location, count) naming a record of `records` that holds count
 // elements of its type. Tokens are shared, never copied, and keep at most 64 bytes of text and
 // the items of tuples of at most 5, so the walk itself stays linear in the file.
-bool pickle_fits(std::string_view pk, const std::map<std::string, uint64_t>& records) {
+namespace {
+// The walk pickle_fits makes: the stack and memo as tokens, the read position, and one method per
+// opcode group that needs more than a line.
+struct PickleWalk {
   struct Tok {
     char kind = 'o';  // s(tring) i(nt) g(lobal) t(uple) m(ark) o(ther)
     std::string text;
@@ -111,18 +114,16 @@ bool pickle_fits(std::string_view pk, const std::map<std::string, uint64_t>& rec
     std::vector<std::shared_ptr<const Tok>> items;
   };
   using Ptr = std::shared_ptr<const Tok>;
-  const auto other = std::make_shared<const Tok>();
-  const auto mark = std::make_shared<const Tok>(Tok{'m', {}, 0, {}});
-  std::vector<Ptr> stack, memo;
-  const size_t n = pk.size();
-  size_t i = 0;
-  auto fits = [&](uint64_t len) { return len <= n - i; };
-  auto le = [&](size_t at, size_t bytes) {
+
+  PickleWalk(std::string_view p, const std::map<std::string, uint64_t>& r) : pk(p), records(r), n(p.size()) {}
+
+  bool fits(uint64_t len) const { return len <= n - i; }
+  uint64_t le(size_t at, size_t bytes) const {
     uint64_t v = 0;
     for (size_t k = 0; k < bytes; ++k) v |= uint64_t(uint8_t(pk[at + k])) << (8 * k);
     return v;
-  };
-  auto pop = [&](size_t k, std::vector<Ptr>* items) {  // k values (no mark among them)
+  }
+  bool pop(size_t k, std::vector<Ptr>* items) {  // k values (no mark among them)
     if (stack.size() < k) return false;
     for (size_t j = stack.size() - k; j < stack.size(); ++j) {
       if (stack[j]->kind == 'm') return false;
@@ -130,8 +131,8 @@ bool pickle_fits(std::string_view pk, const std::map<std::string, uint64_t>& rec
     }
     stack.resize(stack.size() - k);
     return true;
-  };
-  auto pop_to_mark = [&](std::vector<Ptr>* items) {
+  }
+  bool pop_to_mark(std::vector<Ptr>* items) {
     auto m = std::find_if(stack.rbegin(), stack.rend(), [](const Ptr& t) { return t->kind == 'm'; });
     if (m == stack.rend()) return false;
     const size_t from = size_t(stack.rend() - m);  // just after the mark
@@ -139,122 +140,151 @@ bool pickle_fits(std::string_view pk, const std::map<std::string, uint64_t>& rec
       for (size_t j = from; j < stack.size(); ++j) items->push_back(stack[j]);
     stack.resize(from - 1);
     return true;
-  };
-  auto tuple_of = [&](std::vector<Ptr> items) {
+  }
+  static Ptr tuple_of(std::vector<Ptr> items) {
     Tok t;
     t.kind = 't';
     if (items.size() <= 5) t.items = std::move(items);
     return std::make_shared<const Tok>(std::move(t));
-  };
-  auto put = [&](uint64_t id) {  // BINPUT / LONG_BINPUT: indices in order, of a value
+  }
+  bool put(uint64_t id) {  // BINPUT / LONG_BINPUT: indices in order, of a value
     if (id > memo.size() || stack.empty() || stack.back()->kind == 'm') return false;
     if (id == memo.size()) memo.push_back(stack.back());
     else memo[size_t(id)] = stack.back();
     return true;
-  };
-  while (i < n) {
-    const auto op = uint8_t(pk[i++]);
-    switch (op) {
-      case 'X': case 0x8c: case 0x8a: {  // BINUNICODE, SHORT_BINUNICODE, LONG1
-        const size_t field = op == 'X' ? 4 : 1;
-        if (!fits(field)) return false;
-        const uint64_t len = le(i, field);
-        i += field;
-        if (!fits(len)) return false;
-        Tok t;
-        if (op != 0x8a && len <= 64) t.kind = 's', t.text = std::string(pk.substr(i, size_t(len)));
-        if (op == 0x8a && len <= 8 && (len == 0 || !(uint8_t(pk[i + len - 1]) & 0x80))) t.kind = 'i', t.value = le(i, size_t(len));
-        stack.push_back(std::make_shared<const Tok>(std::move(t)));
-        i += size_t(len);
-        break;
-      }
-      case 'K': case 'M': case 'J': {  // BININT1, BININT2, BININT
-        const size_t bytes = op == 'K' ? 1 : op == 'M' ? 2 : 4;
-        if (!fits(bytes)) return false;
-        Tok t;
-        t.kind = 'i', t.value = le(i, bytes);
-        if (op == 'J' && (t.value & 0x80000000u)) t.kind = 'o';  // negative
-        stack.push_back(std::make_shared<const Tok>(std::move(t)));
-        i += bytes;
-        break;
-      }
-      case 'G':  // BINFLOAT
-        if (!fits(8)) return false;
-        i += 8;
-        stack.push_back(other);
-        break;
-      case 'c': {  // GLOBAL: two lines
-        Tok t;
-        t.kind = 'g';
-        for (int line = 0; line < 2; ++line) {
-          const size_t nl = pk.find('\n', i);
-          if (nl == std::string_view::npos || nl - i > 64) return false;
-          t.text += std::string(pk.substr(i, nl - i)) + (line == 0 ? "\n" : "");
-          i = nl + 1;
-        }
-        stack.push_back(std::make_shared<const Tok>(std::move(t)));
-        break;
-      }
-      case 'q': case 'r': {  // BINPUT, LONG_BINPUT
-        const size_t bytes = op == 'q' ? 1 : 4;
-        if (!fits(bytes) || !put(le(i, bytes))) return false;
-        i += bytes;
-        break;
-      }
-      case 'h': case 'j': {  // BINGET, LONG_BINGET
-        const size_t bytes = op == 'h' ? 1 : 4;
-        if (!fits(bytes)) return false;
-        const uint64_t id = le(i, bytes);
-        i += bytes;
-        if (id >= memo.size()) return false;
-        stack.push_back(memo[size_t(id)]);
-        break;
-      }
-      case 0x80:  // PROTO
-        if (!fits(1)) return false;
-        i += 1;
-        break;
-      case '}': case ']': case ')': case 'N': case 0x88: case 0x89:  // empty dict/list/tuple, None, True, False
-        stack.push_back(op == ')' ? tuple_of({}) : other);
-        break;
-      case '(': stack.push_back(mark); break;  // MARK
-      case 't': {                             // TUPLE
-        std::vector<Ptr> items;
-        if (!pop_to_mark(&items)) return false;
-        stack.push_back(tuple_of(std::move(items)));
-        break;
-      }
-      case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
-        std::vector<Ptr> items;
-        if (!pop(size_t(op - 0x84), &items)) return false;
-        stack.push_back(tuple_of(std::move(items)));
-        break;
-      }
-      case 'R':  // REDUCE: callable, args -> result
-        if (!pop(2, nullptr)) return false;
-        stack.push_back(other);
-        break;
-      case 'u': case 'e':  // SETITEMS, APPENDS: onto the dict/list below the mark
-        if (!pop_to_mark(nullptr) || stack.empty() || stack.back()->kind == 'm') return false;
-        break;
-      case 'Q': {  // BINPERSID: ('storage', type, key, location, count)
-        std::vector<Ptr> id;
-        if (!pop(1, &id)) return false;
-        const auto& it = id[0]->items;
-        if (id[0]->kind != 't' || it.size() != 5 || it[0]->kind != 's' || it[0]->text != "storage" ||
-            it[1]->kind != 'g' || it[2]->kind != 's' || it[4]->kind != 'i')
-          return false;
-        const size_t elem = storage_element_size(it[1]->text);
-        auto rec = records.find(it[2]->text);
-        if (elem == 0 || rec == records.end() || it[4]->value > rec->second / elem) return false;
-        stack.push_back(other);
-        break;
-      }
-      case '.': return stack.size() == 1;  // STOP: the one object
-      default: return false;  // not an opcode torch::pickle_save writes
-    }
   }
+  // BINUNICODE, SHORT_BINUNICODE (text of at most 64 bytes kept), LONG1 (an integer of at most 8 bytes kept).
+  bool text_or_long(uint8_t op) {
+    const size_t field = op == 'X' ? 4 : 1;
+    if (!fits(field)) return false;
+    const uint64_t len = le(i, field);
+    i += field;
+    if (!fits(len)) return false;
+    Tok t;
+    if (op != 0x8a && len <= 64) t.kind = 's', t.text = std::string(pk.substr(i, size_t(len)));
+    if (op == 0x8a && len <= 8 && (len == 0 || !(uint8_t(pk[i + len - 1]) & 0x80))) t.kind = 'i', t.value = le(i, size_t(len));
+    stack.push_back(std::make_shared<const Tok>(std::move(t)));
+    i += size_t(len);
+    return true;
+  }
+  // GLOBAL: two lines of at most 64 bytes.
+  bool global() {
+    Tok t;
+    t.kind = 'g';
+    for (int line = 0; line < 2; ++line) {
+      const size_t nl = pk.find('\n', i);
+      if (nl == std::string_view::npos || nl - i > 64) return false;
+      t.text += std::string(pk.substr(i, nl - i)) + (line == 0 ? "\n" : "");
+      i = nl + 1;
+    }
+    stack.push_back(std::make_shared<const Tok>(std::move(t)));
+    return true;
+  }
+  // BINPERSID: ('storage', type, key, location, count) naming a record that holds count elements.
+  bool persistent_id() {
+    std::vector<Ptr> id;
+    if (!pop(1, &id)) return false;
+    const auto& it = id[0]->items;
+    if (id[0]->kind != 't' || it.size() != 5 || it[0]->kind != 's' || it[0]->text != "storage" ||
+        it[1]->kind != 'g' || it[2]->kind != 's' || it[4]->kind != 'i')
+      return false;
+    const size_t elem = storage_element_size(it[1]->text);
+    auto rec = records.find(it[2]->text);
+    if (elem == 0 || rec == records.end() || it[4]->value > rec->second / elem) return false;
+    stack.push_back(other);
+    return true;
+  }
+  bool run();
+
+  std::string_view pk;
+  const std::map<std::string, uint64_t>& records;
+  const size_t n;
+  size_t i = 0;
+  std::vector<Ptr> stack, memo;
+  const Ptr other = std::make_shared<const Tok>();
+  const Ptr mark = std::make_shared<const Tok>(Tok{'m', {}, 0, {}});
+};
+
+bool PickleWalk::run() {
+while (i < n) {
+  const auto op = uint8_t(pk[i++]);
+  switch (op) {
+    case 'X': case 0x8c: case 0x8a:  // BINUNICODE, SHORT_BINUNICODE, LONG1
+      if (!text_or_long(op)) return false;
+      break;
+    case 'K': case 'M': case 'J': {  // BININT1, BININT2, BININT
+      const size_t bytes = op == 'K' ? 1 : op == 'M' ? 2 : 4;
+      if (!fits(bytes)) return false;
+      Tok t;
+      t.kind = 'i', t.value = le(i, bytes);
+      if (op == 'J' && (t.value & 0x80000000u)) t.kind = 'o';  // negative
+      stack.push_back(std::make_shared<const Tok>(std::move(t)));
+      i += bytes;
+      break;
+    }
+    case 'G':  // BINFLOAT
+      if (!fits(8)) return false;
+      i += 8;
+      stack.push_back(other);
+      break;
+    case 'c':  // GLOBAL: two lines
+      if (!global()) return false;
+      break;
+    case 'q': case 'r': {  // BINPUT, LONG_BINPUT
+      const size_t bytes = op == 'q' ? 1 : 4;
+      if (!fits(bytes) || !put(le(i, bytes))) return false;
+      i += bytes;
+      break;
+    }
+    case 'h': case 'j': {  // BINGET, LONG_BINGET
+      const size_t bytes = op == 'h' ? 1 : 4;
+      if (!fits(bytes)) return false;
+      const uint64_t id = le(i, bytes);
+      i += bytes;
+      if (id >= memo.size()) return false;
+      stack.push_back(memo[size_t(id)]);
+      break;
+    }
+    case 0x80:  // PROTO
+      if (!fits(1)) return false;
+      i += 1;
+      break;
+    case '}': case ']': case ')': case 'N': case 0x88: case 0x89:  // empty dict/list/tuple, None, True, False
+      stack.push_back(op == ')' ? tuple_of({}) : other);
+      break;
+    case '(': stack.push_back(mark); break;  // MARK
+    case 't': {                             // TUPLE
+      std::vector<Ptr> items;
+      if (!pop_to_mark(&items)) return false;
+      stack.push_back(tuple_of(std::move(items)));
+      break;
+    }
+    case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
+      std::vector<Ptr> items;
+      if (!pop(size_t(op - 0x84), &items)) return false;
+      stack.push_back(tuple_of(std::move(items)));
+      break;
+    }
+    case 'R':  // REDUCE: callable, args -> result
+      if (!pop(2, nullptr)) return false;
+      stack.push_back(other);
+      break;
+    case 'u': case 'e':  // SETITEMS, APPENDS: onto the dict/list below the mark
+      if (!pop_to_mark(nullptr) || stack.empty() || stack.back()->kind == 'm') return false;
+      break;
+    case 'Q':  // BINPERSID: ('storage', type, key, location, count)
+      if (!persistent_id()) return false;
+      break;
+    case '.': return stack.size() == 1;  // STOP: the one object
+    default: return false;  // not an opcode torch::pickle_save writes
+  }
+}
   return false;  // no STOP
+}
+}  // namespace
+
+bool pickle_fits(std::string_view pk, const std::map<std::string, uint64_t>& records) {
+  return PickleWalk(pk, records).run();
 }
 
 // LibTorch reads data.pkl through the central directory; a second local header named
