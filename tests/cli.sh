@@ -204,30 +204,30 @@ expect 0 "" -- "$bin" ablate rmul --json
 check "ablate --json names the cycle" 'grep -q "\"relation\": \"log a + log b\"" out.txt'
 "$bin" train tiny.json --out rmul12 --set task.operation=mul --set task.p=12 --set train.epochs=20 -q 2>/dev/null
 expect 2 "fourier needs cycle \(an operation on a cycle \(add, sub; mul, div mod a prime; C_n\)" -- "$bin" fourier rmul12
-expect 2 "ablate needs cycle .*; no analysis reads it" -- "$bin" ablate rpoly
+expect 2 "ablate needs cycle .*; it is read by patch$" -- "$bin" ablate rpoly
 expect 2 "progress needs cycle or group, which this run lacks" -- "$bin" progress rpoly
 
 # ---- analyse: every analysis that applies, once; what does not apply is refused with what does ----
 "$bin" train <(echo '{"task": {"kind": "group", "group": "D4", "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2,
   "d_head": 4, "d_mlp": 16}, "train": {"epochs": 20, "eval_every": 10, "checkpoint_every": 10, "threads": 1}}') --out rgrp -q 2>/dev/null
 expect 0 "" -- "$bin" analyse rgrp -n
-check "analyse -n: a group run is read by progress and irreps, nothing run yet" \
-  'grep -q "^rgrp: would run progress, irreps$" out.txt && [ ! -e rgrp/progress.csv ]'
+check "analyse -n: a group run is read by progress, irreps and patch, nothing run yet" \
+  'grep -q "^rgrp: would run progress, irreps, patch$" out.txt && [ ! -e rgrp/progress.csv ]'
 expect 0 "" -- "$bin" analyse rgrp
 check "analyse: the group run's files, a line per analysis" \
   '[ -s rgrp/progress.csv ] && [ -s rgrp/irreps_progress.csv ] && [ -s rgrp/irreps.csv ] && [ ! -e rgrp/trig_fit.csv ] &&
-   grep -q "^rgrp: progress (" err.txt && grep -q "^rgrp: irreps (" err.txt'
+   [ -s rgrp/patch_heads.csv ] && grep -q "^rgrp: progress (" err.txt && grep -q "^rgrp: irreps (" err.txt'
 expect 0 "" -- "$bin" analyse rgrp
-check "analyse again: up to date, nothing rerun" 'grep -q "^rgrp: up to date (progress, irreps)$" err.txt'
+check "analyse again: up to date, nothing rerun" 'grep -q "^rgrp: up to date (progress, irreps, patch)$" err.txt'
 expect 0 "" -- "$bin" progress rgrp
 check "progress of a group run names its key irreps, not frequencies" 'grep -q "; key irreps .*(numbers .* of grokking irreps. table)" out.txt && ! grep -q "key frequencies" out.txt'
-expect 2 "heads needs sequence .*; it is read by progress, irreps$" -- "$bin" heads rgrp
+expect 2 "heads needs sequence .*; it is read by progress, irreps, patch$" -- "$bin" heads rgrp
 expect 0 "" -- "$bin" plot rgrp
 check "plot of a fresh group run: the irreps figure, excluded loss legend by irrep name" \
   '[ -s rgrp/plots/irreps.svg ] && { [ ! -e rgrp/plots/excluded.gp ] || ! grep -q "title .k = " rgrp/plots/excluded.gp; }'
 "$bin" train --resume rgrp --set train.epochs=30 -q 2>/dev/null
 expect 0 "" -- "$bin" analyse rgrp -n
-check "analyse -n after more training: both analyses are stale" 'grep -q "^rgrp: would run progress, irreps$" out.txt'
+check "analyse -n after more training: every analysis is stale" 'grep -q "^rgrp: would run progress, irreps, patch$" out.txt'
 expect 0 "" -- "$bin" train <(echo '{"task": {"kind": "group", "group": "D4"}}') --out rgrp --force -q --set train.epochs=10 --set train.threads=1
 check "--force leaves none of the analyses' files or figures" '[ ! -e rgrp/irreps.csv ] && [ ! -e rgrp/irreps_progress.csv ] && [ ! -e rgrp/plots ]'
 
