@@ -142,39 +142,28 @@ PatchReport patch(const Model& model, const PatchSets& sets) {
   r.layers = model.arch().attention_layers(), r.heads = model.arch().attention_heads();
   r.positions = sets.clean.size(1);
 
-  // ---- the residual stream into each block, one position at a time ----
-  for (int64_t l = 0; l < r.layers; ++l) {
-    const std::string name = block(l) + "hook_resid_pre";
-    const auto& clean = runs.clean[name];
-    std::vector<double> row;
-    for (int64_t t = 0; t < r.positions; ++t) {
-      Replace hooks;
-      hooks.add(name, [&, t](const torch::Tensor& x) {
-        auto out = x.clone();
-        out.select(1, t).copy_(clean.select(1, t));
-        return out;
-      });
-      row.push_back(normalised(corrupted_with(model, sets, hooks), runs));
+  // Per layer, the activation `suffix` restored one slice at a time along `dim`: [layer][slice].
+  auto restored = [&](const char* suffix, int64_t dim, int64_t slices) {
+    std::vector<std::vector<double>> table;
+    for (int64_t l = 0; l < r.layers; ++l) {
+      const std::string name = block(l) + suffix;
+      const auto& clean = runs.clean[name];
+      std::vector<double> row;
+      for (int64_t k = 0; k < slices; ++k) {
+        Replace hooks;
+        hooks.add(name, [&, k](const torch::Tensor& x) {
+          auto out = x.clone();
+          out.select(dim, k).copy_(clean.select(dim, k));
+          return out;
+        });
+        row.push_back(normalised(corrupted_with(model, sets, hooks), runs));
+      }
+      table.push_back(row);
     }
-    r.resid.push_back(row);
-  }
-
-  // ---- each head's output, every position ----
-  for (int64_t l = 0; l < r.layers; ++l) {
-    const std::string name = block(l) + "attn.hook_z";
-    const auto& clean = runs.clean[name];
-    std::vector<double> row;
-    for (int64_t h = 0; h < r.heads; ++h) {
-      Replace hooks;
-      hooks.add(name, [&, h](const torch::Tensor& z) {
-        auto out = z.clone();
-        out.select(2, h).copy_(clean.select(2, h));
-        return out;
-      });
-      row.push_back(normalised(corrupted_with(model, sets, hooks), runs));
-    }
-    r.head_out.push_back(row);
-  }
+    return table;
+  };
+  r.resid = restored("hook_resid_pre", 1, r.positions);  // the residual stream into each block, by position
+  r.head_out = restored("attn.hook_z", 2, r.heads);      // each head's output, every position
 
   // ---- paths: every head to every later head's q, k and v, and to the logits ----
   if (has_layer_norm(model)) return r;
