@@ -207,6 +207,27 @@ expect 2 "fourier needs cycle \(an operation on a cycle \(add, sub; mul, div mod
 expect 2 "ablate needs cycle .*; it is read by patch$" -- "$bin" ablate rpoly
 expect 2 "progress needs cycle or group, which this run lacks" -- "$bin" progress rpoly
 
+# ---- patch: a user's pairs (checked line by line), a toy model's hidden units, the figure ----
+printf 'a,b,a2,b2\n1,2,3,2\n0,1,2,1  # a comment\n' >pairs.csv
+before=$(cat r1/patch_*.csv 2>/dev/null | cksum)
+expect 0 "" -- "$bin" patch r1 --pairs pairs.csv
+check "patch --pairs: the user's pairs, named; the run directory's files left alone" \
+  'grep -q "corrupted inputs: the pairs of pairs.csv" out.txt && [ "$(cat r1/patch_*.csv 2>/dev/null | cksum)" = "$before" ]'
+printf '1,2,3\n' >badpairs.csv
+expect 2 "badpairs.csv:1: expected four operands a, b, a', b'" -- "$bin" patch r1 --pairs badpairs.csv
+printf '1,2,2,1\n' >same.csv
+expect 2 "same.csv: row 1: the clean and corrupted pairs have the same answer" -- "$bin" patch r1 --pairs same.csv
+expect 2 "nopairs.csv: no such file" -- "$bin" patch r1 --pairs nopairs.csv
+expect 0 "" -- "$bin" patch r1
+check "patch of a transformer: every site, the subspace rows, the heads" \
+  'grep -q "blocks.0.attn.hook_v  *by head" out.txt && grep -q "^  key frequencies" out.txt && [ -s r1/patch_subspace.csv ] && [ -s r1/patch_heads.csv ]'
+toy="sparse/runs/task.sparsity=0.9_train.seed=0"
+expect 0 "" -- "$bin" patch "$toy"
+check "patch of a toy model: a feature on against off, its hidden units, no heads" \
+  'grep -q "hook_hidden  *by unit" out.txt && grep -q "the feature off" out.txt && [ -s "$toy/patch_acts.csv" ] && [ ! -e "$toy/patch_heads.csv" ]'
+expect 0 "" -- "$bin" plot "$toy"
+check "plot of the toy run draws the patching bars" '[ -s "$toy/plots/patch.svg" ]'
+
 # ---- analyse: every analysis that applies, once; what does not apply is refused with what does ----
 "$bin" train <(echo '{"task": {"kind": "group", "group": "D4", "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2,
   "d_head": 4, "d_mlp": 16}, "train": {"epochs": 20, "eval_every": 10, "checkpoint_every": 10, "threads": 1}}') --out rgrp -q 2>/dev/null

@@ -89,7 +89,7 @@ TEST_CASE("the analysis table is consistent: unique names, drawable figures, fil
     CHECK(k->run != nullptr);
     CHECK(!k->doc.empty());
     CHECK(!k->source.empty());
-    CHECK(!k->needs.empty());
+    CHECK((!k->needs.empty() || !k->needs_any.empty()));
     for (auto& f : k->files) {
       INFO(f.name);
       CHECK(files.insert(f.name).second);  // no file written by two analyses
@@ -331,6 +331,50 @@ TEST_CASE("the MLP and the toy model name their hidden layers", "[registry]") {
   CHECK(test::max_rel_diff(t["hook_hidden"], xs.squeeze(0).mm(toy.param("W")), "h = x W") <= 1e-6);
 }
 
+TEST_CASE("patching every model kind: an MLP's operands and hidden layer, a toy model's hidden units", "[registry]") {
+  torch::NoGradGuard no_grad;
+  // An MLP on pairs, either encoding: the corrupted pairs differ in a, so a's embedding restores
+  // the clean run whole and b's nothing; one hidden layer: restoring it whole gives the clean
+  // logits back.
+  for (const char* encoding : {"embed", "one_hot"}) {
+    INFO(encoding);
+    Model mlp(parse_config(std::string(R"({"task": {"p": 11}, "model": {"kind": "mlp", "encoding": ")") + encoding +
+                               R"(", "hidden": [24]}})",
+                           "(test)", {}));
+    const auto sets = make_task(mlp.config().task)->patch_sets(4);
+    const auto r = patch(mlp, sets);
+    auto site = [&](const std::string& name, int64_t k) {
+      for (auto& x : r.sites)
+        if (x.activation == name && x.index == k) return x;
+      FAIL("no site " << name << " " << k);
+      return PatchReport::Site{};
+    };
+    CHECK(site("hook_embed", 0).axis == "operand");
+    CHECK(std::abs(site("hook_embed", 0).recovered - 1) <= 1e-5);
+    CHECK(std::abs(site("hook_embed", 1).recovered) <= 1e-5);
+    CHECK(site("hidden.0.hook_post", 0).axis == "all");
+    CHECK(std::abs(site("hidden.0.hook_post", 0).recovered - 1) <= 1e-5);
+    CHECK(r.paths.empty());
+    CHECK(r.resid.empty());
+    // The frequencies' directions of each operand's embedding (W_x and W_y, or the one-hot rows).
+    CHECK(std::abs(patch_frequencies(mlp, sets, {1, 2, 3, 4, 5}) - 1) <= 1e-4);
+  }
+  // A toy model: a feature on against off, scored by that feature's output. With one hidden
+  // unit, restoring it is the whole clean run.
+  Model toy(parse_config(R"({"task": {"kind": "sparse_features", "n_features": 5, "eval_examples": 60},
+                             "model": {"kind": "toy_superposition", "d_hidden": 1}, "train": {"batch_size": 8}})",
+                         "(test)", {}));
+  const auto ts = make_task(toy.config().task)->patch_sets(0);
+  const auto diff = (ts.clean - ts.corrupted).ne(0);
+  CHECK(diff.sum(1).eq(1).all().item<bool>());  // each example differs in its one feature (1 against 0)
+  for (int64_t i = 0; i < 60; ++i) CHECK(ts.clean[i][i % 5].item<float>() == 1.0f);
+  const auto tr = patch(toy, ts);
+  REQUIRE(tr.sites.size() == 1);
+  CHECK(tr.sites[0].activation == "hook_hidden");
+  CHECK(std::abs(tr.sites[0].recovered - 1) <= 1e-5);
+  CHECK(tr.clean != tr.corrupted);
+}
+
 TEST_CASE("patching: untouched positions restore nothing, a head's direct path is its output in one layer", "[registry]") {
   torch::NoGradGuard no_grad;
   // A pair task's corrupted pairs change a and keep b, with another answer.
@@ -358,6 +402,24 @@ TEST_CASE("patching: untouched positions restore nothing, a head's direct path i
     const double direct = patch_path(attn, as, 0, h, "logits", 0, 0);
     CHECK(std::abs(direct - ar.head_out[0][size_t(h)]) <= 1e-4 * std::max(1.0, std::abs(direct)));
   }
+  // Patching the whole embedding at a's position restores everything; so does taking the
+  // component in every frequency's directions of it (a - a' lies in their span).
+  int64_t dims = 0;
+  CHECK(std::abs(patch_frequencies(pair, ps, {1, 2, 3, 4, 5}, &dims) - 1) <= 1e-4);
+  CHECK(dims == 10);
+  const double some = patch_frequencies(pair, ps, {2, 3}, &dims);
+  CHECK(dims == 4);
+  CHECK(std::abs(some - 1) > 1e-3);  // an untrained model's answer is not in two frequencies
+  // A user's pairs: each (a, b) against (a', b'), checked against the task.
+  const auto task = make_task(pair.config().task);
+  const auto user = task->patch_sets_from({{1, 2, 3, 2}, {4, 4, 0, 0}}, "pairs.csv");
+  CHECK(user.clean.size(0) == 2);
+  CHECK(user.clean[1][0].item<int64_t>() == 4);
+  CHECK(user.corrupted[0][0].item<int64_t>() == 3);
+  CHECK_THROWS_WITH(task->patch_sets_from({{1, 2, 2, 1}}, "pairs.csv"),
+                    "pairs.csv: row 1: the clean and corrupted pairs have the same answer");
+  CHECK_THROWS_WITH(task->patch_sets_from({{1, 2, 3, 2}, {1, 11, 3, 2}}, "pairs.csv"),
+                    "pairs.csv: row 2: 11 is not an operand (0..10)");
   // A sequence task's corrupted inputs are other repeated sequences of the same lengths.
   Model rep(kind_config({}));
   const auto rs = make_task(rep.config().task)->patch_sets(3);

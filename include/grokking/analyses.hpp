@@ -26,10 +26,11 @@ struct AnalysisOptions {
   uint64_t seed = 0;             // --seed: seed of the control draws
   bool quiet = false;            // write the files, print nothing
   bool from_csv = false;         // progress: the phases from the run's progress.csv, no measuring
+  std::string pairs_file;        // patch: a user's clean and corrupted pairs (a, b, a', b' a line)
 };
 
 // The options an analysis may take beyond the path and --json.
-enum class AnalysisOption { freqs, irreps, draws, seed, from_csv };
+enum class AnalysisOption { freqs, irreps, draws, seed, from_csv, pairs };
 
 // A file an analysis writes into a run directory; written only with every capability of
 // `only_with` and none of `unless_with` (attention.csv needs heads; trig_fit.csv is a cycle's

@@ -21,10 +21,18 @@ struct PatchReport {
   std::string metric_name, corruption;
   double clean = 0, corrupted = 0;  // the metric on each input set, unpatched
   int64_t layers = 0, heads = 0, positions = 0;
-  // Each block's residual stream input (blocks.L.hook_resid_pre) at one position, restored:
-  // [layer][position], normalised.
+  // Activation patching: every named activation of the model (patch_sites), restored one slice
+  // at a time along its axis ("position", "head", "operand", "unit"; "all": the whole of it).
+  struct Site {
+    std::string activation, axis;
+    int64_t index = 0;
+    double recovered = 0;
+  };
+  std::vector<Site> sites;
+  // The transformer's two views of them, what the figure draws: each block's residual stream
+  // input (blocks.L.hook_resid_pre) at one position, [layer][position]; each head's output
+  // (blocks.L.attn.hook_z, every position), [layer][head]. Empty without attention.
   std::vector<std::vector<double>> resid;
-  // Each head's output (blocks.L.attn.hook_z, every position) restored: [layer][head].
   std::vector<std::vector<double>> head_out;
   // Edges sender -> receiver: receiver "L1H0.k" (a later head's key input), ".q", ".v", or
   // "logits"; `recovered` is the share of the effect the edge carries.
@@ -33,12 +41,41 @@ struct PatchReport {
     std::string receiver;
     double recovered = 0;
   };
-  std::vector<Edge> paths;  // empty where the model has LayerNorm (the paths would not add up)
+  std::vector<Edge> paths;  // empty without heads, or where the model has LayerNorm (the paths would not add up)
+  // Subspace patching (a cycle's runs): the corrupted operand's embedding with its component in
+  // a set of frequencies' directions taken from the clean operand's. `what`: "key frequencies",
+  // "other frequencies" (as many, drawn at random; the mean of the draws, `spread` their range),
+  // "every frequency"; `dims` the subspace's dimension.
+  struct Subspace {
+    std::string what;
+    std::vector<int64_t> freqs;
+    int64_t dims = 0, draws = 1;
+    double recovered = 0, low = 0, high = 0;
+  };
+  std::vector<Subspace> subspaces;
 };
 
-// Patches `model` (one transformer) on the task's clean and corrupted sets. Path patching needs
-// a model without LayerNorm; elsewhere `paths` stays empty.
-PatchReport patch(const Model& model, const PatchSets& sets);
+// The named activations patching restores for this model, with the axis each is sliced along:
+// a transformer's hook_embed and blocks.L.hook_resid_pre and hook_mlp_out by position, its
+// heads' hook_q, hook_k, hook_v and hook_z by head; an MLP's hook_embed by operand and each
+// hidden layer's hook_post whole; a toy model's hook_hidden by unit.
+struct PatchSite {
+  std::string activation, axis;
+  int64_t dim = -1;  // the axis' dimension in the activation; -1: the whole activation
+};
+std::vector<PatchSite> patch_sites(const Model& model, const ActivationCache& clean);
+
+// Patches `model` (one model of any kind) on the task's clean and corrupted sets. Path patching
+// needs heads and no LayerNorm; elsewhere `paths` stays empty. `key_freqs`: a cycle's key
+// frequencies, for subspace patching (empty: none), with `draws` random control sets.
+PatchReport patch(const Model& model, const PatchSets& sets, const std::vector<int64_t>& key_freqs = {},
+                  int64_t draws = 5, uint64_t seed = 0);
+// The share restored when the corrupted run's operand embeddings (hook_embed) take the clean
+// run's component in the span of these frequencies' directions of each operand's embedding;
+// `dims` gets the subspace's dimension. UsageError where the model has no embedding hook or the
+// task no cycle.
+double patch_frequencies(const Model& model, const PatchSets& sets, const std::vector<int64_t>& freqs,
+                         int64_t* dims = nullptr);
 // An edge: a sender head's output into a receiver: input "q", "k" or "v" of head
 // (receiver_layer, receiver_head), receiver_layer > sender_layer; or "logits" (the direct path).
 struct PathEdge {

@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <string>
@@ -65,10 +66,18 @@ class Task {
   // a run starts; on resume the ones there are checked against them (RunError when they differ).
   virtual void write_files(const std::string& run_dir, bool resume) const { (void)run_dir, (void)resume; }
   virtual std::vector<std::vector<double>> extra_measures(const torch::Tensor& outputs, const Batch& eval) const;
-  // Clean and corrupted inputs for patching, drawn from `seed`. The default: a fixed split of pairs
-  // [a, b, =] against (a', b) with another answer, scored by the logit difference
-  // logit(a.b) - logit(a'.b); tasks of other shapes refuse (UsageError).
+  // Clean and corrupted inputs for patching, drawn from `seed`. The default: a fixed split's
+  // pairs [a, b, =] (at most kMaxPatchPairs of them) against (a', b) with another answer, scored
+  // by the logit difference logit(a.b) - logit(a'.b); tasks of other shapes refuse (UsageError).
   virtual PatchSets patch_sets(uint64_t seed) const;
+  // A user's pairs {a, b, a', b'} of a pair task: (a, b) clean, (a', b') corrupted, each pair one
+  // the task has and the two answers different (UsageError naming `origin` and the row otherwise).
+  PatchSets patch_sets_from(const std::vector<std::array<int64_t, 4>>& pairs, const std::string& origin) const;
+  static constexpr int64_t kMaxPatchPairs = 4096;
+
+ protected:
+  // Dataset rows {clean, corrupted} as patching sets with the logit-difference metric.
+  PatchSets pair_patch_sets(const std::vector<std::array<int64_t, 2>>& rows) const;
 
  private:
   TaskShape shape_;

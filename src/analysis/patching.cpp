@@ -1,12 +1,15 @@
 // Activation and path patching (patching.hpp).
 #include "grokking/patching.hpp"
 
+#include "grokking/analysis.hpp"
 #include "grokking/error.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <limits>
 #include <map>
+#include <random>
 #include <tuple>
 
 namespace grokking {
@@ -58,9 +61,30 @@ double corrupted_with(const Model& model, const PatchSets& sets, Replace& hooks)
   return sets.metric(model.run_with_hooks(sets.corrupted, hooks));
 }
 
-void require_patchable(const Model& model) {
-  if (model.arch().attention_layers() == 0) throw UsageError("patching reads attention heads; this model has none");
+void require_one(const Model& model) {
   if (model.replicas() != 1) throw std::logic_error("patch: one model");
+}
+void require_heads(const Model& model) {
+  require_one(model);
+  if (model.arch().attention_layers() == 0) throw UsageError("path patching reads attention heads; this model has none");
+}
+
+bool ends_with(const std::string& s, const std::string& t) {
+  return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+}
+
+// Slice k of a site's activation (a view): along its dimension, or an operand's half of an
+// MLP's [N, 2 d_embed] embedding, or the whole.
+torch::Tensor slice_of(const torch::Tensor& x, const PatchSite& site, int64_t k) {
+  if (site.dim < 0) return x;
+  if (site.axis == "operand") {
+    const int64_t w = x.size(1) / 2;
+    return x.narrow(1, k * w, w);
+  }
+  return x.select(site.dim, k);
+}
+int64_t slices_of(const torch::Tensor& x, const PatchSite& site) {
+  return site.dim < 0 ? 1 : site.axis == "operand" ? 2 : x.size(site.dim);
 }
 
 // A sender head's clean output minus its corrupted one, as it enters the residual stream:
@@ -121,7 +145,7 @@ double path_effect(const Model& model, const PatchSets& sets, const Runs& runs, 
 }  // namespace
 
 double patch_paths(const Model& model, const PatchSets& sets, const std::vector<PathEdge>& edges) {
-  require_patchable(model);
+  require_heads(model);
   if (has_layer_norm(model)) throw UsageError("path patching needs a model without LayerNorm (the paths would not add up)");
   torch::NoGradGuard no_grad;
   return path_effect(model, sets, cache_both(model, sets), edges);
@@ -132,41 +156,141 @@ double patch_path(const Model& model, const PatchSets& sets, int64_t sl, int64_t
   return patch_paths(model, sets, {{sl, sh, input, rl, rh}});
 }
 
-PatchReport patch(const Model& model, const PatchSets& sets) {
-  require_patchable(model);
+std::vector<PatchSite> patch_sites(const Model& model, const ActivationCache& clean) {
+  (void)model;
+  std::vector<PatchSite> out;
+  for (auto& n : clean.names()) {
+    if (n == "hook_embed") out.push_back({n, clean[n].dim() == 3 ? "position" : "operand", 1});
+    else if (ends_with(n, ".hook_resid_pre") || ends_with(n, ".hook_mlp_out")) out.push_back({n, "position", 1});
+    else if (ends_with(n, ".attn.hook_q") || ends_with(n, ".attn.hook_k") || ends_with(n, ".attn.hook_v") ||
+             ends_with(n, ".attn.hook_z"))
+      out.push_back({n, "head", 2});
+    else if (n.rfind("hidden.", 0) == 0 && ends_with(n, ".hook_post")) out.push_back({n, "all", -1});
+    else if (n == "hook_hidden") out.push_back({n, "unit", 1});
+  }
+  return out;
+}
+
+namespace {
+
+// Each operand's hook_embed slot (a transformer's position o, an MLP's half o) restricted to
+// the span of `freqs`' directions of that operand's embedding: the projection [w, w] per
+// operand, float32; `dims` the span's dimension.
+std::vector<torch::Tensor> frequency_projections(const Model& model, const std::vector<int64_t>& freqs, int64_t* dims) {
+  const Cycle cycle = cycle_of(model.config().task);
+  const auto embeddings = operand_embeddings(model);  // [values, w] float64 each
+  const auto F = fourier_basis(cycle.n);
+  std::vector<torch::Tensor> out;
+  for (auto& e : embeddings) {
+    const auto g = F.mm(on_cycle(e, cycle));  // [n, w]: the embedding's component of each basis row
+    std::vector<int64_t> rows;
+    for (auto k : freqs) {
+      if (k < 1 || k > n_frequencies(cycle.n))
+        throw UsageError("frequency " + std::to_string(k) + " is not among 1.." + std::to_string(n_frequencies(cycle.n)));
+      for (auto r : frequency_rows(cycle.n, k)) rows.push_back(r);
+    }
+    const auto d = g.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, w]
+    const auto q = std::get<0>(at::linalg_qr(d.t()));                       // [w, r] orthonormal
+    if (dims) *dims = q.size(1);
+    out.push_back(q.mm(q.t()).to(torch::kFloat32));
+  }
+  return out;
+}
+
+double frequencies_restored(const Model& model, const PatchSets& sets, const Runs& runs, const std::vector<int64_t>& freqs,
+                            int64_t* dims) {
+  if (!runs.clean.has("hook_embed"))
+    throw UsageError("subspace patching reads the operands' embeddings (hook_embed); this model has none");
+  const auto proj = frequency_projections(model, freqs, dims);
+  const auto& clean = runs.clean["hook_embed"];
+  const PatchSite site{"hook_embed", clean.dim() == 3 ? "position" : "operand", 1};
+  Replace hooks;
+  hooks.add("hook_embed", [&](const torch::Tensor& x) {
+    auto out = x.clone();
+    for (int64_t o = 0; o < 2; ++o) {
+      const auto& p = proj[size_t(std::min<int64_t>(o, int64_t(proj.size()) - 1))].to(x.device());
+      auto slot = slice_of(out, site, o);
+      slot.add_((slice_of(clean, site, o).to(x.device()) - slice_of(x, site, o)).matmul(p));
+    }
+    return out;
+  });
+  return normalised(corrupted_with(model, sets, hooks), runs);
+}
+
+}  // namespace
+
+double patch_frequencies(const Model& model, const PatchSets& sets, const std::vector<int64_t>& freqs, int64_t* dims) {
+  require_one(model);
+  torch::NoGradGuard no_grad;
+  return frequencies_restored(model, sets, cache_both(model, sets), freqs, dims);
+}
+
+PatchReport patch(const Model& model, const PatchSets& sets, const std::vector<int64_t>& key_freqs, int64_t draws,
+                  uint64_t seed) {
+  require_one(model);
   torch::NoGradGuard no_grad;
   const Runs runs = cache_both(model, sets);
   PatchReport r;
   r.metric_name = sets.metric_name, r.corruption = sets.corruption;
   r.clean = runs.clean_metric, r.corrupted = runs.corrupted_metric;
   r.layers = model.arch().attention_layers(), r.heads = model.arch().attention_heads();
-  r.positions = sets.clean.size(1);
+  r.positions = sets.clean.dim() >= 2 ? sets.clean.size(1) : 0;
 
-  // Per layer, the activation `suffix` restored one slice at a time along `dim`: [layer][slice].
-  auto restored = [&](const char* suffix, int64_t dim, int64_t slices) {
-    std::vector<std::vector<double>> table;
-    for (int64_t l = 0; l < r.layers; ++l) {
-      const std::string name = block(l) + suffix;
-      const auto& clean = runs.clean[name];
-      std::vector<double> row;
-      for (int64_t k = 0; k < slices; ++k) {
-        Replace hooks;
-        hooks.add(name, [&, k](const torch::Tensor& x) {
-          auto out = x.clone();
-          out.select(dim, k).copy_(clean.select(dim, k));
-          return out;
-        });
-        row.push_back(normalised(corrupted_with(model, sets, hooks), runs));
+  // ---- activation patching: every site, one slice at a time ----
+  if (r.layers > 0) r.resid.assign(size_t(r.layers), {}), r.head_out.assign(size_t(r.layers), {});
+  for (const auto& site : patch_sites(model, runs.clean)) {
+    const auto& clean = runs.clean[site.activation];
+    for (int64_t k = 0; k < slices_of(clean, site); ++k) {
+      Replace hooks;
+      hooks.add(site.activation, [&, k](const torch::Tensor& x) {
+        auto out = x.clone();
+        slice_of(out, site, k).copy_(slice_of(clean, site, k));
+        return out;
+      });
+      const double v = normalised(corrupted_with(model, sets, hooks), runs);
+      r.sites.push_back({site.activation, site.axis, site.dim < 0 ? 0 : k, v});
+      // The figure's views: blocks.L.hook_resid_pre and blocks.L.attn.hook_z.
+      const bool resid = ends_with(site.activation, ".hook_resid_pre"), z = ends_with(site.activation, ".attn.hook_z");
+      if (resid || z) {
+        const auto l = size_t(std::stol(site.activation.substr(7)));  // "blocks.L."
+        (resid ? r.resid : r.head_out).at(l).push_back(v);
       }
-      table.push_back(row);
     }
-    return table;
-  };
-  r.resid = restored("hook_resid_pre", 1, r.positions);  // the residual stream into each block, by position
-  r.head_out = restored("attn.hook_z", 2, r.heads);      // each head's output, every position
+  }
+
+  // ---- subspace patching: the key frequencies' directions, as many others, every frequency ----
+  if (!key_freqs.empty() && runs.clean.has("hook_embed")) {
+    const int64_t n = n_frequencies(cycle_of(model.config().task).n);
+    PatchReport::Subspace key{"key frequencies", key_freqs};
+    key.recovered = key.low = key.high = frequencies_restored(model, sets, runs, key_freqs, &key.dims);
+    r.subspaces.push_back(key);
+    std::vector<int64_t> others;
+    for (int64_t k = 1; k <= n; ++k)
+      if (std::find(key_freqs.begin(), key_freqs.end(), k) == key_freqs.end()) others.push_back(k);
+    if (int64_t(others.size()) >= int64_t(key_freqs.size())) {
+      PatchReport::Subspace ctl{"other frequencies", {}};
+      ctl.draws = draws, ctl.low = 1e300, ctl.high = -1e300;
+      std::mt19937_64 rng(seed * 1000003u + 0xf7e9);
+      for (int64_t d = 0; d < draws; ++d) {
+        auto pool = others;
+        std::shuffle(pool.begin(), pool.end(), rng);
+        pool.resize(key_freqs.size());
+        std::sort(pool.begin(), pool.end());
+        const double v = frequencies_restored(model, sets, runs, pool, &ctl.dims);
+        ctl.recovered += v / double(draws), ctl.low = std::min(ctl.low, v), ctl.high = std::max(ctl.high, v);
+        if (d == 0) ctl.freqs = pool;
+      }
+      r.subspaces.push_back(ctl);
+    }
+    std::vector<int64_t> all(static_cast<size_t>(n));
+    for (int64_t k = 1; k <= n; ++k) all[size_t(k - 1)] = k;
+    PatchReport::Subspace every{"every frequency", {}};
+    every.recovered = every.low = every.high = frequencies_restored(model, sets, runs, all, &every.dims);
+    r.subspaces.push_back(every);
+  }
 
   // ---- paths: every head to every later head's q, k and v, and to the logits ----
-  if (has_layer_norm(model)) return r;
+  if (r.layers == 0 || has_layer_norm(model)) return r;
   for (int64_t sl = 0; sl < r.layers; ++sl)
     for (int64_t sh = 0; sh < r.heads; ++sh) {
       for (int64_t rl = sl + 1; rl < r.layers; ++rl)

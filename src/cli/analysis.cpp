@@ -41,6 +41,11 @@ Command analysis_command(CLI::App& app, const AnalysisKind& kind) {
         sub->add_option("--draws", opts->draws, "Random control draws")->check(CLI::Range(1, 1000));
         break;
       case AnalysisOption::seed: sub->add_option("--seed", opts->seed, "Seed of the random draws (controls, corrupted inputs)"); break;
+      case AnalysisOption::pairs:
+        sub->add_option("--pairs", opts->pairs_file,
+                        "A file of clean and corrupted pairs, a line each: a, b, a', b' (the run directory's files are "
+                        "not written)");
+        break;
       case AnalysisOption::from_csv:
         sub->add_flag("--from-csv", opts->from_csv,
                       "Find the phases again from the run's progress.csv, without measuring the checkpoints");

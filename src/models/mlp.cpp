@@ -76,7 +76,8 @@ class Mlp : public Architecture {
   torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const override {
     return run(m, x, cache, nullptr);
   }
-  // Named activations: hook_embed [N, 2 d_embed] (encoding embed), hidden.L.hook_pre and
+  // Named activations: hook_embed [N, 2 d_embed] (encoding embed; one_hot: the rows of a and of
+  // n + b in the first layer's weight, [N, 2 width], which the layer adds), hidden.L.hook_pre and
   // hidden.L.hook_post [N, width].
   torch::Tensor forward_hooked(const Model& m, const torch::Tensor& x, ActivationHooks& hooks) const override {
     if (m.replicas() != 1) throw std::logic_error("activations are named for one model");
@@ -99,7 +100,13 @@ class Mlp : public Architecture {
       h = offer("hook_embed", e).bmm(W("hidden.0.W"));
     } else {  // one-hot [a; b] times W: the row of a plus the row of n + b
       auto w0 = W("hidden.0.W");
-      h = w0.index_select(1, a) + w0.index_select(1, b + n);
+      if (hooks && hooks->wants("hook_embed")) {  // the two rows side by side, [S, N, 2 h0], then their sum
+        const int64_t h0 = w0.size(2);
+        auto e = offer("hook_embed", torch::cat({w0.index_select(1, a), w0.index_select(1, b + n)}, -1));
+        h = e.narrow(-1, 0, h0) + e.narrow(-1, h0, h0);
+      } else {
+        h = w0.index_select(1, a) + w0.index_select(1, b + n);
+      }
     }
     for (size_t i = 0; i < s_.hidden.size(); ++i) {
       const std::string l = "hidden." + std::to_string(i) + ".";

@@ -501,10 +501,52 @@ void write_run_report(const RunFigures& f, const std::vector<std::string>& drawn
   atomic_write(f.dir + "/report.html", h);
 }
 
-// After `patch`: the restored share as heat maps, cell by cell (Wang et al.'s figures): the
-// residual stream by layer and position, and each head's output by layer and head.
+// After `patch`: the restored share as heat maps, cell by cell (Wang et al.'s figures): for a
+// transformer the residual stream by layer and position, each head's output by layer and head,
+// and each path sender -> receiver; for other models each named activation's slices as bars.
+std::string patch_paths_panel(const RunFigures& f) {
+  const auto t = read_csv(f.dir + "/patch_paths.csv");
+  const int cs = t.column("sender"), cr = t.column("receiver"), cv = t.column("recovered");
+  if (t.rows.empty() || cs < 0 || cr < 0 || cv < 0) return "";
+  std::vector<std::string> senders, receivers;
+  auto index = [](std::vector<std::string>& v, const std::string& x) {
+    auto it = std::find(v.begin(), v.end(), x);
+    if (it != v.end()) return size_t(it - v.begin());
+    v.push_back(x);
+    return v.size() - 1;
+  };
+  std::string data = "$paths << EOD\n";
+  for (auto& r : t.rows) {
+    const size_t x = index(receivers, r[size_t(cr)]), y = index(senders, r[size_t(cs)]);
+    data += std::to_string(x) + "," + std::to_string(y) + "," + r[size_t(cv)] + "\n";
+  }
+  data += "EOD\n";
+  auto tics = [](const std::vector<std::string>& v) {
+    std::string out = "(";
+    for (size_t i = 0; i < v.size(); ++i) out += (i ? ", '" : "'") + v[i] + "' " + std::to_string(i);
+    return out + ")";
+  };
+  return data + "set title 'paths sender -> receiver'\nset xlabel 'receiver'\nset ylabel 'sender'\nset xtics " +
+         tics(receivers) + " rotate by 60 right\nset ytics " + tics(senders) + "\nset xrange [-0.5:" +
+         std::to_string(receivers.size() - 1) + ".5]\nset yrange [-0.5:" + std::to_string(senders.size() - 1) +
+         ".5] reverse\nplot $paths using 1:2:(0.5):(0.5):3 with boxxyerror fs solid lw 0 fc palette notitle, "
+         "$paths using 1:2:(abs($3) >= 0.05 ? sprintf('%.2f', $3) : '') with labels notitle\n";
+}
+
 bool patch_figure(const RunFigures& f) {
-  if (!f.has("patch_resid.csv") || !f.has("patch_heads.csv")) return false;
+  const std::string head =
+      "set termoption noenhanced\nset datafile separator ','\nset palette defined (-1 '#2166ac', 0 '#f7f7f7', 1 '#b2182b')\n"
+      "set cbrange [-1:1]\nset cblabel '(patched - corrupted) / (clean - corrupted)'\n";
+  if (!f.has("patch_resid.csv") || !f.has("patch_heads.csv")) {
+    if (!f.has("patch_acts.csv")) return false;
+    figure(f.opts.gnuplot, f.plots, "patch",
+           head + "set title 'Activation patching: each clean activation restored into the corrupted run'\n"
+                  "set ylabel '(patched - corrupted) / (clean - corrupted)'\nset yrange [-0.2:1.2]\nset xtics rotate by 60 "
+                  "right\nset style fill solid 0.8\nset boxwidth 0.8\nset bmargin 10\n"
+                  "plot '../patch_acts.csv' using 0:'recovered':xtic(stringcolumn('activation') . '[' . "
+                  "stringcolumn('index') . ']') with boxes lc rgb '#1f77b4' notitle\n");
+    return true;
+  }
   // Cells centred on whole numbers, the ranges their edges.
   auto extent = [&](const std::string& file, const std::string& column) {
     const auto t = read_csv(f.dir + "/" + file);
@@ -514,18 +556,24 @@ bool patch_figure(const RunFigures& f) {
     return "[-0.5:" + std::to_string(top) + ".5]";
   };
   const std::string layers = extent("patch_heads.csv", "layer");
+  // A tic a position up to 12 of them, then about 8 tics.
+  const std::string positions = extent("patch_resid.csv", "position");
+  const long last = std::strtol(positions.c_str() + positions.find(':') + 1, nullptr, 10);
+  const std::string position_step = std::to_string(last < 12 ? 1 : (last + 1 + 7) / 8);
+  const std::string paths = f.has("patch_paths.csv") ? patch_paths_panel(f) : "";
   figure(f.opts.gnuplot, f.plots, "patch",
-         "set termoption noenhanced\nset datafile separator ','\nset palette defined (-1 '#2166ac', 0 '#f7f7f7', 1 '#b2182b')\n"
-         "set cbrange [-1:1]\nset cblabel '(patched - corrupted) / (clean - corrupted)'\n"
-         "set multiplot layout 1,2 title 'Activation patching: clean activations restored into the corrupted run'\n"
-         "set title 'residual stream into each block'\nset xlabel 'position'\nset ylabel 'layer'\nset ytics 1\n"
-         "set xrange " + extent("patch_resid.csv", "position") + "\nset yrange " + layers + " reverse\n"
+         head + "set multiplot layout 1," + (paths.empty() ? "2" : "3") +
+             " title 'Activation patching: clean activations restored into the corrupted run; path patching: the "
+             "share of the effect each edge carries'\n"
+         "set title 'residual stream into each block'\nset xlabel 'position'\nset ylabel 'layer'\nset xtics " +
+         position_step + "\nset ytics 1\n"
+         "set xrange " + positions + "\nset yrange " + layers + " reverse\n"
          "plot '../patch_resid.csv' using 'position':'layer':(0.5):(0.5):'recovered' with boxxyerror fs solid lw 0 "
          "fc palette notitle\n"
          "set title \"each head's output\"\nset xlabel 'head'\nset xtics 1\nset xrange " + extent("patch_heads.csv", "head") +
          "\nplot '../patch_heads.csv' using 'head':'layer':(0.5):(0.5):'recovered' with boxxyerror fs solid lw 0 "
-         "fc palette notitle, '' using 'head':'layer':(sprintf('%.2f', column('recovered'))) with labels notitle\n"
-         "unset multiplot\n");
+         "fc palette notitle, '' using 'head':'layer':(sprintf('%.2f', column('recovered'))) with labels notitle\n" +
+         paths + "unset multiplot\n");
   return true;
 }
 

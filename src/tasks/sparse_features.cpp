@@ -55,6 +55,28 @@ class SparseFeaturesTask : public Task {
   }
   Batch eval_batch() const override { return eval_; }
 
+  // Clean: the evaluation examples, example i with feature i mod n on (at 1); corrupted: the same
+  // with that feature off (0). The metric: the model's output for that feature, the mean over the
+  // examples (what its reconstruction of a present feature is).
+  PatchSets patch_sets(uint64_t seed) const override {
+    (void)seed;  // the evaluation set is the task's own, drawn from its seed
+    PatchSets p;
+    const auto x = eval_.x[0];  // replica 0's examples [N, n]
+    const int64_t N = x.size(0);
+    const auto feature = torch::arange(N, torch::kInt64).remainder(n_);
+    const auto rows = torch::arange(N, torch::kInt64);
+    p.clean = x.clone(), p.corrupted = x.clone();
+    p.clean.index_put_({rows, feature}, 1.0f);
+    p.corrupted.index_put_({rows, feature}, 0.0f);
+    p.metric = [feature](const torch::Tensor& out) {  // [N, n] (or [1, N, n])
+      const auto o = (out.dim() == 3 ? out[0] : out).to(torch::kCPU, torch::kFloat64);
+      return o.gather(1, feature.unsqueeze(1)).mean().item<double>();
+    };
+    p.metric_name = "the output of the feature switched on (mean over the examples)";
+    p.corruption = "the feature off (each example switches one feature, i mod n)";
+    return p;
+  }
+
  private:
   // One set of uniforms from the generator, thresholded per replica: x [S, N, n].
   Batch draw(uint64_t generator_seed, int64_t size) const {
