@@ -167,7 +167,7 @@ void print_registry() {
     if (!k->needs_any.empty()) {
       std::string any;
       for (auto n : k->needs_any) any += (any.empty() ? "" : " | ") + std::string(capability_name(n));
-      needs += " + (" + any + ")";
+      needs += needs.empty() ? any : " + (" + any + ")";
     }
     std::string files;
     for (auto& f : k->files) {
