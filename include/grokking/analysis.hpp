@@ -171,6 +171,7 @@ struct LossMeasures {
   double restricted_loss = 0;  // only the key (a+b) directions, bias corrected, all pairs
   double excluded_loss = 0;    // key (a+b) directions removed, training pairs
   Splits restricted;           // the restricted logits on train, test and all pairs (loss and accuracy)
+  Split restricted_heldout;    // the test pairs' restricted logits from the test pairs alone (restricted_heldout)
   std::vector<double> excluded_by_key;  // per key frequency: only its directions removed, training pairs
   LogitFit fit;                         // the logits' trig form at the key frequencies (fit_logit_trig)
 };
@@ -179,6 +180,12 @@ struct LossMeasures {
 torch::Tensor restricted_logits(const torch::Tensor& logits, const torch::Tensor& kept, const Cycle& cycle,
                                 const torch::Tensor& pairs);
 LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key_freqs);
+// The restricted loss held out: the test pairs' logits projected onto the key (a+b) directions
+// taken over the test pairs alone (orthonormalised there), bias corrected over them. The paper's
+// restricted loss projects over every pair, so a test pair's restricted logits draw on the
+// training pairs' too; this one cannot credit memorisation.
+Split restricted_heldout(const torch::Tensor& logits, const Dataset& data, const Cycle& cycle,
+                         const std::vector<int64_t>& key);
 
 struct AblateOptions {
   std::vector<int64_t> freqs;  // empty: the key frequencies by the neuron method

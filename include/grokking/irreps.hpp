@@ -33,6 +33,22 @@ GroupStructure group_structure(const TaskConfig& task);
 // given irreps' isotypic components (for composition: the span of the entries of rho(a.b)).
 torch::Tensor project_irreps(const torch::Tensor& values, const GroupStructure& gs, const std::vector<size_t>& irreps);
 
+// The restricted loss two ways, and what the key rule picks, from one set of logits [|G|^2, |G|]:
+// `restricted`, Chughtai et al.'s (the per-label means over every pair projected onto the key
+// irreps, plus the per-class mean of the rest: a test pair's restricted logits are built from
+// the training pairs that share its label, so a lookup table scores well on it); `heldout`, the
+// test pairs' restricted logits built from the test pairs alone (a memoriser's are noise).
+struct RestrictedReading {
+  Splits restricted;
+  Split heldout;                  // test pairs only
+  std::vector<size_t> rule;       // the irreps the 0.005 rule picks from these logits
+};
+RestrictedReading read_restricted(const torch::Tensor& logits, const GroupStructure& gs, const Dataset& data,
+                                  const std::vector<size_t>& key);
+// A lookup-table memoriser of the split: logits N(0, 1) everywhere plus a margin of 10 at each
+// training pair's label (train loss about |G| e^-10, test accuracy chance), seeded.
+torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, uint64_t seed);
+
 // Chughtai et al.'s rule for key irreps: the non-trivial irreps whose logit similarity at the
 // final checkpoint exceeds 0.005 (their determine_key_reps).
 constexpr double kKeyIrrepSimilarity = 0.005;
@@ -54,6 +70,8 @@ struct IrrepReport {
   double fve_total = 0;        // the non-trivial irreps' similarity^2, summed (Chughtai et al.'s)
   Splits model;                // the model as it is
   Splits restricted;           // only the key irreps (and the per-class mean of the rest) kept
+  Split restricted_heldout;    // the same on the test pairs, from the test pairs alone
+  RestrictedReading memoriser; // the same measures on memoriser_logits of this split, with the same key irreps
   Splits excluded;             // the key irreps removed
   std::vector<size_t> matched; // control: as many non-key irreps of the nearest dimensions
   Splits matched_excluded;
@@ -71,6 +89,7 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
 struct IrrepProgress {
   double train_loss = 0, test_loss = 0, train_acc = 0, test_acc = 0;
   Splits restricted;
+  Split restricted_heldout;
   double excluded_loss = 0;
   std::vector<double> excluded_by_key;
   double gini_embed = 0, gini_wl = 0;

@@ -18,6 +18,9 @@ struct ProgressRow {
   // Restricted logits on train and test (loss) and all pairs (accuracy); Gini of W_L's
   // per-frequency norms; the excluded loss with each key frequency alone removed.
   double restricted_train_loss = 0, restricted_test_loss = 0, restricted_acc = 0, gini_wl = 0;
+  // The restricted logits of the test pairs built from the test pairs alone (loss, accuracy): what
+  // a memoriser cannot pass (restricted_heldout; read_restricted for groups).
+  double heldout_restricted_loss = 0, heldout_restricted_acc = 0;
   std::vector<double> excluded_by_key;
   // The logits' trig fit at the key frequencies (fit_logit_trig; not for groups): its share of the
   // centred logits' variance and alpha_k per key frequency (the paper's Fig. 14), in trig_fit.csv.

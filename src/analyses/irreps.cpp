@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 
 #include "common.hpp"
 #include "grokking/error.hpp"
@@ -31,6 +32,47 @@ void write_files(const std::string& run_dir, const IrrepReport& r) {
 
 const AnalysisKind& kind();
 
+// The same reading at the run's first checkpoint after memorisation (train accuracy 100 %), with
+// the key irreps of the checkpoint read: what a restricted figure is worth beside a model that
+// has only memorised. Empty where the run has no such earlier checkpoint.
+struct MemorisedReading {
+  int64_t epoch = -1;
+  double test_acc = 0;
+  RestrictedReading reading;
+};
+MemorisedReading at_memorisation(const std::string& run_dir, const Checkpoint& ck, const GroupStructure& gs,
+                                 const std::vector<size_t>& key) {
+  MemorisedReading out;
+  if (run_dir.empty()) return out;
+  std::optional<int64_t> memorised;
+  try {
+    memorised = read_summary(run_dir).memorised_epoch;
+  } catch (const RunError&) {
+    return out;  // no summary yet (a run in progress): no baseline
+  }
+  if (!memorised) return out;
+  for (auto& [epoch, path] : list_checkpoints(run_dir)) {
+    if (epoch < *memorised) continue;
+    if (epoch >= ck.epoch) break;
+    const Model m = model_from_checkpoint(load_checkpoint(path));
+    torch::NoGradGuard no_grad;
+    const auto logits = run_pair_forward(m).logits.to(torch::kCPU, torch::kFloat64);
+    const Dataset data = make_dataset(ck.config.task);
+    out.epoch = epoch;
+    out.test_acc = evaluate_splits(logits, data.all_y, data.train_mask).test.acc;
+    out.reading = read_restricted(logits, gs, data, key);
+    break;
+  }
+  return out;
+}
+
+nlohmann::json reading_json(const RestrictedReading& r, const GroupStructure& gs) {
+  std::vector<std::string> rule;
+  for (auto i : r.rule) rule.push_back(gs.irreps[i].name);
+  return {{"restricted", {{"train", split_json(r.restricted.train)}, {"test", split_json(r.restricted.test)}}},
+          {"heldout_test", split_json(r.heldout)}, {"rule_irreps", rule}, {"rule_count", rule.size()}};
+}
+
 int run(const AnalysisOptions& opts) {
   auto [ck, run_dir] = load_for_analysis(kind(), opts.path);
   Model model = model_from_checkpoint(ck);
@@ -43,6 +85,7 @@ int run(const AnalysisOptions& opts) {
   }
   const auto r = analyse_irreps(model, gs, key, opts.draws, opts.seed);
   if (!run_dir.empty()) write_files(run_dir, r);
+  const MemorisedReading mem = opts.quiet ? MemorisedReading{} : at_memorisation(run_dir, ck, gs, r.key);
   if (opts.quiet) return 0;
   auto split = [](const Splits& s) {
     return nlohmann::json{{"train", split_json(s.train)}, {"test", split_json(s.test)}, {"all", split_json(s.all)}};
@@ -54,10 +97,14 @@ int run(const AnalysisOptions& opts) {
                         {"operation", r.operation}, {"order", r.order},    {"key_irreps", key_names},
                         {"key_rule", "non-trivial irreps with logit similarity > 0.005 (Chughtai et al.)"},
                         {"fve_total", r.fve_total}, {"model", split(r.model)}, {"restricted", split(r.restricted)},
+                        {"restricted_heldout_test", split_json(r.restricted_heldout)},
+                        {"memoriser_baseline", reading_json(r.memoriser, gs)},
                         {"excluded", split(r.excluded)}, {"gini_embed", r.gini_embed}, {"gini_wl", r.gini_wl},
                         {"irreps", nlohmann::json::array()}};
     std::vector<std::string> matched;
     for (auto m : r.matched) matched.push_back(r.irreps[m].name);
+    if (mem.epoch >= 0)
+      j["at_memorisation"] = {{"epoch", mem.epoch}, {"test_acc", mem.test_acc}, {"reading", reading_json(mem.reading, gs)}};
     j["controls"] = {{"matched_irreps", matched}, {"matched_excluded", split(r.matched_excluded)},
                      {"random_draws", r.random_draws}, {"random_excluded", split(r.random_excluded)}};
     for (size_t i = 0; i < r.irreps.size(); ++i) {
@@ -96,7 +143,11 @@ int run(const AnalysisOptions& opts) {
                 s.test.acc);
   };
   row("model as is", r.model);
-  row("keep only the key irreps (restricted)", r.restricted);
+  row("keep only the key irreps (restricted, all pairs)", r.restricted);
+  auto heldout = [](const char* what, const Split& s) {
+    std::printf("%-46s %34s test %10.3e / %6.4f\n", what, "", s.loss, s.acc);
+  };
+  heldout("  held out: test pairs from test pairs alone", r.restricted_heldout);
   row("remove the key irreps (excluded)", r.excluded);
   if (!r.matched.empty()) {
     std::string m;
@@ -107,6 +158,23 @@ int run(const AnalysisOptions& opts) {
     row(("remove random directions of the same dimension (" + std::to_string(r.random_draws) + " draws)").c_str(),
         r.random_excluded);
   std::printf("uniform guess: loss ln|G| = %.3f, accuracy 1/|G| = %.4f\n", std::log(classes), 1.0 / classes);
+  // The controls every restricted figure needs: what a model that has only memorised scores.
+  std::printf("\nrestricted loss beside memorisers (the same key irreps; \"rule\": how many irreps the 0.005 rule "
+              "would call key on those logits):\n");
+  auto baseline = [&](const std::string& what, const RestrictedReading& b) {
+    std::printf("  %-52s restricted test %6.4f, held out %6.4f; rule %zu of %zu\n", what.c_str(), b.restricted.test.acc,
+                b.heldout.acc, b.rule.size(), r.irreps.size() - 1);
+  };
+  RestrictedReading here{r.restricted, r.restricted_heldout, {}};
+  for (size_t i = 0; i < r.irreps.size(); ++i)
+    if (!gs.irreps[i].trivial() && r.irreps[i].similarity > kKeyIrrepSimilarity) here.rule.push_back(i);
+  baseline("this checkpoint (test accuracy " + format_number(r.model.test.acc, "%.3f") + ")", here);
+  if (mem.epoch >= 0)
+    baseline("epoch " + std::to_string(mem.epoch) + ", just after memorisation (test acc " +
+                 format_number(mem.test_acc, "%.3f") + ")",
+             mem.reading);
+  baseline("a lookup table of this split (test accuracy chance)", r.memoriser);
+  std::printf("(restricted accuracy a memoriser reaches says nothing of a circuit; the held-out one does)\n");
   return 0;
 }
 

@@ -76,6 +76,29 @@ Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels,
   return {{mean(a[0], a[2]), mean(a[1], a[2])}, {mean(a[3], a[5]), mean(a[4], a[5])}, {mean(a[6], n), mean(a[7], n)}};
 }
 
+Split restricted_heldout(const torch::Tensor& logits, const Dataset& data, const Cycle& cycle,
+                         const std::vector<int64_t>& key) {
+  const auto test = data.train_mask.logical_not().nonzero().squeeze(1);
+  if (test.size(0) == 0 || key.empty()) return {};
+  const auto x = data.all_x.index_select(0, test);
+  const auto L = logits.to(torch::kCPU, torch::kFloat64).index_select(0, test);
+  const auto y = data.all_y.index_select(0, test);
+  // The key directions over the test pairs alone, orthonormalised there (zero off the cycle).
+  const auto d = relation_directions(cycle, x, key);  // [r, n_test]
+  const auto q = std::get<0>(at::linalg_qr(d.t()));    // [n_test, r]
+  const auto kept = q.matmul(q.t().matmul(L));
+  // Bias correction over the test pairs on the cycle; pairs off it keep their logits.
+  const auto idx = torch::tensor(cycle.index_of, torch::kInt64);
+  const auto on = idx.index_select(0, x.select(1, 0)).ge(0).logical_and(idx.index_select(0, x.select(1, 1)).ge(0));
+  auto restricted = L.clone();
+  if (on.any().item<bool>()) {
+    const auto rows = on.nonzero().squeeze(1);
+    const auto k = kept.index_select(0, rows);
+    restricted.index_copy_(0, rows, k + (L.index_select(0, rows) - k).mean(0, true));
+  }
+  return evaluate_splits(restricted, y, torch::zeros({y.size(0)}, torch::kBool)).test;
+}
+
 LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key) {
   const Cycle cycle = cycle_of(model.config().task);
   auto logits = all_logits(model);
@@ -88,6 +111,7 @@ LossMeasures loss_measures(const Model& model, const Dataset& data, const std::v
   auto restricted = restricted_logits(logits, kept, cycle, data.all_x);
   m.restricted = evaluate_splits(restricted, data.all_y, data.train_mask);
   m.restricted_loss = m.restricted.all.loss;
+  m.restricted_heldout = restricted_heldout(logits, data, cycle, key);
   m.excluded_loss = evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss;
   for (auto k : key) {
     auto one = project_onto(logits, relation_directions(cycle, data.all_x, {k}));

@@ -105,6 +105,54 @@ torch::Tensor project_irreps(const torch::Tensor& values, const GroupStructure& 
   return Q.matmul(label_means(values, gs)).index_select(0, gs.labels);
 }
 
+namespace {
+// The key irreps' part of the logits of the pairs in `mask` built from those pairs alone: per
+// label, the mean over its pairs in the mask (labels with none: 0), projected; plus the
+// per-class mean of the rest over those pairs. [pairs in mask, |G|].
+torch::Tensor restricted_within(const torch::Tensor& logits, const GroupStructure& gs, const std::vector<size_t>& key,
+                                const torch::Tensor& mask) {
+  const int64_t N = gs.group.order;
+  const auto idx = mask.nonzero().squeeze(1);
+  const auto v = logits.index_select(0, idx).to(torch::kFloat64);
+  const auto lab = gs.labels.index_select(0, idx);
+  auto sums = torch::zeros({N, v.size(1)}, torch::kFloat64).index_add_(0, lab, v);
+  auto counts = torch::zeros({N}, torch::kFloat64).index_add_(0, lab, torch::ones({lab.size(0)}, torch::kFloat64));
+  const auto means = sums / counts.clamp_min(1).unsqueeze(1);
+  auto Q = torch::zeros({N, N}, torch::kFloat64);
+  for (auto i : key) Q += gs.projectors.at(i);
+  const auto kept = Q.matmul(means).index_select(0, lab);
+  return kept + (v - kept).mean(0, true);
+}
+}  // namespace
+
+RestrictedReading read_restricted(const torch::Tensor& logits, const GroupStructure& gs, const Dataset& data,
+                                  const std::vector<size_t>& key) {
+  RestrictedReading r;
+  const auto l = logits.to(torch::kCPU, torch::kFloat64);
+  const auto kept = project_irreps(l, gs, key);
+  r.restricted = evaluate_splits(kept + (l - kept).mean(0, true), data.all_y, data.train_mask);
+  const auto test = data.train_mask.logical_not();
+  if (test.any().item<bool>()) {
+    const auto y = data.all_y.index_select(0, test.nonzero().squeeze(1));
+    r.heldout = evaluate_splits(restricted_within(l, gs, key, test), y, torch::zeros({y.size(0)}, torch::kBool)).test;
+  }
+  const auto sim = logit_similarities(l, gs);
+  for (size_t i = 0; i < sim.size(); ++i)
+    if (!gs.irreps[i].trivial() && sim[i] > kKeyIrrepSimilarity) r.rule.push_back(i);
+  return r;
+}
+
+torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, uint64_t seed) {
+  const int64_t N = gs.group.order;
+  auto gen = at::detail::createCPUGenerator(seed * 1000003u + 0x3e3);
+  auto logits = torch::randn({N * N, N}, gen, torch::kFloat64);
+  const auto train = data.train_mask.nonzero().squeeze(1);
+  const auto margin = torch::full({train.size(0), 1}, 10.0, torch::kFloat64);
+  auto rows = logits.index_select(0, train);
+  rows.scatter_add_(1, data.all_y.index_select(0, train).unsqueeze(1), margin);
+  return logits.index_copy(0, train, rows);
+}
+
 IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::vector<size_t> key, int64_t draws,
                            uint64_t seed) {
   torch::NoGradGuard no_grad;
@@ -155,8 +203,11 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
   // The key irreps together: kept (with the per-class mean of the rest, as the Fourier analysis's
   // bias correction), and removed.
   const auto kept = project_irreps(logits, gs, key);
-  r.restricted = evaluate_splits(kept + (logits - kept).mean(0, true), data.all_y, data.train_mask);
+  const auto reading = read_restricted(logits, gs, data, key);
+  r.restricted = reading.restricted, r.restricted_heldout = reading.heldout;
   r.excluded = evaluate_splits(logits - kept, data.all_y, data.train_mask);
+  // The control a restricted loss needs: a lookup table of the same split, read the same way.
+  r.memoriser = read_restricted(memoriser_logits(gs, data, seed), gs, data, key);
 
   // Controls: as many non-key irreps of the nearest dimensions; random label functions.
   std::vector<bool> taken(gs.irreps.size(), false);
@@ -201,7 +252,8 @@ IrrepProgress irrep_progress(const Model& model, const GroupStructure& gs, const
   const auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
   p.train_loss = ev.train.loss, p.test_loss = ev.test.loss, p.train_acc = ev.train.acc, p.test_acc = ev.test.acc;
   const auto kept = project_irreps(logits, gs, key);
-  p.restricted = evaluate_splits(kept + (logits - kept).mean(0, true), data.all_y, data.train_mask);
+  const auto reading = read_restricted(logits, gs, data, key);
+  p.restricted = reading.restricted, p.restricted_heldout = reading.heldout;
   p.excluded_loss = evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss;
   for (auto k : key)
     p.excluded_by_key.push_back(

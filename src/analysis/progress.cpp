@@ -358,6 +358,7 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
       row.restricted_loss = p.restricted.all.loss, row.excluded_loss = p.excluded_loss;
       row.restricted_train_loss = p.restricted.train.loss, row.restricted_test_loss = p.restricted.test.loss;
       row.restricted_acc = p.restricted.all.acc;
+      row.heldout_restricted_loss = p.restricted_heldout.loss, row.heldout_restricted_acc = p.restricted_heldout.acc;
       row.gini = p.gini_embed, row.gini_wl = p.gini_wl;
       row.excluded_by_key = p.excluded_by_key;
       out.irrep_similarity[i] = p.similarity;
@@ -369,6 +370,7 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
     row.gini = gini_embed_frequencies(m, *cycle);
     row.restricted_train_loss = lm.restricted.train.loss, row.restricted_test_loss = lm.restricted.test.loss;
     row.restricted_acc = lm.restricted.all.acc;
+    row.heldout_restricted_loss = lm.restricted_heldout.loss, row.heldout_restricted_acc = lm.restricted_heldout.acc;
     row.gini_wl = gini_wl_frequencies(m, *cycle);
     row.excluded_by_key = lm.excluded_by_key;
     row.trig_fve = lm.fit.frac_variance, row.alpha = lm.fit.alpha;
@@ -404,7 +406,9 @@ const std::vector<ProgressColumn>& progress_table() {
       {"restricted_test_loss", &ProgressRow::restricted_test_loss},
       {"restricted_acc", &ProgressRow::restricted_acc},
       {"test_over_restricted", nullptr},
-      {"gini_wl", &ProgressRow::gini_wl}};
+      {"gini_wl", &ProgressRow::gini_wl},
+      {"heldout_restricted_loss", &ProgressRow::heldout_restricted_loss},
+      {"heldout_restricted_acc", &ProgressRow::heldout_restricted_acc}};
   return columns;
 }
 const std::vector<std::string>& progress_columns() {

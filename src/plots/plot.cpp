@@ -441,7 +441,11 @@ bool progress_figure(const RunFigures& f) {
              "set key outside right top\n" + shading +
              "plot '../progress.csv' using 'epoch':'train_loss' with lines ls 1 title 'train', "
              "'' using 'epoch':'test_loss' with lines ls 2 title 'test', "
-             "'' using 'epoch':'restricted_loss' with lines ls 3 title 'restricted', "
+             "'' using 'epoch':'restricted_loss' with lines ls 3 title 'restricted', " +
+             std::string(read_csv(f.dir + "/progress.csv").column("heldout_restricted_loss") >= 0
+                             ? "'' using 'epoch':'heldout_restricted_loss' with lines ls 3 dt 3 title 'restricted, "
+                               "held out (test)', "
+                             : "") +
              "'' using 'epoch':'excluded_loss' with lines ls 4 title 'excluded', "
              "'' using 'epoch':'gini' axes x1y2 with lines ls 5 dt 2 title 'Gini (right)'\n");
   return true;
