@@ -78,10 +78,11 @@ def heads(runs):
                      num(j["first_half_loss"]), num(max(h["previous"] for h in first), 2),
                      num(max(h["induction"] for h in top), 2), num(max(h["induction_tl"] for h in top), 2),
                      ", ".join(j["induction_heads"]) or "none", ", ".join(j["previous_token_heads"]) or "none",
-                     at, num(t["bump"])])
+                     at, f'{num(t["bump"])} at {t["bump_at"]}', num(t.get("rise", 0))])
     return table(["run", "steps", "repeated-half loss", "first-half loss", "best previous-token score, layer 0",
                   "best induction score, last layer", "same, TransformerLens's", "induction heads",
-                  "previous-token heads", "transition 10 / 50 / 90 %", "bump (nats)"], rows)
+                  "previous-token heads", "transition 10 / 50 / 90 %",
+                  "bump: loss above its convex hull over log step (nats, at step)", "largest rise (nats)"], rows)
 
 
 def irreps(runs):

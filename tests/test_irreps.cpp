@@ -167,15 +167,24 @@ TEST_CASE("configs/groups/d17-small.json groks on D17 and computes with a few ir
   CHECK(r.restricted_heldout.acc >= 0.99);
   CHECK(r.memoriser.restricted.test.acc >= 0.9);
   CHECK(r.memoriser.heldout.acc < 0.1);
-  // Before grokking (test accuracy 0.04 at epoch 500; measured on an Intel Xeon): Chughtai et
-  // al.'s restricted test accuracy with the final key irreps is already 0.93, the held-out one 0.
-  const auto early = model_from_checkpoint(load_checkpoint(dir + "/checkpoints/epoch_0000500.pt"));
-  const auto logits = run_pair_forward(early).logits.to(torch::kCPU, torch::kFloat64);
+  // Before grokking, with the final key irreps (measured on an Intel Xeon): at epoch 500 (test
+  // accuracy 0.04) Chughtai et al.'s restricted test accuracy is 0.73 and the held-out one 0.34;
+  // at epoch 4,000 (test 0.14), 0.93 and 0.80. The paper's figure runs ahead of what the test
+  // pairs alone carry; the held-out one rises before the test accuracy does (circuit formation).
   const Dataset data = make_dataset(cfg.task);
-  const auto e = read_restricted(logits, gs, data, r.key);
-  const double early_test = evaluate_splits(logits, data.all_y, data.train_mask).test.acc;
-  INFO("epoch 500: test " << early_test << ", restricted test " << e.restricted.test.acc << ", held out " << e.heldout.acc);
-  CHECK(early_test < 0.2);
-  CHECK(e.restricted.test.acc > 0.5);
-  CHECK(e.heldout.acc < 0.2);
+  auto at = [&](const std::string& ck_file) {
+    const auto m = model_from_checkpoint(load_checkpoint(dir + "/checkpoints/" + ck_file));
+    const auto logits = run_pair_forward(m).logits.to(torch::kCPU, torch::kFloat64);
+    return std::make_pair(evaluate_splits(logits, data.all_y, data.train_mask).test.acc,
+                          read_restricted(logits, gs, data, r.key));
+  };
+  const auto [test500, e500] = at("epoch_0000500.pt");
+  const auto [test4000, e4000] = at("epoch_0004000.pt");
+  INFO("epoch 500: test " << test500 << ", restricted " << e500.restricted.test.acc << ", held out " << e500.heldout.acc
+                          << "; epoch 4000: test " << test4000 << ", restricted " << e4000.restricted.test.acc
+                          << ", held out " << e4000.heldout.acc);
+  CHECK(test500 < 0.2);
+  CHECK(e500.restricted.test.acc > e500.heldout.acc + 0.2);
+  CHECK(test4000 < 0.3);
+  CHECK(e4000.heldout.acc > 2 * test4000);
 }

@@ -180,7 +180,8 @@ TEST_CASE("progress measures over the run find the phases in order", "[ci-small]
   write_progress(run.dir, progress);
   const std::string csv = read_file(run.dir + "/progress.csv");
   CHECK(std::count(csv.begin(), csv.end(), '\n') == std::ptrdiff_t(rows.size() + 1));
-  CHECK(csv.find("restricted_acc,test_over_restricted,gini_wl,excluded_loss_k" + std::to_string(progress.key_freqs[0])) !=
+  CHECK(csv.find("restricted_acc,test_over_restricted,gini_wl,heldout_restricted_loss,heldout_restricted_acc,excluded_loss_k" +
+                 std::to_string(progress.key_freqs[0])) !=
         std::string::npos);
   auto summary = read_json_file(run.dir + "/summary.json");
   CHECK(summary["phases"]["cleanup"]["end"] == *ph.cleanup_end);
@@ -223,5 +224,5 @@ TEST_CASE("progress.csv reads back to the same rows and phases; a damaged one is
   std::string bad = text;
   bad.replace(bad.find("\n100,") + 1, 3, "1e9x");
   refused(bad, "line 3: column epoch: not a finite number");
-  refused(text + "5,1\n", "2 columns, the header has 16");
+  refused(text + "5,1\n", "2 columns, the header has 18");
 }

@@ -89,7 +89,7 @@ TEST_CASE("head scores: perfect previous-token and induction attention score 1, 
   CHECK(s.previous[0][2] < 0.2);
 }
 
-TEST_CASE("the transition: 10, 50 and 90 % of the drop, and a bump before it", "[sequence]") {
+TEST_CASE("the transition: 10, 50 and 90 % of the drop, Olsson et al.'s bump and a rise", "[sequence]") {
   std::vector<MetricsRow> rows;
   const std::vector<double> losses = {4.0, 3.9, 4.1, 3.5, 2.0, 1.0, 0.4, 0.3};
   for (size_t i = 0; i < losses.size(); ++i) {
@@ -102,8 +102,25 @@ TEST_CASE("the transition: 10, 50 and 90 % of the drop, and a bump before it", "
   CHECK(t.at10 == 300);
   CHECK(t.at50 == 400);
   CHECK(t.at90 == 600);
-  CHECK(t.bump == Approx(0.2));
-  CHECK(t.bump_at == 200);
+  CHECK(t.rise == Approx(0.2));  // 4.1 at 200 over the running minimum 3.9
+  CHECK(t.rise_at == 200);
+  // Olsson et al.'s bump: the loss turning steeper, a stretch of the curve (against log step)
+  // above its lower convex hull: here the slow start up to 300 before the steep fall.
+  CHECK(t.bump > 1.0);
+  CHECK(t.bump_at == 300);
+  // A loss that falls as a convex function of log step has none, though it falls throughout;
+  // a plateau and then a steeper fall has one, at the plateau's end.
+  auto with = [&](const std::vector<double>& ls) {
+    for (size_t i = 0; i < ls.size(); ++i) rows[i].test_loss = ls[i];
+    return find_transition(rows);
+  };
+  std::vector<double> convex = {4.0};
+  for (int64_t i = 1; i < 8; ++i) convex.push_back(4.0 * std::exp(-0.5 * std::log(double(i))));
+  CHECK(with(convex).bump < 1e-12);
+  const auto plateau = with({4.0, 4.0, 4.0, 4.0, 4.0, 1.0, 0.3, 0.2});
+  CHECK(plateau.bump > 2.0);
+  CHECK(plateau.bump_at == 400);
+  CHECK(plateau.rise == 0);
 }
 
 namespace {
@@ -118,6 +135,22 @@ std::pair<std::string, HeadScores> trained(const std::string& file) {
 }
 double best(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
 }  // namespace
+
+TEST_CASE("the in-context-learning score only where the first half is trained", "[induction]") {
+  // Olsson et al.'s score is a late token's loss minus an early one's; with the loss on the
+  // repeated half alone, the early token's loss is untrained and the difference means nothing.
+  const Config lm = load_config(test::source_dir() + "/configs/induction/minimal-lm.json");
+  const Config rep = load_config(test::source_dir() + "/configs/induction/minimal.json");
+  CHECK(make_task(lm.task)->extra_columns() == std::vector<std::string>{"first_half_loss", "icl_score"});
+  CHECK(make_task(rep.task)->extra_columns() == std::vector<std::string>{"first_half_loss"});
+  const auto task = make_task(lm.task);
+  const Model model(lm);
+  torch::NoGradGuard no_grad;
+  const Batch eval = task->eval_batch();
+  const auto measures = task->extra_measures(model.outputs(eval.x, false), eval);
+  REQUIRE(measures.size() == 2);
+  CHECK(std::isfinite(measures[1][0]));
+}
 
 TEST_CASE("configs/induction/small.json forms induction heads: a previous-token head, then an induction head",
           "[induction]") {

@@ -49,6 +49,10 @@ RestrictedReading read_restricted(const torch::Tensor& logits, const GroupStruct
 // training pair's label (train loss about |G| e^-10, test accuracy chance), seeded.
 torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, uint64_t seed);
 
+// Chughtai et al.'s restricted loss of a model (IrrepReport::theirs_restricted_loss): the key
+// irreps kept in its operand embeddings, the loss over all pairs.
+double theirs_restricted_loss(const Model& model, const GroupStructure& gs, const std::vector<size_t>& key);
+
 // Chughtai et al.'s rule for key irreps: the non-trivial irreps whose logit similarity at the
 // final checkpoint exceeds 0.005 (their determine_key_reps).
 constexpr double kKeyIrrepSimilarity = 0.005;
@@ -61,6 +65,12 @@ struct IrrepMeasure {
   double embed_frac = 0, unembed_frac = 0, hidden_frac = 0;  // share of the squared norm in the isotypic component
   double wl_frac = 0;      // of the neuron-logit map W_L over the classes
   Split excluded;          // this irrep alone removed from the logits (train pairs)
+  // Chughtai et al.'s own (rep_theory/utils/metrics.py, SymmetricMetrics): the share of the
+  // total embedding of x and of y (the embedding times the first layer: W_x W, W_y W; the
+  // transformer's W_E) in the irrep's isotypic component; the share of the uncentred hidden
+  // activations that is a function of xy in it; the loss over all pairs with the irrep removed
+  // from both total embeddings and the network run on from there.
+  double theirs_embed_x = 0, theirs_embed_y = 0, theirs_hidden = 0, theirs_excluded_loss = 0;
 };
 struct IrrepReport {
   std::string group, operation;
@@ -78,6 +88,10 @@ struct IrrepReport {
   Splits random_excluded;      // control: random label functions of the key irreps' total dimension
   int64_t random_draws = 0;
   double gini_embed = 0, gini_wl = 0;  // Gini of the per-irrep norms (non-trivial irreps) of the embeddings and W_L
+  // Chughtai et al.'s restricted and total excluded loss: the key irreps kept in (removed from)
+  // both total embeddings, the network run on from there, the loss over all pairs. Through the
+  // weights, so no pair's logits borrow from another's: a memoriser cannot pass it.
+  double theirs_restricted_loss = 0, theirs_total_excluded_loss = 0;
 };
 // `key` empty: Chughtai et al.'s rule. `draws` random controls seeded by `seed`.
 IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::vector<size_t> key = {},

@@ -38,11 +38,14 @@ struct MetricsRow {
 };
 // The transition of a repeat-task run's repeated-half loss (metrics.csv's test_loss): the first
 // evaluations at which it has made 10 %, 50 % and 90 % of its drop from its first value to its
-// lowest; the largest rise above its running minimum before the 90 % point (a "bump").
+// lowest; Olsson et al.'s bump, the loss curve turning steeper (a non-convex stretch of the loss
+// against log step): the largest height of the curve above its lower convex hull, over the
+// evaluations after step 0, in nats, and where; and the largest rise above the running minimum
+// before the 90 % point (a loss that goes up, which their bump is not).
 struct Transition {
   std::optional<int64_t> at10, at50, at90;
-  double start = 0, lowest = 0, bump = 0;
-  int64_t bump_at = 0;
+  double start = 0, lowest = 0, bump = 0, rise = 0;
+  int64_t bump_at = 0, rise_at = 0;
 };
 Transition find_transition(const std::vector<MetricsRow>& rows);
 

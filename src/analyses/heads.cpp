@@ -137,7 +137,7 @@ void print_json(const HeadsReport& r) {
                       {"first_half_loss", r.first_half},
                       {"transition", {{"at10", optional_json(tr.at10)}, {"at50", optional_json(tr.at50)},
                                       {"at90", optional_json(tr.at90)}, {"start", tr.start}, {"lowest", tr.lowest},
-                                      {"bump", tr.bump}, {"bump_at", tr.bump_at}}},
+                                      {"bump", tr.bump}, {"bump_at", tr.bump_at}, {"rise", tr.rise}, {"rise_at", tr.rise_at}}},
                       {"heads", nlohmann::json::array()}};
   for (auto& a : r.ablations) {
     const auto l = size_t(a.layer), h = size_t(a.head);
@@ -163,10 +163,11 @@ void print_text(const HeadsReport& r) {
               (long long)r.L, (long long)r.H);
   std::printf("repeated-half loss %.3f (first half %.3f; uniform ln %lld = %.3f)\n", r.base, r.first_half,
               (long long)r.classes, std::log(double(r.classes)));
-  std::printf("transition of the repeated-half loss (%.3f -> %.3f): 10%% at %s, 50%% at %s, 90%% at %s; largest rise "
-              "before it %.3f nats at %lld (%s)\n",
-              tr.start, tr.lowest, epoch(tr.at10).c_str(), epoch(tr.at50).c_str(), epoch(tr.at90).c_str(), tr.bump,
-              (long long)tr.bump_at, tr.bump > 0.02 ? "a bump" : "no bump");
+  std::printf("transition of the repeated-half loss (%.3f -> %.3f): 10%% at %s, 50%% at %s, 90%% at %s\n", tr.start,
+              tr.lowest, epoch(tr.at10).c_str(), epoch(tr.at50).c_str(), epoch(tr.at90).c_str());
+  std::printf("bump (Olsson et al.: the loss turning steeper; the largest height of the loss above its lower convex hull "
+              "over log step) %.3f nats at step %lld; largest rise before the 90%% point %.3f nats at %lld\n",
+              tr.bump, (long long)tr.bump_at, tr.rise, (long long)tr.rise_at);
   std::printf("induction heads (score >= %.1f, layers >= 1): %s; previous-token heads (layers below): %s\n\n",
               kHeadScoreThreshold, names(r.induction_heads).c_str(), names(r.previous_heads).c_str());
   std::printf("%-6s %9s %9s %9s %12s %14s %14s\n", "head", "previous", "duplicate", "induction", "induction_tl",

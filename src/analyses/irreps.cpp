@@ -20,12 +20,14 @@ namespace {
 // irreps.csv: every irrep's measures at a checkpoint, and which are key.
 void write_files(const std::string& run_dir, const IrrepReport& r) {
   CsvWriter csv({"irrep", "name", "dim", "component_dim", "similarity", "fve", "embed_frac", "unembed_frac", "wl_frac",
-                 "hidden_frac", "excluded_train_loss", "excluded_train_acc", "key"});
+                 "hidden_frac", "excluded_train_loss", "excluded_train_acc", "key", "theirs_embed_x", "theirs_embed_y",
+                 "theirs_hidden", "theirs_excluded_loss"});
   for (size_t i = 0; i < r.irreps.size(); ++i) {
     const auto& m = r.irreps[i];
     csv.field(int64_t(i + 1)).field(m.name).field(m.dim).field(m.component_dim).field(m.similarity).field(m.fve);
     csv.field(m.embed_frac).field(m.unembed_frac).field(m.wl_frac).field(m.hidden_frac).field(m.excluded.loss);
-    csv.field(m.excluded.acc).field(int64_t(std::count(r.key.begin(), r.key.end(), i))).end_row();
+    csv.field(m.excluded.acc).field(int64_t(std::count(r.key.begin(), r.key.end(), i)));
+    csv.field(m.theirs_embed_x).field(m.theirs_embed_y).field(m.theirs_hidden).field(m.theirs_excluded_loss).end_row();
   }
   atomic_write(run_dir + "/irreps.csv", csv.text());
 }
@@ -37,7 +39,7 @@ const AnalysisKind& kind();
 // has only memorised. Empty where the run has no such earlier checkpoint.
 struct MemorisedReading {
   int64_t epoch = -1;
-  double test_acc = 0;
+  double test_acc = 0, all_loss = 0, theirs_restricted = 0;
   RestrictedReading reading;
 };
 MemorisedReading at_memorisation(const std::string& run_dir, const Checkpoint& ck, const GroupStructure& gs,
@@ -59,8 +61,10 @@ MemorisedReading at_memorisation(const std::string& run_dir, const Checkpoint& c
     const auto logits = run_pair_forward(m).logits.to(torch::kCPU, torch::kFloat64);
     const Dataset data = make_dataset(ck.config.task);
     out.epoch = epoch;
-    out.test_acc = evaluate_splits(logits, data.all_y, data.train_mask).test.acc;
+    const auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
+    out.test_acc = ev.test.acc, out.all_loss = ev.all.loss;
     out.reading = read_restricted(logits, gs, data, key);
+    out.theirs_restricted = theirs_restricted_loss(m, gs, key);
     break;
   }
   return out;
@@ -100,11 +104,18 @@ int run(const AnalysisOptions& opts) {
                         {"restricted_heldout_test", split_json(r.restricted_heldout)},
                         {"memoriser_baseline", reading_json(r.memoriser, gs)},
                         {"excluded", split(r.excluded)}, {"gini_embed", r.gini_embed}, {"gini_wl", r.gini_wl},
+                        {"theirs", {{"source", "Chughtai et al., rep_theory/utils/metrics.py (SymmetricMetrics)"},
+                                    {"restricted_loss_all", r.theirs_restricted_loss},
+                                    {"total_excluded_loss_all", r.theirs_total_excluded_loss}}},
                         {"irreps", nlohmann::json::array()}};
     std::vector<std::string> matched;
     for (auto m : r.matched) matched.push_back(r.irreps[m].name);
     if (mem.epoch >= 0)
-      j["at_memorisation"] = {{"epoch", mem.epoch}, {"test_acc", mem.test_acc}, {"reading", reading_json(mem.reading, gs)}};
+      j["at_memorisation"] = {{"epoch", mem.epoch},
+                              {"test_acc", mem.test_acc},
+                              {"all_loss", mem.all_loss},
+                              {"theirs_restricted_loss_all", mem.theirs_restricted},
+                              {"reading", reading_json(mem.reading, gs)}};
     j["controls"] = {{"matched_irreps", matched}, {"matched_excluded", split(r.matched_excluded)},
                      {"random_draws", r.random_draws}, {"random_excluded", split(r.random_excluded)}};
     for (size_t i = 0; i < r.irreps.size(); ++i) {
@@ -113,6 +124,8 @@ int run(const AnalysisOptions& opts) {
                              {"component_dim", m.component_dim}, {"similarity", m.similarity}, {"fve", m.fve},
                              {"embed_frac", m.embed_frac}, {"unembed_frac", m.unembed_frac}, {"wl_frac", m.wl_frac},
                              {"hidden_frac", m.hidden_frac}, {"excluded_train", split_json(m.excluded)},
+                             {"theirs", {{"embed_x", m.theirs_embed_x}, {"embed_y", m.theirs_embed_y},
+                                         {"hidden", m.theirs_hidden}, {"excluded_loss_all", m.theirs_excluded_loss}}},
                              {"key", std::count(r.key.begin(), r.key.end(), i) > 0}});
     }
     std::printf("%s\n", j.dump(2).c_str());
@@ -137,6 +150,19 @@ int run(const AnalysisOptions& opts) {
   }
   std::printf("(embed, unembed, W_L, hidden: the share of their squared norm in the irrep's isotypic component; "
               "excluded: train loss and accuracy with that irrep removed from the logits)\n\n");
+  std::printf("Chughtai et al.'s own measures (rep_theory/utils/metrics.py): the share of the total embedding of x and "
+              "of y (embedding times first layer; a transformer's W_E), of the hidden activations (not centred) as a "
+              "function of xy, and the loss over all pairs with the irrep removed from the total embeddings:\n");
+  std::printf("%3s  %-26s %8s %8s %8s  %12s\n", "#", "irrep", "x embed", "y embed", "hidden", "excluded");
+  for (size_t i = 0; i < r.irreps.size(); ++i) {
+    const auto& m = r.irreps[i];
+    std::printf("%3zu  %-26s %7.1f%% %7.1f%% %7.1f%%  %12.3e%s\n", i + 1, m.name.c_str(), 100 * m.theirs_embed_x,
+                100 * m.theirs_embed_y, 100 * m.theirs_hidden, m.theirs_excluded_loss,
+                std::count(r.key.begin(), r.key.end(), i) ? "  *" : "");
+  }
+  std::printf("their restricted loss (key irreps kept in the total embeddings, all pairs) %.3e; total excluded loss "
+              "(key irreps removed) %.3e\n\n",
+              r.theirs_restricted_loss, r.theirs_total_excluded_loss);
   const double classes = double(r.order);
   auto row = [](const char* what, const Splits& s) {
     std::printf("%-46s train %10.3e / %6.4f   test %10.3e / %6.4f\n", what, s.train.loss, s.train.acc, s.test.loss,
@@ -175,6 +201,10 @@ int run(const AnalysisOptions& opts) {
              mem.reading);
   baseline("a lookup table of this split (test accuracy chance)", r.memoriser);
   std::printf("(restricted accuracy a memoriser reaches says nothing of a circuit; the held-out one does)\n");
+  if (mem.epoch >= 0)
+    std::printf("their restricted loss (through the embeddings, all pairs) at epoch %lld: %.3e (its loss as is %.3e); "
+                "here %.3e (as is %.3e)\n",
+                (long long)mem.epoch, mem.theirs_restricted, mem.all_loss, r.theirs_restricted_loss, r.model.all.loss);
   return 0;
 }
 

@@ -153,6 +153,39 @@ torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, ui
   return logits.index_copy(0, train, rows);
 }
 
+namespace {
+// The total embeddings Chughtai et al. read ([|G|, width] each, float64): x's and y's
+// embeddings times their rows of the first hidden layer (an MLP with learned embeddings), the
+// first layer's rows themselves (one-hot inputs), or W_E for both (a transformer).
+std::pair<torch::Tensor, torch::Tensor> total_embeddings(const Model& model) {
+  auto e = operand_embeddings(model);
+  if (model.has_param("embed.W_x") && model.has_param("hidden.0.W")) {
+    const auto w0 = model.param("hidden.0.W").detach().cpu().to(torch::kFloat64);
+    const int64_t d = e[0].size(1);
+    return {e[0].mm(w0.narrow(0, 0, d)), e[1].mm(w0.narrow(0, d, d))};
+  }
+  return {e[0], e.size() > 1 ? e[1] : e[0]};
+}
+
+// The loss over all pairs of the model with each operand embedding's rows replaced by `keep`
+// of them (the isotypic projector Q applied to the rows: (Q W_x) W = Q (W_x W), so keeping or
+// removing irreps of the embedding is keeping or removing them of the total embedding).
+double loss_with_rows(const Model& model, const Dataset& data, const torch::Tensor& Q) {
+  std::vector<torch::Tensor> emb;
+  for (auto& e : operand_embeddings(model)) emb.push_back(Q.mm(e));
+  const Model m = with_operand_embeddings(model, emb);
+  const auto logits = run_pair_forward(m).logits.to(torch::kCPU, torch::kFloat64);
+  return evaluate_splits(logits, data.all_y, data.train_mask).all.loss;
+}
+}  // namespace
+
+double theirs_restricted_loss(const Model& model, const GroupStructure& gs, const std::vector<size_t>& key) {
+  torch::NoGradGuard no_grad;
+  auto Q = torch::zeros({gs.group.order, gs.group.order}, torch::kFloat64);
+  for (auto k : key) Q += gs.projectors.at(k);
+  return loss_with_rows(model, make_dataset(model.config().task), Q);
+}
+
 IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::vector<size_t> key, int64_t draws,
                            uint64_t seed) {
   torch::NoGradGuard no_grad;
@@ -178,8 +211,20 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
     const double total = std::max(sq(h), 1e-300);
     for (size_t i = 0; i < gs.irreps.size(); ++i) hidden[i] = sq(project_irreps(h, gs, {i})) / total;
   }
+  // Chughtai et al.'s readings (their SymmetricMetrics).
+  const auto [tx, ty] = total_embeddings(model);
+  const auto their_x = row_fractions(tx, gs), their_y = row_fractions(ty, gs);
+  std::vector<double> their_hidden(gs.irreps.size(), 0.0);
+  if (cache.mlp_post.defined()) {
+    const auto h = cache.mlp_post.to(torch::kCPU, torch::kFloat64);  // not centred, as theirs
+    const double total = std::max(sq(h), 1e-300);
+    for (size_t i = 0; i < gs.irreps.size(); ++i) their_hidden[i] = sq(project_irreps(h, gs, {i})) / total;
+  }
+  const auto identity = torch::eye(N, torch::kFloat64);
   for (size_t i = 0; i < gs.irreps.size(); ++i) {
     IrrepMeasure m;
+    m.theirs_embed_x = their_x[i], m.theirs_embed_y = their_y[i], m.theirs_hidden = their_hidden[i];
+    m.theirs_excluded_loss = loss_with_rows(model, data, identity - gs.projectors[i]);
     m.name = gs.irreps[i].name;
     m.dim = gs.irreps[i].dim;
     m.component_dim = gs.component_dim(i);
@@ -206,6 +251,10 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
   const auto reading = read_restricted(logits, gs, data, key);
   r.restricted = reading.restricted, r.restricted_heldout = reading.heldout;
   r.excluded = evaluate_splits(logits - kept, data.all_y, data.train_mask);
+  auto Q = torch::zeros({N, N}, torch::kFloat64);
+  for (auto k : key) Q += gs.projectors[k];
+  r.theirs_restricted_loss = loss_with_rows(model, data, Q);  // = theirs_restricted_loss(model, gs, key)
+  r.theirs_total_excluded_loss = loss_with_rows(model, data, identity - Q);
   // The control a restricted loss needs: a lookup table of the same split, read the same way.
   r.memoriser = read_restricted(memoriser_logits(gs, data, seed), gs, data, key);
 

@@ -598,8 +598,31 @@ Transition find_transition(const std::vector<MetricsRow>& rows) {
   double running_min = rows.front().test_loss;
   for (auto& r : rows) {
     if (t.at90 && r.epoch > *t.at90) break;
-    if (r.test_loss - running_min > t.bump) t.bump = r.test_loss - running_min, t.bump_at = r.epoch;
+    if (r.test_loss - running_min > t.rise) t.rise = r.test_loss - running_min, t.rise_at = r.epoch;
     running_min = std::min(running_min, r.test_loss);
+  }
+  // The lower convex hull of (log step, loss) (Andrew's monotone chain, x increasing), then each
+  // point's height above it.
+  std::vector<std::pair<double, double>> pts;
+  std::vector<int64_t> steps;
+  for (auto& r : rows)
+    if (r.epoch > 0 && std::isfinite(r.test_loss)) pts.emplace_back(std::log(double(r.epoch)), r.test_loss), steps.push_back(r.epoch);
+  std::vector<size_t> hull;
+  auto cross = [&](size_t o, size_t a, size_t b) {
+    return (pts[a].first - pts[o].first) * (pts[b].second - pts[o].second) -
+           (pts[a].second - pts[o].second) * (pts[b].first - pts[o].first);
+  };
+  for (size_t i = 0; i < pts.size(); ++i) {
+    while (hull.size() >= 2 && cross(hull[hull.size() - 2], hull.back(), i) <= 0) hull.pop_back();
+    hull.push_back(i);
+  }
+  for (size_t h = 0; h + 1 < hull.size(); ++h) {
+    const auto [x0, y0] = pts[hull[h]];
+    const auto [x1, y1] = pts[hull[h + 1]];
+    for (size_t i = hull[h] + 1; i < hull[h + 1]; ++i) {
+      const double gap = pts[i].second - (y0 + (y1 - y0) * (pts[i].first - x0) / (x1 - x0));
+      if (gap > t.bump) t.bump = gap, t.bump_at = steps[i];
+    }
   }
   return t;
 }

@@ -116,8 +116,13 @@ class RepeatTask : public Task {
   // The first half's loss: positions 0..L-2 predicting tokens 1..L-1, which nothing can predict
   // (ln vocab at best); and Olsson et al.'s in-context-learning score scaled to this context: the
   // loss at the repeat's last predicted token (position 2L-2) minus the loss early in the first
-  // half (position floor(L/4)), over the evaluation sequences.
-  std::vector<std::string> extra_columns() const override { return {"first_half_loss", "icl_score"}; }
+  // half (position floor(L/4)), over the evaluation sequences. The score only where the first
+  // half is trained (loss_on "all"): with the loss on the repeat alone the early position's loss
+  // is an untrained one (about 10 nats), and the difference measures that, not in-context learning.
+  std::vector<std::string> extra_columns() const override {
+    if (s_.loss_on_all) return {"first_half_loss", "icl_score"};
+    return {"first_half_loss"};
+  }
   std::vector<std::vector<double>> extra_measures(const torch::Tensor& outputs, const Batch& eval) const override {
     const auto logp = outputs.to(torch::kCPU, torch::kFloat64).log_softmax(-1);  // [S, N, C, V]
     const auto x = eval.x.to(torch::kCPU);
@@ -138,6 +143,7 @@ class RepeatTask : public Task {
       first_count += double(L - 1);
     }
     for (int64_t r = 0; r < S; ++r) first[size_t(r)] /= first_count, icl[size_t(r)] /= double(n);
+    if (!s_.loss_on_all) return {first};
     return {first, icl};
   }
 
