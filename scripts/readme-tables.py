@@ -102,7 +102,7 @@ def irreps(runs):
                      num(j["excluded"]["train"]["loss"], 2), num(j["restricted"]["test"]["loss"]),
                      num(j["controls"]["random_excluded"]["test"]["acc"])])
     return table(["run", "group", "epochs", "grokked at", "test acc", "key irreps (similarity > 0.005)",
-                  "test loss", "excluded loss (train)", "restricted loss (test)",
+                  "test loss", "excluded loss (train)", "restricted loss (test; ours, logit-level)",
                   "random directions removed: test acc"], rows)
 
 

@@ -7,6 +7,7 @@
 #include "catch.hpp"
 #include "grokking/analysis.hpp"
 #include "grokking/checkpoint.hpp"
+#include "grokking/config.hpp"
 #include "grokking/error.hpp"
 #include "grokking/text.hpp"
 #include "grokking/irreps.hpp"
@@ -135,6 +136,30 @@ TEST_CASE("restricted loss: a lookup table passes Chughtai et al.'s, fails the h
   }
 }
 
+TEST_CASE("Chughtai et al.'s own measures: shares that sum to one, and every irrep kept is the model as is", "[groups]") {
+  // Their SymmetricMetrics on an MLP with learned embeddings and on one with one-hot inputs: the
+  // isotypic components split the total embeddings whole, and keeping
+  // every irrep in the embeddings leaves the model's loss.
+  for (const char* encoding : {"embed", "one_hot"}) {
+    INFO(encoding);
+    Config cfg = parse_config(std::string(R"({"task": {"kind": "group", "group": "S3", "frac_train": 0.5},
+                                  "model": {"kind": "mlp", "encoding": ")") + encoding + R"(", "hidden": [16]}})",
+                              "(test)", {});
+    const Model model(cfg);
+    const GroupStructure gs = group_structure(cfg.task);
+    const IrrepReport r = analyse_irreps(model, gs);
+    double x = 0, y = 0, h = 0;
+    for (auto& m : r.irreps) x += m.theirs_embed_x, y += m.theirs_embed_y, h += m.theirs_hidden;
+    CHECK(x == Approx(1).epsilon(1e-9));
+    CHECK(y == Approx(1).epsilon(1e-9));
+    CHECK(h <= 1 + 1e-9);  // the part that is a function of xy alone; x and y separately hold the rest
+    CHECK(h > 0);
+    std::vector<size_t> all(gs.irreps.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+    CHECK(theirs_restricted_loss(model, gs, all) == Approx(r.model.all.loss).epsilon(1e-6));
+  }
+}
+
 TEST_CASE("configs/groups/d17-small.json groks on D17 and computes with a few irreps", "[groups-train]") {
   // A transformer on the dihedral group of order 34, half the pairs: it groks within the budget,
   // Chughtai et al.'s rule finds 1-4 key irreps, and they carry the computation: removing them
@@ -167,6 +192,11 @@ TEST_CASE("configs/groups/d17-small.json groks on D17 and computes with a few ir
   CHECK(r.restricted_heldout.acc >= 0.99);
   CHECK(r.memoriser.restricted.test.acc >= 0.9);
   CHECK(r.memoriser.heldout.acc < 0.1);
+  // Chughtai et al.'s own restricted and total excluded loss (through the embeddings, all
+  // pairs): the key irreps alone keep the model (1.0e-6 against 1.2e-6 as is, on an Intel
+  // Xeon), without them it is worse than a uniform guess (5.4).
+  CHECK(r.theirs_restricted_loss < 1e-3);
+  CHECK(r.theirs_total_excluded_loss > std::log(double(r.order)));
   // Before grokking, with the final key irreps (measured on an Intel Xeon): at epoch 500 (test
   // accuracy 0.04) Chughtai et al.'s restricted test accuracy is 0.73 and the held-out one 0.34;
   // at epoch 4,000 (test 0.14), 0.93 and 0.80. The paper's figure runs ahead of what the test
@@ -187,4 +217,8 @@ TEST_CASE("configs/groups/d17-small.json groks on D17 and computes with a few ir
   CHECK(e500.restricted.test.acc > e500.heldout.acc + 0.2);
   CHECK(test4000 < 0.3);
   CHECK(e4000.heldout.acc > 2 * test4000);
+  // Theirs goes through the weights, so it credits no memorisation: at epoch 500 it is as high as
+  // the model's own loss over all pairs is.
+  const auto m500 = model_from_checkpoint(load_checkpoint(dir + "/checkpoints/epoch_0000500.pt"));
+  CHECK(theirs_restricted_loss(m500, gs, r.key) > 1.0);
 }
