@@ -7,6 +7,7 @@
 
 #include "catch.hpp"
 #include "grokking/checkpoint.hpp"
+#include "grokking/config.hpp"
 #include "grokking/heads.hpp"
 #include "grokking/patching.hpp"
 #include "grokking/task.hpp"
@@ -136,6 +137,39 @@ std::pair<std::string, HeadScores> trained(const std::string& file) {
 double best(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
 }  // namespace
 
+TEST_CASE("copying scores and Q-, K-, V-composition on heads built to have them", "[sequence]") {
+  // Two attention-only layers, W_V = [I; 0], W_O = [I 0] (W_V W_O = P, a projector) and
+  // W_U = W_E^T: every head's full OV circuit is W_E P W_E^T, positive semi-definite, so it
+  // copies (score 1); with W_O = -[I 0] it
+  // suppresses (-1). Layer 1 with W_Q = W_K: its QK circuit is symmetric, so Q- and
+  // K-composition are the same.
+  Model m(parse_config(R"({"task": {"kind": "repeat", "vocab": 10, "context": 12, "repeat_min": 2, "repeat_max": 5},
+                           "model": {"n_layers": 2, "attn_only": true, "layer_norm": "none", "d_model": 12,
+                                     "n_heads": 2, "d_head": 6, "train_biases": false},
+                           "train": {"batch_size": 8}})",
+                        "(test)", {}));
+  torch::NoGradGuard no_grad;
+  const auto half = torch::eye(12).narrow(1, 0, 6);  // [12, 6]
+  for (auto l : {"0", "1"}) {
+    const std::string b = std::string("blocks.") + l + ".attn.";
+    m.param(b + "W_V").copy_(half.expand({2, 12, 6}));
+    m.param(b + "W_O").copy_(half.t().expand({2, 6, 12}));
+  }
+  m.param("blocks.0.attn.W_O")[1].mul_(-1);
+  m.param("unembed.W_U").copy_(m.param("embed.W_E").narrow(0, 0, m.param("unembed.W_U").size(1)).t());
+  m.param("blocks.1.attn.W_K").copy_(m.param("blocks.1.attn.W_Q"));
+  const auto c = copying_scores(m);
+  CHECK(c[0][0] == Approx(1).margin(1e-9));
+  CHECK(c[0][1] == Approx(-1).margin(1e-9));
+  CHECK(c[1][0] == Approx(1).margin(1e-9));
+  const auto comp = k_composition(m);
+  for (size_t h1 = 0; h1 < 2; ++h1)
+    for (size_t h0 = 0; h0 < 2; ++h0) {
+      CHECK(comp.q[h1][h0] == Approx(comp.k[h1][h0]).epsilon(1e-9));
+      CHECK(comp.v[h1][h0] == Approx(1.0 / std::sqrt(6.0)).epsilon(1e-9));  // ||P P|| / (||P|| ||P||), P of rank 6
+    }
+}
+
 TEST_CASE("the in-context-learning score only where the first half is trained", "[induction]") {
   // Olsson et al.'s score is a late token's loss minus an early one's; with the loss on the
   // repeated half alone, the early token's loss is untrained and the difference means nothing.
@@ -173,6 +207,22 @@ TEST_CASE("configs/induction/small.json forms induction heads: a previous-token 
   CHECK(t.bump > 0.5);
   CHECK(t.bump_at >= *t.at10);
   CHECK(t.bump_at <= t.at90.value_or(0));
+  // The loss by position: the first token after the start is unpredictable (about ln 32), the
+  // repeated half's far below it; the induction heads copy (Elhage et al.'s eigenvalue score).
+  {
+    const Model final_model = model_from_checkpoint(load_checkpoint(resolve_checkpoint(dir)));
+    const auto eval = make_task(final_model.config().task)->eval_batch();
+    const auto pl = loss_by_position(final_model, eval);
+    double lowest = 1e9;
+    for (double v : pl)
+      if (std::isfinite(v)) lowest = std::min(lowest, v);
+    INFO("loss at position 0 " << pl[0] << ", lowest " << lowest);
+    CHECK(pl[0] > 2.5);
+    CHECK(lowest < 0.25 * pl[0]);
+    const auto cs = copying_scores(final_model);
+    for (int64_t h = 0; h < int64_t(s.induction[1].size()); ++h)
+      if (s.induction[1][size_t(h)] >= kHeadScoreThreshold) CHECK(cs[1][size_t(h)] > 0.5);
+  }
 
   // Patching finds the circuit (Olsson et al.; Elhage et al. 2021): the previous-token heads'
   // outputs reach the induction heads through their keys, and the induction heads' outputs reach

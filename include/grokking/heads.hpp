@@ -47,14 +47,27 @@ std::vector<HeadAblationResult> ablate_heads(const Model& model, const Batch& ev
 torch::Tensor forward_head_ablated(const Model& model, const torch::Tensor& x, int64_t layer, int64_t head, bool mean);
 double repeated_half_loss(const torch::Tensor& logits, const Batch& eval);
 
-// K-composition (Elhage et al. 2021) of a layer-0 head's OV circuit into a layer-1 head's keys:
-// ||W_QK W_OV^T||_F / (||W_QK||_F ||W_OV||_F) with W_QK = W_Q W_K^T and W_OV = W_V W_O, [layer-1
-// head][layer-0 head]; and the same score's mean for random Gaussian matrices of those shapes
-// (the baseline the paper subtracts).
+// Composition (Elhage et al. 2021; ARENA 1.2's get_comp_score) of a layer-0 head's OV circuit
+// W_OV = W_V W_O into a layer-1 head: score(A, B) = ||A B||_F / (||A||_F ||B||_F) with, for
+// K-composition, A = W_OV, B = W_QK^T (W_QK = W_Q W_K^T); Q-composition, B = W_QK; V-composition,
+// B = the layer-1 head's W_OV. [layer-1 head][layer-0 head]; and the score's mean for random
+// Gaussian factors of those shapes (the baseline the paper subtracts).
 struct Composition {
-  std::vector<std::vector<double>> k;  // [h1][h0]
+  std::vector<std::vector<double>> k, q, v;  // [h1][h0]
   double baseline = 0;
 };
 Composition k_composition(const Model& model);
+
+// Elhage et al.'s copying score of each head: the eigenvalues of its full OV circuit
+// W_E W_V W_O W_U ([classes, classes]: the pad token's row of W_E left out), Re(sum of them) / sum of their moduli: near 1 for a head
+// whose output raises the logits of the tokens it attends to, near -1 for one that lowers them.
+// [layer][head].
+std::vector<std::vector<double>> copying_scores(const Model& model);
+
+// The next-token loss at each position of the context (Olsson et al.'s loss by token index),
+// averaged over the evaluation sequences where that position predicts a real token: [T - 1]
+// (NaN where none does), over every next token (trained or not: the first half's tokens are
+// unpredictable).
+std::vector<double> loss_by_position(const Model& model, const Batch& eval);
 
 }  // namespace grokking

@@ -32,19 +32,27 @@ struct HeadsReport {
   std::vector<HeadAblationResult> ablations;
   double base = 0, first_half = std::numeric_limits<double>::quiet_NaN();
   std::optional<Composition> comp;         // two layers or more
+  std::vector<std::vector<double>> copying;  // Elhage et al.'s copying score, [layer][head]
   Transition transition;                   // of metrics.csv's repeated-half loss
   HeadList induction_heads, previous_heads;
 };
 
-// heads_progress.csv: every checkpoint's previous-token, duplicate and induction scores per head.
+// heads_progress.csv: every checkpoint's previous-token, duplicate and induction (Olsson et
+// al.'s prefix-matching) scores per head; heads_position_loss.csv: every checkpoint's loss by
+// position in the context.
 void write_scores_over_training(const std::string& dir, const Batch& eval, int64_t L, int64_t H) {
   std::vector<std::string> cols = {"epoch"};
   for (int64_t l = 0; l < L; ++l)
     for (int64_t h = 0; h < H; ++h)
       for (auto* what : {"prev", "dup", "ind"}) cols.push_back(label(l, h) + "_" + what);
   CsvWriter over(cols);
+  CsvWriter by_position({"epoch", "position", "loss"});
   for (auto& [epoch, path] : list_checkpoints(dir)) {
-    const auto sc = head_scores(model_from_checkpoint(load_checkpoint(path)), eval);
+    const Model m = model_from_checkpoint(load_checkpoint(path));
+    const auto sc = head_scores(m, eval);
+    const auto pl = loss_by_position(m, eval);
+    for (size_t t = 0; t < pl.size(); ++t)
+      if (std::isfinite(pl[t])) by_position.field(epoch).field(int64_t(t)).field(pl[t]).end_row();
     over.field(epoch);
     for (int64_t l = 0; l < L; ++l)
       for (int64_t h = 0; h < H; ++h)
@@ -52,6 +60,7 @@ void write_scores_over_training(const std::string& dir, const Batch& eval, int64
     over.end_row();
   }
   atomic_write(dir + "/heads_progress.csv", over.text());
+  atomic_write(dir + "/heads_position_loss.csv", by_position.text());
 }
 
 // The final model: scores, ablations, composition; the transition in metrics.csv; which heads
@@ -66,6 +75,7 @@ HeadsReport measure_final(const std::string& dir, Checkpoint final_ck, const Bat
   r.ablations = ablate_heads(model, eval);
   r.base = repeated_half_loss(model.forward(eval.x), eval);
   if (r.L >= 2) r.comp = k_composition(model);
+  r.copying = copying_scores(model);
   const auto rows = read_metrics(dir + "/metrics.csv");
   r.transition = find_transition(rows);
   if (!rows.empty())
@@ -83,13 +93,22 @@ HeadsReport measure_final(const std::string& dir, Checkpoint final_ck, const Bat
 void write_head_table(const HeadsReport& r) {
   const auto& sc = r.scores;
   CsvWriter csv({"layer", "head", "previous", "duplicate", "induction", "induction_tl", "zero_ablated_loss",
-                 "mean_ablated_loss"});
+                 "mean_ablated_loss", "copying"});
   for (auto& a : r.ablations) {
     const auto l = size_t(a.layer), h = size_t(a.head);
     csv.field(a.layer).field(a.head).field(sc.previous[l][h]).field(sc.duplicate[l][h]).field(sc.induction[l][h]);
-    csv.field(sc.induction_tl[l][h]).field(a.zero_loss).field(a.mean_loss).end_row();
+    csv.field(sc.induction_tl[l][h]).field(a.zero_loss).field(a.mean_loss).field(r.copying[l][h]).end_row();
   }
   atomic_write(r.dir + "/heads.csv", csv.text());
+  // heads_composition.csv: layer-0 head into layer-1 head, K-, Q- and V-composition, and the
+  // random baseline (two layers or more; a header alone otherwise).
+  CsvWriter comp({"receiver", "sender", "k", "q", "v", "random_baseline"});
+  if (r.comp)
+    for (size_t h1 = 0; h1 < r.comp->k.size(); ++h1)
+      for (size_t h0 = 0; h0 < r.comp->k[h1].size(); ++h0)
+        comp.field(label(1, int64_t(h1))).field(label(0, int64_t(h0))).field(r.comp->k[h1][h0]).field(r.comp->q[h1][h0])
+            .field(r.comp->v[h1][h0]).field(r.comp->baseline).end_row();
+  atomic_write(r.dir + "/heads_composition.csv", comp.text());
 }
 
 // heads_pattern.dat: the attention pattern of the strongest induction head (or of the last
@@ -144,9 +163,13 @@ void print_json(const HeadsReport& r) {
     j["heads"].push_back({{"head", label(a.layer, a.head)}, {"previous", sc.previous[l][h]},
                           {"duplicate", sc.duplicate[l][h]}, {"induction", sc.induction[l][h]},
                           {"induction_tl", sc.induction_tl[l][h]}, {"zero_ablated_loss", a.zero_loss},
-                          {"mean_ablated_loss", a.mean_loss}});
+                          {"mean_ablated_loss", a.mean_loss}, {"copying", r.copying[l][h]}});
   }
-  if (r.comp) j["k_composition"] = {{"layer1_by_layer0", r.comp->k}, {"random_baseline", r.comp->baseline}};
+  if (r.comp) {
+    j["k_composition"] = {{"layer1_by_layer0", r.comp->k}, {"random_baseline", r.comp->baseline}};
+    j["q_composition"] = {{"layer1_by_layer0", r.comp->q}, {"random_baseline", r.comp->baseline}};
+    j["v_composition"] = {{"layer1_by_layer0", r.comp->v}, {"random_baseline", r.comp->baseline}};
+  }
   std::printf("%s\n", j.dump(2).c_str());
 }
 
@@ -170,21 +193,26 @@ void print_text(const HeadsReport& r) {
               tr.bump, (long long)tr.bump_at, tr.rise, (long long)tr.rise_at);
   std::printf("induction heads (score >= %.1f, layers >= 1): %s; previous-token heads (layers below): %s\n\n",
               kHeadScoreThreshold, names(r.induction_heads).c_str(), names(r.previous_heads).c_str());
-  std::printf("%-6s %9s %9s %9s %12s %14s %14s\n", "head", "previous", "duplicate", "induction", "induction_tl",
-              "zero-ablated", "mean-ablated");
+  std::printf("%-6s %9s %9s %9s %12s %14s %14s %8s\n", "head", "previous", "duplicate", "induction", "induction_tl",
+              "zero-ablated", "mean-ablated", "copying");
   for (auto& a : r.ablations) {
     const auto l = size_t(a.layer), h = size_t(a.head);
-    std::printf("%-6s %9.3f %9.3f %9.3f %12.3f %14.3f %14.3f\n", label(a.layer, a.head).c_str(), sc.previous[l][h],
-                sc.duplicate[l][h], sc.induction[l][h], sc.induction_tl[l][h], a.zero_loss, a.mean_loss);
+    std::printf("%-6s %9.3f %9.3f %9.3f %12.3f %14.3f %14.3f %8.3f\n", label(a.layer, a.head).c_str(), sc.previous[l][h],
+                sc.duplicate[l][h], sc.induction[l][h], sc.induction_tl[l][h], a.zero_loss, a.mean_loss,
+                r.copying[l][h]);
   }
   std::printf("(scores: the share of attention on the pattern among the queries that have one; induction_tl: "
-              "TransformerLens's, over every query; ablated: the repeated-half loss)\n");
+              "TransformerLens's, over every query; induction is Olsson et al.'s prefix matching; ablated: the repeated-half "
+              "loss; copying: Elhage et al.'s eigenvalue score of W_E W_V W_O W_U, 1 copies, -1 suppresses)\n");
   if (r.comp) {
-    std::printf("\nK-composition of layer-0 OV into layer-1 QK (rows: layer-1 head; random baseline %.3f):\n",
+    std::printf("\ncomposition of layer-0 OV into layer-1 heads, K / Q / V (rows: layer-1 head, columns: layer-0 "
+                "head; random baseline %.3f):\n",
                 r.comp->baseline);
     for (int64_t h1 = 0; h1 < r.H; ++h1) {
       std::printf("  L1H%lld:", (long long)h1);
-      for (int64_t h0 = 0; h0 < r.H; ++h0) std::printf(" %6.3f", r.comp->k[size_t(h1)][size_t(h0)]);
+      for (int64_t h0 = 0; h0 < r.H; ++h0)
+        std::printf("  %5.3f/%5.3f/%5.3f", r.comp->k[size_t(h1)][size_t(h0)], r.comp->q[size_t(h1)][size_t(h0)],
+                    r.comp->v[size_t(h1)][size_t(h0)]);
       std::printf("\n");
     }
   }
@@ -214,13 +242,15 @@ const AnalysisKind& kind() {
   static const AnalysisKind k = [] {
     AnalysisKind a;
     a.name = "heads";
-    a.doc = "Induction heads of a sequence run: per-head scores over training, the transition, head ablations, "
-            "K-composition";
+    a.doc = "Induction heads of a sequence run: per-head scores over training, the transition and bump, head "
+            "ablations, copying scores, Q-/K-/V-composition, the loss by position";
     a.scope = AnalysisKind::Scope::run;
     a.needs = {Capability::sequence, Capability::heads};
-    a.files = {{"heads.csv"}, {"heads_progress.csv"}, {"heads_pattern.dat"}};
+    a.files = {{"heads.csv"}, {"heads_progress.csv"}, {"heads_pattern.dat"}, {"heads_composition.csv"},
+               {"heads_position_loss.csv"}};
     a.figures = {"heads", "pattern"};
-    a.source = "Olsson et al. 2022; TransformerLens's head detector (scores); ARENA 1.2 (K-composition)";
+    a.source = "Olsson et al. 2022 (prefix matching, loss by position); TransformerLens's head detector (scores); "
+               "Elhage et al. 2021 (copying eigenvalues; Q-, K-, V-composition as ARENA 1.2's get_comp_score)";
     a.report = {{"Attention heads (scores, ablated losses)", "heads.csv"}};
     a.run = run;
     return a;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "grokking/error.hpp"
 
@@ -140,17 +141,22 @@ Composition k_composition(const Model& model) {
   torch::NoGradGuard no_grad;
   auto w = [&](const std::string& name) { return model.param(name).detach().to(torch::kCPU, torch::kFloat64); };
   const auto WQ1 = w("blocks.1.attn.W_Q"), WK1 = w("blocks.1.attn.W_K");  // [H, d, dh]
+  const auto WV1 = w("blocks.1.attn.W_V"), WO1 = w("blocks.1.attn.W_O");
   const auto WV0 = w("blocks.0.attn.W_V"), WO0 = w("blocks.0.attn.W_O");  // [H, d, dh], [H, dh, d]
   const int64_t H = WQ1.size(0);
-  auto score = [](const torch::Tensor& qk, const torch::Tensor& ov) {
-    return qk.matmul(ov.t()).norm().item<double>() / (qk.norm().item<double>() * ov.norm().item<double>());
+  auto score = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return a.matmul(b).norm().item<double>() / (a.norm().item<double>() * b.norm().item<double>());
   };
   Composition c;
   for (int64_t h1 = 0; h1 < H; ++h1) {
     const auto qk = WQ1[h1].matmul(WK1[h1].t());  // [d, d]
-    std::vector<double> row;
-    for (int64_t h0 = 0; h0 < H; ++h0) row.push_back(score(qk, WV0[h0].matmul(WO0[h0])));
-    c.k.push_back(row);
+    const auto ov1 = WV1[h1].matmul(WO1[h1]);
+    std::vector<double> k, q, v;
+    for (int64_t h0 = 0; h0 < H; ++h0) {
+      const auto ov = WV0[h0].matmul(WO0[h0]);
+      k.push_back(score(ov, qk.t())), q.push_back(score(ov, qk)), v.push_back(score(ov, ov1));
+    }
+    c.k.push_back(k), c.q.push_back(q), c.v.push_back(v);
   }
   // The baseline: matrices of the same low-rank shapes with Gaussian factors.
   auto gen = at::detail::createCPUGenerator(12345);
@@ -162,6 +168,50 @@ Composition k_composition(const Model& model) {
   }
   c.baseline = sum / double(draws);
   return c;
+}
+
+std::vector<std::vector<double>> copying_scores(const Model& model) {
+  require_sequence_task(model.config());
+  torch::NoGradGuard no_grad;
+  auto w = [&](const std::string& name) { return model.param(name).detach().to(torch::kCPU, torch::kFloat64); };
+  const auto WU = w("unembed.W_U");                          // [d, classes]
+  const auto WE = w("embed.W_E").narrow(0, 0, WU.size(1));  // the tokens that are classes (not the pad): [classes, d]
+  std::vector<std::vector<double>> out;
+  for (int64_t l = 0; l < model.arch().attention_layers(); ++l) {
+    const std::string b = "blocks." + std::to_string(l) + ".attn.";
+    const auto WV = w(b + "W_V"), WO = w(b + "W_O");
+    std::vector<double> row;
+    for (int64_t h = 0; h < WV.size(0); ++h) {
+      // The eigenvalues of W_E W_V W_O W_U are those of the smaller W_V W_O W_U W_E ([dh, dh]
+      // after cycling: W_O W_U W_E W_V), apart from zeros, which add nothing to either sum.
+      const auto small = WO[h].matmul(WU).matmul(WE).matmul(WV[h]);  // [dh, dh]
+      const auto ev = at::linalg_eigvals(small);
+      const double total = ev.abs().sum().item<double>();
+      row.push_back(total > 0 ? at::real(ev).sum().item<double>() / total : 0.0);
+    }
+    out.push_back(row);
+  }
+  return out;
+}
+
+std::vector<double> loss_by_position(const Model& model, const Batch& eval) {
+  require_sequence_task(model.config());
+  torch::NoGradGuard no_grad;
+  Model cpu = model;
+  cpu.to(torch::kCPU);
+  const auto x = eval.x.to(torch::kCPU);
+  const int64_t T = x.size(1), pad = model.shape().vocab - 1;
+  const auto logits = cpu.outputs(x, false)[0].to(torch::kFloat64);  // [N, T, V]
+  const auto next = x.narrow(1, 1, T - 1);                              // [N, T-1]
+  const auto lp = logits.narrow(1, 0, T - 1).log_softmax(-1).gather(2, next.clamp_max(logits.size(-1) - 1).unsqueeze(2)).squeeze(2);
+  const auto real = next.ne(pad).to(torch::kFloat64);
+  const auto sum = (-lp * real).sum(0), count = real.sum(0);
+  std::vector<double> out;
+  for (int64_t t = 0; t < T - 1; ++t) {
+    const double c = count[t].item<double>();
+    out.push_back(c > 0 ? sum[t].item<double>() / c : std::numeric_limits<double>::quiet_NaN());
+  }
+  return out;
 }
 
 }  // namespace grokking
