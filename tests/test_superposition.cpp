@@ -63,14 +63,38 @@ TEST_CASE("superposition measures: a pentagon, an antipodal pair, orthogonal fea
   CHECK(p.dims_per_feature == Approx(0.4).epsilon(1e-5));
   CHECK(p.represented == 5);
   CHECK(p.superposed == 5);
+  REQUIRE(p.groups.size() == 1);
+  CHECK(p.groups[0].name == "pentagon");
+  CHECK(p.groups[0].dims == 2);
   const auto pair = planted(toy(2, 1, 0.9), torch::tensor({1.0f, -1.0f}).view({2, 1}));
   CHECK(pair.features[0].dimensionality == Approx(0.5));
   CHECK(two_feature_phase(pair) == "antipodal superposition");
+  REQUIRE(pair.groups.size() == 1);
+  CHECK(pair.groups[0].name == "digon");
   const auto ortho = planted(toy(3, 3, 0.0), torch::eye(3));
   for (auto& f : ortho.features) CHECK(f.dimensionality == Approx(1.0));
   CHECK(ortho.superposed == 0);
+  CHECK(ortho.groups.size() == 3);
+  for (auto& g : ortho.groups) CHECK(g.name == "dedicated dimension");
   const auto one = planted(toy(2, 1, 0.0), torch::tensor({1.0f, 0.0f}).view({2, 1}));
   CHECK(two_feature_phase(one) == "not represented");
+  // A triangle and a digon side by side in 3 dimensions, and a tetrahedron: named by the
+  // features and the dimensions they span; one feature left out is not in any group.
+  std::vector<float> mixed;
+  for (int k = 0; k < 3; ++k) mixed.insert(mixed.end(), {float(std::cos(2 * M_PI * k / 3)), float(std::sin(2 * M_PI * k / 3)), 0.0f});
+  mixed.insert(mixed.end(), {0.0f, 0.0f, 1.0f, 0.0f, 0.0f, -1.0f, 0.0f, 0.0f, 0.1f});
+  const auto mg = feature_groups(torch::tensor(mixed).view({6, 3}));
+  REQUIRE(mg.size() == 2);
+  CHECK(mg[0].name == "triangle");
+  CHECK(mg[0].features == std::vector<int64_t>{0, 1, 2});
+  CHECK(mg[1].name == "digon");
+  CHECK(geometry_text(mg) == "triangle ({0,1,2}); digon ({3,4})");
+  const std::vector<float> corners = {1, 1, 1, 1, -1, -1, -1, 1, -1, -1, -1, 1};
+  const auto tet = feature_groups(torch::tensor(corners).view({4, 3}));
+  REQUIRE(tet.size() == 1);
+  CHECK(tet[0].name == "tetrahedron");
+  CHECK(geometry_name(8, 3) == "square antiprism");
+  CHECK(geometry_name(7, 3) == "7 features in 3 dimensions");
 }
 
 TEST_CASE("the two-feature optimum: the paper's three regions at their corners", "[superposition]") {
@@ -94,6 +118,8 @@ TEST_CASE("configs/superposition/pentagon.json: five sparse features in two dime
   INFO("D* " << r.dims_per_feature);
   CHECK(r.represented == 5);
   for (auto& f : r.features) CHECK(f.dimensionality == Approx(0.4).margin(0.05));
+  REQUIRE(!r.groups.empty());
+  CHECK(r.groups[0].name == "pentagon");  // the analysis says what the fractions imply
 }
 
 TEST_CASE("configs/superposition/sticky-half.json: twenty equal features in five dimensions stick at D* = 1/2",
@@ -106,6 +132,9 @@ TEST_CASE("configs/superposition/sticky-half.json: twenty equal features in five
   CHECK(r.represented == 10);
   for (auto& f : r.features)
     if (f.norm >= 0.5) CHECK(f.dimensionality == Approx(0.5).margin(0.05));
+  INFO(geometry_text(r.groups));
+  CHECK(r.groups.size() == 5);
+  for (auto& g : r.groups) CHECK(g.name == "digon");
 }
 
 TEST_CASE("a sparsity sweep packs: runs of different sparsity side by side write what each writes alone",

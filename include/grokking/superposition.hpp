@@ -3,6 +3,8 @@
 // represents and superposes; over a sweep, the dimensionality against 1/(1 - S) and the n = 2,
 // m = 1 phase diagram.
 #pragma once
+#include <torch/torch.h>
+
 #include <string>
 #include <vector>
 
@@ -19,8 +21,22 @@ struct FeatureGeometry {
   double norm = 0, interference = 0, dimensionality = 0, bias = 0;
   std::vector<double> direction;  // W_i, the feature's m coordinates
 };
+// A connected group of represented features in the interference graph (features joined when
+// |cos(W_i, W_j)| >= kGeometryCosine): its features, the dimension they span, and its name after
+// Elhage et al.'s section "The geometry of superposition": k features in r dimensions is a
+// dedicated dimension (1 in 1), digon (2 in 1: an antipodal pair), triangle (3 in 2), tetrahedron
+// (4 in 3), pentagon (5 in 2), square antiprism (8 in 3), else "k features in r dimensions".
+struct FeatureGroup {
+  std::vector<int64_t> features;
+  int64_t dims = 0;
+  std::string name;
+};
+constexpr double kGeometryCosine = 0.1;
+std::string geometry_name(int64_t features, int64_t dims);
+
 struct SuperpositionReport {
   int64_t n = 0, m = 0;
+  std::vector<FeatureGroup> groups;  // of the represented features, the largest first
   std::vector<FeatureGeometry> features;
   std::vector<std::vector<double>> wtw;  // W^T W as the notebook draws it: [n][n], W_i . W_j
   double dims_per_feature = 0;           // D* = m / ||W||_F^2
@@ -28,6 +44,10 @@ struct SuperpositionReport {
 };
 // UsageError in one line for a model that is not a toy model of superposition.
 SuperpositionReport analyse_superposition(const Model& model);
+// The groups of features [n, m] (rows W_i) as analyse_superposition finds them.
+std::vector<FeatureGroup> feature_groups(const torch::Tensor& W);
+// "pentagon (0-4); digon (5, 7)": the groups, for a line of text.
+std::string geometry_text(const std::vector<FeatureGroup>& groups);
 
 // The n = 2, m = 1 phase diagram's classes: feature 2 (the one whose importance and density vary)
 // not represented, alone on the dimension, or sharing it antipodally with feature 1.

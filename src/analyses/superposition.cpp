@@ -17,13 +17,22 @@ using namespace analyses;
 
 namespace {
 
+// Each feature's group name ("" where it is not represented).
+std::vector<std::string> geometry_of_features(const SuperpositionReport& r) {
+  std::vector<std::string> out(size_t(r.n));
+  for (auto& g : r.groups)
+    for (auto i : g.features) out[size_t(i)] = g.name;
+  return out;
+}
+
 // One run's superposition: its files (superposition.csv, wtw.dat) and its report.
 SuperpositionReport superposition_of_run(const std::string& dir, bool write) {
   const auto ck = load_checkpoint(resolve_checkpoint(dir));
   const auto r = analyse_superposition(model_from_checkpoint(ck));
   if (write) {
     std::vector<std::string> cols = {"feature", "norm", "interference", "dimensionality", "bias", "represented",
-                                     "superposed"};
+                                     "superposed", "geometry"};
+    const auto geometry = geometry_of_features(r);
     for (int64_t k = 0; k < r.m; ++k) cols.push_back("w" + std::to_string(k));
     CsvWriter csv(cols);
     for (size_t i = 0; i < r.features.size(); ++i) {
@@ -31,6 +40,7 @@ SuperpositionReport superposition_of_run(const std::string& dir, bool write) {
       csv.field(int64_t(i)).field(f.norm).field(f.interference).field(f.dimensionality).field(f.bias);
       csv.field(int64_t(f.norm >= kRepresentedNorm));
       csv.field(int64_t(f.norm >= kRepresentedNorm && f.interference >= kSuperposedInterference));
+      csv.field(geometry[i]);
       for (auto v : f.direction) csv.field(v);
       csv.end_row();
     }
@@ -55,7 +65,7 @@ int run(const AnalysisOptions& opts) {
     // A sweep: every finished run, one row per feature, and the phase diagram's cells where n = 2, m = 1.
     const auto plan = read_json_file(dir + "/plan.json");
     CsvWriter csv({"run", "sparsity", "inverse_density", "feature", "importance", "norm", "interference",
-                   "dimensionality", "dims_per_feature", "represented", "superposed", "phase", "optimum"});
+                   "dimensionality", "dims_per_feature", "represented", "superposed", "phase", "optimum", "geometry"});
     nlohmann::json runs = nlohmann::json::array();
     for (auto& run : plan.at("runs")) {
       const std::string name = run.at("name").get<std::string>(), run_dir = dir + "/runs/" + name;
@@ -72,14 +82,16 @@ int run(const AnalysisOptions& opts) {
         phase = two_feature_phase(r);
         optimum = two_feature_optimum(importance[1] / std::max(importance[0], 1e-300), 1 - S);
       }
+      const auto geometry = geometry_of_features(r);
       for (size_t i = 0; i < r.features.size(); ++i) {
         const auto& f = r.features[i];
         csv.field(name).field(S).field(1 / (1 - S)).field(int64_t(i)).field(importance[i]).field(f.norm);
         csv.field(f.interference).field(f.dimensionality).field(r.dims_per_feature).field(r.represented);
-        csv.field(r.superposed).field(phase).field(optimum).end_row();
+        csv.field(r.superposed).field(phase).field(optimum).field(geometry[i]).end_row();
       }
       runs.push_back({{"run", name}, {"sparsity", S}, {"dims_per_feature", r.dims_per_feature},
-                      {"represented", r.represented}, {"superposed", r.superposed}, {"n", r.n}, {"m", r.m}});
+                      {"represented", r.represented}, {"superposed", r.superposed}, {"n", r.n}, {"m", r.m},
+                      {"geometry", geometry_text(r.groups)}});
       if (!phase.empty()) runs.back()["phase"] = phase, runs.back()["optimum"] = optimum;
     }
     if (runs.empty()) throw UsageError(dir + ": no finished sparse_features runs yet");
@@ -109,7 +121,10 @@ int run(const AnalysisOptions& opts) {
   if (opts.quiet) return 0;
   if (opts.json) {
     nlohmann::json j = {{"run_dir", dir}, {"n", r.n}, {"m", r.m}, {"dims_per_feature", r.dims_per_feature},
-                        {"represented", r.represented}, {"superposed", r.superposed}, {"features", nlohmann::json::array()}};
+                        {"represented", r.represented}, {"superposed", r.superposed},
+                        {"geometry", geometry_text(r.groups)}, {"groups", nlohmann::json::array()},
+                        {"features", nlohmann::json::array()}};
+    for (auto& g : r.groups) j["groups"].push_back({{"name", g.name}, {"features", g.features}, {"dims", g.dims}});
     for (auto& f : r.features)
       j["features"].push_back({{"norm", f.norm}, {"interference", f.interference}, {"dimensionality", f.dimensionality},
                                {"bias", f.bias}, {"direction", f.direction}});
@@ -120,6 +135,9 @@ int run(const AnalysisOptions& opts) {
               "%lld in superposition (interference >= %.1f)\n",
               dir.c_str(), (long long)r.n, (long long)r.m, r.dims_per_feature, (long long)r.represented, kRepresentedNorm,
               (long long)r.superposed, kSuperposedInterference);
+  std::printf("geometry (features joined where |cos(W_i, W_j)| >= %.1f; named by features and the dimensions they span, as "
+              "Elhage et al. name them): %s\n",
+              kGeometryCosine, geometry_text(r.groups).c_str());
   std::printf("%8s %8s %13s %15s %9s\n", "feature", "||W_i||", "interference", "dimensionality", "bias");
   for (size_t i = 0; i < r.features.size(); ++i) {
     const auto& f = r.features[i];

@@ -5,10 +5,78 @@
 #include <array>
 #include <cmath>
 #include <functional>
+#include <map>
 
 #include "grokking/error.hpp"
 
 namespace grokking {
+
+std::string geometry_name(int64_t k, int64_t r) {
+  if (k == 1 && r == 1) return "dedicated dimension";
+  if (k == 2 && r == 1) return "digon";
+  if (k == 3 && r == 2) return "triangle";
+  if (k == 4 && r == 3) return "tetrahedron";
+  if (k == 5 && r == 2) return "pentagon";
+  if (k == 8 && r == 3) return "square antiprism";
+  return std::to_string(k) + " features in " + std::to_string(r) + " dimensions";
+}
+
+std::vector<FeatureGroup> feature_groups(const torch::Tensor& W_in) {
+  const auto W = W_in.to(torch::kCPU, torch::kFloat64);
+  const int64_t n = W.size(0);
+  const auto norms = W.norm(2, {1});
+  std::vector<int64_t> rep;
+  for (int64_t i = 0; i < n; ++i)
+    if (norms[i].item<double>() >= kRepresentedNorm) rep.push_back(i);
+  const auto unit = W / norms.clamp_min(1e-12).unsqueeze(1);
+  const auto cosine = unit.matmul(unit.t()).abs();
+  // Connected components among the represented features (union by search).
+  std::vector<int64_t> group(size_t(n), -1);
+  std::vector<FeatureGroup> out;
+  for (auto start : rep) {
+    if (group[size_t(start)] >= 0) continue;
+    FeatureGroup g;
+    std::vector<int64_t> stack = {start};
+    group[size_t(start)] = int64_t(out.size());
+    while (!stack.empty()) {
+      const int64_t i = stack.back();
+      stack.pop_back();
+      g.features.push_back(i);
+      for (auto j : rep)
+        if (group[size_t(j)] < 0 && cosine[i][j].item<double>() >= kGeometryCosine)
+          group[size_t(j)] = int64_t(out.size()), stack.push_back(j);
+    }
+    std::sort(g.features.begin(), g.features.end());
+    // The dimension they span: singular values above a tenth of the largest.
+    const auto sv = at::linalg_svdvals(W.index_select(0, torch::tensor(g.features, torch::kInt64)));
+    const double top = sv.max().item<double>();
+    g.dims = sv.gt(0.1 * top).sum().item<int64_t>();
+    g.name = geometry_name(int64_t(g.features.size()), g.dims);
+    out.push_back(g);
+  }
+  std::stable_sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.features.size() > b.features.size(); });
+  return out;
+}
+
+std::string geometry_text(const std::vector<FeatureGroup>& groups) {
+  if (groups.empty()) return "no feature represented";
+  std::map<std::string, std::vector<std::string>> by_name;
+  std::vector<std::string> order;
+  for (auto& g : groups) {
+    std::string f;
+    for (size_t i = 0; i < g.features.size(); ++i) f += (i ? "," : "") + std::to_string(g.features[i]);
+    if (!by_name.count(g.name)) order.push_back(g.name);
+    by_name[g.name].push_back(f);
+  }
+  std::string out;
+  for (auto& name : order) {
+    const auto& v = by_name[name];
+    out += (out.empty() ? "" : "; ") + (v.size() > 1 ? std::to_string(v.size()) + " x " : std::string()) + name + " (";
+    for (size_t i = 0; i < v.size() && i < 6; ++i) out += (i ? " " : "") + std::string("{") + v[i] + "}";
+    out += v.size() > 6 ? " ...)" : ")";
+  }
+  return out;
+}
 
 SuperpositionReport analyse_superposition(const Model& model) {
   const FeatureReadout* readout = model.arch().feature_readout();
@@ -42,6 +110,7 @@ SuperpositionReport analyse_superposition(const Model& model) {
   }
   const double frob = W.pow(2).sum().item<double>();
   r.dims_per_feature = frob > 0 ? double(r.m) / frob : 0.0;
+  r.groups = feature_groups(W);
   return r;
 }
 
