@@ -242,6 +242,9 @@ expect 0 "" -- "$bin" analyse rgrp
 check "analyse again: up to date, nothing rerun" 'grep -q "^rgrp: up to date (progress, irreps, patch)$" err.txt'
 expect 0 "" -- "$bin" progress rgrp
 check "progress of a group run names its key irreps, not frequencies" 'grep -q "; key irreps .*(numbers .* of grokking irreps. table)" out.txt && ! grep -q "key frequencies" out.txt'
+check "progress of a group run: the irreps over the key rule, in order" 'grep -q "^irreps over the key rule" out.txt && grep -q "dropped below it for good" out.txt'
+expect 0 "" -- "$bin" progress rgrp --from-csv --json
+check "progress --from-csv --json: the irrep order from irreps_progress.csv" 'grep -q "\"irrep_order\"" out.txt && grep -q "\"key_from\"" out.txt'
 expect 2 "heads needs sequence .*; it is read by progress, irreps, patch$" -- "$bin" heads rgrp
 expect 0 "" -- "$bin" plot rgrp
 check "plot of a fresh group run: the irreps figure, excluded loss legend by irrep name" \

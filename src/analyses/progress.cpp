@@ -1,10 +1,14 @@
 // `grokking progress`: the progress measures over a run's checkpoints, and its phases (Nanda et al. 2023).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
+#include <optional>
 
 #include "common.hpp"
+#include "grokking/irreps.hpp"
 #include "grokking/error.hpp"
 #include "grokking/progress.hpp"
 #include "grokking/rundir.hpp"
@@ -30,6 +34,36 @@ std::string key_text(const RunProgress& p) {
          " of grokking irreps' table)";
 }
 
+// A group run's irreps in the order they become key (Chughtai et al.'s question: is the order
+// universal?): per irrep, the first checkpoint where its logit similarity exceeds the key rule's
+// 0.005 and the checkpoint from which it stays above it to the end (none: never, or not at the
+// end), ordered by the latter.
+struct IrrepCrossing {
+  std::string name;
+  std::optional<int64_t> first_above, key_from, dropped_at;  // dropped_at: below from there to the end
+};
+std::vector<IrrepCrossing> irrep_crossings(const RunProgress& p) {
+  std::vector<IrrepCrossing> out;
+  if (p.irrep_names.empty() || p.irrep_similarity.size() != p.rows.size()) return out;
+  for (size_t i = 0; i < p.irrep_names.size(); ++i) {
+    IrrepCrossing c{p.irrep_names[i], std::nullopt, std::nullopt, std::nullopt};
+    for (size_t r = 0; r < p.rows.size(); ++r) {
+      const bool above = i < p.irrep_similarity[r].size() && p.irrep_similarity[r][i] > kKeyIrrepSimilarity;
+      if (above && !c.first_above) c.first_above = p.rows[r].epoch;
+      if (above && !c.key_from) c.key_from = p.rows[r].epoch;
+      if (!above) c.key_from.reset();
+      if (!above && c.first_above && !c.dropped_at) c.dropped_at = p.rows[r].epoch;
+      if (above) c.dropped_at.reset();
+    }
+    if (c.first_above) out.push_back(c);
+  }
+  std::stable_sort(out.begin(), out.end(), [](auto& a, auto& b) {
+    const int64_t big = std::numeric_limits<int64_t>::max();
+    return a.key_from.value_or(big) < b.key_from.value_or(big);
+  });
+  return out;
+}
+
 int run(const AnalysisOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string dir = opts.path;
@@ -44,6 +78,11 @@ int run(const AnalysisOptions& opts) {
     if (exists(dir + "/irreps_progress.csv")) {
       const auto t = read_csv(dir + "/irreps_progress.csv");
       progress.irrep_names.assign(t.header.begin() + (t.header.empty() ? 0 : 1), t.header.end());
+      for (auto& row : t.rows) {
+        std::vector<double> sim;
+        for (size_t c = 1; c < row.size(); ++c) sim.push_back(std::strtod(row[c].c_str(), nullptr));
+        progress.irrep_similarity.push_back(sim);
+      }
     }
   } else {
     progress = measure_progress(dir, opts.freqs);
@@ -58,6 +97,13 @@ int run(const AnalysisOptions& opts) {
                         {"checkpoints", rows.size()},
                         {"seconds", secs},
                         {"phases", phases_json(ph, progress.key_freqs)}};
+    const auto crossings = irrep_crossings(progress);
+    if (!progress.irrep_names.empty()) {
+      j["irrep_order"] = nlohmann::json::array();
+      for (auto& c : crossings)
+        j["irrep_order"].push_back({{"irrep", c.name}, {"first_above", optional_json(c.first_above)},
+                                    {"key_from", optional_json(c.key_from)}, {"dropped_at", optional_json(c.dropped_at)}});
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -73,6 +119,20 @@ int run(const AnalysisOptions& opts) {
       std::printf("%8lld %11.3e %11.3e %9.4f %11.3e %11.3e %7.3f %10.1f\n", (long long)r.epoch, r.train_loss,
                   r.test_loss, r.test_acc, r.restricted_loss, r.excluded_loss, r.gini, r.sum_sq_weights);
     }
+  if (const auto crossings = irrep_crossings(progress); !crossings.empty()) {
+    std::printf("irreps over the key rule (logit similarity > %.3f), in the order they became key for good (first "
+                "crossing in brackets):", kKeyIrrepSimilarity);
+    for (auto& c : crossings)
+      if (c.key_from) std::printf(" %s %lld (%s);", c.name.c_str(), (long long)*c.key_from, e(c.first_above).c_str());
+    std::printf("\n  and dropped below it for good:");
+    auto dropped = crossings;
+    std::stable_sort(dropped.begin(), dropped.end(), [](auto& a, auto& b) {
+      return a.dropped_at.value_or(std::numeric_limits<int64_t>::max()) < b.dropped_at.value_or(std::numeric_limits<int64_t>::max());
+    });
+    for (auto& c : dropped)
+      if (c.dropped_at) std::printf(" %s %lld (first above %s);", c.name.c_str(), (long long)*c.dropped_at, e(c.first_above).c_str());
+    std::printf("\n  (a memorising network passes the rule with every irrep: read the drop-outs, not the first crossings)\n");
+  }
   if (ph.grokked && ph.changes.size() == 3) {
     std::printf("phases%s: memorisation 0-%s | circuit formation %s-%s | cleanup %s-%s\n",
                 ph.failed.empty() ? "" : " (best fit, see below)", e(ph.memorisation_end).c_str(),
