@@ -33,11 +33,13 @@ struct AnalysisOptions {
 enum class AnalysisOption { freqs, irreps, draws, seed, from_csv, pairs };
 
 // A file an analysis writes into a run directory; written only with every capability of
-// `only_with` and none of `unless_with` (attention.csv needs heads; trig_fit.csv is a cycle's
-// that is not a group's).
+// `only_with`, none of `unless_with` and, where given, one of `any_with` (attention.csv needs
+// heads; trig_fit.csv is a cycle's that is not a group's; patch_subspace.csv a cycle's or a
+// group's).
 struct AnalysisFile {
   std::string name;
   uint32_t only_with = 0, unless_with = 0;  // Capability bits
+  uint32_t any_with = 0;                     // and, where given, at least one of these
 };
 
 struct AnalysisKind {

@@ -42,10 +42,11 @@ struct PatchReport {
     double recovered = 0;
   };
   std::vector<Edge> paths;  // empty without heads, or where the model has LayerNorm (the paths would not add up)
-  // Subspace patching (a cycle's runs): the corrupted operand's embedding with its component in
-  // a set of frequencies' directions taken from the clean operand's. `what`: "key frequencies",
-  // "other frequencies" (as many, drawn at random; the mean of the draws, `spread` their range),
-  // "every frequency"; `dims` the subspace's dimension.
+  // Subspace patching (a cycle's or a group's runs): the corrupted operand's embedding with its
+  // component in a set of frequencies' (irreps') directions taken from the clean operand's.
+  // `what`: "key frequencies", "other frequencies" (as many, drawn at random; the mean of the
+  // draws, low and high their range), "every frequency" (or "... irreps", "every irrep"); `freqs`
+  // the units (irreps numbered from 1); `dims` the subspace's dimension.
   struct Subspace {
     std::string what;
     std::vector<int64_t> freqs;
@@ -67,13 +68,14 @@ std::vector<PatchSite> patch_sites(const Model& model, const ActivationCache& cl
 
 // Patches `model` (one model of any kind) on the task's clean and corrupted sets. Path patching
 // needs heads and no LayerNorm; elsewhere `paths` stays empty. `key_freqs`: a cycle's key
-// frequencies, for subspace patching (empty: none), with `draws` random control sets.
+// frequencies or a group's key irreps (from 1), for subspace patching (empty: none), with
+// `draws` random control sets.
 PatchReport patch(const Model& model, const PatchSets& sets, const std::vector<int64_t>& key_freqs = {},
                   int64_t draws = 5, uint64_t seed = 0);
 // The share restored when the corrupted run's operand embeddings (hook_embed) take the clean
-// run's component in the span of these frequencies' directions of each operand's embedding;
-// `dims` gets the subspace's dimension. UsageError where the model has no embedding hook or the
-// task no cycle.
+// run's component in the span of these frequencies' directions of each operand's embedding (a
+// group's: these irreps', numbered from 1); `dims` gets the subspace's dimension. UsageError
+// where the model has no embedding hook or the task no cycle and no group.
 double patch_frequencies(const Model& model, const PatchSets& sets, const std::vector<int64_t>& freqs,
                          int64_t* dims = nullptr);
 // An edge: a sender head's output into a receiver: input "q", "k" or "v" of head

@@ -11,6 +11,7 @@
 
 #include "common.hpp"
 #include "grokking/error.hpp"
+#include "grokking/irreps.hpp"
 #include "grokking/patching.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/task.hpp"
@@ -47,10 +48,10 @@ void write_files(const std::string& dir, const PatchReport& r, Capabilities caps
     for (auto& e : r.paths) paths.field(head_label(e.layer, e.head)).field(e.receiver).field(e.recovered).end_row();
     atomic_write(dir + "/patch_paths.csv", paths.text());
   }
-  if (caps.has(Capability::cycle) && !caps.has(Capability::group)) {
-    CsvWriter sub({"subspace", "frequencies", "dims", "draws", "recovered", "low", "high"});
+  if (caps.has(Capability::cycle) || caps.has(Capability::group)) {
+    CsvWriter sub({"subspace", "units", "dims", "draws", "recovered", "low", "high"});
     for (auto& x : r.subspaces)
-      sub.field(x.what).field(x.what == "every frequency" ? std::string("all") : join_numbers(x.freqs)).field(x.dims)
+      sub.field(x.what).field(x.what.rfind("every", 0) == 0 ? std::string("all") : join_numbers(x.freqs)).field(x.dims)
           .field(x.draws).field(x.recovered).field(x.low).field(x.high).end_row();
     atomic_write(dir + "/patch_subspace.csv", sub.text());
   }
@@ -95,11 +96,11 @@ void print_sites(const PatchReport& r) {
 
 void print_subspaces(const PatchReport& r) {
   if (r.subspaces.empty()) return;
-  std::printf("\nthe corrupted operand's embedding with its component in frequencies' directions taken from the clean "
-              "operand's (span of those rows of F W_E):\n");
+  std::printf("\nthe corrupted operand's embedding with its component in the directions of these frequencies (the rows "
+              "of F W_E) or irreps (the row space of their isotypic part of W_E) taken from the clean operand's:\n");
   for (auto& x : r.subspaces) {
-    const std::string which = x.what == "every frequency" ? "every frequency" :
-                              x.what + " " + (x.what == "other frequencies" && x.draws > 1 ? "e.g. " : "") + join_numbers(x.freqs);
+    const std::string which = x.what.rfind("every", 0) == 0 ? x.what :
+                              x.what + " " + (x.what.rfind("other", 0) == 0 && x.draws > 1 ? "e.g. " : "") + join_numbers(x.freqs);
     if (x.draws > 1)
       std::printf("  %-44s %3lld dims  %6.3f (mean of %lld draws; %.3f to %.3f)\n", which.c_str(), (long long)x.dims,
                   x.recovered, (long long)x.draws, x.low, x.high);
@@ -196,9 +197,14 @@ int run(const AnalysisOptions& opts) {
   const auto sets = opts.pairs_file.empty() ? task->patch_sets(opts.seed)
                                             : task->patch_sets_from(read_pairs(opts.pairs_file), opts.pairs_file);
   const Capabilities caps = capabilities_of(ck.config);
-  // A cycle's key frequencies (the paper's neuron method), for subspace patching.
+  // A group's key irreps (Chughtai et al.'s rule; numbered from 1), or a cycle's key
+  // frequencies (the paper's neuron method), for subspace patching.
   std::vector<int64_t> keys;
-  if (caps.has(Capability::cycle) && !caps.has(Capability::group)) keys = analyse_fourier(model).key_neurons;
+  if (caps.has(Capability::group)) {
+    for (auto k : analyse_irreps(model, group_structure(ck.config.task), {}, 1).key) keys.push_back(int64_t(k) + 1);
+  } else if (caps.has(Capability::cycle)) {
+    keys = analyse_fourier(model).key_neurons;
+  }
   const PatchReport r = patch(model, sets, keys, opts.draws, opts.seed);
   if (!run_dir.empty() && opts.pairs_file.empty()) write_files(run_dir, r, caps);
   if (opts.quiet) return 0;
@@ -227,7 +233,7 @@ const AnalysisKind& kind() {
                {"patch_resid.csv", heads},
                {"patch_heads.csv", heads},
                {"patch_paths.csv", heads},
-               {"patch_subspace.csv", cycle, group}};
+               {"patch_subspace.csv", 0, 0, cycle | group}};
     a.figures = {"patch"};
     a.report = {{"Patching: each named activation restored", "patch_acts.csv"},
                 {"Patching: each head's output restored", "patch_heads.csv"},

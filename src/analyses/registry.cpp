@@ -43,7 +43,8 @@ bool AnalysisKind::applies(Capabilities c) const {
 std::vector<std::string> AnalysisKind::files_for(Capabilities c) const {
   std::vector<std::string> out;
   for (auto& f : files)
-    if ((c.bits & f.only_with) == f.only_with && (c.bits & f.unless_with) == 0) out.push_back(f.name);
+    if ((c.bits & f.only_with) == f.only_with && (c.bits & f.unless_with) == 0 && (!f.any_with || (c.bits & f.any_with)))
+      out.push_back(f.name);
   return out;
 }
 
@@ -176,6 +177,10 @@ void print_registry() {
         if (f.only_with & uint32_t(c)) cond += (cond.empty() ? "" : ", ") + std::string("with ") + capability_name(c);
         if (f.unless_with & uint32_t(c)) cond += (cond.empty() ? "" : ", ") + std::string("not with ") + capability_name(c);
       }
+      std::string any;
+      for (auto c : all_capabilities())
+        if (f.any_with & uint32_t(c)) any += (any.empty() ? "" : " or ") + std::string(capability_name(c));
+      if (!any.empty()) cond += (cond.empty() ? "" : ", ") + std::string("with ") + any;
       files += (files.empty() ? "" : ", ") + f.name + (cond.empty() ? "" : " (" + cond + ")");
     }
     std::string figures;

@@ -3,12 +3,14 @@
 
 #include "grokking/analysis.hpp"
 #include "grokking/error.hpp"
+#include "grokking/irreps.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
 #include <random>
 #include <tuple>
 
@@ -173,35 +175,66 @@ std::vector<PatchSite> patch_sites(const Model& model, const ActivationCache& cl
 
 namespace {
 
+// The units of subspace patching: a cycle's frequencies, or a group's irreps (from 1).
+struct Units {
+  bool group = false;
+  int64_t count = 0;  // frequencies 1..count, irreps 1..count
+  std::optional<Cycle> cycle;
+  std::optional<GroupStructure> gs;
+  std::string name() const { return group ? "irreps" : "frequencies"; }
+};
+Units units_of(const Model& model) {
+  Units u;
+  const Capabilities caps = capabilities_of(model.config());
+  if (caps.has(Capability::group)) {
+    u.group = true, u.gs = group_structure(model.config().task), u.count = int64_t(u.gs->irreps.size());
+  } else {
+    u.cycle = cycle_of(model.config().task), u.count = n_frequencies(u.cycle->n);
+  }
+  return u;
+}
+
 // Each operand's hook_embed slot (a transformer's position o, an MLP's half o) restricted to
-// the span of `freqs`' directions of that operand's embedding: the projection [w, w] per
-// operand, float32; `dims` the span's dimension.
-std::vector<torch::Tensor> frequency_projections(const Model& model, const std::vector<int64_t>& freqs, int64_t* dims) {
-  const Cycle cycle = cycle_of(model.config().task);
-  const auto embeddings = operand_embeddings(model);  // [values, w] float64 each
-  const auto F = fourier_basis(cycle.n);
+// the span of the units' directions of that operand's embedding: for frequencies the rows of
+// F W_E that hold them, for irreps the row space of their isotypic part of W_E (sum of the
+// projectors, applied over the elements); the projection [w, w] per operand, float32; `dims`
+// the span's dimension.
+std::vector<torch::Tensor> unit_projections(const Model& model, const Units& u, const std::vector<int64_t>& units,
+                                            int64_t* dims) {
+  for (auto k : units)
+    if (k < 1 || k > u.count)
+      throw UsageError(std::string(u.group ? "irrep " : "frequency ") + std::to_string(k) + " is not among 1.." +
+                       std::to_string(u.count));
   std::vector<torch::Tensor> out;
-  for (auto& e : embeddings) {
-    const auto g = F.mm(on_cycle(e, cycle));  // [n, w]: the embedding's component of each basis row
-    std::vector<int64_t> rows;
-    for (auto k : freqs) {
-      if (k < 1 || k > n_frequencies(cycle.n))
-        throw UsageError("frequency " + std::to_string(k) + " is not among 1.." + std::to_string(n_frequencies(cycle.n)));
-      for (auto r : frequency_rows(cycle.n, k)) rows.push_back(r);
+  for (auto& e : operand_embeddings(model)) {  // [values, w] float64 each
+    torch::Tensor basis;                       // [w, r] orthonormal
+    if (u.group) {
+      auto Q = torch::zeros({e.size(0), e.size(0)}, torch::kFloat64);
+      for (auto k : units) Q += u.gs->projectors[size_t(k - 1)];
+      const auto svd = at::linalg_svd(Q.mm(e).t(), /*full_matrices=*/false);
+      const auto& U = std::get<0>(svd);
+      const auto& S = std::get<1>(svd);
+      const int64_t r = S.gt(1e-9 * std::max(S.max().item<double>(), 1e-300)).sum().item<int64_t>();
+      basis = U.narrow(1, 0, r);
+    } else {
+      const auto F = fourier_basis(u.cycle->n);
+      const auto g = F.mm(on_cycle(e, *u.cycle));  // [n, w]: the embedding's component of each basis row
+      std::vector<int64_t> rows;
+      for (auto k : units)
+        for (auto r : frequency_rows(u.cycle->n, k)) rows.push_back(r);
+      basis = std::get<0>(at::linalg_qr(g.index_select(0, torch::tensor(rows, torch::kInt64)).t()));
     }
-    const auto d = g.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, w]
-    const auto q = std::get<0>(at::linalg_qr(d.t()));                       // [w, r] orthonormal
-    if (dims) *dims = q.size(1);
-    out.push_back(q.mm(q.t()).to(torch::kFloat32));
+    if (dims) *dims = basis.size(1);
+    out.push_back(basis.mm(basis.t()).to(torch::kFloat32));
   }
   return out;
 }
 
-double frequencies_restored(const Model& model, const PatchSets& sets, const Runs& runs, const std::vector<int64_t>& freqs,
-                            int64_t* dims) {
+double units_restored(const Model& model, const PatchSets& sets, const Runs& runs, const Units& u,
+                      const std::vector<int64_t>& units, int64_t* dims) {
   if (!runs.clean.has("hook_embed"))
     throw UsageError("subspace patching reads the operands' embeddings (hook_embed); this model has none");
-  const auto proj = frequency_projections(model, freqs, dims);
+  const auto proj = unit_projections(model, u, units, dims);
   const auto& clean = runs.clean["hook_embed"];
   const PatchSite site{"hook_embed", clean.dim() == 3 ? "position" : "operand", 1};
   Replace hooks;
@@ -222,7 +255,7 @@ double frequencies_restored(const Model& model, const PatchSets& sets, const Run
 double patch_frequencies(const Model& model, const PatchSets& sets, const std::vector<int64_t>& freqs, int64_t* dims) {
   require_one(model);
   torch::NoGradGuard no_grad;
-  return frequencies_restored(model, sets, cache_both(model, sets), freqs, dims);
+  return units_restored(model, sets, cache_both(model, sets), units_of(model), freqs, dims);
 }
 
 PatchReport patch(const Model& model, const PatchSets& sets, const std::vector<int64_t>& key_freqs, int64_t draws,
@@ -258,17 +291,20 @@ PatchReport patch(const Model& model, const PatchSets& sets, const std::vector<i
     }
   }
 
-  // ---- subspace patching: the key frequencies' directions, as many others, every frequency ----
+  // ---- subspace patching: the key units' directions, as many others, every unit ----
   if (!key_freqs.empty() && runs.clean.has("hook_embed")) {
-    const int64_t n = n_frequencies(cycle_of(model.config().task).n);
-    PatchReport::Subspace key{"key frequencies", key_freqs};
-    key.recovered = key.low = key.high = frequencies_restored(model, sets, runs, key_freqs, &key.dims);
+    const Units u = units_of(model);
+    const std::string unit = u.name();
+    PatchReport::Subspace key{"key " + unit, key_freqs};
+    key.recovered = key.low = key.high = units_restored(model, sets, runs, u, key_freqs, &key.dims);
     r.subspaces.push_back(key);
     std::vector<int64_t> others;
-    for (int64_t k = 1; k <= n; ++k)
-      if (std::find(key_freqs.begin(), key_freqs.end(), k) == key_freqs.end()) others.push_back(k);
+    for (int64_t k = 1; k <= u.count; ++k)
+      if (std::find(key_freqs.begin(), key_freqs.end(), k) == key_freqs.end() &&
+          !(u.group && u.gs->irreps[size_t(k - 1)].trivial()))
+        others.push_back(k);
     if (int64_t(others.size()) >= int64_t(key_freqs.size())) {
-      PatchReport::Subspace ctl{"other frequencies", {}};
+      PatchReport::Subspace ctl{"other " + unit, {}};
       ctl.draws = draws, ctl.low = 1e300, ctl.high = -1e300;
       std::mt19937_64 rng(seed * 1000003u + 0xf7e9);
       for (int64_t d = 0; d < draws; ++d) {
@@ -276,16 +312,16 @@ PatchReport patch(const Model& model, const PatchSets& sets, const std::vector<i
         std::shuffle(pool.begin(), pool.end(), rng);
         pool.resize(key_freqs.size());
         std::sort(pool.begin(), pool.end());
-        const double v = frequencies_restored(model, sets, runs, pool, &ctl.dims);
+        const double v = units_restored(model, sets, runs, u, pool, &ctl.dims);
         ctl.recovered += v / double(draws), ctl.low = std::min(ctl.low, v), ctl.high = std::max(ctl.high, v);
         if (d == 0) ctl.freqs = pool;
       }
       r.subspaces.push_back(ctl);
     }
-    std::vector<int64_t> all(static_cast<size_t>(n));
-    for (int64_t k = 1; k <= n; ++k) all[size_t(k - 1)] = k;
-    PatchReport::Subspace every{"every frequency", {}};
-    every.recovered = every.low = every.high = frequencies_restored(model, sets, runs, all, &every.dims);
+    std::vector<int64_t> all(static_cast<size_t>(u.count));
+    for (int64_t k = 1; k <= u.count; ++k) all[size_t(k - 1)] = k;
+    PatchReport::Subspace every{u.group ? "every irrep" : "every frequency", {}};
+    every.recovered = every.low = every.high = units_restored(model, sets, runs, u, all, &every.dims);
     r.subspaces.push_back(every);
   }
 
