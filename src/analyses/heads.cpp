@@ -248,7 +248,7 @@ const AnalysisKind& kind() {
     a.needs = {Capability::sequence, Capability::heads};
     a.files = {{"heads.csv"}, {"heads_progress.csv"}, {"heads_pattern.dat"}, {"heads_composition.csv"},
                {"heads_position_loss.csv"}};
-    a.figures = {"heads", "pattern"};
+    a.figures = {"heads", "pattern", "position_loss"};
     a.source = "Olsson et al. 2022 (prefix matching, loss by position); TransformerLens's head detector (scores); "
                "Elhage et al. 2021 (copying eigenvalues; Q-, K-, V-composition as ARENA 1.2's get_comp_score)";
     a.report = {{"Attention heads (scores, ablated losses)", "heads.csv"}};

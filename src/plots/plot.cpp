@@ -359,6 +359,35 @@ bool superposition_figure(const RunFigures& f) {
 // A repeat-task run after `heads`: each head's induction score (solid) and previous-token score
 // (dashed) over training, the repeated half's loss on the right axis, and the transition (10 % to
 // 90 % of the loss's drop, as `heads` prints it) shaded.
+// After `heads`: the loss at each position of the context at a few checkpoints (Olsson et al.'s
+// per-token loss, which falls late in the context once induction heads form), log scale.
+bool position_loss_figure(const RunFigures& f) {
+  if (!f.has("heads_position_loss.csv")) return false;
+  const auto t = read_csv(f.dir + "/heads_position_loss.csv");
+  const int ce = t.column("epoch");
+  if (ce < 0 || t.rows.empty()) return false;
+  std::vector<std::string> epochs;
+  for (auto& r : t.rows)
+    if (epochs.empty() || epochs.back() != r[size_t(ce)]) epochs.push_back(r[size_t(ce)]);
+  // Up to six checkpoints, evenly spread, the first and the last among them.
+  std::vector<std::string> picked;
+  const size_t k = std::min<size_t>(6, epochs.size());
+  for (size_t i = 0; i < k; ++i) {
+    const auto& e = epochs[k == 1 ? 0 : i * (epochs.size() - 1) / (k - 1)];
+    if (picked.empty() || picked.back() != e) picked.push_back(e);
+  }
+  static const char* const kColours[] = {"#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c", "#08306b"};
+  std::string plot;
+  for (size_t i = 0; i < picked.size(); ++i)
+    plot += std::string(i ? ", " : "plot ") + "'../heads_position_loss.csv' using 'position':(column('epoch') == " +
+            picked[i] + " ? column('loss') : 1/0) with linespoints pt 7 ps 0.5 lw 2 lc rgb '" +
+            kColours[i + 6 - picked.size()] + "' title 'step " + picked[i] + "'";
+  figure(f.opts.gnuplot, f.plots, "position_loss",
+         "set title 'Loss by position in the context (each next token, over the evaluation sequences)'\n"
+         "set xlabel 'position'\nset ylabel 'loss (nats)'\nset logscale y\n" + plot + "\n");
+  return true;
+}
+
 bool heads_figure(const RunFigures& f) {
   if (!f.has("heads_progress.csv")) return false;
   const auto t = read_csv(f.dir + "/heads_progress.csv");
@@ -588,7 +617,7 @@ const std::map<std::string, bool (*)(const RunFigures&)>& figure_drawers() {
       {"spectrum", spectrum_figure}, {"neurons", neurons_figure},   {"logits2d", logits2d_figure},
       {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure},
       {"trig_fit", trig_fit_figure}, {"irreps", irreps_figure},     {"heads", heads_figure},
-      {"pattern", pattern_figure},   {"superposition", superposition_figure}, {"patch", patch_figure}};
+      {"pattern", pattern_figure},     {"position_loss", position_loss_figure},   {"superposition", superposition_figure}, {"patch", patch_figure}};
   return d;
 }
 
