@@ -323,11 +323,18 @@ bool trig_fit_figure(const RunFigures& f) {
 bool irreps_figure(const RunFigures& f) {
   if (!f.has("irreps_progress.csv")) return false;
   const auto t = read_csv(f.dir + "/irreps_progress.csv");
+  // A colour an irrep, none repeated below twenty (the default cycle repeats every eight), and
+  // the key rule's threshold drawn.
+  static const char* const kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+                                         "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39",
+                                         "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"};
   std::string plot;
   for (size_t c = 1; c < t.header.size(); ++c)
     plot += std::string(plot.empty() ? "plot " : ", ") + "'../irreps_progress.csv' using 1:" + std::to_string(c + 1) +
-            " with lines lw 2 title '" + t.header[c] + "' noenhanced";
+            " with lines lw 2 lc rgb '" + kColours[(c - 1) % 20] + "'" + (c > 20 ? " dt 2" : "") + " title '" +
+            t.header[c] + "' noenhanced";
   if (plot.empty()) return false;
+  plot += ", 0.005 with lines dt 3 lw 1 lc rgb 'black' title 'key rule (0.005)'";
   figure(f.opts.gnuplot, f.plots, "irreps",
          "set title 'Logit similarity per irreducible representation (key: above 0.005)'\nset xlabel 'epoch'\n"
          "set ylabel 'similarity'\nset key below\n" + f.marks() + plot + "\n");
@@ -345,7 +352,7 @@ bool superposition_figure(const RunFigures& f) {
       "set title 'W^T W (entry i, j: W_i . W_j)' noenhanced\nset xlabel 'feature j'\nset ylabel 'feature i'\n"
       "set yrange [] reverse\nset palette defined (-1 '#2166ac', 0 'white', 1 '#b2182b')\nset cbrange [-1.5:1.5]\n"
       "set datafile separator whitespace\nunset key\n"
-      "plot '../wtw.dat' matrix with image\n";
+      "plot '../wtw.dat' matrix with image pixels\n";
   if (plane)
     body += "set datafile separator ','\nset title 'Columns of W in the hidden plane'\nset xlabel 'h_0'\n"
             "set ylabel 'h_1'\nset size ratio -1\nset yrange [*:*] noreverse\nset xrange [*:*]\n"
@@ -441,7 +448,7 @@ bool pattern_figure(const RunFigures& f) {
   std::replace(head.begin(), head.end(), '\'', ' ');
   std::string body = "set datafile separator whitespace\nset xlabel 'key position'\nset ylabel 'query position'\n"
                      "set cblabel 'attention'\nset cbrange [0:1]\nset palette defined (0 '#ffffff', 0.3 '#9ecae1', "
-                     "1 '#08306b')\nset size ratio -1\nset key below\n";
+                     "1 '#08306b')\nset size ratio -1\nset key below noautotitle\n";
   if (L > 0) {
     // Only the sequence (not its padding), and where an induction head attends: the token after
     // the earlier occurrence, key = query - L + 1, for the queries of the repeated half.
