@@ -813,13 +813,33 @@ void superposition_figures(const PlotOptions& opts, const std::string& dir, cons
     std::string sticky;
     for (auto [num, den] : std::vector<std::pair<int, int>>{{1, 1}, {3, 4}, {2, 3}, {1, 2}, {2, 5}, {3, 8}}) {
       const std::string y = sig6(double(num) / den), name = den == 1 ? "1" : std::to_string(num) + "/" + std::to_string(den);
+      // 2/5 and 3/8 lie 0.025 apart: their labels are nudged apart.
+      const std::string nudge = den == 5 ? "0.5,0.35" : den == 8 ? "0.5,-0.35" : "0.5,0";
       sticky += "set arrow from graph 0, first " + y + " to graph 1, first " + y + " nohead dt 3 lc rgb '#888888'\n"
-                "set label '" + name + "' at graph 1, first " + y + " offset 0.5,0 font ',9' tc rgb '#555555'\n";
+                "set label '" + name + "' at graph 1, first " + y + " offset " + nudge + " font ',9' tc rgb '#555555'\n";
     }
+    // The x range the data spans (log scale), with a margin, so that no point sits on the border.
+    // The y range up to the largest value drawn (D* of a run that has not converged exceeds 1).
+    double lo = 1e300, hi = 0, top = 1.1;
+    {
+      const auto sp = read_csv(dir + "/superposition.csv");
+      const int c = sp.column("inverse_density"), cd = sp.column("dimensionality"), cs = sp.column("dims_per_feature");
+      auto num = [&](const std::vector<std::string>& r, int col) {
+        return col >= 0 ? std::strtod(r[size_t(col)].c_str(), nullptr) : 0.0;
+      };
+      for (auto& r : sp.rows) {
+        const double v = num(r, c);
+        if (std::isfinite(v) && v > 0) lo = std::min(lo, v), hi = std::max(hi, v);
+        for (double y : {num(r, cd), num(r, cs)})
+          if (std::isfinite(y)) top = std::max(top, 1.05 * y);
+      }
+    }
+    const std::string xrange = (hi > 0 ? "set xrange [" + sig6(lo / 1.25) + ":" + sig6(hi * 1.25) + "]\n" : "") +
+                               "set yrange [-0.05:" + sig6(top) + "]\n";
     figure(opts.gnuplot, plots, "superposition",
            "set title 'Dimensionality per feature, and D* = m/|W|^2, against 1/(1-S)'\nset xlabel '1/(1-S)'\n"
-           "set logscale x\nset ylabel 'dimensions per feature'\nset yrange [-0.05:1.1]\nset key below\n"
-           "set rmargin 6\n" + sticky +
+           "set logscale x\nset ylabel 'dimensions per feature'\nset key outside top center horizontal\n"
+           "set rmargin 6\n" + xrange + sticky +
            "plot '../superposition.csv' using 'inverse_density':'dimensionality' with points pt 7 ps 0.6 "
            "lc rgb '#1f77b4' title 'a feature', '' using 'inverse_density':'dims_per_feature' with points pt 5 "
            "ps 0.9 lc rgb 'black' title 'D* of a run'\n");
