@@ -167,6 +167,10 @@ J
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" sparsity sparse >tbl.txt 2>tbl.err
 check "readme-tables sparsity: a column per sparsity, both seeds in a cell" \
   'grep -q "^| sparsity S | 0.00 | 0.90 |$" tbl.txt && grep -Eq "^\| features represented \(seeds 0, 1\) \| [0-3] [0-3] \| [0-3] [0-3] \|$" tbl.txt'
+rm -f sparse/superposition.csv
+expect 0 "" -- "$bin" plot sparse
+check "plot of a sparsity sweep runs the sweep-wide superposition analysis first" \
+  '[ -s sparse/superposition.csv ] && [ -s sparse/plots/superposition.svg ]'
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" final sparse train_loss --by task.sparsity --by model.d_hidden >tbl.txt 2>tbl.err
 range=$(for s in 0 1; do tail -n1 "sparse/runs/task.sparsity=0.9_train.seed=$s/metrics.csv" | cut -d, -f2; done |
   sort -g | awk '{v[NR] = $1} END {printf "%.3f | %.3f – %.3f", (v[1] + v[2]) / 2, v[1], v[2]}')

@@ -101,5 +101,8 @@ std::vector<const AnalysisKind*> stale_analyses(const std::string& run_dir, cons
 // Brings a run directory's analysis files up to date (what plot calls before drawing). Returns
 // the analyses it ran.
 std::vector<const AnalysisKind*> update_analyses(const std::string& run_dir, bool force, bool quiet);
+// A sweep directory's sweep-wide analyses (scope run_or_sweep) that apply to its finished runs,
+// run over the sweep; what ran.
+std::vector<const AnalysisKind*> update_sweep_analyses(const std::string& sweep_dir);
 
 }  // namespace grokking

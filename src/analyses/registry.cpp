@@ -190,6 +190,25 @@ void print_registry() {
   }
 }
 
+std::vector<const AnalysisKind*> update_sweep_analyses(const std::string& dir) {
+  const auto plan = read_json_file(dir + "/plan.json");
+  std::vector<const AnalysisKind*> kinds;
+  for (auto& run : plan.at("runs")) {
+    const std::string run_dir = dir + "/runs/" + run.at("name").get<std::string>();
+    if (!exists(summary_path(run_dir)) || !finished(read_summary(run_dir).status)) continue;
+    for (auto* k : analyses_for(load_run_config(run_dir)))
+      if (k->scope == AnalysisKind::Scope::run_or_sweep && std::find(kinds.begin(), kinds.end(), k) == kinds.end())
+        kinds.push_back(k);
+  }
+  for (auto* k : kinds) {
+    AnalysisOptions o;
+    o.path = dir;
+    o.quiet = true;
+    k->run(o);
+  }
+  return kinds;
+}
+
 int run_analyse_command(const AnalyseOptions& opts) {
   if (opts.list) return print_registry(), kExitOk;
   const std::string& dir = opts.path;

@@ -857,6 +857,7 @@ void plot_sweep(const PlotOptions& opts, const std::string& dir) {
   std::vector<std::string> figs;
   grok_vs_key_figures(opts, plots, table, plan, figs);
   if (exists(dir + "/compare.csv") && exists(dir + "/compare_runs.csv")) compare_figure(opts, dir, plots, figs);
+  if (opts.analyse) update_sweep_analyses(dir);  // superposition.csv over the sweep, as `analyse` makes it
   if (exists(dir + "/superposition.csv")) superposition_figures(opts, dir, plots, figs);
   std::string h = "<!doctype html><html><head><meta charset=utf-8><title>grokking sweep " + html_escape(dir) +
                   "</title>" + kStyle + "</head><body><h1>Sweep " + html_escape(dir) + "</h1><p>" +
