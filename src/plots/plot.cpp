@@ -347,8 +347,16 @@ bool superposition_figure(const RunFigures& f) {
   if (!f.has("wtw.dat") || !f.has("superposition.csv")) return false;
   const auto t = read_csv(f.dir + "/superposition.csv");
   const bool plane = t.column("w0") >= 0 && t.column("w1") >= 0 && t.column("w2") < 0;
+  // Elhage et al.'s bars: each feature's norm ||W_i||, coloured by how much it shares its
+  // dimensions, sum_{j != i} (W^_i . W_j)^2 (black: a dimension of its own; yellow: superposed).
   std::string body =
-      "set multiplot layout 1," + std::string(plane ? "2" : "1") + "\n"
+      "set multiplot layout 1," + std::string(plane ? "3" : "2") + "\n"
+      "set datafile separator ','\nset title '||W_i||, coloured by superposition' noenhanced\nset xlabel 'feature'\n"
+      "set ylabel '||W_i||'\nset yrange [0:*]\nset style fill solid 1.0\nset boxwidth 0.8\nunset key\n"
+      "set palette defined (0 'black', 0.5 '#7a0177', 1 '#fec44f')\nset cbrange [0:1]\n"
+      "set cblabel 'sum_{j!=i} (W^_i . W_j)^2' noenhanced\n"
+      "plot '../superposition.csv' using 'feature':'norm':'interference' with boxes lc palette\n"
+      "unset style\nset style fill empty\nset autoscale\nunset cblabel\n"
       "set title 'W^T W (entry i, j: W_i . W_j)' noenhanced\nset xlabel 'feature j'\nset ylabel 'feature i'\n"
       "set yrange [] reverse\nset palette defined (-1 '#2166ac', 0 'white', 1 '#b2182b')\nset cbrange [-1.5:1.5]\n"
       "set datafile separator whitespace\nunset key\n"
@@ -363,9 +371,6 @@ bool superposition_figure(const RunFigures& f) {
   return true;
 }
 
-// A repeat-task run after `heads`: each head's induction score (solid) and previous-token score
-// (dashed) over training, the repeated half's loss on the right axis, and the transition (10 % to
-// 90 % of the loss's drop, as `heads` prints it) shaded.
 // After `heads`: the loss at each position of the context at a few checkpoints (Olsson et al.'s
 // per-token loss, which falls late in the context once induction heads form), log scale.
 bool position_loss_figure(const RunFigures& f) {
@@ -395,6 +400,9 @@ bool position_loss_figure(const RunFigures& f) {
   return true;
 }
 
+// A repeat-task run after `heads`: each head's induction score (solid) and previous-token score
+// (dashed) over training, the repeated half's loss on the right axis, and the transition (10 % to
+// 90 % of the loss's drop, as `heads` prints it) shaded.
 bool heads_figure(const RunFigures& f) {
   if (!f.has("heads_progress.csv")) return false;
   const auto t = read_csv(f.dir + "/heads_progress.csv");
