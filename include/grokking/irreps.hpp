@@ -43,8 +43,9 @@ struct RestrictedReading {
   Split heldout;                  // test pairs only
   std::vector<size_t> rule;       // the irreps the 0.005 rule picks from these logits
 };
+// `similarity`: these logits' logit similarities where the caller has them (else computed).
 RestrictedReading read_restricted(const torch::Tensor& logits, const GroupStructure& gs, const Dataset& data,
-                                  const std::vector<size_t>& key);
+                                  const std::vector<size_t>& key, const std::vector<double>* similarity = nullptr);
 // A lookup-table memoriser of the split: logits N(0, 1) everywhere plus a margin of 10 at each
 // training pair's label (train loss about |G| e^-10, test accuracy chance), seeded.
 torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, uint64_t seed);

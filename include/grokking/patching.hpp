@@ -56,7 +56,7 @@ struct PatchReport {
   std::vector<Subspace> subspaces;
 };
 
-// The named activations patching restores for this model, with the axis each is sliced along:
+// The named activations patching restores (those a model offered to `clean`), with the axis each is sliced along:
 // a transformer's hook_embed and blocks.L.hook_resid_pre and hook_mlp_out by position, its
 // heads' hook_q, hook_k, hook_v and hook_z by head; an MLP's hook_embed by operand and each
 // hidden layer's hook_post whole; a toy model's hook_hidden by unit.
@@ -64,7 +64,7 @@ struct PatchSite {
   std::string activation, axis;
   int64_t dim = -1;  // the axis' dimension in the activation; -1: the whole activation
 };
-std::vector<PatchSite> patch_sites(const Model& model, const ActivationCache& clean);
+std::vector<PatchSite> patch_sites(const ActivationCache& clean);
 
 // Patches `model` (one model of any kind) on the task's clean and corrupted sets. Path patching
 // needs heads and no LayerNorm; elsewhere `paths` stays empty. `key_freqs`: a cycle's key

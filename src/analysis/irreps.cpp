@@ -126,7 +126,7 @@ torch::Tensor restricted_within(const torch::Tensor& logits, const GroupStructur
 }  // namespace
 
 RestrictedReading read_restricted(const torch::Tensor& logits, const GroupStructure& gs, const Dataset& data,
-                                  const std::vector<size_t>& key) {
+                                  const std::vector<size_t>& key, const std::vector<double>* similarity) {
   RestrictedReading r;
   const auto l = logits.to(torch::kCPU, torch::kFloat64);
   const auto kept = project_irreps(l, gs, key);
@@ -136,7 +136,7 @@ RestrictedReading read_restricted(const torch::Tensor& logits, const GroupStruct
     const auto y = data.all_y.index_select(0, test.nonzero().squeeze(1));
     r.heldout = evaluate_splits(restricted_within(l, gs, key, test), y, torch::zeros({y.size(0)}, torch::kBool)).test;
   }
-  const auto sim = logit_similarities(l, gs);
+  const auto sim = similarity ? *similarity : logit_similarities(l, gs);
   for (size_t i = 0; i < sim.size(); ++i)
     if (!gs.irreps[i].trivial() && sim[i] > kKeyIrrepSimilarity) r.rule.push_back(i);
   return r;
@@ -248,7 +248,7 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
   // The key irreps together: kept (with the per-class mean of the rest, as the Fourier analysis's
   // bias correction), and removed.
   const auto kept = project_irreps(logits, gs, key);
-  const auto reading = read_restricted(logits, gs, data, key);
+  const auto reading = read_restricted(logits, gs, data, key, &similarity);
   r.restricted = reading.restricted, r.restricted_heldout = reading.heldout;
   r.excluded = evaluate_splits(logits - kept, data.all_y, data.train_mask);
   auto Q = torch::zeros({N, N}, torch::kFloat64);
@@ -300,8 +300,9 @@ IrrepProgress irrep_progress(const Model& model, const GroupStructure& gs, const
   const auto logits = run_pair_forward(model).logits.to(torch::kCPU, torch::kFloat64);
   const auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
   p.train_loss = ev.train.loss, p.test_loss = ev.test.loss, p.train_acc = ev.train.acc, p.test_acc = ev.test.acc;
+  p.similarity = logit_similarities(logits, gs);
   const auto kept = project_irreps(logits, gs, key);
-  const auto reading = read_restricted(logits, gs, data, key);
+  const auto reading = read_restricted(logits, gs, data, key, &p.similarity);
   p.restricted = reading.restricted, p.restricted_heldout = reading.heldout;
   p.excluded_loss = evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss;
   for (auto k : key)
@@ -310,7 +311,6 @@ IrrepProgress irrep_progress(const Model& model, const GroupStructure& gs, const
   p.gini_embed = irrep_gini(row_fractions(embedding_matrix(model), gs), gs);
   const PairReadout& readout = readout_of(model);
   if (!readout.neuron_to_logits.empty()) p.gini_wl = irrep_gini(row_fractions(neuron_logit_map(model), gs), gs);
-  p.similarity = logit_similarities(logits, gs);
   return p;
 }
 

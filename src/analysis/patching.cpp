@@ -158,8 +158,7 @@ double patch_path(const Model& model, const PatchSets& sets, int64_t sl, int64_t
   return patch_paths(model, sets, {{sl, sh, input, rl, rh}});
 }
 
-std::vector<PatchSite> patch_sites(const Model& model, const ActivationCache& clean) {
-  (void)model;
+std::vector<PatchSite> patch_sites(const ActivationCache& clean) {
   std::vector<PatchSite> out;
   for (auto& n : clean.names()) {
     if (n == "hook_embed") out.push_back({n, clean[n].dim() == 3 ? "position" : "operand", 1});
@@ -271,7 +270,7 @@ PatchReport patch(const Model& model, const PatchSets& sets, const std::vector<i
 
   // ---- activation patching: every site, one slice at a time ----
   if (r.layers > 0) r.resid.assign(size_t(r.layers), {}), r.head_out.assign(size_t(r.layers), {});
-  for (const auto& site : patch_sites(model, runs.clean)) {
+  for (const auto& site : patch_sites(runs.clean)) {
     const auto& clean = runs.clean[site.activation];
     for (int64_t k = 0; k < slices_of(clean, site); ++k) {
       Replace hooks;
