@@ -201,7 +201,10 @@ int run(const AnalysisOptions& opts) {
   // frequencies (the paper's neuron method), for subspace patching.
   std::vector<int64_t> keys;
   if (caps.has(Capability::group)) {
-    for (auto k : analyse_irreps(model, group_structure(ck.config.task), {}, 1).key) keys.push_back(int64_t(k) + 1);
+    // The rule alone (not the whole irreps analysis): read off the model's logits over all pairs.
+    const auto logits = run_pair_forward(model).logits.to(torch::kCPU, torch::kFloat64);
+    for (auto k : read_restricted(logits, group_structure(ck.config.task), make_dataset(ck.config.task), {}).rule)
+      keys.push_back(int64_t(k) + 1);
   } else if (caps.has(Capability::cycle)) {
     keys = analyse_fourier(model).key_neurons;
   }
