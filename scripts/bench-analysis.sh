@@ -6,7 +6,7 @@
 #   scripts/bench-analysis.sh RUN_DIR [N=5] [BINARY=build/grokking]
 #
 # `progress` is timed once (it reads every checkpoint). Nothing here is a test: figures go
-# to the README's speed table.
+# to the speed table of docs/speed.md.
 set -euo pipefail
 run=${1:?usage: scripts/bench-analysis.sh RUN_DIR [N] [BINARY]}
 n=${2:-5}

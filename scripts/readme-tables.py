@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The README's result tables, as Markdown, from run and sweep directories.
+"""The result tables of docs/results/ and docs/speed.md, as Markdown, from run and sweep directories.
 
 Each table is computed by the tool itself (`grokking heads|irreps|compare|ablate|fourier|progress|
 bench --json`) or read from the runs' metrics.csv, and only laid out here, so that updating a

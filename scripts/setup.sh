@@ -26,7 +26,7 @@ if ((${#missing[@]})); then
 fi
 
 # LibTorch must run on OpenBLAS, not the reference BLAS, whichever was installed first. An
-# OpenBLAS chosen on purpose (the OpenMP build, see README "Speed") is left alone.
+# OpenBLAS chosen on purpose (the OpenMP build, see docs/speed.md) is left alone.
 openblas=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3
 if [ -e "$openblas" ] && command -v update-alternatives >/dev/null; then
   current=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || true)

@@ -1,22 +1,15 @@
 #!/usr/bin/env python3
-"""The README's commands against the binary (ctest `readme`), the way Rust runs its docs' examples.
+"""The README's and the docs' commands against the binary (ctest `readme`), the way Rust runs its docs' examples.
 
-1. Every `grokking SUB ...` the README shows in code (spans, indented and fenced blocks), with or
-   without its build/ prefix, names a subcommand the binary has and only options that SUB's
-   --help lists; every `--set KEY=...` and `--by KEY` names a key of `grokking config --doc`.
-2. Every configs/... and scripts/... path the README names exists in the repository.
-3. The "Using it" block runs as written, with one documented substitution: the paper's run
-   (configs/tl-demo.json, 25,000 epochs) becomes configs/ci-small.json with 300 epochs, and
-   runs/ goes to a temporary directory. `bench` is left out (it times; speed belongs in the
-   README's figures, not in a test).
-4. The "On the small config" block: its three commands run as written (DIR a temporary
-   directory), and every line it shows "as printed" is printed (or begins a printed line: an
-   excerpt may leave out the columns on the right): the same text and key
-   frequencies, each number of the form 1.234e-05 (a loss) within a factor of 10 of the README's,
-   each other number (accuracies, percentages) within 0.05 of it (percentages within 5 points).
-   The run is deterministic for one thread on one machine; the tolerances leave room for other
-   CPUs and BLAS builds, not for a changed table.
-5. The run directory's analysis files: the block the README shows is `grokking analyse --list`.
+1. Every `grokking SUB ...` that README.md or a page under docs/ shows in code (spans, indented
+   and fenced blocks), with or without its build/ prefix, names a subcommand the binary has and
+   only options that SUB's --help lists; every `--set KEY=...` and `--by KEY` names a key of
+   `grokking config --doc`.
+2. Every configs/..., scripts/... and tests/... path they name exists in the repository, and so
+   does every relative link (docs pages, figures).
+3. The README's quick starts, one per family, run as written (runs/ in a temporary directory),
+   and the lines each shows as printed are printed (tolerances below).
+4. The run directory's analysis files: the block the README shows is `grokking analyse --list`.
 
 usage: tests/readme.py README.md path/to/grokking
 """
@@ -30,6 +23,12 @@ import tempfile
 readme_path, binary = sys.argv[1], os.path.abspath(sys.argv[2])
 root = os.path.dirname(os.path.abspath(readme_path))
 text = open(readme_path, encoding="utf-8").read()
+pages = {readme_path: text}
+for d, _, files in os.walk(os.path.join(root, "docs")):
+    for f in sorted(files):
+        if f.endswith(".md"):
+            pages[os.path.join(d, f)] = open(os.path.join(d, f), encoding="utf-8").read()
+everything = "\n".join(pages.values())
 failures = []
 
 
@@ -51,9 +50,9 @@ if len(subcommands) < 10 or len(keys) < 50:
     fail(f"could not read the binary's subcommands ({len(subcommands)}) or keys ({len(keys)})")
 
 # Code: `spans`, indented blocks (4 spaces), fenced blocks.
-code = re.findall(r"`([^`\n]+)`", text)
-code += [line[4:] for line in text.splitlines() if line.startswith("    ") and not line.strip().startswith(("-", "|"))]
-code += re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+code = re.findall(r"`([^`\n]+)`", everything)
+code += [line[4:] for line in everything.splitlines() if line.startswith("    ") and not line.strip().startswith(("-", "|"))]
+code += re.findall(r"```[a-z]*\n(.*?)```", everything, re.S)
 
 checked = 0
 for chunk in code:
@@ -62,7 +61,7 @@ for chunk in code:
             sub, rest = m.group(1), m.group(2).split("#")[0]
             if sub not in subcommands:
                 if sub in ("train", "sweep", "plot") or re.match(r"^\s*--", rest):
-                    fail(f"README: `grokking {sub}`: no such subcommand")
+                    fail(f"docs: `grokking {sub}`: no such subcommand")
                 continue
             try:
                 words = shlex.split(rest)
@@ -74,80 +73,86 @@ for chunk in code:
                 if w.startswith("-") and len(w) > 1 and not w.startswith("--set=") and not re.match(r"^-\d", w):
                     flag = w.split("=")[0]
                     if not re.search(r"(^|[\s,])" + re.escape(flag) + r"\b", helps[sub]):
-                        fail(f"README: `grokking {sub} ... {flag}`: {sub} has no such option")
+                        fail(f"README or docs: `grokking {sub} ... {flag}`: {sub} has no such option")
                     # A flag that takes no value (no TYPE after it in --help) followed by a number: the
                     # number would be an unexpected argument (`--gap 0.95` where `--acc 0.95 --gap` is meant).
                     entry = re.search(r"^\s+(?:-\w,)?" + re.escape(flag) + r"( [A-Z][A-Z:]*)?(?:\s|$)", helps[sub], re.M)
                     if entry and not entry.group(1) and "=" not in w and re.match(r"^-?\d+(\.\d+)?(e-?\d+)?$", nxt):
-                        fail(f"README: `grokking {sub} ... {flag} {nxt}`: {flag} takes no value")
+                        fail(f"README or docs: `grokking {sub} ... {flag} {nxt}`: {flag} takes no value")
                 if w in ("--set", "--by") and re.match(r"^[a-z_]+\.[a-z_0-9]+", nxt):
                     key = re.match(r"^[a-z_]+\.[a-z_0-9]+", nxt).group(0)
                     if key not in keys:
-                        fail(f"README: `grokking {sub} {w} {nxt}`: {key} is not a config key")
+                        fail(f"README or docs: `grokking {sub} {w} {nxt}`: {key} is not a config key")
 if checked < 30:
-    fail(f"only {checked} commands found in the README: is the pattern still right?")
+    fail(f"only {checked} commands found in the README and docs: is the pattern still right?")
 
-for path in sorted(set(re.findall(r"\b((?:configs|scripts|tests)/[\w./-]+\.(?:json|sh|py|slurm))\b", text))):
-    if not os.path.exists(os.path.join(root, path)):
-        fail(f"README names {path}, which does not exist")
+for page, body in pages.items():
+    name = os.path.relpath(page, root)
+    for path in sorted(set(re.findall(r"\b((?:configs|scripts|tests)/[\w./-]+\.(?:json|sh|py|slurm))\b", body))):
+        if not os.path.exists(os.path.join(root, path)):
+            fail(f"{name} names {path}, which does not exist")
+    for link in sorted(set(re.findall(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)", body))):
+        if not os.path.exists(os.path.join(os.path.dirname(page), link)):
+            fail(f"{name} links to {link}, which does not exist")
 
-# The quick-start block, run as written (with the substitution above).
-block = text.split("## Using it", 1)[1].split("\n\n", 2)[1]
-with tempfile.TemporaryDirectory() as tmp:
-    for line in block.splitlines():
-        cmd = line.strip().split("#")[0].strip()
-        if not cmd.startswith("build/grokking") or " bench" in cmd:
-            continue
-        cmd = cmd.replace("configs/tl-demo.json", "configs/ci-small.json --set train.epochs=300 --out runs/tl-demo")
-        cmd = cmd.replace("configs/ci-small.json --set optim", "configs/ci-small.json --set train.epochs=300 --set optim")
-        cmd = cmd.replace("runs/", tmp + "/runs/")
-        args = shlex.split(cmd)[1:]
-        if args[0] == "train" and "--out" not in args and "--resume" not in args:
-            # The default run directory, runs/<config file name>, under the temporary directory.
-            stem = os.path.splitext(os.path.basename(args[1]))[0]
-            args += ["--out", tmp + "/runs/" + stem]
-        if args[:2] == ["train", "--resume"]:
-            args += ["--set", "train.epochs=400"]  # a finished run continues only past its budget
-        r = run(*args)
-        print(f"{'ok  ' if r.returncode == 0 else 'FAIL'} {' '.join(args)}")
-        if r.returncode != 0:
-            fail(f"README's `{line.strip()}` (as `{' '.join(args)}`) exited {r.returncode}: {r.stderr.strip()[-300:]}")
+# The quick starts: under "## Quick start", each family's commands run as written (runs/ in a
+# temporary directory) and every line it shows as printed is printed (or begins a printed line:
+# an excerpt may leave out the columns on the right). Text must match; numbers within tolerances
+# that leave room for other CPUs, BLAS builds and thread counts, not for a changed table: a loss
+# (1.234e-05) within a factor of 10, a decimal (0.123) within 0.05 or 5 %, a percentage within 5
+# points, an integer below 50 (a key frequency, an irrep, a head) exactly and a larger one (an
+# epoch, a count) within a factor of 2.
+NUM = r"[-+]?\d+(?:\.\d+)?(?:e[-+]\d+)?%?"
+text_of = lambda l: re.sub(NUM, "#", re.sub(r"\s+", " ", l.strip()))  # the line with its numbers as #
 
-# The small-config block, its commands run and its printed lines compared.
-small = text.split("### On the small config", 1)[1].split("\n## ", 1)[0]
-commands = re.findall(r"`(build/grokking [^`]+)`", small)
-shown = [line[4:] for line in small.splitlines() if line.startswith("    ")]
-if len(commands) != 3 or len(shown) < 5:
-    fail(f"the small-config block: expected 3 commands and the lines they print, found {len(commands)} and {len(shown)}")
-else:
-    NUM = r"[-+]?\d+(?:\.\d+)?(?:e[-+]\d+)?%?"
+
+def number_ok(w, g):
+    if "e" in w:
+        return float(g) > 0 and float(w) > 0 and 0.1 <= float(g) / float(w) <= 10
+    if w.endswith("%"):
+        return g.endswith("%") and abs(float(g[:-1]) - float(w[:-1])) <= 5
+    if "." in w:
+        return abs(float(g) - float(w)) <= max(0.05, 0.05 * abs(float(w)))
+    if abs(int(w)) < 50:
+        return g == w
+    return "." not in g and 0.5 <= float(g) / float(w) <= 2
+
+
+quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0] if "## Quick start" in text else ""
+families = re.split(r"\n### ", quick)[1:]
+if len(families) < 4:
+    fail(f"the quick start: expected a block per family (4), found {len(families)}")
+for fam in families:
+    name = fam.split("\n", 1)[0]
+    blocks = re.findall(r"((?:^    .*\n?)+)", fam, re.M)
+    commands = [l.strip() for l in blocks[0].splitlines()] if blocks else []
+    shown_at = fam.find("Printed")
+    shown = []
+    if shown_at >= 0:
+        after = re.findall(r"((?:^    .*\n?)+)", fam[shown_at:], re.M)
+        shown = [l[4:] for l in after[0].splitlines()] if after else []
+    if not commands or not all(c.startswith("build/grokking ") for c in commands) or len(shown) < 3:
+        fail(f"quick start {name}: expected its commands, then the lines they print after \"Printed\"")
+        continue
     with tempfile.TemporaryDirectory() as tmp:
         printed = ""
         for c in commands:
-            r = run(*shlex.split(c.replace("DIR", tmp + "/small"))[1:])
-            print(f"{'ok  ' if r.returncode == 0 else 'FAIL'} {c}")
+            args = shlex.split(c.replace("runs/", tmp + "/runs/"))[1:]
+            r = run(*args)
+            print(f"{'ok  ' if r.returncode == 0 else 'FAIL'} {name}: {' '.join(args)}")
             if r.returncode != 0:
-                fail(f"the small-config block's `{c}` exited {r.returncode}: {r.stderr.strip()[-300:]}")
-            printed += r.stdout
+                fail(f"quick start {name}: `{c}` exited {r.returncode}: {r.stderr.strip()[-300:]}")
+            printed += (r.stdout + r.stderr).replace(tmp + "/", "")  # as if run where the README runs it
     lines = printed.splitlines()
-    text_of = lambda l: re.sub(NUM, "#", re.sub(r"\s+", " ", l.strip()))  # the line with its numbers as #
     for want in shown:
-        # An excerpt may leave out columns on the right: the printed line starts with the shown one.
         got = next((l for l in lines if text_of(l).startswith(text_of(want))), None)
         if got is None:
-            fail(f"the small-config block shows `{want.strip()}`, which the commands no longer print")
+            fail(f"quick start {name} shows `{want.strip()}`, which its commands no longer print")
             continue
         for w, g in zip(re.findall(NUM, want), re.findall(NUM, got)):
-            if "e" in w:
-                ok = float(g) > 0 and float(w) > 0 and 0.1 <= float(g) / float(w) <= 10
-            elif w.endswith("%"):
-                ok = abs(float(g[:-1]) - float(w[:-1])) <= 5
-            elif "." in w:
-                ok = abs(float(g) - float(w)) <= 0.05
-            else:
-                ok = g == w  # integers: key frequencies, counts
-            if not ok:
-                fail(f"the small-config block shows {w} in `{want.strip()}`; the commands print {g}")
+            if not number_ok(w, g):
+                fail(f"quick start {name} shows {w} in `{want.strip()}`; its commands print {g}")
+    checked += 1
 
 # 5. The analysis registry's block is `grokking analyse --list`'s output, line for line.
 marker = "(this block is\nits output, checked by the `readme` test):"

@@ -773,17 +773,40 @@ void phase_figure(const PlotOptions& opts, const std::string& dir, const std::st
     std::map<std::string, double> first_importance;
     for (auto& r : sp.rows)
       if (r[size_t(feat)] == "0") first_importance[r[size_t(run)]] = std::strtod(r[size_t(imp)].c_str(), nullptr);
-    std::string cells = "density,relative_importance,trained,optimum,trained_rgb,optimum_rgb,agree\n";
-    int n = 0, agree = 0;
+    struct Cell {
+      double density, rel;
+      std::string trained, optimum;
+    };
+    std::vector<Cell> found;
     for (auto& r : sp.rows) {
       if (r[size_t(feat)] != "1" || r[size_t(ph)].empty()) continue;
       const auto i0 = first_importance.find(r[size_t(run)]);
       if (i0 == first_importance.end() || !(i0->second > 0)) continue;
-      const double density = 1.0 / std::strtod(r[size_t(inv)].c_str(), nullptr);
-      const double rel = std::strtod(r[size_t(imp)].c_str(), nullptr) / i0->second;
-      const bool same = r[size_t(ph)] == r[size_t(opt)];
-      cells += sig6(density) + "," + sig6(rel) + ",\"" + r[size_t(ph)] + "\",\"" + r[size_t(opt)] + "\"," +
-               colour(r[size_t(ph)]) + "," + colour(r[size_t(opt)]) + "," + (same ? "1" : "0") + "\n";
+      found.push_back({1.0 / std::strtod(r[size_t(inv)].c_str(), nullptr),
+                       std::strtod(r[size_t(imp)].c_str(), nullptr) / i0->second, r[size_t(ph)], r[size_t(opt)]});
+    }
+    // Each cell a tile reaching halfway (on the log scale) to its neighbours in the grid; the
+    // outer tiles as wide as their inner neighbours' halves.
+    auto tile = [](std::vector<double> grid, double v) {
+      std::sort(grid.begin(), grid.end());
+      grid.erase(std::unique(grid.begin(), grid.end()), grid.end());
+      const size_t i = size_t(std::lower_bound(grid.begin(), grid.end(), v) - grid.begin());
+      auto mid = [&](size_t a, size_t b) { return std::sqrt(grid[a] * grid[b]); };
+      const double lo = i > 0 ? mid(i - 1, i) : (grid.size() > 1 ? v * v / mid(0, 1) : v / 1.5);
+      const double hi = i + 1 < grid.size() ? mid(i, i + 1) : (grid.size() > 1 ? v * v / mid(i - 1, i) : v * 1.5);
+      return std::make_pair(lo, hi);
+    };
+    std::vector<double> densities, rels;
+    for (auto& c : found) densities.push_back(c.density), rels.push_back(c.rel);
+    std::string cells = "density,relative_importance,trained,optimum,trained_rgb,optimum_rgb,agree,x_lo,x_hi,y_lo,y_hi\n";
+    int n = 0, agree = 0;
+    for (auto& c : found) {
+      const bool same = c.trained == c.optimum;
+      const auto [xlo, xhi] = tile(densities, c.density);
+      const auto [ylo, yhi] = tile(rels, c.rel);
+      cells += sig6(c.density) + "," + sig6(c.rel) + ",\"" + c.trained + "\",\"" + c.optimum + "\"," + colour(c.trained) + "," +
+               colour(c.optimum) + "," + (same ? "1" : "0") + "," + sig6(xlo) + "," + sig6(xhi) + "," + sig6(ylo) + "," +
+               sig6(yhi) + "\n";
       ++n, agree += same;
     }
     if (n > 0) {
@@ -791,21 +814,21 @@ void phase_figure(const PlotOptions& opts, const std::string& dir, const std::st
       std::string legend;
       for (auto& [name, rgb] : classes)
         legend += ", keyentry with points pt 5 ps 2 lc rgb '" + rgb + "' title '" + name + "'";
-      auto panel = [&](const std::string& title, const std::string& rgb_column, bool marks) {
-        return "set title '" + title + "'\nplot 'phase.csv' using 'density':'relative_importance':'" + rgb_column +
-               "' with points pt 5 ps 3.2 lc rgb variable notitle" +
-               (marks ? ", '' using 'density':(column('agree') == 0 ? column('relative_importance') : 1/0) with "
-                        "points pt 6 ps 3.4 lw 2 lc rgb 'black' title 'differs from the optimum'"
-                      : std::string()) +
-               legend + "\n";
+      auto panel = [&](const std::string& title, const std::string& rgb_column, bool with_key) {
+        return "set title '" + title + "'\n" + (with_key ? "set key at screen 0.5, screen 0.01 center bottom horizontal maxcols 5 maxrows 1 reverse Left samplen 1 font ',9'\n"
+                         : "unset key\n") +
+               "plot 'phase.csv' using 'density':'relative_importance':'x_lo':'x_hi':'y_lo':'y_hi':'" + rgb_column +
+               "' with boxxyerror fs solid 1.0 border lc rgb 'white' lc rgb variable notitle, "
+               "'' using 'density':(column('agree') == 0 ? column('relative_importance') : 1/0) with points pt 6 ps 2.5 lw 2 "
+               "lc rgb 'black' title 'trained differs from the optimum'" +
+               (with_key ? legend : std::string()) + "\n";
       };
       figure(opts.gnuplot, plots, "phase",
              "set termoption noenhanced\nset multiplot layout 1,2 title 'Two features in one dimension (n = 2, m = 1): "
              "" + std::to_string(agree) + " of " + std::to_string(n) + " trained cells agree with the optimum'\n"
              "set logscale xy\nset xlabel 'density of feature 2 (1 - S)'\nset ylabel 'importance of feature 2 "
-             "relative to feature 1'\nset offsets graph 0.04, graph 0.04, graph 0.04, graph 0.04\n"
-             "set key below maxrows 3 font ',9'\n" +
-                 panel("trained", "trained_rgb", true) + panel("numerical optimum of the expected loss", "optimum_rgb", false) +
+             "relative to feature 1'\nset autoscale fix\nset bmargin 6\n" +
+                 panel("trained", "trained_rgb", false) + panel("numerical optimum of the expected loss", "optimum_rgb", true) +
                  "unset multiplot\n");
       figs.push_back("phase");
     }

@@ -682,7 +682,7 @@ int run_sweep_command(const SweepOptions& opts) {
   const int64_t cores = usable_cpus();
   // --pack without --jobs on a CPU: a queue a core, one thread each. On a CPU, packing saves no
   // arithmetic (the replicas' products are as many as the runs'), and one process whose threads
-  // share a pack is slower than as many one-thread processes (README, "Sweeps").
+  // share a pack is slower than as many one-thread processes (docs/sweeps.md).
   const bool fill_cores = opts.jobs == 0 && opts.pack > 1 && !todo.empty() &&
                           on_cpu(run_config(plan, todo.front()).train.device);
   const int64_t wanted = fill_cores ? cores : std::max<int64_t>(opts.jobs, 1);
