@@ -112,30 +112,44 @@ void write_head_table(const HeadsReport& r) {
 }
 
 // heads_pattern.dat: the attention pattern of the strongest induction head (or of the last
-// layer's first head) on the evaluation sequence with the longest repeat (the first of them).
+// layer's first head) on the evaluation sequence with the longest repeat (the first of them);
+// heads_pattern_prev.dat: the strongest previous-token head's below it (Olsson et al. show the
+// two side by side).
 void write_pattern(const HeadsReport& r, const Batch& eval) {
   const Model model = model_from_checkpoint(r.final_ck);
-  int64_t bl = r.L - 1, bh = 0;
-  double best = -1;
-  for (int64_t h = 0; h < r.H; ++h)
-    if (r.scores.induction[size_t(bl)][size_t(h)] > best) best = r.scores.induction[size_t(bl)][size_t(h)], bh = h;
   // A sequence's repeat length: half its tokens before the padding (the pad token is the last of
   // the vocabulary).
   const auto lengths = eval.x.ne(model.shape().vocab - 1).sum(1);
   const int64_t row = lengths.eq(lengths.max()).nonzero()[0][0].item<int64_t>();
   const int64_t repeat = lengths[row].item<int64_t>() / 2;
-  const std::string name = "blocks." + std::to_string(bl) + ".attn.hook_pattern";
-  ActivationCache cache({name});
-  model.run_with_cache(eval.x.narrow(0, row, 1), cache);
-  const auto pat = cache[name][0][bh].to(torch::kFloat64).contiguous();  // [T, T]
-  std::string mat = "# attention of head " + label(bl, bh) + " on evaluation sequence " + std::to_string(row) +
-                    " (repeat length L = " + std::to_string(repeat) + ": positions 0..L-1 repeated at L..2L-1, "
-                    "padding after); rows: query position, columns: key\n";
-  for (int64_t i = 0; i < pat.size(0); ++i) {
-    for (int64_t j = 0; j < pat.size(1); ++j) mat += (j ? " " : "") + format_number(pat[i][j].item<double>(), "%.4g");
-    mat += "\n";
+  auto best_head = [&](const std::vector<std::vector<double>>& score, int64_t layer) {
+    int64_t bh = 0;
+    for (int64_t h = 1; h < r.H; ++h)
+      if (score[size_t(layer)][size_t(h)] > score[size_t(layer)][size_t(bh)]) bh = h;
+    return bh;
+  };
+  auto write = [&](int64_t bl, int64_t bh, const std::string& file) {
+    const std::string name = "blocks." + std::to_string(bl) + ".attn.hook_pattern";
+    ActivationCache cache({name});
+    model.run_with_cache(eval.x.narrow(0, row, 1), cache);
+    const auto pat = cache[name][0][bh].to(torch::kFloat64).contiguous();  // [T, T]
+    std::string mat = "# attention of head " + label(bl, bh) + " on evaluation sequence " + std::to_string(row) +
+                      " (repeat length L = " + std::to_string(repeat) + ": positions 0..L-1 repeated at L..2L-1, "
+                      "padding after); rows: query position, columns: key\n";
+    for (int64_t i = 0; i < pat.size(0); ++i) {
+      for (int64_t j = 0; j < pat.size(1); ++j) mat += (j ? " " : "") + format_number(pat[i][j].item<double>(), "%.4g");
+      mat += "\n";
+    }
+    atomic_write(r.dir + "/" + file, mat);
+  };
+  write(r.L - 1, best_head(r.scores.induction, r.L - 1), "heads_pattern.dat");
+  // The strongest previous-token head of the layers below (of the only layer, in a one-layer model).
+  int64_t pl = 0, ph = best_head(r.scores.previous, 0);
+  for (int64_t l = 1; l < std::max<int64_t>(1, r.L - 1); ++l) {
+    const int64_t h = best_head(r.scores.previous, l);
+    if (r.scores.previous[size_t(l)][size_t(h)] > r.scores.previous[size_t(pl)][size_t(ph)]) pl = l, ph = h;
   }
-  atomic_write(r.dir + "/heads_pattern.dat", mat);
+  write(pl, ph, "heads_pattern_prev.dat");
 }
 
 void print_json(const HeadsReport& r) {
@@ -246,7 +260,7 @@ const AnalysisKind& kind() {
             "ablations, copying scores, Q-/K-/V-composition, the loss by position";
     a.scope = AnalysisKind::Scope::run;
     a.needs = {Capability::sequence, Capability::heads};
-    a.files = {{"heads.csv"}, {"heads_progress.csv"}, {"heads_pattern.dat"}, {"heads_composition.csv"},
+    a.files = {{"heads.csv"}, {"heads_progress.csv"}, {"heads_pattern.dat"}, {"heads_pattern_prev.dat"}, {"heads_composition.csv"},
                {"heads_position_loss.csv"}};
     a.figures = {"heads", "pattern", "position_loss"};
     a.source = "Olsson et al. 2022 (prefix matching, loss by position); TransformerLens's head detector (scores); "

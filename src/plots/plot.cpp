@@ -180,6 +180,21 @@ bool accuracy_figure(const RunFigures& f) {
   return true;
 }
 
+// Olsson et al.'s in-context-learning score over training (the loss late in the context minus
+// the loss early in it; it falls below zero as the model learns from its context), where
+// metrics.csv has it (a repeat run with loss_on "all"), with the first half's loss beside it.
+bool icl_figure(const RunFigures& f) {
+  const std::string text = read_file(f.dir + "/metrics.csv");
+  if (text.substr(0, text.find('\n')).find("icl_score") == std::string::npos) return false;
+  figure(f.opts.gnuplot, f.plots, "icl",
+         "set title 'In-context learning score (Olsson et al.: loss late in the context minus loss early in it)'\n"
+         "set xlabel 'step'\nset ylabel 'nats'\nset key below\n"
+         "set arrow from graph 0, first 0 to graph 1, first 0 nohead dt 3 lc rgb '#888888'\n" + f.marks() +
+             "plot '../metrics.csv' using 'epoch':'icl_score' with lines lw 2 lc rgb '#d62728' title 'in-context learning "
+             "score', '' using 'epoch':'first_half_loss' with lines lc rgb '#1f77b4' title 'first half loss'\n");
+  return true;
+}
+
 // metrics.csv written before the diagnostics columns has none to draw; before zero_terms, its
 // softmax_collapse column counted the zero terms.
 bool diagnostics_figure(const RunFigures& f) {
@@ -440,37 +455,48 @@ bool heads_figure(const RunFigures& f) {
   return true;
 }
 
-// The attention pattern `heads` saved: the strongest induction head on the first evaluation
-// sequence (the stripe one below the diagonal of the repeat: attending to the token after the
-// earlier occurrence).
+// The attention patterns `heads` saved on the evaluation sequence with the longest repeat: the
+// strongest induction head (the stripe one below the diagonal of the repeat: attending to the
+// token after the earlier occurrence) and, beside it, the strongest previous-token head below it
+// (the stripe just below the diagonal), as Olsson et al. show them.
 bool pattern_figure(const RunFigures& f) {
   if (!f.has("heads_pattern.dat")) return false;
-  const std::string text = read_file(f.dir + "/heads_pattern.dat");
-  std::string head = "a head";
-  long L = 0;  // the repeat length, from the comment line (files written before it had none)
-  if (text.rfind("# attention of head ", 0) == 0) {
-    head = text.substr(20, text.find(' ', 20) - 20);
-    const auto at = text.find("L = ");
-    if (at != std::string::npos && at < text.find('\n')) L = std::strtol(text.c_str() + at + 4, nullptr, 10);
-  }
-  std::replace(head.begin(), head.end(), '\'', ' ');
+  // One panel: the file's head and repeat length from its comment line (files written before it
+  // had none); the induction targets circled on the induction head's panel.
+  auto panel = [&](const std::string& file, bool induction) {
+    const std::string text = read_file(f.dir + "/" + file);
+    std::string head = "a head";
+    long L = 0;
+    if (text.rfind("# attention of head ", 0) == 0) {
+      head = text.substr(20, text.find(' ', 20) - 20);
+      const auto at = text.find("L = ");
+      if (at != std::string::npos && at < text.find('\n')) L = std::strtol(text.c_str() + at + 4, nullptr, 10);
+    }
+    std::replace(head.begin(), head.end(), '\'', ' ');
+    const std::string what = induction ? "induction head " : "previous-token head ";
+    if (L <= 0)
+      return "set title 'Attention of " + what + head + "' noenhanced\nset yrange [*:*] reverse\nset autoscale fix\n"
+             "plot '../" + file + "' matrix with image pixels notitle\n";
+    // Only the sequence (not its padding); an induction head attends to the token after the
+    // earlier occurrence, key = query - L + 1, for the queries of the repeated half.
+    const std::string end = std::to_string(2 * L - 1) + ".5";
+    std::string body = "set title 'Attention of " + what + head + " (repeat length " + std::to_string(L) +
+                       ")' noenhanced\nset xrange [-0.5:" + end + "]\nset yrange [" + end + ":-0.5]\nset samples " +
+                       std::to_string(L) + "\nplot '../" + file + "' matrix with image pixels notitle";
+    if (induction)
+      body += ", [t=" + std::to_string(L) + ":" + std::to_string(2 * L - 1) + "] '+' using ($1 - " + std::to_string(L) +
+              " + 1):1 with points pt 6 ps 1.6 lc rgb '#d62728' title 'induction target: the token after the earlier "
+              "occurrence'";
+    return body + "\n";
+  };
   std::string body = "set datafile separator whitespace\nset xlabel 'key position'\nset ylabel 'query position'\n"
                      "set cblabel 'attention'\nset cbrange [0:1]\nset palette defined (0 '#ffffff', 0.3 '#9ecae1', "
                      "1 '#08306b')\nset size ratio -1\nset key below noautotitle\n";
-  if (L > 0) {
-    // Only the sequence (not its padding), and where an induction head attends: the token after
-    // the earlier occurrence, key = query - L + 1, for the queries of the repeated half.
-    const std::string end = std::to_string(2 * L - 1) + ".5";
-    body += "set title 'Attention of " + head + " on an evaluation sequence (repeat length " + std::to_string(L) +
-            ")' noenhanced\nset xrange [-0.5:" + end + "]\nset yrange [" + end + ":-0.5]\nset samples " +
-            std::to_string(L) + "\n"
-            "plot '../heads_pattern.dat' matrix with image pixels notitle, [t=" + std::to_string(L) + ":" +
-            std::to_string(2 * L - 1) + "] '+' using ($1 - " + std::to_string(L) + " + 1):1 with points pt 6 ps 1.6 "
-            "lc rgb '#d62728' title 'induction target: the token after the earlier occurrence'\n";
-  } else {
-    body += "set title 'Attention of " + head + " on an evaluation sequence' noenhanced\nset yrange [*:*] reverse\n"
-            "set autoscale fix\nplot '../heads_pattern.dat' matrix with image pixels notitle\n";
-  }
+  if (f.has("heads_pattern_prev.dat"))
+    body += "set multiplot layout 1,2\n" + panel("heads_pattern_prev.dat", false) + panel("heads_pattern.dat", true) +
+            "unset multiplot\n";
+  else
+    body += panel("heads_pattern.dat", true);
   figure(f.opts.gnuplot, f.plots, "pattern", body);
   return true;
 }
@@ -628,7 +654,7 @@ bool patch_figure(const RunFigures& f) {
 // Every figure of a run by name: training's and those the analyses declare.
 const std::map<std::string, bool (*)(const RunFigures&)>& figure_drawers() {
   static const std::map<std::string, bool (*)(const RunFigures&)> d = {
-      {"loss", loss_figure},         {"accuracy", accuracy_figure}, {"diagnostics", diagnostics_figure},
+      {"loss", loss_figure},         {"accuracy", accuracy_figure}, {"diagnostics", diagnostics_figure}, {"icl", icl_figure},
       {"spectrum", spectrum_figure}, {"neurons", neurons_figure},   {"logits2d", logits2d_figure},
       {"attention", attention_figure}, {"progress", progress_figure}, {"excluded", excluded_figure},
       {"trig_fit", trig_fit_figure}, {"irreps", irreps_figure},     {"heads", heads_figure},
@@ -647,7 +673,7 @@ void plot_run(const PlotOptions& opts, const std::string& dir) {
   RunFigures f{opts, dir, dir + "/plots", std::nullopt, cfg};
   if (exists(summary_path(dir))) f.summary = read_summary(dir);
   make_dirs(f.plots);
-  std::vector<std::string> wanted = {"loss", "accuracy", "diagnostics"};
+  std::vector<std::string> wanted = {"loss", "accuracy", "diagnostics", "icl"};
   for (auto* k : analyses_for(cfg))
     for (auto& fig : k->figures) wanted.push_back(fig);
   const auto& drawers = figure_drawers();
