@@ -136,7 +136,16 @@ expect 0 "" -- "$bin" heads rrep
 expect 0 "" -- "$bin" plot rrep --no-analysis
 check "plot: head scores and the longest sequence's attention pattern" \
   'figure_ok rrep heads && figure_ok rrep pattern && grep -q "repeat length L = 6" rrep/heads_pattern.dat &&
-   grep -q "induction target" rrep/plots/pattern.gp'
+   grep -q "induction target" rrep/plots/pattern.gp && grep -q "^# attention of head L0H" rrep/heads_pattern_prev.dat &&
+   grep -q "previous-token head L0H" rrep/plots/pattern.gp && [ ! -e rrep/plots/icl.svg ]'
+# With the loss on every token, the in-context-learning score over training.
+"$bin" train <(echo '{"task": {"kind": "repeat", "vocab": 8, "context": 16, "repeat_min": 3, "repeat_max": 6,
+  "eval_sequences": 16, "loss_on": "all"}, "model": {"n_layers": 2, "attn_only": true, "d_model": 16, "n_heads": 2,
+  "d_head": 8}, "train": {"epochs": 40, "batch_size": 16, "eval_every": 10, "checkpoint_every": 20, "threads": 1}}') \
+  --out rlm -q 2>/dev/null
+expect 0 "" -- "$bin" plot rlm --no-analysis
+check "plot: the in-context-learning score over training where metrics.csv has it" \
+  'figure_ok rlm icl && grep -q "icl_score" rlm/plots/icl.gp'
 cat >phase.json <<'J'
 {"base": {"task": {"kind": "sparse_features", "n_features": 2},
           "model": {"kind": "toy_superposition", "d_hidden": 1},
@@ -146,8 +155,9 @@ J
 "$bin" sweep phase.json -q 2>/dev/null
 expect 0 "" -- "$bin" superposition phase
 expect 0 "" -- "$bin" plot phase
-check "plot: the phase diagram of a two-feature sweep, a cell a run" \
-  'figure_ok phase phase && [ "$(wc -l <phase/plots/phase.csv)" -eq 5 ] && grep -q "of 4 trained cells agree" phase/plots/phase.gp'
+check "plot: the phase diagram of a two-feature sweep, a tile a run" \
+  'figure_ok phase phase && [ "$(wc -l <phase/plots/phase.csv)" -eq 5 ] && grep -q "of 4 trained cells agree" phase/plots/phase.gp &&
+   grep -q "boxxyerror" phase/plots/phase.gp && head -1 phase/plots/phase.csv | grep -q "x_lo,x_hi,y_lo,y_hi"'
 # The README's tables come from scripts/readme-tables.py: a row a run, from the tool's JSON.
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" heads rrep >tbl.txt 2>tbl.err
 check "readme-tables heads: a header and a row for the run" \

@@ -1,6 +1,10 @@
 #include <torch/torch.h>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
 #include <cmath>
+#include <sstream>
 #include <limits>
 
 #include "catch.hpp"
@@ -9,6 +13,7 @@
 #include "grokking/checkpoint.hpp"
 #include "grokking/error.hpp"
 #include "grokking/progress.hpp"
+#include "grokking/progress_note.hpp"
 #include "grokking/rundir.hpp"
 #include "helpers.hpp"
 
@@ -225,4 +230,31 @@ TEST_CASE("progress.csv reads back to the same rows and phases; a damaged one is
   bad.replace(bad.find("\n100,") + 1, 3, "1e9x");
   refused(bad, "line 3: column epoch: not a finite number");
   refused(text + "5,1\n", "2 columns, the header has 18");
+}
+
+TEST_CASE("long work says where it is: a progress note a line per interval, none when notes are off", "[analysis]") {
+  std::ostringstream out;
+  auto previous = spdlog::default_logger();
+  auto logger = std::make_shared<spdlog::logger>("notes", std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  logger->set_pattern("%v");
+  spdlog::set_default_logger(logger);
+  {
+    ProgressNote note("run: progress, checkpoints", 3, 0.0);  // every tick is due
+    for (int i = 0; i < 3; ++i) note.tick();
+  }
+  const std::string shown = out.str();
+  CHECK(shown.find("run: progress, checkpoints: 1/3, ") == 0);
+  CHECK(shown.find("run: progress, checkpoints: 2/3, ") != std::string::npos);
+  CHECK(shown.find("3/3") == std::string::npos);  // the end is said by whoever finished the work
+  out.str("");
+  {
+    ProgressNote slow("slow", 100, 3600.0);  // nothing before the first interval
+    for (int i = 0; i < 50; ++i) slow.tick();
+    set_progress_notes(false);
+    ProgressNote off("off", 3, 0.0);
+    for (int i = 0; i < 3; ++i) off.tick();
+    set_progress_notes(true);
+  }
+  CHECK(out.str().empty());
+  spdlog::set_default_logger(previous);
 }

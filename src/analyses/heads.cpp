@@ -10,6 +10,7 @@
 #include "grokking/heads.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/task.hpp"
+#include "grokking/progress_note.hpp"
 #include "grokking/text.hpp"
 #include "grokking/threads.hpp"
 
@@ -47,7 +48,10 @@ void write_scores_over_training(const std::string& dir, const Batch& eval, int64
       for (auto* what : {"prev", "dup", "ind"}) cols.push_back(label(l, h) + "_" + what);
   CsvWriter over(cols);
   CsvWriter by_position({"epoch", "position", "loss"});
-  for (auto& [epoch, path] : list_checkpoints(dir)) {
+  const auto checkpoints = list_checkpoints(dir);
+  ProgressNote note(dir + ": heads, checkpoints", checkpoints.size());
+  for (auto& [epoch, path] : checkpoints) {
+    note.tick();
     const Model m = model_from_checkpoint(load_checkpoint(path));
     const auto sc = head_scores(m, eval);
     const auto pl = loss_by_position(m, eval);

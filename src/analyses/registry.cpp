@@ -12,6 +12,7 @@
 #include "grokking/analyses.hpp"
 #include "grokking/config.hpp"
 #include "grokking/error.hpp"
+#include "grokking/progress_note.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/text.hpp"
 #include "grokking/train.hpp"
@@ -211,6 +212,7 @@ std::vector<const AnalysisKind*> update_sweep_analyses(const std::string& dir) {
 
 int run_analyse_command(const AnalyseOptions& opts) {
   if (opts.list) return print_registry(), kExitOk;
+  set_progress_notes(!opts.quiet);
   const std::string& dir = opts.path;
   if (dir.empty()) throw UsageError("analyse: a run directory or a sweep directory (or --list)");
   if (!is_dir(dir)) throw UsageError(dir + ": analyse takes a run directory or a sweep directory");

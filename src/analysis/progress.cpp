@@ -1,4 +1,5 @@
 #include "grokking/progress.hpp"
+#include "grokking/progress_note.hpp"
 
 #include <ATen/Parallel.h>
 
@@ -377,7 +378,11 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
     return row;
   };
   out.rows.resize(list.size());
-  for_each_checkpoint(list.size(), [&](size_t i) { out.rows[i] = measure(i); });
+  ProgressNote note(dir + ": progress, checkpoints", list.size());
+  for_each_checkpoint(list.size(), [&](size_t i) {
+    out.rows[i] = measure(i);
+    note.tick();
+  });
   out.phases = detect_phases(out.rows);
   return out;
 }

@@ -1,0 +1,31 @@
+// A line on stderr every few seconds while long work goes through many items (checkpoints,
+// runs): "what: 12/251, 40 s left". Torch-free; thread-safe; nothing at all when notes are off
+// (-q) or when the work ends before the first line is due.
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <mutex>
+#include <string>
+
+namespace grokking {
+
+// Off: no ProgressNote prints (a command's -q). On by default.
+void set_progress_notes(bool on);
+bool progress_notes();
+
+class ProgressNote {
+ public:
+  ProgressNote(std::string what, size_t total, double every_seconds = 5);
+  // One item done; prints when the last line is `every_seconds` old.
+  void tick();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  std::string what_;
+  size_t total_, done_ = 0;
+  double every_;
+  Clock::time_point start_, last_;
+  std::mutex mutex_;
+};
+
+}  // namespace grokking

@@ -1,0 +1,34 @@
+#include "grokking/progress_note.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <utility>
+
+#include "grokking/rundir.hpp"  // format_duration
+
+namespace grokking {
+
+namespace {
+std::atomic<bool> g_notes{true};
+}  // namespace
+
+void set_progress_notes(bool on) { g_notes = on; }
+bool progress_notes() { return g_notes; }
+
+ProgressNote::ProgressNote(std::string what, size_t total, double every_seconds)
+    : what_(std::move(what)), total_(total), every_(every_seconds), start_(Clock::now()), last_(start_) {}
+
+void ProgressNote::tick() {
+  if (!g_notes) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++done_;
+  const auto now = Clock::now();
+  if (done_ >= total_ || std::chrono::duration<double>(now - last_).count() < every_) return;
+  last_ = now;
+  const double spent = std::chrono::duration<double>(now - start_).count();
+  const double left = spent / double(done_) * double(total_ - done_);
+  spdlog::info("{}: {}/{}, {} left", what_, done_, total_, format_duration(left));
+}
+
+}  // namespace grokking
