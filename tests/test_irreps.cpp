@@ -8,6 +8,7 @@
 #include "grokking/analysis.hpp"
 #include "grokking/checkpoint.hpp"
 #include "grokking/config.hpp"
+#include "grokking/cosets.hpp"
 #include "grokking/error.hpp"
 #include "grokking/text.hpp"
 #include "grokking/irreps.hpp"
@@ -238,4 +239,74 @@ TEST_CASE("configs/groups/d17-small.json groks on D17 and computes with a few ir
   // the model's own loss over all pairs is.
   const auto m500 = model_from_checkpoint(load_checkpoint(dir + "/checkpoints/epoch_0000500.pt"));
   CHECK(theirs_restricted_loss(m500, gs, r.key) > 1.0);
+}
+
+TEST_CASE("cosets: subgroups up to conjugacy, and units planted constant on a stabiliser's cosets are found", "[groups]") {
+  // The subgroup lattices up to conjugacy: S3 has C2 (three conjugates, a point's stabiliser) and
+  // A3; S4 nine classes of proper non-trivial subgroups; D5 its reflections and rotations; C12 one
+  // subgroup of each order 2, 3, 4, 6, all normal.
+  auto classes = [](const std::string& spec) { return subgroup_classes(make_group(spec, "(test)")); };
+  const auto s3 = classes("S3");
+  REQUIRE(s3.size() == 2);
+  CHECK(s3[0].name == "S2, a point's stabiliser");
+  CHECK(s3[0].conjugates.size() == 3);
+  CHECK(!s3[0].normal);
+  CHECK(s3[1].name == "A3");
+  CHECK(s3[1].normal);
+  CHECK(classes("S4").size() == 9);
+  const auto d5 = classes("D5");
+  REQUIRE(d5.size() == 2);
+  CHECK(d5[1].name == "rotations C5");
+  const auto c12 = classes("C12");
+  CHECK(c12.size() == 4);
+  for (auto& c : c12) CHECK(c.normal);
+  // Cosets partition the group into index pieces of |H| elements.
+  const FiniteGroup s4 = make_group("S4", "(test)");
+  for (auto& c : subgroup_classes(s4))
+    for (bool left : {true, false}) {
+      const auto lab = coset_labels(s4, c.conjugates[0], left);
+      std::vector<int> count(size_t(c.index), 0);
+      for (auto l : lab) ++count[size_t(l)];
+      for (auto n : count) CHECK(n == c.order);
+    }
+
+  // An MLP on one-hot inputs of S4 whose first layer gives every unit, from a and from b, a
+  // random value per left coset of one point's stabiliser (unit u: the stabiliser of point u mod 4).
+  Config cfg = parse_config(R"({"task": {"kind": "group", "group": "S4", "frac_train": 0.5},
+                                "model": {"kind": "mlp", "encoding": "one_hot", "hidden": [16]}})", "(test)", {});
+  const Model model(cfg);
+  const GroupStructure gs = group_structure(cfg.task);
+  const auto all = subgroup_classes(gs.group);
+  const SubgroupClass* stab = nullptr;
+  for (auto& c : all)
+    if (c.name == "S3, a point's stabiliser") stab = &c;
+  REQUIRE(stab != nullptr);
+  REQUIRE(stab->conjugates.size() == 4);
+  torch::manual_seed(1);
+  std::vector<torch::Tensor> planted;
+  for (int operand = 0; operand < 2; ++operand) {
+    auto E = torch::zeros({24, 16}, torch::kFloat32);
+    for (int64_t u = 0; u < 16; ++u) {
+      const auto lab = coset_labels(gs.group, stab->conjugates[size_t(u % 4)], true);
+      const auto v = torch::randn({stab->index});
+      for (int64_t x = 0; x < 24; ++x) E[x][u] = v[lab[size_t(x)]];
+    }
+    planted.push_back(E);
+  }
+  const CosetReport r = analyse_cosets(with_operand_embeddings(model, planted), gs);
+  REQUIRE(!r.measures.empty());
+  const CosetMeasure& top = r.measures.front();  // the best explained first
+  CHECK(top.subgroup == "S3, a point's stabiliser");
+  CHECK(top.left);
+  CHECK(top.fve_a == Approx(1).epsilon(1e-9));
+  CHECK(top.fve_b == Approx(1).epsilon(1e-9));
+  CHECK(top.units_a == 16);
+  CHECK(top.theirs_ratio_a < 1e-9);  // no variance within the cosets
+  // Its right cosets, and every class not inside a stabiliser (A4, D4), explain less; a
+  // subgroup of the stabiliser has finer cosets and explains as much, with more functions.
+  for (auto& m : r.measures)
+    if (&m != &top && (m.order >= 6 || !m.left)) CHECK(m.fve_a < 0.99);
+  // An unstructured model is near what a function with no structure gets.
+  const CosetReport random = analyse_cosets(model, gs);
+  for (auto& m : random.measures) CHECK(m.units_a < 16);
 }

@@ -50,6 +50,14 @@ RestrictedReading read_restricted(const torch::Tensor& logits, const GroupStruct
 // training pair's label (train loss about |G| e^-10, test accuracy chance), seeded.
 torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, uint64_t seed);
 
+// The total embeddings Chughtai et al. read ([|G|, width] each, float64): x's and y's
+// embeddings times their rows of the first hidden layer (an MLP with learned embeddings), the
+// first layer's rows themselves (one-hot inputs), or W_E for both (a transformer).
+std::pair<torch::Tensor, torch::Tensor> total_embeddings(const Model& model);
+// The model over all pairs with each operand embedding's rows replaced by Q times them ([|G|, |G|]:
+// a projector keeps or removes a subspace of the functions of the operand).
+Split all_pairs_with_rows(const Model& model, const Dataset& data, const torch::Tensor& Q);
+
 // Chughtai et al.'s restricted loss of a model (IrrepReport::theirs_restricted_loss): the key
 // irreps kept in its operand embeddings, the loss over all pairs.
 double theirs_restricted_loss(const Model& model, const GroupStructure& gs, const std::vector<size_t>& key);

@@ -17,7 +17,7 @@
 #include "grokking/text.hpp"
 #include "grokking/train.hpp"
 
-#define GROKKING_ANALYSES(X) X(fourier) X(ablate) X(progress) X(irreps) X(heads) X(patch) X(superposition)
+#define GROKKING_ANALYSES(X) X(fourier) X(ablate) X(progress) X(irreps) X(cosets) X(heads) X(patch) X(superposition)
 
 namespace grokking {
 

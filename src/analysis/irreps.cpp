@@ -153,7 +153,6 @@ torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, ui
   return logits.index_copy(0, train, rows);
 }
 
-namespace {
 // The total embeddings Chughtai et al. read ([|G|, width] each, float64): x's and y's
 // embeddings times their rows of the first hidden layer (an MLP with learned embeddings), the
 // first layer's rows themselves (one-hot inputs), or W_E for both (a transformer).
@@ -170,14 +169,20 @@ std::pair<torch::Tensor, torch::Tensor> total_embeddings(const Model& model) {
 // The loss over all pairs of the model with each operand embedding's rows replaced by `keep`
 // of them (the isotypic projector Q applied to the rows: (Q W_x) W = Q (W_x W), so keeping or
 // removing irreps of the embedding is keeping or removing them of the total embedding).
-double loss_with_rows(const Model& model, const Dataset& data, const torch::Tensor& Q) {
+Split all_pairs_with_rows(const Model& model, const Dataset& data, const torch::Tensor& Q) {
   std::vector<torch::Tensor> emb;
   for (auto& e : operand_embeddings(model)) emb.push_back(Q.mm(e));
   const Model m = with_operand_embeddings(model, emb);
   const auto logits = run_pair_forward(m).logits.to(torch::kCPU, torch::kFloat64);
-  return evaluate_splits(logits, data.all_y, data.train_mask).all.loss;
+  return evaluate_splits(logits, data.all_y, data.train_mask).all;
+}
+
+namespace {
+double loss_with_rows(const Model& model, const Dataset& data, const torch::Tensor& Q) {
+  return all_pairs_with_rows(model, data, Q).loss;
 }
 }  // namespace
+
 
 double theirs_restricted_loss(const Model& model, const GroupStructure& gs, const std::vector<size_t>& key) {
   torch::NoGradGuard no_grad;

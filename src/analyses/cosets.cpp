@@ -1,0 +1,154 @@
+// `grokking cosets`: a group model's hidden units read by the cosets of its subgroups (Stander et
+// al. 2024), beside the irreps' account of the same units (Chughtai et al. 2023).
+#include <cmath>
+#include <cstdio>
+
+#include "common.hpp"
+#include "grokking/cosets.hpp"
+#include "grokking/irreps.hpp"
+#include "grokking/rundir.hpp"
+#include "grokking/text.hpp"
+
+namespace grokking {
+using namespace analyses;
+
+namespace {
+
+const AnalysisKind& kind();
+
+std::string side(const CosetMeasure& m) { return m.normal ? "both" : m.left ? "left gH" : "right Hg"; }
+
+// The same class and side measured on another report (the untrained model's).
+const CosetMeasure* same(const CosetReport& r, const CosetMeasure& m) {
+  for (auto& o : r.measures)
+    if (o.subgroup == m.subgroup && o.order == m.order && o.left == m.left) return &o;
+  return nullptr;
+}
+
+// Which account explains more, in one line: by the units (each beside the untrained model's
+// figure, since a larger space of functions explains more of anything) and by what the model
+// keeps of its loss with only that structure (Stander et al.'s coset ablation beside Chughtai et
+// al.'s restricted loss). The coset class is the best explained, the coarsest of equals.
+std::string verdict_of(const CosetReport& r, const CosetReport& init) {
+  if (r.measures.empty()) return "no proper subgroups: nothing to read by cosets";
+  const CosetMeasure* best = &r.measures.front();  // the best explained (the coarsest of equals)
+  const CosetMeasure* i = same(init, *best);
+  const double gain_c = (best->fve_a + best->fve_b) / 2 - (i ? (i->fve_a + i->fve_b) / 2 : 0);
+  const double gain_i = (r.irrep_fve_a + r.irrep_fve_b) / 2 - (init.irrep_fve_a + init.irrep_fve_b) / 2;
+  const bool loss_c = best->kept_loss < r.irrep_kept_loss, units_c = gain_c > gain_i;
+  const char* who = loss_c && units_c ? "cosets explain more" : !loss_c && !units_c ? "irreps explain more" : "split";
+  char buf[600];
+  std::snprintf(buf, sizeof buf,
+                "%s: the cosets of %s (%s) raise the units' share from %.1f%% untrained to %.1f%%, the key irreps from "
+                "%.1f%% to %.1f%%; with only that structure in the embeddings the loss is %.3g (cosets) against %.3g "
+                "(irreps), the model's %.3g",
+                who, best->subgroup.c_str(), side(*best).c_str(), i ? 50 * (i->fve_a + i->fve_b) : NAN,
+                50 * (best->fve_a + best->fve_b), 50 * (init.irrep_fve_a + init.irrep_fve_b),
+                50 * (r.irrep_fve_a + r.irrep_fve_b), best->kept_loss, r.irrep_kept_loss, r.model_loss);
+  return buf;
+}
+
+void write_file(const std::string& run_dir, const CosetReport& r, const CosetReport& init) {
+  CsvWriter csv({"subgroup", "order", "index", "conjugates", "normal", "side", "fve_a", "fve_b", "units_a", "units_b",
+                 "chance", "init_fve_a", "init_fve_b", "theirs_ratio_a", "theirs_ratio_b", "kept_dims", "kept_loss",
+                 "kept_acc"});
+  for (auto& m : r.measures) {
+    const CosetMeasure* i = same(init, m);
+    csv.field(m.subgroup).field(m.order).field(m.index).field(m.conjugates).field(int64_t(m.normal)).field(side(m));
+    csv.field(m.fve_a).field(m.fve_b).field(m.units_a).field(m.units_b).field(m.chance);
+    csv.field(i ? i->fve_a : NAN).field(i ? i->fve_b : NAN).field(m.theirs_ratio_a).field(m.theirs_ratio_b);
+    csv.field(m.kept_dims).field(m.kept_loss).field(m.kept_acc).end_row();
+  }
+  atomic_write(run_dir + "/cosets.csv", csv.text());
+}
+
+int run(const AnalysisOptions& opts) {
+  auto [ck, run_dir] = load_for_analysis(kind(), opts.path);
+  const Model model = model_from_checkpoint(ck);
+  const GroupStructure gs = group_structure(ck.config.task);
+  const CosetReport r = analyse_cosets(model, gs);
+  // The control: the same config's model as initialised (its train.seed), untrained.
+  const CosetReport init = analyse_cosets(Model(ck.config), gs, &r.key);
+  if (!run_dir.empty()) write_file(run_dir, r, init);
+  if (opts.quiet) return 0;
+  const std::string verdict = verdict_of(r, init);
+  if (opts.json) {
+    nlohmann::json j = {{"checkpoint", ck.path}, {"epoch", ck.epoch}, {"group", r.group}, {"order", r.order},
+                        {"units", r.units}, {"live_units", r.live_units}, {"verdict", verdict},
+                        {"model", {{"loss", r.model_loss}, {"acc", r.model_acc}}}, {"uniform_loss", r.uniform_loss},
+                        {"irreps", {{"key", r.key_irreps}, {"dims", r.irrep_dims}, {"fve_a", r.irrep_fve_a},
+                                    {"fve_b", r.irrep_fve_b}, {"init_fve_a", init.irrep_fve_a}, {"init_fve_b", init.irrep_fve_b},
+                                    {"kept_loss", r.irrep_kept_loss},
+                                    {"kept_acc", r.irrep_kept_acc}}},
+                        {"subgroups", nlohmann::json::array()}};
+    for (auto& m : r.measures) {
+      const CosetMeasure* i = same(init, m);
+      j["subgroups"].push_back({{"subgroup", m.subgroup}, {"order", m.order}, {"index", m.index},
+                                {"conjugates", m.conjugates}, {"normal", m.normal}, {"side", side(m)},
+                                {"fve_a", m.fve_a}, {"fve_b", m.fve_b}, {"units_a", m.units_a}, {"units_b", m.units_b},
+                                {"chance", m.chance}, {"init_fve_a", i ? i->fve_a : NAN},
+                                {"init_fve_b", i ? i->fve_b : NAN},
+                                {"theirs", {{"source", "Stander et al., sn-grok calculate_cosets.py"},
+                                            {"ratio_a", m.theirs_ratio_a}, {"ratio_b", m.theirs_ratio_b}}},
+                                {"kept", {{"dims", m.kept_dims}, {"loss", m.kept_loss}, {"acc", m.kept_acc}}}});
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("checkpoint %s (epoch %lld); group %s (order %lld); %lld hidden units (%lld live), their input from a and "
+              "from b (the total embeddings)\n",
+              ck.path.c_str(), (long long)ck.epoch, r.group.c_str(), (long long)r.order, (long long)r.units,
+              (long long)r.live_units);
+  std::printf("\n%-28s %5s %5s %5s %-9s %13s %11s %9s %13s %9s  %10s %7s\n", "subgroup (up to conjugacy)", "order",
+              "index", "conj", "cosets", "FVE a / b", "units a/b", "chance", "untrained", "theirs", "kept loss",
+              "acc");
+  for (auto& m : r.measures) {
+    const CosetMeasure* i = same(init, m);
+    std::printf("%-28s %5lld %5lld %5lld %-9s %5.1f%% %5.1f%% %5lld/%-5lld %8.1f%% %5.1f%% %5.1f%% %4.2f/%-4.2f  %10.3e %7.4f\n",
+                m.subgroup.c_str(), (long long)m.order, (long long)m.index, (long long)m.conjugates, side(m).c_str(),
+                100 * m.fve_a, 100 * m.fve_b, (long long)m.units_a, (long long)m.units_b, 100 * m.chance,
+                i ? 100 * i->fve_a : NAN, i ? 100 * i->fve_b : NAN, m.theirs_ratio_a, m.theirs_ratio_b, m.kept_loss,
+                m.kept_acc);
+  }
+  std::printf("(FVE: the share of the units' variance over the group constant on the cosets, each unit at its best "
+              "conjugate; units: those at least 90%% so; chance: what a function with no structure gets on one conjugate, (index-1)/(|G|-1); "
+              "untrained: the same on the config's model as initialised; theirs: Stander et al.'s within-coset variance "
+              "over the variance, median over the units, a / b; kept: the model with both operands' embeddings projected "
+              "on the functions constant on every conjugate's cosets)\n\n");
+  std::string key;
+  for (auto& k : r.key_irreps) key += (key.empty() ? "" : ", ") + k;
+  std::printf("the irreps' account: key irreps %s (the 0.005 rule on the logits; %lld dimensions): %.1f%% / %.1f%% of "
+              "the units' variance (untrained: %.1f%% / %.1f%%); kept alone: loss %.3e, accuracy %.4f\n",
+              key.empty() ? "none" : key.c_str(), (long long)r.irrep_dims, 100 * r.irrep_fve_a, 100 * r.irrep_fve_b,
+              100 * init.irrep_fve_a, 100 * init.irrep_fve_b, r.irrep_kept_loss, r.irrep_kept_acc);
+  std::printf("model as is: loss %.3e, accuracy %.4f (uniform guess: loss %.3f)\n", r.model_loss, r.model_acc,
+              r.uniform_loss);
+  std::printf("%s\n", verdict.c_str());
+  return 0;
+}
+
+}  // namespace
+
+const AnalysisKind& cosets_analysis() { return kind(); }
+
+namespace {
+const AnalysisKind& kind() {
+  static const AnalysisKind k = [] {
+    AnalysisKind a;
+    a.name = "cosets";
+    a.doc = "A group run by the cosets of its subgroups: how much of each hidden unit's input from a and from b is "
+            "constant on them, the coset structure kept alone, beside the key irreps' account";
+    a.scope = AnalysisKind::Scope::checkpoint;
+    a.needs = {Capability::pairs, Capability::group, Capability::pair_readout};
+    a.files = {{"cosets.csv"}};
+    a.source = "Stander, Yu, Fan & Biderman 2024, \"Grokking group multiplication with cosets\" (sn-grok: "
+               "calculate_cosets.py, sngrok/cosets.py)";
+    a.report = {{"Cosets (the share of the hidden units constant on them)", "cosets.csv"}};
+    a.run = run;
+    return a;
+  }();
+  return k;
+}
+}  // namespace
+
+}  // namespace grokking
