@@ -13,6 +13,7 @@ README table is one command:
   scripts/readme-tables.py circuit RUN_DIR                  # Nanda et al.'s sections 4.2-4.4 beside the paper's
   scripts/readme-tables.py curve RUN_DIR                    # a tl-demo run's losses beside TransformerLens's demo run
   scripts/readme-tables.py phases RUN_DIR...                # the phase rule's row a run (grokking progress --json)
+  scripts/readme-tables.py irrep-order RUN_OR_SWEEP_DIR...  # groups: the order irreps become key, a row a seed
   scripts/readme-tables.py final SWEEP_DIR COLUMN --by KEY... # per arm, a metrics.csv column's last value over the runs
   scripts/readme-tables.py speed [CONFIG...]                # runs `grokking bench` (one thread): the Speed table
 
@@ -395,6 +396,36 @@ def speed(configs):
             f"\n\nInterventions on the first setup's fast step, the same run: " + (inter or "–") + ".")
 
 
+def irrep_order(paths):
+    """Chughtai et al.'s universality question over seeds: for each group run (a sweep directory
+    stands for its runs), the irreps in the order they become key for good and drop out for good
+    (grokking progress --json, irrep_order), and how many runs share a final key set and an order."""
+    runs = []
+    for p in paths:
+        sub = os.path.join(p, "runs")
+        runs += sorted(os.path.join(sub, r) for r in os.listdir(sub)) if os.path.isdir(sub) else [p]
+    rows, key_sets, orders = [], {}, {}
+    for run in runs:
+        j = tool_json("progress", run)
+        order = j.get("irrep_order")
+        if order is None:
+            sys.exit(f"irrep-order: {run} is not a group run (no irrep_order in grokking progress --json)")
+        key = sorted((c for c in order if c["key_from"] is not None), key=lambda c: c["key_from"])
+        dropped = sorted((c for c in order if c["dropped_at"] is not None), key=lambda c: c["dropped_at"])
+        names = tuple(c["irrep"] for c in key)
+        key_sets.setdefault(tuple(sorted(names)), []).append(label(run))
+        orders.setdefault(names, []).append(label(run))
+        grok = summary(run).get("grokked_epoch")
+        rows.append([label(run), grok if grok is not None else "never",
+                     ", ".join(f"{c['irrep']} ({c['key_from']})" for c in key) or "none",
+                     ", ".join(f"{c['irrep']} ({c['dropped_at']})" for c in dropped) or "none"])
+    out = table(["run", "grokked at", "key for good from (epoch), in order", "dropped out for good (epoch), in order"], rows)
+    out += f"\n\n{len(runs)} runs: {len(key_sets)} distinct final key sets"
+    out += "".join(f"; {{{', '.join(k) or 'none'}}} in {len(v)}" for k, v in sorted(key_sets.items(), key=lambda kv: -len(kv[1])))
+    out += f"; {len(orders)} distinct orders."
+    return out
+
+
 def main(argv):
     if argv[:1] == ["final"]:
         if len(argv) < 5 or "--by" not in argv:
@@ -404,6 +435,9 @@ def main(argv):
         return
     if argv[:1] == ["speed"]:
         print(speed(argv[1:]))
+        return
+    if argv[:1] == ["irrep-order"] and len(argv) > 1:
+        print(irrep_order(argv[1:]))
         return
     if len(argv) < 2 or argv[0] not in ("heads", "irreps", "compare", "superposition", "sparsity", "circuit", "curve", "phases"):
         sys.exit(__doc__)

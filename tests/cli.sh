@@ -246,27 +246,31 @@ check "plot of the toy run draws the patching bars" '[ -s "$toy/plots/patch.svg"
 "$bin" train <(echo '{"task": {"kind": "group", "group": "D4", "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2,
   "d_head": 4, "d_mlp": 16}, "train": {"epochs": 20, "eval_every": 10, "checkpoint_every": 10, "threads": 1}}') --out rgrp -q 2>/dev/null
 expect 0 "" -- "$bin" analyse rgrp -n
-check "analyse -n: a group run is read by progress, irreps and patch, nothing run yet" \
-  'grep -q "^rgrp: would run progress, irreps, patch$" out.txt && [ ! -e rgrp/progress.csv ]'
+check "analyse -n: a group run is read by progress, irreps, cosets and patch, nothing run yet" \
+  'grep -q "^rgrp: would run progress, irreps, cosets, patch$" out.txt && [ ! -e rgrp/progress.csv ]'
 expect 0 "" -- "$bin" analyse rgrp
 check "analyse: the group run's files, a line per analysis" \
   '[ -s rgrp/progress.csv ] && [ -s rgrp/irreps_progress.csv ] && [ -s rgrp/irreps.csv ] && [ ! -e rgrp/trig_fit.csv ] &&
-   [ -s rgrp/patch_heads.csv ] && grep -q "^rgrp: progress (" err.txt && grep -q "^rgrp: irreps (" err.txt'
+   [ -s rgrp/patch_heads.csv ] && [ -s rgrp/cosets.csv ] && grep -q "^rgrp: progress (" err.txt && grep -q "^rgrp: irreps (" err.txt &&
+   grep -q "^rgrp: cosets (" err.txt'
 expect 0 "" -- "$bin" analyse rgrp
-check "analyse again: up to date, nothing rerun" 'grep -q "^rgrp: up to date (progress, irreps, patch)$" err.txt'
+check "analyse again: up to date, nothing rerun" 'grep -q "^rgrp: up to date (progress, irreps, cosets, patch)$" err.txt'
 expect 0 "" -- "$bin" progress rgrp
 check "progress of a group run names its key irreps, not frequencies" 'grep -q "; key irreps .*(numbers .* of grokking irreps. table)" out.txt && ! grep -q "key frequencies" out.txt'
 check "progress of a group run: the irreps over the key rule, in order" 'grep -q "^irreps over the key rule" out.txt && grep -q "dropped below it for good" out.txt'
 expect 0 "" -- "$bin" progress rgrp --from-csv --json
 check "progress --from-csv --json: the irrep order from irreps_progress.csv" 'grep -q "\"irrep_order\"" out.txt && grep -q "\"key_from\"" out.txt'
-expect 2 "heads needs sequence .*; it is read by progress, irreps, patch$" -- "$bin" heads rgrp
+expect 2 "heads needs sequence .*; it is read by progress, irreps, cosets, patch$" -- "$bin" heads rgrp
 expect 0 "" -- "$bin" plot rgrp
 check "plot of a fresh group run: the irreps figure, excluded loss legend by irrep name" \
   '[ -s rgrp/plots/irreps.svg ] && { [ ! -e rgrp/plots/excluded.gp ] || ! grep -q "title .k = " rgrp/plots/excluded.gp; }'
 "$bin" train --resume rgrp --set train.epochs=30 -q 2>/dev/null
 expect 0 "" -- "$bin" analyse rgrp -n
-check "analyse -n after more training: every analysis is stale" 'grep -q "^rgrp: would run progress, irreps, patch$" out.txt'
+check "analyse -n after more training: every analysis is stale" 'grep -q "^rgrp: would run progress, irreps, cosets, patch$" out.txt'
+GROKKING=$bin python3 "$src/scripts/readme-tables.py" irrep-order rgrp >tbl.txt 2>tbl.err
+check "readme-tables irrep-order: a row a run, the irreps in the order they become key, the key sets counted" \
+  'grep -q "^| .*rgrp | " tbl.txt && grep -q "^1 runs: 1 distinct final key sets" tbl.txt'
 expect 0 "" -- "$bin" train <(echo '{"task": {"kind": "group", "group": "D4"}}') --out rgrp --force -q --set train.epochs=10 --set train.threads=1
-check "--force leaves none of the analyses' files or figures" '[ ! -e rgrp/irreps.csv ] && [ ! -e rgrp/irreps_progress.csv ] && [ ! -e rgrp/plots ]'
+check "--force leaves none of the analyses' files or figures" '[ ! -e rgrp/irreps.csv ] && [ ! -e rgrp/irreps_progress.csv ] && [ ! -e rgrp/cosets.csv ] && [ ! -e rgrp/plots ]'
 
 finish
