@@ -304,8 +304,14 @@ TEST_CASE("cosets: subgroups up to conjugacy, and units planted constant on a st
   CHECK(top.theirs_ratio_a < 1e-9);  // no variance within the cosets
   // Its right cosets, and every class not inside a stabiliser (A4, D4), explain less; a
   // subgroup of the stabiliser has finer cosets and explains as much, with more functions.
-  for (auto& m : r.measures)
-    if (&m != &top && (m.order >= 6 || !m.left)) CHECK(m.fve_a < 0.99);
+  for (auto& m : r.measures) {
+    if (&m == &top) continue;
+    INFO(m.subgroup << " " << m.side);
+    if (m.subgroup != top.subgroup && m.order >= 6) CHECK(m.fve_a < 0.99);
+    if (m.subgroup == top.subgroup) CHECK((m.left ? m.fve_b : m.fve_a) < 0.99);  // one operand on right cosets
+    if (!m.left) CHECK(m.fve_a < 0.99);
+  }
+  CHECK(top.side == "left gH");
   // An unstructured model is near what a function with no structure gets.
   const CosetReport random = analyse_cosets(model, gs);
   for (auto& m : random.measures) CHECK(m.units_a < 16);

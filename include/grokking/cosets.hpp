@@ -36,7 +36,9 @@ struct CosetMeasure {
   std::string subgroup;
   int64_t order = 0, index = 0, conjugates = 0;
   bool normal = false;
-  bool left = true;  // the cosets gH (else Hg)
+  bool left = true;  // a read on the cosets aH (else Ha)
+  // "left gH", "right Hg" (a and b on the same side), "a Ha, b bH" or "a aH, b Hb", "both" (normal).
+  std::string side;
   // The share of the units' variance (centred over the group, summed over the units) that is
   // constant on the cosets, each unit taking its best conjugate; for a and for b.
   double fve_a = 0, fve_b = 0;
@@ -49,8 +51,9 @@ struct CosetMeasure {
   // cosets summed over the cosets, over its variance, at its best conjugate; the median over the
   // units, for a and for b (small: constant on the cosets).
   double theirs_ratio_a = 0, theirs_ratio_b = 0;
-  // The model over all pairs with both operands' embeddings replaced by their projection on
-  // the functions constant on the cosets of every conjugate (the coset structure kept).
+  // The model over all pairs with each operand's embedding replaced by its projection on the
+  // functions constant on the cosets (its side's) of every conjugate: the coset structure kept.
+  // NaN where the operands share one embedding and the sides differ.
   double kept_loss = 0, kept_acc = 0;
   int64_t kept_dims = 0;  // the dimension of that space of functions
 };

@@ -194,44 +194,65 @@ CosetReport analyse_cosets(const Model& model, const GroupStructure& gs, const s
   const Split irrep_kept = all_pairs_with_rows(model, data, Q);
   r.irrep_kept_loss = irrep_kept.loss, r.irrep_kept_acc = irrep_kept.acc;
 
-  for (const auto& c : subgroup_classes(g))
-    for (bool left : {true, false}) {
-      if (c.normal && !left) continue;  // gH = Hg
+  // Per class and side: each unit's best conjugate's explained variance and their ratio, and the
+  // projector on the functions constant on every conjugate's cosets.
+  struct Side {
+    torch::Tensor best_a, best_b, ratio_a, ratio_b, P;
+    int64_t dims = 0;
+  };
+  const auto median = [&](const torch::Tensor& v) { return r.live_units > 0 ? v.index({live}).median().item<double>() : 0.0; };
+  const auto operands = operand_embeddings(model);
+  for (const auto& c : subgroup_classes(g)) {
+    Side sides[2];  // left gH, right Hg
+    for (int s = 0; s < (c.normal ? 1 : 2); ++s) {
+      Side& d = sides[s];
+      d.best_a = torch::zeros({r.units}, torch::kFloat64), d.best_b = d.best_a.clone();
+      d.ratio_a = torch::full({r.units}, 1e300, torch::kFloat64), d.ratio_b = d.ratio_a.clone();
+      auto A = torch::zeros({N, int64_t(c.conjugates.size()) * c.index}, torch::kFloat64);
+      for (size_t j = 0; j < c.conjugates.size(); ++j) {
+        const auto lab = coset_labels(g, c.conjugates[j], s == 0);
+        d.best_a = torch::maximum(d.best_a, explained(ca, lab, c.index));
+        d.best_b = torch::maximum(d.best_b, explained(cb, lab, c.index));
+        d.ratio_a = torch::minimum(d.ratio_a, their_ratio(fa, lab, c.index));
+        d.ratio_b = torch::minimum(d.ratio_b, their_ratio(fb, lab, c.index));
+        for (int64_t x = 0; x < N; ++x) A[x][int64_t(j) * c.index + lab[size_t(x)]] = 1.0;
+      }
+      const auto svd = at::linalg_svd(A, /*full_matrices=*/false);
+      const auto& S = std::get<1>(svd);
+      d.dims = (S > S.max() * 1e-9).sum().item<int64_t>();
+      const auto U = std::get<0>(svd).narrow(1, 0, d.dims);
+      d.P = U.mm(U.t());
+    }
+    // a read on side sa, b on side sb: both left, both right, and the two mixed pairings
+    // (Stander et al. find a's units constant on right cosets Ha and b's on left cosets bH).
+    std::vector<std::pair<int, int>> pairings = {{0, 0}};
+    if (!c.normal) pairings = {{0, 0}, {1, 1}, {1, 0}, {0, 1}};
+    for (auto [sa, sb] : pairings) {
+      const Side &A = sides[sa], &B = sides[sb];
       CosetMeasure m;
       m.subgroup = c.name, m.order = c.order, m.index = c.index, m.conjugates = int64_t(c.conjugates.size());
-      m.normal = c.normal, m.left = left, m.chance = double(c.index - 1) / double(N - 1);
-      auto best_a = torch::zeros({r.units}, torch::kFloat64), best_b = best_a.clone();
-      auto ratio_a = torch::full({r.units}, 1e300, torch::kFloat64), ratio_b = ratio_a.clone();
-      std::vector<int64_t> cols;  // the indicator functions of every conjugate's cosets
-      std::vector<std::vector<int32_t>> labellings;
-      for (const auto& H : c.conjugates) {
-        const auto lab = coset_labels(g, H, left);
-        best_a = torch::maximum(best_a, explained(ca, lab, c.index));
-        best_b = torch::maximum(best_b, explained(cb, lab, c.index));
-        ratio_a = torch::minimum(ratio_a, their_ratio(fa, lab, c.index));
-        ratio_b = torch::minimum(ratio_b, their_ratio(fb, lab, c.index));
-        labellings.push_back(lab);
+      m.normal = c.normal, m.left = sa == 0, m.chance = double(c.index - 1) / double(N - 1);
+      m.side = c.normal ? "both" : sa == sb ? (sa == 0 ? "left gH" : "right Hg") : (sa == 1 ? "a Ha, b bH" : "a aH, b Hb");
+      m.fve_a = total_a > 0 ? A.best_a.sum().item<double>() / total_a : 0;
+      m.fve_b = total_b > 0 ? B.best_b.sum().item<double>() / total_b : 0;
+      m.units_a = ((A.best_a >= 0.9 * var_a) & live & (var_a > 0)).sum().item<int64_t>();
+      m.units_b = ((B.best_b >= 0.9 * var_b) & live & (var_b > 0)).sum().item<int64_t>();
+      m.theirs_ratio_a = median(A.ratio_a), m.theirs_ratio_b = median(B.ratio_b);
+      m.kept_dims = A.dims;
+      // The coset structure kept: each operand's embedding projected on its side's functions (a
+      // model whose operands share one embedding, a transformer's W_E, takes only one side).
+      if (operands.size() == 2 || sa == sb) {
+        std::vector<torch::Tensor> emb;
+        for (size_t o = 0; o < operands.size(); ++o) emb.push_back((o == 0 ? A.P : B.P).mm(operands[o]));
+        const auto kl = run_pair_forward(with_operand_embeddings(model, emb)).logits.to(torch::kCPU, torch::kFloat64);
+        const Split kept = evaluate_splits(kl, data.all_y, data.train_mask).all;
+        m.kept_loss = kept.loss, m.kept_acc = kept.acc;
+      } else {
+        m.kept_loss = m.kept_acc = std::nan("");
       }
-      m.fve_a = total_a > 0 ? best_a.sum().item<double>() / total_a : 0;
-      m.fve_b = total_b > 0 ? best_b.sum().item<double>() / total_b : 0;
-      m.units_a = ((best_a >= 0.9 * var_a) & live & (var_a > 0)).sum().item<int64_t>();
-      m.units_b = ((best_b >= 0.9 * var_b) & live & (var_b > 0)).sum().item<int64_t>();
-      const auto median = [&](const torch::Tensor& v) { return v.index({live}).median().item<double>(); };
-      m.theirs_ratio_a = r.live_units > 0 ? median(ratio_a) : 0;
-      m.theirs_ratio_b = r.live_units > 0 ? median(ratio_b) : 0;
-      // The coset structure kept: the projector on the span of every conjugate's coset indicators.
-      auto A = torch::zeros({N, int64_t(labellings.size()) * c.index}, torch::kFloat64);
-      for (size_t j = 0; j < labellings.size(); ++j)
-        for (int64_t x = 0; x < N; ++x) A[x][int64_t(j) * c.index + labellings[j][size_t(x)]] = 1.0;
-      const auto svd = at::linalg_svd(A, /*full_matrices=*/false);
-      const auto S = std::get<1>(svd);
-      const int64_t rank = (S > S.max() * 1e-9).sum().item<int64_t>();
-      const auto U = std::get<0>(svd).narrow(1, 0, rank);
-      m.kept_dims = rank;
-      const Split kept = all_pairs_with_rows(model, data, U.mm(U.t()));
-      m.kept_loss = kept.loss, m.kept_acc = kept.acc;
       r.measures.push_back(m);
     }
+  }
   // The best explained first; of classes that explain as much (a subgroup of H has finer cosets,
   // so it explains all that H does), the larger subgroup, whose cosets are fewer functions.
   std::stable_sort(r.measures.begin(), r.measures.end(), [](const CosetMeasure& a, const CosetMeasure& b) {
