@@ -222,6 +222,16 @@ TEST_CASE("the toy model's fast path computes the generic path's outputs, loss a
       auto [gf, xf] = other(true);
       check_grads(m, gf, gp, where + "(another loss) ");
       CHECK(test::max_rel_diff(xf, xp, where + "grad x") <= 1e-5);
+      // The fused step's backward scales its gradients by the incoming one.
+      m.flat_grad().zero_();
+      auto fused = m.arch().fused_loss(m, p.batch, LossSpec{});
+      REQUIRE(fused.defined());
+      (3 * fused).backward();
+      check_grads(m, m.flat_grad().clone(), 3 * g_plain, where + "(3 x the fused loss) ");
+      // Where it cannot fuse (float64 inputs here), it says so and the step takes the generic loss.
+      Batch doubled = p.batch;
+      doubled.x = doubled.y = p.batch.x.to(torch::kFloat64);
+      CHECK_FALSE(m.arch().fused_loss(m, doubled, LossSpec{}).defined());
     }
   }
 }
