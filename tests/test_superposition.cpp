@@ -1,11 +1,13 @@
 // Toy models of superposition: the sparse features, the geometry measures on planted weights,
 // the two-feature optimum, and small configs that find the pentagon and the sticky D* = 1/2.
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <cmath>
 
 #include "catch.hpp"
 #include "grokking/checkpoint.hpp"
+#include "grokking/model.hpp"
 #include "grokking/superposition.hpp"
 #include "grokking/task.hpp"
 #include "grokking/train.hpp"
@@ -44,6 +46,13 @@ TEST_CASE("sparse features: zero with probability S, else uniform; the same draw
   CHECK(torch::equal(p.x[0], d.x[0]));
   CHECK(torch::equal(p.x[1], s.x[0]));
   CHECK(torch::equal(p.y, p.x));
+  // The draw, as the task has always written it: the step's uniforms from the task's seed, each
+  // replica's kept where its own threshold says (its values fixed: runs and figures depend on them).
+  auto gen = at::detail::createCPUGenerator(uint64_t(features(4, 0.0, 0.9).seed) * 1000003u + 3 + 1);
+  auto values = torch::rand({1, 20000, 4}, gen, torch::kFloat32);
+  auto keep = torch::rand({1, 20000, 4}, gen, torch::kFloat32);
+  auto density = torch::tensor(std::vector<double>{1.0, 0.25}, torch::kFloat32).view({2, 1, 1});
+  CHECK(torch::equal(p.x, torch::where(keep < density, values, torch::zeros_like(values))));
 }
 
 TEST_CASE("superposition measures: a pentagon, an antipodal pair, orthogonal features", "[superposition]") {
@@ -135,6 +144,110 @@ TEST_CASE("configs/superposition/sticky-half.json: twenty equal features in five
   INFO(geometry_text(r.groups));
   CHECK(r.groups.size() == 5);
   for (auto& g : r.groups) CHECK(g.name == "digon");
+}
+
+namespace {
+// A toy model of n features in m dimensions, one replica per sparsity (seeds 7, 8, ...), its
+// output bias drawn so that the ReLU switches some outputs off, and the batch its task draws.
+struct ToyPack {
+  Config cfg;
+  std::vector<TaskConfig> tasks;
+  std::unique_ptr<Model> model;
+  Batch batch;
+};
+ToyPack toy_pack(const std::string& activation, const std::vector<double>& sparsities) {
+  ToyPack p;
+  p.cfg = toy(12, 3, sparsities[0]);
+  p.cfg.model.set("activation", activation);
+  std::vector<int64_t> seeds;
+  for (size_t s = 0; s < sparsities.size(); ++s) {
+    seeds.push_back(int64_t(7 + s));
+    TaskConfig t = p.cfg.task;
+    t.set("sparsity", sparsities[s]);
+    p.tasks.push_back(t);
+  }
+  p.model = std::make_unique<Model>(p.cfg, seeds);
+  {
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(3);
+    p.model->param("b_final").normal_(0, 0.3);
+  }
+  p.batch = make_task(p.tasks)->train_batch(2, 200);
+  return p;
+}
+// One training step's loss and flat gradient (forward_backward: on the fast path the toy model's
+// own backward and the fused reconstruction loss).
+std::pair<double, torch::Tensor> step_grad(Model& m, const Batch& b, bool fast) {
+  auto loss = forward_backward(m, b, fast);
+  return {loss.item<double>(), m.flat_grad().clone()};
+}
+// Every parameter's gradient, fast against generic, relative to its largest element.
+void check_grads(const Model& m, const torch::Tensor& fast, const torch::Tensor& plain, const std::string& where) {
+  int64_t off = 0;
+  for (auto& [name, t] : m.named_parameters()) {
+    CHECK(test::max_rel_diff(fast.narrow(0, off, t.numel()), plain.narrow(0, off, t.numel()), where + "grad " + name) <= 1e-5);
+    off += t.numel();
+  }
+}
+}  // namespace
+
+TEST_CASE("the toy model's fast path computes the generic path's outputs, loss and gradients", "[superposition][model]") {
+  for (const char* activation : {"relu", "linear"}) {
+    const std::string act = activation;
+    for (const auto& sparsities : std::vector<std::vector<double>>{{0.6}, {0.0, 0.6, 0.9}}) {
+      auto p = toy_pack(act, sparsities);
+      Model& m = *p.model;
+      REQUIRE(m.has_fast_path());
+      const std::string where = act + " S=" + std::to_string(sparsities.size()) + " fast vs generic ";
+      INFO(where);
+      {
+        torch::NoGradGuard no_grad;
+        CHECK(test::max_rel_diff(m.outputs(p.batch.x, true), m.outputs(p.batch.x, false), where + "outputs") <= 1e-5);
+      }
+      // The training step: the model's backward from the fused loss's gradient.
+      auto [l_plain, g_plain] = step_grad(m, p.batch, false);
+      auto [l_fast, g_fast] = step_grad(m, p.batch, true);
+      CHECK(test::max_rel_diff(torch::tensor(l_fast), torch::tensor(l_plain), where + "loss") <= 1e-5);
+      check_grads(m, g_fast, g_plain, where);
+      // The model's backward alone, from another loss's gradient, through to inputs that want one.
+      torch::manual_seed(4);
+      const auto r = torch::randn(p.batch.x.sizes());
+      auto other = [&](bool fast) {
+        m.flat_grad().zero_();
+        auto x = p.batch.x.clone().requires_grad_(true);
+        (m.outputs(x, fast) * r).sum().backward();
+        return std::make_pair(m.flat_grad().clone(), x.grad());
+      };
+      auto [gp, xp] = other(false);
+      auto [gf, xf] = other(true);
+      check_grads(m, gf, gp, where + "(another loss) ");
+      CHECK(test::max_rel_diff(xf, xp, where + "grad x") <= 1e-5);
+      // The fused step's backward scales its gradients by the incoming one.
+      m.flat_grad().zero_();
+      auto fused = m.arch().fused_loss(m, p.batch, LossSpec{});
+      REQUIRE(fused.defined());
+      (3 * fused).backward();
+      check_grads(m, m.flat_grad().clone(), 3 * g_plain, where + "(3 x the fused loss) ");
+      // Where it cannot fuse (float64 inputs here), it says so and the step takes the generic loss.
+      Batch doubled = p.batch;
+      doubled.x = doubled.y = p.batch.x.to(torch::kFloat64);
+      CHECK_FALSE(m.arch().fused_loss(m, doubled, LossSpec{}).defined());
+    }
+  }
+}
+
+TEST_CASE("the toy model's fast step: each replica's gradient is what it computes alone, bit for bit", "[superposition]") {
+  for (const char* act : {"relu", "linear"}) {
+    INFO(act);
+    auto p = toy_pack(act, {0.0, 0.6, 0.9});
+    forward_backward(*p.model, p.batch, true);
+    for (int64_t s = 0; s < 3; ++s) {
+      INFO("replica " << s);
+      Model one = p.model->replica(s);
+      forward_backward(one, make_task(p.tasks[size_t(s)])->train_batch(2, 200), true);
+      CHECK(torch::equal(one.flat_grad(), p.model->replica_part(p.model->flat_grad(), s)));
+    }
+  }
 }
 
 TEST_CASE("a sparsity sweep packs: runs of different sparsity side by side write what each writes alone",

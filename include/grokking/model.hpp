@@ -77,6 +77,7 @@ struct FeatureReadout {
 };
 
 class Model;
+struct LossSpec;
 
 // A model's activations by name, as TransformerLens names them, for one model, batch first:
 // hook_embed and hook_pos_embed, blocks.L.hook_resid_pre, blocks.L.attn.hook_q / hook_k /
@@ -122,6 +123,14 @@ class Architecture {
   virtual bool has_fast_path() const { return false; }
   virtual torch::Tensor forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const {
     return forward(m, x, cache);
+  }
+  // The training loss of a batch as one op that also computes the parameters' gradients (the
+  // same function as batch_loss of forward_fast's outputs), where the kind fuses the whole step
+  // and the batch's tensors allow it; an undefined tensor otherwise (the default), and the step
+  // goes through forward_fast and batch_loss.
+  virtual torch::Tensor fused_loss(const Model& m, const Batch& batch, const LossSpec& spec) const {
+    (void)m, (void)batch, (void)spec;
+    return {};
   }
   // FLOPs a training step on n examples cannot avoid (forward and backward), for bench; 0: unknown.
   virtual double step_flops(int64_t n_examples) const { (void)n_examples; return 0; }

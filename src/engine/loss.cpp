@@ -112,7 +112,11 @@ ReplicaMeasures batch_measures(const torch::Tensor& outputs, const Batch& batch,
 
 torch::Tensor forward_backward(Model& model, const Batch& batch, bool fast) {
   model.flat_grad().zero_();
-  auto loss = batch_loss(model.outputs(batch.x, fast), batch, model.shape(), LossSpec::of(model.config().train));
+  const auto spec = LossSpec::of(model.config().train);
+  // The fast path: the kind's fused step where it has one (the same loss and gradients).
+  torch::Tensor loss;
+  if (fast && model.has_fast_path()) loss = model.arch().fused_loss(model, batch, spec);
+  if (!loss.defined()) loss = batch_loss(model.outputs(batch.x, fast), batch, model.shape(), spec);
   loss.backward();
   return loss;
 }

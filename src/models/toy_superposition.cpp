@@ -1,7 +1,9 @@
 // model.kind "toy_superposition" (Elhage et al. 2022): x' = ReLU(W^T W x + b), W of m hidden
 // dimensions by n features, stored as the notebook stores it, one row per feature: W [n, m], so
 // that row i is feature i's direction W_i; and the linear variant (no ReLU) as the control.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "grokking/error.hpp"
 #include "grokking/model.hpp"
@@ -9,6 +11,243 @@
 namespace grokking {
 
 namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Whether the fused loops below apply: float32 on the CPU, contiguous (elsewhere: tensor ops).
+bool fusable(const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous(); }
+
+// Sums over the examples run in float over blocks of this many rows, each block's sums then added
+// in float64 (in example order, whatever the threads: a replica's sums do not depend on others).
+constexpr int64_t kBlockRows = 32;
+
+// The masked gradient of one row: G = grad where out > 0 (torch's threshold_backward: out <= 0
+// passes nothing), summed into gsum. Written for the vectoriser: no aliasing, no branches.
+void masked_row(const float* __restrict__ grad, const float* __restrict__ out, float* __restrict__ G,
+                float* __restrict__ gsum, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i];  // loaded and computed whatever the mask: a select the vectoriser can make
+    const float v = out[i] <= 0 ? 0.0f : g;
+    G[i] = v;
+    gsum[i] += v;
+  }
+}
+void sum_row(const float* __restrict__ grad, float* __restrict__ gsum, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gsum[i] += grad[i];
+}
+
+// One row of the fused step: z <- the gradient at the pre-activation of the output
+// o = act(z + bias) under the loss I (o - t)^2 / N (c = 2 I / N): c (o - t) where the ReLU passes
+// (torch's threshold_backward: o <= 0 passes nothing); (o - t)^2 summed into sq and the gradient
+// into gsum. o_row: n floats of scratch. Written for the vectoriser (GCC 12 -O3): no aliasing,
+// each loop a single select between values already computed.
+void step_row_relu(float* __restrict__ z, const float* __restrict__ t, const float* __restrict__ bias,
+                   const float* __restrict__ c, float* __restrict__ sq, float* __restrict__ gsum,
+                   float* __restrict__ o_row, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = z[i] + bias[i];
+    const float o = v < 0 ? 0.0f : v;  // torch::relu (NaN stays NaN)
+    o_row[i] = o;
+    const float d = o - t[i];
+    sq[i] += d * d;
+    z[i] = c[i] * d;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const float cd = z[i];
+    const float g = o_row[i] <= 0 ? 0.0f : cd;
+    z[i] = g;
+    gsum[i] += g;
+  }
+}
+void step_row_linear(float* __restrict__ z, const float* __restrict__ t, const float* __restrict__ bias,
+                     const float* __restrict__ c, float* __restrict__ sq, float* __restrict__ gsum, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = (z[i] + bias[i]) - t[i];
+    sq[i] += d * d;
+    const float g = c[i] * d;
+    z[i] = g;
+    gsum[i] += g;
+  }
+}
+
+// acc += block (in float64), block <- 0.
+void flush_block(std::vector<float>& block, std::vector<double>& acc) {
+  for (size_t i = 0; i < block.size(); ++i) acc[i] += double(block[i]);
+  std::fill(block.begin(), block.end(), 0.0f);
+}
+
+// out <- act(out + b) in place, out [S, N, n], b [S, n]: the bias and the ReLU in one pass (the
+// same float operations as the generic forward's add and relu, so the same values).
+void bias_act_(torch::Tensor& out, const torch::Tensor& b, bool relu) {
+  const auto bc = b.contiguous();
+  if (!fusable(out) || !fusable(bc)) {
+    out.add_(bc.unsqueeze(1));
+    if (relu) out.relu_();
+    return;
+  }
+  const int64_t N = out.size(1), n = out.size(2);
+  float* o = out.data_ptr<float>();
+  const float* pb = bc.data_ptr<float>();
+  at::parallel_for(0, out.size(0) * N, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      float* r = o + row * n;
+      const float* bias = pb + (row / N) * n;
+      if (relu) {
+        for (int64_t i = 0; i < n; ++i) {
+          const float v = r[i] + bias[i];
+          r[i] = v < 0 ? 0.0f : v;  // NaN stays NaN, as torch::relu keeps it
+        }
+      } else {
+        for (int64_t i = 0; i < n; ++i) r[i] += bias[i];
+      }
+    }
+  });
+}
+
+// The gradient at the pre-activation, G = grad * (out > 0) (ReLU; grad itself when linear), and
+// db = sum over the examples of G, [S, n], summed per replica in example order (kBlockRows: so a
+// replica's gradient does not depend on the others beside it).
+std::pair<torch::Tensor, torch::Tensor> masked_grad(const torch::Tensor& grad_in, const torch::Tensor& out, bool relu) {
+  const auto grad = grad_in.contiguous();
+  if (!fusable(grad) || !fusable(out)) {
+    auto G = relu ? grad * out.gt(0).to(grad.scalar_type()) : grad;
+    return {G, G.sum(1)};
+  }
+  const int64_t S = out.size(0), N = out.size(1), n = out.size(2);
+  auto G = relu ? torch::empty_like(grad) : grad;
+  auto db = torch::empty({S, n}, grad.options());
+  const float* pg = grad.data_ptr<float>();
+  const float* po = out.data_ptr<float>();
+  float* pG = G.data_ptr<float>();
+  float* pdb = db.data_ptr<float>();
+  at::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> acc(static_cast<size_t>(n));
+    std::vector<float> block(static_cast<size_t>(n));
+    for (int64_t s = begin; s < end; ++s) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      std::fill(block.begin(), block.end(), 0.0f);
+      for (int64_t k = 0; k < N; ++k) {
+        const int64_t off = (s * N + k) * n;
+        if (relu) masked_row(pg + off, po + off, pG + off, block.data(), n);
+        else sum_row(pg + off, block.data(), n);
+        if ((k + 1) % kBlockRows == 0 || k + 1 == N) flush_block(block, acc);
+      }
+      for (int64_t i = 0; i < n; ++i) pdb[s * n + i] = float(acc[size_t(i)]);
+    }
+  });
+  return {G, db};
+}
+
+// out = act(x W W^T + b) batched over replicas: x [S, N, n], W [S, n, m], b [S, n] -> [S, N, n].
+// Forward: two bmm's, then the bias and the ReLU in one pass over the output, which is kept (its
+// sign is the ReLU's mask) with h = x W. Backward, from G = grad * mask: db = sum_N G,
+// dW = G^T h + x^T (G W), dx = (G W) W^T where x needs one.
+class ToyForward : public torch::autograd::Function<ToyForward> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b,
+                               bool relu) {
+    auto h = torch::bmm(x, W);                     // [S, N, m]
+    auto out = torch::bmm(h, W.transpose(1, 2));  // [S, N, n], a fresh contiguous tensor
+    bias_act_(out, b, relu);
+    ctx->saved_data["relu"] = relu;
+    ctx->save_for_backward({x, W, h, out});
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &W = saved[1], &h = saved[2], &out = saved[3];
+    const bool relu = ctx->saved_data["relu"].toBool();
+    auto [G, db] = masked_grad(grads[0], out, relu);
+    torch::Tensor dx, dW;
+    const bool need_dh = ctx->needs_input_grad(0) || ctx->needs_input_grad(1);
+    const auto dh = need_dh ? torch::bmm(G, W) : torch::Tensor();  // [S, N, m]
+    if (ctx->needs_input_grad(1)) dW = torch::bmm(G.transpose(1, 2), h).baddbmm_(x.transpose(1, 2), dh);
+    if (ctx->needs_input_grad(0)) dx = torch::bmm(dh, W.transpose(1, 2));
+    if (!ctx->needs_input_grad(2)) db = torch::Tensor();
+    return {dx, dW, db, torch::Tensor()};
+  }
+};
+
+// The training loss of a reconstruction, batch_loss's (per replica the batch mean of
+// sum_i I_i (x_i - x'_i)^2 over the outputs x' = act(x W W^T + b), summed over the replicas), with
+// its gradients computed in the same op, replica group by group so that a group's outputs stay in
+// cache: h = x W and z = h W^T by bmm; one pass over z that adds the bias, applies the ReLU,
+// accumulates the loss and turns z into the gradient G at the pre-activation
+// (2 I (x' - x) / N where the ReLU passes) while summing db; then dW = G^T h + x^T (G W) by bmm.
+// The backward hands on dW and db (scaled by the incoming gradient unless it is 1). Sums run per
+// replica in example order (kBlockRows) and the bmm's are per replica, so a replica's loss and
+// gradients do not depend on the replicas beside it. x, y [S, N, n] and I [S, n] float32 on the
+// CPU, contiguous.
+class ToyStep : public torch::autograd::Function<ToyStep> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b,
+                               const torch::Tensor& y, const torch::Tensor& importance, bool relu) {
+    const int64_t S = x.size(0), N = x.size(1), n = x.size(2), m = W.size(2);
+    const bool grads = W.requires_grad() || b.requires_grad();
+    const auto bc = b.contiguous();
+    auto dW = grads ? torch::empty({S, n, m}, x.options()) : torch::Tensor();
+    auto db = grads ? torch::empty({S, n}, x.options()) : torch::Tensor();
+    // Replicas per group: their [N, n] outputs within about 1 MiB (at least one replica).
+    const int64_t group = std::max<int64_t>(1, std::min<int64_t>(S, (int64_t(1) << 18) / std::max<int64_t>(1, N * n)));
+    auto z = torch::empty({group, N, n}, x.options());
+    std::vector<double> acc(static_cast<size_t>(n)), dacc(static_cast<size_t>(n));
+    std::vector<float> c(static_cast<size_t>(n)), sq(static_cast<size_t>(n)), gsum(static_cast<size_t>(n)),
+        o_row(static_cast<size_t>(n));
+    double total = 0;
+    const float* pb = bc.data_ptr<float>();
+    const float* pI = importance.data_ptr<float>();
+    const float* py = y.data_ptr<float>();
+    for (int64_t s0 = 0; s0 < S; s0 += group) {
+      const int64_t g = std::min(group, S - s0);
+      const auto xs = x.narrow(0, s0, g), Ws = W.narrow(0, s0, g);
+      const auto h = torch::bmm(xs, Ws);  // [g, N, m]
+      auto zs = z.narrow(0, 0, g);
+      torch::bmm_out(zs, h, Ws.transpose(1, 2));
+      float* pz = zs.data_ptr<float>();
+      for (int64_t r = 0; r < g; ++r) {
+        const int64_t s = s0 + r;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        std::fill(dacc.begin(), dacc.end(), 0.0);
+        std::fill(sq.begin(), sq.end(), 0.0f);
+        std::fill(gsum.begin(), gsum.end(), 0.0f);
+        for (int64_t i = 0; i < n; ++i) c[size_t(i)] = float(2.0 * double(pI[s * n + i]) / double(N));
+        const float* bias = pb + s * n;
+        for (int64_t k = 0; k < N; ++k) {
+          float* zr = pz + (r * N + k) * n;
+          const float* t = py + (s * N + k) * n;
+          if (relu) step_row_relu(zr, t, bias, c.data(), sq.data(), gsum.data(), o_row.data(), n);
+          else step_row_linear(zr, t, bias, c.data(), sq.data(), gsum.data(), n);
+          if ((k + 1) % kBlockRows == 0 || k + 1 == N) flush_block(sq, acc), flush_block(gsum, dacc);
+        }
+        double loss = 0;
+        for (int64_t i = 0; i < n; ++i) loss += double(pI[s * n + i]) * acc[size_t(i)];
+        total += loss / double(N);
+        if (grads) {
+          float* pdb = db.data_ptr<float>() + s * n;
+          for (int64_t i = 0; i < n; ++i) pdb[i] = float(dacc[size_t(i)]);
+        }
+      }
+      if (!grads) continue;
+      const auto dh = torch::bmm(zs, Ws);  // [g, N, m]
+      auto dWs = dW.narrow(0, s0, g);
+      torch::bmm_out(dWs, zs.transpose(1, 2), h);
+      dWs.baddbmm_(xs.transpose(1, 2), dh);
+    }
+    ctx->saved_data["dW"] = dW;
+    ctx->saved_data["db"] = db;
+    return torch::tensor(total, torch::kFloat64);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto dW = ctx->saved_data["dW"].toTensor(), db = ctx->saved_data["db"].toTensor();
+    ctx->saved_data.erase("dW");
+    ctx->saved_data.erase("db");
+    const double g = grads[0].item<double>();
+    if (g != 1.0) dW = dW * g, db = db * g;
+    return {torch::Tensor(), ctx->needs_input_grad(1) ? dW : torch::Tensor(), ctx->needs_input_grad(2) ? db : torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
 
 class ToySuperposition : public Architecture {
  public:
@@ -24,6 +263,24 @@ class ToySuperposition : public Architecture {
 
   torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const override {
     return run(m, x, cache, nullptr);
+  }
+  // The same function through ToyForward (its own backward, the elementwise work fused); a cache
+  // is filled by the generic forward.
+  bool has_fast_path() const override { return true; }
+  torch::Tensor forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const override {
+    if (cache) return run(m, x, cache, nullptr);
+    return ToyForward::apply(x, m.batched(0), m.batched(1), relu_);
+  }
+  // The training step's loss through ToyStep where its tensors allow (float32 on the CPU).
+  torch::Tensor fused_loss(const Model& m, const Batch& batch, const LossSpec& spec) const override {
+    (void)spec;  // a reconstruction's loss has no variants
+    const auto W = m.batched(0), b = m.batched(1);
+    const auto& x = batch.x;
+    if (!fusable(x) || !fusable(batch.y) || !batch.weight.defined() || !fusable(batch.weight) || !fusable(W) ||
+        !fusable(b) || x.dim() != 3 || x.size(0) != W.size(0) || batch.y.sizes() != x.sizes() ||
+        batch.weight.sizes() != b.sizes() || x.requires_grad() || batch.y.requires_grad() || batch.weight.requires_grad())
+      return {};
+    return ToyStep::apply(x, W, b, batch.y, batch.weight, relu_);
   }
   // Named activations: hook_hidden h = W^T x [N, m] and hook_out x' [N, n].
   torch::Tensor forward_hooked(const Model& m, const torch::Tensor& x, ActivationHooks& hooks) const override {
@@ -75,7 +332,7 @@ const ModelKind& toy_superposition_model() {
     k.activation_floats = [](const Config& c, const TaskShape& s) {
       return double(c.model.integer("d_hidden") + 3 * s.features);
     };
-    k.has_fast_path = [](const Config&, const TaskShape&) { return false; };
+    k.has_fast_path = [](const Config&, const TaskShape&) { return true; };
     k.note = [](const Config& c, const TaskShape& s) {
       const int64_t m = c.model.integer("d_hidden");
       return m >= s.features ? std::to_string(m) + " hidden dimensions for " + std::to_string(s.features) +
