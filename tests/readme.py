@@ -8,7 +8,8 @@
 2. Every configs/..., scripts/... and tests/... path they name exists in the repository, and so
    does every relative link (docs pages, figures).
 3. The README's quick starts, one per family, run as written (runs/ in a temporary directory),
-   and the lines each shows as printed are printed (tolerances below).
+   and the lines each shows as printed are printed (tolerances below); so are the blocks a docs
+   page marks `<!-- readme-test: build/grokking ... runs/NAME -->`, run on the quick starts' runs.
 4. The run directory's analysis files: the block the README shows is `grokking analyse --list`.
 
 usage: tests/readme.py README.md path/to/grokking
@@ -122,6 +123,41 @@ quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0] if "## Quick sta
 families = re.split(r"\n### ", quick)[1:]
 if len(families) < 4:
     fail(f"the quick start: expected a block per family (4), found {len(families)}")
+
+
+def compare_shown(where, shown, printed):
+    """Every shown line is printed (or begins a printed line), its numbers within the tolerances."""
+    lines = printed.splitlines()
+    for want in shown:
+        # The printed line of the same text whose numbers agree (rows of a table differ only in them).
+        alike = [l for l in lines if text_of(l).startswith(text_of(want))]
+        agrees = lambda l: all(number_ok(w, g) for w, g in zip(re.findall(NUM, want), re.findall(NUM, l)))
+        got = next((l for l in alike if agrees(l)), alike[0] if alike else None)
+        if got is None:
+            fail(f"{where} shows `{want.strip()}`, which its commands no longer print")
+            continue
+        for w, g in zip(re.findall(NUM, want), re.findall(NUM, got)):
+            if not number_ok(w, g):
+                fail(f"{where} shows {w} in `{want.strip()}`; its commands print {g}")
+
+
+def run_shown(where, commands, tmp):
+    printed = ""
+    for c in commands:
+        args = shlex.split(c.replace("runs/", tmp + "/runs/"))[1:]
+        r = run(*args)
+        print(f"{'ok  ' if r.returncode == 0 else 'FAIL'} {where}: {' '.join(args)}")
+        if r.returncode != 0:
+            fail(f"{where}: `{c}` exited {r.returncode}: {r.stderr.strip()[-300:]}")
+        printed += (r.stdout + r.stderr).replace(tmp + "/", "")  # as if run where the README runs it
+    return printed
+
+
+# The quick starts' runs stay in one temporary directory, runs/NAME as the README names them, so
+# that a docs page may show what a command prints on one of them: a line
+# `<!-- readme-test: build/grokking SUB runs/NAME ... -->` before an indented block has that
+# command run and the block compared as the quick starts' are.
+quick_tmp = tempfile.TemporaryDirectory()
 for fam in families:
     name = fam.split("\n", 1)[0]
     blocks = re.findall(r"((?:^    .*\n?)+)", fam, re.M)
@@ -134,28 +170,19 @@ for fam in families:
     if not commands or not all(c.startswith("build/grokking ") for c in commands) or len(shown) < 3:
         fail(f"quick start {name}: expected its commands, then the lines they print after \"Printed\"")
         continue
-    with tempfile.TemporaryDirectory() as tmp:
-        printed = ""
-        for c in commands:
-            args = shlex.split(c.replace("runs/", tmp + "/runs/"))[1:]
-            r = run(*args)
-            print(f"{'ok  ' if r.returncode == 0 else 'FAIL'} {name}: {' '.join(args)}")
-            if r.returncode != 0:
-                fail(f"quick start {name}: `{c}` exited {r.returncode}: {r.stderr.strip()[-300:]}")
-            printed += (r.stdout + r.stderr).replace(tmp + "/", "")  # as if run where the README runs it
-    lines = printed.splitlines()
-    for want in shown:
-        # The printed line of the same text whose numbers agree (rows of a table differ only in them).
-        alike = [l for l in lines if text_of(l).startswith(text_of(want))]
-        agrees = lambda l: all(number_ok(w, g) for w, g in zip(re.findall(NUM, want), re.findall(NUM, l)))
-        got = next((l for l in alike if agrees(l)), alike[0] if alike else None)
-        if got is None:
-            fail(f"quick start {name} shows `{want.strip()}`, which its commands no longer print")
-            continue
-        for w, g in zip(re.findall(NUM, want), re.findall(NUM, got)):
-            if not number_ok(w, g):
-                fail(f"quick start {name} shows {w} in `{want.strip()}`; its commands print {g}")
+    compare_shown(f"quick start {name}", shown, run_shown(f"quick start {name}", commands, quick_tmp.name))
     checked += 1
+
+docs_checked = 0
+for page, body in pages.items():
+    for m in re.finditer(r"<!-- readme-test: (build/grokking [^>]*?) -->\n+((?:    .*\n?)+)", body):
+        where = f"{os.path.relpath(page, root)} (`{m.group(1)}`)"
+        shown = [l[4:] for l in m.group(2).splitlines() if l.strip()]
+        compare_shown(where, shown, run_shown(where, [m.group(1)], quick_tmp.name))
+        docs_checked += 1
+if docs_checked < 2:
+    fail(f"only {docs_checked} docs blocks checked against the quick starts' runs: is the marker still there?")
+quick_tmp.cleanup()
 
 # 5. The analysis registry's block is `grokking analyse --list`'s output, line for line.
 marker = "(this block is\nits output, checked by the `readme` test):"

@@ -13,6 +13,9 @@ int usable_cpus();
 // The BLAS library LibTorch's matrix products run on, as loaded into this process
 // ("OpenBLAS 0.3.21 (pthreads)").
 std::string blas_description();
+// Empty, or one line of advice where OpenBLAS runs slower kernels than the CPU allows (its generic
+// Prescott set on a CPU with AVX2 or AVX-512 that it does not recognise).
+std::string blas_advice();
 // Whether a train.device setting ("auto", "cpu", "cuda", "cuda:N") trains on the CPU here.
 bool on_cpu(const std::string& device);
 

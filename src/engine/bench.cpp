@@ -72,7 +72,7 @@ struct BenchReport {
 void print_bench_json(const BenchReport& r) {
   nlohmann::json j = {{"task", r.what}, {"task_kind", r.cfg.task.kind}, {"model_kind", r.cfg.model.kind},
                       {"examples_per_step", r.n_examples}, {"device", r.device},
-                      {"threads", r.threads},        {"blas", blas_description()}, {"libtorch", compat::torch_version()},
+                      {"threads", r.threads},        {"blas", blas_description()}, {"blas_advice", blas_advice()}, {"libtorch", compat::torch_version()},
                       {"gemm_peak_gflops", r.peak},  {"step_gflop", r.flops / 1e9}, {"limit_ms", r.limit * 1e3},
                       {"paths", nlohmann::json::object()}};
   for (auto& p : r.results)
@@ -91,6 +91,7 @@ void print_bench_text(const BenchReport& r) {
   std::printf("%s, model %s, %lld examples a step, device %s, %d thread%s, %s, LibTorch %s\n", r.what.c_str(),
               r.cfg.model.kind.c_str(), (long long)r.n_examples, r.device.c_str(), r.threads, r.threads == 1 ? "" : "s",
               blas_description().c_str(), compat::torch_version().c_str());
+  if (const std::string advice = blas_advice(); !advice.empty() && r.device == "cpu") std::printf("note: %s\n", advice.c_str());
   if (r.flops > 0)
     std::printf("GEMM peak (1024^3 sgemm): %.1f GFLOP/s; unavoidable work: %.3f GFLOP/step; limit %.2f ms/step\n\n",
                 r.peak, r.flops / 1e9, r.limit * 1e3);

@@ -288,6 +288,8 @@ class TrainingRun {
                threads_ == 1 ? "" : "s",
                device_.is_cpu() && tc_.flush_denormal ? "on" : "off", fast_ ? "fast" : "plain",
                device_.is_cuda() ? " | CUDA graph " + graph_note : "");
+    if (device_.is_cpu())
+      if (const std::string advice = blas_advice(); !advice.empty()) log_->info("note: {}", advice);
     log_->info("{} | {} {} | {} parameters | {} {}{}{}", describe_task(), data_description(), cfg_.model.kind,
                model_->flat().numel() / S_, tc_.epochs, std::string(data_->unit()) + "s",
                M_ > 1 ? " | " + std::to_string(S_) + " models side by side" +
