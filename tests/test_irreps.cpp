@@ -155,11 +155,43 @@ TEST_CASE("Chughtai et al.'s own measures: shares that sum to one, and every irr
     for (auto& m : r.irreps) x += m.theirs_embed_x, y += m.theirs_embed_y, h += m.theirs_hidden;
     CHECK(x == Approx(1).epsilon(1e-9));
     CHECK(y == Approx(1).epsilon(1e-9));
-    CHECK(h <= 1 + 1e-9);  // the part that is a function of xy alone; x and y separately hold the rest
     CHECK(h > 0);
     std::vector<size_t> all(gs.irreps.size());
     for (size_t i = 0; i < all.size(); ++i) all[i] = i;
     CHECK(theirs_restricted_loss(model, gs, all) == Approx(r.model.all.loss).epsilon(1e-6));
+
+    // Their percent_hidden, against a computation of its own: summed over the irreps, the share of
+    // the centred hidden activations that is a function of a alone (its mean over b), of b alone,
+    // of the label; the three are orthogonal, so together at most the whole.
+    const int64_t N = gs.group.order;
+    auto hid = run_pair_forward(model).mlp_post.to(torch::kFloat64);
+    hid = hid - hid.mean(0, true);
+    const double total = hid.pow(2).sum().item<double>();
+    const auto by_pair = hid.view({N, N, -1});
+    auto share = [&](const torch::Tensor& per_pair) { return per_pair.pow(2).sum().item<double>() / total; };
+    const auto mean_a = by_pair.mean(1, true).expand({N, N, hid.size(1)});
+    const auto mean_b = by_pair.mean(0, true).expand({N, N, hid.size(1)});
+    const auto label_mean = torch::zeros({N, hid.size(1)}, torch::kFloat64).index_add_(0, gs.labels, hid) / double(N);
+    double hx = 0, hy = 0;
+    for (auto& m : r.irreps) hx += m.theirs_hidden_x, hy += m.theirs_hidden_y;
+    CHECK(hx == Approx(share(mean_a)).epsilon(1e-9));
+    CHECK(hy == Approx(share(mean_b)).epsilon(1e-9));
+    CHECK(h == Approx(share(label_mean.index_select(0, gs.labels))).epsilon(1e-9));
+    CHECK(hx + hy + h <= 1 + 1e-9);
+    // With every irrep key, their table sums those shares, and their restricted loss through the
+    // hidden layer is the loss of the per-label mean of the (uncentred) hidden activations, mapped
+    // to the logits by W_U alone.
+    const IrrepReport every = analyse_irreps(model, gs, all);
+    CHECK(every.theirs_table.has_hidden);
+    CHECK(every.theirs_table.mlp == Approx(hx + hy + h).epsilon(1e-9));
+    CHECK(every.theirs_table.mlp_xy == Approx(h).epsilon(1e-9));
+    CHECK(every.theirs_table.embed_x == Approx(1).epsilon(1e-9));
+    const auto raw = run_pair_forward(model).mlp_post.to(torch::kFloat64);
+    const auto raw_mean = torch::zeros({N, raw.size(1)}, torch::kFloat64).index_add_(0, gs.labels, raw) / double(N);
+    const auto W_U = model.param("unembed.W_U").detach().to(torch::kFloat64);
+    const Dataset data = make_dataset(cfg.task);
+    const auto restricted = evaluate_splits(raw_mean.index_select(0, gs.labels).mm(W_U), data.all_y, data.train_mask);
+    CHECK(every.theirs_table.hidden_restricted_loss == Approx(restricted.all.loss).epsilon(1e-9));
   }
 }
 

@@ -74,12 +74,24 @@ struct IrrepMeasure {
   double embed_frac = 0, unembed_frac = 0, hidden_frac = 0;  // share of the squared norm in the isotypic component
   double wl_frac = 0;      // of the neuron-logit map W_L over the classes
   Split excluded;          // this irrep alone removed from the logits (train pairs)
-  // Chughtai et al.'s own (rep_theory/utils/metrics.py, SymmetricMetrics): the share of the
-  // total embedding of x and of y (the embedding times the first layer: W_x W, W_y W; the
-  // transformer's W_E) in the irrep's isotypic component; the share of the uncentred hidden
-  // activations that is a function of xy in it; the loss over all pairs with the irrep removed
-  // from both total embeddings and the network run on from there.
-  double theirs_embed_x = 0, theirs_embed_y = 0, theirs_hidden = 0, theirs_excluded_loss = 0;
+  // Chughtai et al.'s own (rep_theory/utils/metrics.py, SymmetricMetrics, the paper's version):
+  // the share of the total embedding of x and of y (the embedding times the first layer: W_x W,
+  // W_y W; the transformer's W_E) in the irrep's isotypic component; the share of the centred
+  // hidden activations over all pairs that is a function of a alone, of b alone, of the label
+  // (their percent_hidden: x, y, xy) in it. And the loss over all pairs with the irrep removed
+  // from both total embeddings and the network run on from there (their earlier code, df7d699).
+  double theirs_embed_x = 0, theirs_embed_y = 0, theirs_excluded_loss = 0;
+  double theirs_hidden_x = 0, theirs_hidden_y = 0, theirs_hidden = 0;
+};
+// The columns of Chughtai et al.'s tables (rep_theory/paper/tables.py over their
+// summary_metrics.json), the key irreps' shares summed: W_a and W_b FVE (total embeddings), W_U
+// FVE (the neuron-logit map W_L: their get_unembed), MLP FVE (hidden x + y + xy), MLP rho(ab) FVE
+// (xy), and their excluded (training pairs) and restricted (all pairs) loss through the hidden
+// layer. Without hidden neurons (attention-only) only the first three.
+struct TheirTable {
+  double embed_x = 0, embed_y = 0, unembed = 0, mlp = 0, mlp_xy = 0;
+  bool has_hidden = false;
+  double hidden_excluded_loss = 0, hidden_restricted_loss = 0;
 };
 struct IrrepReport {
   std::string group, operation;
@@ -101,6 +113,7 @@ struct IrrepReport {
   // both total embeddings, the network run on from there, the loss over all pairs. Through the
   // weights, so no pair's logits borrow from another's: a memoriser cannot pass it.
   double theirs_restricted_loss = 0, theirs_total_excluded_loss = 0;
+  TheirTable theirs_table;
 };
 // `key` empty: Chughtai et al.'s rule. `draws` random controls seeded by `seed`.
 IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::vector<size_t> key = {},

@@ -21,13 +21,14 @@ namespace {
 void write_files(const std::string& run_dir, const IrrepReport& r) {
   CsvWriter csv({"irrep", "name", "dim", "component_dim", "similarity", "fve", "embed_frac", "unembed_frac", "wl_frac",
                  "hidden_frac", "excluded_train_loss", "excluded_train_acc", "key", "theirs_embed_x", "theirs_embed_y",
-                 "theirs_hidden", "theirs_excluded_loss"});
+                 "theirs_hidden", "theirs_excluded_loss", "theirs_hidden_x", "theirs_hidden_y"});
   for (size_t i = 0; i < r.irreps.size(); ++i) {
     const auto& m = r.irreps[i];
     csv.field(int64_t(i + 1)).field(m.name).field(m.dim).field(m.component_dim).field(m.similarity).field(m.fve);
     csv.field(m.embed_frac).field(m.unembed_frac).field(m.wl_frac).field(m.hidden_frac).field(m.excluded.loss);
     csv.field(m.excluded.acc).field(int64_t(std::count(r.key.begin(), r.key.end(), i)));
-    csv.field(m.theirs_embed_x).field(m.theirs_embed_y).field(m.theirs_hidden).field(m.theirs_excluded_loss).end_row();
+    csv.field(m.theirs_embed_x).field(m.theirs_embed_y).field(m.theirs_hidden).field(m.theirs_excluded_loss);
+    csv.field(m.theirs_hidden_x).field(m.theirs_hidden_y).end_row();
   }
   atomic_write(run_dir + "/irreps.csv", csv.text());
 }
@@ -70,6 +71,16 @@ MemorisedReading at_memorisation(const std::string& run_dir, const Checkpoint& c
   return out;
 }
 
+nlohmann::json their_table_json(const TheirTable& t) {
+  nlohmann::json j = {{"source", "Chughtai et al., rep_theory/paper/tables.py columns"},
+                      {"embed_x_fve", t.embed_x}, {"embed_y_fve", t.embed_y}, {"unembed_fve", t.unembed}};
+  if (t.has_hidden) {
+    j["mlp_fve"] = t.mlp, j["mlp_xy_fve"] = t.mlp_xy;
+    j["hidden_excluded_loss_train"] = t.hidden_excluded_loss, j["hidden_restricted_loss_all"] = t.hidden_restricted_loss;
+  }
+  return j;
+}
+
 nlohmann::json reading_json(const RestrictedReading& r, const GroupStructure& gs) {
   std::vector<std::string> rule;
   for (auto i : r.rule) rule.push_back(gs.irreps[i].name);
@@ -104,7 +115,10 @@ int run(const AnalysisOptions& opts) {
                         {"restricted_heldout_test", split_json(r.restricted_heldout)},
                         {"memoriser_baseline", reading_json(r.memoriser, gs)},
                         {"excluded", split(r.excluded)}, {"gini_embed", r.gini_embed}, {"gini_wl", r.gini_wl},
-                        {"theirs", {{"source", "Chughtai et al., rep_theory/utils/metrics.py (SymmetricMetrics)"},
+                        {"theirs", {{"source", "Chughtai et al., rep_theory/utils/metrics.py (SymmetricMetrics), "
+                                               "the paper's version (b971ad1); restricted_loss_all and "
+                                               "total_excluded_loss_all through the embeddings (df7d699)"},
+                                    {"table", their_table_json(r.theirs_table)},
                                     {"restricted_loss_all", r.theirs_restricted_loss},
                                     {"total_excluded_loss_all", r.theirs_total_excluded_loss}}},
                         {"irreps", nlohmann::json::array()}};
@@ -125,6 +139,7 @@ int run(const AnalysisOptions& opts) {
                              {"embed_frac", m.embed_frac}, {"unembed_frac", m.unembed_frac}, {"wl_frac", m.wl_frac},
                              {"hidden_frac", m.hidden_frac}, {"excluded_train", split_json(m.excluded)},
                              {"theirs", {{"embed_x", m.theirs_embed_x}, {"embed_y", m.theirs_embed_y},
+                                         {"hidden_x", m.theirs_hidden_x}, {"hidden_y", m.theirs_hidden_y},
                                          {"hidden", m.theirs_hidden}, {"excluded_loss_all", m.theirs_excluded_loss}}},
                              {"key", std::count(r.key.begin(), r.key.end(), i) > 0}});
     }
@@ -150,18 +165,27 @@ int run(const AnalysisOptions& opts) {
   }
   std::printf("(embed, unembed, W_L, hidden: the share of their squared norm in the irrep's isotypic component; "
               "excluded: train loss and accuracy with that irrep removed from the logits)\n\n");
-  std::printf("Chughtai et al.'s own measures (rep_theory/utils/metrics.py): the share of the total embedding of x and "
-              "of y (embedding times first layer; a transformer's W_E), of the hidden activations (not centred) as a "
-              "function of xy, and the loss over all pairs with the irrep removed from the total embeddings:\n");
-  std::printf("%3s  %-26s %8s %8s %8s  %12s\n", "#", "irrep", "x embed", "y embed", "hidden", "excluded");
+  std::printf("Chughtai et al.'s own measures (rep_theory/utils/metrics.py, the paper's version): the share of the "
+              "total embedding of x and of y (embedding times first layer; a transformer's W_E), and of the centred "
+              "hidden activations that is a function of a, of b, of the label (x, y, xy); the loss over all pairs "
+              "with the irrep removed from the total embeddings (their earlier code):\n");
+  std::printf("%3s  %-26s %8s %8s  %8s %8s %8s  %12s\n", "#", "irrep", "x embed", "y embed", "hidden x", "y", "xy",
+              "excluded");
   for (size_t i = 0; i < r.irreps.size(); ++i) {
     const auto& m = r.irreps[i];
-    std::printf("%3zu  %-26s %7.1f%% %7.1f%% %7.1f%%  %12.3e%s\n", i + 1, m.name.c_str(), 100 * m.theirs_embed_x,
-                100 * m.theirs_embed_y, 100 * m.theirs_hidden, m.theirs_excluded_loss,
-                std::count(r.key.begin(), r.key.end(), i) ? "  *" : "");
+    std::printf("%3zu  %-26s %7.1f%% %7.1f%%  %7.1f%% %7.1f%% %7.1f%%  %12.3e%s\n", i + 1, m.name.c_str(),
+                100 * m.theirs_embed_x, 100 * m.theirs_embed_y, 100 * m.theirs_hidden_x, 100 * m.theirs_hidden_y,
+                100 * m.theirs_hidden, m.theirs_excluded_loss, std::count(r.key.begin(), r.key.end(), i) ? "  *" : "");
   }
-  std::printf("their restricted loss (key irreps kept in the total embeddings, all pairs) %.3e; total excluded loss "
-              "(key irreps removed) %.3e\n\n",
+  const TheirTable& tt = r.theirs_table;
+  std::printf("their table's columns (key irreps): W_a FVE %.1f%%, W_b FVE %.1f%%, W_U FVE %.1f%%", 100 * tt.embed_x,
+              100 * tt.embed_y, 100 * tt.unembed);
+  if (tt.has_hidden)
+    std::printf(", MLP FVE %.1f%%, MLP rho(ab) FVE %.1f%%, Exc. loss %.3e (hidden layer, train pairs), Res. loss %.3e "
+                "(hidden layer, all pairs)",
+                100 * tt.mlp, 100 * tt.mlp_xy, tt.hidden_excluded_loss, tt.hidden_restricted_loss);
+  std::printf("\nthrough the embeddings (their earlier code): restricted loss %.3e (key irreps kept, all pairs), total "
+              "excluded loss %.3e (key irreps removed)\n\n",
               r.theirs_restricted_loss, r.theirs_total_excluded_loss);
   const double classes = double(r.order);
   auto row = [](const char* what, const Splits& s) {

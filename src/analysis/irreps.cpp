@@ -216,19 +216,34 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
     const double total = std::max(sq(h), 1e-300);
     for (size_t i = 0; i < gs.irreps.size(); ++i) hidden[i] = sq(project_irreps(h, gs, {i})) / total;
   }
-  // Chughtai et al.'s readings (their SymmetricMetrics).
+  // Chughtai et al.'s readings (their SymmetricMetrics, the paper's version of the code).
   const auto [tx, ty] = total_embeddings(model);
   const auto their_x = row_fractions(tx, gs), their_y = row_fractions(ty, gs);
-  std::vector<double> their_hidden(gs.irreps.size(), 0.0);
+  // percent_hidden: the centred hidden activations over all pairs, their share that is a function
+  // of a alone, of b alone, of the label, in each irrep's component. Each of a, b and the label
+  // takes every value on |G| pairs, so the projection of a function of one of them is |G| times
+  // the squared norm of the projected per-value means.
+  std::vector<double> their_hx(gs.irreps.size(), 0.0), their_hy(gs.irreps.size(), 0.0),
+      their_hxy(gs.irreps.size(), 0.0);
+  torch::Tensor hidden_uncentred;
   if (cache.mlp_post.defined()) {
-    const auto h = cache.mlp_post.to(torch::kCPU, torch::kFloat64);  // not centred, as theirs
+    hidden_uncentred = cache.mlp_post.to(torch::kCPU, torch::kFloat64);
+    const auto h = hidden_uncentred - hidden_uncentred.mean(0, true);
     const double total = std::max(sq(h), 1e-300);
-    for (size_t i = 0; i < gs.irreps.size(); ++i) their_hidden[i] = sq(project_irreps(h, gs, {i})) / total;
+    const auto by_pair = h.view({N, N, h.size(1)});
+    const auto mean_a = by_pair.mean(1), mean_b = by_pair.mean(0), mean_xy = label_means(h, gs);
+    for (size_t i = 0; i < gs.irreps.size(); ++i) {
+      const auto& P = gs.projectors[i];
+      their_hx[i] = double(N) * sq(P.matmul(mean_a)) / total;
+      their_hy[i] = double(N) * sq(P.matmul(mean_b)) / total;
+      their_hxy[i] = double(N) * sq(P.matmul(mean_xy)) / total;
+    }
   }
   const auto identity = torch::eye(N, torch::kFloat64);
   for (size_t i = 0; i < gs.irreps.size(); ++i) {
     IrrepMeasure m;
-    m.theirs_embed_x = their_x[i], m.theirs_embed_y = their_y[i], m.theirs_hidden = their_hidden[i];
+    m.theirs_embed_x = their_x[i], m.theirs_embed_y = their_y[i];
+    m.theirs_hidden_x = their_hx[i], m.theirs_hidden_y = their_hy[i], m.theirs_hidden = their_hxy[i];
     m.theirs_excluded_loss = loss_with_rows(model, data, identity - gs.projectors[i]);
     m.name = gs.irreps[i].name;
     m.dim = gs.irreps[i].dim;
@@ -260,6 +275,28 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
   for (auto k : key) Q += gs.projectors[k];
   r.theirs_restricted_loss = loss_with_rows(model, data, Q);  // = theirs_restricted_loss(model, gs, key)
   r.theirs_total_excluded_loss = loss_with_rows(model, data, identity - Q);
+  // Their table's columns (paper/tables.py): the key irreps' shares summed, and the restricted
+  // and excluded loss through the hidden layer (total_hidden_excluded_and_restricted_loss): the
+  // uncentred hidden activations' part that is a function of the label in the key irreps kept
+  // (removed), mapped to the logits by W_L alone (their hidden_to_logits: W_U, or a
+  // transformer's W_out W_U, without the residual stream or biases); restricted over all pairs,
+  // excluded over the training pairs.
+  for (auto k : key) {
+    const auto& m = r.irreps[k];
+    r.theirs_table.embed_x += m.theirs_embed_x, r.theirs_table.embed_y += m.theirs_embed_y;
+    r.theirs_table.unembed += m.wl_frac;
+    r.theirs_table.mlp += m.theirs_hidden_x + m.theirs_hidden_y + m.theirs_hidden;
+    r.theirs_table.mlp_xy += m.theirs_hidden;
+  }
+  if (hidden_uncentred.defined()) {
+    r.theirs_table.has_hidden = true;
+    const auto W_L = neuron_logit_map(model);  // [C, hidden]
+    const auto kept_hidden = project_irreps(hidden_uncentred, gs, key);
+    r.theirs_table.hidden_restricted_loss =
+        evaluate_splits(kept_hidden.mm(W_L.t()), data.all_y, data.train_mask).all.loss;
+    r.theirs_table.hidden_excluded_loss =
+        evaluate_splits((hidden_uncentred - kept_hidden).mm(W_L.t()), data.all_y, data.train_mask).train.loss;
+  }
   // The control a restricted loss needs: a lookup table of the same split, read the same way.
   r.memoriser = read_restricted(memoriser_logits(gs, data, seed), gs, data, key);
 
