@@ -273,4 +273,36 @@ check "readme-tables irrep-order: a row a run, the irreps in the order they beco
 expect 0 "" -- "$bin" train <(echo '{"task": {"kind": "group", "group": "D4"}}') --out rgrp --force -q --set train.epochs=10 --set train.threads=1
 check "--force leaves none of the analyses' files or figures" '[ ! -e rgrp/irreps.csv ] && [ ! -e rgrp/irreps_progress.csv ] && [ ! -e rgrp/cosets.csv ] && [ ! -e rgrp/plots ]'
 
+# ---- scripts/import-chughtai.py: one of Chughtai et al.'s checkpoints as a run ----
+# Their OneLayerMLP on S4 (random weights, their layout, their element order: sympy's), written
+# as their model.pt; imported, our irreps analysis must read the same model: its loss over all
+# pairs equals the loss computed from their weights under their own indexing and composition.
+PY=${GROKKING_PYTHON:-/usr/bin/python3}
+mkdir theirs
+"$PY" - theirs <<'PYEOF'
+import json, sys, torch
+from sympy.combinatorics.named_groups import SymmetricGroup
+d = sys.argv[1]
+torch.manual_seed(0)
+n = 24
+sd = {"W_x": torch.randn(n, 8), "W_y": torch.randn(n, 8), "W": torch.randn(16, 12), "W_U": torch.randn(12, n)}
+torch.save(sd, d + "/model.pt")
+json.dump({"lr": 0.001, "weight_decay": 1, "betas": [0.9, 0.98], "layers": {"embed_dim": 8, "hidden_dim": 12},
+           "model": "OneLayerMLP", "group": "SymmetricGroup", "group_parameter": 4, "frac_train": 0.4,
+           "num_epochs": 1000, "seed": 1}, open(d + "/cfg.json", "w"))
+els = SymmetricGroup(4)._elements
+idx = {p: i for i, p in enumerate(els)}
+x = torch.arange(n).repeat_interleave(n); y = torch.arange(n).repeat(n)
+z = torch.tensor([idx[els[a] * els[b]] for a, b in zip(x.tolist(), y.tolist())])
+h = torch.relu(torch.cat([sd["W_x"][x], sd["W_y"][y]], 1) @ sd["W"])
+loss = torch.nn.functional.cross_entropy((h @ sd["W_U"]).double(), z)
+open(d + "/loss.txt", "w").write("%.9e" % loss.item())
+PYEOF
+"$PY" "$src/scripts/import-chughtai.py" theirs imported --grokking "$bin" >imp.txt 2>imp.err
+check "import-chughtai: a run directory with their weights as the last checkpoint" \
+  '[ -s imported/checkpoints/epoch_0001000.pt ] && grep -q "their OneLayerMLP on S4, epoch 1000" imp.txt'
+expect 0 "" -- "$bin" irreps imported --json
+check "import-chughtai: our reading of the imported model has their loss over all pairs" \
+  '"$PY" -c "import json,sys; o=json.load(open(\"out.txt\"))[\"model\"][\"all\"][\"loss\"]; t=float(open(\"theirs/loss.txt\").read()); sys.exit(abs(o-t)>1e-5*t)"'
+
 finish
