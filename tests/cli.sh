@@ -26,6 +26,10 @@ expect 2 "unknown.json: /optim/momentum: unknown key" -- "$bin" train unknown.js
 expect 2 "--set task.p=abc: /task/p: must be an integer" -- "$bin" train tiny.json --set task.p=abc --out r0
 expect 2 "--set train.device=cuda: /train/device: 'cuda' requested" -- "$bin" train tiny.json --set train.device=cuda --out r0
 expect 2 "unrecognized|Extra|not expected|requires" -- "$bin" train tiny.json --bogus
+echo '{"task": {"kind": "sparse_features", "n_features": 5, "set_size": 2}, "model": {"kind": "toy_superposition"}}' >sets.json
+expect 2 "sets.json: /task/set_size: must divide n_features \(5\) into whole sets \(got 2\)" -- "$bin" train sets.json --out r0
+echo '{"task": {"kind": "sparse_features", "n_features": 4, "set_size": 2, "sets": "anticorrelated", "sparsity": 0.3}, "model": {"kind": "toy_superposition"}}' >anti.json
+expect 2 "anti.json: /task/sparsity: anticorrelated sets of 2 need k \(1 - S\) <= 1, so S >= 0.5 \(got 0.3\)" -- "$bin" train anti.json --out r0
 [ ! -e r0 ] && [ ! -e runs ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a refused config wrote files" >&2; }
 touch afile
 expect 2 "afile: exists and is not a directory" -- "$bin" train tiny.json --out afile/run

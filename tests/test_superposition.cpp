@@ -106,6 +106,43 @@ TEST_CASE("superposition measures: a pentagon, an antipodal pair, orthogonal fea
   CHECK(geometry_name(7, 3) == "7 features in 3 dimensions");
 }
 
+TEST_CASE("feature sets: correlated features present together, anticorrelated never, each at density 1 - S",
+          "[superposition]") {
+  auto sets = [](const std::string& kind, double sparsity) {
+    TaskConfig t = features(6, sparsity, 1.0);
+    t.keys["set_size"] = 2, t.keys["sets"] = kind;
+    return t;
+  };
+  for (const std::string kind : {"correlated", "anticorrelated"}) {
+    INFO(kind);
+    // Two replicas side by side, S 0.7 and 0.9: each as it would be alone.
+    const std::vector<TaskConfig> pack = {sets(kind, 0.7), sets(kind, 0.9)};
+    const auto x = make_task(pack)->train_batch(3, 20000).x;  // [2, N, 6]
+    for (int64_t s = 0; s < 2; ++s) {
+      const auto alone = make_task(pack[size_t(s)])->train_batch(3, 20000).x[0];
+      CHECK(torch::equal(alone, x[s]));
+      const auto on = x[s].gt(0);
+      for (int64_t j = 0; j < 6; ++j)
+        CHECK(on.select(1, j).to(torch::kFloat64).mean().item<double>() == Approx(s ? 0.1 : 0.3).margin(0.01));
+      for (int64_t first = 0; first < 6; first += 2) {
+        const auto a = on.select(1, first), b = on.select(1, first + 1);
+        if (kind == "correlated")
+          CHECK(torch::equal(a, b));
+        else
+          CHECK(!(a & b).any().item<bool>());
+        // Across sets, independent: both on about as often as the product of the densities.
+        const double both = (a & on.select(1, (first + 2) % 6)).to(torch::kFloat64).mean().item<double>();
+        CHECK(both == Approx(s ? 0.01 : 0.09).margin(0.01));
+      }
+    }
+  }
+  // Independent features (set_size 1) draw what they drew before sets existed: the same batch.
+  TaskConfig plain = features(6, 0.7, 1.0);
+  TaskConfig ones = plain;
+  ones.keys["set_size"] = 1;
+  CHECK(torch::equal(make_task(plain)->train_batch(5, 100).x, make_task(ones)->train_batch(5, 100).x));
+}
+
 TEST_CASE("the two-feature optimum: the paper's three regions at their corners", "[superposition]") {
   CHECK(two_feature_optimum(0.1, 1.0) == "not represented");       // dense, feature 2 unimportant
   CHECK(two_feature_optimum(10.0, 1.0) == "dedicated dimension");  // dense, feature 2 more important
@@ -144,6 +181,35 @@ TEST_CASE("configs/superposition/sticky-half.json: twenty equal features in five
   INFO(geometry_text(r.groups));
   CHECK(r.groups.size() == 5);
   for (auto& g : r.groups) CHECK(g.name == "digon");
+}
+
+TEST_CASE("configs/superposition/*-pairs.json: correlated pairs orthogonal, anticorrelated pairs antipodal",
+          "[superposition-train]") {
+  // Elhage et al.'s "Superposition and correlated features" at S = 0.9, four features in two
+  // dimensions: correlated pairs as local orthogonal bases, the two bases antipodal to each other;
+  // anticorrelated pairs antipodal, the pairs orthogonal. An untrained model shows neither.
+  auto run = [](const std::string& file) {
+    Config cfg = load_config(test::source_dir() + "/configs/superposition/" + file);
+    cfg.train.threads = 1, cfg.train.device = "cpu";
+    const std::string dir = test::prepare_run(cfg, file);
+    train(cfg, dir, false, true);
+    const Model m = model_from_checkpoint(load_checkpoint(resolve_checkpoint(dir)));
+    return std::make_pair(set_geometry(m), set_geometry(Model(cfg), false));
+  };
+  const auto [corr, corr0] = run("correlated-pairs.json");
+  INFO("correlated: within " << corr.within_cos << " over " << corr.within_pairs << ", across " << corr.across_cos);
+  CHECK(corr.sets == "correlated");
+  CHECK(corr.within_pairs == 2);
+  CHECK(corr.within_abs_cos < 0.1);
+  CHECK(corr.across_cos < -0.4);
+  const auto [anti, anti0] = run("anticorrelated-pairs.json");
+  INFO("anticorrelated: within " << anti.within_cos << ", across " << anti.across_abs_cos << "; untrained "
+                                 << anti0.within_cos);
+  CHECK(anti.within_pairs == 2);
+  CHECK(anti.within_cos < -0.99);
+  CHECK(anti.across_abs_cos < 0.05);
+  CHECK(anti0.across_pairs == 4);
+  CHECK(anti0.across_abs_cos > 0.1);  // random directions in two dimensions: mean |cos| 2/pi in expectation
 }
 
 namespace {

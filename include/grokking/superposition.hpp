@@ -44,6 +44,22 @@ struct SuperpositionReport {
 };
 // UsageError in one line for a model that is not a toy model of superposition.
 SuperpositionReport analyse_superposition(const Model& model);
+
+// With feature sets (task.set_size k > 1; Elhage et al. 2022, "Superposition and correlated
+// features"): how the represented features' directions sit within a set and across sets. Their
+// finding: correlated features take orthogonal directions (|cos| near 0), anticorrelated ones
+// antipodal (cos near -1), and sets sit across one another in superposition ("local
+// almost-orthogonal bases"). Means over the pairs whose both features are represented; NaN where
+// there is no such pair.
+struct SetGeometry {
+  int64_t set_size = 0;
+  std::string sets;  // "correlated" or "anticorrelated"
+  int64_t within_pairs = 0, across_pairs = 0;
+  double within_cos = 0, within_abs_cos = 0, across_cos = 0, across_abs_cos = 0;
+};
+// Empty (set_size 0) for a model whose task has no feature sets. `represented_only` false: every
+// pair (for an untrained model, whose features are not yet represented).
+SetGeometry set_geometry(const Model& model, bool represented_only = true);
 // The groups of features [n, m] (rows W_i) as analyse_superposition finds them.
 std::vector<FeatureGroup> feature_groups(const torch::Tensor& W);
 // "pentagon (0-4); digon (5, 7)": the groups, for a line of text.

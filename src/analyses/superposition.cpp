@@ -116,14 +116,39 @@ int run(const AnalysisOptions& opts) {
                 dir.c_str());
     return 0;
   }
-  require_applies(kind(), load_run_config(dir), dir);
+  const Config cfg = load_run_config(dir);
+  require_applies(kind(), cfg, dir);
   const auto r = superposition_of_run(dir, true);
   if (opts.quiet) return 0;
+  // Feature sets: the trained model's within- and across-set cosines beside the untrained one's
+  // (the config's initialisation): what a model that learned nothing of the sets shows.
+  const SetGeometry sets = set_geometry(model_from_checkpoint(load_checkpoint(resolve_checkpoint(dir))));
+  // The untrained control: the mean over 16 initialisations (train.seed + 0..15), every pair.
+  SetGeometry sets0;
+  if (sets.set_size) {
+    constexpr int kInits = 16;
+    for (int s = 0; s < kInits; ++s) {
+      Config c = cfg;
+      c.train.seed = cfg.train.seed + s;
+      const SetGeometry g = set_geometry(Model(c), false);
+      sets0.within_pairs = g.within_pairs, sets0.across_pairs = g.across_pairs;
+      sets0.within_cos += g.within_cos / kInits, sets0.within_abs_cos += g.within_abs_cos / kInits;
+      sets0.across_cos += g.across_cos / kInits, sets0.across_abs_cos += g.across_abs_cos / kInits;
+    }
+  }
+  auto sets_json = [](const SetGeometry& g) {
+    return nlohmann::json{{"within_pairs", g.within_pairs}, {"within_cos", g.within_cos},
+                          {"within_abs_cos", g.within_abs_cos}, {"across_pairs", g.across_pairs},
+                          {"across_cos", g.across_cos}, {"across_abs_cos", g.across_abs_cos}};
+  };
   if (opts.json) {
     nlohmann::json j = {{"run_dir", dir}, {"n", r.n}, {"m", r.m}, {"dims_per_feature", r.dims_per_feature},
                         {"represented", r.represented}, {"superposed", r.superposed},
                         {"geometry", geometry_text(r.groups)}, {"groups", nlohmann::json::array()},
                         {"features", nlohmann::json::array()}};
+    if (sets.set_size)
+      j["feature_sets"] = {{"set_size", sets.set_size}, {"sets", sets.sets}, {"trained", sets_json(sets)},
+                           {"untrained", sets_json(sets0)}};
     for (auto& g : r.groups) j["groups"].push_back({{"name", g.name}, {"features", g.features}, {"dims", g.dims}});
     for (auto& f : r.features)
       j["features"].push_back({{"norm", f.norm}, {"interference", f.interference}, {"dimensionality", f.dimensionality},
@@ -138,6 +163,18 @@ int run(const AnalysisOptions& opts) {
   std::printf("geometry (features joined where |cos(W_i, W_j)| >= %.1f; named by features and the dimensions they span, as "
               "Elhage et al. name them): %s\n",
               kGeometryCosine, geometry_text(r.groups).c_str());
+  if (sets.set_size) {
+    std::printf("%s sets of %lld (features 0-%lld, %lld-%lld, ...): cos(W_i, W_j) of represented features, mean [mean "
+                "|cos|]\n",
+                sets.sets.c_str(), (long long)sets.set_size, (long long)sets.set_size - 1, (long long)sets.set_size,
+                (long long)2 * sets.set_size - 1);
+    std::printf("  within a set: %6.3f [%5.3f] over %lld pairs (untrained, 16 inits: %6.3f [%5.3f]); across sets: %6.3f "
+                "[%5.3f] over %lld pairs (untrained %6.3f [%5.3f])\n",
+                sets.within_cos, sets.within_abs_cos, (long long)sets.within_pairs, sets0.within_cos,
+                sets0.within_abs_cos, sets.across_cos, sets.across_abs_cos, (long long)sets.across_pairs,
+                sets0.across_cos, sets0.across_abs_cos);
+    std::printf("  (Elhage et al.: correlated features orthogonal, |cos| near 0; anticorrelated antipodal, cos near -1)\n");
+  }
   std::printf("%8s %8s %13s %15s %9s\n", "feature", "||W_i||", "interference", "dimensionality", "bias");
   for (size_t i = 0; i < r.features.size(); ++i) {
     const auto& f = r.features[i];

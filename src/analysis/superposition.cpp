@@ -114,6 +114,36 @@ SuperpositionReport analyse_superposition(const Model& model) {
   return r;
 }
 
+SetGeometry set_geometry(const Model& model, bool represented_only) {
+  SetGeometry g;
+  const auto& task = model.config().task;
+  if (task.kind != "sparse_features" || !task.keys.contains("set_size") || task.integer("set_size") < 2) return g;
+  g.set_size = task.integer("set_size"), g.sets = task.text("sets");
+  const FeatureReadout* readout = model.arch().feature_readout();
+  if (!readout) return g;
+  torch::NoGradGuard no_grad;
+  const auto W = model.param(readout->weights).detach().to(torch::kCPU, torch::kFloat64);  // [n, m]
+  const auto norms = W.norm(2, {1});
+  const auto cosine = (W / norms.clamp_min(1e-12).unsqueeze(1)).matmul((W / norms.clamp_min(1e-12).unsqueeze(1)).t());
+  double w = 0, wa = 0, a = 0, aa = 0;
+  for (int64_t i = 0; i < W.size(0); ++i)
+    for (int64_t j = i + 1; j < W.size(0); ++j) {
+      if (represented_only && (norms[i].item<double>() < kRepresentedNorm || norms[j].item<double>() < kRepresentedNorm))
+        continue;
+      const double c = cosine[i][j].item<double>();
+      if (i / g.set_size == j / g.set_size)
+        w += c, wa += std::abs(c), ++g.within_pairs;
+      else
+        a += c, aa += std::abs(c), ++g.across_pairs;
+    }
+  const double nan = std::nan("");
+  g.within_cos = g.within_pairs ? w / double(g.within_pairs) : nan;
+  g.within_abs_cos = g.within_pairs ? wa / double(g.within_pairs) : nan;
+  g.across_cos = g.across_pairs ? a / double(g.across_pairs) : nan;
+  g.across_abs_cos = g.across_pairs ? aa / double(g.across_pairs) : nan;
+  return g;
+}
+
 std::string two_feature_phase(const SuperpositionReport& r) {
   if (r.n != 2 || r.m != 1) throw UsageError("the two-feature phase diagram is for n = 2 features in m = 1 dimension");
   const double w1 = r.features[0].direction[0], w2 = r.features[1].direction[0];

@@ -7,6 +7,7 @@
 // same alone or in a pack.
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "grokking/error.hpp"
@@ -46,10 +47,36 @@ void keep_where(float* __restrict__ out, const float* __restrict__ values, const
   }
 }
 
+// Feature sets (Elhage et al. 2022, "Superposition and correlated features"; the sampling of
+// ARENA's generate_correlated_features / generate_anticorrelated_features): consecutive sets of
+// k features. Correlated: a set's features are present together, the set with probability
+// 1 - S. Anticorrelated: at most one of a set is present: the set with probability k (1 - S),
+// then one member uniformly; each feature keeps its density 1 - S either way. Written as a
+// rewrite of the keep draws, so that every replica's own threshold (keep < 1 - S) still decides:
+// correlated, each feature takes its set's first draw; anticorrelated, the chosen member takes
+// that draw / k (below 1 - S exactly when the set's draw is below k (1 - S)) and the others 2
+// (never kept). The second member's draw picks the member. keep: [N, n], n a multiple of k.
+void correlate_sets(float* keep, int64_t rows, int64_t n, int64_t k, bool anti) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = keep + r * n;
+    for (int64_t first = 0; first < n; first += k) {
+      const float draw = row[first];
+      if (!anti) {
+        for (int64_t j = 1; j < k; ++j) row[first + j] = draw;
+        continue;
+      }
+      const auto chosen = std::min(k - 1, int64_t(row[first + 1] * float(k)));
+      for (int64_t j = 0; j < k; ++j) row[first + j] = j == chosen ? draw / float(k) : 2.0f;
+    }
+  }
+}
+
 class SparseFeaturesTask : public Task {
  public:
   explicit SparseFeaturesTask(const std::vector<TaskConfig>& replicas)
-      : Task(sparse_shape(replicas.at(0))), n_(replicas[0].integer("n_features")), seed_(uint64_t(replicas[0].seed)) {
+      : Task(sparse_shape(replicas.at(0))), n_(replicas[0].integer("n_features")), seed_(uint64_t(replicas[0].seed)),
+        set_size_(replicas[0].keys.value("set_size", int64_t(1))),
+        anti_(replicas[0].keys.value("sets", std::string("correlated")) == "anticorrelated") {
     std::vector<double> density, weight;
     for (auto& t : replicas) {
       density.push_back(1.0 - t.real("sparsity"));
@@ -93,6 +120,7 @@ class SparseFeaturesTask : public Task {
     auto gen = at::detail::createCPUGenerator(generator_seed);
     auto values = torch::rand({1, size, n_}, gen, torch::kFloat32);
     auto keep = torch::rand({1, size, n_}, gen, torch::kFloat32);
+    if (set_size_ > 1) correlate_sets(keep.data_ptr<float>(), size, n_, set_size_, anti_);
     // x = where(keep < density, values, 0) [S, N, n], in one pass per replica (the same values).
     const int64_t S = density_.size(0), count = size * n_;
     auto x = torch::empty({S, size, n_}, torch::kFloat32);
@@ -111,6 +139,8 @@ class SparseFeaturesTask : public Task {
   }
   int64_t n_;
   uint64_t seed_;
+  int64_t set_size_;
+  bool anti_;
   torch::Tensor density_, weight_;
   Batch eval_;
 };
@@ -124,6 +154,15 @@ void sparse_validate(const Config& c, const std::string& origin) {
                                  " (got " + std::to_string(list.size()) + "; or leave it empty and set importance_decay)");
   if (!list.empty() && t.real("importance_decay") != 1.0)
     bad("/task/importance_decay", "is unused when importances are listed; leave it at 1");
+  const int64_t k = t.integer("set_size"), n = t.integer("n_features");
+  if (n % k != 0)
+    bad("/task/set_size", "must divide n_features (" + std::to_string(n) + ") into whole sets (got " + std::to_string(k) + ")");
+  if (k == 1 && t.text("sets") != "correlated")
+    bad("/task/sets", "\"" + t.text("sets") + "\" needs set_size of at least 2");
+  if (k > 1 && t.text("sets") == "anticorrelated" && double(k) * (1.0 - t.real("sparsity")) > 1.0 + 1e-12)
+    bad("/task/sparsity", "anticorrelated sets of " + std::to_string(k) + " need k (1 - S) <= 1, so S >= " +
+                              format_number(1.0 - 1.0 / double(k), "%g") + " (got " +
+                              format_number(t.real("sparsity"), "%g") + ")");
 }
 
 }  // namespace
@@ -139,12 +178,20 @@ const TaskKind& sparse_features_task() {
         real_key("importance_decay", 1.0, 0, false, 1e6, false, "r: feature i's importance is r^i (when importances is empty)"),
         real_list_key("importances", {}, 0, 1e6, 100000, "each feature's importance (overrides importance_decay)"),
         integer_key("eval_examples", 10000, 1, 1 << 24, "examples of the fixed evaluation set"),
+        integer_key("set_size", 1, 1, 100000,
+                    "k: features in consecutive sets of k (1: independent), related as `sets` says"),
+        choice_key("sets", "correlated", {"correlated", "anticorrelated"},
+                   "correlated: a set's features present together; anticorrelated: at most one of a set present "
+                   "(each feature's density stays 1 - S)"),
     };
     k.pack_varying = {"sparsity", "importance_decay", "importances"};
     k.size_key = "eval_examples";
     k.shape = sparse_shape;
     k.describe = [](const TaskConfig& t) {
-      return std::to_string(t.integer("n_features")) + " sparse features (S " + format_number(t.real("sparsity"), "%g") + ")";
+      std::string sets;
+      if (t.integer("set_size") > 1) sets = ", " + t.text("sets") + " sets of " + std::to_string(t.integer("set_size"));
+      return std::to_string(t.integer("n_features")) + " sparse features (S " + format_number(t.real("sparsity"), "%g") +
+             sets + ")";
     };
     k.structure = [](const TaskConfig&) { return Capabilities().add(Capability::features); };
     k.validate = sparse_validate;
