@@ -260,6 +260,21 @@ check "analyse: the group run's files, a line per analysis" \
 expect 0 "" -- "$bin" analyse rgrp
 check "analyse again: up to date, nothing rerun" 'grep -q "^rgrp: up to date (progress, irreps, cosets, patch)$" err.txt'
 expect 0 "" -- "$bin" progress rgrp
+check "progress of a group run: irreps_losses.csv, every irrep at every checkpoint, its excluded loss the one progress.csv has for a key irrep" \
+  'python3 - rgrp <<"PYEOF"
+import csv, sys
+d = sys.argv[1]
+rows = list(csv.DictReader(open(d + "/irreps_losses.csv")))
+prog = list(csv.DictReader(open(d + "/progress.csv")))
+assert len(rows) == 5 * len(prog) == 15, len(rows)
+last = prog[-1]
+keys = [c for c in last if c.startswith("excluded_loss_k")]
+assert keys, last.keys()
+for c in keys:
+    k = c[len("excluded_loss_k"):]
+    mine = [r for r in rows if r["epoch"] == last["epoch"] and r["irrep"] == k][0]
+    assert abs(float(mine["excluded_train_loss"]) - float(last[c])) <= 1e-9 * max(1, abs(float(last[c]))), (c, mine)
+PYEOF'
 check "progress of a group run names its key irreps, not frequencies" 'grep -q "; key irreps .*(numbers .* of grokking irreps. table)" out.txt && ! grep -q "key frequencies" out.txt'
 check "progress of a group run: the irreps over the key rule, in order" 'grep -q "^irreps over the key rule" out.txt && grep -q "dropped below it for good" out.txt'
 expect 0 "" -- "$bin" progress rgrp --from-csv --json

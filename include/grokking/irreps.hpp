@@ -130,6 +130,10 @@ struct IrrepProgress {
   std::vector<double> excluded_by_key;
   double gini_embed = 0, gini_wl = 0;
   std::vector<double> similarity;
+  // Every irrep on its own: the train loss with it removed from the logits, the loss over all
+  // pairs with only it kept (Chughtai et al.'s restricted loss of one irrep), and the same held
+  // out (the test pairs from the test pairs alone; the figure a memoriser cannot pass).
+  std::vector<double> excluded_each, restricted_each, heldout_each;
 };
 IrrepProgress irrep_progress(const Model& model, const GroupStructure& gs, const Dataset& data,
                              const std::vector<size_t>& key);

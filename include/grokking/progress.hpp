@@ -78,6 +78,9 @@ struct RunProgress {
   // A group run: every irrep's name, and per checkpoint its logit similarity (irreps_progress.csv).
   std::vector<std::string> irrep_names;
   std::vector<std::vector<double>> irrep_similarity;
+  // And per checkpoint and irrep its own excluded, restricted and held-out restricted loss
+  // (IrrepProgress; irreps_losses.csv). Empty when read back from the CSV files.
+  std::vector<std::vector<double>> irrep_excluded, irrep_restricted, irrep_heldout;
   std::vector<ProgressRow> rows;   // one per epoch_N.pt, in epoch order
   Phases phases;
 };

@@ -173,7 +173,7 @@ const AnalysisKind& kind() {
     a.scope = AnalysisKind::Scope::run;
     a.needs = {Capability::pairs, Capability::pair_readout};
     a.needs_any = {Capability::cycle, Capability::group};
-    a.files = {{"progress.csv"}, {"trig_fit.csv", uint32_t(Capability::cycle), uint32_t(Capability::group)}, {"irreps_progress.csv", uint32_t(Capability::group)}};
+    a.files = {{"progress.csv"}, {"trig_fit.csv", uint32_t(Capability::cycle), uint32_t(Capability::group)}, {"irreps_progress.csv", uint32_t(Capability::group)}, {"irreps_losses.csv", uint32_t(Capability::group)}};
     a.figures = {"progress", "excluded", "trig_fit", "irreps"};
     a.options = {AnalysisOption::freqs, AnalysisOption::from_csv};
     a.source = "Nanda et al. 2023, sections 5.1-5.2 (restricted and excluded loss, the three phases); Chughtai et al. 2023 for groups";

@@ -347,9 +347,13 @@ IrrepProgress irrep_progress(const Model& model, const GroupStructure& gs, const
   const auto reading = read_restricted(logits, gs, data, key, &p.similarity);
   p.restricted = reading.restricted, p.restricted_heldout = reading.heldout;
   p.excluded_loss = evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss;
-  for (auto k : key)
-    p.excluded_by_key.push_back(
-        evaluate_splits(logits - project_irreps(logits, gs, {k}), data.all_y, data.train_mask).train.loss);
+  for (size_t i = 0; i < gs.irreps.size(); ++i) {
+    p.excluded_each.push_back(
+        evaluate_splits(logits - project_irreps(logits, gs, {i}), data.all_y, data.train_mask).train.loss);
+    const auto alone = read_restricted(logits, gs, data, {i}, &p.similarity);
+    p.restricted_each.push_back(alone.restricted.all.loss), p.heldout_each.push_back(alone.heldout.loss);
+  }
+  for (auto k : key) p.excluded_by_key.push_back(p.excluded_each[k]);
   p.gini_embed = irrep_gini(row_fractions(embedding_matrix(model), gs), gs);
   const PairReadout& readout = readout_of(model);
   if (!readout.neuron_to_logits.empty()) p.gini_wl = irrep_gini(row_fractions(neuron_logit_map(model), gs), gs);

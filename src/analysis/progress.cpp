@@ -328,6 +328,8 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
     for (auto k : key_irreps) out.key_freqs.push_back(int64_t(k + 1));
     for (auto& r : gs->irreps) out.irrep_names.push_back(r.name);
     out.irrep_similarity.resize(list.size());
+    out.irrep_excluded.resize(list.size()), out.irrep_restricted.resize(list.size());
+    out.irrep_heldout.resize(list.size());
   } else {
     if (out.key_freqs.empty()) out.key_freqs = analyse_fourier(model_from_checkpoint(final_ck)).key_neurons;
     cycle = cycle_of(final_ck.config.task);
@@ -363,6 +365,8 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
       row.gini = p.gini_embed, row.gini_wl = p.gini_wl;
       row.excluded_by_key = p.excluded_by_key;
       out.irrep_similarity[i] = p.similarity;
+      out.irrep_excluded[i] = p.excluded_each, out.irrep_restricted[i] = p.restricted_each;
+      out.irrep_heldout[i] = p.heldout_each;
       return row;
     }
     auto lm = loss_measures(m, data, out.key_freqs);
@@ -466,6 +470,17 @@ void write_progress(const std::string& dir, const RunProgress& progress) {
       sim.end_row();
     }
     atomic_write(dir + "/irreps_progress.csv", sim.text());
+  }
+  // And every irrep's own losses at every checkpoint, one row per checkpoint and irrep.
+  if (!progress.irrep_names.empty() && progress.irrep_excluded.size() == progress.rows.size()) {
+    CsvWriter losses({"epoch", "irrep", "name", "similarity", "excluded_train_loss", "restricted_loss",
+                      "heldout_restricted_loss"});
+    for (size_t i = 0; i < progress.rows.size(); ++i)
+      for (size_t k = 0; k < progress.irrep_names.size() && k < progress.irrep_excluded[i].size(); ++k)
+        losses.field(progress.rows[i].epoch).field(int64_t(k + 1)).field(progress.irrep_names[k])
+            .field(progress.irrep_similarity[i][k]).field(progress.irrep_excluded[i][k])
+            .field(progress.irrep_restricted[i][k]).field(progress.irrep_heldout[i][k]).end_row();
+    atomic_write(dir + "/irreps_losses.csv", losses.text());
   }
   if (exists(summary_path(dir))) {
     Summary s = read_summary(dir);
