@@ -292,6 +292,20 @@ check "readme-tables irrep-order: a row a run, the irreps in the order they beco
 expect 0 "" -- "$bin" train <(echo '{"task": {"kind": "group", "group": "D4"}}') --out rgrp --force -q --set train.epochs=10 --set train.threads=1
 check "--force leaves none of the analyses' files or figures" '[ ! -e rgrp/irreps.csv ] && [ ! -e rgrp/irreps_progress.csv ] && [ ! -e rgrp/cosets.csv ] && [ ! -e rgrp/plots ]'
 
+# ---- bench --families: a line per model family at its shipped config, from the repository root ----
+(cd "$src" && "$bin" bench --families --steps 1 --set train.threads=1 --json) >fam.json 2>fam.err
+check "bench --families: seven families, each timed, its FLOPs from its shapes, the packed toy models counted as models" \
+  'python3 -c "
+import json, sys
+j = json.load(open(\"fam.json\"))
+f = j[\"families\"]
+assert len(f) == 7, len(f)
+assert all(l[\"ms_per_step\"] > 0 and l[\"step_gflop\"] > 0 for l in f), f
+assert [l[\"models\"] for l in f] == [1, 1, 1, 1, 1, 30, 20]
+assert f[0][\"path\"] == \"fast\" and f[1][\"path\"] == \"plain\" and f[0][\"step_gflop\"] == f[1][\"step_gflop\"]
+"'
+expect 2 "bench --families: configs/induction/minimal.json not found: run it from the repository root" -- "$bin" bench --families --steps 1
+
 # ---- scripts/import-chughtai.py: one of Chughtai et al.'s checkpoints as a run ----
 # Their OneLayerMLP on S4 (random weights, their layout, their element order: sympy's), written
 # as their model.pt; imported, our irreps analysis must read the same model: its loss over all

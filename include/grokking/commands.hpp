@@ -30,6 +30,9 @@ struct BenchOptions {
   int steps = 20;
   int64_t seeds = 0;  // > 1: also time this many seeds side by side
   bool json = false;
+  // A line per shipped model family (the configs under configs/, read from the working
+  // directory), each on the path training takes; `sets` apply to every one.
+  bool families = false;
 };
 int run_bench_command(const BenchOptions& opts);
 

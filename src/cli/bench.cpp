@@ -13,6 +13,11 @@ Command bench_command(CLI::App& app) {
   sub->add_option("--steps", opts->steps, "Timed steps per path (median reported)")->check(CLI::Range(1, 100000));
   sub->add_option("--seeds", opts->seeds, "Also time this many seeds trained side by side")->check(CLI::Range(2, 1024));
   sub->add_flag("--json", opts->json, "Machine-readable output on stdout");
+  sub->add_flag("--families", opts->families,
+                "A line per model family at its shipped config (modular fast and plain, generic transformer, MLP, "
+                "toy models packed); run from the repository root")
+      ->excludes(sub->get_option("config"))
+      ->excludes(sub->get_option("--seeds"));
   return {sub, [opts] { return run_bench_command(*opts); }};
 }
 

@@ -12,7 +12,9 @@
 #include "grokking/model.hpp"
 #include "grokking/optim.hpp"
 #include "grokking/limits.hpp"
+#include "grokking/rundir.hpp"
 #include "grokking/task.hpp"
+#include "grokking/error.hpp"
 #include "grokking/threads.hpp"
 #include "grokking/train.hpp"
 
@@ -116,7 +118,102 @@ void print_bench_text(const BenchReport& r) {
 }
 }  // namespace
 
+namespace {
+// One line of `bench --families`: a shipped config, trained `models` side by side (1: alone).
+struct Family {
+  std::string family, config;  // config: a path under the working directory; empty: the defaults
+  std::vector<std::string> sets;
+  int64_t models;
+  bool plain;  // the plain path, where the family has a fast one
+};
+
+int run_bench_families(const BenchOptions& opts) {
+  const std::vector<Family> families = {
+      {"modular, fast", "", {}, 1, false},
+      {"modular, plain", "", {}, 1, true},
+      {"transformer (2 layers, attn-only)", "configs/induction/minimal.json", {}, 1, false},
+      {"transformer (small induction)", "configs/induction/small.json", {}, 1, false},
+      {"MLP (S5, Chughtai et al.)", "configs/groups/chughtai-s5-mlp.json", {}, 1, false},
+      {"toy model 5 -> 2, 30 packed", "configs/superposition/pentagon.json", {}, 30, false},
+      {"toy model 200 -> 20, 20 packed", "configs/sweeps/superposition-200-20-base.json", {"task.sparsity=0.9"}, 20,
+       false},
+  };
+  struct Line {
+    std::string family, config, path;
+    int64_t models;
+    double seconds, flops;
+  };
+  std::vector<Line> lines;
+  double peak = 0;
+  int threads = 0;
+  std::string device;
+  for (const auto& f : families) {
+    std::vector<std::string> sets = f.sets;
+    sets.insert(sets.end(), opts.sets.begin(), opts.sets.end());
+    if (!f.config.empty() && !exists(f.config))
+      throw UsageError("bench --families: " + f.config + " not found: run it from the repository root");
+    const Config cfg = f.config.empty() ? parse_config("{}", "(defaults)", sets) : load_config(f.config, sets);
+    std::vector<int64_t> seeds;
+    for (int64_t i = 0; f.models > 1 && i < f.models; ++i) seeds.push_back(i);
+    check_memory(cfg, std::max<int64_t>(1, f.models), f.config.empty() ? "(defaults)" : f.config);
+    threads = configure_threads(cfg.train.threads);
+    const torch::Device dev = resolve_device(cfg.train.device);
+    device = dev.str();
+    if (dev.is_cpu()) at::globalContext().setFlushDenormal(cfg.train.flush_denormal);
+    if (peak == 0) peak = gemm_peak_gflops(dev);
+    auto task = f.models > 1 ? make_task(std::vector<TaskConfig>(size_t(f.models), cfg.task)) : make_task(cfg.task);
+    Batch batch;
+    if (task->shape().fresh_batches) {
+      batch = task->train_batch(0, cfg.train.batch_size);
+    } else {
+      const auto& data = task->dataset();
+      batch = Batch{data.train_x, data.train_y, {}};
+      if (cfg.train.batch_size > 0) batch = batch.slice(0, cfg.train.batch_size);
+    }
+    batch = batch.to(dev);
+    const auto arch = make_architecture(cfg);
+    const bool fast = arch->has_fast_path() && !f.plain;
+    Model model(cfg, seeds);
+    model.to(dev);
+    FlatAdamW opt(model, cfg.optim);
+    const double s = median_seconds([&] {
+      auto loss = train_step(model, opt, batch, fast, cfg.optim.lr);
+      if (dev.is_cuda()) loss.item<double>();
+    }, std::min(3, opts.steps), opts.steps);
+    lines.push_back({f.family, f.config.empty() ? "(defaults: P = 113)" : f.config, fast ? "fast" : "plain",
+                     std::max<int64_t>(1, f.models), s, arch->step_flops(batch.size()) * double(std::max<int64_t>(1, f.models))});
+  }
+  if (opts.json) {
+    nlohmann::json j = {{"device", device}, {"threads", threads}, {"blas", blas_description()},
+                        {"libtorch", compat::torch_version()}, {"gemm_peak_gflops", peak},
+                        {"families", nlohmann::json::array()}};
+    for (auto& l : lines)
+      j["families"].push_back({{"family", l.family}, {"config", l.config}, {"path", l.path}, {"models", l.models},
+                               {"ms_per_step", l.seconds * 1e3}, {"step_gflop", l.flops / 1e9},
+                               {"gflops", l.flops / l.seconds / 1e9},
+                               {"fraction_of_peak", l.flops / l.seconds / 1e9 / peak},
+                               {"model_steps_per_s", double(l.models) / l.seconds}});
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("device %s, %d thread%s, %s, LibTorch %s; GEMM peak (1024^3 sgemm) %.1f GFLOP/s\n", device.c_str(), threads,
+              threads == 1 ? "" : "s", blas_description().c_str(), compat::torch_version().c_str(), peak);
+  if (const std::string advice = blas_advice(); !advice.empty() && device == "cpu") std::printf("note: %s\n", advice.c_str());
+  std::printf("\n%-34s %-5s %6s %10s %11s %9s %8s %14s  %s\n", "family", "path", "models", "ms/step", "GFLOP/step",
+              "GFLOP/s", "of peak", "model-steps/s", "config");
+  for (auto& l : lines)
+    std::printf("%-34s %-5s %6lld %10.2f %11.4f %9.1f %7.0f%% %14.1f  %s\n", l.family.c_str(), l.path.c_str(),
+                (long long)l.models, l.seconds * 1e3, l.flops / 1e9, l.flops / l.seconds / 1e9,
+                100 * l.flops / l.seconds / 1e9 / peak, double(l.models) / l.seconds, l.config.c_str());
+  std::printf("(GFLOP/step: the matrix products a step cannot avoid, from the model's shapes, for all models of the "
+              "line; a step is one optimiser step of every model; the median of %d)\n",
+              opts.steps);
+  return 0;
+}
+}  // namespace
+
 int run_bench_command(const BenchOptions& opts) {
+  if (opts.families) return run_bench_families(opts);
   Config cfg = opts.config_path.empty() ? parse_config("{}", "(defaults)", opts.sets) : load_config(opts.config_path, opts.sets);
   // The limits train has, before anything is allocated.
   std::vector<int64_t> seeds;
