@@ -195,14 +195,15 @@ TEST_CASE("Chughtai et al.'s own measures: shares that sum to one, and every irr
   }
 }
 
-TEST_CASE("configs/groups/d17-small.json groks on D17 and computes with a few irreps", "[groups-train]") {
-  // A transformer on the dihedral group of order 34, half the pairs: it groks within the budget,
-  // Chughtai et al.'s rule finds 1-4 key irreps, and they carry the computation: removing them
-  // leaves worse than a uniform guess, keeping only them leaves the model's accuracy, and removing
-  // as many non-key irreps (the matched control) changes nothing.
-  Config cfg = load_config(test::source_dir() + "/configs/groups/d17-small.json");
+TEST_CASE("configs/groups/d17-quick.json groks on D17 and computes with a few irreps", "[groups-train]") {
+  // A transformer on the dihedral group of order 34, 60 % of the pairs (the README's quick start):
+  // it groks within the budget (at 5,300 epochs on one thread of an Intel Xeon), Chughtai et
+  // al.'s rule finds 1-5 of the 9 non-trivial irreps key (4 there), and they carry the
+  // computation: removing them leaves worse than a uniform guess, keeping only them leaves the
+  // model's accuracy, and removing as many non-key irreps (the matched control) changes nothing.
+  Config cfg = load_config(test::source_dir() + "/configs/groups/d17-quick.json");
   cfg.train.threads = 1, cfg.train.device = "cpu";
-  const std::string dir = test::prepare_run(cfg, "d17-small");
+  const std::string dir = test::prepare_run(cfg, "d17-quick");
   train(cfg, dir, false, true);
   const Summary s = read_summary(dir);
   REQUIRE(s.grokked_epoch.has_value());
@@ -216,21 +217,21 @@ TEST_CASE("configs/groups/d17-small.json groks on D17 and computes with a few ir
                      << r.model.test.loss << ", matched control " << r.matched_excluded.test.acc);
   CHECK(r.model.test.acc >= 0.99);
   CHECK(r.key.size() >= 1);
-  CHECK(r.key.size() <= 4);
+  CHECK(r.key.size() <= 5);
   CHECK(r.excluded.train.loss > std::log(double(r.order)));
   CHECK(r.restricted.test.acc >= 0.99);
   CHECK(r.restricted.test.loss < 0.01 * std::log(double(r.order)));
   CHECK(!r.matched.empty());
-  CHECK(r.matched_excluded.test.acc >= 0.99);
+  CHECK(r.matched_excluded.test.acc >= r.model.test.acc - 0.01);
   // Held out, the grokked model's key irreps still carry the test pairs; a lookup table of the
   // split reaches Chughtai et al.'s restricted accuracy too but not the held-out one.
   CHECK(r.restricted_heldout.acc >= 0.99);
   CHECK(r.memoriser.restricted.test.acc >= 0.9);
   CHECK(r.memoriser.heldout.acc < 0.1);
-  // Chughtai et al.'s own restricted and total excluded loss (through the embeddings, all
-  // pairs): the key irreps alone keep the model (1.0e-6 against 1.2e-6 as is, on an Intel
-  // Xeon), without them it is worse than a uniform guess (5.4).
-  CHECK(r.theirs_restricted_loss < 1e-3);
+  // Chughtai et al.'s restricted and total excluded loss through the embeddings (all pairs): the
+  // key irreps alone keep the model (5.9e-3 against 7.7e-3 as is, on an Intel Xeon), without
+  // them it is worse than a uniform guess (16.2).
+  CHECK(r.theirs_restricted_loss <= r.model.all.loss);
   CHECK(r.theirs_total_excluded_loss > std::log(double(r.order)));
   // Patching the key irreps' directions of the embedding carries the answer (1.000 on an Intel
   // Xeon), as many other irreps' do not (0.31, 0.24 to 0.37), every irrep restores it whole.
@@ -248,8 +249,8 @@ TEST_CASE("configs/groups/d17-small.json groks on D17 and computes with a few ir
     CHECK(std::abs(pr.subspaces[2].recovered - 1) <= 1e-3);
   }
   // Before grokking, with the final key irreps (measured on an Intel Xeon): at epoch 500 (test
-  // accuracy 0.04) Chughtai et al.'s restricted test accuracy is 0.73 and the held-out one 0.34;
-  // at epoch 4,000 (test 0.14), 0.93 and 0.80. The paper's figure runs ahead of what the test
+  // accuracy 0.08) Chughtai et al.'s restricted test accuracy is 0.97 and the held-out one 0.38;
+  // at epoch 2,000 (test 0.22), 1.00 and 0.87. The paper's figure runs ahead of what the test
   // pairs alone carry; the held-out one rises before the test accuracy does (circuit formation).
   const Dataset data = make_dataset(cfg.task);
   auto at = [&](const std::string& ck_file) {
@@ -259,14 +260,14 @@ TEST_CASE("configs/groups/d17-small.json groks on D17 and computes with a few ir
                           read_restricted(logits, gs, data, r.key));
   };
   const auto [test500, e500] = at("epoch_0000500.pt");
-  const auto [test4000, e4000] = at("epoch_0004000.pt");
+  const auto [test2000, e2000] = at("epoch_0002000.pt");
   INFO("epoch 500: test " << test500 << ", restricted " << e500.restricted.test.acc << ", held out " << e500.heldout.acc
-                          << "; epoch 4000: test " << test4000 << ", restricted " << e4000.restricted.test.acc
-                          << ", held out " << e4000.heldout.acc);
+                          << "; epoch 2000: test " << test2000 << ", restricted " << e2000.restricted.test.acc
+                          << ", held out " << e2000.heldout.acc);
   CHECK(test500 < 0.2);
   CHECK(e500.restricted.test.acc > e500.heldout.acc + 0.2);
-  CHECK(test4000 < 0.3);
-  CHECK(e4000.heldout.acc > 2 * test4000);
+  CHECK(test2000 < 0.3);
+  CHECK(e2000.heldout.acc > 2 * test2000);
   // Theirs goes through the weights, so it credits no memorisation: at epoch 500 it is as high as
   // the model's own loss over all pairs is.
   const auto m500 = model_from_checkpoint(load_checkpoint(dir + "/checkpoints/epoch_0000500.pt"));
