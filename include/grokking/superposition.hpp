@@ -65,6 +65,34 @@ std::vector<FeatureGroup> feature_groups(const torch::Tensor& W);
 // "pentagon (0-4); digon (5, 7)": the groups, for a line of text.
 std::string geometry_text(const std::vector<FeatureGroup>& groups);
 
+// The neurons of a toy_mlp (computation in superposition): each neuron's input weights over the
+// features (its column of W_in), classified as Elhage et al. draw them: monosemantic when one
+// feature holds at least kMonosemanticShare of the column's squared norm, polysemantic otherwise,
+// dead when its norm is under a tenth of the largest neuron's. |x| = ReLU(x) + ReLU(-x): a feature
+// computed without superposition has a monosemantic neuron of each sign.
+constexpr double kMonosemanticShare = 0.9;
+struct ToyNeuron {
+  double norm = 0, share = 0;  // share: the top feature's part of the squared norm
+  int64_t feature = -1;        // the top feature
+  double weight = 0;           // its weight into the neuron
+  std::string kind;            // "monosemantic", "polysemantic" or "dead"
+};
+struct ToyNeuronReport {
+  std::vector<ToyNeuron> neurons;
+  int64_t monosemantic = 0, polysemantic = 0, dead = 0;
+  int64_t both_signs = 0;  // features with a monosemantic neuron of each sign
+  int64_t features = 0;
+};
+// Empty (no neurons) for a model that is not a toy_mlp.
+ToyNeuronReport toy_neurons(const Model& model);
+// The control for computation in superposition: the least expected loss a toy_mlp on |x| reaches
+// without it (every neuron reading one feature): the floor(m/2) most important features computed
+// exactly by a neuron of each sign, the rest output at their mean, each contributing its
+// importance times Var(|x_i|) = (1 - S)/3 - (1 - S)^2/4; an odd neuron left halves one more
+// feature's error on its side (an upper bound there: (1 - S)/6). NaN unless the task is
+// target "abs" on signed values.
+double abs_without_superposition(const Config& cfg);
+
 // The n = 2, m = 1 phase diagram's classes: feature 2 (the one whose importance and density vary)
 // not represented, alone on the dimension, or sharing it antipodally with feature 1.
 std::string two_feature_phase(const SuperpositionReport& r);

@@ -136,6 +136,8 @@ int run(const AnalysisOptions& opts) {
       sets0.across_cos += g.across_cos / kInits, sets0.across_abs_cos += g.across_abs_cos / kInits;
     }
   }
+  // A toy_mlp: its neurons, classified.
+  const ToyNeuronReport neurons = toy_neurons(model_from_checkpoint(load_checkpoint(resolve_checkpoint(dir))));
   auto sets_json = [](const SetGeometry& g) {
     return nlohmann::json{{"within_pairs", g.within_pairs}, {"within_cos", g.within_cos},
                           {"within_abs_cos", g.within_abs_cos}, {"across_pairs", g.across_pairs},
@@ -146,6 +148,15 @@ int run(const AnalysisOptions& opts) {
                         {"represented", r.represented}, {"superposed", r.superposed},
                         {"geometry", geometry_text(r.groups)}, {"groups", nlohmann::json::array()},
                         {"features", nlohmann::json::array()}};
+    if (!neurons.neurons.empty()) {
+      if (const double base = abs_without_superposition(cfg); !std::isnan(base)) j["abs_loss_without_superposition"] = base;
+      j["neurons"] = {{"monosemantic", neurons.monosemantic}, {"polysemantic", neurons.polysemantic},
+                      {"dead", neurons.dead}, {"features_with_both_signs", neurons.both_signs},
+                      {"each", nlohmann::json::array()}};
+      for (auto& n : neurons.neurons)
+        j["neurons"]["each"].push_back({{"norm", n.norm}, {"feature", n.feature}, {"weight", n.weight},
+                                        {"share", n.share}, {"kind", n.kind}});
+    }
     if (sets.set_size)
       j["feature_sets"] = {{"set_size", sets.set_size}, {"sets", sets.sets}, {"trained", sets_json(sets)},
                            {"untrained", sets_json(sets0)}};
@@ -174,6 +185,29 @@ int run(const AnalysisOptions& opts) {
                 sets0.within_abs_cos, sets.across_cos, sets.across_abs_cos, (long long)sets.across_pairs,
                 sets0.across_cos, sets0.across_abs_cos);
     std::printf("  (Elhage et al.: correlated features orthogonal, |cos| near 0; anticorrelated antipodal, cos near -1)\n");
+  }
+  if (!neurons.neurons.empty()) {
+    std::printf("neurons (columns of W_in): %lld monosemantic (one feature >= %.0f%% of the squared weights), %lld "
+                "polysemantic, %lld dead; features with a monosemantic neuron of each sign (|x| = ReLU(x) + ReLU(-x)): "
+                "%lld of %lld\n",
+                (long long)neurons.monosemantic, 100 * kMonosemanticShare, (long long)neurons.polysemantic,
+                (long long)neurons.dead, (long long)neurons.both_signs, (long long)neurons.features);
+    std::printf("%8s %8s %8s %8s %7s  %s\n", "neuron", "norm", "feature", "weight", "share", "kind");
+    for (size_t j = 0; j < neurons.neurons.size() && j < 64; ++j) {
+      const auto& n = neurons.neurons[j];
+      std::printf("%8zu %8.3f %8lld %+8.3f %6.0f%%  %s\n", j, n.norm, (long long)n.feature, n.weight, 100 * n.share,
+                  n.kind.c_str());
+    }
+    if (const double base = abs_without_superposition(cfg); !std::isnan(base)) {
+      const auto rows = read_metrics(dir + "/metrics.csv");
+      const double trained = rows.empty() ? std::nan("") : rows.back().test_loss;
+      std::printf("loss on the evaluation set %.4g; without superposition at best %.4g (the %lld most important features "
+                  "computed exactly by a neuron of each sign, the rest at their mean): %s\n",
+                  trained, base, (long long)(cfg.model.integer("d_hidden") / 2),
+                  trained < base ? "it computes more than its neurons could one feature at a time"
+                                 : "no better than computing one feature at a time");
+    }
+    std::printf("(the rows below: each feature's weights into the neurons, W_in's row, read as the toy model's W)\n");
   }
   std::printf("%8s %8s %13s %15s %9s\n", "feature", "||W_i||", "interference", "dimensionality", "bias");
   for (size_t i = 0; i < r.features.size(); ++i) {

@@ -144,6 +144,57 @@ SetGeometry set_geometry(const Model& model, bool represented_only) {
   return g;
 }
 
+ToyNeuronReport toy_neurons(const Model& model) {
+  ToyNeuronReport r;
+  if (model.config().model.kind != "toy_mlp") return r;
+  torch::NoGradGuard no_grad;
+  const auto W = model.param("W_in").detach().to(torch::kCPU, torch::kFloat64);  // [n, m]
+  r.features = W.size(0);
+  const auto sq = W.pow(2);
+  const auto norms = sq.sum(0).sqrt();  // [m]
+  const double top_norm = norms.max().item<double>();
+  std::vector<int> pos(size_t(r.features), 0), neg(size_t(r.features), 0);
+  for (int64_t j = 0; j < W.size(1); ++j) {
+    ToyNeuron n;
+    n.norm = norms[j].item<double>();
+    const auto col = sq.select(1, j);
+    n.feature = col.argmax().item<int64_t>();
+    n.weight = W[n.feature][j].item<double>();
+    n.share = n.norm > 0 ? col[n.feature].item<double>() / (n.norm * n.norm) : 0.0;
+    if (n.norm < 0.1 * top_norm) {
+      n.kind = "dead", ++r.dead;
+    } else if (n.share >= kMonosemanticShare) {
+      n.kind = "monosemantic", ++r.monosemantic;
+      ++(n.weight > 0 ? pos : neg)[size_t(n.feature)];
+    } else {
+      n.kind = "polysemantic", ++r.polysemantic;
+    }
+    r.neurons.push_back(n);
+  }
+  for (int64_t i = 0; i < r.features; ++i) r.both_signs += pos[size_t(i)] > 0 && neg[size_t(i)] > 0 ? 1 : 0;
+  return r;
+}
+
+double abs_without_superposition(const Config& cfg) {
+  const auto& t = cfg.task;
+  if (t.kind != "sparse_features" || !t.keys.contains("target") || t.text("target") != "abs" ||
+      t.text("values") != "signed" || cfg.model.kind != "toy_mlp")
+    return std::nan("");
+  const int64_t n = t.integer("n_features"), m = cfg.model.integer("d_hidden");
+  std::vector<double> importance = t.reals("importances");
+  if (importance.empty())
+    for (int64_t i = 0; i < n; ++i) importance.push_back(std::pow(t.real("importance_decay"), double(i)));
+  std::sort(importance.begin(), importance.end(), std::greater<>());
+  const double p = 1.0 - t.real("sparsity");
+  const double none = p / 3 - p * p / 4, one = p / 6;  // a feature's error with no neuron, with one
+  double loss = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (i < m / 2) continue;                                           // two neurons: exact
+    loss += importance[size_t(i)] * (i == m / 2 && m % 2 ? std::min(one, none) : none);  // an odd neuron
+  }
+  return loss;
+}
+
 std::string two_feature_phase(const SuperpositionReport& r) {
   if (r.n != 2 || r.m != 1) throw UsageError("the two-feature phase diagram is for n = 2 features in m = 1 dimension");
   const double w1 = r.features[0].direction[0], w2 = r.features[1].direction[0];

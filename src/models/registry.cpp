@@ -2,7 +2,7 @@
 // `const ModelKind& NAME_model()`, and its name in this list.
 #include "grokking/kinds.hpp"
 
-#define GROKKING_MODEL_KINDS(X) X(transformer) X(mlp) X(toy_superposition)
+#define GROKKING_MODEL_KINDS(X) X(transformer) X(mlp) X(toy_superposition) X(toy_mlp)
 
 namespace grokking {
 

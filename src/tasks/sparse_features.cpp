@@ -76,7 +76,9 @@ class SparseFeaturesTask : public Task {
   explicit SparseFeaturesTask(const std::vector<TaskConfig>& replicas)
       : Task(sparse_shape(replicas.at(0))), n_(replicas[0].integer("n_features")), seed_(uint64_t(replicas[0].seed)),
         set_size_(replicas[0].keys.value("set_size", int64_t(1))),
-        anti_(replicas[0].keys.value("sets", std::string("correlated")) == "anticorrelated") {
+        anti_(replicas[0].keys.value("sets", std::string("correlated")) == "anticorrelated"),
+        signed_(replicas[0].keys.value("values", std::string("unsigned")) == "signed"),
+        abs_(replicas[0].keys.value("target", std::string("x")) == "abs") {
     std::vector<double> density, weight;
     for (auto& t : replicas) {
       density.push_back(1.0 - t.real("sparsity"));
@@ -119,6 +121,7 @@ class SparseFeaturesTask : public Task {
   Batch draw(uint64_t generator_seed, int64_t size) const {
     auto gen = at::detail::createCPUGenerator(generator_seed);
     auto values = torch::rand({1, size, n_}, gen, torch::kFloat32);
+    if (signed_) values = values.mul_(2).sub_(1);  // uniform in [-1, 1)
     auto keep = torch::rand({1, size, n_}, gen, torch::kFloat32);
     if (set_size_ > 1) correlate_sets(keep.data_ptr<float>(), size, n_, set_size_, anti_);
     // x = where(keep < density, values, 0) [S, N, n], in one pass per replica (the same values).
@@ -135,12 +138,12 @@ class SparseFeaturesTask : public Task {
         keep_where(out, v, k, density, count);
       }
     });
-    return Batch{x, x, weight_};
+    return Batch{x, abs_ ? x.abs() : x, weight_};
   }
   int64_t n_;
   uint64_t seed_;
   int64_t set_size_;
-  bool anti_;
+  bool anti_, signed_, abs_;
   torch::Tensor density_, weight_;
   Batch eval_;
 };
@@ -180,6 +183,11 @@ const TaskKind& sparse_features_task() {
         integer_key("eval_examples", 10000, 1, 1 << 24, "examples of the fixed evaluation set"),
         integer_key("set_size", 1, 1, 100000,
                     "k: features in consecutive sets of k (1: independent), related as `sets` says"),
+        choice_key("values", "unsigned", {"unsigned", "signed"},
+                   "a present feature's value: unsigned, uniform in [0, 1); signed, uniform in [-1, 1)"),
+        choice_key("target", "x", {"x", "abs"},
+                   "what the model reproduces: x itself, or |x| (computation in superposition, with model.kind "
+                   "\"toy_mlp\")"),
         choice_key("sets", "correlated", {"correlated", "anticorrelated"},
                    "correlated: a set's features present together; anticorrelated: at most one of a set present "
                    "(each feature's density stays 1 - S)"),
@@ -190,8 +198,9 @@ const TaskKind& sparse_features_task() {
     k.describe = [](const TaskConfig& t) {
       std::string sets;
       if (t.integer("set_size") > 1) sets = ", " + t.text("sets") + " sets of " + std::to_string(t.integer("set_size"));
-      return std::to_string(t.integer("n_features")) + " sparse features (S " + format_number(t.real("sparsity"), "%g") +
-             sets + ")";
+      const std::string what = t.text("target") == "abs" ? " |x| of" : "";
+      return std::to_string(t.integer("n_features")) + what + (t.text("values") == "signed" ? " signed" : "") +
+             " sparse features (S " + format_number(t.real("sparsity"), "%g") + sets + ")";
     };
     k.structure = [](const TaskConfig&) { return Capabilities().add(Capability::features); };
     k.validate = sparse_validate;
