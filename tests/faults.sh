@@ -11,7 +11,7 @@ weights() { grep -o '"weights_checksum": "[0-9a-f]*"' "$1/summary.json"; }
 
 cat >tiny.json <<'J'
 {"task": {"p": 13, "frac_train": 0.5}, "model": {"d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32},
- "train": {"epochs": 4000, "eval_every": 50, "checkpoint_every": 100, "threads": 1, "device": "cpu"}}
+ "train": {"epochs": 2000, "eval_every": 50, "checkpoint_every": 100, "threads": 1, "device": "cpu"}}
 J
 "$bin" train tiny.json --out ref -q
 start=$(date +%s%N)
