@@ -29,6 +29,9 @@ import torch
 from sympy.combinatorics import Permutation, PermutationGroup
 from sympy.combinatorics.named_groups import SymmetricGroup
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checkpoint_checksum import checksum  # noqa: E402
+
 
 def their_elements(group, n):
     """Their group elements as image lists, in their index order (utils/groups.py)."""
@@ -44,27 +47,6 @@ def their_elements(group, n):
 def their_product(p, q):
     # sympy's p*q applies p first, then q: (p*q)(i) = q(p(i)).
     return tuple(q[p[i]] for i in range(len(p)))
-
-
-def fnv1a(parts):
-    h = 1469598103934665603
-    for data in parts:
-        for byte in data:
-            h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return "%016x" % h
-
-
-def s(text):
-    return text.encode() + b"\0"
-
-
-def i64(x):
-    return int(x).to_bytes(8, "little", signed=True)
-
-
-def tensor_bytes(t):
-    t = t.contiguous()
-    return b"".join(i64(n) for n in t.shape) + s("float") + t.numpy().tobytes()
 
 
 def main():
@@ -157,10 +139,7 @@ def main():
     d["epoch"] = epoch
     d.pop("optimizer", None)
     d.pop("optimizer_step", None)
-    parts = [s("grokking-checkpoint"), i64(d["format_version"]), i64(epoch), s(d["config"])]
-    for name, t in d["model"].items():
-        parts += [s(name), tensor_bytes(t)]
-    d["checksum"] = fnv1a(parts)
+    d["checksum"] = checksum(d)
     for f in os.listdir(ckdir):
         os.remove(os.path.join(ckdir, f))
     torch.save(d, os.path.join(ckdir, "epoch_%07d.pt" % epoch))

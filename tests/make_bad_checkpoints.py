@@ -33,31 +33,10 @@ os.link(other, os.path.join(out, "other_p.pt")) if not os.path.exists(os.path.jo
 
 # Shapes that disagree with the embedded config, under a valid checksum (the loader's FNV-1a,
 # recomputed here): the refusal must name both shapes.
-def fnv1a(parts):
-    h = 1469598103934665603
-    for data in parts:
-        for byte in data:
-            h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return "%016x" % h
-
-def s(text):
-    return text.encode() + b"\0"
-
-def i64(x):
-    return int(x).to_bytes(8, "little", signed=True)
-
-def tensor(t):
-    t = t.contiguous()
-    return b"".join(i64(n) for n in t.shape) + s("float") + t.numpy().tobytes()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from checkpoint_checksum import checksum  # noqa: E402
 
 d = torch.load(good, weights_only=False) if "weights_only" in torch.load.__code__.co_varnames else torch.load(good)
 d["model"]["blocks.0.mlp.W_in"] = d["model"]["blocks.0.mlp.W_in"][:, :-1].clone()
-parts = [s("grokking-checkpoint"), i64(d["format_version"]), i64(d["epoch"]), s(d["config"])]
-for name, t in d["model"].items():
-    parts += [s(name), tensor(t)]
-if "optimizer" in d:
-    parts.append(i64(d["optimizer_step"]))
-    for name, t in d["optimizer"].items():
-        parts += [s(name), tensor(t)]
-d["checksum"] = fnv1a(parts)
+d["checksum"] = checksum(d)
 torch.save(d, os.path.join(out, "shape.pt"))

@@ -119,6 +119,20 @@ void print_bench_text(const BenchReport& r) {
 }  // namespace
 
 namespace {
+// The batch one training step sees, on dev: the full training set (or a minibatch of it), or the
+// first of a task's fresh batches.
+Batch step_batch(const Task& task, const Config& cfg, torch::Device dev) {
+  Batch batch;
+  if (task.shape().fresh_batches) {
+    batch = task.train_batch(0, cfg.train.batch_size);
+  } else {
+    const auto& data = task.dataset();
+    batch = Batch{data.train_x, data.train_y, {}};
+    if (cfg.train.batch_size > 0) batch = batch.slice(0, cfg.train.batch_size);
+  }
+  return batch.to(dev);
+}
+
 // One line of `bench --families`: a shipped config, trained `models` side by side (1: alone).
 struct Family {
   std::string family, config;  // config: a path under the working directory; empty: the defaults
@@ -162,15 +176,7 @@ int run_bench_families(const BenchOptions& opts) {
     if (dev.is_cpu()) at::globalContext().setFlushDenormal(cfg.train.flush_denormal);
     if (peak == 0) peak = gemm_peak_gflops(dev);
     auto task = f.models > 1 ? make_task(std::vector<TaskConfig>(size_t(f.models), cfg.task)) : make_task(cfg.task);
-    Batch batch;
-    if (task->shape().fresh_batches) {
-      batch = task->train_batch(0, cfg.train.batch_size);
-    } else {
-      const auto& data = task->dataset();
-      batch = Batch{data.train_x, data.train_y, {}};
-      if (cfg.train.batch_size > 0) batch = batch.slice(0, cfg.train.batch_size);
-    }
-    batch = batch.to(dev);
+    const Batch batch = step_batch(*task, cfg, dev);
     const auto arch = make_architecture(cfg);
     const bool fast = arch->has_fast_path() && !f.plain;
     Model model(cfg, seeds);
@@ -227,19 +233,9 @@ int run_bench_command(const BenchOptions& opts) {
   const int threads = configure_threads(cfg.train.threads);
   torch::Device dev = resolve_device(cfg.train.device);
   if (dev.is_cpu()) at::globalContext().setFlushDenormal(cfg.train.flush_denormal);
-  // The batch one training step sees: the full training set (or a minibatch of it), or the
-  // first of a task's fresh batches.
   auto task = make_task(cfg.task);
   const TaskShape shape = task->shape();
-  Batch batch;
-  if (shape.fresh_batches) {
-    batch = task->train_batch(0, cfg.train.batch_size);
-  } else {
-    const auto& data = task->dataset();
-    batch = Batch{data.train_x, data.train_y, {}};
-    if (cfg.train.batch_size > 0) batch = batch.slice(0, cfg.train.batch_size);
-  }
-  batch = batch.to(dev);
+  const Batch batch = step_batch(*task, cfg, dev);
   const int64_t n_examples = batch.size();
   const double flops = make_architecture(cfg)->step_flops(n_examples);
   const double peak = gemm_peak_gflops(dev);
