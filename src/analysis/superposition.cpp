@@ -123,24 +123,27 @@ SetGeometry set_geometry(const Model& model, bool represented_only) {
   if (!readout) return g;
   torch::NoGradGuard no_grad;
   const auto W = model.param(readout->weights).detach().to(torch::kCPU, torch::kFloat64);  // [n, m]
+  const int64_t n = W.size(0);
   const auto norms = W.norm(2, {1});
-  const auto cosine = (W / norms.clamp_min(1e-12).unsqueeze(1)).matmul((W / norms.clamp_min(1e-12).unsqueeze(1)).t());
-  double w = 0, wa = 0, a = 0, aa = 0;
-  for (int64_t i = 0; i < W.size(0); ++i)
-    for (int64_t j = i + 1; j < W.size(0); ++j) {
-      if (represented_only && (norms[i].item<double>() < kRepresentedNorm || norms[j].item<double>() < kRepresentedNorm))
-        continue;
-      const double c = cosine[i][j].item<double>();
-      if (i / g.set_size == j / g.set_size)
-        w += c, wa += std::abs(c), ++g.within_pairs;
-      else
-        a += c, aa += std::abs(c), ++g.across_pairs;
-    }
-  const double nan = std::nan("");
-  g.within_cos = g.within_pairs ? w / double(g.within_pairs) : nan;
-  g.within_abs_cos = g.within_pairs ? wa / double(g.within_pairs) : nan;
-  g.across_cos = g.across_pairs ? a / double(g.across_pairs) : nan;
-  g.across_abs_cos = g.across_pairs ? aa / double(g.across_pairs) : nan;
+  const auto unit = W / norms.clamp_min(1e-12).unsqueeze(1);
+  const auto cosine = unit.matmul(unit.t());
+  // The pairs i < j, both represented where asked; within a set or across sets.
+  const auto idx = torch::arange(n, torch::kInt64);
+  auto pairs = idx.unsqueeze(1).lt(idx.unsqueeze(0));
+  if (represented_only) {
+    const auto rep = norms.ge(kRepresentedNorm);
+    pairs = pairs & rep.unsqueeze(1) & rep.unsqueeze(0);
+  }
+  const auto set = idx.div(g.set_size, "floor");
+  const auto same = set.unsqueeze(1).eq(set.unsqueeze(0));
+  auto mean_of = [&](const torch::Tensor& mask, int64_t& count, double& mean, double& mean_abs) {
+    count = mask.sum().item<int64_t>();
+    const auto c = cosine.masked_select(mask);
+    mean = count ? c.mean().item<double>() : std::nan("");
+    mean_abs = count ? c.abs().mean().item<double>() : std::nan("");
+  };
+  mean_of(pairs & same, g.within_pairs, g.within_cos, g.within_abs_cos);
+  mean_of(pairs & ~same, g.across_pairs, g.across_cos, g.across_abs_cos);
   return g;
 }
 
