@@ -30,6 +30,8 @@ echo '{"task": {"kind": "sparse_features", "n_features": 5, "set_size": 2}, "mod
 expect 2 "sets.json: /task/set_size: must divide n_features \(5\) into whole sets \(got 2\)" -- "$bin" train sets.json --out r0
 echo '{"task": {"kind": "sparse_features", "n_features": 4, "set_size": 2, "sets": "anticorrelated", "sparsity": 0.3}, "model": {"kind": "toy_superposition"}}' >anti.json
 expect 2 "anti.json: /task/sparsity: anticorrelated sets of 2 need k \(1 - S\) <= 1, so S >= 0.5 \(got 0.3\)" -- "$bin" train anti.json --out r0
+echo '{"model": {"kind": "toy_mlp"}}' >toymlp.json
+expect 2 "toymlp.json: /model/kind: toy_mlp maps real-valued features to outputs; task.kind \"modular\" is not such a task" -- "$bin" train toymlp.json --out r0
 [ ! -e r0 ] && [ ! -e runs ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: a refused config wrote files" >&2; }
 touch afile
 expect 2 "afile: exists and is not a directory" -- "$bin" train tiny.json --out afile/run
