@@ -59,6 +59,22 @@ std::string name_of(const FiniteGroup& g, const Subgroup& H, bool cyclic) {
       for (auto h : H) fixes = fixes && g.images[size_t(h)][size_t(p)] == p;
       if (fixes && k == (g.family == "S" ? fact(n - 1) : fact(n - 1) / 2))
         return std::string(g.family == "S" ? "S" : "A") + std::to_string(n - 1) + ", a point's stabiliser";
+      // In S_n, the even permutations fixing a point: A_{n-1}, inside that point's stabiliser.
+      if (fixes && g.family == "S" && n > 4 && k == fact(n - 1) / 2) {  // (A3 is C3: named so)
+        auto even = [&](int32_t h) {  // an even permutation: n minus its number of cycles is even
+          const auto& img = g.images[size_t(h)];
+          std::vector<bool> seen(img.size(), false);
+          int64_t cycles = 0;
+          for (size_t s = 0; s < img.size(); ++s) {
+            if (seen[s]) continue;
+            ++cycles;
+            for (size_t x = s; !seen[x]; x = size_t(img[x])) seen[x] = true;
+          }
+          return (int64_t(img.size()) - cycles) % 2 == 0;
+        };
+        if (std::all_of(H.begin(), H.end(), even))
+          return "A" + std::to_string(n - 1) + ", the even part of a point's stabiliser";
+      }
     }
     if (g.family == "S" && 2 * k == g.order) return "A" + std::to_string(n);
   }
