@@ -58,6 +58,14 @@ Config two_layer_attn_only() {
 }
 Config pre_ln() { return with(tiny_config(), {"model.layer_norm=pre", "model.n_layers=2"}); }
 Config post_ln() { return with(tiny_config(), {"model.layer_norm=post", "model.train_biases=true"}); }
+// The toy model of computation in superposition on |x| of signed sparse features (fresh batches).
+Config toy_mlp_abs() {
+  auto j = config_to_json(tiny_config());
+  j["task"] = {{"kind", "sparse_features"}, {"n_features", 6}, {"sparsity", 0.7}, {"values", "signed"}, {"target", "abs"}};
+  j["model"] = {{"kind", "toy_mlp"}, {"d_hidden", 4}};
+  j["train"]["batch_size"] = 32;
+  return parse_config(j.dump(), "(test)", {});
+}
 
 torch::Tensor f64(const Model& m, const std::string& name) { return m.param(name).detach().to(torch::kFloat64); }
 
@@ -190,7 +198,7 @@ TEST_CASE("the MLPs of Chughtai et al., Prieto et al. and Gromov against their f
 }
 
 TEST_CASE("every model kind trains side by side as it does alone, and resumes bit for bit", "[kinds]") {
-  for (auto base : {mlp_embed(), mlp_gromov(), mlp_two_layers(), two_layer_attn_only(), post_ln()}) {
+  for (auto base : {mlp_embed(), mlp_gromov(), mlp_two_layers(), two_layer_attn_only(), post_ln(), toy_mlp_abs()}) {
     base.train.epochs = 40;
     base.train.eval_every = 10;
     base.train.checkpoint_every = 20;

@@ -160,8 +160,8 @@ TEST_CASE("computation in superposition: |x| of signed features, and the loss wi
   j["model"] = {{"kind", "toy_mlp"}, {"d_hidden", 4}};
   j["train"]["batch_size"] = 64;
   const Config cfg = parse_config(j.dump(), "(test)", {});
-  CHECK(abs_without_superposition(cfg) == Approx(3 * (0.5 / 3 - 0.25 / 4)).epsilon(1e-12));
   Model m(cfg);
+  CHECK(abs_without_superposition(m) == Approx(3 * (0.5 / 3 - 0.25 / 4)).epsilon(1e-12));
   {
     torch::NoGradGuard no_grad;
     auto W_in = m.param("W_in"), W_out = m.param("W_out"), b_in = m.param("b_in"), b_out = m.param("b_out");
@@ -180,7 +180,58 @@ TEST_CASE("computation in superposition: |x| of signed features, and the loss wi
   CHECK(r.both_signs == 2);
   // Not a |x| task: no baseline.
   j["task"]["target"] = "x";
-  CHECK(std::isnan(abs_without_superposition(parse_config(j.dump(), "(test)", {}))));
+  CHECK(std::isnan(abs_without_superposition(Model(parse_config(j.dump(), "(test)", {})))));
+  // Not a model of neurons: no baseline and no neurons, whatever the task.
+  j["task"]["target"] = "abs";
+  j["model"] = {{"kind", "toy_superposition"}, {"d_hidden", 2}};
+  const Model toy(parse_config(j.dump(), "(test)", {}));
+  CHECK(std::isnan(abs_without_superposition(toy)));
+  CHECK(toy_neurons(toy).neurons.empty());
+}
+
+TEST_CASE("the asymmetric superposition motif: found where a neuron inhibits the interference, not elsewhere",
+          "[superposition]") {
+  // Elhage et al.'s motif built by hand on two features: neuron 0 reads x0 with +2 and x1 with
+  // -1/2 and writes output 0 with 1/2 and output 1 with 2 (so |x0| for x0 > 0 and |x1| for x1 < 0);
+  // alone, x0 = 1 would write 4 to output 1: neuron 1 (reads +x0) writes -4 there to cancel it.
+  // Neurons 2 and 3 compute the other sides (-x0, +x1) monosemantically.
+  auto j = config_to_json(test::tiny_config());
+  j["task"] = {{"kind", "sparse_features"}, {"n_features", 2}, {"sparsity", 0.9}, {"values", "signed"}, {"target", "abs"}};
+  j["model"] = {{"kind", "toy_mlp"}, {"d_hidden", 4}};
+  j["train"]["batch_size"] = 64;
+  Model m(parse_config(j.dump(), "(test)", {}));
+  auto build = [&](float primary, float second, float inhibit) {
+    torch::NoGradGuard no_grad;
+    auto W_in = m.param("W_in"), W_out = m.param("W_out");
+    m.param("b_in").zero_(), m.param("b_out").zero_(), W_in.zero_(), W_out.zero_();
+    W_in[0][0] = primary, W_in[1][0] = second, W_out[0][0] = 1 / primary, W_out[0][1] = -1 / second;
+    W_in[0][1] = 1, W_out[1][1] = inhibit;
+    W_in[0][2] = -1, W_out[2][0] = 1;
+    W_in[1][3] = 1, W_out[3][1] = 1;
+  };
+  build(2, -0.5f, -4);
+  // The model computes |x| on each unit input, but for the small interference the motif leaves of
+  // the secondary on the primary (1/4 on output 0 for x1 = -1).
+  const auto units = torch::tensor({{1.f, 0.f}, {-1.f, 0.f}, {0.f, 1.f}, {0.f, -1.f}});
+  CHECK(torch::allclose(m.forward(units.unsqueeze(0)).squeeze(0), units.abs() + torch::tensor({{0.f, 0.f}, {0.f, 0.f}, {0.f, 0.f}, {0.25f, 0.f}})));
+  ToyNeuronReport r = toy_neurons(m);
+  CHECK(r.asymmetric == 1);
+  CHECK(r.neurons[0].asymmetric);
+  CHECK(r.neurons[0].feature == 0);
+  CHECK(r.neurons[0].second == 1);
+  CHECK(r.neurons[0].ratio == Approx(4));
+  CHECK(r.neurons[0].inhibitor == 1);
+  // Without the inhibition the interference stands: no motif.
+  build(2, -0.5f, 0);
+  CHECK(toy_neurons(m).asymmetric == 0);
+  // Symmetric superposition (weights +-1): no motif, whatever inhibits.
+  build(1, -1, -1);
+  r = toy_neurons(m);
+  CHECK(r.asymmetric == 0);
+  CHECK(r.neurons[0].ratio == Approx(1));
+  // Both of the same sign: no feature of the other sign to carry.
+  build(2, 0.5f, -4);
+  CHECK(toy_neurons(m).neurons[0].second == -1);
 }
 
 TEST_CASE("the two-feature optimum: the paper's three regions at their corners", "[superposition]") {
@@ -268,9 +319,10 @@ TEST_CASE("configs/superposition/abs.json: |x| computed in superposition when sp
   const Config sparse = load_config(test::source_dir() + "/configs/superposition/abs.json");
   const auto [r, loss] = run(sparse, "abs-sparse");
   INFO("sparse: " << r.monosemantic << " monosemantic, " << r.polysemantic << " polysemantic; loss " << loss
-                  << " against " << abs_without_superposition(sparse));
+                  << " against " << abs_without_superposition(Model(sparse)));
   CHECK(r.polysemantic >= 2);
-  CHECK(loss < 0.85 * abs_without_superposition(sparse));
+  CHECK(r.asymmetric >= 1);  // Elhage et al.'s motif: 2 neurons here (none untrained, none dense)
+  CHECK(loss < 0.85 * abs_without_superposition(Model(sparse)));
   Config dense = sparse;
   dense.task.set("n_features", 4).set("sparsity", 0.0);
   dense.model.set("d_hidden", 8);
@@ -278,6 +330,7 @@ TEST_CASE("configs/superposition/abs.json: |x| computed in superposition when sp
   INFO("dense: " << d.monosemantic << " monosemantic, both signs for " << d.both_signs << "; loss " << dense_loss);
   CHECK(d.monosemantic == 8);
   CHECK(d.both_signs == 4);
+  CHECK(d.asymmetric == 0);
   CHECK(dense_loss < 1e-3);
 }
 

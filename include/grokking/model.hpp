@@ -71,9 +71,12 @@ struct PairReadout {
 };
 
 // How the superposition analysis reads a model kind: its feature matrix W [features, hidden] (row
-// i: feature i's direction) and its output bias [features].
+// i: feature i's direction) and its output bias [features]; where the hidden space is a layer of
+// ReLU neurons (a privileged basis), neurons_in / neurons_out name their weights [features, m]
+// and [m, features] and neurons_hook their activations [N, m], which the neuron analysis reads.
 struct FeatureReadout {
   std::string weights, bias;
+  std::string neurons_in, neurons_out, neurons_hook;
 };
 
 class Model;

@@ -65,33 +65,50 @@ std::vector<FeatureGroup> feature_groups(const torch::Tensor& W);
 // "pentagon (0-4); digon (5, 7)": the groups, for a line of text.
 std::string geometry_text(const std::vector<FeatureGroup>& groups);
 
-// The neurons of a toy_mlp (computation in superposition): each neuron's input weights over the
-// features (its column of W_in), classified as Elhage et al. draw them: monosemantic when one
-// feature holds at least kMonosemanticShare of the column's squared norm, polysemantic otherwise,
-// dead when its norm is under a tenth of the largest neuron's. |x| = ReLU(x) + ReLU(-x): a feature
-// computed without superposition has a monosemantic neuron of each sign.
-constexpr double kMonosemanticShare = 0.9;
+// The neurons of a model whose hidden layer is ReLU neurons (FeatureReadout::neurons_in: a
+// toy_mlp, computation in superposition): each neuron's input weights over the features (its
+// column of W_in), classified as Elhage et al. draw them: monosemantic when one feature holds at
+// least kMonosemanticShare of the column's squared norm, polysemantic otherwise, dead when its
+// norm is under a tenth of the largest neuron's. |x| = ReLU(x) + ReLU(-x): a feature computed
+// without superposition has a monosemantic neuron of each sign.
+//
+// Their "asymmetric superposition" motif, read from the model's behaviour: a neuron that reads a
+// primary feature i with a large weight and a secondary feature j with a weight of the other sign
+// kAsymmetricRatio or more times smaller (their example: 2 and -1/2), so that each fires it on its
+// own side; it writes the secondary's output with a large weight (it carries |x_j|: on x = the unit
+// input of j on that side its part of output j is at least kCarries), which makes the primary
+// interfere strongly there (its part of output j on the primary's unit input at least kCarries);
+// and another neuron inhibits that interference: the model's own output j on the primary's unit
+// input is at most half of it. `inhibitor` is the neuron writing most negatively to output j there.
+constexpr double kMonosemanticShare = 0.9, kAsymmetricRatio = 2.0, kCarries = 0.25;
 struct ToyNeuron {
   double norm = 0, share = 0;  // share: the top feature's part of the squared norm
   int64_t feature = -1;        // the top feature
   double weight = 0;           // its weight into the neuron
   std::string kind;            // "monosemantic", "polysemantic" or "dead"
+  // The largest weight of the other sign (-1 where there is none), its ratio |weight| / |it|,
+  // whether the neuron is an asymmetric-superposition motif, and its inhibitor (-1 if not).
+  int64_t second = -1;
+  double second_weight = 0, ratio = 0;
+  bool asymmetric = false;
+  int64_t inhibitor = -1;
 };
 struct ToyNeuronReport {
   std::vector<ToyNeuron> neurons;
   int64_t monosemantic = 0, polysemantic = 0, dead = 0;
   int64_t both_signs = 0;  // features with a monosemantic neuron of each sign
+  int64_t asymmetric = 0;  // neurons that are the asymmetric motif
   int64_t features = 0;
 };
-// Empty (no neurons) for a model that is not a toy_mlp.
+// Empty (no neurons) for a model without a layer of ReLU neurons.
 ToyNeuronReport toy_neurons(const Model& model);
-// The control for computation in superposition: the least expected loss a toy_mlp on |x| reaches
-// without it (every neuron reading one feature): the floor(m/2) most important features computed
-// exactly by a neuron of each sign, the rest output at their mean, each contributing its
-// importance times Var(|x_i|) = (1 - S)/3 - (1 - S)^2/4; an odd neuron left halves one more
-// feature's error on its side (an upper bound there: (1 - S)/6). NaN unless the task is
-// target "abs" on signed values.
-double abs_without_superposition(const Config& cfg);
+// The control for computation in superposition: the least expected loss a model of ReLU neurons
+// on |x| reaches without it (every neuron reading one feature): the floor(m/2) most important
+// features computed exactly by a neuron of each sign, the rest output at their mean, each
+// contributing its importance times Var(|x_i|) = (1 - S)/3 - (1 - S)^2/4; an odd neuron left
+// halves one more feature's error on its side (an upper bound there: (1 - S)/6). NaN unless the
+// model has ReLU neurons and its task is target "abs" on signed values.
+double abs_without_superposition(const Model& model);
 
 // The n = 2, m = 1 phase diagram's classes: feature 2 (the one whose importance and density vary)
 // not represented, alone on the dimension, or sharing it antipodally with feature 1.

@@ -136,8 +136,19 @@ int run(const AnalysisOptions& opts) {
       sets0.across_cos += g.across_cos / kInits, sets0.across_abs_cos += g.across_abs_cos / kInits;
     }
   }
-  // A toy_mlp: its neurons, classified.
-  const ToyNeuronReport neurons = toy_neurons(model_from_checkpoint(load_checkpoint(resolve_checkpoint(dir))));
+  // A layer of ReLU neurons: classified, with the asymmetric motif counted beside 16 untrained
+  // initialisations (what chance arrangements of the weights show).
+  const Model model = model_from_checkpoint(load_checkpoint(resolve_checkpoint(dir)));
+  const ToyNeuronReport neurons = toy_neurons(model);
+  double motifs0 = 0;
+  if (!neurons.neurons.empty()) {
+    constexpr int kInits = 16;
+    for (int s = 0; s < kInits; ++s) {
+      Config c = cfg;
+      c.train.seed = cfg.train.seed + s;
+      motifs0 += double(toy_neurons(Model(c)).asymmetric) / kInits;
+    }
+  }
   auto sets_json = [](const SetGeometry& g) {
     return nlohmann::json{{"within_pairs", g.within_pairs}, {"within_cos", g.within_cos},
                           {"within_abs_cos", g.within_abs_cos}, {"across_pairs", g.across_pairs},
@@ -149,13 +160,18 @@ int run(const AnalysisOptions& opts) {
                         {"geometry", geometry_text(r.groups)}, {"groups", nlohmann::json::array()},
                         {"features", nlohmann::json::array()}};
     if (!neurons.neurons.empty()) {
-      if (const double base = abs_without_superposition(cfg); !std::isnan(base)) j["abs_loss_without_superposition"] = base;
+      if (const double base = abs_without_superposition(model); !std::isnan(base)) j["abs_loss_without_superposition"] = base;
       j["neurons"] = {{"monosemantic", neurons.monosemantic}, {"polysemantic", neurons.polysemantic},
                       {"dead", neurons.dead}, {"features_with_both_signs", neurons.both_signs},
+                      {"asymmetric", neurons.asymmetric}, {"asymmetric_untrained", motifs0},
                       {"each", nlohmann::json::array()}};
-      for (auto& n : neurons.neurons)
-        j["neurons"]["each"].push_back({{"norm", n.norm}, {"feature", n.feature}, {"weight", n.weight},
-                                        {"share", n.share}, {"kind", n.kind}});
+      for (auto& n : neurons.neurons) {
+        nlohmann::json e = {{"norm", n.norm},         {"feature", n.feature}, {"weight", n.weight},
+                            {"share", n.share},       {"kind", n.kind},       {"second", n.second},
+                            {"second_weight", n.second_weight}, {"ratio", n.ratio}, {"asymmetric", n.asymmetric}};
+        if (n.asymmetric) e["inhibitor"] = n.inhibitor;
+        j["neurons"]["each"].push_back(e);
+      }
     }
     if (sets.set_size)
       j["feature_sets"] = {{"set_size", sets.set_size}, {"sets", sets.sets}, {"trained", sets_json(sets)},
@@ -192,13 +208,23 @@ int run(const AnalysisOptions& opts) {
                 "%lld of %lld\n",
                 (long long)neurons.monosemantic, 100 * kMonosemanticShare, (long long)neurons.polysemantic,
                 (long long)neurons.dead, (long long)neurons.both_signs, (long long)neurons.features);
-    std::printf("%8s %8s %8s %8s %7s  %s\n", "neuron", "norm", "feature", "weight", "share", "kind");
+    std::printf("asymmetric superposition (Elhage et al.'s motif: a secondary feature of the other sign read %.0fx or "
+                "more weaker, its interference inhibited by another neuron): %lld neurons (untrained, 16 inits: %.2f)\n",
+                kAsymmetricRatio, (long long)neurons.asymmetric, motifs0);
+    std::printf("%8s %8s %8s %8s %7s  %-13s %7s %8s %6s  %s\n", "neuron", "norm", "feature", "weight", "share", "kind",
+                "second", "weight", "ratio", "motif");
     for (size_t j = 0; j < neurons.neurons.size() && j < 64; ++j) {
       const auto& n = neurons.neurons[j];
-      std::printf("%8zu %8.3f %8lld %+8.3f %6.0f%%  %s\n", j, n.norm, (long long)n.feature, n.weight, 100 * n.share,
+      std::printf("%8zu %8.3f %8lld %+8.3f %6.0f%%  %-13s", j, n.norm, (long long)n.feature, n.weight, 100 * n.share,
                   n.kind.c_str());
+      if (n.second >= 0)
+        std::printf(" %7lld %+8.3f %6.1f", (long long)n.second, n.second_weight, n.ratio);
+      else
+        std::printf(" %7s %8s %6s", "-", "-", "-");
+      if (n.asymmetric) std::printf("  asymmetric, inhibited by neuron %lld", (long long)n.inhibitor);
+      std::printf("\n");
     }
-    if (const double base = abs_without_superposition(cfg); !std::isnan(base)) {
+    if (const double base = abs_without_superposition(model); !std::isnan(base)) {
       const auto rows = read_metrics(dir + "/metrics.csv");
       const double trained = rows.empty() ? std::nan("") : rows.back().test_loss;
       std::printf("loss on the evaluation set %.4g; without superposition at best %.4g (the %lld most important features "

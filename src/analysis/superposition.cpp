@@ -117,7 +117,7 @@ SuperpositionReport analyse_superposition(const Model& model) {
 SetGeometry set_geometry(const Model& model, bool represented_only) {
   SetGeometry g;
   const auto& task = model.config().task;
-  if (task.kind != "sparse_features" || !task.keys.contains("set_size") || task.integer("set_size") < 2) return g;
+  if (!task.keys.contains("set_size") || task.integer("set_size") < 2) return g;
   g.set_size = task.integer("set_size"), g.sets = task.text("sets");
   const FeatureReadout* readout = model.arch().feature_readout();
   if (!readout) return g;
@@ -149,15 +149,27 @@ SetGeometry set_geometry(const Model& model, bool represented_only) {
 
 ToyNeuronReport toy_neurons(const Model& model) {
   ToyNeuronReport r;
-  if (model.config().model.kind != "toy_mlp") return r;
+  const FeatureReadout* readout = model.arch().feature_readout();
+  if (!readout || readout->neurons_in.empty()) return r;
   torch::NoGradGuard no_grad;
-  const auto W = model.param("W_in").detach().to(torch::kCPU, torch::kFloat64);  // [n, m]
+  const auto W = model.param(readout->neurons_in).detach().to(torch::kCPU, torch::kFloat64);  // [n, m]
   r.features = W.size(0);
+  const int64_t m = W.size(1);
   const auto sq = W.pow(2);
   const auto norms = sq.sum(0).sqrt();  // [m]
   const double top_norm = norms.max().item<double>();
+  // Each feature's unit input on each side, x = +-e_i, through the model: the neurons' activations
+  // [2n, m] and outputs [2n, n] (row 2i: +e_i, row 2i + 1: -e_i).
+  const auto eye = torch::eye(r.features, torch::kFloat32);
+  const auto units =
+      torch::stack({eye, -eye}, 1).reshape({2 * r.features, r.features}).to(model.param(readout->neurons_in).device());
+  ActivationCache cache({readout->neurons_hook});
+  const auto out = model.run_with_cache(units, cache).to(torch::kCPU, torch::kFloat64).reshape({2 * r.features, -1});
+  const auto hidden = cache[readout->neurons_hook].to(torch::kCPU, torch::kFloat64);
+  const auto V = model.param(readout->neurons_out).detach().to(torch::kCPU, torch::kFloat64);  // [m, n]
+  auto row = [](int64_t feature, double sign) { return 2 * feature + (sign > 0 ? 0 : 1); };
   std::vector<int> pos(size_t(r.features), 0), neg(size_t(r.features), 0);
-  for (int64_t j = 0; j < W.size(1); ++j) {
+  for (int64_t j = 0; j < m; ++j) {
     ToyNeuron n;
     n.norm = norms[j].item<double>();
     const auto col = sq.select(1, j);
@@ -172,18 +184,36 @@ ToyNeuronReport toy_neurons(const Model& model) {
     } else {
       n.kind = "polysemantic", ++r.polysemantic;
     }
+    for (int64_t k = 0; k < r.features; ++k) {
+      const double w = W[k][j].item<double>();
+      if (k != n.feature && w * n.weight < 0 && std::abs(w) > std::abs(n.second_weight)) n.second = k, n.second_weight = w;
+    }
+    if (n.kind != "dead" && n.second >= 0) {
+      n.ratio = std::abs(n.weight / n.second_weight);
+      const int64_t i = n.feature, s = n.second;
+      const double carries = hidden[row(s, n.second_weight)][j].item<double>() * V[j][s].item<double>();
+      const int64_t primary = row(i, n.weight);
+      const double interferes = hidden[primary][j].item<double>() * V[j][s].item<double>();
+      const double net = out[primary][s].item<double>();
+      if (n.ratio >= kAsymmetricRatio && carries >= kCarries && interferes >= kCarries && net <= 0.5 * interferes) {
+        n.asymmetric = true, ++r.asymmetric;
+        const auto parts = hidden[primary] * V.select(1, s);  // each neuron's part of output s
+        n.inhibitor = parts.argmin().item<int64_t>();
+      }
+    }
     r.neurons.push_back(n);
   }
   for (int64_t i = 0; i < r.features; ++i) r.both_signs += pos[size_t(i)] > 0 && neg[size_t(i)] > 0 ? 1 : 0;
   return r;
 }
 
-double abs_without_superposition(const Config& cfg) {
-  const auto& t = cfg.task;
-  if (t.kind != "sparse_features" || !t.keys.contains("target") || t.text("target") != "abs" ||
-      t.text("values") != "signed" || cfg.model.kind != "toy_mlp")
+double abs_without_superposition(const Model& model) {
+  const auto& t = model.config().task;
+  const FeatureReadout* readout = model.arch().feature_readout();
+  if (!readout || readout->neurons_in.empty() || !t.keys.contains("target") || t.text("target") != "abs" ||
+      t.text("values") != "signed")
     return std::nan("");
-  const int64_t n = t.integer("n_features"), m = cfg.model.integer("d_hidden");
+  const int64_t n = t.integer("n_features"), m = model.param(readout->neurons_in).size(1);
   std::vector<double> importance = t.reals("importances");
   if (importance.empty())
     for (int64_t i = 0; i < n; ++i) importance.push_back(std::pow(t.real("importance_decay"), double(i)));

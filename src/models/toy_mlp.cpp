@@ -51,7 +51,7 @@ class ToyMlp : public Architecture {
     if (cache) cache->mlp_post = h.squeeze(0), cache->logits = out.squeeze(0);
     return out;
   }
-  FeatureReadout readout_{"W_in", "b_out"};
+  FeatureReadout readout_{"W_in", "b_out", "W_in", "W_out", "hook_hidden"};
   int64_t n_, m_;
 };
 

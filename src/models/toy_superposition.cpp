@@ -305,7 +305,7 @@ class ToySuperposition : public Architecture {
   const FeatureReadout* feature_readout() const override { return &readout_; }
 
  private:
-  FeatureReadout readout_{"W", "b_final"};
+  FeatureReadout readout_{"W", "b_final", "", "", ""};
   int64_t n_, m_;
   bool relu_;
 };
