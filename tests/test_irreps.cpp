@@ -2,7 +2,9 @@
 // frequencies and losses as the Fourier analysis of the same run.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "catch.hpp"
 #include "grokking/analysis.hpp"
@@ -348,4 +350,72 @@ TEST_CASE("cosets: subgroups up to conjugacy, and units planted constant on a st
   // An unstructured model is near what a function with no structure gets.
   const CosetReport random = analyse_cosets(model, gs);
   for (auto& m : random.measures) CHECK(m.units_a < 16);
+}
+
+TEST_CASE("cosets on the logits: the conjugates' indicators of c^-1 y, the characters, and the ceiling", "[groups]") {
+  // S4, every pair's answer y = ab; logits built as functions of where the class c sits from y.
+  const GroupStructure gs = group_structure(parse_config(R"({"task": {"kind": "group", "group": "S4"},
+      "model": {"kind": "mlp", "encoding": "one_hot", "hidden": [8]}})", "(test)", {}).task);
+  const FiniteGroup& g = gs.group;
+  const int64_t N = g.order;
+  std::vector<int64_t> y;
+  for (int64_t a = 0; a < N; ++a)
+    for (int64_t b = 0; b < N; ++b) y.push_back(g.mul(a, b));
+  const SubgroupClass* stab = nullptr;
+  const auto classes = subgroup_classes(g);
+  for (auto& c : classes)
+    if (c.name == "S3, a point's stabiliser") stab = &c;
+  REQUIRE(stab != nullptr);
+  auto indicators = [&](const SubgroupClass& c) {
+    auto I = torch::zeros({N, int64_t(c.conjugates.size())}, torch::kFloat64);
+    for (size_t j = 0; j < c.conjugates.size(); ++j)
+      for (auto h : c.conjugates[j]) I[h][int64_t(j)] = 1.0;
+    return I;
+  };
+  auto logits_of = [&](const std::function<double(int64_t, int64_t)>& f) {  // f(pair, class)
+    auto L = torch::zeros({N * N, N}, torch::kFloat64);
+    auto acc = L.accessor<double, 2>();
+    for (int64_t p = 0; p < N * N; ++p)
+      for (int64_t c = 0; c < N; ++c) acc[p][c] = f(p, c) + 0.1 * double(p % 7);  // a per-pair offset: no matter
+    return L;
+  };
+  // A coset model: each class scored by the stabilisers holding c^-1 y, one weight each (all
+  // different). Left: all of it; right (y c^-1): less; the ceiling left: all.
+  const std::vector<double> w = {3.0, -1.0, 0.5, 2.0};
+  const auto coset = logits_of([&](int64_t p, int64_t c) {
+    const int32_t d = g.mul(g.inverse[size_t(c)], y[size_t(p)]);
+    double s = 0;
+    for (size_t j = 0; j < stab->conjugates.size(); ++j)
+      s += std::binary_search(stab->conjugates[j].begin(), stab->conjugates[j].end(), d) ? w[j] : 0.0;
+    return s;
+  });
+  const LogitReadout cr(coset, y, g);
+  CHECK(cr.share(indicators(*stab), true) == Approx(1).epsilon(1e-9));
+  CHECK(cr.share(indicators(*stab), false) < 0.9);
+  CHECK(cr.ceiling(true) == Approx(1).epsilon(1e-9));
+  // The standard irrep's character of c^-1 y: all in the character, and (the permutation
+  // character of the stabiliser's cosets being trivial + standard) all in the cosets with equal
+  // weights, on either side; the sign's character holds none of it.
+  size_t standard = gs.irreps.size(), sign = gs.irreps.size();
+  for (size_t k = 0; k < gs.irreps.size(); ++k) {
+    if (gs.irreps[k].name.rfind("standard (", 0) == 0) standard = k;
+    if (gs.irreps[k].name == "sign") sign = k;
+  }
+  REQUIRE(standard < gs.irreps.size());
+  REQUIRE(sign < gs.irreps.size());
+  const auto chi = gs.projectors[standard][0];
+  const auto character = logits_of([&](int64_t p, int64_t c) {
+    return chi[g.mul(g.inverse[size_t(c)], y[size_t(p)])].item<double>();
+  });
+  const LogitReadout ch(character, y, g);
+  CHECK(ch.share(chi.unsqueeze(1), true) == Approx(1).epsilon(1e-9));
+  CHECK(ch.share(chi.unsqueeze(1), false) == Approx(1).epsilon(1e-9));
+  CHECK(ch.share(indicators(*stab), true) == Approx(1).epsilon(1e-9));
+  CHECK(ch.share(indicators(*stab), false) == Approx(1).epsilon(1e-9));
+  CHECK(ch.share(gs.projectors[sign][0].unsqueeze(1), true) < 1e-9);
+  // Logits that follow a alone, not the answer: little of them is a function of c^-1 y.
+  torch::manual_seed(3);
+  const auto table = torch::randn({N, N}, torch::kFloat64);
+  const LogitReadout ar(logits_of([&](int64_t p, int64_t c) { return table[p / N][c].item<double>(); }), y, g);
+  CHECK(ar.ceiling(true) < 0.1);
 }

@@ -56,6 +56,31 @@ struct CosetMeasure {
   // NaN where the operands share one embedding and the sides differ.
   double kept_loss = 0, kept_acc = 0;
   int64_t kept_dims = 0;  // the dimension of that space of functions
+  // The logits (centred over the classes for each pair): the share of their variance that is a
+  // combination of the conjugates' indicators [c^-1 y in H'] (left: the answer y = ab and the
+  // class c in one left coset cH') or [y c^-1 in H'] (right: one right coset H'c), one weight a
+  // conjugate. The same for every pairing of a class.
+  double logit_fve_left = 0, logit_fve_right = 0;
+};
+
+// The logits' variance over all pairs, centred over the classes for each pair, read as a
+// function of c^-1 y (left) or y c^-1 (right), y the pair's answer: what a model that computes
+// y and scores each class by where it sits from y can put there.
+class LogitReadout {
+ public:
+  // logits [pairs, |G|] (any float type), answers the label of each pair.
+  LogitReadout(const torch::Tensor& logits, const std::vector<int64_t>& answers, const FiniteGroup& g);
+  // The share of the variance in the span of the columns of A [|G|, k] (functions of the element,
+  // centred here), on one side.
+  double share(const torch::Tensor& A, bool left) const;
+  // The share that any function of c^-1 y (left) or y c^-1 (right) explains: the ceiling of both
+  // accounts.
+  double ceiling(bool left) const;
+
+ private:
+  torch::Tensor S_[2];  // per element d: the sum of the centred logits at the (pair, class) with that d
+  double total_ = 0;
+  int64_t pairs_ = 0;
 };
 struct CosetReport {
   std::string group;
@@ -68,6 +93,9 @@ struct CosetReport {
   std::vector<std::string> key_irreps;
   double irrep_fve_a = 0, irrep_fve_b = 0, irrep_kept_loss = 0, irrep_kept_acc = 0;
   int64_t irrep_dims = 0;
+  // The logits: the share in the key irreps' characters of c^-1 y (one weight an irrep; left and
+  // right agree: characters are class functions), and the ceilings (any function of c^-1 y, of y c^-1).
+  double irrep_logit_fve = 0, logit_ceiling_left = 0, logit_ceiling_right = 0;
   double model_loss = 0, model_acc = 0, uniform_loss = 0;
 };
 // `key`: the irreps of the irrep account (indices into gs.irreps); null: the 0.005 rule on the

@@ -1,5 +1,6 @@
 // `grokking cosets`: a group model's hidden units read by the cosets of its subgroups (Stander et
 // al. 2024), beside the irreps' account of the same units (Chughtai et al. 2023).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -67,13 +68,14 @@ std::string verdict_of(const CosetReport& r, const CosetReport& init) {
 void write_file(const std::string& run_dir, const CosetReport& r, const CosetReport& init) {
   CsvWriter csv({"subgroup", "order", "index", "conjugates", "normal", "side", "fve_a", "fve_b", "units_a", "units_b",
                  "chance", "init_fve_a", "init_fve_b", "theirs_ratio_a", "theirs_ratio_b", "kept_dims", "kept_loss",
-                 "kept_acc"});
+                 "kept_acc", "logit_fve_left", "logit_fve_right", "init_logit_fve_left", "init_logit_fve_right"});
   for (auto& m : r.measures) {
     const CosetMeasure* i = same(init, m);
     csv.field(m.subgroup).field(m.order).field(m.index).field(m.conjugates).field(int64_t(m.normal)).field(side(m));
     csv.field(m.fve_a).field(m.fve_b).field(m.units_a).field(m.units_b).field(m.chance);
     csv.field(i ? i->fve_a : NAN).field(i ? i->fve_b : NAN).field(m.theirs_ratio_a).field(m.theirs_ratio_b);
-    csv.field(m.kept_dims).field(m.kept_loss).field(m.kept_acc).end_row();
+    csv.field(m.kept_dims).field(m.kept_loss).field(m.kept_acc).field(m.logit_fve_left).field(m.logit_fve_right);
+    csv.field(i ? i->logit_fve_left : NAN).field(i ? i->logit_fve_right : NAN).end_row();
   }
   atomic_write(run_dir + "/cosets.csv", csv.text());
 }
@@ -95,7 +97,11 @@ int run(const AnalysisOptions& opts) {
                         {"irreps", {{"key", r.key_irreps}, {"dims", r.irrep_dims}, {"fve_a", r.irrep_fve_a},
                                     {"fve_b", r.irrep_fve_b}, {"init_fve_a", init.irrep_fve_a}, {"init_fve_b", init.irrep_fve_b},
                                     {"kept_loss", r.irrep_kept_loss},
-                                    {"kept_acc", r.irrep_kept_acc}}},
+                                    {"kept_acc", r.irrep_kept_acc}, {"logit_fve", r.irrep_logit_fve},
+                                    {"init_logit_fve", init.irrep_logit_fve}}},
+                        {"logits", {{"ceiling_left", r.logit_ceiling_left}, {"ceiling_right", r.logit_ceiling_right},
+                                    {"init_ceiling_left", init.logit_ceiling_left},
+                                    {"init_ceiling_right", init.logit_ceiling_right}}},
                         {"subgroups", nlohmann::json::array()}};
     for (auto& m : r.measures) {
       const CosetMeasure* i = same(init, m);
@@ -106,7 +112,10 @@ int run(const AnalysisOptions& opts) {
                                 {"init_fve_b", i ? i->fve_b : NAN},
                                 {"theirs", {{"source", "Stander et al., sn-grok calculate_cosets.py"},
                                             {"ratio_a", m.theirs_ratio_a}, {"ratio_b", m.theirs_ratio_b}}},
-                                {"kept", {{"dims", m.kept_dims}, {"loss", m.kept_loss}, {"acc", m.kept_acc}}}});
+                                {"kept", {{"dims", m.kept_dims}, {"loss", m.kept_loss}, {"acc", m.kept_acc}}},
+                                {"logits", {{"fve_left", m.logit_fve_left}, {"fve_right", m.logit_fve_right},
+                                            {"init_fve_left", i ? i->logit_fve_left : NAN},
+                                            {"init_fve_right", i ? i->logit_fve_right : NAN}}}});
     }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -148,6 +157,26 @@ int run(const AnalysisOptions& opts) {
               "the units' variance (untrained: %.1f%% / %.1f%%); kept alone: loss %.3e, accuracy %.4f\n",
               key.empty() ? "none" : key.c_str(), (long long)r.irrep_dims, 100 * r.irrep_fve_a, 100 * r.irrep_fve_b,
               100 * init.irrep_fve_a, 100 * init.irrep_fve_b, r.irrep_kept_loss, r.irrep_kept_acc);
+  // The logits: the classes whose conjugates' indicators hold most of them, beside the irreps.
+  std::vector<const CosetMeasure*> by_logits;
+  for (auto& m : r.measures)
+    if (std::none_of(by_logits.begin(), by_logits.end(), [&](auto* o) { return o->subgroup == m.subgroup && o->order == m.order && o->conjugates == m.conjugates; }))
+      by_logits.push_back(&m);
+  auto best_side = [](const CosetMeasure* m) { return std::max(m->logit_fve_left, m->logit_fve_right); };
+  std::stable_sort(by_logits.begin(), by_logits.end(), [&](auto* x, auto* y) { return best_side(x) > best_side(y); });
+  std::printf("the logits (centred per pair), by where the class c sits from the answer y: the share of their variance in "
+              "the conjugates' indicators [c in yH'] (left) / [c in H'y] (right), one weight a conjugate; untrained beside\n");
+  for (size_t k = 0; k < by_logits.size() && k < 5; ++k) {
+    const CosetMeasure* m = by_logits[k];
+    const CosetMeasure* i = same(init, *m);
+    std::printf("  %-40s %5.1f%% / %5.1f%%  (untrained %4.1f%% / %4.1f%%)\n", m->subgroup.c_str(), 100 * m->logit_fve_left,
+                100 * m->logit_fve_right, i ? 100 * i->logit_fve_left : NAN, i ? 100 * i->logit_fve_right : NAN);
+  }
+  std::printf("  %-40s %5.1f%%          (untrained %4.1f%%)\n", "the key irreps' characters of c^-1 y",
+              100 * r.irrep_logit_fve, 100 * init.irrep_logit_fve);
+  std::printf("  %-40s %5.1f%% / %5.1f%%  (untrained %4.1f%% / %4.1f%%)\n", "any function of c^-1 y / y c^-1 (ceiling)",
+              100 * r.logit_ceiling_left, 100 * r.logit_ceiling_right, 100 * init.logit_ceiling_left,
+              100 * init.logit_ceiling_right);
   std::printf("model as is: loss %.3e, accuracy %.4f (uniform guess: loss %.3f)\n", r.model_loss, r.model_acc,
               r.uniform_loss);
   std::printf("%s\n", verdict.c_str());

@@ -177,6 +177,34 @@ std::vector<SubgroupClass> subgroup_classes(const FiniteGroup& g) {
   return out;
 }
 
+LogitReadout::LogitReadout(const torch::Tensor& logits, const std::vector<int64_t>& answers, const FiniteGroup& g) {
+  const int64_t N = g.order;
+  const auto y = logits.to(torch::kCPU, torch::kFloat64);
+  const auto yc = y - y.mean(1, true);
+  total_ = yc.pow(2).sum().item<double>(), pairs_ = y.size(0);
+  const auto M = torch::tensor(std::vector<int64_t>(g.table.begin(), g.table.end()), torch::kInt64).reshape({N, N});
+  const auto inv = torch::tensor(std::vector<int64_t>(g.inverse.begin(), g.inverse.end()), torch::kInt64);
+  const auto ans = torch::tensor(answers, torch::kInt64);
+  // d[p, c] = c^-1 y_p (left) and y_p c^-1 (right).
+  const auto left = M.index_select(0, inv).t().index_select(0, ans);   // [c^-1][y] read at y, then c
+  const auto right = M.index_select(1, inv).index_select(0, ans);      // [y][c^-1]
+  S_[0] = torch::zeros({N}, torch::kFloat64).index_add_(0, left.reshape(-1), yc.reshape(-1));
+  S_[1] = torch::zeros({N}, torch::kFloat64).index_add_(0, right.reshape(-1), yc.reshape(-1));
+}
+
+double LogitReadout::share(const torch::Tensor& A, bool left) const {
+  if (total_ <= 0) return 0;
+  // Every pair's row holds each d once: the regressors' Gram matrix is pairs x A~^T A~.
+  const auto Ac = A.to(torch::kFloat64) - A.to(torch::kFloat64).mean(0, true);
+  const auto s = Ac.t().mv(S_[left ? 0 : 1]);
+  const auto G = Ac.t().mm(Ac) * double(pairs_);
+  return s.dot(at::linalg_pinv(G, 1e-10, /*hermitian=*/true).mv(s)).item<double>() / total_;
+}
+
+double LogitReadout::ceiling(bool left) const {
+  return total_ > 0 ? S_[left ? 0 : 1].pow(2).sum().item<double>() / double(pairs_) / total_ : 0;
+}
+
 CosetReport analyse_cosets(const Model& model, const GroupStructure& gs, const std::vector<size_t>* given_key) {
   torch::NoGradGuard no_grad;
   const FiniteGroup& g = gs.group;
@@ -209,6 +237,15 @@ CosetReport analyse_cosets(const Model& model, const GroupStructure& gs, const s
   r.irrep_fve_b = total_b > 0 ? Q.mm(cb).pow(2).sum().item<double>() / total_b : 0;
   const Split irrep_kept = all_pairs_with_rows(model, data, Q);
   r.irrep_kept_loss = irrep_kept.loss, r.irrep_kept_acc = irrep_kept.acc;
+  // The logits, read by where each class sits from the answer.
+  const std::vector<int64_t> answers(data.all_y.data_ptr<int64_t>(), data.all_y.data_ptr<int64_t>() + data.all_y.numel());
+  const LogitReadout readout(logits, answers, g);
+  if (!key.empty()) {
+    std::vector<torch::Tensor> chars;  // the identity's row of each projector: its character, scaled
+    for (auto k : key) chars.push_back(gs.projectors.at(k)[0]);
+    r.irrep_logit_fve = readout.share(torch::stack(chars, 1), true);
+  }
+  r.logit_ceiling_left = readout.ceiling(true), r.logit_ceiling_right = readout.ceiling(false);
 
   // Per class and side: each unit's best conjugate's explained variance and their ratio, and the
   // projector on the functions constant on every conjugate's cosets.
@@ -220,6 +257,7 @@ CosetReport analyse_cosets(const Model& model, const GroupStructure& gs, const s
   const auto operands = operand_embeddings(model);
   for (const auto& c : subgroup_classes(g)) {
     Side sides[2];  // left gH, right Hg
+    double logit_left = 0, logit_right = 0;
     for (int s = 0; s < (c.normal ? 1 : 2); ++s) {
       Side& d = sides[s];
       d.best_a = torch::zeros({r.units}, torch::kFloat64), d.best_b = d.best_a.clone();
@@ -232,6 +270,12 @@ CosetReport analyse_cosets(const Model& model, const GroupStructure& gs, const s
         d.ratio_a = torch::minimum(d.ratio_a, their_ratio(fa, lab, c.index));
         d.ratio_b = torch::minimum(d.ratio_b, their_ratio(fb, lab, c.index));
         for (int64_t x = 0; x < N; ++x) A[x][int64_t(j) * c.index + lab[size_t(x)]] = 1.0;
+      }
+      if (s == 0 || c.normal) {  // the conjugates' indicators, for the logits
+        auto I = torch::zeros({N, int64_t(c.conjugates.size())}, torch::kFloat64);
+        for (size_t j = 0; j < c.conjugates.size(); ++j)
+          for (auto h : c.conjugates[j]) I[h][int64_t(j)] = 1.0;
+        logit_left = readout.share(I, true), logit_right = readout.share(I, false);
       }
       const auto svd = at::linalg_svd(A, /*full_matrices=*/false);
       const auto& S = std::get<1>(svd);
@@ -255,6 +299,7 @@ CosetReport analyse_cosets(const Model& model, const GroupStructure& gs, const s
       m.units_b = ((B.best_b >= 0.9 * var_b) & live & (var_b > 0)).sum().item<int64_t>();
       m.theirs_ratio_a = median(A.ratio_a), m.theirs_ratio_b = median(B.ratio_b);
       m.kept_dims = A.dims;
+      m.logit_fve_left = logit_left, m.logit_fve_right = logit_right;
       // The coset structure kept: each operand's embedding projected on its side's functions (a
       // model whose operands share one embedding, a transformer's W_E, takes only one side).
       if (operands.size() == 2 || sa == sb) {
