@@ -291,6 +291,38 @@ check "analyse -n after more training: every analysis is stale" 'grep -q "^rgrp:
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" irrep-order rgrp >tbl.txt 2>tbl.err
 check "readme-tables irrep-order: a row a run, the irreps in the order they become key, the key sets counted" \
   'grep -q "^| .*rgrp | " tbl.txt && grep -q "^1 runs: 1 distinct final key sets" tbl.txt'
+# compare --irreps: a sweep of three seeds, each run's order from its irreps_progress.csv, the key sets counted
+cat >gsweep.json <<'EOF2'
+{"base": {"task": {"kind": "group", "group": "D4", "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2, "d_head": 4,
+  "d_mlp": 16}, "train": {"epochs": 30, "eval_every": 10, "checkpoint_every": 10, "threads": 1}, "optim": {"lr": 0.01}},
+ "grid": {"train.seed": [0, 1, 2]}, "dir": "gsweep"}
+EOF2
+"$bin" sweep gsweep.json -q 2>/dev/null
+for r in gsweep/runs/*; do "$bin" progress "$r" >/dev/null 2>&1; done
+expect 0 "" -- "$bin" compare gsweep --irreps --json
+check "compare --irreps --json: every run's order is its progress --json irrep_order; the key sets count every run once" \
+  'python3 - "$bin" <<"PYEOF"
+import json, subprocess, sys
+j = json.load(open("out.txt"))
+assert j["by"] == [] and len(j["arms"]) == 1, j["arms"]
+ir = j["arms"][0]["irreps"]
+assert len(ir["runs"]) == 3 and ir["without_irreps_progress"] == [], ir
+for r in ir["runs"]:
+    mine = json.loads(subprocess.run([sys.argv[1], "progress", "gsweep/runs/" + r["run"], "--from-csv", "--json"],
+                                     check=True, stdout=subprocess.PIPE, text=True).stdout)["irrep_order"]
+    assert r["order"] == mine, (r, mine)
+assert sum(s["runs"] for s in ir["key_sets"]) == 3, ir["key_sets"]
+assert any(s["irreps"] for s in ir["key_sets"]), ir  # something became key (lr 0.01: it does in 30 epochs)
+for p in ir["pairs"]:
+    both = sum(1 for r in ir["runs"] if {p["first"], p["second"]} <= {c["irrep"] for c in r["order"] if c["key_from"] is not None})
+    assert p["before"] + p["after"] + p["tied"] == both and p["before"] >= p["after"], p
+PYEOF'
+rm gsweep/runs/train.seed=1/irreps_progress.csv
+expect 0 "" -- "$bin" compare gsweep --irreps
+check "compare --irreps: a run without irreps_progress.csv is named and left out of the counts" \
+  'grep -q "^all runs: irreps in the order they became key" out.txt && grep -q "1 run(s) without irreps_progress.csv, left out .*train.seed=1" out.txt &&
+   grep -q "final key sets: .* of 2;" out.txt'
+expect 2 "--baseline needs --by" -- "$bin" compare gsweep --baseline 1
 expect 0 "" -- "$bin" train <(echo '{"task": {"kind": "group", "group": "D4"}}') --out rgrp --force -q --set train.epochs=10 --set train.threads=1
 check "--force leaves none of the analyses' files or figures" '[ ! -e rgrp/irreps.csv ] && [ ! -e rgrp/irreps_progress.csv ] && [ ! -e rgrp/cosets.csv ] && [ ! -e rgrp/plots ]'
 

@@ -258,3 +258,87 @@ TEST_CASE("long work says where it is: a progress note a line per interval, none
   CHECK(out.str().empty());
   spdlog::set_default_logger(previous);
 }
+
+TEST_CASE("irreps across seeds: each run's order of becoming key, the final key sets, the pairwise orders", "[analysis]") {
+  // Three irreps over five checkpoints (similarity above 0.005 = 1, below = 0).
+  auto run = [](const std::vector<std::vector<int>>& above) {
+    RunProgress p;
+    p.irrep_names = {"A", "B", "C"};
+    for (size_t r = 0; r < above.size(); ++r) {
+      ProgressRow row;
+      row.epoch = int64_t(100 * r);
+      p.rows.push_back(row);
+      std::vector<double> sim;
+      for (int a : above[r]) sim.push_back(a ? 0.3 : 0.001);
+      p.irrep_similarity.push_back(sim);
+    }
+    return irrep_crossings(p);
+  };
+  // Seed 1: A key from 100, B from 200; C above at 100 only (dropped at 200).
+  const auto one = run({{0, 0, 0}, {1, 0, 1}, {1, 1, 0}, {1, 1, 0}, {1, 1, 0}});
+  REQUIRE(one.size() == 3);
+  CHECK(one[0].name == "A");
+  CHECK(*one[0].key_from == 100);
+  CHECK(one[1].name == "B");
+  CHECK(*one[1].key_from == 200);
+  CHECK(one[2].name == "C");
+  CHECK(!one[2].key_from);
+  CHECK(*one[2].first_above == 100);
+  CHECK(*one[2].dropped_at == 200);
+  // A crossing that falls back and rises again is key from its last rise.
+  const auto back = run({{1, 0, 0}, {0, 0, 0}, {1, 0, 0}, {1, 0, 0}, {1, 0, 0}});
+  CHECK(*back[0].first_above == 0);
+  CHECK(*back[0].key_from == 200);
+  CHECK(!back[0].dropped_at);
+  // Seed 2: B from 100, A from 300, C never. Seed 3: A and B together from 200.
+  const auto two = run({{0, 0, 0}, {0, 1, 0}, {0, 1, 0}, {1, 1, 0}, {1, 1, 0}});
+  const auto three = run({{0, 0, 0}, {0, 0, 0}, {1, 1, 0}, {1, 1, 0}, {1, 1, 0}});
+  // Seed 4: only C at the end.
+  const auto four = run({{0, 0, 0}, {0, 0, 1}, {0, 0, 1}, {0, 0, 1}, {0, 0, 1}});
+  const auto s = summarise_irrep_orders({one, two, three, four});
+  CHECK(s.runs == 4);
+  REQUIRE(s.key_sets.size() == 2);
+  CHECK(s.key_sets[0].irreps == std::vector<std::string>{"A", "B"});
+  CHECK(s.key_sets[0].runs == 3);
+  CHECK(s.key_sets[1].irreps == std::vector<std::string>{"C"});
+  CHECK(s.key_sets[1].runs == 1);
+  REQUIRE(s.pairs.size() == 1);
+  CHECK(s.pairs[0].first == "A");
+  CHECK(s.pairs[0].second == "B");
+  CHECK(s.pairs[0].before == 1);
+  CHECK(s.pairs[0].after == 1);
+  CHECK(s.pairs[0].tied == 1);
+  // B before A in two of two: the pair is named that way round.
+  const auto s2 = summarise_irrep_orders({two, two});
+  REQUIRE(s2.pairs.size() == 1);
+  CHECK(s2.pairs[0].first == "B");
+  CHECK(s2.pairs[0].before == 2);
+  CHECK(s2.pairs[0].after == 0);
+}
+
+TEST_CASE("irreps_progress.csv reads back; a damaged one is refused by line and column", "[analysis]") {
+  const std::string dir = test::temp_dir("irreps-csv");
+  auto write = [&](const std::string& text) {
+    atomic_write(dir + "/irreps_progress.csv", text);
+    return dir + "/irreps_progress.csv";
+  };
+  const RunProgress p = read_irreps_progress(write("epoch,sign,\"standard (3,1)\"\n0,0.001,0.002\n100,0.2,0.01\n"));
+  CHECK(p.irrep_names == std::vector<std::string>{"sign", "standard (3,1)"});
+  REQUIRE(p.rows.size() == 2);
+  CHECK(p.rows[1].epoch == 100);
+  CHECK(p.irrep_similarity[1][0] == Approx(0.2));
+  auto refused = [&](const std::string& text, const std::string& part) {
+    try {
+      read_irreps_progress(write(text));
+      FAIL("accepted: " << part);
+    } catch (const RunError& e) {
+      INFO(e.what());
+      CHECK(std::string(e.what()).find(part) != std::string::npos);
+    }
+  };
+  refused("step,sign\n0,0.1\n", "line 1: not an irreps_progress.csv header");
+  refused("epoch,sign\n0,x\n", "line 2: column sign: not a finite number");
+  refused("epoch,sign\n100,0.1\n0,0.1\n", "line 3: epochs must increase");
+  refused("epoch,sign\n0,0.1,0.2\n", "line 2: 3 columns, the header has 2");
+  refused("epoch,sign\n", "no rows");
+}

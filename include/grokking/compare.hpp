@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "grokking/progress.hpp"
+
 namespace grokking {
 
 // One run's outcome: the epoch it grokked at, or (censored) the last epoch it reached without.
@@ -63,6 +65,9 @@ struct CompareOptions {
   double acc = 0;
   bool gap = false;
   std::vector<int64_t> at;  // also each arm's median test accuracy at these epochs
+  // Group runs: each run's irreps in the order they became key (its irreps_progress.csv, which
+  // `progress` writes), and per arm the final key sets and pairwise orders across the seeds.
+  bool irreps = false;
 };
 
 struct Arm {
@@ -80,6 +85,11 @@ struct Arm {
   double detectable = 0;        // the ratio against the baseline this comparison could detect
   std::vector<double> acc_at;   // median test accuracy at opts.at (NaN where no run got there)
   std::vector<std::vector<double>> per_run_acc;  // each run's test accuracy at opts.at
+  // With opts.irreps: each run's crossings (empty where it has no irreps_progress.csv; those runs
+  // are named in no_irreps) and their summary over the arm's runs that have one.
+  std::vector<std::vector<IrrepCrossing>> irrep_orders;
+  std::vector<std::string> no_irreps;
+  IrrepOrderSummary irrep_summary;
 };
 // Groups the finished runs of a sweep into arms and computes their statistics; the baseline
 // arm is first. UsageError for a directory that is not a sweep, a --by key it did not sweep, a

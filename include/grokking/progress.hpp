@@ -96,4 +96,36 @@ void write_progress(const std::string& run_dir, const RunProgress& progress);
 // without measuring the checkpoints again). RunError naming the file, line and column otherwise.
 RunProgress read_progress(const std::string& path);
 
+// A group run's irreps in the order they become key (Chughtai et al.'s question: is the order
+// universal?): per irrep, the first checkpoint where its logit similarity exceeds the key rule's
+// 0.005, the checkpoint from which it stays above it to the end (none: not above at the end), and
+// the one from which it stays below (none: above at the end, or never above). Irreps never above
+// are left out; the rest ordered by key_from (those not key at the end last).
+struct IrrepCrossing {
+  std::string name;
+  std::optional<int64_t> first_above, key_from, dropped_at;
+};
+std::vector<IrrepCrossing> irrep_crossings(const RunProgress& p);
+// The irreps' names and per checkpoint similarities of a run's irreps_progress.csv (progress
+// writes it), with rows' epochs; RunError naming the file where it is malformed.
+RunProgress read_irreps_progress(const std::string& path);
+
+// The orders of several runs (seeds) side by side: the final key sets and how often each, and for
+// each two irreps that both became key for good in some run, in how many of those runs the first
+// did so strictly before the second (ties: the same checkpoint).
+struct IrrepOrderSummary {
+  struct KeySet {
+    std::vector<std::string> irreps;  // sorted by name
+    int64_t runs = 0;
+  };
+  std::vector<KeySet> key_sets;  // most runs first
+  struct Pair {
+    std::string first, second;  // first before second in at least as many runs as the reverse
+    int64_t before = 0, after = 0, tied = 0;
+  };
+  std::vector<Pair> pairs;
+  int64_t runs = 0;
+};
+IrrepOrderSummary summarise_irrep_orders(const std::vector<std::vector<IrrepCrossing>>& runs);
+
 }  // namespace grokking

@@ -34,36 +34,6 @@ std::string key_text(const RunProgress& p) {
          " of grokking irreps' table)";
 }
 
-// A group run's irreps in the order they become key (Chughtai et al.'s question: is the order
-// universal?): per irrep, the first checkpoint where its logit similarity exceeds the key rule's
-// 0.005 and the checkpoint from which it stays above it to the end (none: never, or not at the
-// end), ordered by the latter.
-struct IrrepCrossing {
-  std::string name;
-  std::optional<int64_t> first_above, key_from, dropped_at;  // dropped_at: below from there to the end
-};
-std::vector<IrrepCrossing> irrep_crossings(const RunProgress& p) {
-  std::vector<IrrepCrossing> out;
-  if (p.irrep_names.empty() || p.irrep_similarity.size() != p.rows.size()) return out;
-  for (size_t i = 0; i < p.irrep_names.size(); ++i) {
-    IrrepCrossing c{p.irrep_names[i], std::nullopt, std::nullopt, std::nullopt};
-    for (size_t r = 0; r < p.rows.size(); ++r) {
-      const bool above = i < p.irrep_similarity[r].size() && p.irrep_similarity[r][i] > kKeyIrrepSimilarity;
-      if (above && !c.first_above) c.first_above = p.rows[r].epoch;
-      if (above && !c.key_from) c.key_from = p.rows[r].epoch;
-      if (!above) c.key_from.reset();
-      if (!above && c.first_above && !c.dropped_at) c.dropped_at = p.rows[r].epoch;
-      if (above) c.dropped_at.reset();
-    }
-    if (c.first_above) out.push_back(c);
-  }
-  std::stable_sort(out.begin(), out.end(), [](auto& a, auto& b) {
-    const int64_t big = std::numeric_limits<int64_t>::max();
-    return a.key_from.value_or(big) < b.key_from.value_or(big);
-  });
-  return out;
-}
-
 int run(const AnalysisOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string dir = opts.path;
@@ -76,13 +46,9 @@ int run(const AnalysisOptions& opts) {
     progress = read_progress(dir + "/progress.csv");
     // A group run's irreps by name, from the table progress wrote beside it.
     if (exists(dir + "/irreps_progress.csv")) {
-      const auto t = read_csv(dir + "/irreps_progress.csv");
-      progress.irrep_names.assign(t.header.begin() + (t.header.empty() ? 0 : 1), t.header.end());
-      for (auto& row : t.rows) {
-        std::vector<double> sim;
-        for (size_t c = 1; c < row.size(); ++c) sim.push_back(std::strtod(row[c].c_str(), nullptr));
-        progress.irrep_similarity.push_back(sim);
-      }
+      const RunProgress irreps = read_irreps_progress(dir + "/irreps_progress.csv");
+      if (irreps.rows.size() == progress.rows.size())
+        progress.irrep_names = irreps.irrep_names, progress.irrep_similarity = irreps.irrep_similarity;
     }
   } else {
     progress = measure_progress(dir, opts.freqs);

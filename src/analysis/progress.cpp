@@ -9,6 +9,7 @@
 #include <exception>
 #include <functional>
 #include <limits>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -567,6 +568,105 @@ RunProgress read_progress(const std::string& path) {
   if (out.rows.empty()) throw RunError(path + ": no rows");
   out.phases = detect_phases(out.rows);
   return out;
+}
+
+}  // namespace grokking
+
+namespace grokking {
+
+std::vector<IrrepCrossing> irrep_crossings(const RunProgress& p) {
+  std::vector<IrrepCrossing> out;
+  if (p.irrep_names.empty() || p.irrep_similarity.size() != p.rows.size()) return out;
+  for (size_t i = 0; i < p.irrep_names.size(); ++i) {
+    IrrepCrossing c{p.irrep_names[i], std::nullopt, std::nullopt, std::nullopt};
+    for (size_t r = 0; r < p.rows.size(); ++r) {
+      const bool above = i < p.irrep_similarity[r].size() && p.irrep_similarity[r][i] > kKeyIrrepSimilarity;
+      if (above && !c.first_above) c.first_above = p.rows[r].epoch;
+      if (above && !c.key_from) c.key_from = p.rows[r].epoch;
+      if (!above) c.key_from.reset();
+      if (!above && c.first_above && !c.dropped_at) c.dropped_at = p.rows[r].epoch;
+      if (above) c.dropped_at.reset();
+    }
+    if (c.first_above) out.push_back(c);
+  }
+  std::stable_sort(out.begin(), out.end(), [](auto& a, auto& b) {
+    const int64_t big = std::numeric_limits<int64_t>::max();
+    return a.key_from.value_or(big) < b.key_from.value_or(big);
+  });
+  return out;
+}
+
+RunProgress read_irreps_progress(const std::string& path) {
+  const CsvTable t = read_csv(path);
+  if (t.header.size() < 2 || t.header[0] != "epoch")
+    throw RunError(path + ": line 1: not an irreps_progress.csv header (epoch, then one column an irrep; grokking "
+                   "progress writes it)");
+  RunProgress out;
+  out.irrep_names.assign(t.header.begin() + 1, t.header.end());
+  for (size_t i = 0; i < t.rows.size(); ++i) {
+    const auto& cells = t.rows[i];
+    const std::string where = path + ": line " + std::to_string(t.lines[i]);
+    if (cells.size() != t.header.size())
+      throw RunError(where + ": " + std::to_string(cells.size()) + " columns, the header has " +
+                     std::to_string(t.header.size()));
+    std::vector<double> v;
+    for (size_t c = 0; c < cells.size(); ++c) {
+      char* endp = nullptr;
+      const double x = std::strtod(cells[c].c_str(), &endp);
+      if (cells[c].empty() || *endp != '\0' || !std::isfinite(x))
+        throw RunError(where + ": column " + t.header[c] + ": not a finite number ('" + short_text(cells[c]) + "')");
+      v.push_back(x);
+    }
+    ProgressRow r;
+    if (v[0] < 0 || v[0] > 1e15 || v[0] != std::floor(v[0]))
+      throw RunError(where + ": column epoch: not an epoch ('" + short_text(cells[0]) + "')");
+    r.epoch = int64_t(v[0]);
+    if (!out.rows.empty() && r.epoch <= out.rows.back().epoch)
+      throw RunError(where + ": epochs must increase (" + cells[0] + " after " + std::to_string(out.rows.back().epoch) + ")");
+    out.rows.push_back(r);
+    out.irrep_similarity.emplace_back(v.begin() + 1, v.end());
+  }
+  if (out.rows.empty()) throw RunError(path + ": no rows");
+  return out;
+}
+
+IrrepOrderSummary summarise_irrep_orders(const std::vector<std::vector<IrrepCrossing>>& runs) {
+  IrrepOrderSummary s;
+  s.runs = int64_t(runs.size());
+  std::map<std::vector<std::string>, int64_t> sets;
+  std::vector<std::vector<std::string>> first_seen;  // the sets in the order first met
+  std::map<std::pair<std::string, std::string>, IrrepOrderSummary::Pair> pairs;
+  std::vector<std::pair<std::string, std::string>> pair_order;
+  for (auto& run : runs) {
+    std::vector<const IrrepCrossing*> key;
+    for (auto& c : run)
+      if (c.key_from) key.push_back(&c);
+    std::vector<std::string> names;
+    for (auto* c : key) names.push_back(c->name);
+    std::sort(names.begin(), names.end());
+    if (!sets.count(names)) first_seen.push_back(names);
+    ++sets[names];
+    for (size_t i = 0; i < key.size(); ++i)
+      for (size_t j = 0; j < key.size(); ++j) {
+        if (key[i]->name >= key[j]->name) continue;  // each unordered pair once, by name
+        const auto id = std::make_pair(key[i]->name, key[j]->name);
+        if (!pairs.count(id)) pair_order.push_back(id), pairs[id] = {id.first, id.second, 0, 0, 0};
+        auto& p = pairs[id];
+        const int64_t a = *key[i]->key_from, b = *key[j]->key_from;
+        (a < b ? p.before : a > b ? p.after : p.tied) += 1;
+      }
+  }
+  for (auto& names : first_seen) s.key_sets.push_back({names, sets[names]});
+  std::stable_sort(s.key_sets.begin(), s.key_sets.end(), [](auto& a, auto& b) { return a.runs > b.runs; });
+  for (auto& id : pair_order) {
+    auto p = pairs[id];
+    if (p.after > p.before) std::swap(p.first, p.second), std::swap(p.before, p.after);
+    s.pairs.push_back(p);
+  }
+  std::stable_sort(s.pairs.begin(), s.pairs.end(), [](auto& a, auto& b) {
+    return a.before + a.after + a.tied > b.before + b.after + b.tied;
+  });
+  return s;
 }
 
 }  // namespace grokking

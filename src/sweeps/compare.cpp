@@ -46,7 +46,7 @@ std::vector<std::string> parse_values(const std::string& text) {
 std::string join_keys(const std::vector<std::string>& keys) {
   std::string s;
   for (auto& k : keys) s += (s.empty() ? "" : ",") + k;
-  return s;
+  return s.empty() ? "(none: one arm)" : s;
 }
 Interval percentiles(std::vector<double> v) {
   if (v.empty()) return {std::nan(""), std::nan("")};
@@ -153,7 +153,6 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
   if (!exists(dir + "/plan.json")) throw UsageError(dir + ": not a sweep directory (no plan.json)");
   const json plan = read_json_file(dir + "/plan.json");
   const auto keys = plan.at("keys").get<std::vector<std::string>>();
-  if (opts.by.empty()) throw UsageError("compare: give --by KEY, one of the swept keys");
   for (auto& k : opts.by)
     if (std::find(keys.begin(), keys.end(), k) == keys.end()) {
       std::string list;
@@ -173,6 +172,7 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
       values.push_back(v.is_null() ? "(unset)" : v.is_string() ? v.get<std::string>() : v.dump());
       label += (label.empty() ? "" : ", ") + k + "=" + values.back();
     }
+    if (opts.by.empty()) label = "all runs";  // no --by: the sweep's runs pooled into one arm
     auto [it, fresh] = index.emplace(values, arms.size());
     if (fresh) {
       Arm a;
@@ -187,6 +187,15 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
     const double last = double(s.epochs);
     const double memorised = s.memorised_epoch ? double(*s.memorised_epoch) : 0.0;
     arm.runs.push_back(run.at("name").get<std::string>());
+    if (opts.irreps) {
+      const std::string file = run_dir + "/irreps_progress.csv";
+      if (exists(file)) {
+        arm.irrep_orders.push_back(irrep_crossings(read_irreps_progress(file)));
+      } else {
+        arm.irrep_orders.emplace_back();
+        arm.no_irreps.push_back(arm.runs.back());
+      }
+    }
     if (opts.acc > 0 || !opts.at.empty()) {
       const auto rows = read_metrics(run_dir + "/metrics.csv");
       std::vector<double> accs;
@@ -214,6 +223,7 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
   if (!opts.baseline.empty()) {
     auto want = parse_values(opts.baseline);
     auto it = std::find_if(arms.begin(), arms.end(), [&](const Arm& a) { return a.values == want; });
+    if (opts.by.empty()) throw UsageError("--baseline needs --by (without it the runs form one arm)");
     if (it == arms.end()) throw UsageError("--baseline " + opts.baseline + ": no arm has these values of " + join_keys(opts.by));
     std::rotate(arms.begin(), it, it + 1);
   }
@@ -239,6 +249,13 @@ std::vector<Arm> compare_sweep(const CompareOptions& opts) {
       for (auto& run : a.per_run_acc) v.push_back(run[k]);
       a.acc_at.push_back(plain_median(v));
     }
+    if (opts.irreps) {
+      std::vector<std::vector<IrrepCrossing>> read;
+      for (size_t k = 0; k < a.runs.size(); ++k)
+        if (std::find(a.no_irreps.begin(), a.no_irreps.end(), a.runs[k]) == a.no_irreps.end())
+          read.push_back(a.irrep_orders[k]);
+      a.irrep_summary = summarise_irrep_orders(read);
+    }
   }
   return arms;
 }
@@ -250,6 +267,62 @@ std::string shown(const Interval& i, const char* f = "%.0f") {
 }
 json median_json(const Median& m, const Interval& ci) {
   return {{"median", m.value}, {"median_is_lower_bound", m.lower_bound}, {"ci95", {ci.lo, ci.hi}}};
+}
+json epoch_json(const std::optional<int64_t>& e) { return e ? json(*e) : json(); }
+json irreps_json(const Arm& a) {
+  json runs = json::array();
+  for (size_t k = 0; k < a.runs.size(); ++k) {
+    if (std::find(a.no_irreps.begin(), a.no_irreps.end(), a.runs[k]) != a.no_irreps.end()) continue;
+    json order = json::array();
+    for (auto& c : a.irrep_orders[k])
+      order.push_back({{"irrep", c.name}, {"first_above", epoch_json(c.first_above)}, {"key_from", epoch_json(c.key_from)},
+                       {"dropped_at", epoch_json(c.dropped_at)}});
+    runs.push_back({{"run", a.runs[k]}, {"order", order}});
+  }
+  json sets = json::array(), pairs = json::array();
+  for (auto& s : a.irrep_summary.key_sets) sets.push_back({{"irreps", s.irreps}, {"runs", s.runs}});
+  for (auto& p : a.irrep_summary.pairs)
+    pairs.push_back({{"first", p.first}, {"second", p.second}, {"before", p.before}, {"after", p.after}, {"tied", p.tied}});
+  return {{"runs", runs}, {"without_irreps_progress", a.no_irreps}, {"key_sets", sets}, {"pairs", pairs}};
+}
+std::string names_text(const std::vector<std::string>& v) {
+  std::string out;
+  for (auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return "{" + (out.empty() ? "none" : out) + "}";
+}
+void print_irreps(const Arm& a) {
+  std::printf("\n%s: irreps in the order they became key for good (logit similarity > 0.005 to the last checkpoint; "
+              "each run's irreps_progress.csv)\n", a.label.c_str());
+  int width = 3;
+  for (auto& r : a.runs) width = std::max(width, int(r.size()));
+  for (size_t k = 0; k < a.runs.size(); ++k) {
+    if (std::find(a.no_irreps.begin(), a.no_irreps.end(), a.runs[k]) != a.no_irreps.end()) continue;
+    std::string key, dropped;
+    for (auto& c : a.irrep_orders[k]) {
+      if (c.key_from) key += (key.empty() ? "" : ", ") + c.name + " " + std::to_string(*c.key_from);
+      if (c.dropped_at) dropped += (dropped.empty() ? "" : ", ") + c.name + " " + std::to_string(*c.dropped_at);
+    }
+    std::printf("  %-*s %s%s\n", width, a.runs[k].c_str(), key.empty() ? "none key at the end" : key.c_str(),
+                dropped.empty() ? "" : ("  (dropped out: " + dropped + ")").c_str());
+  }
+  if (!a.no_irreps.empty())
+    std::printf("  %zu run(s) without irreps_progress.csv, left out (grokking progress RUN, or grokking analyse SWEEP, "
+                "writes it): %s\n", a.no_irreps.size(), names_text(a.no_irreps).c_str());
+  const auto& s = a.irrep_summary;
+  if (s.runs == 0) return;
+  std::printf("  final key sets:");
+  for (auto& k : s.key_sets) std::printf(" %s in %lld of %lld;", names_text(k.irreps).c_str(), (long long)k.runs, (long long)s.runs);
+  std::printf("\n");
+  if (!s.pairs.empty()) {
+    std::printf("  order, in the runs where both became key:");
+    for (auto& p : s.pairs) {
+      std::printf(" %s before %s in %lld of %lld", p.first.c_str(), p.second.c_str(), (long long)p.before,
+                  (long long)(p.before + p.after + p.tied));
+      if (p.tied) std::printf(" (%lld at the same checkpoint)", (long long)p.tied);
+      std::printf(";");
+    }
+    std::printf("\n");
+  }
 }
 }  // namespace
 
@@ -292,6 +365,7 @@ int run_compare_command(const CompareOptions& opts) {
                          {"log_sd", a.log_sd},
                          {"detectable_ratio_80pct_power",
                           std::isfinite(a.detectable) ? json(a.detectable) : json()}});
+    if (opts.irreps) j["arms"].back()["irreps"] = irreps_json(a);
     if (!opts.at.empty()) {
       json at = json::object();
       for (size_t k = 0; k < opts.at.size(); ++k)
@@ -341,6 +415,9 @@ int run_compare_command(const CompareOptions& opts) {
   std::printf("detectable: the ratio of medians (either way) a two-sided rank test at 0.05 would find with 80 %% power, "
               "from the two arms' spread of log outcomes and their sizes (none: an arm or the baseline has one run)\n");
   std::printf("runs that never grokked count at their last epoch (>= marks a median that is such a lower bound)\n");
+  if (opts.irreps)
+    for (auto& a : arms)
+      if (!a.runs.empty()) print_irreps(a);
   return 0;
 }
 
