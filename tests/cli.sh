@@ -294,10 +294,13 @@ check "readme-tables irrep-order: a row a run, the irreps in the order they beco
 # compare --irreps: a sweep of three seeds, each run's order from its irreps_progress.csv, the key sets counted
 cat >gsweep.json <<'EOF2'
 {"base": {"task": {"kind": "group", "group": "D4", "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2, "d_head": 4,
-  "d_mlp": 16}, "train": {"epochs": 30, "eval_every": 10, "checkpoint_every": 10, "threads": 1}, "optim": {"lr": 0.01}},
+  "d_mlp": 16}, "train": {"epochs": 30, "eval_every": 10, "checkpoint_every": 10, "log_every": 10, "threads": 1},
+  "optim": {"lr": 0.01}},
  "grid": {"train.seed": [0, 1, 2]}, "dir": "gsweep"}
 EOF2
-"$bin" sweep gsweep.json -q 2>/dev/null
+"$bin" sweep gsweep.json --pack 3 --jobs 1 >/dev/null 2>sweep.err
+check "a packed sweep says where each run is: a line per run at each log interval and one when it ends" \
+  'for k in 0 1 2; do grep -q "^train.seed=$k: epoch 10/30 | " sweep.err && grep -q "^train.seed=$k: done after 30 epochs" sweep.err || exit 1; done'
 for r in gsweep/runs/*; do "$bin" progress "$r" >/dev/null 2>&1; done
 expect 0 "" -- "$bin" compare gsweep --irreps --json
 check "compare --irreps --json: every run's order is its progress --json irrep_order; the key sets count every run once" \

@@ -13,6 +13,12 @@ namespace grokking {
 void set_progress_notes(bool on);
 bool progress_notes();
 
+// Training quiet (-q) but for one line per run on stderr at each log interval and one when it
+// ends ("NAME: epoch 1000/10000 | ...", "NAME: early stop after ..."): what a sweep's
+// training children print, so that a packed sweep says where each run is. Off by default.
+void set_run_lines(bool on);
+bool run_lines();
+
 class ProgressNote {
  public:
   ProgressNote(std::string what, size_t total, double every_seconds = 5);

@@ -4,6 +4,7 @@
 #include "commands.hpp"
 #include "grokking/error.hpp"
 #include "grokking/limits.hpp"
+#include "grokking/progress_note.hpp"
 #include "grokking/text.hpp"
 #include "grokking/train.hpp"
 
@@ -19,6 +20,10 @@ Command train_command(CLI::App& app) {
   sub->add_option("--resume", opts->resume_dir, "Continue the run in this directory from its latest checkpoint");
   sub->add_flag("--force", opts->force, "Start over in a non-empty run directory");
   sub->add_flag("-q,--quiet", opts->quiet, "Only warnings and errors on stderr");
+  auto lines = std::make_shared<bool>(false);
+  sub->add_flag("--run-lines", *lines,
+                "With -q: still one line per run on stderr at each log interval and when it ends (what sweep's "
+                "training processes print)");
   sub->add_option("--seeds", *seeds, "Train these seeds side by side (e.g. 0-7) into <dir>/seed=K");
   auto packed = std::make_shared<std::vector<std::string>>();
   sub->add_option("--packed", *packed,
@@ -33,7 +38,8 @@ Command train_command(CLI::App& app) {
                   "With --packed: train at most N side by side; as a run ends, the next directory takes its place")
       ->check(CLI::Range(int64_t(1), int64_t(kMaxSeeds)))
       ->needs("--packed");
-  return {sub, [opts, seeds, packed, slots] {
+  return {sub, [opts, seeds, packed, slots, lines] {
+            set_run_lines(*lines);
             if (!packed->empty()) {
               if (!opts->sets.empty()) throw UsageError("--packed: the runs' config.json files say everything; no --set");
               auto reps = run_packed(*packed, opts->quiet, *slots);

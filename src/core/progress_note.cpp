@@ -11,9 +11,12 @@ namespace grokking {
 
 namespace {
 std::atomic<bool> g_notes{true};
+std::atomic<bool> g_run_lines{false};
 }  // namespace
 
 void set_progress_notes(bool on) { g_notes = on; }
+void set_run_lines(bool on) { g_run_lines = on; }
+bool run_lines() { return g_run_lines; }
 bool progress_notes() { return g_notes; }
 
 ProgressNote::ProgressNote(std::string what, size_t total, double every_seconds)

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "grokking/checkpoint.hpp"
@@ -17,6 +18,7 @@
 #include "grokking/limits.hpp"
 #include "grokking/model.hpp"
 #include "grokking/optim.hpp"
+#include "grokking/progress_note.hpp"
 #include "grokking/run_output.hpp"
 #include "grokking/signals.hpp"
 #include "grokking/task.hpp"
@@ -202,11 +204,19 @@ class TrainingRun {
         if (running(r) && (local(r) % tc_.eval_every == 0 || local(r) == tc_.epochs)) due.push_back(r);
       if (!due.empty()) {
         evaluate_rows(due);
-        if (epoch_ - last_logged_ >= std::max<int64_t>(tc_.log_every, 1) || (M_ == 1 && local(0) == tc_.epochs)) {
+        // The first evaluation of this process gets a line too: a time estimate within seconds.
+        if (epoch_ - last_logged_ >= std::max<int64_t>(tc_.log_every, 1) || (M_ == 1 && local(0) == tc_.epochs) ||
+            !logged_once_) {
+          logged_once_ = true;
           if (active() > 0) {
             bar.clear();
             log_->info(progress_line(latest_epoch(), tc_.epochs, latest_rows(), epochs_per_s(),
                                      data_->unit()));
+            if (quiet_ && run_lines())  // a sweep's child: a line per run
+              for (int64_t r = 0; r < S_; ++r)
+                if (running(r))
+                  run_line(run_of(r), progress_line(local(r), tc_.epochs, {runs_[run_of(r)].rows.back()},
+                                                    epochs_per_s(), data_->unit()));
           }
           last_logged_ = epoch_;
         }
@@ -596,6 +606,16 @@ class TrainingRun {
     const double own_rate = double(rep.epochs_done - (i == 0 ? start_epoch_ : 0)) / std::max(rep.wall_s, 1e-9);
     write_summary(runs_[i].dir, summary_of(rep, facts(), runs_[i].seed(), weights_checksum(S_ == 1 ? *model_ : model_->replica(r)),
                                        elapsed_before_ + rep.wall_s, own_rate));
+    if (quiet_ && run_lines() && status != RunStatus::interrupted) run_line(i, final_line(rep));
+  }
+
+  // "NAME: text" on stderr, NAME the run directory's last component (a sweep's run name).
+  void run_line(size_t i, const std::string& text) const {
+    std::string name = runs_[i].dir;
+    while (name.size() > 1 && name.back() == '/') name.pop_back();
+    if (const auto slash = name.find_last_of('/'); slash != std::string::npos && slash + 1 < name.size())
+      name = name.substr(slash + 1);
+    std::fprintf(stderr, "%s: %s\n", name.c_str(), text.c_str());
   }
 
   // runs_[k].held_since: the first epoch of run k's current stretch at or above the early-stop accuracy.
@@ -733,6 +753,7 @@ class TrainingRun {
 
   std::vector<size_t> slots_;  // the run in each replica of the pack
   int64_t S_ = 0, next_pending_ = 0;  // replicas now; the next run waiting for a place
+  bool logged_once_ = false;  // this process has printed a progress line (the first evaluation gets one)
   int64_t epoch_ = 0, start_epoch_ = 0, last_logged_ = 0, work_at_start_ = 0;  // epoch_: the pack's
   double elapsed_before_ = 0, last_loss_ = 0;
   int signal_ = 0;

@@ -373,6 +373,7 @@ int train_child(const SweepOptions& opts, const SweepPlan& plan, const SweepRun&
   }
   // The config's (or the point's) train.threads where it sets one, or --threads, else the split.
   args.insert(args.end(), {"--set", "train.threads=" + std::to_string(run_threads(opts, plan, run, threads)), "-q"});
+  if (!opts.quiet) args.push_back("--run-lines");
   return run_child(args, {&claim}, signals);
 }
 
@@ -582,16 +583,16 @@ class SweepProcess {
     } else if (rc != 0) {
       spdlog::error("{}: grokking train exited with {}", run.name, rc);
       ++failures_;
-    } else if (!opts_.quiet) {
-      spdlog::info("{}: done", run.name);
-    }
+    }  // done: its training process printed its final line (--run-lines)
   }
 
   // A pack of several new runs: claimed run by run (one claimed elsewhere meanwhile is left to
   // that process), each directory prepared with its config.json, then one `train --packed` child.
   void train_pack(const std::vector<SweepRun>& pack) {
     std::vector<std::unique_ptr<RunClaim>> claims;
-    std::vector<std::string> args = {opts_.self_exe, "train", "-q", "--slots", std::to_string(opts_.pack), "--packed"};
+    std::vector<std::string> args = {opts_.self_exe, "train", "-q", "--slots", std::to_string(opts_.pack)};
+    if (!opts_.quiet) args.push_back("--run-lines");  // a line per run as the pack goes
+    args.push_back("--packed");
     std::vector<std::string> names;
     std::vector<size_t> alone;  // started meanwhile by another process, which let go of it: one by one
     for (size_t i = 0; i < pack.size(); ++i) {
@@ -626,7 +627,7 @@ class SweepProcess {
         if (st != RunState::finished && signals_.received()) {
           interrupted(name);
         } else if (st == RunState::finished) {
-          if (!opts_.quiet) spdlog::info("{}: done", name);
+          // its training process printed its final line (--run-lines)
         } else {
           spdlog::error("{}: {} (grokking train --packed exited with {})", name, state_name(st), rc);
           ++failures_;
