@@ -40,6 +40,7 @@ Command train_command(CLI::App& app) {
       ->needs("--packed");
   return {sub, [opts, seeds, packed, slots, lines] {
             set_run_lines(*lines);
+            set_progress_notes(!opts->quiet);
             if (!packed->empty()) {
               if (!opts->sets.empty()) throw UsageError("--packed: the runs' config.json files say everything; no --set");
               auto reps = run_packed(*packed, opts->quiet, *slots);

@@ -45,6 +45,9 @@ Eval evaluate(const Model& model, const Batch& batch, bool fast) {
   auto loss_sum = torch::zeros({S}, f64), correct = torch::zeros({S}, f64);
   auto zero_sum = torch::zeros({S}, f64), collapse_sum = torch::zeros({S}, f64);
   double scored = 0;
+  // A long evaluation (an S6 run's half a million pairs) says where it is every few seconds.
+  ProgressNote note("evaluating " + std::to_string(n) + " examples, chunks of " + std::to_string(chunk),
+                    size_t((n + chunk - 1) / chunk));
   for (int64_t i = 0; i < n; i += chunk) {
     const Batch part = batch.slice(i, i + chunk);
     const auto m = batch_measures(model.outputs(part.x, fast), part, model.shape(), spec);
@@ -55,6 +58,7 @@ Eval evaluate(const Model& model, const Batch& batch, bool fast) {
     zero_sum += m.zero_terms.cpu() * w;
     collapse_sum += m.collapse.cpu() * w;
     scored += w;
+    note.tick();
   }
   Eval e;
   for (int64_t r = 0; r < S; ++r) {
@@ -203,6 +207,7 @@ class TrainingRun {
       for (int64_t r = 0; r < S_; ++r)
         if (running(r) && (local(r) % tc_.eval_every == 0 || local(r) == tc_.epochs)) due.push_back(r);
       if (!due.empty()) {
+        bar.clear();  // a long evaluation's notes go on lines of their own
         evaluate_rows(due);
         // The first evaluation of this process gets a line too: a time estimate within seconds.
         if (epoch_ - last_logged_ >= std::max<int64_t>(tc_.log_every, 1) || (M_ == 1 && local(0) == tc_.epochs) ||
