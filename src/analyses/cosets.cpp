@@ -177,6 +177,13 @@ int run(const AnalysisOptions& opts) {
   std::printf("  %-40s %5.1f%% / %5.1f%%  (untrained %4.1f%% / %4.1f%%)\n", "any function of c^-1 y / y c^-1 (ceiling)",
               100 * r.logit_ceiling_left, 100 * r.logit_ceiling_right, 100 * init.logit_ceiling_left,
               100 * init.logit_ceiling_right);
+  if (!by_logits.empty() && !r.key.empty()) {
+    const double coset = best_side(by_logits[0]), irreps = r.irrep_logit_fve;
+    std::printf("on the logits, %s: the key irreps' characters hold %.1f%%, the cosets of %s %.1f%%, of %.1f%% that "
+                "any function of where the class sits from the answer holds\n",
+                irreps > coset ? "irreps explain more" : coset > irreps ? "cosets explain more" : "as much", 100 * irreps,
+                by_logits[0]->subgroup.c_str(), 100 * coset, 100 * std::max(r.logit_ceiling_left, r.logit_ceiling_right));
+  }
   std::printf("model as is: loss %.3e, accuracy %.4f (uniform guess: loss %.3f)\n", r.model_loss, r.model_acc,
               r.uniform_loss);
   std::printf("%s\n", verdict.c_str());
