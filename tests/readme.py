@@ -187,7 +187,7 @@ if docs_checked < 2 and not static_only:
 quick_tmp.cleanup()
 
 # 5. The analysis registry's block is `grokking analyse --list`'s output, line for line.
-marker = "(this block is\nits output, checked by the `readme` test):"
+marker = "(`build/grokking analyse --list`; checked by the `readme` test):"
 if marker not in text:
     fail("the README lost the block of `grokking analyse --list`")
 else:
