@@ -319,6 +319,9 @@ assert any(s["irreps"] for s in ir["key_sets"]), ir  # something became key (lr 
 for p in ir["pairs"]:
     both = sum(1 for r in ir["runs"] if {p["first"], p["second"]} <= {c["irrep"] for c in r["order"] if c["key_from"] is not None})
     assert p["before"] + p["after"] + p["tied"] == both and p["before"] >= p["after"], p
+for p in ir["drop_pairs"]:
+    both = sum(1 for r in ir["runs"] if {p["first"], p["second"]} <= {c["irrep"] for c in r["order"] if c["dropped_at"] is not None})
+    assert p["before"] + p["after"] + p["tied"] == both and p["before"] >= p["after"], p
 PYEOF'
 rm gsweep/runs/train.seed=1/irreps_progress.csv
 expect 0 "" -- "$bin" compare gsweep --irreps

@@ -308,6 +308,23 @@ TEST_CASE("irreps across seeds: each run's order of becoming key, the final key 
   CHECK(s.pairs[0].before == 1);
   CHECK(s.pairs[0].after == 1);
   CHECK(s.pairs[0].tied == 1);
+  CHECK(s.drop_pairs.empty());  // only C ever dropped out, in one run
+  // Drop-outs: A out from 200 and C from 300 in two runs; C out before A in a third; both out
+  // from 200 in a fourth (a drop-out that rises again counts from its last fall).
+  const auto five = run({{1, 0, 1}, {1, 0, 1}, {0, 0, 1}, {0, 0, 0}, {0, 0, 0}});
+  const auto six = run({{1, 0, 1}, {1, 0, 0}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}});
+  const auto seven = run({{1, 0, 1}, {1, 0, 0}, {0, 0, 1}, {0, 0, 0}, {0, 0, 0}});
+  REQUIRE(seven.size() == 2);
+  CHECK(*seven[1].dropped_at == 300);
+  const auto d = summarise_irrep_orders({five, five, six, seven});
+  REQUIRE(d.drop_pairs.size() == 1);
+  CHECK(d.drop_pairs[0].first == "A");
+  CHECK(d.drop_pairs[0].second == "C");
+  CHECK(d.drop_pairs[0].before == 3);
+  CHECK(d.drop_pairs[0].after == 1);
+  CHECK(d.drop_pairs[0].tied == 0);
+  const auto tie = run({{1, 0, 1}, {1, 0, 1}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}});
+  CHECK(summarise_irrep_orders({tie}).drop_pairs[0].tied == 1);
   // B before A in two of two: the pair is named that way round.
   const auto s2 = summarise_irrep_orders({two, two});
   REQUIRE(s2.pairs.size() == 1);

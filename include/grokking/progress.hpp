@@ -110,9 +110,11 @@ std::vector<IrrepCrossing> irrep_crossings(const RunProgress& p);
 // writes it), with rows' epochs; RunError naming the file where it is malformed.
 RunProgress read_irreps_progress(const std::string& path);
 
-// The orders of several runs (seeds) side by side: the final key sets and how often each, and for
+// The orders of several runs (seeds) side by side: the final key sets and how often each; for
 // each two irreps that both became key for good in some run, in how many of those runs the first
-// did so strictly before the second (ties: the same checkpoint).
+// did so strictly before the second (ties: the same checkpoint); and the same for the order in
+// which irreps dropped out for good (what tells runs apart where a memorising network passes the
+// rule with every irrep, so that all become key at once).
 struct IrrepOrderSummary {
   struct KeySet {
     std::vector<std::string> irreps;  // sorted by name
@@ -123,7 +125,7 @@ struct IrrepOrderSummary {
     std::string first, second;  // first before second in at least as many runs as the reverse
     int64_t before = 0, after = 0, tied = 0;
   };
-  std::vector<Pair> pairs;
+  std::vector<Pair> pairs, drop_pairs;  // the most runs first
   int64_t runs = 0;
 };
 IrrepOrderSummary summarise_irrep_orders(const std::vector<std::vector<IrrepCrossing>>& runs);

@@ -630,42 +630,57 @@ RunProgress read_irreps_progress(const std::string& path) {
   return out;
 }
 
+namespace {
+// Pairwise orders over runs of the epochs `when` gives (nullopt: the irrep is left out of that run).
+std::vector<IrrepOrderSummary::Pair> pairwise(
+    const std::vector<std::vector<IrrepCrossing>>& runs,
+    const std::function<std::optional<int64_t>(const IrrepCrossing&)>& when) {
+  std::map<std::pair<std::string, std::string>, IrrepOrderSummary::Pair> pairs;
+  std::vector<std::pair<std::string, std::string>> order;
+  for (auto& run : runs) {
+    std::vector<const IrrepCrossing*> in;
+    for (auto& c : run)
+      if (when(c)) in.push_back(&c);
+    for (auto* x : in)
+      for (auto* y : in) {
+        if (x->name >= y->name) continue;  // each unordered pair once, by name
+        const auto id = std::make_pair(x->name, y->name);
+        if (!pairs.count(id)) order.push_back(id), pairs[id] = {id.first, id.second, 0, 0, 0};
+        auto& p = pairs[id];
+        const int64_t a = *when(*x), b = *when(*y);
+        (a < b ? p.before : a > b ? p.after : p.tied) += 1;
+      }
+  }
+  std::vector<IrrepOrderSummary::Pair> out;
+  for (auto& id : order) {
+    auto p = pairs[id];
+    if (p.after > p.before) std::swap(p.first, p.second), std::swap(p.before, p.after);
+    out.push_back(p);
+  }
+  std::stable_sort(out.begin(), out.end(), [](auto& x, auto& y) {
+    return x.before + x.after + x.tied > y.before + y.after + y.tied;
+  });
+  return out;
+}
+}  // namespace
+
 IrrepOrderSummary summarise_irrep_orders(const std::vector<std::vector<IrrepCrossing>>& runs) {
   IrrepOrderSummary s;
   s.runs = int64_t(runs.size());
   std::map<std::vector<std::string>, int64_t> sets;
   std::vector<std::vector<std::string>> first_seen;  // the sets in the order first met
-  std::map<std::pair<std::string, std::string>, IrrepOrderSummary::Pair> pairs;
-  std::vector<std::pair<std::string, std::string>> pair_order;
   for (auto& run : runs) {
-    std::vector<const IrrepCrossing*> key;
-    for (auto& c : run)
-      if (c.key_from) key.push_back(&c);
     std::vector<std::string> names;
-    for (auto* c : key) names.push_back(c->name);
+    for (auto& c : run)
+      if (c.key_from) names.push_back(c.name);
     std::sort(names.begin(), names.end());
     if (!sets.count(names)) first_seen.push_back(names);
     ++sets[names];
-    for (size_t i = 0; i < key.size(); ++i)
-      for (size_t j = 0; j < key.size(); ++j) {
-        if (key[i]->name >= key[j]->name) continue;  // each unordered pair once, by name
-        const auto id = std::make_pair(key[i]->name, key[j]->name);
-        if (!pairs.count(id)) pair_order.push_back(id), pairs[id] = {id.first, id.second, 0, 0, 0};
-        auto& p = pairs[id];
-        const int64_t a = *key[i]->key_from, b = *key[j]->key_from;
-        (a < b ? p.before : a > b ? p.after : p.tied) += 1;
-      }
   }
   for (auto& names : first_seen) s.key_sets.push_back({names, sets[names]});
   std::stable_sort(s.key_sets.begin(), s.key_sets.end(), [](auto& a, auto& b) { return a.runs > b.runs; });
-  for (auto& id : pair_order) {
-    auto p = pairs[id];
-    if (p.after > p.before) std::swap(p.first, p.second), std::swap(p.before, p.after);
-    s.pairs.push_back(p);
-  }
-  std::stable_sort(s.pairs.begin(), s.pairs.end(), [](auto& a, auto& b) {
-    return a.before + a.after + a.tied > b.before + b.after + b.tied;
-  });
+  s.pairs = pairwise(runs, [](const IrrepCrossing& c) { return c.key_from; });
+  s.drop_pairs = pairwise(runs, [](const IrrepCrossing& c) { return c.dropped_at; });
   return s;
 }
 

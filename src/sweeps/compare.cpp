@@ -279,11 +279,19 @@ json irreps_json(const Arm& a) {
                        {"dropped_at", epoch_json(c.dropped_at)}});
     runs.push_back({{"run", a.runs[k]}, {"order", order}});
   }
-  json sets = json::array(), pairs = json::array();
+  json sets = json::array();
   for (auto& s : a.irrep_summary.key_sets) sets.push_back({{"irreps", s.irreps}, {"runs", s.runs}});
-  for (auto& p : a.irrep_summary.pairs)
-    pairs.push_back({{"first", p.first}, {"second", p.second}, {"before", p.before}, {"after", p.after}, {"tied", p.tied}});
-  return {{"runs", runs}, {"without_irreps_progress", a.no_irreps}, {"key_sets", sets}, {"pairs", pairs}};
+  auto pairs_json = [](const std::vector<IrrepOrderSummary::Pair>& v) {
+    json out = json::array();
+    for (auto& p : v)
+      out.push_back({{"first", p.first}, {"second", p.second}, {"before", p.before}, {"after", p.after}, {"tied", p.tied}});
+    return out;
+  };
+  return {{"runs", runs},
+          {"without_irreps_progress", a.no_irreps},
+          {"key_sets", sets},
+          {"pairs", pairs_json(a.irrep_summary.pairs)},
+          {"drop_pairs", pairs_json(a.irrep_summary.drop_pairs)}};
 }
 std::string names_text(const std::vector<std::string>& v) {
   std::string out;
@@ -313,16 +321,27 @@ void print_irreps(const Arm& a) {
   std::printf("  final key sets:");
   for (auto& k : s.key_sets) std::printf(" %s in %lld of %lld;", names_text(k.irreps).c_str(), (long long)k.runs, (long long)s.runs);
   std::printf("\n");
-  if (!s.pairs.empty()) {
-    std::printf("  order, in the runs where both became key:");
-    for (auto& p : s.pairs) {
-      std::printf(" %s before %s in %lld of %lld", p.first.c_str(), p.second.c_str(), (long long)p.before,
-                  (long long)(p.before + p.after + p.tied));
-      if (p.tied) std::printf(" (%lld at the same checkpoint)", (long long)p.tied);
-      std::printf(";");
+  // Pairs seen in two runs or more (the JSON has every pair), ten at most; all ties said so.
+  auto print_pairs = [&](const std::vector<IrrepOrderSummary::Pair>& pairs, const char* what, const char* verb) {
+    size_t seen = 0, tied = 0, shown = 0;
+    for (auto& p : pairs) seen += p.before + p.after + p.tied >= 2, tied += p.before + p.after == 0;
+    if (pairs.empty()) return;
+    std::printf("  %s", what);
+    if (tied == pairs.size()) {
+      std::printf(" every pair at the same checkpoint in every run (no order to read)\n");
+      return;
     }
-    std::printf("\n");
-  }
+    for (auto& p : pairs) {
+      if (p.before + p.after + p.tied < 2 || p.before + p.after == 0 || shown == 10) continue;
+      std::printf(" %s %s %s in %lld of %lld;", p.first.c_str(), verb, p.second.c_str(), (long long)p.before,
+                  (long long)(p.before + p.after + p.tied));
+      ++shown;
+    }
+    if (shown == 0) std::printf(" no pair ordered in two runs or more");
+    std::printf("%s\n", seen > shown ? " (every pair: --json)" : "");
+  };
+  print_pairs(s.pairs, "order of becoming key, in the runs where both did:", "before");
+  print_pairs(s.drop_pairs, "order of dropping out, in the runs where both did:", "before");
 }
 }  // namespace
 
