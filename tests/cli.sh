@@ -291,6 +291,15 @@ check "analyse -n after more training: every analysis is stale" 'grep -q "^rgrp:
 GROKKING=$bin python3 "$src/scripts/readme-tables.py" irrep-order rgrp >tbl.txt 2>tbl.err
 check "readme-tables irrep-order: a row a run, the irreps in the order they become key, the key sets counted" \
   'grep -q "^| .*rgrp | " tbl.txt && grep -q "^1 runs: 1 distinct final key sets" tbl.txt'
+# a toy_mlp run: superposition writes every neuron's weights by feature, plot draws them
+"$bin" train <(echo '{"task": {"kind": "sparse_features", "n_features": 6, "sparsity": 0.9, "values": "signed", "target": "abs"},
+  "model": {"kind": "toy_mlp", "d_hidden": 3}, "train": {"epochs": 50, "batch_size": 64, "eval_every": 25, "checkpoint_every": 25, "threads": 1}}') --out rmlp -q 2>/dev/null
+expect 0 "" -- "$bin" superposition rmlp
+check "superposition on a toy_mlp: the motif counted beside untrained models, superposition_neurons.csv a row per neuron and feature" \
+  'grep -q "^asymmetric superposition .*(untrained, 16 inits: " out.txt && [ "$(tail -n +2 rmlp/superposition_neurons.csv | wc -l)" = 18 ]'
+expect 0 "" -- "$bin" plot rmlp
+check "plot of a toy_mlp run: the neuron panel drawn" \
+  'grep -q "superposition_neurons.csv" rmlp/plots/superposition.gp && [ -s rmlp/plots/superposition.svg ]'
 # compare --irreps: a sweep of three seeds, each run's order from its irreps_progress.csv, the key sets counted
 cat >gsweep.json <<'EOF2'
 {"base": {"task": {"kind": "group", "group": "D4", "frac_train": 0.6}, "model": {"d_model": 8, "n_heads": 2, "d_head": 4,

@@ -80,7 +80,7 @@ enum class Capability : uint32_t {
   // the model's parts
   heads = 1u << 8,          // attention heads (patterns, head ablations)
   pair_readout = 1u << 9,   // operand rows, unembedding and neuron-logit map of a pair task
-  neurons = 1u << 10,       // hidden neurons that write to the logits (an MLP layer)
+  neurons = 1u << 10,       // hidden neurons: an MLP layer writing to the logits, a toy_mlp's ReLU layer
   feature_matrix = 1u << 11,  // a feature matrix W [features, hidden] and an output bias
 };
 struct Capabilities {

@@ -51,6 +51,25 @@ SuperpositionReport superposition_of_run(const std::string& dir, bool write) {
       mat += "\n";
     }
     atomic_write(dir + "/wtw.dat", mat);
+    // A layer of ReLU neurons: each neuron's weights from and to every feature, with its class
+    // and motif, one row a neuron and feature (plot's neuron figure).
+    const Model model = model_from_checkpoint(ck);
+    if (const auto neurons = toy_neurons(model); !neurons.neurons.empty()) {
+      const FeatureReadout* fr = model.arch().feature_readout();
+      const auto W = model.param(fr->neurons_in).detach().to(torch::kCPU, torch::kFloat64);   // [n, m]
+      const auto V = model.param(fr->neurons_out).detach().to(torch::kCPU, torch::kFloat64);  // [m, n]
+      CsvWriter nc({"neuron", "feature", "weight_in", "weight_out", "kind", "primary", "second", "ratio", "asymmetric",
+                    "inhibitor"});
+      for (size_t j = 0; j < neurons.neurons.size(); ++j) {
+        const auto& u = neurons.neurons[j];
+        for (int64_t i = 0; i < W.size(0); ++i) {
+          nc.field(int64_t(j)).field(i).field(W[i][int64_t(j)].item<double>()).field(V[int64_t(j)][i].item<double>());
+          nc.field(u.kind).field(u.feature).field(u.second).field(u.ratio).field(int64_t(u.asymmetric)).field(u.inhibitor);
+          nc.end_row();
+        }
+      }
+      atomic_write(dir + "/superposition_neurons.csv", nc.text());
+    }
   }
   return r;
 }
@@ -256,7 +275,7 @@ const AnalysisKind& kind() {
             "dimensionality against 1/(1-S) and the two-feature phase diagram";
     a.scope = AnalysisKind::Scope::run_or_sweep;
     a.needs = {Capability::features, Capability::feature_matrix};
-    a.files = {{"superposition.csv"}, {"wtw.dat"}};
+    a.files = {{"superposition.csv"}, {"wtw.dat"}, {"superposition_neurons.csv", uint32_t(Capability::neurons)}};
     a.figures = {"superposition"};
     a.source = "Elhage et al. 2022 and anthropics/toy-models-of-superposition's notebook (D_i, D*, W^T W)";
     a.report = {{"Features (norm, interference, dimensionality)", "superposition.csv"}};

@@ -197,7 +197,7 @@ const char* capability_doc(Capability c) {
     case Capability::features: return "a sparse-features task (features reconstructed)";
     case Capability::heads: return "a model with attention heads";
     case Capability::pair_readout: return "a model read on a pair task (embedding rows, unembedding, W_L)";
-    case Capability::neurons: return "a model with hidden neurons writing to the logits";
+    case Capability::neurons: return "a model with hidden neurons (an MLP layer writing to the logits, a toy_mlp's ReLU layer)";
     case Capability::feature_matrix: return "a toy model's feature matrix W and output bias";
   }
   return "?";

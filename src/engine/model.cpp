@@ -37,7 +37,10 @@ Capabilities capabilities_of(const Config& cfg) {
     c.add(Capability::pair_readout);
     if (!r->neuron_to_logits.empty()) c.add(Capability::neurons);
   }
-  if (arch->feature_readout()) c.add(Capability::feature_matrix);
+  if (const auto* f = arch->feature_readout()) {
+    c.add(Capability::feature_matrix);
+    if (!f->neurons_in.empty()) c.add(Capability::neurons);  // a toy_mlp's ReLU layer
+  }
   return c;
 }
 

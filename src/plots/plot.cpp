@@ -362,10 +362,31 @@ bool superposition_figure(const RunFigures& f) {
   if (!f.has("wtw.dat") || !f.has("superposition.csv")) return false;
   const auto t = read_csv(f.dir + "/superposition.csv");
   const bool plane = t.column("w0") >= 0 && t.column("w1") >= 0 && t.column("w2") < 0;
+  // A layer of ReLU neurons (toy_mlp): each neuron's weight from every feature, the
+  // asymmetric-superposition motif's neurons marked with their inhibitor.
+  std::string neurons;
+  if (f.has("superposition_neurons.csv")) {
+    const auto nt = read_csv(f.dir + "/superposition_neurons.csv");
+    const int cn = nt.column("neuron"), cf = nt.column("feature"), ca = nt.column("asymmetric"), ci = nt.column("inhibitor");
+    const size_t n = t.rows.size();
+    if (cn >= 0 && cf >= 0 && ca >= 0 && ci >= 0 && n > 0 && !nt.rows.empty()) {
+      const size_t m = nt.rows.size() / n;
+      neurons = "set datafile separator ','\nset title 'Neurons: W_in by feature (colour)' noenhanced\n"
+                "set xlabel 'neuron'\nset ylabel 'W_in' noenhanced\nset yrange [*:*] noreverse\nset xrange [-0.6:" +
+                std::to_string(double(m) - 0.4) + "]\nset xtics 1\nset xzeroaxis\nunset key\nset size noratio\n";
+      for (auto& row : nt.rows)
+        if (row[size_t(ca)] == "1" && row[size_t(cf)] == "0")
+          neurons += "set label \"asym.\\ninh. " + row[size_t(ci)] + "\" at " + row[size_t(cn)] +
+                     ", graph 0.93 center font ',9'\n";
+      neurons += "plot '../superposition_neurons.csv' using (column('neuron') - 0.4 + 0.8 * (column('feature') + 0.5) / " +
+                 std::to_string(n) + "):'weight_in':(column('feature') + 1) with impulses lw 4 lc variable\n"
+                 "unset label\n";
+    }
+  }
   // Elhage et al.'s bars: each feature's norm ||W_i||, coloured by how much it shares its
   // dimensions, sum_{j != i} (W^_i . W_j)^2 (black: a dimension of its own; yellow: superposed).
   std::string body =
-      "set multiplot layout 1," + std::string(plane ? "3" : "2") + "\n"
+      "set multiplot layout 1," + std::to_string(2 + (plane ? 1 : 0) + (neurons.empty() ? 0 : 1)) + "\n"
       "set datafile separator ','\nset title '||W_i||, coloured by superposition' noenhanced\nset xlabel 'feature'\n"
       "set ylabel '||W_i||'\nset yrange [0:*]\nset style fill solid 1.0\nset boxwidth 0.8\nunset key\n"
       "set palette defined (0 'black', 0.5 '#7a0177', 1 '#fec44f')\nset cbrange [0:1]\n"
@@ -381,7 +402,7 @@ bool superposition_figure(const RunFigures& f) {
             "set ylabel 'h_1'\nset size ratio -1\nset yrange [*:*] noreverse\nset xrange [*:*]\n"
             "plot '../superposition.csv' using (0):(0):'w0':'w1' with vectors head filled lw 2 lc rgb '#1f77b4', "
             "'' using 'w0':'w1':(sprintf('%d', column('feature'))) with labels offset 1,1\n";
-  body += "unset multiplot\n";
+  body += neurons + "unset multiplot\n";
   figure(f.opts.gnuplot, f.plots, "superposition", body);
   return true;
 }
