@@ -20,6 +20,7 @@ figures=(
   "induction|configs/induction/small.json|heads.svg|induction-heads.svg"
   "induction|configs/induction/small.json|pattern.svg|induction-pattern.svg"
   "pentagon|configs/superposition/pentagon.json|superposition.svg|superposition-pentagon.svg"
+  "abs|configs/superposition/abs.json|superposition.svg|superposition-abs.svg"
 )
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 {
