@@ -259,6 +259,18 @@ check "analyse: the group run's files, a line per analysis" \
   '[ -s rgrp/progress.csv ] && [ -s rgrp/irreps_progress.csv ] && [ -s rgrp/irreps.csv ] && [ ! -e rgrp/trig_fit.csv ] &&
    [ -s rgrp/patch_heads.csv ] && [ -s rgrp/cosets.csv ] && grep -q "^rgrp: progress (" err.txt && grep -q "^rgrp: irreps (" err.txt &&
    grep -q "^rgrp: cosets (" err.txt'
+expect 0 "" -- "$bin" cosets rgrp --json
+check "cosets --json on the logits: every class's share and the irreps' at most the ceiling (functions of c^-1 y contain both)" \
+  'python3 - <<"PYEOF"
+import json
+j = json.load(open("out.txt"))
+lg = j["logits"]
+assert 0 <= lg["ceiling_left"] <= 1 + 1e-9 and "verdict" in lg, lg
+assert j["irreps"]["logit_fve"] <= lg["ceiling_left"] + 1e-9, (j["irreps"], lg)
+for m in j["subgroups"]:
+    assert -1e-9 <= m["logits"]["fve_left"] <= lg["ceiling_left"] + 1e-9, m
+    assert -1e-9 <= m["logits"]["fve_right"] <= lg["ceiling_right"] + 1e-9, m
+PYEOF'
 expect 0 "" -- "$bin" analyse rgrp
 check "analyse again: up to date, nothing rerun" 'grep -q "^rgrp: up to date (progress, irreps, cosets, patch)$" err.txt'
 expect 0 "" -- "$bin" progress rgrp

@@ -65,6 +65,29 @@ std::string verdict_of(const CosetReport& r, const CosetReport& init) {
   return buf;
 }
 
+// The class whose conjugates' indicators hold most of the logits (the better side).
+const CosetMeasure* best_on_logits(const CosetReport& r) {
+  const CosetMeasure* best = nullptr;
+  for (auto& m : r.measures)
+    if (!best || std::max(m.logit_fve_left, m.logit_fve_right) > std::max(best->logit_fve_left, best->logit_fve_right))
+      best = &m;
+  return best;
+}
+
+// Which account explains more of the logits, in one line ("" without key irreps or subgroups).
+std::string logits_verdict(const CosetReport& r) {
+  const CosetMeasure* best = best_on_logits(r);
+  if (!best || r.key.empty()) return "";
+  const double coset = std::max(best->logit_fve_left, best->logit_fve_right), irreps = r.irrep_logit_fve;
+  char buf[400];
+  std::snprintf(buf, sizeof buf,
+                "on the logits, %s: the key irreps' characters hold %.1f%%, the cosets of %s %.1f%%, of %.1f%% that any "
+                "function of where the class sits from the answer holds",
+                irreps > coset ? "irreps explain more" : coset > irreps ? "cosets explain more" : "as much", 100 * irreps,
+                best->subgroup.c_str(), 100 * coset, 100 * std::max(r.logit_ceiling_left, r.logit_ceiling_right));
+  return buf;
+}
+
 void write_file(const std::string& run_dir, const CosetReport& r, const CosetReport& init) {
   CsvWriter csv({"subgroup", "order", "index", "conjugates", "normal", "side", "fve_a", "fve_b", "units_a", "units_b",
                  "chance", "init_fve_a", "init_fve_b", "theirs_ratio_a", "theirs_ratio_b", "kept_dims", "kept_loss",
@@ -99,7 +122,8 @@ int run(const AnalysisOptions& opts) {
                                     {"kept_loss", r.irrep_kept_loss},
                                     {"kept_acc", r.irrep_kept_acc}, {"logit_fve", r.irrep_logit_fve},
                                     {"init_logit_fve", init.irrep_logit_fve}}},
-                        {"logits", {{"ceiling_left", r.logit_ceiling_left}, {"ceiling_right", r.logit_ceiling_right},
+                        {"logits", {{"verdict", logits_verdict(r)},
+                                    {"ceiling_left", r.logit_ceiling_left}, {"ceiling_right", r.logit_ceiling_right},
                                     {"init_ceiling_left", init.logit_ceiling_left},
                                     {"init_ceiling_right", init.logit_ceiling_right}}},
                         {"subgroups", nlohmann::json::array()}};
@@ -177,13 +201,7 @@ int run(const AnalysisOptions& opts) {
   std::printf("  %-40s %5.1f%% / %5.1f%%  (untrained %4.1f%% / %4.1f%%)\n", "any function of c^-1 y / y c^-1 (ceiling)",
               100 * r.logit_ceiling_left, 100 * r.logit_ceiling_right, 100 * init.logit_ceiling_left,
               100 * init.logit_ceiling_right);
-  if (!by_logits.empty() && !r.key.empty()) {
-    const double coset = best_side(by_logits[0]), irreps = r.irrep_logit_fve;
-    std::printf("on the logits, %s: the key irreps' characters hold %.1f%%, the cosets of %s %.1f%%, of %.1f%% that "
-                "any function of where the class sits from the answer holds\n",
-                irreps > coset ? "irreps explain more" : coset > irreps ? "cosets explain more" : "as much", 100 * irreps,
-                by_logits[0]->subgroup.c_str(), 100 * coset, 100 * std::max(r.logit_ceiling_left, r.logit_ceiling_right));
-  }
+  if (const std::string v = logits_verdict(r); !v.empty()) std::printf("%s\n", v.c_str());
   std::printf("model as is: loss %.3e, accuracy %.4f (uniform guess: loss %.3f)\n", r.model_loss, r.model_acc,
               r.uniform_loss);
   std::printf("%s\n", verdict.c_str());

@@ -418,13 +418,16 @@ int run_compare_command(const CompareOptions& opts) {
       std::printf("%-*s %5d  (no finished run yet)\n", width, a.label.c_str(), 0);
       continue;
     }
-    std::printf("%-*s %5zu %7lld %9s %17s %9s %17s %6s %15s %7.3g %6.2f %10s", width, a.label.c_str(), a.runs.size(),
+    const bool alone = arms.size() == 1;  // one arm: nothing to compare it with
+    std::printf("%-*s %5zu %7lld %9s %17s %9s %17s %6s %15s %7s %6.2f %10s", width, a.label.c_str(), a.runs.size(),
                 (long long)a.n_grokked, shown(a.grok_median).c_str(), shown(a.grok_ci).c_str(),
                 shown(a.delay_median).c_str(), shown(a.delay_ci).c_str(),
                 // A censored median over an uncensored baseline's: the ratio is a lower bound too.
-                ((a.grok_median.lower_bound && !arms[0].grok_median.lower_bound ? ">=" : "") +
-                 format_number(a.ratio, "%.2f")).c_str(),
-                shown(a.ratio_ci, "%.2f").c_str(), a.test.p, a.log_sd,
+                alone ? "-"
+                      : ((a.grok_median.lower_bound && !arms[0].grok_median.lower_bound ? ">=" : "") +
+                         format_number(a.ratio, "%.2f")).c_str(),
+                alone ? "-" : shown(a.ratio_ci, "%.2f").c_str(), alone ? "-" : format_number(a.test.p, "%.3g").c_str(),
+                a.log_sd,
                 std::isnan(a.detectable)   ? "-"
                 : std::isinf(a.detectable) ? "none"  // an arm of one run: no spread to test against
                                            : ("x" + format_number(a.detectable, "%.2f")).c_str());
