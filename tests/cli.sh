@@ -36,6 +36,12 @@ expect 2 "toymlp.json: /model/kind: toy_mlp maps real-valued features to outputs
 touch afile
 expect 2 "afile: exists and is not a directory" -- "$bin" train tiny.json --out afile/run
 
+# ---- a directory that a process killed mid-write left with only a temporary file: start there, leave none ----
+mkdir -p rtmp/checkpoints && echo '{"half": ' >rtmp/config.json.tmp.999 && echo x >rtmp/checkpoints/resume.pt.tmp.999
+expect 0 "" -- "$bin" train tiny.json --out rtmp -q --set train.epochs=20
+check "train in a directory with a killed process's temporaries: it trains and removes them" \
+  '[ -s rtmp/summary.json ] && [ -z "$(find rtmp -name "*.tmp.*")" ]'
+
 # ---- a run, then refusal to start over in it ----
 expect 0 "" -- "$bin" train tiny.json --out r1 -q
 [ -s r1/metrics.csv ] && [ -s r1/summary.json ] && [ -s r1/checkpoints/resume.pt ] && pass=$((pass + 1)) ||

@@ -899,6 +899,7 @@ TrainReport new_run(const TrainOptions& opts) {
     }
     locks.push_back(std::make_unique<RunLock>(dir));
     if (opts.force) clear_run_dir(dir);
+    remove_temporaries(dir);  // a process killed while writing (its config.json, say) left them
     Config one = cfg;
     one.train.seed = seeds[i];
     one.output.dir = dir;
@@ -930,6 +931,7 @@ std::vector<TrainReport> run_packed(const std::vector<std::string>& dirs, bool q
     check_device(cfgs.back(), dir + "/config.json", {});
     make_dirs(dir + "/checkpoints");
     locks.push_back(std::make_unique<RunLock>(dir));
+    remove_temporaries(dir);
   }
   check_memory(cfgs[0], int64_t(side), "--packed");
   return train_packed(cfgs, dirs, false, quiet, int64_t(side));
