@@ -309,8 +309,9 @@ TEST_CASE("irreps across seeds: each run's order of becoming key, the final key 
   CHECK(s.pairs[0].after == 1);
   CHECK(s.pairs[0].tied == 1);
   CHECK(s.drop_pairs.empty());  // only C ever dropped out, in one run
-  // Drop-outs: A out from 200 and C from 300 in two runs; C out before A in a third; both out
-  // from 200 in a fourth (a drop-out that rises again counts from its last fall).
+  // Drop-outs: A out from 200 and C from 300 in two runs (five); C out before A in a third (six);
+  // A before C in a fourth, where C falls, rises and falls again (seven: a drop-out counts from
+  // its last fall); both out at once in `tie`.
   const auto five = run({{1, 0, 1}, {1, 0, 1}, {0, 0, 1}, {0, 0, 0}, {0, 0, 0}});
   const auto six = run({{1, 0, 1}, {1, 0, 0}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}});
   const auto seven = run({{1, 0, 1}, {1, 0, 0}, {0, 0, 1}, {0, 0, 0}, {0, 0, 0}});
