@@ -360,8 +360,10 @@ expect 0 "" -- "$bin" train <(echo '{"task": {"kind": "group", "group": "D4"}}')
 check "--force leaves none of the analyses' files or figures" '[ ! -e rgrp/irreps.csv ] && [ ! -e rgrp/irreps_progress.csv ] && [ ! -e rgrp/cosets.csv ] && [ ! -e rgrp/plots ]'
 
 # ---- bench --families: a line per model family at its shipped config, from the repository root ----
-(cd "$src" && "$bin" bench --families --steps 1 --set train.threads=1 --json) >fam.json 2>fam.err
-check "bench --families: seven families, each timed, its FLOPs from its shapes, the packed toy models counted as models" \
+# --vs-peer: each family's plain PyTorch peer timed in the same run (a few steps each with --steps 1)
+(cd "$src" && "$bin" bench --families --vs-peer --python "${GROKKING_PYTHON:-/usr/bin/python3}" --steps 1 \
+   --set train.threads=1 --json) >fam.json 2>fam.err
+check "bench --families --vs-peer: seven families, each timed, its FLOPs from its shapes, the packed toy models counted as models, each beside its peer" \
   'python3 -c "
 import json, sys
 j = json.load(open(\"fam.json\"))
@@ -370,7 +372,13 @@ assert len(f) == 7, len(f)
 assert all(l[\"ms_per_step\"] > 0 and l[\"step_gflop\"] > 0 for l in f), f
 assert [l[\"models\"] for l in f] == [1, 1, 1, 1, 1, 30, 20]
 assert f[0][\"path\"] == \"fast\" and f[1][\"path\"] == \"plain\" and f[0][\"step_gflop\"] == f[1][\"step_gflop\"]
+assert [l[\"peer\"][\"script\"].split(\"/\")[-1] for l in f] == [\"paper_step.py\"] * 2 + [\"induction_peer.py\"] * 2 + [\"group_mlp_peer.py\"] + [\"superposition_peer.py\"] * 2
+for l in f:
+    p = l[\"peer\"]
+    assert p[\"ms_per_step\"] > 0 and abs(p[\"peer_over_ours\"] - p[\"ms_per_step\"] / l[\"ms_per_step\"]) < 1e-9 * p[\"peer_over_ours\"], l
 "'
+expect 2 "bench --python: /nonexistent/python cannot import torch" -- "$bin" bench --families --vs-peer --python /nonexistent/python
+expect 2 "--vs-peer requires --families" -- "$bin" bench --vs-peer
 expect 2 "bench --families: configs/induction/minimal.json not found: run it from the repository root" -- "$bin" bench --families --steps 1
 
 # ---- scripts/import-chughtai.py: one of Chughtai et al.'s checkpoints as a run ----

@@ -33,6 +33,10 @@ struct BenchOptions {
   // A line per shipped model family (the configs under configs/, read from the working
   // directory), each on the path training takes; `sets` apply to every one.
   bool families = false;
+  // With families: also time each family's plain PyTorch peer (scripts/peers/*.py and
+  // scripts/paper_step.py, run by `python`) in the same run.
+  bool vs_peer = false;
+  std::string python;  // empty: python3 on PATH if it imports torch, else /usr/bin/python3
 };
 int run_bench_command(const BenchOptions& opts);
 

@@ -18,6 +18,13 @@ Command bench_command(CLI::App& app) {
                 "toy models packed); run from the repository root")
       ->excludes(sub->get_option("config"))
       ->excludes(sub->get_option("--seeds"));
+  sub->add_flag("--vs-peer", opts->vs_peer,
+                "With --families: also time each family's plain PyTorch peer (scripts/peers/, scripts/paper_step.py) "
+                "in the same run, with as many threads, and print the ratio")
+      ->needs(sub->get_option("--families"));
+  sub->add_option("--python", opts->python,
+                  "The Python with torch that runs the peers (default: python3 on PATH, else /usr/bin/python3)")
+      ->needs(sub->get_option("--vs-peer"));
   return {sub, [opts] { return run_bench_command(*opts); }};
 }
 

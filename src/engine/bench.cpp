@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <sys/wait.h>
 
 #include "grokking/commands.hpp"
 #include "grokking/compat.hpp"
@@ -139,23 +141,97 @@ struct Family {
   std::vector<std::string> sets;
   int64_t models;
   bool plain;  // the plain path, where the family has a fast one
+  // Its plain PyTorch peer: the script and its arguments (without --threads), and the key of
+  // the rate in the JSON line the script prints last (optimiser steps of all its models a second).
+  std::vector<std::string> peer;
+  std::string peer_rate;
+  // How many steps it runs at bench's default --steps 20 (a few seconds; scaled with --steps).
+  std::string peer_steps_flag;
+  int peer_steps;
 };
 
-int run_bench_families(const BenchOptions& opts) {
-  const std::vector<Family> families = {
-      {"modular, fast", "", {}, 1, false},
-      {"modular, plain", "", {}, 1, true},
-      {"transformer (2 layers, attn-only)", "configs/induction/minimal.json", {}, 1, false},
-      {"transformer (small induction)", "configs/induction/small.json", {}, 1, false},
-      {"MLP (S5, Chughtai et al.)", "configs/groups/chughtai-s5-mlp.json", {}, 1, false},
-      {"toy model 5 -> 2, 30 packed", "configs/superposition/pentagon.json", {}, 30, false},
-      {"toy model 200 -> 20, 20 packed", "configs/sweeps/superposition-200-20-base.json", {"task.sparsity=0.9"}, 20,
-       false},
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// The Python that runs the peers: the one asked for, else python3 on PATH where it imports
+// torch, else Debian's /usr/bin/python3 (python3-torch).
+std::string peer_python(const std::string& asked) {
+  auto has_torch = [](const std::string& py) {
+    return std::system((shell_quote(py) + " -c 'import torch' >/dev/null 2>&1").c_str()) == 0;
   };
+  if (!asked.empty()) {
+    if (!has_torch(asked)) throw UsageError("bench --python: " + asked + " cannot import torch");
+    return asked;
+  }
+  for (const char* py : {"python3", "/usr/bin/python3"})
+    if (has_torch(py)) return py;
+  throw UsageError("bench --vs-peer: neither python3 nor /usr/bin/python3 imports torch (apt install python3-torch, or --python PATH)");
+}
+
+// Runs a peer with `threads` threads and returns its seconds per optimiser step: the rate its
+// loop measured itself (the Python start and `import torch` excluded), read from its last JSON line.
+double time_peer(const std::string& python, const Family& f, int threads, int bench_steps) {
+  std::string cmd = shell_quote(python);
+  for (const auto& a : f.peer) cmd += " " + shell_quote(a);
+  cmd += " " + f.peer_steps_flag + " " + std::to_string(std::max(2, int(int64_t(f.peer_steps) * bench_steps / 20)));
+  cmd += " --threads " + std::to_string(threads) + " 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (!pipe) throw std::runtime_error("bench --vs-peer: cannot run " + cmd);
+  std::string out, last_json, last_line;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, pipe)) out += buf;
+  const int status = ::pclose(pipe);
+  for (size_t start = 0; start < out.size();) {
+    size_t end = out.find('\n', start);
+    if (end == std::string::npos) end = out.size();
+    std::string line = out.substr(start, end - start);
+    if (!line.empty()) last_line = line;
+    if (!line.empty() && line.front() == '{') last_json = line;
+    start = end + 1;
+  }
+  if (status != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || last_json.empty())
+    throw std::runtime_error("bench --vs-peer: " + f.peer.front() + " failed" +
+                             (last_line.empty() ? std::string() : ": " + last_line));
+  const auto j = nlohmann::json::parse(last_json, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains(f.peer_rate) || !j[f.peer_rate].is_number() || j[f.peer_rate].get<double>() <= 0)
+    throw std::runtime_error("bench --vs-peer: " + f.peer.front() + " printed no " + f.peer_rate);
+  return 1 / j[f.peer_rate].get<double>();
+}
+
+int run_bench_families(const BenchOptions& opts) {
+  // The peers (scripts/peers/README.md has the pairs): the same model at the same settings,
+  // run long enough (a few seconds) that their loop's mean rate is steady; evaluation off.
+  const std::string paper_step = "scripts/paper_step.py";
+  const std::vector<std::string> induction = {"scripts/peers/induction_peer.py", "--eval-every", "0", "--config"};
+  const std::vector<std::string> toy = {"scripts/peers/superposition_peer.py", "--init", "per_model", "--importance-decay"};
+  auto with = [](std::vector<std::string> a, std::initializer_list<std::string> more) {
+    a.insert(a.end(), more);
+    return a;
+  };
+  const std::vector<Family> families = {
+      {"modular, fast", "", {}, 1, false, {paper_step}, "steps_per_s", "--steps", 10},
+      {"modular, plain", "", {}, 1, true, {paper_step}, "steps_per_s", "--steps", 10},
+      {"transformer (2 layers, attn-only)", "configs/induction/minimal.json", {}, 1, false,
+       with(induction, {"configs/induction/minimal.json"}), "steps_per_s", "--steps", 40},
+      {"transformer (small induction)", "configs/induction/small.json", {}, 1, false,
+       with(induction, {"configs/induction/small.json"}), "steps_per_s", "--steps", 400},
+      {"MLP (S5, Chughtai et al.)", "configs/groups/chughtai-s5-mlp.json", {}, 1, false,
+       {"scripts/peers/group_mlp_peer.py", "--config", "configs/groups/chughtai-s5-mlp.json", "--metrics-every", "0"},
+       "epochs_per_s", "--epochs", 40},
+      {"toy model 5 -> 2, 30 packed", "configs/superposition/pentagon.json", {}, 30, false,
+       with(toy, {"0.9", "--instances", "30", "--features", "5", "--hidden", "2", "--sparsity", "0.95"}), "steps_per_s", "--steps", 2000},
+      {"toy model 200 -> 20, 20 packed", "configs/sweeps/superposition-200-20-base.json", {"task.sparsity=0.9"}, 20,
+       false,
+       with(toy, {"1.0", "--instances", "20", "--features", "200", "--hidden", "20", "--sparsity", "0.9"}), "steps_per_s", "--steps", 100},
+  };
+  const std::string python = opts.vs_peer ? peer_python(opts.python) : "";
   struct Line {
     std::string family, config, path;
     int64_t models;
-    double seconds, flops;
+    double seconds, flops, peer_seconds;  // peer_seconds: 0 without --vs-peer
   };
   std::vector<Line> lines;
   double peak = 0;
@@ -173,6 +249,8 @@ int run_bench_families(const BenchOptions& opts) {
     threads = configure_threads(cfg.train.threads);
     const torch::Device dev = resolve_device(cfg.train.device);
     device = dev.str();
+    if (opts.vs_peer && !dev.is_cpu())
+      throw UsageError("bench --vs-peer: the peers run on the CPU; time them with train.device=cpu (got " + device + ")");
     if (dev.is_cpu()) at::globalContext().setFlushDenormal(cfg.train.flush_denormal);
     if (peak == 0) peak = gemm_peak_gflops(dev);
     auto task = f.models > 1 ? make_task(std::vector<TaskConfig>(size_t(f.models), cfg.task)) : make_task(cfg.task);
@@ -186,8 +264,11 @@ int run_bench_families(const BenchOptions& opts) {
       auto loss = train_step(model, opt, batch, fast, cfg.optim.lr);
       if (dev.is_cuda()) loss.item<double>();
     }, std::min(3, opts.steps), opts.steps);
+    // The modular peer is the paper's step, which has no fast path: both modular lines compare with it.
+    const double peer = opts.vs_peer ? time_peer(python, f, threads, opts.steps) : 0.0;
     lines.push_back({f.family, f.config.empty() ? "(defaults: P = 113)" : f.config, fast ? "fast" : "plain",
-                     std::max<int64_t>(1, f.models), s, arch->step_flops(batch.size()) * double(std::max<int64_t>(1, f.models))});
+                     std::max<int64_t>(1, f.models), s, arch->step_flops(batch.size()) * double(std::max<int64_t>(1, f.models)),
+                     peer});
   }
   if (opts.json) {
     nlohmann::json j = {{"device", device}, {"threads", threads}, {"blas", blas_description()},
@@ -199,21 +280,38 @@ int run_bench_families(const BenchOptions& opts) {
                                {"gflops", l.flops / l.seconds / 1e9},
                                {"fraction_of_peak", l.flops / l.seconds / 1e9 / peak},
                                {"model_steps_per_s", double(l.models) / l.seconds}});
+    if (opts.vs_peer) {
+      j["peer_python"] = python;
+      for (size_t i = 0; i < lines.size(); ++i)
+        j["families"][i]["peer"] = {{"script", families[i].peer.front()},
+                                    {"ms_per_step", lines[i].peer_seconds * 1e3},
+                                    {"peer_over_ours", lines[i].peer_seconds / lines[i].seconds}};
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   std::printf("device %s, %d thread%s, %s, LibTorch %s; GEMM peak (1024^3 sgemm) %.1f GFLOP/s\n", device.c_str(), threads,
               threads == 1 ? "" : "s", blas_description().c_str(), compat::torch_version().c_str(), peak);
   if (const std::string advice = blas_advice(); !advice.empty() && device == "cpu") std::printf("note: %s\n", advice.c_str());
-  std::printf("\n%-34s %-5s %6s %10s %11s %9s %8s %14s  %s\n", "family", "path", "models", "ms/step", "GFLOP/step",
-              "GFLOP/s", "of peak", "model-steps/s", "config");
-  for (auto& l : lines)
-    std::printf("%-34s %-5s %6lld %10.2f %11.4f %9.1f %7.0f%% %14.1f  %s\n", l.family.c_str(), l.path.c_str(),
+  std::printf("\n%-34s %-5s %6s %10s %11s %9s %8s %14s", "family", "path", "models", "ms/step", "GFLOP/step",
+              "GFLOP/s", "of peak", "model-steps/s");
+  if (opts.vs_peer) std::printf(" %13s %10s", "peer ms/step", "peer/ours");
+  std::printf("  %s\n", "config");
+  for (auto& l : lines) {
+    std::printf("%-34s %-5s %6lld %10.2f %11.4f %9.1f %7.0f%% %14.1f", l.family.c_str(), l.path.c_str(),
                 (long long)l.models, l.seconds * 1e3, l.flops / 1e9, l.flops / l.seconds / 1e9,
-                100 * l.flops / l.seconds / 1e9 / peak, double(l.models) / l.seconds, l.config.c_str());
+                100 * l.flops / l.seconds / 1e9 / peak, double(l.models) / l.seconds);
+    if (opts.vs_peer) std::printf(" %13.2f %9.2fx", l.peer_seconds * 1e3, l.peer_seconds / l.seconds);
+    std::printf("  %s\n", l.config.c_str());
+  }
   std::printf("(GFLOP/step: the matrix products a step cannot avoid, from the model's shapes, for all models of the "
               "line; a step is one optimiser step of every model; the median of %d)\n",
               opts.steps);
+  if (opts.vs_peer)
+    std::printf("(peer: the same model and settings in plain PyTorch run by %s, as many threads; modular: "
+                "scripts/paper_step.py, the median of its steps; the others: scripts/peers/, the mean of its loop, "
+                "evaluation off, the start and import excluded; each draws its batches, ours time a fixed one)\n",
+                python.c_str());
   return 0;
 }
 }  // namespace
