@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,18 @@ inline std::string temp_dir(const std::string& name) {
   if (std::system(cmd.c_str()) != 0) throw std::runtime_error("cannot create " + base);
   return base;
 }
+
+// What f throws (its what()), or "" where it throws nothing.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 inline std::string source_dir() { return GROKKING_SOURCE_DIR; }
 

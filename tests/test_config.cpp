@@ -8,6 +8,7 @@
 #include "helpers.hpp"
 
 using namespace grokking;
+using test::contains;
 
 namespace {
 // The message of the UsageError that parsing `text` raises ("" if none).
@@ -19,7 +20,6 @@ std::string error_of(const std::string& text, const std::vector<std::string>& se
   }
   return "";
 }
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 }  // namespace
 
 TEST_CASE("the empty config is valid and gives the documented defaults", "[config]") {

@@ -8,20 +8,14 @@
 #include "catch.hpp"
 #include "grokking/error.hpp"
 #include "grokking/groups.hpp"
+#include "helpers.hpp"
 
 using namespace grokking;
+using test::error_of;
 
 namespace {
 const std::vector<std::string> kGroups = {"C1", "C2", "C7", "C12", "D1", "D2", "D3", "D4", "D5", "D6", "S1", "S2",
                                           "S3", "S4", "S5", "S6", "A3", "A4", "A5"};
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 }  // namespace
 
 TEST_CASE("groups: the tables are groups, the identity first, and the orders are right", "[groups]") {

@@ -17,6 +17,7 @@
 #include "helpers.hpp"
 
 using namespace grokking;
+using test::error_of;
 using test::max_rel_diff;
 using test::tiny_config;
 
@@ -43,15 +44,6 @@ Config mlp_gromov() {
 Config mlp_two_layers() {
   return tiny_with_model(
       {{"kind", "mlp"}, {"encoding", "one_hot"}, {"hidden", {12, 10}}, {"init", "uniform"}, {"biases", true}});
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 Config two_layer_attn_only() {
   return with(tiny_config(), {"model.n_layers=2", "model.attn_only=true"});

@@ -15,6 +15,7 @@
 #include "helpers.hpp"
 
 using namespace grokking;
+using test::prepare_run;
 using test::tiny_config;
 
 namespace {
@@ -26,12 +27,6 @@ std::vector<double> gradient_at(int t, int64_t n) {
 }
 torch::Tensor as_tensor(const std::vector<double>& v) { return torch::tensor(v, torch::kFloat64).to(torch::kFloat32); }
 
-std::string prepare_run(const Config& cfg, const std::string& name) {
-  std::string dir = test::temp_dir(name);
-  make_dirs(dir + "/checkpoints");
-  atomic_write(dir + "/config.json", config_to_json(cfg).dump(2));
-  return dir;
-}
 }  // namespace
 
 TEST_CASE("Grokfast EMA and MA filter the gradient as the reference code does", "[optim]") {

@@ -126,7 +126,7 @@ TEST_CASE("the transition: 10, 50 and 90 % of the drop, Olsson et al.'s bump and
 
 namespace {
 // Trains a shipped config, one thread, and returns its run directory and final head scores.
-std::pair<std::string, HeadScores> trained(const std::string& file) {
+std::pair<std::string, HeadScores> trained_heads(const std::string& file) {
   Config cfg = load_config(test::source_dir() + "/configs/induction/" + file);
   cfg.train.threads = 1, cfg.train.device = "cpu";
   const std::string dir = test::prepare_run(cfg, file);
@@ -188,7 +188,7 @@ TEST_CASE("the in-context-learning score only where the first half is trained", 
 
 TEST_CASE("configs/induction/small.json forms induction heads: a previous-token head, then an induction head",
           "[induction]") {
-  const auto [dir, s] = trained("small.json");
+  const auto [dir, s] = trained_heads("small.json");
   const auto rows = read_metrics(dir + "/metrics.csv");
   const auto& last = rows.back();
   double first_half = 0;
@@ -269,7 +269,7 @@ TEST_CASE("configs/induction/small.json forms induction heads: a previous-token 
 }
 
 TEST_CASE("configs/induction/small-1layer.json, the same with one layer, forms none", "[induction-control]") {
-  const auto [dir, s] = trained("small-1layer.json");
+  const auto [dir, s] = trained_heads("small-1layer.json");
   const auto last = read_metrics(dir + "/metrics.csv").back();
   INFO("repeated half " << last.test_loss << "; induction " << best(s.induction[0]));
   CHECK(best(s.induction[0]) < kHeadScoreThreshold);

@@ -241,7 +241,7 @@ TEST_CASE("the two-feature optimum: the paper's three regions at their corners",
 }
 
 namespace {
-SuperpositionReport trained(const std::string& file) {
+SuperpositionReport trained_superposition(const std::string& file) {
   Config cfg = load_config(test::source_dir() + "/configs/superposition/" + file);
   cfg.train.threads = 1, cfg.train.device = "cpu";
   const std::string dir = test::prepare_run(cfg, file);
@@ -251,7 +251,7 @@ SuperpositionReport trained(const std::string& file) {
 }  // namespace
 
 TEST_CASE("configs/superposition/pentagon.json: five sparse features in two dimensions as a pentagon", "[superposition-train]") {
-  const auto r = trained("pentagon.json");
+  const auto r = trained_superposition("pentagon.json");
   INFO("D* " << r.dims_per_feature);
   CHECK(r.represented == 5);
   for (auto& f : r.features) CHECK(f.dimensionality == Approx(0.4).margin(0.05));
@@ -263,7 +263,7 @@ TEST_CASE("configs/superposition/sticky-half.json: twenty equal features in five
           "[superposition-train]") {
   // Elhage et al.'s "sticky" 1/2: antipodal pairs, as many features represented as twice the
   // dimensions, each of dimensionality 1/2, the others dropped.
-  const auto r = trained("sticky-half.json");
+  const auto r = trained_superposition("sticky-half.json");
   INFO("D* " << r.dims_per_feature << ", represented " << r.represented);
   CHECK(r.dims_per_feature == Approx(0.5).margin(0.03));
   CHECK(r.represented == 10);

@@ -13,13 +13,13 @@
 #include "helpers.hpp"
 
 using namespace grokking;
+using test::contains;
 using test::temp_dir;
 using test::tiny_config;
 
 namespace {
 using test::metric_lines_without_time;
 using test::prepare_run;
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 }  // namespace
 
 TEST_CASE("a checkpoint round-trips weights, optimizer state and config", "[train]") {

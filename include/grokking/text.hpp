@@ -10,6 +10,16 @@
 
 namespace grokking {
 
+// A JSON value as the user wrote it, cut short for an error message (at most 40 characters);
+// invalid UTF-8 (a --set value is any bytes) shown replaced, never thrown.
+std::string shown_json(const nlohmann::json& v);
+
+// Throws UsageError "where: what (got <shown_json(got)>)".
+[[noreturn]] void fail_got(const std::string& where, const std::string& what, const nlohmann::json& got);
+
+// {"a", "b"} -> "a, b".
+std::string join_comma(const std::vector<std::string>& items);
+
 // printf-style formatting of one number: format_number(0.1234567, "%.3f") == "0.123".
 std::string format_number(double v, const char* printf_format = "%.4g");
 

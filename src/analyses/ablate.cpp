@@ -12,6 +12,8 @@
 namespace grokking {
 using namespace analyses;
 
+const AnalysisKind& ablate_analysis();
+
 namespace {
 
 // ablate.csv and excluded_by_freq.csv.
@@ -30,10 +32,9 @@ void write_files(const std::string& run_dir, const std::vector<AblationResult>& 
   atomic_write(run_dir + "/excluded_by_freq.csv", per.text());
 }
 
-const AnalysisKind& kind();
 
-int run(const AnalysisOptions& opts) {
-  auto [ck, run_dir] = load_for_analysis(kind(), opts.path);
+int run_ablate(const AnalysisOptions& opts) {
+  auto [ck, run_dir] = load_for_analysis(ablate_analysis(), opts.path);
   Model model = model_from_checkpoint(ck);
   Dataset data = make_dataset(ck.config.task);
   AblateOptions ao{opts.freqs, opts.draws, opts.seed};
@@ -110,10 +111,7 @@ int run(const AnalysisOptions& opts) {
 
 }  // namespace
 
-const AnalysisKind& ablate_analysis() { return kind(); }
-
-namespace {
-const AnalysisKind& kind() {
+const AnalysisKind& ablate_analysis() {
   static const AnalysisKind k = [] {
     AnalysisKind a;
     a.name = "ablate";
@@ -124,11 +122,10 @@ const AnalysisKind& kind() {
     a.options = {AnalysisOption::freqs, AnalysisOption::draws, AnalysisOption::seed};
     a.source = "Nanda et al. 2023, sections 4.2-4.4, 5.1 and Tables 1-2 (ablations, restricted and excluded loss)";
     a.report = {{"Ablations", "ablate.csv"}};
-    a.run = run;
+    a.run = run_ablate;
     return a;
   }();
   return k;
 }
-}  // namespace
 
 }  // namespace grokking

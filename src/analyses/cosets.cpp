@@ -13,9 +13,10 @@
 namespace grokking {
 using namespace analyses;
 
+const AnalysisKind& cosets_analysis();
+
 namespace {
 
-const AnalysisKind& kind();
 
 const std::string& side(const CosetMeasure& m) { return m.side; }
 
@@ -65,20 +66,26 @@ std::string verdict_of(const CosetReport& r, const CosetReport& init) {
   return buf;
 }
 
-// The class whose conjugates' indicators hold most of the logits (the better side).
-const CosetMeasure* best_on_logits(const CosetReport& r) {
-  const CosetMeasure* best = nullptr;
+// The share of the logits a class's conjugates' indicators hold, on its better side.
+double logit_share(const CosetMeasure& m) { return std::max(m.logit_fve_left, m.logit_fve_right); }
+
+// The subgroup classes (each once: its pairings of sides share the logits' shares), the one
+// whose conjugates' indicators hold most of the logits first.
+std::vector<const CosetMeasure*> classes_by_logits(const CosetReport& r) {
+  std::vector<const CosetMeasure*> out;
   for (auto& m : r.measures)
-    if (!best || std::max(m.logit_fve_left, m.logit_fve_right) > std::max(best->logit_fve_left, best->logit_fve_right))
-      best = &m;
-  return best;
+    if (std::none_of(out.begin(), out.end(), [&](auto* o) { return o->subgroup == m.subgroup && o->order == m.order && o->conjugates == m.conjugates; }))
+      out.push_back(&m);
+  std::stable_sort(out.begin(), out.end(), [](auto* x, auto* y) { return logit_share(*x) > logit_share(*y); });
+  return out;
 }
 
 // Which account explains more of the logits, in one line ("" without key irreps or subgroups).
 std::string logits_verdict(const CosetReport& r) {
-  const CosetMeasure* best = best_on_logits(r);
-  if (!best || r.key.empty()) return "";
-  const double coset = std::max(best->logit_fve_left, best->logit_fve_right), irreps = r.irrep_logit_fve;
+  const auto classes = classes_by_logits(r);
+  if (classes.empty() || r.key.empty()) return "";
+  const CosetMeasure* best = classes.front();
+  const double coset = logit_share(*best), irreps = r.irrep_logit_fve;
   char buf[400];
   std::snprintf(buf, sizeof buf,
                 "on the logits, %s: the key irreps' characters hold %.1f%%, the cosets of %s %.1f%%, of %.1f%% that any "
@@ -103,8 +110,8 @@ void write_file(const std::string& run_dir, const CosetReport& r, const CosetRep
   atomic_write(run_dir + "/cosets.csv", csv.text());
 }
 
-int run(const AnalysisOptions& opts) {
-  auto [ck, run_dir] = load_for_analysis(kind(), opts.path);
+int run_cosets(const AnalysisOptions& opts) {
+  auto [ck, run_dir] = load_for_analysis(cosets_analysis(), opts.path);
   const Model model = model_from_checkpoint(ck);
   const GroupStructure gs = group_structure(ck.config.task);
   const CosetReport r = analyse_cosets(model, gs);
@@ -182,12 +189,7 @@ int run(const AnalysisOptions& opts) {
               key.empty() ? "none" : key.c_str(), (long long)r.irrep_dims, 100 * r.irrep_fve_a, 100 * r.irrep_fve_b,
               100 * init.irrep_fve_a, 100 * init.irrep_fve_b, r.irrep_kept_loss, r.irrep_kept_acc);
   // The logits: the classes whose conjugates' indicators hold most of them, beside the irreps.
-  std::vector<const CosetMeasure*> by_logits;
-  for (auto& m : r.measures)
-    if (std::none_of(by_logits.begin(), by_logits.end(), [&](auto* o) { return o->subgroup == m.subgroup && o->order == m.order && o->conjugates == m.conjugates; }))
-      by_logits.push_back(&m);
-  auto best_side = [](const CosetMeasure* m) { return std::max(m->logit_fve_left, m->logit_fve_right); };
-  std::stable_sort(by_logits.begin(), by_logits.end(), [&](auto* x, auto* y) { return best_side(x) > best_side(y); });
+  const auto by_logits = classes_by_logits(r);
   std::printf("the logits (centred per pair), by where the class c sits from the answer y: the share of their variance in "
               "the conjugates' indicators [c in yH'] (left) / [c in H'y] (right), one weight a conjugate; untrained beside\n");
   for (size_t k = 0; k < by_logits.size() && k < 5; ++k) {
@@ -210,10 +212,7 @@ int run(const AnalysisOptions& opts) {
 
 }  // namespace
 
-const AnalysisKind& cosets_analysis() { return kind(); }
-
-namespace {
-const AnalysisKind& kind() {
+const AnalysisKind& cosets_analysis() {
   static const AnalysisKind k = [] {
     AnalysisKind a;
     a.name = "cosets";
@@ -225,11 +224,10 @@ const AnalysisKind& kind() {
     a.source = "Stander, Yu, Fan & Biderman 2024, \"Grokking group multiplication with cosets\" (sn-grok: "
                "calculate_cosets.py, sngrok/cosets.py)";
     a.report = {{"Cosets (the share of the hidden units constant on them)", "cosets.csv"}};
-    a.run = run;
+    a.run = run_cosets;
     return a;
   }();
   return k;
 }
-}  // namespace
 
 }  // namespace grokking

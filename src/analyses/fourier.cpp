@@ -12,6 +12,8 @@
 namespace grokking {
 using namespace analyses;
 
+const AnalysisKind& fourier_analysis();
+
 namespace {
 
 // fourier.csv, attention.csv (models with attention), neuron_spectrum.dat and logit_spectrum.dat.
@@ -70,10 +72,9 @@ void write_files(const std::string& run_dir, const FourierReport& r) {
   atomic_write(run_dir + "/logit_spectrum.dat", lmat);
 }
 
-const AnalysisKind& kind();
 
-int run(const AnalysisOptions& opts) {
-  auto [ck, run_dir] = load_for_analysis(kind(), opts.path);
+int run_fourier(const AnalysisOptions& opts) {
+  auto [ck, run_dir] = load_for_analysis(fourier_analysis(), opts.path);
   Model model = model_from_checkpoint(ck);
   auto r = analyse_fourier(model);
   const int64_t nf = n_frequencies(r.cycle.n);
@@ -152,10 +153,7 @@ int run(const AnalysisOptions& opts) {
 
 }  // namespace
 
-const AnalysisKind& fourier_analysis() { return kind(); }
-
-namespace {
-const AnalysisKind& kind() {
+const AnalysisKind& fourier_analysis() {
   static const AnalysisKind k = [] {
     AnalysisKind a;
     a.name = "fourier";
@@ -166,11 +164,10 @@ const AnalysisKind& kind() {
     a.figures = {"spectrum", "neurons", "logits2d", "attention"};
     a.source = "Nanda et al. 2023, sections 4.1-4.2 and Fig. 3-5 (key frequencies, neuron clusters)";
     a.report = {{"Fourier spectrum (one row a frequency)", "fourier.csv"}};
-    a.run = run;
+    a.run = run_fourier;
     return a;
   }();
   return k;
 }
-}  // namespace
 
 }  // namespace grokking

@@ -17,9 +17,10 @@
 namespace grokking {
 using namespace analyses;
 
+const AnalysisKind& heads_analysis();
+
 namespace {
 
-const AnalysisKind& kind();
 
 std::string label(int64_t l, int64_t h) { return "L" + std::to_string(l) + "H" + std::to_string(h); }
 using HeadList = std::vector<std::pair<int64_t, int64_t>>;
@@ -236,9 +237,9 @@ void print_text(const HeadsReport& r) {
   }
 }
 
-int run(const AnalysisOptions& opts) {
+int run_heads(const AnalysisOptions& opts) {
   configure_threads(0);
-  Checkpoint final_ck = load_final(kind(), opts.path).ck;
+  Checkpoint final_ck = load_final(heads_analysis(), opts.path).ck;
   const Batch eval = make_task(final_ck.config.task)->eval_batch();
   const Model model = model_from_checkpoint(final_ck);
   write_scores_over_training(opts.path, eval, model.arch().attention_layers(), model.arch().attention_heads());
@@ -253,10 +254,7 @@ int run(const AnalysisOptions& opts) {
 
 }  // namespace
 
-const AnalysisKind& heads_analysis() { return kind(); }
-
-namespace {
-const AnalysisKind& kind() {
+const AnalysisKind& heads_analysis() {
   static const AnalysisKind k = [] {
     AnalysisKind a;
     a.name = "heads";
@@ -270,11 +268,10 @@ const AnalysisKind& kind() {
     a.source = "Olsson et al. 2022 (prefix matching, loss by position); TransformerLens's head detector (scores); "
                "Elhage et al. 2021 (copying eigenvalues; Q-, K-, V-composition as ARENA 1.2's get_comp_score)";
     a.report = {{"Attention heads (scores, ablated losses)", "heads.csv"}};
-    a.run = run;
+    a.run = run_heads;
     return a;
   }();
   return k;
 }
-}  // namespace
 
 }  // namespace grokking

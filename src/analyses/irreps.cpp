@@ -15,6 +15,8 @@
 namespace grokking {
 using namespace analyses;
 
+const AnalysisKind& irreps_analysis();
+
 namespace {
 
 // irreps.csv: every irrep's measures at a checkpoint, and which are key.
@@ -33,7 +35,6 @@ void write_files(const std::string& run_dir, const IrrepReport& r) {
   atomic_write(run_dir + "/irreps.csv", csv.text());
 }
 
-const AnalysisKind& kind();
 
 // The same reading at the run's first checkpoint after memorisation (train accuracy 100 %), with
 // the key irreps of the checkpoint read: what a restricted figure is worth beside a model that
@@ -88,8 +89,8 @@ nlohmann::json reading_json(const RestrictedReading& r, const GroupStructure& gs
           {"heldout_test", split_json(r.heldout)}, {"rule_irreps", rule}, {"rule_count", rule.size()}};
 }
 
-int run(const AnalysisOptions& opts) {
-  auto [ck, run_dir] = load_for_analysis(kind(), opts.path);
+int run_irreps(const AnalysisOptions& opts) {
+  auto [ck, run_dir] = load_for_analysis(irreps_analysis(), opts.path);
   Model model = model_from_checkpoint(ck);
   const GroupStructure gs = group_structure(ck.config.task);
   std::vector<size_t> key;
@@ -234,10 +235,7 @@ int run(const AnalysisOptions& opts) {
 
 }  // namespace
 
-const AnalysisKind& irreps_analysis() { return kind(); }
-
-namespace {
-const AnalysisKind& kind() {
+const AnalysisKind& irreps_analysis() {
   static const AnalysisKind k = [] {
     AnalysisKind a;
     a.name = "irreps";
@@ -249,11 +247,10 @@ const AnalysisKind& kind() {
     a.options = {AnalysisOption::irreps, AnalysisOption::draws, AnalysisOption::seed};
     a.source = "Chughtai et al. 2023, section 5 and rep_theory/utils/metrics.py (logit similarity, the 0.005 key rule)";
     a.report = {{"Irreps (key: logit similarity above 0.005)", "irreps.csv"}};
-    a.run = run;
+    a.run = run_irreps;
     return a;
   }();
   return k;
 }
-}  // namespace
 
 }  // namespace grokking

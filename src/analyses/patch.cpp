@@ -21,9 +21,10 @@
 namespace grokking {
 using namespace analyses;
 
+const AnalysisKind& patch_analysis();
+
 namespace {
 
-const AnalysisKind& kind();
 
 std::string head_label(int64_t l, int64_t h) { return "L" + std::to_string(l) + "H" + std::to_string(h); }
 
@@ -190,8 +191,8 @@ std::vector<std::array<int64_t, 4>> read_pairs(const std::string& path) {
   return out;
 }
 
-int run(const AnalysisOptions& opts) {
-  auto [ck, run_dir] = load_for_analysis(kind(), opts.path);
+int run_patch(const AnalysisOptions& opts) {
+  auto [ck, run_dir] = load_for_analysis(patch_analysis(), opts.path);
   const Model model = model_from_checkpoint(ck);
   const auto task = make_task(ck.config.task);
   const auto sets = opts.pairs_file.empty() ? task->patch_sets(opts.seed)
@@ -218,10 +219,7 @@ int run(const AnalysisOptions& opts) {
 
 }  // namespace
 
-const AnalysisKind& patch_analysis() { return kind(); }
-
-namespace {
-const AnalysisKind& kind() {
+const AnalysisKind& patch_analysis() {
   static const AnalysisKind k = [] {
     AnalysisKind a;
     a.name = "patch";
@@ -246,11 +244,10 @@ const AnalysisKind& kind() {
     a.source = "Wang et al. 2022, section 3 (activation and path patching, the normalised metric); "
                "Goldowsky-Dill et al. 2023 (path patching); Nanda et al. 2023, section 5 (the key frequencies' "
                "directions)";
-    a.run = run;
+    a.run = run_patch;
     return a;
   }();
   return k;
 }
-}  // namespace
 
 }  // namespace grokking

@@ -18,9 +18,10 @@
 namespace grokking {
 using namespace analyses;
 
+const AnalysisKind& progress_analysis();
+
 namespace {
 
-const AnalysisKind& kind();
 
 // What the key set is: frequencies, or a group run's irreps by name (their numbers are the
 // irreps table's, not frequencies).
@@ -34,11 +35,11 @@ std::string key_text(const RunProgress& p) {
          " of grokking irreps' table)";
 }
 
-int run(const AnalysisOptions& opts) {
+int run_progress(const AnalysisOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string dir = opts.path;
   if (!is_dir(dir)) throw UsageError(dir + ": progress takes a run directory");
-  require_applies(kind(), load_run_config(dir), dir);
+  require_applies(progress_analysis(), load_run_config(dir), dir);
   RunProgress progress;
   if (opts.from_csv) {
     if (!opts.freqs.empty()) throw UsageError("--from-csv: the key frequencies are progress.csv's; no --freqs");
@@ -128,10 +129,7 @@ int run(const AnalysisOptions& opts) {
 
 }  // namespace
 
-const AnalysisKind& progress_analysis() { return kind(); }
-
-namespace {
-const AnalysisKind& kind() {
+const AnalysisKind& progress_analysis() {
   static const AnalysisKind k = [] {
     AnalysisKind a;
     a.name = "progress";
@@ -143,11 +141,10 @@ const AnalysisKind& kind() {
     a.figures = {"progress", "excluded", "trig_fit", "irreps"};
     a.options = {AnalysisOption::freqs, AnalysisOption::from_csv};
     a.source = "Nanda et al. 2023, sections 5.1-5.2 (restricted and excluded loss, the three phases); Chughtai et al. 2023 for groups";
-    a.run = run;
+    a.run = run_progress;
     return a;
   }();
   return k;
 }
-}  // namespace
 
 }  // namespace grokking

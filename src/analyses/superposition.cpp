@@ -15,6 +15,8 @@
 namespace grokking {
 using namespace analyses;
 
+const AnalysisKind& superposition_analysis();
+
 namespace {
 
 // Each feature's group name ("" where it is not represented).
@@ -74,9 +76,8 @@ SuperpositionReport superposition_of_run(const std::string& dir, bool write) {
   return r;
 }
 
-const AnalysisKind& kind();
 
-int run(const AnalysisOptions& opts) {
+int run_superposition(const AnalysisOptions& opts) {
   const std::string dir = opts.path;
   if (!is_dir(dir)) throw UsageError(dir + ": superposition takes a run directory or a sweep directory");
   configure_threads(1);
@@ -90,7 +91,7 @@ int run(const AnalysisOptions& opts) {
       const std::string name = run.at("name").get<std::string>(), run_dir = dir + "/runs/" + name;
       if (!exists(summary_path(run_dir)) || !finished(read_summary(run_dir).status)) continue;
       const Config cfg = load_run_config(run_dir);
-      require_applies(kind(), cfg, run_dir);
+      require_applies(superposition_analysis(), cfg, run_dir);
       const auto r = superposition_of_run(run_dir, true);
       const double S = cfg.task.real("sparsity");
       std::vector<double> importance = cfg.task.reals("importances");
@@ -136,7 +137,7 @@ int run(const AnalysisOptions& opts) {
     return 0;
   }
   const Config cfg = load_run_config(dir);
-  require_applies(kind(), cfg, dir);
+  require_applies(superposition_analysis(), cfg, dir);
   const auto r = superposition_of_run(dir, true);
   if (opts.quiet) return 0;
   // Feature sets: the trained model's within- and across-set cosines beside the untrained one's
@@ -264,10 +265,7 @@ int run(const AnalysisOptions& opts) {
 
 }  // namespace
 
-const AnalysisKind& superposition_analysis() { return kind(); }
-
-namespace {
-const AnalysisKind& kind() {
+const AnalysisKind& superposition_analysis() {
   static const AnalysisKind k = [] {
     AnalysisKind a;
     a.name = "superposition";
@@ -279,11 +277,10 @@ const AnalysisKind& kind() {
     a.figures = {"superposition"};
     a.source = "Elhage et al. 2022 and anthropics/toy-models-of-superposition's notebook (D_i, D*, W^T W)";
     a.report = {{"Features (norm, interference, dimensionality)", "superposition.csv"}};
-    a.run = run;
+    a.run = run_superposition;
     return a;
   }();
   return k;
 }
-}  // namespace
 
 }  // namespace grokking

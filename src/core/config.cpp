@@ -270,27 +270,10 @@ json parse_json_strict(const std::string& text, const std::string& origin) {
 
 namespace {
 
-// A value as the user wrote it, cut short: an error quotes at most a short prefix of any input.
-// Invalid UTF-8 (a --set value is any bytes) is shown replaced, not thrown by dump().
-std::string shown(const json& v) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
-}
-
-[[noreturn]] void fail(const std::string& where, const std::string& what, const json& got) {
-  throw UsageError(where + ": " + what + " (got " + shown(got) + ")");
-}
-
 // Where dump() with U+FFFD for bad bytes and dump() dropping them agree, there were none.
 bool valid_utf8(const std::string& s) {
   const json j(s);
   return j.dump(-1, ' ', false, json::error_handler_t::replace) == j.dump(-1, ' ', false, json::error_handler_t::ignore);
-}
-
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (auto& s : items) out += (out.empty() ? "" : ", ") + s;
-  return out;
 }
 
 const std::vector<KindKey>& kind_keys(const std::string& section, const std::string& kind) {
@@ -315,7 +298,7 @@ void read_kind_section(Config& c, const std::string& section, const json& body, 
   json& keys = section == "task" ? c.task.keys : c.model.keys;
   if (body.contains("kind")) {
     const json& v = body["kind"];
-    if (!v.is_string()) fail(origin + ": /" + section + "/kind", "must be a string", v);
+    if (!v.is_string()) fail_got(origin + ": /" + section + "/kind", "must be a string", v);
     kind = v.get<std::string>();
   }
   try {
@@ -351,20 +334,20 @@ void read_kind_section(Config& c, const std::string& section, const json& body, 
       if (f.section == section) allowed.push_back(f.spec.key);
     for (auto& k : own_keys) allowed.push_back(k.key);
     throw UsageError(where + ": unknown key; allowed in " + section + " with " + section + ".kind \"" + kind +
-                     "\": " + join(allowed));
+                     "\": " + join_comma(allowed));
   }
 }
 
 // Each field read and checked on its own (type, range); the checks across fields are validate()'s.
 Config read_fields(const json& j, const std::string& origin) {
-  if (!j.is_object()) fail(origin + ": /", "the config must be a JSON object", j);
+  if (!j.is_object()) fail_got(origin + ": /", "the config must be a JSON object", j);
   Config c;
   const auto& fields = schema();
   const auto& sections = section_names();
   // The kinds first, whatever the order of the sections in the file.
   for (const std::string section : {"task", "model"})
     if (j.contains(section)) {
-      if (!j[section].is_object()) fail(origin + ": /" + section, "must be an object", j[section]);
+      if (!j[section].is_object()) fail_got(origin + ": /" + section, "must be an object", j[section]);
       read_kind_section(c, section, j[section], origin);
     }
   for (auto& section_item : j.items()) {
@@ -372,8 +355,8 @@ Config read_fields(const json& j, const std::string& origin) {
     const std::string& section = section_item.key();
     const json& body = section_item.value();
     if (std::find(sections.begin(), sections.end(), section) == sections.end())
-      fail(origin + ": /" + short_text(section), "unknown section; allowed: " + join(sections), json(section));
-    if (!body.is_object()) fail(origin + ": /" + section, "must be an object", body);
+      fail_got(origin + ": /" + short_text(section), "unknown section; allowed: " + join_comma(sections), json(section));
+    if (!body.is_object()) fail_got(origin + ": /" + section, "must be an object", body);
     if (section == "task" || section == "model") continue;  // read above
     for (auto& key_item : body.items()) {
       const std::string& key = key_item.key();
@@ -385,7 +368,7 @@ Config read_fields(const json& j, const std::string& origin) {
         for (auto& f : fields)
           if (f.section == section) allowed.push_back(f.spec.key);
         throw UsageError(origin + ": /" + section + "/" + short_text(key) + ": unknown key; allowed in " + section +
-                         ": " + join(allowed));
+                         ": " + join_comma(allowed));
       }
       it->set(c, it->spec.read(value, origin + ": " + it->pointer()));
     }
@@ -450,7 +433,7 @@ void validate(const Config& c, const std::string& origin) {
     bad("/task/" + task.size_key, "too large: evaluating all " + std::to_string(shape.eval_examples) +
                                       " examples at once holds about " + format_number(bytes / 1e9, "%g") +
                                       " GB of activations, at most 16 GB allowed (got " +
-                                      shown(c.task.keys.value(task.size_key, json())) + ")");
+                                      shown_json(c.task.keys.value(task.size_key, json())) + ")");
   const double params = model.n_params(c, shape);
   if (params > 3e8)
     bad("/model/" + model.keys.front().key,
@@ -507,7 +490,7 @@ Config parse_config(const std::string& text, const std::string& origin, const st
   for (const auto& s : sets) {
     // Keys and values become JSON strings, which hold UTF-8 only (config.json is written with
     // them): found by fuzz_set, an invalid byte made dump() throw nlohmann's raw type_error.
-    if (!valid_utf8(s)) throw UsageError("--set " + shown(json(s)) + ": not valid UTF-8 text");
+    if (!valid_utf8(s)) throw UsageError("--set " + shown_json(json(s)) + ": not valid UTF-8 text");
     const std::string name = "--set " + short_text(s);
     auto eq = s.find('=');
     auto dot = s.find('.');
@@ -528,7 +511,7 @@ Config parse_config(const std::string& text, const std::string& origin, const st
     // out when the section's kind changes.
     if (key == "kind") switch_kind(j, section, value);
     if (!j.contains(section)) j[section] = json::object();
-    if (!j[section].is_object()) fail(name + ": /" + short_text(section), "must be an object", j[section]);
+    if (!j[section].is_object()) fail_got(name + ": /" + short_text(section), "must be an object", j[section]);
     j[section][key] = value;
     c = read_fields(j, name);
   }

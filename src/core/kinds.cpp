@@ -13,23 +13,6 @@ using nlohmann::json;
 
 namespace {
 
-// A value as the user wrote it, cut short: an error quotes at most a short prefix of any input.
-// Invalid UTF-8 (a --set value is any bytes) is shown replaced, not thrown by dump().
-std::string shown(const json& v) {
-  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
-  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
-}
-
-[[noreturn]] void fail(const std::string& where, const std::string& what, const json& got) {
-  throw UsageError(where + ": " + what + " (got " + shown(got) + ")");
-}
-
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (auto& s : items) out += (out.empty() ? "" : ", ") + s;
-  return out;
-}
-
 // An integer value: JSON integers, and reals with no fractional part (3.0), within int64.
 bool as_integer(const json& v, int64_t& out) {
   if (v.is_number_integer()) {
@@ -59,11 +42,11 @@ KindKey integer_key(const std::string& key, int64_t def, int64_t lo, int64_t hi,
   return {key, def, doc, [=](const json& v, const std::string& where) {
             int64_t x = 0;
             if (!as_integer(v, x)) {
-              if (v.is_number_integer()) fail(where, "must be an integer in " + range + why, v);  // past int64
-              fail(where, "must be an integer", v);
+              if (v.is_number_integer()) fail_got(where, "must be an integer in " + range + why, v);  // past int64
+              fail_got(where, "must be an integer", v);
             }
-            if (x < lo) fail(where, "must be an integer in " + range, v);
-            if (x > hi) fail(where, "must be an integer in " + range + why, v);
+            if (x < lo) fail_got(where, "must be an integer in " + range, v);
+            if (x > hi) fail_got(where, "must be an integer in " + range + why, v);
             return json(x);
           }};
 }
@@ -71,18 +54,18 @@ KindKey integer_key(const std::string& key, int64_t def, int64_t lo, int64_t hi,
 KindKey real_key(const std::string& key, double def, double lo, bool lo_open, double hi, bool hi_open,
                  const std::string& doc) {
   return {key, def, doc, [=](const json& v, const std::string& where) {
-            if (!v.is_number()) fail(where, "must be a number", v);
+            if (!v.is_number()) fail_got(where, "must be a number", v);
             const double x = v.get<double>();
             const std::string range = real_range(lo, lo_open, hi, hi_open);
-            if (!std::isfinite(x)) fail(where, "must be a finite number in " + range, v);
-            if ((lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi)) fail(where, "must be in " + range, v);
+            if (!std::isfinite(x)) fail_got(where, "must be a finite number in " + range, v);
+            if ((lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi)) fail_got(where, "must be in " + range, v);
             return json(x);
           }};
 }
 
 KindKey bool_key(const std::string& key, bool def, const std::string& doc) {
   return {key, def, doc, [](const json& v, const std::string& where) {
-            if (!v.is_boolean()) fail(where, "must be true or false", v);
+            if (!v.is_boolean()) fail_got(where, "must be true or false", v);
             return v;
           }};
 }
@@ -90,16 +73,16 @@ KindKey bool_key(const std::string& key, bool def, const std::string& doc) {
 KindKey choice_key(const std::string& key, const std::string& def, const std::vector<std::string>& choices,
                    const std::string& doc) {
   return {key, def, doc, [=](const json& v, const std::string& where) {
-            if (!v.is_string()) fail(where, "must be a string", v);
+            if (!v.is_string()) fail_got(where, "must be a string", v);
             if (std::find(choices.begin(), choices.end(), v.get<std::string>()) == choices.end())
-              fail(where, "must be one of " + join(choices), v);
+              fail_got(where, "must be one of " + join_comma(choices), v);
             return v;
           }};
 }
 
 KindKey text_key(const std::string& key, const std::string& def, const std::string& doc) {
   return {key, def, doc, [](const json& v, const std::string& where) {
-            if (!v.is_string()) fail(where, "must be a string", v);
+            if (!v.is_string()) fail_got(where, "must be a string", v);
             return v;
           }};
 }
@@ -109,11 +92,11 @@ KindKey integer_list_key(const std::string& key, std::vector<int64_t> def, int64
   const std::string what = "must be a list of 1 to " + std::to_string(max_len) + " integers in [" +
                            std::to_string(lo) + ", " + std::to_string(hi) + "]";
   return {key, def, doc, [=](const json& v, const std::string& where) {
-            if (!v.is_array() || v.empty() || v.size() > max_len) fail(where, what, v);
+            if (!v.is_array() || v.empty() || v.size() > max_len) fail_got(where, what, v);
             json out = json::array();
             for (auto& e : v) {
               int64_t x = 0;
-              if (!as_integer(e, x) || x < lo || x > hi) fail(where, what, v);
+              if (!as_integer(e, x) || x < lo || x > hi) fail_got(where, what, v);
               out.push_back(x);
             }
             return out;
@@ -125,11 +108,11 @@ KindKey real_list_key(const std::string& key, std::vector<double> def, double lo
   const std::string what = "must be a list of at most " + std::to_string(max_len) + " finite numbers in " +
                            real_range(lo, false, hi, false);
   return {key, def, doc, [=](const json& v, const std::string& where) {
-            if (!v.is_array() || v.size() > max_len) fail(where, what, v);
+            if (!v.is_array() || v.size() > max_len) fail_got(where, what, v);
             json out = json::array();
             for (auto& e : v) {
               if (!e.is_number() || !std::isfinite(e.get<double>()) || e.get<double>() < lo || e.get<double>() > hi)
-                fail(where, what, v);
+                fail_got(where, what, v);
               out.push_back(e.get<double>());
             }
             return out;
@@ -141,13 +124,13 @@ template <class Kind>
 std::string names_of(const std::vector<const Kind*>& kinds) {
   std::vector<std::string> names;
   for (auto* k : kinds) names.push_back(k->name);
-  return join(names);
+  return join_comma(names);
 }
 template <class Kind>
 const Kind& find_kind(const std::vector<const Kind*>& kinds, const std::string& name, const std::string& where) {
   for (auto* k : kinds)
     if (k->name == name) return *k;
-  fail(where, "must be one of " + names_of(kinds), json(name));
+  fail_got(where, "must be one of " + names_of(kinds), json(name));
 }
 }  // namespace
 

@@ -9,6 +9,21 @@
 
 namespace grokking {
 
+std::string shown_json(const nlohmann::json& v) {
+  std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return s.size() > 40 ? s.substr(0, 37) + "..." : s;
+}
+
+void fail_got(const std::string& where, const std::string& what, const nlohmann::json& got) {
+  throw UsageError(where + ": " + what + " (got " + shown_json(got) + ")");
+}
+
+std::string join_comma(const std::vector<std::string>& items) {
+  std::string out;
+  for (auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
 std::string format_number(double v, const char* printf_format) {
   char buf[64];
   std::snprintf(buf, sizeof buf, printf_format, v);

@@ -14,17 +14,17 @@ namespace grokking {
 
 namespace {
 
-struct Spec {
+struct MlpSpec {
   std::string encoding, activation, init;
   int64_t d_embed;
   std::vector<int64_t> hidden;
   bool biases;
-  explicit Spec(const ModelConfig& m)
+  explicit MlpSpec(const ModelConfig& m)
       : encoding(m.text("encoding")), activation(m.text("activation")), init(m.text("init")),
         d_embed(m.integer("d_embed")), hidden(m.integers("hidden")), biases(m.flag("biases")) {}
 };
 
-torch::Tensor activation(const torch::Tensor& x, const std::string& name) {
+torch::Tensor mlp_activation(const torch::Tensor& x, const std::string& name) {
   if (name == "square") return x * x;
   return name == "gelu" ? torch::gelu(x) : torch::relu(x);
 }
@@ -112,7 +112,7 @@ class Mlp : public Architecture {
       const std::string l = "hidden." + std::to_string(i) + ".";
       if (i > 0) h = h.bmm(W(l + "W"));
       if (s_.biases) h = h + W(l + "b").unsqueeze(1);
-      h = offer(l + "hook_post", activation(offer(l + "hook_pre", h), s_.activation));
+      h = offer(l + "hook_post", mlp_activation(offer(l + "hook_pre", h), s_.activation));
     }
     auto logits = h.bmm(W("unembed.W_U"));  // [S, N, C]
     if (s_.biases) logits = logits + W("unembed.b_U").unsqueeze(1);
@@ -123,7 +123,7 @@ class Mlp : public Architecture {
     return logits;
   }
 
-  Spec s_;
+  MlpSpec s_;
   TaskShape shape_;
   std::vector<ParamSpec> specs_;
   std::map<std::string, size_t> index_;
@@ -132,7 +132,7 @@ class Mlp : public Architecture {
 
 void validate_mlp(const Config& c, const TaskShape& shape, const std::string& origin) {
   auto bad = [&](const std::string& ptr, const std::string& what) { throw UsageError(origin + ": " + ptr + ": " + what); };
-  const Spec s(c.model);
+  const MlpSpec s(c.model);
   if (shape.operand_values == 0)
     bad("/model/kind", "an mlp reads the two operands of a pair task ([a, b, =]); task.kind \"" + c.task.kind +
                            "\" is not one (use model.kind \"transformer\"" +
@@ -172,7 +172,7 @@ const ModelKind& mlp_model() {
     k.validate = validate_mlp;
     k.n_params = mlp_params;
     k.activation_floats = [](const Config& c, const TaskShape& shape) {
-      const Spec s(c.model);
+      const MlpSpec s(c.model);
       double f = double(2 * s.d_embed);
       for (auto h : s.hidden) f += 2.0 * double(h);
       return f + 3.0 * double(shape.classes);

@@ -14,12 +14,12 @@ namespace grokking {
 
 namespace {
 
-struct Spec {
+struct TransformerSpec {
   int64_t d_model, n_heads, d_head, d_mlp, n_layers;
   std::string activation, init, layer_norm;  // layer_norm: none | pre | post
   nlohmann::json train_biases;               // false | true | "mlp"
   bool attn_only;
-  explicit Spec(const ModelConfig& m)
+  explicit TransformerSpec(const ModelConfig& m)
       : d_model(m.integer("d_model")), n_heads(m.integer("n_heads")), d_head(m.integer("d_head")),
         d_mlp(m.integer("d_mlp")), n_layers(m.integer("n_layers")), activation(m.text("activation")),
         init(m.text("init")), layer_norm(m.text("layer_norm")), train_biases(m.keys.at("train_biases")),
@@ -31,7 +31,7 @@ struct Spec {
 };
 
 // The fast path's task structure: one layer, no LayerNorm, an MLP, and [a, b, =] inputs.
-bool fast_applies(const Spec& s, const TaskShape& shape) {
+bool fast_applies(const TransformerSpec& s, const TaskShape& shape) {
   return s.n_layers == 1 && s.layer_norm == "none" && !s.attn_only && shape.operand_values > 0 &&
          shape.seq_len == 3 && shape.target == TaskShape::Target::last;
 }
@@ -132,7 +132,7 @@ class Transformer : public Architecture {
     return out;
   }
 
-  Spec s_;
+  TransformerSpec s_;
   TaskShape shape_;
   bool fast_;
   std::vector<ParamSpec> specs_;
@@ -320,7 +320,7 @@ KindKey train_biases_key() {
 
 void validate_transformer(const Config& c, const TaskShape& shape, const std::string& origin) {
   auto bad = [&](const std::string& ptr, const std::string& what) { throw UsageError(origin + ": " + ptr + ": " + what); };
-  const Spec s(c.model);
+  const TransformerSpec s(c.model);
   if (s.n_heads * s.d_head != s.d_model)
     bad("/model/d_model", "must equal n_heads*d_head = " + std::to_string(s.n_heads) + "*" + std::to_string(s.d_head) +
                               " (got " + std::to_string(s.d_model) + ")");
@@ -364,7 +364,7 @@ const ModelKind& transformer_model() {
     k.validate = validate_transformer;
     k.n_params = transformer_params;
     k.activation_floats = [](const Config& c, const TaskShape& shape) {
-      const Spec s(c.model);
+      const TransformerSpec s(c.model);
       if (fast_applies(s, shape))  // the evaluation holds [pairs, max(d_mlp, P)] floats a few times
         return double(std::max(s.d_mlp, shape.classes)) * 3.0;
       const double t = double(shape.seq_len);
@@ -373,7 +373,7 @@ const ModelKind& transformer_model() {
       const double scored = shape.target == TaskShape::Target::last ? 1 : t;
       return double(s.n_layers) * per_layer + scored * double(shape.classes) * 3;
     };
-    k.has_fast_path = [](const Config& c, const TaskShape& shape) { return fast_applies(Spec(c.model), shape); };
+    k.has_fast_path = [](const Config& c, const TaskShape& shape) { return fast_applies(TransformerSpec(c.model), shape); };
     k.make = [](const Config& c, const TaskShape& shape) -> std::shared_ptr<const Architecture> {
       return std::make_shared<Transformer>(c, shape);
     };
