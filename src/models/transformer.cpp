@@ -2,11 +2,14 @@
 // TransformerLens names and shapes, generalised as TransformerLens's config is: n_layers,
 // attn_only, LayerNorm (none, pre, post), learned positions, causal attention scaled by
 // 1/sqrt(d_head), untied embeddings. The fast path is its specialisation to one layer without
-// LayerNorm on [a, b, =] inputs, chosen where it applies and checked against the generic forward.
+// LayerNorm on [a, b, =] inputs, chosen where it applies and checked against the generic forward;
+// everywhere else the fast path is the generic forward with one projection for Q, K and V and
+// the attention core written by hand (attention.hpp), on the CPU.
 #include <cmath>
 #include <limits>
 #include <map>
 
+#include "attention.hpp"
 #include "grokking/error.hpp"
 #include "grokking/model.hpp"
 
@@ -64,7 +67,7 @@ class Transformer : public Architecture {
   }
 
   std::vector<ParamSpec> params() const override { return specs_; }
-  bool has_fast_path() const override { return fast_; }
+  bool has_fast_path() const override { return true; }
   const PairReadout* pair_readout() const override { return shape_.operand_values > 0 ? &readout_ : nullptr; }
 
   double step_flops(int64_t n) const override {
@@ -78,10 +81,10 @@ class Transformer : public Architecture {
   }
 
   torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const override {
-    return run(m, x, cache, nullptr);
+    return run(m, x, cache, nullptr, false);
   }
   torch::Tensor forward_hooked(const Model& m, const torch::Tensor& x, ActivationHooks& hooks) const override {
-    return run(m, x, nullptr, &hooks);
+    return run(m, x, nullptr, &hooks, false);
   }
   int64_t attention_layers() const override { return s_.n_layers; }
   int64_t attention_heads() const override { return s_.n_heads; }
@@ -89,8 +92,9 @@ class Transformer : public Architecture {
 
  private:
   static std::string block(int64_t l) { return "blocks." + std::to_string(l) + "."; }
-  // The generic forward, offering its activations to hooks where given (one model).
-  torch::Tensor run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks) const;
+  // The generic forward, offering its activations to hooks where given (one model). fused: the
+  // attention through causal_attention (no hooks, no cache: it keeps no pattern to show).
+  torch::Tensor run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks, bool fused) const;
   size_t at(const std::string& name) const { return index_.at(name); }
 
   std::vector<ParamSpec> make_specs() const {
@@ -152,7 +156,7 @@ torch::Tensor heads_in(const torch::Tensor& w) {
   return w.permute({0, 2, 1, 3}).reshape({w.size(0), w.size(2), w.size(1) * w.size(3)});
 }
 
-torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks) const {
+torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks, bool fused) const {
   const int64_t S = m.replicas(), n = x.size(0), T = x.size(1), d = s_.d_model, h = s_.n_heads, dh = s_.d_head;
   auto W = [&](const std::string& name) { return m.batched(at(name)); };  // [S, ...]
   const bool pre = s_.layer_norm == "pre", post = s_.layer_norm == "post";
@@ -193,24 +197,35 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
     resid = offer(b, "hook_resid_pre", resid, squeezed, unsqueezed);
     // Attention, causal, scores / sqrt(d_head): [S, N, H, T, dh] each
     auto in = pre ? layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b")) : resid;
-    // Each projection reshapes the stream itself: its gradient then sums in the order the
-    // one-model forward always summed it (bit for bit).
-    auto project = [&](const char* w, const char* bias) {
-      return (replica_mm(in.reshape({S, n * T, d}), heads_in(W(b + "attn." + w))) + W(b + "attn." + bias).reshape({S, 1, h * dh}))
-          .view({S, n, T, h, dh})
-          .permute({0, 1, 3, 2, 4});
-    };
-    auto q = offer(b, "attn.hook_q", project("W_Q", "b_Q"), heads_to_tl, heads_from_tl);
-    auto k = offer(b, "attn.hook_k", project("W_K", "b_K"), heads_to_tl, heads_from_tl);
-    auto v = offer(b, "attn.hook_v", project("W_V", "b_V"), heads_to_tl, heads_from_tl);
-    auto scores = q.matmul(k.transpose(-1, -2)) / std::sqrt(double(dh));  // [S, N, H, T, T]
-    pattern = scores.masked_fill(future, -std::numeric_limits<float>::infinity()).softmax(-1);
-    pattern = offer(b, "attn.hook_pattern", pattern, squeezed, unsqueezed);
-    auto heads = offer(b, "attn.hook_z", pattern.matmul(v), heads_to_tl, heads_from_tl);  // [S, N, H, T, dh]
-    auto z = heads.permute({0, 1, 3, 2, 4}).reshape({S, n * T, h * dh});
-    auto attn_out = replica_mm(z, W(b + "attn.W_O").reshape({S, h * dh, d})) + W(b + "attn.b_O").unsqueeze(1);
-    resid = resid + offer(b, "hook_attn_out", attn_out.view({S, n, T, d}), squeezed, unsqueezed);
-    if (post) resid = layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b"));
+    if (fused) {  // one product for Q, K and V of every head, and the hand-written core: z [S, N*T, H*dh]
+      auto w = torch::cat({heads_in(W(b + "attn.W_Q")), heads_in(W(b + "attn.W_K")), heads_in(W(b + "attn.W_V"))}, 2);
+      auto bias = torch::cat({W(b + "attn.b_Q").reshape({S, 1, h * dh}), W(b + "attn.b_K").reshape({S, 1, h * dh}),
+                              W(b + "attn.b_V").reshape({S, 1, h * dh})}, 2);
+      auto qkv = (replica_mm(in.reshape({S, n * T, d}), w) + bias).view({S * n, T, 3, h, dh});
+      auto z = causal_attention(qkv).view({S, n * T, h * dh});
+      auto attn_out = replica_mm(z, W(b + "attn.W_O").reshape({S, h * dh, d})) + W(b + "attn.b_O").unsqueeze(1);
+      resid = resid + attn_out.view({S, n, T, d});
+      if (post) resid = layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b"));
+    } else {
+      // Each projection reshapes the stream itself: its gradient then sums in the order the
+      // one-model forward always summed it (bit for bit).
+      auto project = [&](const char* w, const char* bias) {
+        return (replica_mm(in.reshape({S, n * T, d}), heads_in(W(b + "attn." + w))) + W(b + "attn." + bias).reshape({S, 1, h * dh}))
+            .view({S, n, T, h, dh})
+            .permute({0, 1, 3, 2, 4});
+      };
+      auto q = offer(b, "attn.hook_q", project("W_Q", "b_Q"), heads_to_tl, heads_from_tl);
+      auto k = offer(b, "attn.hook_k", project("W_K", "b_K"), heads_to_tl, heads_from_tl);
+      auto v = offer(b, "attn.hook_v", project("W_V", "b_V"), heads_to_tl, heads_from_tl);
+      auto scores = q.matmul(k.transpose(-1, -2)) / std::sqrt(double(dh));  // [S, N, H, T, T]
+      pattern = scores.masked_fill(future, -std::numeric_limits<float>::infinity()).softmax(-1);
+      pattern = offer(b, "attn.hook_pattern", pattern, squeezed, unsqueezed);
+      auto heads = offer(b, "attn.hook_z", pattern.matmul(v), heads_to_tl, heads_from_tl);  // [S, N, H, T, dh]
+      auto z = heads.permute({0, 1, 3, 2, 4}).reshape({S, n * T, h * dh});
+      auto attn_out = replica_mm(z, W(b + "attn.W_O").reshape({S, h * dh, d})) + W(b + "attn.b_O").unsqueeze(1);
+      resid = resid + offer(b, "hook_attn_out", attn_out.view({S, n, T, d}), squeezed, unsqueezed);
+      if (post) resid = layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b"));
+    }
     resid = offer(b, "hook_resid_mid", resid, squeezed, unsqueezed);
     resid_mid = resid;
     if (s_.attn_only) {
@@ -256,7 +271,10 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
 // position always holds "=", so its query, key and value are constants; positions 0 and 1 hold
 // one of P tokens each, so their keys and values are P-row tables gathered per pair.
 torch::Tensor Transformer::forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const {
-  if (!fast_) return forward(m, x, cache);
+  if (!fast_) {  // the generic forward with the hand-written attention core where it can run
+    const bool fused = cache == nullptr && x.device().is_cpu() && m.weight(at("embed.W_E")).scalar_type() == torch::kFloat;
+    return run(m, x, cache, nullptr, fused);
+  }
   const int64_t n = x.size(0), p = shape_.operand_values, h = s_.n_heads, dh = s_.d_head, S = m.replicas();
   // Every parameter with a leading replica axis: [S, ...].
   auto batched = [&](const char* name) { return m.batched(at(name)); };
@@ -345,7 +363,6 @@ const ModelKind& transformer_model() {
   static const ModelKind kind = [] {
     ModelKind k;
     k.name = "transformer";
-    k.fast_path_needs = "one layer, no LayerNorm and [a, b, =] inputs";
     k.doc = "Nanda et al.'s transformer, TransformerLens names and shapes; n_layers, attn_only and LayerNorm as TransformerLens has them";
     k.keys = {
         integer_key("d_model", 128, 1, 65536, "residual width"),
@@ -373,7 +390,7 @@ const ModelKind& transformer_model() {
       const double scored = shape.target == TaskShape::Target::last ? 1 : t;
       return double(s.n_layers) * per_layer + scored * double(shape.classes) * 3;
     };
-    k.has_fast_path = [](const Config& c, const TaskShape& shape) { return fast_applies(TransformerSpec(c.model), shape); };
+    k.has_fast_path = [](const Config&, const TaskShape&) { return true; };
     k.make = [](const Config& c, const TaskShape& shape) -> std::shared_ptr<const Architecture> {
       return std::make_shared<Transformer>(c, shape);
     };
