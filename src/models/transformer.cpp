@@ -75,7 +75,8 @@ class Transformer : public Architecture {
                  c = double(shape_.classes), t = double(shape_.seq_len), N = double(n);
     if (fast_)  // the MLP, W_O and the unembedding at the last position: what the fast path cannot avoid
       return 3 * 2 * N * (d * m + m * d + hd * d + d * c);
-    const double per_layer = 3 * d * hd + hd * d + 2 * t * hd + (s_.attn_only ? 0 : 2 * d * m);
+    // Attention's two products over the causal half: (t + 1) / 2 keys a query on average.
+    const double per_layer = 3 * d * hd + hd * d + (t + 1) * hd + (s_.attn_only ? 0 : 2 * d * m);
     const double scored = shape_.target == TaskShape::Target::last ? 1 : t;
     return 3 * 2 * N * (t * double(s_.n_layers) * per_layer + scored * d * c);
   }
