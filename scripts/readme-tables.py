@@ -16,6 +16,7 @@ README table is one command:
   scripts/readme-tables.py irrep-order RUN_OR_SWEEP_DIR...  # groups: the order irreps become key, a row a seed
   scripts/readme-tables.py final SWEEP_DIR COLUMN --by KEY... # per arm, a metrics.csv column's last value over the runs
   scripts/readme-tables.py speed [CONFIG...]                # runs `grokking bench` (one thread): the Speed table
+  scripts/readme-tables.py families [--threads N]           # runs `grokking bench --families --vs-peer`: every family beside its peer
 
 GROKKING names the binary (default build/grokking). A row's label is the run directory's last
 two path components ("minimal/seed=0"). Python 3 standard library only.
@@ -396,6 +397,31 @@ def speed(configs):
             f"\n\nInterventions on the first setup's fast step, the same run: " + (inter or "–") + ".")
 
 
+def families(argv):
+    """Every family at its shipped config beside its plain PyTorch peer, one run of
+    `grokking bench --families --vs-peer` (from the repository root; run it on a quiet machine)."""
+    threads = argv[argv.index("--threads") + 1] if "--threads" in argv else None
+    j = tool_json("bench", "--families", "--vs-peer", *(["--set", f"train.threads={threads}"] if threads else []))
+    rows = []
+    for f in j["families"]:
+        peer = f.get("peer", {})
+        rows.append([f["family"], f"`{f['config']}`" if f["config"].startswith("configs/") else f["config"], f["path"],
+                     f["models"], f"{f['ms_per_step']:.3g}", f"{f['step_gflop']:.4g}",
+                     f"{100 * f['fraction_of_peak']:.0f} %", f"{peer.get('ms_per_step', float('nan')):.3g}",
+                     f"{peer.get('peer_over_ours', float('nan')):.2f}×"])
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    head = (f"Measured {datetime.date.today().isoformat()} on {cpu}, {j['threads']} thread(s); LibTorch {j['libtorch']}, "
+            f"{j['blas']}, sgemm peak {j['gemm_peak_gflops']:.3g} GFLOP/s; peers run by {j['peer_python']}; "
+            f"`build/grokking bench --families --vs-peer" + (f" --set train.threads={threads}" if threads else "") + " --json`")
+    return head + "\n\n" + table(["family", "config", "path", "models", "ms/step", "GFLOP/step", "of peak",
+                                  "peer ms/step", "peer / ours"], rows)
+
+
 def irrep_order(paths):
     """Chughtai et al.'s universality question over seeds: for each group run (a sweep directory
     stands for its runs), the irreps in the order they become key for good and drop out for good
@@ -432,6 +458,9 @@ def main(argv):
             sys.exit("final: give SWEEP_DIR COLUMN --by KEY [--by KEY...]")
         by = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--by"]
         print(final(argv[1], argv[2], by))
+        return
+    if argv[:1] == ["families"]:
+        print(families(argv[1:]))
         return
     if argv[:1] == ["speed"]:
         print(speed(argv[1:]))

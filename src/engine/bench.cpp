@@ -25,9 +25,9 @@ namespace grokking {
 namespace {
 using Clock = std::chrono::steady_clock;
 
-// Median seconds of `reps` calls of f after `warmup` calls.
+// Seconds of `reps` calls of f after `warmup` calls, sorted.
 template <class F>
-double median_seconds(F&& f, int warmup, int reps) {
+std::vector<double> sorted_seconds(F&& f, int warmup, int reps) {
   for (int i = 0; i < warmup; ++i) f();
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
@@ -36,16 +36,23 @@ double median_seconds(F&& f, int warmup, int reps) {
     t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
+  return t;
+}
+template <class F>
+double median_seconds(F&& f, int warmup, int reps) {
+  const auto t = sorted_seconds(f, warmup, reps);
   return t[t.size() / 2];
 }
 
 double gemm_peak_gflops(torch::Device dev) {
   const int64_t n = 1024;
   auto a = torch::randn({n, n}, torch::TensorOptions().device(dev)), b = torch::randn({n, n}, torch::TensorOptions().device(dev));
-  double s = median_seconds([&] {
+  // The fastest of 15: what the machine can do (a shared machine's speed moves from one second to
+  // the next, and a median taken in a slow moment would overstate every share of it).
+  const double s = sorted_seconds([&] {
     auto c = torch::mm(a, b);
     if (dev.is_cuda()) c.cpu();
-  }, 3, 15);
+  }, 3, 15).front();
   return 2.0 * double(n * n * n) / s / 1e9;
 }
 // "add mod 113 (3830 training pairs)", "repeat (vocab 64, L 8-32)": what is benchmarked, in a few words.
