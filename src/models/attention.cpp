@@ -106,10 +106,16 @@ void forward_block(const float* __restrict__ q, const float* __restrict__ k, con
   for (int64_t i = 0; i < T; ++i) {
     const int64_t n = i + 1;
     std::fill(s, s + n, 0.0f);
-    for (int64_t e = 0; e < D; ++e) {
-      const float qe = q[i * rs + e];
-      const float* kr = kt + e * T;
-      for (int64_t j = 0; j < n; ++j) s[j] += qe * kr[j];
+    int64_t w = 0;
+    for (; w + 4 <= D; w += 4) {  // four widths a pass over the scores
+      const float q0 = q[i * rs + w], q1 = q[i * rs + w + 1], q2 = q[i * rs + w + 2], q3 = q[i * rs + w + 3];
+      const float *k0 = kt + w * T, *k1 = k0 + T, *k2 = k1 + T, *k3 = k2 + T;
+      for (int64_t j = 0; j < n; ++j) s[j] += (q0 * k0[j] + q1 * k1[j]) + (q2 * k2[j] + q3 * k3[j]);
+    }
+    for (; w < D; ++w) {
+      const float qw = q[i * rs + w];
+      const float* kr = kt + w * T;
+      for (int64_t j = 0; j < n; ++j) s[j] += qw * kr[j];
     }
     const float m = max_of(s, n);
     const bool nan = any_nan(s, n);
@@ -146,14 +152,21 @@ void backward_block(const float* __restrict__ q, const float* __restrict__ k, co
     const float* gr = gz + i * zs;
     const float* qr = q + i * rs;
     std::fill(d, d + n, 0.0f);
-    for (int64_t e = 0; e < D; ++e) {  // d pattern = dz_i . v_j, and d v_j += p_ij dz_i
+    int64_t w = 0;
+    for (; w + 4 <= D; w += 4) {  // d pattern = dz_i . v_j, four widths a pass
+      const float g0 = gr[w], g1 = gr[w + 1], g2 = gr[w + 2], g3 = gr[w + 3];
+      const float *v0 = vt + w * T, *v1 = v0 + T, *v2 = v1 + T, *v3 = v2 + T;
+      for (int64_t j = 0; j < n; ++j) d[j] += (g0 * v0[j] + g1 * v1[j]) + (g2 * v2[j] + g3 * v3[j]);
+    }
+    for (; w < D; ++w) {
+      const float g = gr[w];
+      const float* vr = vt + w * T;
+      for (int64_t j = 0; j < n; ++j) d[j] += g * vr[j];
+    }
+    for (int64_t e = 0; e < D; ++e) {  // d v_j += p_ij dz_i
       const float g = gr[e];
-      const float* vr = vt + e * T;
       float* dvr = dvt + e * T;
-      for (int64_t j = 0; j < n; ++j) {
-        d[j] += g * vr[j];
-        dvr[j] += pr[j] * g;
-      }
+      for (int64_t j = 0; j < n; ++j) dvr[j] += pr[j] * g;
     }
     const float dot = dot_of(d, pr, n);
     for (int64_t j = 0; j < n; ++j) d[j] = pr[j] * (d[j] - dot) * scale;  // d of q_i . k_j
