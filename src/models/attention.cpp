@@ -1,9 +1,9 @@
 // The causal attention core of the transformer's fast path (attention.hpp). Per (sequence, head)
 // block: the scores of the causal half, the softmax and the weighted values in one pass over
-// the queries, with that head's keys and values transposed into a small buffer so that every
-// inner loop runs over contiguous floats; the backward the same way, from the saved pattern.
-// Every inner loop runs over keys, on contiguous floats, so that the compiler vectorises it
-// (reductions in eight parts, exp a polynomial, max and NaN tests on the floats' bits).
+// the queries, with that head's keys and values transposed into small buffers; the backward the
+// same way, from the saved pattern. Every inner loop runs over keys, on contiguous floats, so
+// that the compiler vectorises it (reductions in eight parts, exp a polynomial, max and NaN
+// tests on the floats' bits).
 #include "attention.hpp"
 
 #include <ATen/Parallel.h>
