@@ -51,6 +51,15 @@ def num(v, digits=3):
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def cpu_name():
+    """This machine's CPU model, as /proc/cpuinfo names it ("?" where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return "?"
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -385,12 +394,7 @@ def speed(configs):
                          f"{b['throughput_vs_sequential']:.2f}× the throughput of one seed at a time"])
         if config == setups[0][0]:
             inter = ", ".join(f"{k} {100 * v['overhead']:+.0f} %" for k, v in sorted(j.get("interventions", {}).items()))
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     head = (f"Measured {datetime.date.today().isoformat()} on {cpu}, {os.cpu_count()} logical CPUs; LibTorch {facts['libtorch']}, {facts['blas']}; one thread, "
             f"device {facts['device']}; `build/grokking bench [CONFIG] --set train.threads=1 --json` per row")
     return (head + "\n\n" + table(["setup", "path", "ms/step", "of the sgemm limit"], rows) +
@@ -409,12 +413,7 @@ def families(argv):
                      f["models"], f"{f['ms_per_step']:.3g}", f"{f['step_gflop']:.4g}",
                      f"{100 * f['fraction_of_peak']:.0f} %", f"{peer.get('ms_per_step', float('nan')):.3g}",
                      f"{peer.get('peer_over_ours', float('nan')):.2f}×"])
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     head = (f"Measured {datetime.date.today().isoformat()} on {cpu}, {j['threads']} thread(s); LibTorch {j['libtorch']}, "
             f"{j['blas']}, sgemm peak {j['gemm_peak_gflops']:.3g} GFLOP/s; peers run by {j['peer_python']}; "
             f"`build/grokking bench --families --vs-peer" + (f" --set train.threads={threads}" if threads else "") + " --json`")

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <sys/wait.h>
+#include <sstream>
 
 #include "grokking/commands.hpp"
 #include "grokking/compat.hpp"
@@ -191,15 +191,13 @@ double time_peer(const std::string& python, const Family& f, int threads, int be
   char buf[4096];
   while (std::fgets(buf, sizeof buf, pipe)) out += buf;
   const int status = ::pclose(pipe);
-  for (size_t start = 0; start < out.size();) {
-    size_t end = out.find('\n', start);
-    if (end == std::string::npos) end = out.size();
-    std::string line = out.substr(start, end - start);
-    if (!line.empty()) last_line = line;
-    if (!line.empty() && line.front() == '{') last_json = line;
-    start = end + 1;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    last_line = line;
+    if (line.front() == '{') last_json = line;
   }
-  if (status != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || last_json.empty())
+  if (status != 0 || last_json.empty())
     throw std::runtime_error("bench --vs-peer: " + f.peer.front() + " failed" +
                              (last_line.empty() ? std::string() : ": " + last_line));
   const auto j = nlohmann::json::parse(last_json, nullptr, /*allow_exceptions=*/false);

@@ -198,15 +198,13 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
     resid = offer(b, "hook_resid_pre", resid, squeezed, unsqueezed);
     // Attention, causal, scores / sqrt(d_head): [S, N, H, T, dh] each
     auto in = pre ? layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b")) : resid;
-    if (fused) {  // one product for Q, K and V of every head, and the hand-written core: z [S, N*T, H*dh]
+    torch::Tensor z;  // every head's output side by side: [S, N*T, H*dh]
+    if (fused) {  // one product for Q, K and V of every head, and the hand-written core
       auto w = torch::cat({heads_in(W(b + "attn.W_Q")), heads_in(W(b + "attn.W_K")), heads_in(W(b + "attn.W_V"))}, 2);
       auto bias = torch::cat({W(b + "attn.b_Q").reshape({S, 1, h * dh}), W(b + "attn.b_K").reshape({S, 1, h * dh}),
                               W(b + "attn.b_V").reshape({S, 1, h * dh})}, 2);
       auto qkv = (replica_mm(in.reshape({S, n * T, d}), w) + bias).view({S * n, T, 3, h, dh});
-      auto z = causal_attention(qkv).view({S, n * T, h * dh});
-      auto attn_out = replica_mm(z, W(b + "attn.W_O").reshape({S, h * dh, d})) + W(b + "attn.b_O").unsqueeze(1);
-      resid = resid + attn_out.view({S, n, T, d});
-      if (post) resid = layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b"));
+      z = causal_attention(qkv).view({S, n * T, h * dh});
     } else {
       // Each projection reshapes the stream itself: its gradient then sums in the order the
       // one-model forward always summed it (bit for bit).
@@ -222,11 +220,11 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
       pattern = scores.masked_fill(future, -std::numeric_limits<float>::infinity()).softmax(-1);
       pattern = offer(b, "attn.hook_pattern", pattern, squeezed, unsqueezed);
       auto heads = offer(b, "attn.hook_z", pattern.matmul(v), heads_to_tl, heads_from_tl);  // [S, N, H, T, dh]
-      auto z = heads.permute({0, 1, 3, 2, 4}).reshape({S, n * T, h * dh});
-      auto attn_out = replica_mm(z, W(b + "attn.W_O").reshape({S, h * dh, d})) + W(b + "attn.b_O").unsqueeze(1);
-      resid = resid + offer(b, "hook_attn_out", attn_out.view({S, n, T, d}), squeezed, unsqueezed);
-      if (post) resid = layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b"));
+      z = heads.permute({0, 1, 3, 2, 4}).reshape({S, n * T, h * dh});
     }
+    auto attn_out = replica_mm(z, W(b + "attn.W_O").reshape({S, h * dh, d})) + W(b + "attn.b_O").unsqueeze(1);
+    resid = resid + offer(b, "hook_attn_out", attn_out.view({S, n, T, d}), squeezed, unsqueezed);
+    if (post) resid = layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b"));
     resid = offer(b, "hook_resid_mid", resid, squeezed, unsqueezed);
     resid_mid = resid;
     if (s_.attn_only) {
