@@ -197,6 +197,75 @@ TEST_CASE("Chughtai et al.'s own measures: shares that sum to one, and every irr
   }
 }
 
+TEST_CASE("group analyses in chunks of pairs: the figures of one chunk, passes held or run again", "[groups]") {
+  // Every pass over the pairs runs in chunks that bound memory (an S6 run has 518,400 pairs of 720
+  // classes); the sums they gather give the same figures in chunks of 7 pairs as in one chunk (to
+  // the float32 forward's rounding, which moves with the batch's size), and in one chunk the
+  // figures of the logits held whole (as the analysis read them before chunks) to 1e-10.
+  for (const char* model_json : {R"({"kind": "mlp", "hidden": [24]})",
+                                 R"({"kind": "transformer", "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32})"}) {
+    INFO(model_json);
+    const Config cfg = parse_config(std::string(R"({"task": {"kind": "group", "group": "S4", "frac_train": 0.5},
+                                                    "model": )") + model_json + "}",
+                                    "(test)", {});
+    const Model model(cfg);
+    const GroupStructure gs = group_structure(cfg.task);
+    const Dataset data = make_dataset(cfg.task);
+    const IrrepReport whole = analyse_irreps(model, gs, {1, 3}, 2, 5, 1 << 20), parts = analyse_irreps(model, gs, {1, 3}, 2, 5, 7);
+    auto same_splits = [](const Splits& a, const Splits& b) {
+      for (auto [x, y] : {std::pair{a.train, b.train}, {a.test, b.test}, {a.all, b.all}}) {
+        CHECK(x.loss == Approx(y.loss).epsilon(1e-6));
+        CHECK(x.acc == Approx(y.acc).epsilon(1e-12));
+      }
+    };
+    same_splits(whole.model, parts.model);
+    same_splits(whole.restricted, parts.restricted);
+    same_splits(whole.excluded, parts.excluded);
+    same_splits(whole.matched_excluded, parts.matched_excluded);
+    same_splits(whole.random_excluded, parts.random_excluded);
+    same_splits(whole.memoriser.restricted, parts.memoriser.restricted);
+    CHECK(whole.restricted_heldout.loss == Approx(parts.restricted_heldout.loss).epsilon(1e-6));
+    CHECK(whole.theirs_restricted_loss == Approx(parts.theirs_restricted_loss).epsilon(1e-6));
+    CHECK(whole.theirs_table.hidden_excluded_loss == Approx(parts.theirs_table.hidden_excluded_loss).epsilon(1e-6));
+    CHECK(whole.theirs_table.mlp == Approx(parts.theirs_table.mlp).epsilon(1e-6));
+    REQUIRE(whole.irreps.size() == parts.irreps.size());
+    for (size_t i = 0; i < whole.irreps.size(); ++i) {
+      CHECK(whole.irreps[i].similarity == Approx(parts.irreps[i].similarity).epsilon(1e-6).margin(1e-8));
+      CHECK(whole.irreps[i].excluded.loss == Approx(parts.irreps[i].excluded.loss).epsilon(1e-6));
+      CHECK(whole.irreps[i].theirs_excluded_loss == Approx(parts.irreps[i].theirs_excluded_loss).epsilon(1e-6));
+      CHECK(whole.irreps[i].hidden_frac == Approx(parts.irreps[i].hidden_frac).epsilon(1e-6).margin(1e-8));
+      CHECK(whole.irreps[i].theirs_hidden_x == Approx(parts.irreps[i].theirs_hidden_x).epsilon(1e-6).margin(1e-8));
+    }
+    // The sums against the logits held whole (the way the analysis read them before chunks).
+    const auto logits = run_pair_forward(model).logits.to(torch::kFloat64);
+    CHECK(whole.model.all.loss == Approx(evaluate_splits(logits, data.all_y, data.train_mask).all.loss).epsilon(1e-12));
+    const RestrictedReading whole_read = read_restricted(logits, gs, data, {1, 3});
+    CHECK(whole.restricted.all.loss == Approx(whole_read.restricted.all.loss).epsilon(1e-10));
+    CHECK(whole.restricted_heldout.loss == Approx(whole_read.heldout.loss).epsilon(1e-10));
+    const auto kept = project_irreps(logits, gs, {1, 3});
+    CHECK(whole.excluded.train.loss ==
+          Approx(evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss).epsilon(1e-10));
+    const IrrepProgress pw = irrep_progress(model, gs, data, {1, 3}, 1 << 20), pp = irrep_progress(model, gs, data, {1, 3}, 7);
+    CHECK(pw.excluded_loss == Approx(pp.excluded_loss).epsilon(1e-6));
+    CHECK(pw.excluded_loss == Approx(whole.excluded.train.loss).epsilon(1e-10));
+    for (size_t i = 0; i < pw.excluded_each.size(); ++i) {
+      CHECK(pw.excluded_each[i] == Approx(pp.excluded_each[i]).epsilon(1e-6));
+      CHECK(pw.heldout_each[i] == Approx(pp.heldout_each[i]).epsilon(1e-6));
+    }
+    // A pass that may hold nothing runs the model again, with the same chunks each time.
+    PairPass again(model, 100, 0.0), held(model, 100);
+    std::vector<torch::Tensor> a, b, c;
+    again.each([&](int64_t, const Cache& x) { a.push_back(x.logits); });
+    again.each([&](int64_t, const Cache& x) { b.push_back(x.logits); });
+    held.each([&](int64_t, const Cache&) {});
+    held.each([&](int64_t first, const Cache& x) { c.push_back(x.logits); CHECK(first == 100 * int64_t(c.size() - 1)); });
+    REQUIRE(a.size() == 6);
+    REQUIRE(c.size() == 6);
+    for (size_t i = 0; i < a.size(); ++i) CHECK((torch::equal(a[i], b[i]) && torch::equal(a[i], c[i])));
+    CHECK(torch::allclose(torch::cat(a), run_pair_forward(model).logits, 1e-5, 1e-6));
+  }
+}
+
 TEST_CASE("configs/groups/d17-quick.json groks on D17 and computes with a few irreps", "[groups-train]") {
   // A transformer on the dihedral group of order 34, 60 % of the pairs (the README's quick start):
   // it groks within the budget (at 5,300 epochs on one thread of an Intel Xeon), Chughtai et

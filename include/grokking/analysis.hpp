@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -128,6 +129,31 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs);
 Cache run_all_pairs(const Model& model);
 Cache run_pair_forward(const Model& model);
 
+// Pairs a chunk where an analysis runs a model over every pair in chunks, so that its memory
+// stays bounded whatever the group (S6 has 518,400 pairs of 720 classes: 1.5 GB of logits).
+// kPairChunk: as many pairs as make about 2^21 logits (16 MB in float64: small enough that the
+// allocator reuses the chunks' temporaries instead of mapping fresh pages for each), at least 256.
+constexpr int64_t kPairChunk = 0;
+// A pass of a model over every pair of its pair task, chunk by chunk in row-major (a, b) order:
+// each(fn) calls fn(first pair, the chunk's logits and mlp_post on the CPU). The chunks are held
+// after the first pass where all of them fit in `hold_bytes` (a small group: later passes are
+// free), and computed again on each pass otherwise.
+class PairPass {
+ public:
+  explicit PairPass(const Model& model, int64_t chunk = kPairChunk, double hold_bytes = 256e6);
+  void each(const std::function<void(int64_t first, const Cache& chunk)>& fn);
+  int64_t pairs() const { return pairs_; }
+  int64_t chunks() const { return (pairs_ + chunk_ - 1) / chunk_; }
+
+ private:
+  Model model_;  // on the CPU
+  torch::Tensor x_;
+  int64_t chunk_, pairs_;
+  double hold_bytes_;
+  bool held_ = false;
+  std::vector<Cache> chunks_;
+};
+
 // MLP activations acts [P^2, m] over all pairs (a, b) in row-major order: for each neuron, its
 // variance over the pairs and the fraction of it in each frequency k's {const, cos k, sin k}^2
 // block of the 2-D Fourier basis (both inputs at frequency k, or one of them).
@@ -155,6 +181,21 @@ struct Splits {
 };
 // Loss (float64) and accuracy of logits [P^2, P] on the training pairs, the test pairs and all pairs.
 Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask);
+// The same summed chunk by chunk: add() each chunk of rows, then splits().
+class SplitSums {
+ public:
+  void add(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask);
+  // Rows that are a function of their label alone: row g of `table` [classes, classes] scored
+  // against class g, as many times as train_count[g] and test_count[g] ([classes] float64) say.
+  void add_table(const torch::Tensor& table, const torch::Tensor& train_count, const torch::Tensor& test_count);
+  Splits splits() const;
+
+ private:
+  // Loss summed, hits and rows: train, then test; all is their sum.
+  double nll_[2] = {}, hits_[2] = {}, rows_[2] = {};
+};
+// The loss and accuracy of a model over every pair of its pair task, in chunks.
+Splits evaluate_pairs(const Model& model, const Dataset& data, int64_t chunk = kPairChunk);
 
 // The logits' trig form: logits over the pairs on the cycle, classes on the cycle, fitted by
 // least squares with a constant plus sum_k alpha_k cos(w_k(i + s j - l)) over the key

@@ -70,6 +70,9 @@ class LogitReadout {
  public:
   // logits [pairs, |G|] (any float type), answers the label of each pair.
   LogitReadout(const torch::Tensor& logits, const std::vector<int64_t>& answers, const FiniteGroup& g);
+  // Empty, for logits added chunk by chunk: add(logits [rows, |G|], answers [rows] int64).
+  explicit LogitReadout(const FiniteGroup& g);
+  void add(const torch::Tensor& logits, const torch::Tensor& answers);
   // The share of the variance in the span of the columns of A [|G|, k] (functions of the element,
   // centred here), on one side.
   double share(const torch::Tensor& A, bool left) const;
@@ -78,6 +81,7 @@ class LogitReadout {
   double ceiling(bool left) const;
 
  private:
+  torch::Tensor M_, inv_;  // the group's table [|G|, |G|] and inverses
   torch::Tensor S_[2];  // per element d: the sum of the centred logits at the (pair, class) with that d
   double total_ = 0;
   int64_t pairs_ = 0;

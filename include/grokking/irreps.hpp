@@ -33,6 +33,29 @@ GroupStructure group_structure(const TaskConfig& task);
 // given irreps' isotypic components (for composition: the span of the entries of rho(a.b)).
 torch::Tensor project_irreps(const torch::Tensor& values, const GroupStructure& gs, const std::vector<size_t>& irreps);
 
+// What the irreps' measures need of per-pair logits [|G|^2, C], summed chunk by chunk so that no
+// [|G|^2, C] tensor is held: per label, the logits summed over all pairs and over the test pairs,
+// and the pairs' mean logit (over the classes) summed; per class, the logits summed over all pairs
+// and over the test pairs; the squared norm of the logits centred over the classes.
+struct LogitSums {
+  LogitSums(const GroupStructure& gs, const Dataset& data);  // zeros
+  // Pairs first .. first + logits.size(0) of make_dataset's all_x order.
+  void add(int64_t first, const torch::Tensor& logits);
+  torch::Tensor by_label, by_label_test;  // [|G|, C] float64
+  torch::Tensor label_row_mean;           // [|G|]
+  torch::Tensor by_class, by_class_test;  // [C]
+  double centred_sq = 0;
+  torch::Tensor train_count, test_count;  // [|G|]: pairs of each label in each split
+  torch::Tensor labels, test_mask;        // of every pair: [|G|^2] int64 and bool
+};
+// The model over every pair in chunks: its logit sums, and its loss and accuracy where `splits`
+// is given.
+LogitSums model_logit_sums(const Model& model, const GroupStructure& gs, const Dataset& data, Splits* splits = nullptr,
+                           int64_t chunk = kPairChunk);
+// Chughtai et al.'s logit similarity of every irrep: the logits centred over the classes against
+// the character cube chi(label . c^-1) over pairs and classes (a cosine).
+std::vector<double> logit_similarities(const LogitSums& sums, const GroupStructure& gs);
+
 // The restricted loss two ways, and what the key rule picks, from one set of logits [|G|^2, |G|]:
 // `restricted`, Chughtai et al.'s (the per-label means over every pair projected onto the key
 // irreps, plus the per-class mean of the rest: a test pair's restricted logits are built from
@@ -44,11 +67,16 @@ struct RestrictedReading {
   std::vector<size_t> rule;       // the irreps the 0.005 rule picks from these logits
 };
 // `similarity`: these logits' logit similarities where the caller has them (else computed).
+RestrictedReading read_restricted(const LogitSums& sums, const GroupStructure& gs, const std::vector<size_t>& key,
+                                  const std::vector<double>* similarity = nullptr);
+// The same of logits held whole.
 RestrictedReading read_restricted(const torch::Tensor& logits, const GroupStructure& gs, const Dataset& data,
                                   const std::vector<size_t>& key, const std::vector<double>* similarity = nullptr);
 // A lookup-table memoriser of the split: logits N(0, 1) everywhere plus a margin of 10 at each
-// training pair's label (train loss about |G| e^-10, test accuracy chance), seeded.
+// training pair's label (train loss about |G| e^-10, test accuracy chance), seeded; drawn in
+// blocks of pairs, so that its sums take no more memory than a block.
 torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, uint64_t seed);
+LogitSums memoriser_sums(const GroupStructure& gs, const Dataset& data, uint64_t seed);
 
 // The total embeddings Chughtai et al. read ([|G|, width] each, float64): x's and y's
 // embeddings times their rows of the first hidden layer (an MLP with learned embeddings), the
@@ -56,7 +84,7 @@ torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, ui
 std::pair<torch::Tensor, torch::Tensor> total_embeddings(const Model& model);
 // The model over all pairs with each operand embedding's rows replaced by Q times them ([|G|, |G|]:
 // a projector keeps or removes a subspace of the functions of the operand).
-Split all_pairs_with_rows(const Model& model, const Dataset& data, const torch::Tensor& Q);
+Split all_pairs_with_rows(const Model& model, const Dataset& data, const torch::Tensor& Q, int64_t chunk = kPairChunk);
 
 // Chughtai et al.'s restricted loss of a model (IrrepReport::theirs_restricted_loss): the key
 // irreps kept in its operand embeddings, the loss over all pairs.
@@ -116,8 +144,9 @@ struct IrrepReport {
   TheirTable theirs_table;
 };
 // `key` empty: Chughtai et al.'s rule. `draws` random controls seeded by `seed`.
+// Every pass over the pairs runs in chunks of `chunk` pairs (the memory bound).
 IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::vector<size_t> key = {},
-                           int64_t draws = 5, uint64_t seed = 0);
+                           int64_t draws = 5, uint64_t seed = 0, int64_t chunk = kPairChunk);
 
 // The measures `grokking progress` takes of a group run at one checkpoint, with the run's key
 // irreps: its losses, restricted and excluded loss (and per key irrep), the Gini of the
@@ -136,6 +165,6 @@ struct IrrepProgress {
   std::vector<double> excluded_each, restricted_each, heldout_each;
 };
 IrrepProgress irrep_progress(const Model& model, const GroupStructure& gs, const Dataset& data,
-                             const std::vector<size_t>& key);
+                             const std::vector<size_t>& key, int64_t chunk = kPairChunk);
 
 }  // namespace grokking

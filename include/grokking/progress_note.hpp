@@ -34,4 +34,21 @@ class ProgressNote {
   std::mutex mutex_;
 };
 
+// Work made of many passes (an analysis that runs a model over every pair a dozen times): while
+// one is alive on this thread, each pass ticks its note instead of noting itself, so that the
+// lines say where the whole work is ("irreps, 15 passes over 518400 pairs: 120/960, 5m left").
+class ProgressScope {
+ public:
+  ProgressScope(std::string what, size_t total);
+  ~ProgressScope();
+  ProgressScope(const ProgressScope&) = delete;
+  ProgressScope& operator=(const ProgressScope&) = delete;
+  // The innermost live scope's note on this thread, or nullptr.
+  static ProgressNote* active();
+
+ private:
+  ProgressNote note_;
+  ProgressScope* outer_;
+};
+
 }  // namespace grokking

@@ -60,12 +60,12 @@ MemorisedReading at_memorisation(const std::string& run_dir, const Checkpoint& c
     if (epoch >= ck.epoch) break;
     const Model m = model_from_checkpoint(load_checkpoint(path));
     torch::NoGradGuard no_grad;
-    const auto logits = run_pair_forward(m).logits.to(torch::kCPU, torch::kFloat64);
     const Dataset data = make_dataset(ck.config.task);
     out.epoch = epoch;
-    const auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
+    Splits ev;
+    const LogitSums sums = model_logit_sums(m, gs, data, &ev);
     out.test_acc = ev.test.acc, out.all_loss = ev.all.loss;
-    out.reading = read_restricted(logits, gs, data, key);
+    out.reading = read_restricted(sums, gs, key);
     out.theirs_restricted = theirs_restricted_loss(m, gs, key);
     break;
   }

@@ -203,8 +203,8 @@ int run_patch(const AnalysisOptions& opts) {
   std::vector<int64_t> keys;
   if (caps.has(Capability::group)) {
     // The rule alone (not the whole irreps analysis): read off the model's logits over all pairs.
-    const auto logits = run_pair_forward(model).logits.to(torch::kCPU, torch::kFloat64);
-    for (auto k : read_restricted(logits, group_structure(ck.config.task), make_dataset(ck.config.task), {}).rule)
+    const GroupStructure gs = group_structure(ck.config.task);
+    for (auto k : read_restricted(model_logit_sums(model, gs, make_dataset(ck.config.task)), gs, {}).rule)
       keys.push_back(int64_t(k) + 1);
   } else if (caps.has(Capability::cycle)) {
     keys = analyse_fourier(model).key_neurons;

@@ -59,21 +59,55 @@ torch::Tensor restricted_logits(const torch::Tensor& logits, const torch::Tensor
   return logits.index_copy(0, grid, on.index_select(0, grid));
 }
 
-Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask) {
-  // One log-softmax over all pairs; each split is a masked mean of the per-pair values.
+void SplitSums::add(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask) {
+  // One log-softmax over the rows; each split is a masked sum of the per-row values.
   auto nll = -logits.to(torch::kFloat64).log_softmax(-1).gather(1, labels.unsqueeze(1)).squeeze(1);
   auto hit = logits.argmax(-1).eq(labels).to(torch::kFloat64);
   auto tr = train_mask.to(torch::kFloat64), te = 1 - tr;
   auto zero = torch::zeros({}, torch::kFloat64);
   // where, not a product with the mask: an infinite loss on one split must not turn the other into NaN.
-  auto nll_tr = torch::where(train_mask, nll, zero), nll_te = torch::where(train_mask, zero, nll);
-  auto v = torch::stack({nll_tr.sum(), (hit * tr).sum(), tr.sum(), nll_te.sum(), (hit * te).sum(), te.sum(),
-                         nll.sum(), hit.sum()})
+  auto v = torch::stack({torch::where(train_mask, nll, zero).sum(), (hit * tr).sum(), tr.sum(),
+                         torch::where(train_mask, zero, nll).sum(), (hit * te).sum(), te.sum()})
                .contiguous();
   auto a = v.accessor<double, 1>();
+  for (int s = 0; s < 2; ++s) nll_[s] += a[3 * s], hits_[s] += a[3 * s + 1], rows_[s] += a[3 * s + 2];
+}
+
+void SplitSums::add_table(const torch::Tensor& table, const torch::Tensor& train_count, const torch::Tensor& test_count) {
+  const auto t = table.to(torch::kFloat64);
+  const auto classes = torch::arange(t.size(0), torch::kInt64);
+  const auto nll = -t.log_softmax(-1).gather(1, classes.unsqueeze(1)).squeeze(1);
+  const auto hit = t.argmax(-1).eq(classes).to(torch::kFloat64);
+  const auto zero = torch::zeros({}, torch::kFloat64);
+  const torch::Tensor counts[2] = {train_count.to(torch::kFloat64), test_count.to(torch::kFloat64)};
+  for (int s = 0; s < 2; ++s) {
+    // Labels no row has add nothing, even where their loss is infinite.
+    nll_[s] += torch::where(counts[s] > 0, nll * counts[s], zero).sum().item<double>();
+    hits_[s] += (hit * counts[s]).sum().item<double>();
+    rows_[s] += counts[s].sum().item<double>();
+  }
+}
+
+Splits SplitSums::splits() const {
   auto mean = [](double sum, double n) { return n > 0 ? sum / n : 0.0; };
-  const double n = double(labels.size(0));
-  return {{mean(a[0], a[2]), mean(a[1], a[2])}, {mean(a[3], a[5]), mean(a[4], a[5])}, {mean(a[6], n), mean(a[7], n)}};
+  return {{mean(nll_[0], rows_[0]), mean(hits_[0], rows_[0])},
+          {mean(nll_[1], rows_[1]), mean(hits_[1], rows_[1])},
+          {mean(nll_[0] + nll_[1], rows_[0] + rows_[1]), mean(hits_[0] + hits_[1], rows_[0] + rows_[1])}};
+}
+
+Splits evaluate_splits(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask) {
+  SplitSums s;
+  s.add(logits, labels, train_mask);
+  return s.splits();
+}
+
+Splits evaluate_pairs(const Model& model, const Dataset& data, int64_t chunk) {
+  SplitSums s;
+  PairPass(model, chunk).each([&](int64_t first, const Cache& c) {
+    const int64_t n = c.logits.size(0);
+    s.add(c.logits, data.all_y.narrow(0, first, n), data.train_mask.narrow(0, first, n));
+  });
+  return s.splits();
 }
 
 Split restricted_heldout(const torch::Tensor& logits, const Dataset& data, const Cycle& cycle,

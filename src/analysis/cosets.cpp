@@ -12,6 +12,7 @@
 #include "grokking/groups.hpp"
 #include "grokking/irreps.hpp"
 #include "grokking/model.hpp"
+#include "grokking/progress_note.hpp"
 #include "grokking/task.hpp"
 
 namespace grokking {
@@ -177,19 +178,27 @@ std::vector<SubgroupClass> subgroup_classes(const FiniteGroup& g) {
   return out;
 }
 
-LogitReadout::LogitReadout(const torch::Tensor& logits, const std::vector<int64_t>& answers, const FiniteGroup& g) {
+LogitReadout::LogitReadout(const FiniteGroup& g) {
   const int64_t N = g.order;
+  M_ = torch::tensor(std::vector<int64_t>(g.table.begin(), g.table.end()), torch::kInt64).reshape({N, N});
+  inv_ = torch::tensor(std::vector<int64_t>(g.inverse.begin(), g.inverse.end()), torch::kInt64);
+  S_[0] = torch::zeros({N}, torch::kFloat64), S_[1] = torch::zeros({N}, torch::kFloat64);
+}
+
+LogitReadout::LogitReadout(const torch::Tensor& logits, const std::vector<int64_t>& answers, const FiniteGroup& g)
+    : LogitReadout(g) {
+  add(logits, torch::tensor(answers, torch::kInt64));
+}
+
+void LogitReadout::add(const torch::Tensor& logits, const torch::Tensor& answers) {
   const auto y = logits.to(torch::kCPU, torch::kFloat64);
   const auto yc = y - y.mean(1, true);
-  total_ = yc.pow(2).sum().item<double>(), pairs_ = y.size(0);
-  const auto M = torch::tensor(std::vector<int64_t>(g.table.begin(), g.table.end()), torch::kInt64).reshape({N, N});
-  const auto inv = torch::tensor(std::vector<int64_t>(g.inverse.begin(), g.inverse.end()), torch::kInt64);
-  const auto ans = torch::tensor(answers, torch::kInt64);
+  total_ += yc.pow(2).sum().item<double>(), pairs_ += y.size(0);
   // d[p, c] = c^-1 y_p (left) and y_p c^-1 (right).
-  const auto left = M.index_select(0, inv).t().index_select(0, ans);   // [c^-1][y] read at y, then c
-  const auto right = M.index_select(1, inv).index_select(0, ans);      // [y][c^-1]
-  S_[0] = torch::zeros({N}, torch::kFloat64).index_add_(0, left.reshape(-1), yc.reshape(-1));
-  S_[1] = torch::zeros({N}, torch::kFloat64).index_add_(0, right.reshape(-1), yc.reshape(-1));
+  const auto left = M_.index_select(0, inv_).t().index_select(0, answers);   // [c^-1][y] read at y, then c
+  const auto right = M_.index_select(1, inv_).index_select(0, answers);      // [y][c^-1]
+  S_[0].index_add_(0, left.reshape(-1), yc.reshape(-1));
+  S_[1].index_add_(0, right.reshape(-1), yc.reshape(-1));
 }
 
 double LogitReadout::share(const torch::Tensor& A, bool left) const {
@@ -221,11 +230,31 @@ CosetReport analyse_cosets(const Model& model, const GroupStructure& gs, const s
   r.live_units = live.sum().item<int64_t>();
   const double total_a = var_a.sum().item<double>(), total_b = var_b.sum().item<double>();
 
-  // The model itself, and the irreps' account of the same units.
-  const auto logits = run_pair_forward(model).logits.to(torch::kCPU, torch::kFloat64);
-  const Splits as_is = evaluate_splits(logits, data.all_y, data.train_mask);
+  // Passes over the pairs: the model, the key irreps kept, and each class's coset structure kept
+  // (one side for a normal subgroup; both sides and the two mixed pairings otherwise, a model
+  // with one shared embedding taking only the matched ones).
+  const auto operands = operand_embeddings(model);
+  const auto classes = subgroup_classes(g);
+  size_t passes = 2;
+  for (const auto& c : classes) passes += c.normal ? 1 : operands.size() == 2 ? 4 : 2;
+  PairPass pairs(model);
+  ProgressScope scope("cosets, " + std::to_string(passes) + " passes over " + std::to_string(pairs.pairs()) + " pairs",
+                      passes * size_t(pairs.chunks()));
+  // The model itself, and the irreps' account of the same units: one pass over the pairs, in
+  // chunks; the logits read by where each class sits from the answer.
+  SplitSums as_is_sums;
+  LogitSums sums(gs, data);
+  LogitReadout readout(g);
+  pairs.each([&](int64_t first, const Cache& c) {
+    const int64_t n = c.logits.size(0);
+    const auto y = data.all_y.narrow(0, first, n);
+    as_is_sums.add(c.logits, y, data.train_mask.narrow(0, first, n));
+    sums.add(first, c.logits);
+    readout.add(c.logits, y);
+  });
+  const Splits as_is = as_is_sums.splits();
   r.model_loss = as_is.all.loss, r.model_acc = as_is.all.acc, r.uniform_loss = std::log(double(N));
-  r.key = given_key ? *given_key : read_restricted(logits, gs, data, {}).rule;
+  r.key = given_key ? *given_key : read_restricted(sums, gs, {}).rule;
   const auto& key = r.key;
   auto Q = torch::zeros({N, N}, torch::kFloat64);
   for (auto k : key) {
@@ -237,9 +266,6 @@ CosetReport analyse_cosets(const Model& model, const GroupStructure& gs, const s
   r.irrep_fve_b = total_b > 0 ? Q.mm(cb).pow(2).sum().item<double>() / total_b : 0;
   const Split irrep_kept = all_pairs_with_rows(model, data, Q);
   r.irrep_kept_loss = irrep_kept.loss, r.irrep_kept_acc = irrep_kept.acc;
-  // The logits, read by where each class sits from the answer.
-  const std::vector<int64_t> answers(data.all_y.data_ptr<int64_t>(), data.all_y.data_ptr<int64_t>() + data.all_y.numel());
-  const LogitReadout readout(logits, answers, g);
   if (!key.empty()) {
     std::vector<torch::Tensor> chars;  // the identity's row of each projector: its character, scaled
     for (auto k : key) chars.push_back(gs.projectors.at(k)[0]);
@@ -254,8 +280,7 @@ CosetReport analyse_cosets(const Model& model, const GroupStructure& gs, const s
     int64_t dims = 0;
   };
   const auto median = [&](const torch::Tensor& v) { return r.live_units > 0 ? v.index({live}).median().item<double>() : 0.0; };
-  const auto operands = operand_embeddings(model);
-  for (const auto& c : subgroup_classes(g)) {
+  for (const auto& c : classes) {
     Side sides[2];  // left gH, right Hg
     double logit_left = 0, logit_right = 0;
     for (int s = 0; s < (c.normal ? 1 : 2); ++s) {
@@ -305,8 +330,7 @@ CosetReport analyse_cosets(const Model& model, const GroupStructure& gs, const s
       if (operands.size() == 2 || sa == sb) {
         std::vector<torch::Tensor> emb;
         for (size_t o = 0; o < operands.size(); ++o) emb.push_back((o == 0 ? A.P : B.P).mm(operands[o]));
-        const auto kl = run_pair_forward(with_operand_embeddings(model, emb)).logits.to(torch::kCPU, torch::kFloat64);
-        const Split kept = evaluate_splits(kl, data.all_y, data.train_mask).all;
+        const Split kept = evaluate_pairs(with_operand_embeddings(model, emb), data).all;
         m.kept_loss = kept.loss, m.kept_acc = kept.acc;
       } else {
         m.kept_loss = m.kept_acc = std::nan("");

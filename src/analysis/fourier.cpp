@@ -7,6 +7,7 @@
 #include <random>
 
 #include "grokking/error.hpp"
+#include "grokking/progress_note.hpp"
 
 namespace grokking {
 
@@ -127,6 +128,46 @@ Cache run_pair_forward(const Model& model) {
   Cache cache;
   cpu_model.forward_fast(make_dataset(model.config().task).all_x, &cache);
   return cache;
+}
+
+PairPass::PairPass(const Model& model, int64_t chunk, double hold_bytes)
+    : model_(model), x_(make_dataset(model.config().task).all_x), chunk_(chunk), hold_bytes_(hold_bytes) {
+  const int64_t classes = model.param(readout_of(model).unembed).size(1);
+  if (chunk_ <= 0) chunk_ = std::max<int64_t>(256, (int64_t(1) << 21) / std::max<int64_t>(classes, 1));
+  model_.to(torch::kCPU);
+  pairs_ = x_.size(0);
+}
+
+void PairPass::each(const std::function<void(int64_t first, const Cache& chunk)>& fn) {
+  if (held_) {
+    for (size_t i = 0; i < chunks_.size(); ++i) fn(int64_t(i) * chunk_, chunks_[i]);
+    return;
+  }
+  torch::NoGradGuard no_grad;
+  bool hold = true;  // decided at the first chunk, from its size
+  std::vector<Cache> kept;
+  // A pass long enough to notice (a large group) says where it is every few seconds, or where
+  // the work it is part of is.
+  ProgressNote own("the model over " + std::to_string(pairs_) + " pairs, chunks of " + std::to_string(chunk_),
+                   size_t(chunks()));
+  ProgressNote& note = ProgressScope::active() ? *ProgressScope::active() : own;
+  for (int64_t first = 0; first < pairs_; first += chunk_) {
+    Cache c;
+    model_.forward_fast(x_.narrow(0, first, std::min(chunk_, pairs_ - first)), &c);
+    if (first == 0) {
+      const double per_pair = double(c.logits.numel() + (c.mlp_post.defined() ? c.mlp_post.numel() : 0)) * 4.0 /
+                              double(std::max<int64_t>(c.logits.size(0), 1));
+      hold = per_pair * double(pairs_) <= hold_bytes_;
+    }
+    fn(first, c);
+    note.tick();
+    if (hold) {
+      Cache h;  // what the analyses read of a chunk
+      h.logits = c.logits, h.mlp_post = c.mlp_post;
+      kept.push_back(std::move(h));
+    }
+  }
+  if (hold) chunks_ = std::move(kept), held_ = true;
 }
 
 torch::Tensor neuron_logit_map(const Model& model) {

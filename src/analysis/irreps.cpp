@@ -6,8 +6,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <stdexcept>
 
 #include "grokking/error.hpp"
+#include "grokking/progress_note.hpp"
 
 namespace grokking {
 
@@ -49,12 +52,6 @@ torch::Tensor label_means(const torch::Tensor& values, const GroupStructure& gs)
   return torch::zeros({N, v.size(1)}, torch::kFloat64).index_add_(0, gs.labels, v) / double(N);
 }
 
-// The functions of the label in `basis` ([|G|, r] orthonormal columns): the part of `values`.
-torch::Tensor project_label_basis(const torch::Tensor& values, const GroupStructure& gs, const torch::Tensor& basis) {
-  auto M = label_means(values, gs);
-  return basis.matmul(basis.t().matmul(M)).index_select(0, gs.labels);
-}
-
 double sq(const torch::Tensor& t) { return t.pow(2).sum().item<double>(); }
 
 // The share of the squared norm of the rows of X ([|G|, w], indexed by element) in each irrep's
@@ -64,27 +61,6 @@ std::vector<double> row_fractions(const torch::Tensor& X, const GroupStructure& 
   const double total = std::max(sq(x), 1e-300);
   std::vector<double> out;
   for (auto& P : gs.projectors) out.push_back(sq(P.matmul(x)) / total);
-  return out;
-}
-
-// Chughtai et al.'s similarity of every irrep: the logits centred over the classes against the
-// character cube chi(label . c^-1) over pairs and classes.
-std::vector<double> logit_similarities(const torch::Tensor& logits, const GroupStructure& gs) {
-  const int64_t N = gs.group.order;
-  const auto centred = logits - logits.mean(1, /*keepdim=*/true);
-  const double centred_norm = std::sqrt(sq(centred));
-  auto summed = torch::zeros({N, N}, torch::kFloat64).index_add_(0, gs.labels, centred);  // [g, c]
-  std::vector<int64_t> g_over_c(size_t(N * N));
-  for (int64_t g = 0; g < N; ++g)
-    for (int64_t c = 0; c < N; ++c) g_over_c[size_t(g * N + c)] = gs.group.mul(g, gs.group.inverse[size_t(c)]);
-  const auto quotient = torch::tensor(g_over_c, torch::kInt64);
-  std::vector<double> out;
-  for (auto& irrep : gs.irreps) {
-    const auto chi = torch::tensor(irrep.character, torch::kFloat64).index_select(0, quotient).view({N, N});
-    const double cube_norm = std::sqrt(double(N) * sq(chi));  // the cube has each label's row N times
-    out.push_back(centred_norm > 0 && cube_norm > 0 ? (summed * chi).sum().item<double>() / (centred_norm * cube_norm)
-                                                    : 0.0);
-  }
   return out;
 }
 
@@ -105,53 +81,208 @@ torch::Tensor project_irreps(const torch::Tensor& values, const GroupStructure& 
   return Q.matmul(label_means(values, gs)).index_select(0, gs.labels);
 }
 
-namespace {
-// The key irreps' part of the logits of the pairs in `mask` built from those pairs alone: per
-// label, the mean over its pairs in the mask (labels with none: 0), projected; plus the
-// per-class mean of the rest over those pairs. [pairs in mask, |G|].
-torch::Tensor restricted_within(const torch::Tensor& logits, const GroupStructure& gs, const std::vector<size_t>& key,
-                                const torch::Tensor& mask) {
+LogitSums::LogitSums(const GroupStructure& gs, const Dataset& data)
+    : labels(gs.labels), test_mask(data.train_mask.logical_not()) {
   const int64_t N = gs.group.order;
-  const auto idx = mask.nonzero().squeeze(1);
-  const auto v = logits.index_select(0, idx).to(torch::kFloat64);
-  const auto lab = gs.labels.index_select(0, idx);
-  auto sums = torch::zeros({N, v.size(1)}, torch::kFloat64).index_add_(0, lab, v);
-  auto counts = torch::zeros({N}, torch::kFloat64).index_add_(0, lab, torch::ones({lab.size(0)}, torch::kFloat64));
-  const auto means = sums / counts.clamp_min(1).unsqueeze(1);
-  auto Q = torch::zeros({N, N}, torch::kFloat64);
-  for (auto i : key) Q += gs.projectors.at(i);
-  const auto kept = Q.matmul(means).index_select(0, lab);
-  return kept + (v - kept).mean(0, true);
+  if (!torch::equal(gs.labels, data.all_y)) throw std::logic_error("LogitSums: the group's labels are not the task's");
+  const auto f64 = torch::kFloat64;
+  by_label = torch::zeros({N, N}, f64), by_label_test = torch::zeros({N, N}, f64);
+  label_row_mean = torch::zeros({N}, f64), by_class = torch::zeros({N}, f64), by_class_test = torch::zeros({N}, f64);
+  train_count = torch::zeros({N}, f64).index_add_(0, labels, data.train_mask.to(f64));
+  test_count = torch::zeros({N}, f64).index_add_(0, labels, test_mask.to(f64));
+}
+
+void LogitSums::add(int64_t first, const torch::Tensor& logits) {
+  const auto l = logits.to(torch::kCPU, torch::kFloat64);
+  const int64_t n = l.size(0);
+  const auto lab = labels.narrow(0, first, n);
+  const auto row_mean = l.mean(1);
+  by_label.index_add_(0, lab, l);
+  label_row_mean.index_add_(0, lab, row_mean);
+  by_class += l.sum(0);
+  centred_sq += (l - row_mean.unsqueeze(1)).pow(2).sum().item<double>();
+  const auto test = test_mask.narrow(0, first, n).nonzero().squeeze(1);
+  if (test.size(0) > 0) {
+    const auto lt = l.index_select(0, test);
+    by_label_test.index_add_(0, lab.index_select(0, test), lt);
+    by_class_test += lt.sum(0);
+  }
+}
+
+namespace {
+// One pass of the model over the pairs: its logit sums, its splits, and the hidden activations'
+// sums where `hidden` is given.
+struct HiddenSums;
+LogitSums first_pass(PairPass& pass, const GroupStructure& gs, const Dataset& data, SplitSums* splits,
+                     HiddenSums* hidden);
+
+// The sum over the isotypic projectors of `irreps`.
+torch::Tensor projector_of(const GroupStructure& gs, const std::vector<size_t>& irreps) {
+  auto Q = torch::zeros({gs.group.order, gs.group.order}, torch::kFloat64);
+  for (auto i : irreps) Q += gs.projectors.at(i);
+  return Q;
+}
+
+// Per label, the mean logits over its pairs [|G|, C].
+torch::Tensor label_means(const LogitSums& s) {
+  return s.by_label / (s.train_count + s.test_count).clamp_min(1).unsqueeze(1);
 }
 }  // namespace
 
-RestrictedReading read_restricted(const torch::Tensor& logits, const GroupStructure& gs, const Dataset& data,
-                                  const std::vector<size_t>& key, const std::vector<double>* similarity) {
-  RestrictedReading r;
-  const auto l = logits.to(torch::kCPU, torch::kFloat64);
-  const auto kept = project_irreps(l, gs, key);
-  r.restricted = evaluate_splits(kept + (l - kept).mean(0, true), data.all_y, data.train_mask);
-  const auto test = data.train_mask.logical_not();
-  if (test.any().item<bool>()) {
-    const auto y = data.all_y.index_select(0, test.nonzero().squeeze(1));
-    r.heldout = evaluate_splits(restricted_within(l, gs, key, test), y, torch::zeros({y.size(0)}, torch::kBool)).test;
+LogitSums model_logit_sums(const Model& model, const GroupStructure& gs, const Dataset& data, Splits* splits,
+                           int64_t chunk) {
+  PairPass pass(model, chunk);
+  SplitSums sums;
+  LogitSums out = first_pass(pass, gs, data, &sums, nullptr);
+  if (splits) *splits = sums.splits();
+  return out;
+}
+
+std::vector<double> logit_similarities(const LogitSums& sums, const GroupStructure& gs) {
+  const int64_t N = gs.group.order;
+  const double centred_norm = std::sqrt(sums.centred_sq);
+  // Per (label g, class c): the centred logits summed over g's pairs.
+  const auto summed = sums.by_label - sums.label_row_mean.unsqueeze(1);
+  std::vector<int64_t> g_over_c(size_t(N * N));
+  for (int64_t g = 0; g < N; ++g)
+    for (int64_t c = 0; c < N; ++c) g_over_c[size_t(g * N + c)] = gs.group.mul(g, gs.group.inverse[size_t(c)]);
+  const auto quotient = torch::tensor(g_over_c, torch::kInt64);
+  std::vector<double> out;
+  for (auto& irrep : gs.irreps) {
+    const auto chi = torch::tensor(irrep.character, torch::kFloat64).index_select(0, quotient).view({N, N});
+    const double cube_norm = std::sqrt(double(N) * sq(chi));  // the cube has each label's row N times
+    out.push_back(centred_norm > 0 && cube_norm > 0 ? (summed * chi).sum().item<double>() / (centred_norm * cube_norm)
+                                                    : 0.0);
   }
-  const auto sim = similarity ? *similarity : logit_similarities(l, gs);
+  return out;
+}
+
+RestrictedReading read_restricted(const LogitSums& s, const GroupStructure& gs, const std::vector<size_t>& key,
+                                  const std::vector<double>* similarity) {
+  RestrictedReading r;
+  const auto Q = projector_of(gs, key);
+  // Every pair's restricted logits are a function of its label: the label's mean logits projected,
+  // plus the per-class mean over the pairs of what the projection leaves.
+  const auto count = s.train_count + s.test_count;
+  const auto kept = Q.matmul(label_means(s));
+  const auto rest = (s.by_class - (count.unsqueeze(1) * kept).sum(0)) / std::max(count.sum().item<double>(), 1.0);
+  SplitSums restricted;
+  restricted.add_table(kept + rest, s.train_count, s.test_count);
+  r.restricted = restricted.splits();
+  // Held out: the same from the test pairs alone (labels with no test pair: 0 before the correction).
+  const double tests = s.test_count.sum().item<double>();
+  if (tests > 0) {
+    const auto kept_t = Q.matmul(s.by_label_test / s.test_count.clamp_min(1).unsqueeze(1));
+    const auto rest_t = (s.by_class_test - (s.test_count.unsqueeze(1) * kept_t).sum(0)) / tests;
+    SplitSums heldout;
+    heldout.add_table(kept_t + rest_t, torch::zeros_like(s.test_count), s.test_count);
+    r.heldout = heldout.splits().test;
+  }
+  const auto sim = similarity ? *similarity : logit_similarities(s, gs);
   for (size_t i = 0; i < sim.size(); ++i)
     if (!gs.irreps[i].trivial() && sim[i] > kKeyIrrepSimilarity) r.rule.push_back(i);
   return r;
 }
 
-torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, uint64_t seed) {
-  const int64_t N = gs.group.order;
-  auto gen = at::detail::createCPUGenerator(seed * 1000003u + 0x3e3);
-  auto logits = torch::randn({N * N, N}, gen, torch::kFloat64);
-  const auto train = data.train_mask.nonzero().squeeze(1);
-  const auto margin = torch::full({train.size(0), 1}, 10.0, torch::kFloat64);
-  auto rows = logits.index_select(0, train);
-  rows.scatter_add_(1, data.all_y.index_select(0, train).unsqueeze(1), margin);
-  return logits.index_copy(0, train, rows);
+RestrictedReading read_restricted(const torch::Tensor& logits, const GroupStructure& gs, const Dataset& data,
+                                  const std::vector<size_t>& key, const std::vector<double>* similarity) {
+  LogitSums s(gs, data);
+  s.add(0, logits);
+  return read_restricted(s, gs, key, similarity);
 }
+
+namespace {
+// The memoriser's logits block by block (blocks of a fixed size, so that the draws do not depend
+// on who reads them): fn(first pair, the block's logits).
+void memoriser_blocks(const GroupStructure& gs, const Dataset& data, uint64_t seed,
+                      const std::function<void(int64_t, const torch::Tensor&)>& fn) {
+  constexpr int64_t kBlock = 4096;
+  const int64_t N = gs.group.order, pairs = N * N;
+  auto gen = at::detail::createCPUGenerator(seed * 1000003u + 0x3e3);
+  for (int64_t first = 0; first < pairs; first += kBlock) {
+    const int64_t n = std::min(kBlock, pairs - first);
+    auto logits = torch::randn({n, N}, gen, torch::kFloat64);
+    const auto train = data.train_mask.narrow(0, first, n).nonzero().squeeze(1);
+    auto rows = logits.index_select(0, train);
+    rows.scatter_add_(1, data.all_y.narrow(0, first, n).index_select(0, train).unsqueeze(1),
+                      torch::full({train.size(0), 1}, 10.0, torch::kFloat64));
+    fn(first, logits.index_copy(0, train, rows));
+  }
+}
+}  // namespace
+
+torch::Tensor memoriser_logits(const GroupStructure& gs, const Dataset& data, uint64_t seed) {
+  std::vector<torch::Tensor> blocks;
+  memoriser_blocks(gs, data, seed, [&](int64_t, const torch::Tensor& b) { blocks.push_back(b); });
+  return torch::cat(blocks);
+}
+
+LogitSums memoriser_sums(const GroupStructure& gs, const Dataset& data, uint64_t seed) {
+  LogitSums s(gs, data);
+  memoriser_blocks(gs, data, seed, [&](int64_t first, const torch::Tensor& b) { s.add(first, b); });
+  return s;
+}
+
+namespace {
+// The hidden activations' sums over every pair [.., hidden]: per value of a, of b and of the
+// label; and each neuron's mean and squared deviation (merged chunk by chunk, Chan et al.).
+struct HiddenSums {
+  torch::Tensor by_a, by_b, by_label, mean, m2;
+  double n = 0;
+  void add(int64_t first, const torch::Tensor& hidden, const GroupStructure& gs) {
+    const auto h = hidden.to(torch::kCPU, torch::kFloat64);
+    const int64_t N = gs.group.order, rows = h.size(0);
+    if (!by_a.defined()) {
+      by_a = torch::zeros({N, h.size(1)}, torch::kFloat64), by_b = by_a.clone(), by_label = by_a.clone();
+      mean = torch::zeros({h.size(1)}, torch::kFloat64), m2 = mean.clone();
+    }
+    const auto pair = torch::arange(first, first + rows, torch::kInt64);
+    by_a.index_add_(0, pair.div(N, "floor"), h);
+    by_b.index_add_(0, pair.remainder(N), h);
+    by_label.index_add_(0, gs.labels.narrow(0, first, rows), h);
+    const auto chunk_mean = h.mean(0);
+    const auto chunk_m2 = (h - chunk_mean).pow(2).sum(0);
+    const double m = double(rows), total = n + m;
+    const auto delta = chunk_mean - mean;
+    m2 += chunk_m2 + delta.pow(2) * (n * m / total);
+    mean += delta * (m / total);
+    n = total;
+  }
+};
+
+LogitSums first_pass(PairPass& pass, const GroupStructure& gs, const Dataset& data, SplitSums* splits,
+                     HiddenSums* hidden) {
+  LogitSums s(gs, data);
+  pass.each([&](int64_t first, const Cache& c) {
+    const int64_t n = c.logits.size(0);
+    s.add(first, c.logits);
+    if (splits) splits->add(c.logits, data.all_y.narrow(0, first, n), data.train_mask.narrow(0, first, n));
+    if (hidden && c.mlp_post.defined()) hidden->add(first, c.mlp_post, gs);
+  });
+  return s;
+}
+
+// A second pass: the splits of the logits less each table's row of the pair's label ([|G|, C]
+// each: a function of the label removed), and, where `hidden_map` is given ([C, hidden]), of the
+// hidden activations mapped to the logits less hidden_table's row.
+std::vector<Splits> less_label_tables(PairPass& pass, const LogitSums& s, const Dataset& data,
+                                      const std::vector<torch::Tensor>& tables, const torch::Tensor& hidden_map = {},
+                                      const torch::Tensor& hidden_table = {}) {
+  std::vector<SplitSums> sums(tables.size() + (hidden_map.defined() ? 1 : 0));
+  pass.each([&](int64_t first, const Cache& c) {
+    const int64_t n = c.logits.size(0);
+    const auto l = c.logits.to(torch::kFloat64);
+    const auto lab = s.labels.narrow(0, first, n);
+    const auto y = data.all_y.narrow(0, first, n), mask = data.train_mask.narrow(0, first, n);
+    for (size_t k = 0; k < tables.size(); ++k) sums[k].add(l - tables[k].index_select(0, lab), y, mask);
+    if (hidden_map.defined())
+      sums.back().add(c.mlp_post.to(torch::kFloat64).mm(hidden_map.t()) - hidden_table.index_select(0, lab), y, mask);
+  });
+  std::vector<Splits> out;
+  for (auto& x : sums) out.push_back(x.splits());
+  return out;
+}
+}  // namespace
 
 // The total embeddings Chughtai et al. read ([|G|, width] each, float64): x's and y's
 // embeddings times their rows of the first hidden layer (an MLP with learned embeddings), the
@@ -169,69 +300,59 @@ std::pair<torch::Tensor, torch::Tensor> total_embeddings(const Model& model) {
 // The loss over all pairs of the model with each operand embedding's rows replaced by `keep`
 // of them (the isotypic projector Q applied to the rows: (Q W_x) W = Q (W_x W), so keeping or
 // removing irreps of the embedding is keeping or removing them of the total embedding).
-Split all_pairs_with_rows(const Model& model, const Dataset& data, const torch::Tensor& Q) {
+Split all_pairs_with_rows(const Model& model, const Dataset& data, const torch::Tensor& Q, int64_t chunk) {
   std::vector<torch::Tensor> emb;
   for (auto& e : operand_embeddings(model)) emb.push_back(Q.mm(e));
-  const Model m = with_operand_embeddings(model, emb);
-  const auto logits = run_pair_forward(m).logits.to(torch::kCPU, torch::kFloat64);
-  return evaluate_splits(logits, data.all_y, data.train_mask).all;
+  return evaluate_pairs(with_operand_embeddings(model, emb), data, chunk).all;
 }
-
-namespace {
-double loss_with_rows(const Model& model, const Dataset& data, const torch::Tensor& Q) {
-  return all_pairs_with_rows(model, data, Q).loss;
-}
-}  // namespace
-
 
 double theirs_restricted_loss(const Model& model, const GroupStructure& gs, const std::vector<size_t>& key) {
   torch::NoGradGuard no_grad;
-  auto Q = torch::zeros({gs.group.order, gs.group.order}, torch::kFloat64);
-  for (auto k : key) Q += gs.projectors.at(k);
-  return loss_with_rows(model, make_dataset(model.config().task), Q);
+  return all_pairs_with_rows(model, make_dataset(model.config().task), projector_of(gs, key)).loss;
 }
 
 IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::vector<size_t> key, int64_t draws,
-                           uint64_t seed) {
+                           uint64_t seed, int64_t chunk) {
   torch::NoGradGuard no_grad;
   const int64_t N = gs.group.order;
   const Dataset data = make_dataset(model.config().task);
-  const Cache cache = run_pair_forward(model);
-  const auto logits = cache.logits.to(torch::kCPU, torch::kFloat64);  // [|G|^2, |G|]
+  PairPass pass(model, chunk);
+  // Passes over the pairs: the model, each irrep removed from the embeddings, the key irreps kept
+  // and removed there, and the logits' functions of the label removed.
+  const size_t passes = gs.irreps.size() + 4;
+  ProgressScope scope("irreps, " + std::to_string(passes) + " passes over " + std::to_string(pass.pairs()) + " pairs",
+                      passes * size_t(pass.chunks()));
+  SplitSums as_is;
+  HiddenSums hs;
+  const LogitSums sums = first_pass(pass, gs, data, &as_is, &hs);
+  const auto M = label_means(sums);  // [|G|, C]
   IrrepReport r;
   r.group = gs.group.name, r.operation = gs.operation, r.order = N;
-  r.model = evaluate_splits(logits, data.all_y, data.train_mask);
+  r.model = as_is.splits();
 
-  const auto similarity = logit_similarities(logits, gs);
+  const auto similarity = logit_similarities(sums, gs);
 
-  // The readings of the weights: embeddings, unembedding, neuron-logit map, hidden neurons.
+  // The readings of the weights: embeddings, unembedding, neuron-logit map.
   const auto embed = row_fractions(embedding_matrix(model), gs);
   const PairReadout& readout = readout_of(model);
   const auto unembed = row_fractions(model.param(readout.unembed).detach().cpu().t(), gs);
-  std::vector<double> wl(gs.irreps.size(), 0.0), hidden(gs.irreps.size(), 0.0);
+  std::vector<double> wl(gs.irreps.size(), 0.0);
   if (!readout.neuron_to_logits.empty()) wl = row_fractions(neuron_logit_map(model), gs);
-  if (cache.mlp_post.defined()) {
-    auto h = cache.mlp_post.to(torch::kCPU, torch::kFloat64);
-    h = h - h.mean(0, true);
-    const double total = std::max(sq(h), 1e-300);
-    for (size_t i = 0; i < gs.irreps.size(); ++i) hidden[i] = sq(project_irreps(h, gs, {i})) / total;
-  }
   // Chughtai et al.'s readings (their SymmetricMetrics, the paper's version of the code).
   const auto [tx, ty] = total_embeddings(model);
   const auto their_x = row_fractions(tx, gs), their_y = row_fractions(ty, gs);
   // percent_hidden: the centred hidden activations over all pairs, their share that is a function
-  // of a alone, of b alone, of the label, in each irrep's component. Each of a, b and the label
-  // takes every value on |G| pairs, so the projection of a function of one of them is |G| times
-  // the squared norm of the projected per-value means.
+  // of a alone, of b alone, of the label, in each irrep's component (the last is also the
+  // hidden neurons' share by irrep). Each of a, b and the label takes every value on |G| pairs, so
+  // the projection of a function of one of them is |G| times the squared norm of the projected
+  // per-value means.
   std::vector<double> their_hx(gs.irreps.size(), 0.0), their_hy(gs.irreps.size(), 0.0),
       their_hxy(gs.irreps.size(), 0.0);
-  torch::Tensor hidden_uncentred;
-  if (cache.mlp_post.defined()) {
-    hidden_uncentred = cache.mlp_post.to(torch::kCPU, torch::kFloat64);
-    const auto h = hidden_uncentred - hidden_uncentred.mean(0, true);
-    const double total = std::max(sq(h), 1e-300);
-    const auto by_pair = h.view({N, N, h.size(1)});
-    const auto mean_a = by_pair.mean(1), mean_b = by_pair.mean(0), mean_xy = label_means(h, gs);
+  const bool has_hidden = hs.by_a.defined();
+  if (has_hidden) {
+    const double total = std::max(hs.m2.sum().item<double>(), 1e-300);
+    const auto mu = hs.mean.unsqueeze(0);
+    const auto mean_a = hs.by_a / double(N) - mu, mean_b = hs.by_b / double(N) - mu, mean_xy = hs.by_label / double(N) - mu;
     for (size_t i = 0; i < gs.irreps.size(); ++i) {
       const auto& P = gs.projectors[i];
       their_hx[i] = double(N) * sq(P.matmul(mean_a)) / total;
@@ -244,14 +365,13 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
     IrrepMeasure m;
     m.theirs_embed_x = their_x[i], m.theirs_embed_y = their_y[i];
     m.theirs_hidden_x = their_hx[i], m.theirs_hidden_y = their_hy[i], m.theirs_hidden = their_hxy[i];
-    m.theirs_excluded_loss = loss_with_rows(model, data, identity - gs.projectors[i]);
+    m.theirs_excluded_loss = all_pairs_with_rows(model, data, identity - gs.projectors[i], chunk).loss;
     m.name = gs.irreps[i].name;
     m.dim = gs.irreps[i].dim;
     m.component_dim = gs.component_dim(i);
     m.similarity = similarity[i];
     m.fve = m.similarity * m.similarity;
-    m.embed_frac = embed[i], m.unembed_frac = unembed[i], m.wl_frac = wl[i], m.hidden_frac = hidden[i];
-    m.excluded = evaluate_splits(logits - project_irreps(logits, gs, {i}), data.all_y, data.train_mask).train;
+    m.embed_frac = embed[i], m.unembed_frac = unembed[i], m.wl_frac = wl[i], m.hidden_frac = their_hxy[i];
     if (!gs.irreps[i].trivial()) r.fve_total += m.fve;
     r.irreps.push_back(m);
   }
@@ -267,14 +387,11 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
 
   // The key irreps together: kept (with the per-class mean of the rest, as the Fourier analysis's
   // bias correction), and removed.
-  const auto kept = project_irreps(logits, gs, key);
-  const auto reading = read_restricted(logits, gs, data, key, &similarity);
+  const auto reading = read_restricted(sums, gs, key, &similarity);
   r.restricted = reading.restricted, r.restricted_heldout = reading.heldout;
-  r.excluded = evaluate_splits(logits - kept, data.all_y, data.train_mask);
-  auto Q = torch::zeros({N, N}, torch::kFloat64);
-  for (auto k : key) Q += gs.projectors[k];
-  r.theirs_restricted_loss = loss_with_rows(model, data, Q);  // = theirs_restricted_loss(model, gs, key)
-  r.theirs_total_excluded_loss = loss_with_rows(model, data, identity - Q);
+  const auto Q = projector_of(gs, key);
+  r.theirs_restricted_loss = all_pairs_with_rows(model, data, Q, chunk).loss;  // = theirs_restricted_loss(model, gs, key)
+  r.theirs_total_excluded_loss = all_pairs_with_rows(model, data, identity - Q, chunk).loss;
   // Their table's columns (paper/tables.py): the key irreps' shares summed, and the restricted
   // and excluded loss through the hidden layer (total_hidden_excluded_and_restricted_loss): the
   // uncentred hidden activations' part that is a function of the label in the key irreps kept
@@ -288,17 +405,17 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
     r.theirs_table.mlp += m.theirs_hidden_x + m.theirs_hidden_y + m.theirs_hidden;
     r.theirs_table.mlp_xy += m.theirs_hidden;
   }
-  if (hidden_uncentred.defined()) {
+  torch::Tensor W_L, hidden_table;  // [C, hidden]; the kept hidden part mapped to the logits, per label [|G|, C]
+  if (has_hidden) {
     r.theirs_table.has_hidden = true;
-    const auto W_L = neuron_logit_map(model);  // [C, hidden]
-    const auto kept_hidden = project_irreps(hidden_uncentred, gs, key);
-    r.theirs_table.hidden_restricted_loss =
-        evaluate_splits(kept_hidden.mm(W_L.t()), data.all_y, data.train_mask).all.loss;
-    r.theirs_table.hidden_excluded_loss =
-        evaluate_splits((hidden_uncentred - kept_hidden).mm(W_L.t()), data.all_y, data.train_mask).train.loss;
+    W_L = neuron_logit_map(model);
+    hidden_table = Q.matmul(hs.by_label / double(N)).mm(W_L.t());
+    SplitSums kept;
+    kept.add_table(hidden_table, sums.train_count, sums.test_count);
+    r.theirs_table.hidden_restricted_loss = kept.splits().all.loss;
   }
   // The control a restricted loss needs: a lookup table of the same split, read the same way.
-  r.memoriser = read_restricted(memoriser_logits(gs, data, seed), gs, data, key);
+  r.memoriser = read_restricted(memoriser_sums(gs, data, seed), gs, key);
 
   // Controls: as many non-key irreps of the nearest dimensions; random label functions.
   std::vector<bool> taken(gs.irreps.size(), false);
@@ -314,8 +431,13 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
     if (best < gs.irreps.size()) taken[best] = true, r.matched.push_back(best);
   }
   std::sort(r.matched.begin(), r.matched.end());
-  if (!r.matched.empty())
-    r.matched_excluded = evaluate_splits(logits - project_irreps(logits, gs, r.matched), data.all_y, data.train_mask);
+  // The second pass over the pairs: each irrep removed, the key irreps removed, the matched
+  // control, the random controls, and the hidden layer's excluded loss; all of them functions of
+  // the label taken from the logits.
+  std::vector<torch::Tensor> tables;
+  for (size_t i = 0; i < gs.irreps.size(); ++i) tables.push_back(gs.projectors[i].matmul(M));
+  tables.push_back(Q.matmul(M));
+  if (!r.matched.empty()) tables.push_back(projector_of(gs, r.matched).matmul(M));
   int64_t dim = 0;
   for (auto k : key) dim += gs.component_dim(k);
   if (dim > 0 && dim < N) {
@@ -323,34 +445,47 @@ IrrepReport analyse_irreps(const Model& model, const GroupStructure& gs, std::ve
     for (int64_t d = 0; d < draws; ++d) {
       auto gen = at::detail::createCPUGenerator(seed * 1000003u + uint64_t(d));
       auto basis = std::get<0>(at::linalg_qr(torch::randn({N, dim}, gen, torch::kFloat64)));
-      auto s = evaluate_splits(logits - project_label_basis(logits, gs, basis), data.all_y, data.train_mask);
-      for (auto [dst, src] : {std::pair{&r.random_excluded.train, &s.train}, {&r.random_excluded.test, &s.test},
-                              {&r.random_excluded.all, &s.all}}) {
-        dst->loss += src->loss / double(draws);
-        dst->acc += src->acc / double(draws);
-      }
+      tables.push_back(basis.matmul(basis.t().matmul(M)));
     }
   }
+  const auto out = less_label_tables(pass, sums, data, tables, W_L, hidden_table);
+  size_t next = 0;
+  for (auto& m : r.irreps) m.excluded = out[next++].train;
+  r.excluded = out[next++];
+  if (!r.matched.empty()) r.matched_excluded = out[next++];
+  for (int64_t d = 0; d < r.random_draws; ++d) {
+    const Splits& s = out[next++];
+    for (auto [dst, src] : {std::pair{&r.random_excluded.train, &s.train}, {&r.random_excluded.test, &s.test},
+                            {&r.random_excluded.all, &s.all}}) {
+      dst->loss += src->loss / double(draws);
+      dst->acc += src->acc / double(draws);
+    }
+  }
+  if (has_hidden) r.theirs_table.hidden_excluded_loss = out[next++].train.loss;
   r.gini_embed = irrep_gini(embed, gs), r.gini_wl = irrep_gini(wl, gs);
   return r;
 }
 
 IrrepProgress irrep_progress(const Model& model, const GroupStructure& gs, const Dataset& data,
-                             const std::vector<size_t>& key) {
+                             const std::vector<size_t>& key, int64_t chunk) {
   torch::NoGradGuard no_grad;
   IrrepProgress p;
-  const auto logits = run_pair_forward(model).logits.to(torch::kCPU, torch::kFloat64);
-  const auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
+  PairPass pass(model, chunk);
+  SplitSums as_is;
+  const LogitSums sums = first_pass(pass, gs, data, &as_is, nullptr);
+  const auto ev = as_is.splits();
   p.train_loss = ev.train.loss, p.test_loss = ev.test.loss, p.train_acc = ev.train.acc, p.test_acc = ev.test.acc;
-  p.similarity = logit_similarities(logits, gs);
-  const auto kept = project_irreps(logits, gs, key);
-  const auto reading = read_restricted(logits, gs, data, key, &p.similarity);
+  p.similarity = logit_similarities(sums, gs);
+  const auto reading = read_restricted(sums, gs, key, &p.similarity);
   p.restricted = reading.restricted, p.restricted_heldout = reading.heldout;
-  p.excluded_loss = evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss;
+  const auto M = label_means(sums);
+  std::vector<torch::Tensor> tables = {projector_of(gs, key).matmul(M)};
+  for (size_t i = 0; i < gs.irreps.size(); ++i) tables.push_back(gs.projectors[i].matmul(M));
+  const auto out = less_label_tables(pass, sums, data, tables);
+  p.excluded_loss = out[0].train.loss;
   for (size_t i = 0; i < gs.irreps.size(); ++i) {
-    p.excluded_each.push_back(
-        evaluate_splits(logits - project_irreps(logits, gs, {i}), data.all_y, data.train_mask).train.loss);
-    const auto alone = read_restricted(logits, gs, data, {i}, &p.similarity);
+    p.excluded_each.push_back(out[i + 1].train.loss);
+    const auto alone = read_restricted(sums, gs, {i}, &p.similarity);
     p.restricted_each.push_back(alone.restricted.all.loss), p.heldout_each.push_back(alone.heldout.loss);
   }
   for (auto k : key) p.excluded_by_key.push_back(p.excluded_each[k]);

@@ -34,4 +34,14 @@ void ProgressNote::tick() {
   spdlog::info("{}: {}/{}, {} left", what_, done_, total_, format_duration(left));
 }
 
+namespace {
+thread_local ProgressScope* g_scope = nullptr;
+}  // namespace
+
+ProgressScope::ProgressScope(std::string what, size_t total) : note_(std::move(what), total), outer_(g_scope) {
+  g_scope = this;
+}
+ProgressScope::~ProgressScope() { g_scope = outer_; }
+ProgressNote* ProgressScope::active() { return g_scope ? &g_scope->note_ : nullptr; }
+
 }  // namespace grokking
