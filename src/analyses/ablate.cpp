@@ -32,7 +32,6 @@ void write_files(const std::string& run_dir, const std::vector<AblationResult>& 
   atomic_write(run_dir + "/excluded_by_freq.csv", per.text());
 }
 
-
 int run_ablate(const AnalysisOptions& opts) {
   auto [ck, run_dir] = load_for_analysis(ablate_analysis(), opts.path);
   Model model = model_from_checkpoint(ck);

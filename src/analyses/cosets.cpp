@@ -17,7 +17,6 @@ const AnalysisKind& cosets_analysis();
 
 namespace {
 
-
 const std::string& side(const CosetMeasure& m) { return m.side; }
 
 // The same class and side measured on another report (the untrained model's).

@@ -72,7 +72,6 @@ void write_files(const std::string& run_dir, const FourierReport& r) {
   atomic_write(run_dir + "/logit_spectrum.dat", lmat);
 }
 
-
 int run_fourier(const AnalysisOptions& opts) {
   auto [ck, run_dir] = load_for_analysis(fourier_analysis(), opts.path);
   Model model = model_from_checkpoint(ck);

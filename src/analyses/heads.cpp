@@ -21,7 +21,6 @@ const AnalysisKind& heads_analysis();
 
 namespace {
 
-
 std::string label(int64_t l, int64_t h) { return "L" + std::to_string(l) + "H" + std::to_string(h); }
 using HeadList = std::vector<std::pair<int64_t, int64_t>>;
 

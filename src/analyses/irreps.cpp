@@ -35,7 +35,6 @@ void write_files(const std::string& run_dir, const IrrepReport& r) {
   atomic_write(run_dir + "/irreps.csv", csv.text());
 }
 
-
 // The same reading at the run's first checkpoint after memorisation (train accuracy 100 %), with
 // the key irreps of the checkpoint read: what a restricted figure is worth beside a model that
 // has only memorised. Empty where the run has no such earlier checkpoint.

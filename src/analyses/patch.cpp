@@ -25,7 +25,6 @@ const AnalysisKind& patch_analysis();
 
 namespace {
 
-
 std::string head_label(int64_t l, int64_t h) { return "L" + std::to_string(l) + "H" + std::to_string(h); }
 
 // patch_acts.csv (every site), and for a transformer patch_resid.csv, patch_heads.csv and

@@ -22,7 +22,6 @@ const AnalysisKind& progress_analysis();
 
 namespace {
 
-
 // What the key set is: frequencies, or a group run's irreps by name (their numbers are the
 // irreps table's, not frequencies).
 std::string key_text(const RunProgress& p) {

@@ -76,7 +76,6 @@ SuperpositionReport superposition_of_run(const std::string& dir, bool write) {
   return r;
 }
 
-
 int run_superposition(const AnalysisOptions& opts) {
   const std::string dir = opts.path;
   if (!is_dir(dir)) throw UsageError(dir + ": superposition takes a run directory or a sweep directory");

@@ -322,7 +322,10 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
                          std::to_string(gs->irreps.size()) + " (a group run's progress takes irrep numbers)");
       key_irreps.push_back(size_t(k - 1));
     }
-    if (key_irreps.empty()) key_irreps = analyse_irreps(model_from_checkpoint(final_ck), *gs, {}, 1).key;
+    if (key_irreps.empty())  // Chughtai et al.'s rule on the final logits (one pass over the pairs)
+      key_irreps = read_restricted(model_logit_sums(model_from_checkpoint(final_ck), *gs, make_dataset(final_ck.config.task)),
+                                   *gs, {})
+                       .rule;
     std::sort(key_irreps.begin(), key_irreps.end());
     key_irreps.erase(std::unique(key_irreps.begin(), key_irreps.end()), key_irreps.end());
     out.key_freqs.clear();

@@ -12,6 +12,7 @@
 #include "attention.hpp"
 #include "grokking/error.hpp"
 #include "grokking/model.hpp"
+#include "grokking/text.hpp"
 
 namespace grokking {
 
@@ -329,9 +330,7 @@ KindKey train_biases_key() {
           "false: every b_* stays zero and frozen (TL demo); true: every bias trained; \"mlp\": only b_in and b_out (the paper's code, Omnigrok)",
           [](const nlohmann::json& v, const std::string& where) {
             if (v.is_boolean() || (v.is_string() && v.get<std::string>() == "mlp")) return v;
-            std::string got = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-            if (got.size() > 40) got = got.substr(0, 37) + "...";
-            throw UsageError(where + ": must be true, false or \"mlp\" (got " + got + ")");
+            fail_got(where, "must be true, false or \"mlp\"", v);
           }};
 }
 
