@@ -100,16 +100,21 @@ for page, body in pages.items():
 # temporary directory) and every line it shows as printed is printed (or begins a printed line:
 # an excerpt may leave out the columns on the right). Text must match; numbers within tolerances
 # that leave room for other CPUs, BLAS builds and thread counts, not for a changed table: a loss
-# (1.234e-05) within a factor of 10, a decimal (0.123) within 0.05 or 5 %, a percentage within 5
-# points, an integer below 50 (a key frequency, an irrep, a head) exactly and a larger one (an
-# epoch, a count) within a factor of 2.
+# (1.234e-05) within a factor of 10, or of 100 where both are below 0.05 (a model right on every
+# pair, whose loss is set by how far past grokking its early stop fell: the D17 run's test loss
+# is 9e-4 on an Intel Xeon and 2e-2 on an AMD EPYC), a decimal (0.123) within 0.05 or 5 %, a
+# percentage within 5 points, an integer below 50 (a key frequency, an irrep, a head) exactly and
+# a larger one (an epoch, a count) within a factor of 2.
 NUM = r"[-+]?\d+(?:\.\d+)?(?:e[-+]\d+)?%?"
 text_of = lambda l: re.sub(NUM, "#", re.sub(r"\s+", " ", l.strip()))  # the line with its numbers as #
 
 
 def number_ok(w, g):
     if "e" in w:
-        return float(g) > 0 and float(w) > 0 and 0.1 <= float(g) / float(w) <= 10
+        if not (float(g) > 0 and float(w) > 0):
+            return False
+        factor = 100 if max(float(g), float(w)) < 0.05 else 10
+        return 1 / factor <= float(g) / float(w) <= factor
     if w.endswith("%"):
         return g.endswith("%") and abs(float(g[:-1]) - float(w[:-1])) <= 5
     if "." in w:
