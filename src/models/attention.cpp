@@ -92,9 +92,19 @@ inline bool any_nan(const float* x, int64_t n) {
   return any != 0;
 }
 
+// The blocks are compiled twice on x86-64 with GCC, for AVX2 and for the baseline (SSE2), and the
+// loader picks one for the CPU. AVX2 without FMA: each vector lane does the same float operations
+// in the same order as the SSE2 build (the reductions are written in eight explicit parts), so
+// both give the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GROKKING_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define GROKKING_CLONES
+#endif
+
 // One (sequence, head) block forward. q, k, v: its rows (stride rs); z: its output rows (stride
 // zs); p: its pattern [T, T]; kt, vt: [D, T] buffers for its keys (scaled) and values; s: T floats.
-void forward_block(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+GROKKING_CLONES void forward_block(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                    float* __restrict__ z, float* __restrict__ p, float* __restrict__ kt, float* __restrict__ vt,
                    float* __restrict__ s,
                    int64_t T, int64_t D, int64_t rs, int64_t zs, float scale) {
@@ -134,7 +144,7 @@ void forward_block(const float* __restrict__ q, const float* __restrict__ k, con
 // (stride zs) and the saved pattern p. Every inner loop runs over the keys j <= i, on transposed
 // [D, T] buffers: kt, vt (the block's keys and values), dkt, dvt (their gradients, added to d k
 // and d v at the end); d: T floats.
-void backward_block(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+GROKKING_CLONES void backward_block(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                     const float* __restrict__ gz, const float* __restrict__ p, float* __restrict__ dq,
                     float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ kt, float* __restrict__ vt,
                     float* __restrict__ dkt, float* __restrict__ dvt, float* __restrict__ d, int64_t T, int64_t D,
