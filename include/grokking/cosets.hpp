@@ -81,7 +81,7 @@ class LogitReadout {
   double ceiling(bool left) const;
 
  private:
-  torch::Tensor M_, inv_;  // the group's table [|G|, |G|] and inverses
+  torch::Tensor left_, right_;  // [y][c] -> c^-1 y and y c^-1
   torch::Tensor S_[2];  // per element d: the sum of the centred logits at the (pair, class) with that d
   double total_ = 0;
   int64_t pairs_ = 0;

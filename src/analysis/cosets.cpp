@@ -180,8 +180,10 @@ std::vector<SubgroupClass> subgroup_classes(const FiniteGroup& g) {
 
 LogitReadout::LogitReadout(const FiniteGroup& g) {
   const int64_t N = g.order;
-  M_ = torch::tensor(std::vector<int64_t>(g.table.begin(), g.table.end()), torch::kInt64).reshape({N, N});
-  inv_ = torch::tensor(std::vector<int64_t>(g.inverse.begin(), g.inverse.end()), torch::kInt64);
+  const auto M = torch::tensor(std::vector<int64_t>(g.table.begin(), g.table.end()), torch::kInt64).reshape({N, N});
+  const auto inv = torch::tensor(std::vector<int64_t>(g.inverse.begin(), g.inverse.end()), torch::kInt64);
+  left_ = M.index_select(0, inv).t().contiguous();  // [c^-1][y] read at y, then c
+  right_ = M.index_select(1, inv);                  // [y][c^-1]
   S_[0] = torch::zeros({N}, torch::kFloat64), S_[1] = torch::zeros({N}, torch::kFloat64);
 }
 
@@ -195,8 +197,7 @@ void LogitReadout::add(const torch::Tensor& logits, const torch::Tensor& answers
   const auto yc = y - y.mean(1, true);
   total_ += yc.pow(2).sum().item<double>(), pairs_ += y.size(0);
   // d[p, c] = c^-1 y_p (left) and y_p c^-1 (right).
-  const auto left = M_.index_select(0, inv_).t().index_select(0, answers);   // [c^-1][y] read at y, then c
-  const auto right = M_.index_select(1, inv_).index_select(0, answers);      // [y][c^-1]
+  const auto left = left_.index_select(0, answers), right = right_.index_select(0, answers);
   S_[0].index_add_(0, left.reshape(-1), yc.reshape(-1));
   S_[1].index_add_(0, right.reshape(-1), yc.reshape(-1));
 }

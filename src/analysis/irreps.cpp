@@ -52,6 +52,13 @@ torch::Tensor label_means(const torch::Tensor& values, const GroupStructure& gs)
   return torch::zeros({N, v.size(1)}, torch::kFloat64).index_add_(0, gs.labels, v) / double(N);
 }
 
+// The sum over the isotypic projectors of `irreps`.
+torch::Tensor projector_of(const GroupStructure& gs, const std::vector<size_t>& irreps) {
+  auto Q = torch::zeros({gs.group.order, gs.group.order}, torch::kFloat64);
+  for (auto i : irreps) Q += gs.projectors.at(i);
+  return Q;
+}
+
 double sq(const torch::Tensor& t) { return t.pow(2).sum().item<double>(); }
 
 // The share of the squared norm of the rows of X ([|G|, w], indexed by element) in each irrep's
@@ -75,10 +82,7 @@ double irrep_gini(const std::vector<double>& fractions, const GroupStructure& gs
 }  // namespace
 
 torch::Tensor project_irreps(const torch::Tensor& values, const GroupStructure& gs, const std::vector<size_t>& irreps) {
-  const int64_t N = gs.group.order;
-  auto Q = torch::zeros({N, N}, torch::kFloat64);
-  for (auto i : irreps) Q += gs.projectors.at(i);
-  return Q.matmul(label_means(values, gs)).index_select(0, gs.labels);
+  return projector_of(gs, irreps).matmul(label_means(values, gs)).index_select(0, gs.labels);
 }
 
 LogitSums::LogitSums(const GroupStructure& gs, const Dataset& data)
@@ -110,33 +114,11 @@ void LogitSums::add(int64_t first, const torch::Tensor& logits) {
 }
 
 namespace {
-// One pass of the model over the pairs: its logit sums, its splits, and the hidden activations'
-// sums where `hidden` is given.
-struct HiddenSums;
-LogitSums first_pass(PairPass& pass, const GroupStructure& gs, const Dataset& data, SplitSums* splits,
-                     HiddenSums* hidden);
-
-// The sum over the isotypic projectors of `irreps`.
-torch::Tensor projector_of(const GroupStructure& gs, const std::vector<size_t>& irreps) {
-  auto Q = torch::zeros({gs.group.order, gs.group.order}, torch::kFloat64);
-  for (auto i : irreps) Q += gs.projectors.at(i);
-  return Q;
-}
-
 // Per label, the mean logits over its pairs [|G|, C].
 torch::Tensor label_means(const LogitSums& s) {
   return s.by_label / (s.train_count + s.test_count).clamp_min(1).unsqueeze(1);
 }
 }  // namespace
-
-LogitSums model_logit_sums(const Model& model, const GroupStructure& gs, const Dataset& data, Splits* splits,
-                           int64_t chunk) {
-  PairPass pass(model, chunk);
-  SplitSums sums;
-  LogitSums out = first_pass(pass, gs, data, &sums, nullptr);
-  if (splits) *splits = sums.splits();
-  return out;
-}
 
 std::vector<double> logit_similarities(const LogitSums& sums, const GroupStructure& gs) {
   const int64_t N = gs.group.order;
@@ -250,6 +232,8 @@ struct HiddenSums {
   }
 };
 
+// One pass of the model over the pairs: its logit sums, its splits, and the hidden activations'
+// sums where `hidden` is given.
 LogitSums first_pass(PairPass& pass, const GroupStructure& gs, const Dataset& data, SplitSums* splits,
                      HiddenSums* hidden) {
   LogitSums s(gs, data);
@@ -283,6 +267,15 @@ std::vector<Splits> less_label_tables(PairPass& pass, const LogitSums& s, const 
   return out;
 }
 }  // namespace
+
+LogitSums model_logit_sums(const Model& model, const GroupStructure& gs, const Dataset& data, Splits* splits,
+                           int64_t chunk) {
+  PairPass pass(model, chunk);
+  SplitSums sums;
+  LogitSums out = first_pass(pass, gs, data, &sums, nullptr);
+  if (splits) *splits = sums.splits();
+  return out;
+}
 
 // The total embeddings Chughtai et al. read ([|G|, width] each, float64): x's and y's
 // embeddings times their rows of the first hidden layer (an MLP with learned embeddings), the
