@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "catch.hpp"
 #include "grokking/checkpoint.hpp"
@@ -343,9 +344,11 @@ struct ToyPack {
   std::unique_ptr<Model> model;
   Batch batch;
 };
-ToyPack toy_pack(const std::string& activation, const std::vector<double>& sparsities) {
+// n features in m dimensions: 12 -> 3 takes the fused step's loop by hand (n m <= 256), 40 -> 8 its
+// matrix products.
+ToyPack toy_pack(const std::string& activation, const std::vector<double>& sparsities, int64_t n = 12, int64_t m = 3) {
   ToyPack p;
-  p.cfg = toy(12, 3, sparsities[0]);
+  p.cfg = toy(n, m, sparsities[0]);
   p.cfg.model.set("activation", activation);
   std::vector<int64_t> seeds;
   for (size_t s = 0; s < sparsities.size(); ++s) {
@@ -382,11 +385,13 @@ void check_grads(const Model& m, const torch::Tensor& fast, const torch::Tensor&
 TEST_CASE("the toy model's fast path computes the generic path's outputs, loss and gradients", "[superposition][model]") {
   for (const char* activation : {"relu", "linear"}) {
     const std::string act = activation;
-    for (const auto& sparsities : std::vector<std::vector<double>>{{0.6}, {0.0, 0.6, 0.9}}) {
-      auto p = toy_pack(act, sparsities);
+    for (const auto& [sparsities, n, d] : std::vector<std::tuple<std::vector<double>, int64_t, int64_t>>{
+             {{0.6}, 12, 3}, {{0.0, 0.6, 0.9}, 12, 3}, {{0.0, 0.6, 0.9}, 40, 8}}) {
+      auto p = toy_pack(act, sparsities, n, d);
       Model& m = *p.model;
       REQUIRE(m.has_fast_path());
-      const std::string where = act + " S=" + std::to_string(sparsities.size()) + " fast vs generic ";
+      const std::string where =
+          act + " S=" + std::to_string(sparsities.size()) + " n=" + std::to_string(n) + " fast vs generic ";
       INFO(where);
       {
         torch::NoGradGuard no_grad;
@@ -425,9 +430,10 @@ TEST_CASE("the toy model's fast path computes the generic path's outputs, loss a
 }
 
 TEST_CASE("the toy model's fast step: each replica's gradient is what it computes alone, bit for bit", "[superposition]") {
-  for (const char* act : {"relu", "linear"}) {
-    INFO(act);
-    auto p = toy_pack(act, {0.0, 0.6, 0.9});
+  for (const auto& [act, n, m] : std::vector<std::tuple<std::string, int64_t, int64_t>>{
+           {"relu", 12, 3}, {"linear", 12, 3}, {"relu", 40, 8}, {"linear", 40, 8}}) {
+    INFO(act << " " << n << " -> " << m);
+    auto p = toy_pack(act, {0.0, 0.6, 0.9}, n, m);
     forward_backward(*p.model, p.batch, true);
     for (int64_t s = 0; s < 3; ++s) {
       INFO("replica " << s);

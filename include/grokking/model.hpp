@@ -135,6 +135,12 @@ class Architecture {
     (void)m, (void)batch, (void)spec;
     return {};
   }
+  // Each replica's loss of a batch ([S] float64, batch_loss's terms) without the gradients, where
+  // the kind computes it without holding the outputs (an evaluation); undefined otherwise.
+  virtual torch::Tensor fused_losses(const Model& m, const Batch& batch) const {
+    (void)m, (void)batch;
+    return {};
+  }
   // FLOPs a training step on n examples cannot avoid (forward and backward), for bench; 0: unknown.
   virtual double step_flops(int64_t n_examples) const { (void)n_examples; return 0; }
   // How the pair analysis reads it; nullptr where the kind or the task has no such reading.
@@ -256,6 +262,9 @@ struct ReplicaMeasures {
 torch::Tensor batch_loss(const torch::Tensor& outputs, const Batch& batch, const TaskShape& shape, const LossSpec& spec);
 ReplicaMeasures batch_measures(const torch::Tensor& outputs, const Batch& batch, const TaskShape& shape,
                                const LossSpec& spec);
+// The model's measures of a batch: batch_measures of its outputs, or on the fast path, where the
+// kind computes its losses without holding the outputs (fused_losses), from those.
+ReplicaMeasures model_measures(const Model& model, const Batch& batch, bool fast);
 
 // Zero the gradients, forward (fast or generic), the config's loss, backward: the gradients of
 // one step, left in model.flat_grad(). Returns the loss (summed over replicas).

@@ -74,6 +74,14 @@ std::pair<torch::Tensor, torch::Tensor> scored(const torch::Tensor& outputs, con
 torch::Tensor reconstruction_losses(const torch::Tensor& outputs, const Batch& b) {
   return ((b.y - outputs).pow(2) * b.weight.unsqueeze(1)).sum(-1).mean(1).to(torch::kFloat64);
 }
+// A reconstruction has a loss only: accuracy NaN, no zero terms, no collapse.
+ReplicaMeasures reconstruction_measures(const torch::Tensor& losses) {
+  ReplicaMeasures m;
+  m.loss = losses;
+  m.acc = torch::full_like(m.loss, std::numeric_limits<double>::quiet_NaN());
+  m.zero_terms = m.collapse = torch::zeros_like(m.loss);
+  return m;
+}
 }  // namespace
 
 torch::Tensor batch_loss(const torch::Tensor& outputs, const Batch& batch, const TaskShape& shape, const LossSpec& spec) {
@@ -95,12 +103,7 @@ torch::Tensor batch_loss(const torch::Tensor& outputs, const Batch& batch, const
 ReplicaMeasures batch_measures(const torch::Tensor& outputs, const Batch& batch, const TaskShape& shape,
                                const LossSpec& spec) {
   ReplicaMeasures m;
-  if (shape.target == TaskShape::Target::reconstruct) {
-    m.loss = reconstruction_losses(outputs, batch);
-    m.acc = torch::full_like(m.loss, std::numeric_limits<double>::quiet_NaN());
-    m.zero_terms = m.collapse = torch::zeros_like(m.loss);
-    return m;
-  }
+  if (shape.target == TaskShape::Target::reconstruct) return reconstruction_measures(reconstruction_losses(outputs, batch));
   torch::Tensor out = outputs, labels = batch.y;
   if (shape.target == TaskShape::Target::sequence) std::tie(out, labels) = scored(outputs, batch.y);
   m.loss = replica_losses(out, labels, spec);
@@ -108,6 +111,12 @@ ReplicaMeasures batch_measures(const torch::Tensor& outputs, const Batch& batch,
   m.zero_terms = replica_zero_terms(out, labels, spec);
   m.collapse = replica_softmax_collapse(out, spec);
   return m;
+}
+
+ReplicaMeasures model_measures(const Model& model, const Batch& batch, bool fast) {
+  if (fast && model.has_fast_path() && model.shape().target == TaskShape::Target::reconstruct)
+    if (auto losses = model.arch().fused_losses(model, batch); losses.defined()) return reconstruction_measures(losses);
+  return batch_measures(model.outputs(batch.x, fast), batch, model.shape(), LossSpec::of(model.config().train));
 }
 
 torch::Tensor forward_backward(Model& model, const Batch& batch, bool fast) {

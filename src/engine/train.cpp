@@ -40,7 +40,6 @@ struct Eval {
 Eval evaluate(const Model& model, const Batch& batch, bool fast) {
   torch::NoGradGuard no_grad;
   const int64_t n = batch.size(), chunk = 16384, S = model.replicas();
-  const LossSpec spec = LossSpec::of(model.config().train);
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   auto loss_sum = torch::zeros({S}, f64), correct = torch::zeros({S}, f64);
   auto zero_sum = torch::zeros({S}, f64), collapse_sum = torch::zeros({S}, f64);
@@ -50,7 +49,7 @@ Eval evaluate(const Model& model, const Batch& batch, bool fast) {
                     size_t((n + chunk - 1) / chunk));
   for (int64_t i = 0; i < n; i += chunk) {
     const Batch part = batch.slice(i, i + chunk);
-    const auto m = batch_measures(model.outputs(part.x, fast), part, model.shape(), spec);
+    const auto m = model_measures(model, part, fast);
     const double w = model.shape().target == TaskShape::Target::sequence ? double((part.y >= 0).sum().item<int64_t>())
                                                                          : double(part.size());
     loss_sum += m.loss.cpu() * w;

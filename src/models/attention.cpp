@@ -5,6 +5,7 @@
 // that the compiler vectorises it (reductions in eight parts, exp a polynomial, max and NaN
 // tests on the floats' bits).
 #include "attention.hpp"
+#include "clones.hpp"
 
 #include <ATen/Parallel.h>
 
@@ -91,16 +92,6 @@ inline bool any_nan(const float* x, int64_t n) {
   }
   return any != 0;
 }
-
-// The blocks are compiled twice on x86-64 with GCC, for AVX2 and for the baseline (SSE2), and the
-// loader picks one for the CPU. AVX2 without FMA: each vector lane does the same float operations
-// in the same order as the SSE2 build (the reductions are written in eight explicit parts), so
-// both give the same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define GROKKING_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define GROKKING_CLONES
-#endif
 
 // One (sequence, head) block forward. q, k, v: its rows (stride rs); z: its output rows (stride
 // zs); p: its pattern [T, T]; kt, vt: [D, T] buffers for its keys (scaled) and values; s: T floats.

@@ -7,6 +7,7 @@
 
 #include "grokking/error.hpp"
 #include "grokking/model.hpp"
+#include "clones.hpp"
 
 namespace grokking {
 
@@ -169,71 +170,202 @@ class ToyForward : public torch::autograd::Function<ToyForward> {
   }
 };
 
-// The training loss of a reconstruction, batch_loss's (per replica the batch mean of
-// sum_i I_i (x_i - x'_i)^2 over the outputs x' = act(x W W^T + b), summed over the replicas), with
-// its gradients computed in the same op, replica group by group so that a group's outputs stay in
-// cache: h = x W and z = h W^T by bmm; one pass over z that adds the bias, applies the ReLU,
+// Eight running sums of e[0..32), added pairwise: a fixed order of float additions that the
+// vectoriser keeps (a plain running sum may not be reordered).
+inline float sum32(const float* __restrict__ e) {
+  float p[8];
+  for (int l = 0; l < 8; ++l) p[l] = ((e[l] + e[l + 8]) + e[l + 16]) + e[l + 24];
+  return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+
+// One replica's whole step by hand, for models too small for a matrix product to pay its set-up
+// (n m <= kSmallModel: 5 -> 2, 20 -> 5). The examples go in blocks of kBlockRows, each block
+// transposed to [feature][example] so that every loop runs over the block's examples on
+// contiguous floats: h = x W, the output, its loss, the gradient at the pre-activation G, W^T G,
+// and the block's sums of (o - t)^2, G and G h^T + x (W^T G)^T (sum32), added in float64 block by
+// block, in example order. x, y [N, n], W [n, m] row-major, I [n]. Returns the loss; dW, db (or
+// null) receive the gradients. Compiled for AVX2 and the baseline as the attention core is (no
+// FMA: both give the same bits).
+constexpr int64_t kSmallModel = 256;
+static_assert(kBlockRows == 32, "sum32 sums one block");
+GROKKING_CLONES double small_step(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ W,
+                                  const float* __restrict__ bias, const float* __restrict__ I, int64_t N, int64_t n,
+                                  int64_t m, bool relu, float* __restrict__ dW, float* __restrict__ db) {
+  constexpr int64_t B = kBlockRows;
+  std::vector<float> buf(static_cast<size_t>((3 * n + 2 * m + 3) * B));
+  float* __restrict__ xT = buf.data();  // [n][B]
+  float* __restrict__ tT = xT + n * B;  // [n][B]
+  float* __restrict__ G = tT + n * B;   // [n][B]
+  float* __restrict__ h = G + n * B;    // [m][B]
+  float* __restrict__ gh = h + m * B;   // [m][B]
+  float* __restrict__ e = gh + m * B;   // [B]
+  float* __restrict__ mask = e + B;     // [B]: 1 for the block's examples, 0 past the last
+  float* __restrict__ ob = mask + B;    // [B]: the outputs of one feature
+  std::vector<double> acc(static_cast<size_t>(n)), dacc(static_cast<size_t>(n)), dWacc(static_cast<size_t>(n * m));
+  std::vector<float> c(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) c[size_t(i)] = float(2.0 * double(I[i]) / double(N));
+  for (int64_t k0 = 0; k0 < N; k0 += B) {
+    const int64_t rows = std::min(B, N - k0);
+    for (int64_t r = 0; r < B; ++r) mask[r] = r < rows ? 1.0f : 0.0f;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t r = 0; r < B; ++r) {
+        xT[i * B + r] = r < rows ? x[(k0 + r) * n + i] : 0.0f;
+        tT[i * B + r] = r < rows ? y[(k0 + r) * n + i] : 0.0f;
+      }
+    for (int64_t j = 0; j < m; ++j) {
+      float* hj = h + j * B;
+      for (int64_t r = 0; r < B; ++r) hj[r] = 0.0f;
+      for (int64_t i = 0; i < n; ++i) {
+        const float w = W[i * m + j];
+        const float* xi = xT + i * B;
+        for (int64_t r = 0; r < B; ++r) hj[r] += xi[r] * w;
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      float* Gi = G + i * B;
+      const float* ti = tT + i * B;
+      for (int64_t r = 0; r < B; ++r) Gi[r] = 0.0f;  // z = h W_i^T, accumulated here first
+      for (int64_t j = 0; j < m; ++j) {
+        const float w = W[i * m + j];
+        const float* hj = h + j * B;
+        for (int64_t r = 0; r < B; ++r) Gi[r] += hj[r] * w;
+      }
+      const float bi = bias[i], ci = c[size_t(i)];
+      if (relu) {  // each loop one select between values already computed, which the vectoriser makes
+        for (int64_t r = 0; r < B; ++r) {
+          const float v = Gi[r] + bi;
+          const float o = v < 0 ? 0.0f : v;  // torch::relu (NaN stays NaN)
+          ob[r] = o;
+          const float d = (o - ti[r]) * mask[r];
+          e[r] = d * d;
+          Gi[r] = ci * d;
+        }
+        for (int64_t r = 0; r < B; ++r) {
+          const float g = Gi[r];
+          Gi[r] = ob[r] <= 0 ? 0.0f : g;  // threshold_backward: o <= 0 passes nothing
+        }
+      } else {
+        for (int64_t r = 0; r < B; ++r) {
+          const float d = ((Gi[r] + bi) - ti[r]) * mask[r];
+          e[r] = d * d;
+          Gi[r] = ci * d;
+        }
+      }
+      acc[size_t(i)] += double(sum32(e));
+      dacc[size_t(i)] += double(sum32(Gi));
+    }
+    if (!dW) continue;
+    for (int64_t j = 0; j < m; ++j) {
+      float* gj = gh + j * B;
+      for (int64_t r = 0; r < B; ++r) gj[r] = 0.0f;
+      for (int64_t i = 0; i < n; ++i) {
+        const float w = W[i * m + j];
+        const float* Gi = G + i * B;
+        for (int64_t r = 0; r < B; ++r) gj[r] += Gi[r] * w;
+      }
+    }
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < m; ++j) {
+        const float *Gi = G + i * B, *xi = xT + i * B, *hj = h + j * B, *gj = gh + j * B;
+        for (int64_t r = 0; r < B; ++r) e[r] = Gi[r] * hj[r] + xi[r] * gj[r];
+        dWacc[size_t(i * m + j)] += double(sum32(e));
+      }
+  }
+  double loss = 0;
+  for (int64_t i = 0; i < n; ++i) loss += double(I[i]) * acc[size_t(i)];
+  if (dW) {
+    for (int64_t i = 0; i < n * m; ++i) dW[i] = float(dWacc[size_t(i)]);
+    for (int64_t i = 0; i < n; ++i) db[i] = float(dacc[size_t(i)]);
+  }
+  return loss / double(N);
+}
+
+// Each replica's loss of a reconstruction, batch_loss's terms (the batch mean of
+// sum_i I_i (x_i - x'_i)^2 over the outputs x' = act(x W W^T + b)), with the gradients dW, db
+// where they are defined ([S, n, m], [S, n]), without holding the outputs. Small models go through
+// small_step replica by replica; larger ones replica group by group so that a group's outputs stay
+// in cache: h = x W and z = h W^T by bmm; one pass over z that adds the bias, applies the ReLU,
 // accumulates the loss and turns z into the gradient G at the pre-activation
 // (2 I (x' - x) / N where the ReLU passes) while summing db; then dW = G^T h + x^T (G W) by bmm.
-// The backward hands on dW and db (scaled by the incoming gradient unless it is 1). Sums run per
-// replica in example order (kBlockRows) and the bmm's are per replica, so a replica's loss and
-// gradients do not depend on the replicas beside it. x, y [S, N, n] and I [S, n] float32 on the
-// CPU, contiguous.
+// Sums run per replica in example order (kBlockRows) and the bmm's are per replica, so a
+// replica's loss and gradients do not depend on the replicas beside it. x, y [S, N, n], W [S, n, m],
+// b, I [S, n] float32 on the CPU, contiguous.
+std::vector<double> toy_losses(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b, const torch::Tensor& y,
+                               const torch::Tensor& importance, bool relu, torch::Tensor dW, torch::Tensor db) {
+  const int64_t S = x.size(0), N = x.size(1), n = x.size(2), m = W.size(2);
+  const bool grads = dW.defined();
+  std::vector<double> losses(static_cast<size_t>(S));
+  const float* pW = W.data_ptr<float>();
+  const float* px = x.data_ptr<float>();
+  const float* pb = b.data_ptr<float>();
+  const float* pI = importance.data_ptr<float>();
+  const float* py = y.data_ptr<float>();
+  if (n * m <= kSmallModel) {
+    at::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t s = begin; s < end; ++s)
+        losses[size_t(s)] = small_step(px + s * N * n, py + s * N * n, pW + s * n * m, pb + s * n, pI + s * n, N, n, m, relu,
+                                       grads ? dW.data_ptr<float>() + s * n * m : nullptr,
+                                       grads ? db.data_ptr<float>() + s * n : nullptr);
+    });
+    return losses;
+  }
+  // Replicas per group: their [N, n] outputs within about 1 MiB (at least one replica).
+  const int64_t group = std::max<int64_t>(1, std::min<int64_t>(S, (int64_t(1) << 18) / std::max<int64_t>(1, N * n)));
+  auto z = torch::empty({group, N, n}, x.options());
+  std::vector<double> acc(static_cast<size_t>(n)), dacc(static_cast<size_t>(n));
+  std::vector<float> c(static_cast<size_t>(n)), sq(static_cast<size_t>(n)), gsum(static_cast<size_t>(n)),
+      o_row(static_cast<size_t>(n));
+  for (int64_t s0 = 0; s0 < S; s0 += group) {
+    const int64_t g = std::min(group, S - s0);
+    const auto xs = x.narrow(0, s0, g), Ws = W.narrow(0, s0, g);
+    const auto h = torch::bmm(xs, Ws);  // [g, N, m]
+    auto zs = z.narrow(0, 0, g);
+    torch::bmm_out(zs, h, Ws.transpose(1, 2));
+    float* pz = zs.data_ptr<float>();
+    for (int64_t r = 0; r < g; ++r) {
+      const int64_t s = s0 + r;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      std::fill(dacc.begin(), dacc.end(), 0.0);
+      std::fill(sq.begin(), sq.end(), 0.0f);
+      std::fill(gsum.begin(), gsum.end(), 0.0f);
+      for (int64_t i = 0; i < n; ++i) c[size_t(i)] = float(2.0 * double(pI[s * n + i]) / double(N));
+      const float* bias = pb + s * n;
+      for (int64_t k = 0; k < N; ++k) {
+        float* zr = pz + (r * N + k) * n;
+        const float* t = py + (s * N + k) * n;
+        if (relu) step_row_relu(zr, t, bias, c.data(), sq.data(), gsum.data(), o_row.data(), n);
+        else step_row_linear(zr, t, bias, c.data(), sq.data(), gsum.data(), n);
+        if ((k + 1) % kBlockRows == 0 || k + 1 == N) flush_block(sq, acc), flush_block(gsum, dacc);
+      }
+      double loss = 0;
+      for (int64_t i = 0; i < n; ++i) loss += double(pI[s * n + i]) * acc[size_t(i)];
+      losses[size_t(s)] = loss / double(N);
+      if (grads) {
+        float* pdb = db.data_ptr<float>() + s * n;
+        for (int64_t i = 0; i < n; ++i) pdb[i] = float(dacc[size_t(i)]);
+      }
+    }
+    if (!grads) continue;
+    const auto dh = torch::bmm(zs, Ws);  // [g, N, m]
+    auto dWs = dW.narrow(0, s0, g);
+    torch::bmm_out(dWs, zs.transpose(1, 2), h);
+    dWs.baddbmm_(xs.transpose(1, 2), dh);
+  }
+  return losses;
+}
+
+// The training loss (toy_losses summed over the replicas) as an autograd op: its backward hands on
+// the dW and db computed with it (scaled by the incoming gradient unless it is 1).
 class ToyStep : public torch::autograd::Function<ToyStep> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b,
                                const torch::Tensor& y, const torch::Tensor& importance, bool relu) {
-    const int64_t S = x.size(0), N = x.size(1), n = x.size(2), m = W.size(2);
+    const int64_t S = x.size(0), n = x.size(2), m = W.size(2);
     const bool grads = W.requires_grad() || b.requires_grad();
-    const auto bc = b.contiguous();
     auto dW = grads ? torch::empty({S, n, m}, x.options()) : torch::Tensor();
     auto db = grads ? torch::empty({S, n}, x.options()) : torch::Tensor();
-    // Replicas per group: their [N, n] outputs within about 1 MiB (at least one replica).
-    const int64_t group = std::max<int64_t>(1, std::min<int64_t>(S, (int64_t(1) << 18) / std::max<int64_t>(1, N * n)));
-    auto z = torch::empty({group, N, n}, x.options());
-    std::vector<double> acc(static_cast<size_t>(n)), dacc(static_cast<size_t>(n));
-    std::vector<float> c(static_cast<size_t>(n)), sq(static_cast<size_t>(n)), gsum(static_cast<size_t>(n)),
-        o_row(static_cast<size_t>(n));
     double total = 0;
-    const float* pb = bc.data_ptr<float>();
-    const float* pI = importance.data_ptr<float>();
-    const float* py = y.data_ptr<float>();
-    for (int64_t s0 = 0; s0 < S; s0 += group) {
-      const int64_t g = std::min(group, S - s0);
-      const auto xs = x.narrow(0, s0, g), Ws = W.narrow(0, s0, g);
-      const auto h = torch::bmm(xs, Ws);  // [g, N, m]
-      auto zs = z.narrow(0, 0, g);
-      torch::bmm_out(zs, h, Ws.transpose(1, 2));
-      float* pz = zs.data_ptr<float>();
-      for (int64_t r = 0; r < g; ++r) {
-        const int64_t s = s0 + r;
-        std::fill(acc.begin(), acc.end(), 0.0);
-        std::fill(dacc.begin(), dacc.end(), 0.0);
-        std::fill(sq.begin(), sq.end(), 0.0f);
-        std::fill(gsum.begin(), gsum.end(), 0.0f);
-        for (int64_t i = 0; i < n; ++i) c[size_t(i)] = float(2.0 * double(pI[s * n + i]) / double(N));
-        const float* bias = pb + s * n;
-        for (int64_t k = 0; k < N; ++k) {
-          float* zr = pz + (r * N + k) * n;
-          const float* t = py + (s * N + k) * n;
-          if (relu) step_row_relu(zr, t, bias, c.data(), sq.data(), gsum.data(), o_row.data(), n);
-          else step_row_linear(zr, t, bias, c.data(), sq.data(), gsum.data(), n);
-          if ((k + 1) % kBlockRows == 0 || k + 1 == N) flush_block(sq, acc), flush_block(gsum, dacc);
-        }
-        double loss = 0;
-        for (int64_t i = 0; i < n; ++i) loss += double(pI[s * n + i]) * acc[size_t(i)];
-        total += loss / double(N);
-        if (grads) {
-          float* pdb = db.data_ptr<float>() + s * n;
-          for (int64_t i = 0; i < n; ++i) pdb[i] = float(dacc[size_t(i)]);
-        }
-      }
-      if (!grads) continue;
-      const auto dh = torch::bmm(zs, Ws);  // [g, N, m]
-      auto dWs = dW.narrow(0, s0, g);
-      torch::bmm_out(dWs, zs.transpose(1, 2), h);
-      dWs.baddbmm_(xs.transpose(1, 2), dh);
-    }
+    for (double l : toy_losses(x, W, b.contiguous(), y, importance, relu, dW, db)) total += l;
     ctx->saved_data["dW"] = dW;
     ctx->saved_data["db"] = db;
     return torch::tensor(total, torch::kFloat64);
@@ -281,6 +413,17 @@ class ToySuperposition : public Architecture {
         batch.weight.sizes() != b.sizes() || x.requires_grad() || batch.y.requires_grad() || batch.weight.requires_grad())
       return {};
     return ToyStep::apply(x, W, b, batch.y, batch.weight, relu_);
+  }
+  // Each replica's loss through toy_losses, without the outputs (an evaluation of 10,000 examples
+  // of 20 models of 200 features would hold 160 MB of them, and as much for each temporary).
+  torch::Tensor fused_losses(const Model& m, const Batch& batch) const override {
+    const auto W = m.batched(0).detach(), b = m.batched(1).detach().contiguous();
+    const auto& x = batch.x;
+    if (!fusable(x) || !fusable(batch.y) || !batch.weight.defined() || !fusable(batch.weight) || !fusable(W) ||
+        !fusable(b) || x.dim() != 3 || x.size(0) != W.size(0) || batch.y.sizes() != x.sizes() ||
+        batch.weight.sizes() != b.sizes())
+      return {};
+    return torch::tensor(toy_losses(x, W, b, batch.y, batch.weight, relu_, {}, {}), torch::kFloat64);
   }
   // Named activations: hook_hidden h = W^T x [N, m] and hook_out x' [N, n].
   torch::Tensor forward_hooked(const Model& m, const torch::Tensor& x, ActivationHooks& hooks) const override {
