@@ -168,6 +168,37 @@ TEST_CASE("the transformer's fast path with the hand-written attention: the gene
   CHECK(m.forward_fast(x).isnan().any().item<bool>());
 }
 
+TEST_CASE("the MLP's fast path (the first layer as two gathered tables): the generic forward's outputs and gradients",
+          "[kinds]") {
+  const std::vector<std::pair<std::string, Config>> configs = {
+      {"embed, one hidden layer", mlp_embed()},
+      {"embed, two hidden layers, biases, gelu",
+       tiny_with_model({{"kind", "mlp"}, {"d_embed", 6}, {"hidden", {12, 10}}, {"biases", true}, {"activation", "gelu"}})}};
+  for (const auto& [what, cfg] : configs) {
+    INFO(what);
+    for (const std::vector<int64_t>& seeds : {std::vector<int64_t>{0}, std::vector<int64_t>{0, 1, 2}}) {
+      Model m(cfg, seeds);
+      REQUIRE(m.has_fast_path());
+      perturb(m);
+      const auto x = make_dataset(cfg.task).all_x;
+      const std::string where = what + ", " + std::to_string(seeds.size()) + " side by side";
+      CHECK(max_rel_diff(m.forward_fast(x), m.forward(x), where + " outputs") < 1e-5);
+      const auto weights = torch::randn(m.forward(x).sizes(), at::detail::createCPUGenerator(5));
+      auto grads = [&](bool fast_path) {
+        m.flat_grad().zero_();
+        ((fast_path ? m.forward_fast(x) : m.forward(x)) * weights).sum().backward();
+        return m.flat_grad().clone();
+      };
+      const auto g_generic = grads(false), g_fast = grads(true);
+      for (int64_t r = 0; r < int64_t(seeds.size()); ++r)
+        CHECK(max_rel_diff(m.replica_part(g_fast, r), m.replica_part(g_generic, r),
+                           where + " gradients of replica " + std::to_string(r)) < 1e-5);
+    }
+  }
+  // One-hot inputs have no fast path: their first layer is a gather already.
+  CHECK_FALSE(Model(mlp_two_layers()).has_fast_path());
+}
+
 TEST_CASE("the transformer's generic forward: n_layers, attn_only and LayerNorm as TransformerLens has them", "[kinds]") {
   for (auto cfg : {tiny_config(), two_layer_attn_only(), pre_ln(), post_ln()}) {
     Model m(cfg);

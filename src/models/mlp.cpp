@@ -65,16 +65,36 @@ class Mlp : public Architecture {
   std::vector<ParamSpec> params() const override { return specs_; }
   const PairReadout* pair_readout() const override { return &readout_; }
 
+  // The products a step cannot avoid: the first layer is a gather of table rows (one-hot inputs)
+  // or of two [values, h0] tables made once a step (embed, the fast path's way), so it counts those
+  // tables, not a product per example.
   double step_flops(int64_t n) const override {
     double f = 0;
-    int64_t width = s_.encoding == "embed" ? 2 * s_.d_embed : 0;  // one-hot products are gathers
-    for (auto h : s_.hidden) f += double(width) * double(h), width = h;
+    int64_t width = s_.hidden[0];
+    for (size_t i = 1; i < s_.hidden.size(); ++i) f += double(width) * double(s_.hidden[i]), width = s_.hidden[i];
     f += double(width) * double(shape_.classes);
-    return 3 * 2 * double(n) * f;
+    const double tables =
+        s_.encoding == "embed" ? 2.0 * double(shape_.operand_values) * double(s_.d_embed) * double(s_.hidden[0]) : 0.0;
+    return 3 * 2 * (double(n) * f + tables);
   }
 
   torch::Tensor forward(const Model& m, const torch::Tensor& x, Cache* cache) const override {
     return run(m, x, cache, nullptr);
+  }
+  // The fast path (encoding embed): the first layer of a concatenated embedding is the sum of two
+  // tables, W_x W_top and W_y W_bottom ([n, h0] each: W_top, W_bottom the first layer's rows for
+  // a's embedding and for b's), so each pair gathers a row of each instead of building its
+  // [2 d_embed] input and multiplying it (for Chughtai et al.'s S5 MLP the largest product of the
+  // step, 8,640 x 512 x 128, becomes two of 120 x 256 x 128). The same function; a cache is filled
+  // by the generic forward.
+  bool has_fast_path() const override { return s_.encoding == "embed"; }
+  torch::Tensor forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const override {
+    if (cache || !has_fast_path()) return run(m, x, cache, nullptr);
+    auto W = [&](const std::string& name) { return m.batched(index_.at(name)); };  // [S, ...]
+    const auto w0 = W("hidden.0.W");                                                 // [S, 2 d_embed, h0]
+    const auto top = W("embed.W_x").bmm(w0.narrow(1, 0, s_.d_embed));               // [S, n, h0]
+    const auto bottom = W("embed.W_y").bmm(w0.narrow(1, s_.d_embed, s_.d_embed));    // [S, n, h0]
+    return head(m, top.index_select(1, x.select(1, 0)) + bottom.index_select(1, x.select(1, 1)), nullptr, nullptr);
   }
   // Named activations: hook_embed [N, 2 d_embed] (encoding embed; one_hot: the rows of a and of
   // n + b in the first layer's weight, [N, 2 width], which the layer adds), hidden.L.hook_pre and
@@ -108,6 +128,15 @@ class Mlp : public Architecture {
         h = w0.index_select(1, a) + w0.index_select(1, b + n);
       }
     }
+    return head(m, h, cache, hooks);
+  }
+  // From the first hidden layer's input h [S, N, h0] (before its bias) to the logits [S, N, C].
+  torch::Tensor head(const Model& m, torch::Tensor h, Cache* cache, ActivationHooks* hooks) const {
+    auto W = [&](const std::string& name) { return m.batched(index_.at(name)); };  // [S, ...]
+    auto offer = [&](const std::string& name, const torch::Tensor& act) {  // [1, N, w] <-> [N, w]
+      if (!hooks || !hooks->wants(name)) return act;
+      return torch::Tensor(hooks->at(name, act.squeeze(0)).unsqueeze(0));
+    };
     for (size_t i = 0; i < s_.hidden.size(); ++i) {
       const std::string l = "hidden." + std::to_string(i) + ".";
       if (i > 0) h = h.bmm(W(l + "W"));
@@ -177,7 +206,8 @@ const ModelKind& mlp_model() {
       for (auto h : s.hidden) f += 2.0 * double(h);
       return f + 3.0 * double(shape.classes);
     };
-    k.has_fast_path = [](const Config&, const TaskShape&) { return false; };
+    k.has_fast_path = [](const Config& c, const TaskShape&) { return c.model.text("encoding") == "embed"; };
+    k.fast_path_needs = "model.encoding \"embed\"; one_hot inputs are gathered rows already";
     k.make = [](const Config& c, const TaskShape& shape) -> std::shared_ptr<const Architecture> {
       return std::make_shared<Mlp>(c, shape);
     };
