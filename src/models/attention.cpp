@@ -1,9 +1,9 @@
 // The causal attention core of the transformer's fast path (attention.hpp). Per (sequence, head)
 // block: the scores of the causal half, the softmax and the weighted values in one pass over
 // the queries, with that head's keys and values transposed into small buffers; the backward the
-// same way, from the saved pattern. Every inner loop runs over keys, on contiguous floats, so
-// that the compiler vectorises it (reductions in eight parts, exp a polynomial, max and NaN
-// tests on the floats' bits).
+// same way, from the saved pattern, its key and value gradients four queries a pass. Every inner
+// loop runs over keys, on contiguous floats, so that the compiler vectorises it (reductions in
+// eight parts, exp a polynomial, max and NaN tests on the floats' bits).
 #include "attention.hpp"
 #include "clones.hpp"
 
@@ -97,8 +97,7 @@ inline bool any_nan(const float* x, int64_t n) {
 // zs); p: its pattern [T, T]; kt, vt: [D, T] buffers for its keys (scaled) and values; s: T floats.
 GROKKING_CLONES void forward_block(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                    float* __restrict__ z, float* __restrict__ p, float* __restrict__ kt, float* __restrict__ vt,
-                   float* __restrict__ s,
-                   int64_t T, int64_t D, int64_t rs, int64_t zs, float scale) {
+                   float* __restrict__ s, int64_t T, int64_t D, int64_t rs, int64_t zs, float scale) {
   for (int64_t j = 0; j < T; ++j)
     for (int64_t e = 0; e < D; ++e) {
       kt[e * T + j] = k[j * rs + e] * scale;
@@ -134,25 +133,25 @@ GROKKING_CLONES void forward_block(const float* __restrict__ q, const float* __r
 // One (sequence, head) block backward: d q, d k, d v (rows of stride rs, accumulated) from d z
 // (stride zs) and the saved pattern p. Every inner loop runs over the keys j <= i, on transposed
 // [D, T] buffers: kt, vt (the block's keys and values), dkt, dvt (their gradients, added to d k
-// and d v at the end); d: T floats.
+// and d v at the end); ds: [T, T] floats, the gradient at the scores.
 GROKKING_CLONES void backward_block(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                     const float* __restrict__ gz, const float* __restrict__ p, float* __restrict__ dq,
                     float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ kt, float* __restrict__ vt,
-                    float* __restrict__ dkt, float* __restrict__ dvt, float* __restrict__ d, int64_t T, int64_t D,
+                    float* __restrict__ dkt, float* __restrict__ dvt, float* __restrict__ ds, int64_t T, int64_t D,
                     int64_t rs, int64_t zs, float scale) {
   for (int64_t j = 0; j < T; ++j)
     for (int64_t e = 0; e < D; ++e) {
       kt[e * T + j] = k[j * rs + e];
       vt[e * T + j] = v[j * rs + e];
     }
-  std::fill(dkt, dkt + D * T, 0.0f);
-  std::fill(dvt, dvt + D * T, 0.0f);
+  // Row by row: the gradient at the scores, ds_i = p_i * (dz_i . v - p_i . (dz_i . v)) * scale
+  // (zero past the diagonal), and d q_i = sum_j ds_ij k_j.
   for (int64_t i = 0; i < T; ++i) {
     const int64_t n = i + 1;
     const float* pr = p + i * T;
     const float* gr = gz + i * zs;
-    const float* qr = q + i * rs;
-    std::fill(d, d + n, 0.0f);
+    float* d = ds + i * T;
+    std::fill(d, d + T, 0.0f);
     int64_t w = 0;
     for (; w + 4 <= D; w += 4) {  // d pattern = dz_i . v_j, four widths a pass
       const float g0 = gr[w], g1 = gr[w + 1], g2 = gr[w + 2], g3 = gr[w + 3];
@@ -164,19 +163,35 @@ GROKKING_CLONES void backward_block(const float* __restrict__ q, const float* __
       const float* vr = vt + w * T;
       for (int64_t j = 0; j < n; ++j) d[j] += g * vr[j];
     }
-    for (int64_t e = 0; e < D; ++e) {  // d v_j += p_ij dz_i
-      const float g = gr[e];
-      float* dvr = dvt + e * T;
-      for (int64_t j = 0; j < n; ++j) dvr[j] += pr[j] * g;
-    }
     const float dot = dot_of(d, pr, n);
     for (int64_t j = 0; j < n; ++j) d[j] = pr[j] * (d[j] - dot) * scale;  // d of q_i . k_j
     float* dqr = dq + i * rs;
-    for (int64_t e = 0; e < D; ++e) {  // d q_i = sum_j d_j k_j, and d k_j += d_j q_i
-      const float qe = qr[e];
-      float* dkr = dkt + e * T;
-      for (int64_t j = 0; j < n; ++j) dkr[j] += d[j] * qe;
-      dqr[e] += dot_of(d, kt + e * T, n);
+    for (int64_t e = 0; e < D; ++e) dqr[e] += dot_of(d, kt + e * T, n);
+  }
+  // Then per width e: d v_j += sum_i p_ij dz_ie and d k_j += sum_i ds_ij q_ie, four query rows a
+  // pass (rows of p and ds are zero past the diagonal), so that each row of dvt and dkt is loaded
+  // and stored once per four rows instead of once per row.
+  for (int64_t e = 0; e < D; ++e) {
+    float* dvr = dvt + e * T;
+    float* dkr = dkt + e * T;
+    std::fill(dvr, dvr + T, 0.0f);
+    std::fill(dkr, dkr + T, 0.0f);
+    int64_t i = 0;
+    for (; i + 4 <= T; i += 4) {
+      const int64_t n = i + 4;
+      const float g0 = gz[i * zs + e], g1 = gz[(i + 1) * zs + e], g2 = gz[(i + 2) * zs + e], g3 = gz[(i + 3) * zs + e];
+      const float q0 = q[i * rs + e], q1 = q[(i + 1) * rs + e], q2 = q[(i + 2) * rs + e], q3 = q[(i + 3) * rs + e];
+      const float *p0 = p + i * T, *p1 = p0 + T, *p2 = p1 + T, *p3 = p2 + T;
+      const float *s0 = ds + i * T, *s1 = s0 + T, *s2 = s1 + T, *s3 = s2 + T;
+      for (int64_t j = 0; j < n; ++j) {
+        dvr[j] += (p0[j] * g0 + p1[j] * g1) + (p2[j] * g2 + p3[j] * g3);
+        dkr[j] += (s0[j] * q0 + s1[j] * q1) + (s2[j] * q2 + s3[j] * q3);
+      }
+    }
+    for (; i < T; ++i) {
+      const float g = gz[i * zs + e], qe = q[i * rs + e];
+      const float *pr = p + i * T, *sr = ds + i * T;
+      for (int64_t j = 0; j <= i; ++j) dvr[j] += pr[j] * g, dkr[j] += sr[j] * qe;
     }
   }
   for (int64_t j = 0; j < T; ++j)
@@ -201,8 +216,8 @@ struct CausalAttention : public torch::autograd::Function<CausalAttention> {
       for (int64_t bh = begin; bh < end; ++bh) {
         const int64_t b = bh / H, h = bh % H;
         const float* q = in + b * T * rs + h * D;
-        forward_block(q, q + H * D, q + 2 * H * D, out + b * T * zs + h * D, pat + bh * T * T, kt.data(), vt.data(),
-                      s.data(), T, D, rs, zs, scale);
+        forward_block(q, q + H * D, q + 2 * H * D, out + b * T * zs + h * D, pat + bh * T * T, kt.data(),
+                      vt.data(), s.data(), T, D, rs, zs, scale);
       }
     });
     ctx->save_for_backward({qkv, pattern});
@@ -225,13 +240,13 @@ struct CausalAttention : public torch::autograd::Function<CausalAttention> {
     const int64_t rs = 3 * H * D, zs = H * D;
     at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
       const auto DT = static_cast<size_t>(D * T);
-      std::vector<float> kt(DT), vt(DT), dkt(DT), dvt(DT), d(static_cast<size_t>(T));
+      std::vector<float> kt(DT), vt(DT), dkt(DT), dvt(DT), ds(static_cast<size_t>(T * T));
       for (int64_t bh = begin; bh < end; ++bh) {
         const int64_t b = bh / H, h = bh % H;
         const float* q = in + b * T * rs + h * D;
         float* dq = gin + b * T * rs + h * D;
         backward_block(q, q + H * D, q + 2 * H * D, gz + b * T * zs + h * D, pat + bh * T * T, dq, dq + H * D,
-                       dq + 2 * H * D, kt.data(), vt.data(), dkt.data(), dvt.data(), d.data(), T, D, rs, zs, scale);
+                       dq + 2 * H * D, kt.data(), vt.data(), dkt.data(), dvt.data(), ds.data(), T, D, rs, zs, scale);
       }
     });
     return {dqkv};
