@@ -178,6 +178,21 @@ inline float sum32(const float* __restrict__ e) {
   return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
 }
 
+// out = in W over a block of kBlockRows examples, feature-major: in [n][B], W [n, m], out [m][B].
+inline void times_w(const float* __restrict__ in, const float* __restrict__ W, float* __restrict__ out, int64_t n,
+                    int64_t m) {
+  constexpr int64_t B = kBlockRows;
+  for (int64_t j = 0; j < m; ++j) {
+    float* oj = out + j * B;
+    for (int64_t r = 0; r < B; ++r) oj[r] = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+      const float w = W[i * m + j];
+      const float* ii = in + i * B;
+      for (int64_t r = 0; r < B; ++r) oj[r] += ii[r] * w;
+    }
+  }
+}
+
 // One replica's whole step by hand, for models too small for a matrix product to pay its set-up
 // (n m <= kSmallModel: 5 -> 2, 20 -> 5). The examples go in blocks of kBlockRows, each block
 // transposed to [feature][example] so that every loop runs over the block's examples on
@@ -212,15 +227,7 @@ GROKKING_CLONES double small_step(const float* __restrict__ x, const float* __re
         xT[i * B + r] = r < rows ? x[(k0 + r) * n + i] : 0.0f;
         tT[i * B + r] = r < rows ? y[(k0 + r) * n + i] : 0.0f;
       }
-    for (int64_t j = 0; j < m; ++j) {
-      float* hj = h + j * B;
-      for (int64_t r = 0; r < B; ++r) hj[r] = 0.0f;
-      for (int64_t i = 0; i < n; ++i) {
-        const float w = W[i * m + j];
-        const float* xi = xT + i * B;
-        for (int64_t r = 0; r < B; ++r) hj[r] += xi[r] * w;
-      }
-    }
+    times_w(xT, W, h, n, m);  // h = x W
     for (int64_t i = 0; i < n; ++i) {
       float* Gi = G + i * B;
       const float* ti = tT + i * B;
@@ -255,15 +262,7 @@ GROKKING_CLONES double small_step(const float* __restrict__ x, const float* __re
       dacc[size_t(i)] += double(sum32(Gi));
     }
     if (!dW) continue;
-    for (int64_t j = 0; j < m; ++j) {
-      float* gj = gh + j * B;
-      for (int64_t r = 0; r < B; ++r) gj[r] = 0.0f;
-      for (int64_t i = 0; i < n; ++i) {
-        const float w = W[i * m + j];
-        const float* Gi = G + i * B;
-        for (int64_t r = 0; r < B; ++r) gj[r] += Gi[r] * w;
-      }
-    }
+    times_w(G, W, gh, n, m);  // W^T G
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < m; ++j) {
         const float *Gi = G + i * B, *xi = xT + i * B, *hj = h + j * B, *gj = gh + j * B;
