@@ -78,8 +78,8 @@ expect 2 "/model/n_heads: belongs to model.kind \"transformer\"; this config's m
   $T <(echo '{"model": {"kind": "mlp", "n_heads": 4}}') --out out
 expect 2 "/model/hidden: belongs to model.kind \"mlp\"" -- $T <(echo '{"model": {"hidden": [64]}}') --out out
 expect 2 "/model/hidden: must be a list of 1 to 16 integers" -- $T <(echo '{"model": {"kind": "mlp", "hidden": []}}') --out out
-expect 2 "/train/path: model.kind \"mlp\" has no fast path" -- \
-  $T <(echo '{"model": {"kind": "mlp"}, "train": {"path": "fast"}}') --out out
+expect 2 "/train/path: model.kind \"mlp\" has no fast path for this task and model .it needs model.encoding \"embed\"" -- \
+  $T <(echo '{"model": {"kind": "mlp", "encoding": "one_hot"}, "train": {"path": "fast"}}') --out out
 nothing_written
 # ---- --set ----
 expect 2 "--set task.q=1: /task/q: unknown key" -- $T "$data/ok_tiny.json" --set task.q=1 --out out
