@@ -112,7 +112,7 @@ const std::vector<Field>& schema() {
                       bool_key("flush_denormal", true, "CPU: flush denormal floats to zero (keeps full speed after memorisation)")));
     f.push_back(typed("train", &C::train, &TrainConfig::path,
                       choice_key("path", "auto", {"auto", "fast", "plain"},
-                                 "training forward: fast where the model kind has such a path (the transformer: the one-layer model on [a, b, =] by the task's structure, any other by its hand-written attention on the CPU; the toy model: its fused loss; same loss and gradients); plain: the generic forward; auto: fast where there is one")));
+                                 "training forward: fast where the model kind has such a path (the transformer: the one-layer model on [a, b, =] by the task's structure, any other by its hand-written attention on the CPU; the MLP with embedded inputs: its first layer as two gathered tables; the toy model: its fused step; same loss and gradients); plain: the generic forward; auto: fast where there is one")));
     f.push_back(typed("train", &C::train, &TrainConfig::cuda_graph,
                       bool_key("cuda_graph", true, "CUDA, full batch: capture one training step in a CUDA graph and replay it (needs a LibTorch with CUDA)")));
     f.push_back(typed("train", &C::train, &TrainConfig::loss,
