@@ -85,15 +85,14 @@ class Mlp : public Architecture {
   // tables, W_x W_top and W_y W_bottom ([n, h0] each: W_top, W_bottom the first layer's rows for
   // a's embedding and for b's), so each pair gathers a row of each instead of building its
   // [2 d_embed] input and multiplying it (for Chughtai et al.'s S5 MLP the largest product of the
-  // step, 8,640 x 512 x 128, becomes two of 120 x 256 x 128). The same function; a cache is filled
+  // step, 5,760 x 512 x 128, becomes two of 120 x 256 x 128). The same function; a cache is filled
   // by the generic forward.
   bool has_fast_path() const override { return s_.encoding == "embed"; }
   torch::Tensor forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const override {
     if (cache || !has_fast_path()) return run(m, x, cache, nullptr);
-    auto W = [&](const std::string& name) { return m.batched(index_.at(name)); };  // [S, ...]
-    const auto w0 = W("hidden.0.W");                                                 // [S, 2 d_embed, h0]
-    const auto top = W("embed.W_x").bmm(w0.narrow(1, 0, s_.d_embed));               // [S, n, h0]
-    const auto bottom = W("embed.W_y").bmm(w0.narrow(1, s_.d_embed, s_.d_embed));    // [S, n, h0]
+    const auto w0 = weight(m, "hidden.0.W");                                              // [S, 2 d_embed, h0]
+    const auto top = weight(m, "embed.W_x").bmm(w0.narrow(1, 0, s_.d_embed));             // [S, n, h0]
+    const auto bottom = weight(m, "embed.W_y").bmm(w0.narrow(1, s_.d_embed, s_.d_embed));  // [S, n, h0]
     return head(m, top.index_select(1, x.select(1, 0)) + bottom.index_select(1, x.select(1, 1)), nullptr, nullptr);
   }
   // Named activations: hook_embed [N, 2 d_embed] (encoding embed; one_hot: the rows of a and of
@@ -105,13 +104,16 @@ class Mlp : public Architecture {
   }
 
  private:
+  torch::Tensor weight(const Model& m, const std::string& name) const { return m.batched(index_.at(name)); }  // [S, ...]
+  // An activation handed to the hooks that want it ([1, N, w] <-> [N, w]), or as it is.
+  static torch::Tensor offered(ActivationHooks* hooks, const std::string& name, const torch::Tensor& act) {
+    if (!hooks || !hooks->wants(name)) return act;
+    return torch::Tensor(hooks->at(name, act.squeeze(0)).unsqueeze(0));
+  }
   torch::Tensor run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks) const {
     const int64_t n = shape_.operand_values;
-    auto W = [&](const std::string& name) { return m.batched(index_.at(name)); };  // [S, ...]
-    auto offer = [&](const std::string& name, const torch::Tensor& act) {  // [1, N, w] <-> [N, w]
-      if (!hooks || !hooks->wants(name)) return act;
-      return torch::Tensor(hooks->at(name, act.squeeze(0)).unsqueeze(0));
-    };
+    auto W = [&](const std::string& name) { return weight(m, name); };
+    auto offer = [&](const std::string& name, const torch::Tensor& act) { return offered(hooks, name, act); };
     auto a = x.select(1, 0), b = x.select(1, 1);
     // The first hidden layer's input: [S, N, h0]
     torch::Tensor h;
@@ -132,11 +134,8 @@ class Mlp : public Architecture {
   }
   // From the first hidden layer's input h [S, N, h0] (before its bias) to the logits [S, N, C].
   torch::Tensor head(const Model& m, torch::Tensor h, Cache* cache, ActivationHooks* hooks) const {
-    auto W = [&](const std::string& name) { return m.batched(index_.at(name)); };  // [S, ...]
-    auto offer = [&](const std::string& name, const torch::Tensor& act) {  // [1, N, w] <-> [N, w]
-      if (!hooks || !hooks->wants(name)) return act;
-      return torch::Tensor(hooks->at(name, act.squeeze(0)).unsqueeze(0));
-    };
+    auto W = [&](const std::string& name) { return weight(m, name); };
+    auto offer = [&](const std::string& name, const torch::Tensor& act) { return offered(hooks, name, act); };
     for (size_t i = 0; i < s_.hidden.size(); ++i) {
       const std::string l = "hidden." + std::to_string(i) + ".";
       if (i > 0) h = h.bmm(W(l + "W"));

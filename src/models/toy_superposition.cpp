@@ -279,6 +279,15 @@ GROKKING_CLONES double small_step(const float* __restrict__ x, const float* __re
   return loss / double(N);
 }
 
+// Whether toy_losses takes this batch and these weights: float32 on the CPU, contiguous, the
+// replica axes matching, and no gradient wanted for the batch.
+bool fusable_batch(const Batch& batch, const torch::Tensor& W, const torch::Tensor& b) {
+  const auto& x = batch.x;
+  return fusable(x) && fusable(batch.y) && batch.weight.defined() && fusable(batch.weight) && fusable(W) && fusable(b) &&
+         x.dim() == 3 && x.size(0) == W.size(0) && batch.y.sizes() == x.sizes() && batch.weight.sizes() == b.sizes() &&
+         !x.requires_grad() && !batch.y.requires_grad() && !batch.weight.requires_grad();
+}
+
 // Each replica's loss of a reconstruction, batch_loss's terms (the batch mean of
 // sum_i I_i (x_i - x'_i)^2 over the outputs x' = act(x W W^T + b)), with the gradients dW, db
 // where they are defined ([S, n, m], [S, n]), without holding the outputs. Small models go through
@@ -406,23 +415,15 @@ class ToySuperposition : public Architecture {
   torch::Tensor fused_loss(const Model& m, const Batch& batch, const LossSpec& spec) const override {
     (void)spec;  // a reconstruction's loss has no variants
     const auto W = m.batched(0), b = m.batched(1);
-    const auto& x = batch.x;
-    if (!fusable(x) || !fusable(batch.y) || !batch.weight.defined() || !fusable(batch.weight) || !fusable(W) ||
-        !fusable(b) || x.dim() != 3 || x.size(0) != W.size(0) || batch.y.sizes() != x.sizes() ||
-        batch.weight.sizes() != b.sizes() || x.requires_grad() || batch.y.requires_grad() || batch.weight.requires_grad())
-      return {};
-    return ToyStep::apply(x, W, b, batch.y, batch.weight, relu_);
+    if (!fusable_batch(batch, W, b)) return {};
+    return ToyStep::apply(batch.x, W, b, batch.y, batch.weight, relu_);
   }
   // Each replica's loss through toy_losses, without the outputs (an evaluation of 10,000 examples
   // of 20 models of 200 features would hold 160 MB of them, and as much for each temporary).
   torch::Tensor fused_losses(const Model& m, const Batch& batch) const override {
-    const auto W = m.batched(0).detach(), b = m.batched(1).detach().contiguous();
-    const auto& x = batch.x;
-    if (!fusable(x) || !fusable(batch.y) || !batch.weight.defined() || !fusable(batch.weight) || !fusable(W) ||
-        !fusable(b) || x.dim() != 3 || x.size(0) != W.size(0) || batch.y.sizes() != x.sizes() ||
-        batch.weight.sizes() != b.sizes())
-      return {};
-    return torch::tensor(toy_losses(x, W, b, batch.y, batch.weight, relu_, {}, {}), torch::kFloat64);
+    const auto W = m.batched(0).detach(), b = m.batched(1).detach();
+    if (!fusable_batch(batch, W, b)) return {};
+    return torch::tensor(toy_losses(batch.x, W, b, batch.y, batch.weight, relu_, {}, {}), torch::kFloat64);
   }
   // Named activations: hook_hidden h = W^T x [N, m] and hook_out x' [N, n].
   torch::Tensor forward_hooked(const Model& m, const torch::Tensor& x, ActivationHooks& hooks) const override {
