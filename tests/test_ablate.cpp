@@ -141,10 +141,9 @@ TEST_CASE("W_L reads the key frequencies: low rank, cos/sin(w_k(a+b)) per direct
   auto ck = load_checkpoint(resolve_checkpoint(run.dir));
   Model m = model_from_checkpoint(ck);
   auto data = make_dataset(ck.config.task);
-  const auto cache = run_all_pairs(m);
-  const auto key = analyse_fourier(m, cache).key_neurons;
+  const auto key = analyse_fourier(m).key_neurons;
   REQUIRE(!key.empty());
-  const auto wl = read_neuron_logit_map(m, data, cache, key);
+  const auto wl = read_neuron_logit_map(m, data, key);
   REQUIRE(wl.present);
   CHECK(wl.directions == int64_t(2 * key.size()));
   CHECK(wl.top_share > 0.98);  // rank 2|K|
@@ -165,9 +164,72 @@ TEST_CASE("W_L reads the key frequencies: low rank, cos/sin(w_k(a+b)) per direct
   // Every frequency: the directions span all W_L reads, so no prediction moves and nothing is left over.
   std::vector<int64_t> all;
   for (int64_t k = 1; k <= n_frequencies(ck.config.task.integer("p")); ++k) all.push_back(k);
-  const auto whole = read_neuron_logit_map(m, data, cache, all);
+  const auto whole = read_neuron_logit_map(m, data, all);
   CHECK(whole.residual < 1e-9);
   CHECK(whole.top_share == Approx(1.0).epsilon(1e-12));
   CHECK(whole.projected.all.loss == Approx(whole.model.all.loss).epsilon(1e-6));
   CHECK(whole.projected.all.acc == whole.model.all.acc);
+}
+
+TEST_CASE("the logit-space measures in chunks of pairs equal the logits projected whole", "[analysis]") {
+  // An untrained model (every direction carries something), chunks of 7 pairs against one chunk
+  // and against the projections written out over all the logits at once.
+  for (const std::string op : {"add", "mul"}) {  // mul: pairs with a 0 lie off the cycle and keep their logits
+    INFO(op);
+    Config cfg = test::tiny_config(11);
+    cfg.task.set("operation", op);
+    Model model(cfg);
+    {
+      torch::NoGradGuard no_grad;
+      model.param("unembed.W_U").mul_(30);  // logits of order 1, not a near-uniform guess
+    }
+    const auto data = make_dataset(cfg.task);
+    const Cycle cycle = cycle_of(cfg.task);
+    const std::vector<int64_t> key = {1, 3};
+    const auto chunked = loss_measures(model, data, key, 7), whole = loss_measures(model, data, key);
+
+    const auto logits = run_pair_forward(model).logits.to(torch::kFloat64);
+    const auto y = data.all_y, train = data.train_mask;
+    const auto kept = project_onto(logits, relation_directions(cycle, data.all_x, key));
+    const auto grid = cycle_grid(cycle, data.all_x);
+    const auto restricted = logits.index_copy(
+        0, grid, (kept + (logits - kept).index_select(0, grid).mean(0, true)).index_select(0, grid));
+    const auto r = evaluate_splits(restricted, y, train);
+    const double excluded = evaluate_splits(logits - kept, y, train).train.loss;
+    // Held out: the directions over the test pairs alone, orthonormalised there.
+    const auto test = train.logical_not().nonzero().squeeze(1);
+    const auto d = relation_directions(cycle, data.all_x.index_select(0, test), key);
+    const auto q = std::get<0>(at::linalg_qr(d.t()));
+    const auto Lt = logits.index_select(0, test);
+    const auto kt = q.matmul(q.t().matmul(Lt));
+    const auto on = d.abs().sum(0).gt(0).nonzero().squeeze(1);  // the test pairs on the cycle
+    const auto held = Lt.index_copy(0, on, (kt + (Lt - kt).index_select(0, on).mean(0, true)).index_select(0, on));
+    const auto h = evaluate_splits(held, y.index_select(0, test), torch::zeros({test.size(0)}, torch::kBool)).test;
+    for (const auto* m : {&chunked, &whole}) {
+      // The float32 forward rounds a little differently in chunks of 7 pairs.
+      CHECK(m->restricted.all.loss == Approx(r.all.loss).epsilon(1e-6));
+      CHECK(m->restricted.test.acc == Approx(r.test.acc));
+      CHECK(m->excluded_loss == Approx(excluded).epsilon(1e-6));
+      CHECK(m->restricted_heldout.loss == Approx(h.loss).epsilon(1e-6));
+      CHECK(m->restricted_heldout.acc == Approx(h.acc));
+      CHECK(m->fit.frac_variance == Approx(fit_logit_trig(logits, cycle, data.all_x, key).frac_variance).epsilon(1e-5));
+      REQUIRE(m->excluded_by_key.size() == 2);
+      const auto one = project_onto(logits, relation_directions(cycle, data.all_x, {3}));
+      CHECK(m->excluded_by_key[1] == Approx(evaluate_splits(logits - one, y, train).train.loss).epsilon(1e-6));
+    }
+    CHECK(chunked.fit.alpha[0] == Approx(whole.fit.alpha[0]).margin(1e-6));  // a small coefficient of logits of order 1
+    CHECK(chunked.fit.loss == Approx(whole.fit.loss).epsilon(1e-6));
+    // The ablation table at chunks of 7 and in one chunk: the same rows.
+    AblateOptions small, one;
+    small.freqs = one.freqs = key;
+    small.chunk = 7;
+    const auto a = ablate(model, data, small), b = ablate(model, data, one);
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      INFO(a[i].name);
+      CHECK(a[i].name == b[i].name);
+      CHECK(a[i].all.loss == Approx(b[i].all.loss).epsilon(1e-6));
+      CHECK(a[i].test.acc == Approx(b[i].test.acc).margin(1e-9));
+    }
+  }
 }

@@ -102,3 +102,50 @@ TEST_CASE("a grokked model is sparse in frequency, and both methods find its key
   CHECK(2 * polynomial >= r.attn_key.size());
 }
 
+
+TEST_CASE("the Fourier analysis in chunks of pairs and blocks of columns gives the figures of the whole", "[analysis]") {
+  // An untrained model has a spread spectrum: every component is non-zero, so every block counts.
+  for (const std::string op : {"add", "mul"}) {  // mul: the cycle of discrete logs, pairs with a 0 left out
+    INFO(op);
+    Config cfg = test::tiny_config(11);
+    cfg.task.set("operation", op);
+    Model model(cfg);
+    const Cycle cycle = cycle_of(cfg.task);
+    const int64_t n = cycle.n, classes = model.shape().classes;
+    const auto whole = analyse_fourier(model);
+    // Chunks of 7 pairs, nothing held (every pass runs the model again), 3 columns of the
+    // logits' spectrum a pass (4 passes).
+    PairBounds small;
+    small.chunk = 7, small.hold_bytes = 0, small.block_bytes = 8.0 * double(n * classes * 3);
+    const auto parts = analyse_fourier(model, small);
+    // The reference: the logits and the hidden activations of every pair at once, transformed whole.
+    const auto data = make_dataset(cfg.task);
+    const Cache all = run_pair_forward(model);
+    const auto grid = cycle_grid(cycle, data.all_x);
+    const auto F = fourier_basis(n);
+    const auto L = all.logits.to(torch::kFloat64).index_select(0, grid).reshape({n, n, -1});
+    const auto C = torch::tensordot(F, torch::tensordot(F, L, {1}, {0}), {1}, {1});  // [j', i', c]
+    const auto expected = C.pow(2).sum(2).sqrt().t();
+    REQUIRE(parts.logit_2d_norm.sizes() == expected.sizes());
+    CHECK(torch::allclose(whole.logit_2d_norm, expected, 1e-5, 1e-7));
+    CHECK(torch::allclose(parts.logit_2d_norm, expected, 1e-5, 1e-7));
+    const auto spectrum = neuron_spectrum(all.mlp_post.index_select(0, grid), n);
+    CHECK(torch::allclose(parts.neuron_frac_matrix, spectrum.frac, 1e-4, 1e-6));
+    CHECK(torch::allclose(whole.neuron_frac_matrix, spectrum.frac, 1e-4, 1e-6));
+    CHECK(parts.neuron_freq == whole.neuron_freq);
+    CHECK(parts.key_neurons == whole.key_neurons);
+    // The attention to a: its mean over b, and its spectrum over (a, b).
+    const auto to_a = all.attn_pattern.select(2, 0).to(torch::kFloat64);
+    const auto by_a = torch::zeros({cycle.p, to_a.size(1)}, torch::kFloat64)
+                          .index_add_(0, data.all_x.select(1, 0), to_a)
+                          .index_select(0, torch::tensor(cycle.value_of, torch::kInt64)) /
+                      double(cycle.p);
+    CHECK(torch::allclose(parts.attn_by_a, by_a, 1e-5, 1e-7));
+    const auto heads = neuron_spectrum(to_a.index_select(0, grid), n);
+    REQUIRE(parts.attn_2d_frac.size() == size_t(to_a.size(1)));
+    for (int64_t h = 0; h < to_a.size(1); ++h) {
+      CHECK(parts.attn_2d_frac[size_t(h)] == Approx(heads.frac.select(1, h).max().item<double>()).epsilon(1e-4));
+      CHECK(parts.attn_2d_frac[size_t(h)] == Approx(whole.attn_2d_frac[size_t(h)]).epsilon(1e-4));
+    }
+  }
+}

@@ -52,8 +52,10 @@ torch::Tensor on_cycle(const torch::Tensor& by_value, const Cycle& c);
 // Row in `pairs` ([N, 3] tokens a, b, =) of the pair (value_of[i], value_of[j]), for i, j in
 // row-major order: [n^2] int64.
 torch::Tensor cycle_grid(const Cycle& c, const torch::Tensor& pairs);
-// Unit vectors over the N pairs for cos and sin(2 pi k (i + b_sign j) / n) of each frequency k,
-// zero on pairs off the cycle: [r, N] float64 (the paper's cos/sin(w_k(a+b)) directions for add).
+// The directions cos and sin(2 pi k (i + b_sign j) / n) of each frequency k at the N pairs given,
+// zero on pairs off the cycle: [r, N] float64 (the paper's cos/sin(w_k(a+b)) directions for add),
+// of unit length over the whole grid (orthonormal when `pairs` are all the pairs; a chunk of them
+// gets its part of those vectors).
 torch::Tensor relation_directions(const Cycle& c, const torch::Tensor& pairs, const std::vector<int64_t>& freqs);
 // The part of logits [N, C] in the span of orthonormal directions [r, N].
 torch::Tensor project_onto(const torch::Tensor& logits, const torch::Tensor& directions);
@@ -121,12 +123,8 @@ torch::Tensor neuron_logit_map(const Model& model);
 // operand embeddings (W_E's number rows) and of W_L: the vectors progress.csv's gini and gini_wl are taken over.
 double gini_embed_frequencies(const Model& model, const Cycle& cycle);
 double gini_wl_frequencies(const Model& model, const Cycle& cycle);
-FourierReport analyse_fourier(const Model& model);
-// The same from the activations of every pair, as run_all_pairs gives them.
-FourierReport analyse_fourier(const Model& model, const Cache& all_pairs);
-// Activations and logits of every pair (a, b), in row-major order, on the CPU: of a task with a
-// Fourier basis (run_all_pairs), or of any pair task (run_pair_forward).
-Cache run_all_pairs(const Model& model);
+// Activations and logits of every pair (a, b) of a pair task at once, in row-major order, on the
+// CPU: the reference the analyses' chunked passes (PairPass) are tested against.
 Cache run_pair_forward(const Model& model);
 
 // Pairs a chunk where an analysis runs a model over every pair in chunks, so that its memory
@@ -154,6 +152,16 @@ class PairPass {
   std::vector<Cache> chunks_;
 };
 
+// How an analysis that runs a model over every pair bounds its memory: chunks of pairs (see
+// PairPass), the chunks held for later passes up to hold_bytes, and the accumulators of one pass
+// up to block_bytes (the logits' 2-D spectrum takes as many passes as need be).
+struct PairBounds {
+  int64_t chunk = kPairChunk;
+  double hold_bytes = 256e6;
+  double block_bytes = 256e6;
+};
+FourierReport analyse_fourier(const Model& model, const PairBounds& bounds = {});
+
 // MLP activations acts [P^2, m] over all pairs (a, b) in row-major order: for each neuron, its
 // variance over the pairs and the fraction of it in each frequency k's {const, cos k, sin k}^2
 // block of the 2-D Fourier basis (both inputs at frequency k, or one of them).
@@ -162,6 +170,23 @@ struct NeuronSpectrum {
   torch::Tensor variance;  // [m] float64: sum over pairs of the squared deviation from the mean
 };
 NeuronSpectrum neuron_spectrum(const torch::Tensor& acts, int64_t p);
+// The same over chunks of pairs in any order: add(values [rows, width], i, j) with each pair's
+// indices on the n-grid (int64 [rows]), every (i, j) of the grid once in all, then spectrum().
+// Memory: 9 n/2 + 2 coefficients a column, whatever the number of pairs.
+class SpectrumSums {
+ public:
+  SpectrumSums(int64_t n, int64_t width);
+  void add(const torch::Tensor& values, const torch::Tensor& i, const torch::Tensor& j);
+  NeuronSpectrum spectrum() const;
+
+ private:
+  int64_t n_, width_, products_ = 0;
+  torch::Tensor basis_;                // [n, n] float32
+  std::vector<torch::Tensor> blocks_;  // per frequency: the basis rows {const, cos k, sin k}
+  torch::Tensor coeffs_;               // [products, width] float64: each block's row products
+  torch::Tensor shift_, sum_, sum_sq_;
+  double count_ = 0;
+};
 
 // ---- ablations ----
 struct Split {
@@ -174,8 +199,6 @@ struct AblationResult {
   Split train, test, all;
   int64_t draws = 1;  // random controls: averaged over this many draws
 };
-// Logits [P^2, P] over all pairs in (a, b) order, float64.
-torch::Tensor all_logits(const Model& model);
 struct Splits {
   Split train, test, all;
 };
@@ -212,26 +235,23 @@ struct LossMeasures {
   double restricted_loss = 0;  // only the key (a+b) directions, bias corrected, all pairs
   double excluded_loss = 0;    // key (a+b) directions removed, training pairs
   Splits restricted;           // the restricted logits on train, test and all pairs (loss and accuracy)
-  Split restricted_heldout;    // the test pairs' restricted logits from the test pairs alone (restricted_heldout)
+  // The restricted loss held out: the test pairs' logits projected onto the key (a+b) directions
+  // taken over the test pairs alone, bias corrected over them. The paper's restricted loss
+  // projects over every pair, so a test pair's restricted logits draw on the training pairs'
+  // too; this one cannot credit memorisation. Zero without a key or test pairs on the cycle.
+  Split restricted_heldout;
   std::vector<double> excluded_by_key;  // per key frequency: only its directions removed, training pairs
   LogitFit fit;                         // the logits' trig form at the key frequencies (fit_logit_trig)
 };
-// The restricted logits: the key directions' part `kept` plus the per-class mean of the rest
-// over the pairs on the cycle; pairs off the cycle keep `logits`.
-torch::Tensor restricted_logits(const torch::Tensor& logits, const torch::Tensor& kept, const Cycle& cycle,
-                                const torch::Tensor& pairs);
-LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key_freqs);
-// The restricted loss held out: the test pairs' logits projected onto the key (a+b) directions
-// taken over the test pairs alone (orthonormalised there), bias corrected over them. The paper's
-// restricted loss projects over every pair, so a test pair's restricted logits draw on the
-// training pairs' too; this one cannot credit memorisation.
-Split restricted_heldout(const torch::Tensor& logits, const Dataset& data, const Cycle& cycle,
-                         const std::vector<int64_t>& key);
+// The model run over the pairs in chunks (two passes: the projections' sums, then the scores).
+LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key_freqs,
+                           int64_t chunk = kPairChunk);
 
 struct AblateOptions {
   std::vector<int64_t> freqs;  // empty: the key frequencies by the neuron method
   int64_t control_draws = 5;
   uint64_t seed = 0;
+  int64_t chunk = kPairChunk;  // pairs a chunk of the passes over the pairs
 };
 struct NeuronLogitReading;
 // With `reading`, a model with hidden neurons also gets read_neuron_logit_map at the frequencies
@@ -269,7 +289,8 @@ struct NeuronLogitReading {
   Splits model, projected, null_space;
 };
 // UsageError for a model without hidden neurons or a task without a cycle.
-NeuronLogitReading read_neuron_logit_map(const Model& model, const Dataset& data, const Cache& all_pairs,
-                                         const std::vector<int64_t>& freqs);
+// The pairs are run in chunks (in `pass` where one is given: its held chunks are reused).
+NeuronLogitReading read_neuron_logit_map(const Model& model, const Dataset& data, const std::vector<int64_t>& freqs,
+                                         PairPass* pass = nullptr);
 
 }  // namespace grokking

@@ -10,19 +10,6 @@
 
 namespace grokking {
 
-// ---------------------------------------------------------------------------------------------
-// Ablations in logit space and weight space
-
-torch::Tensor all_logits(const Model& model) {
-  torch::NoGradGuard no_grad;
-  require_fourier_basis(model.config().task);
-  auto data = make_dataset(model.config().task);
-  auto x = data.all_x.to(model.flat().device());
-  std::vector<torch::Tensor> parts;
-  for (int64_t i = 0; i < x.size(0); i += 16384) parts.push_back(model.forward_fast(x.slice(0, i, i + 16384)));
-  return torch::cat(parts).to(torch::kCPU, torch::kFloat64);
-}
-
 namespace {
 
 // The operand embeddings (W_E's number rows) with the components of `freqs` (over the cycle's
@@ -47,17 +34,6 @@ std::vector<torch::Tensor> project_out_embedding(const Model& model, const Cycle
 }
 
 }  // namespace
-
-// Only the key directions kept, with the per-class mean of what was removed added back (the
-// paper's bias correction); the mean is over the pairs on the cycle, and pairs off it (a 0
-// under mul/div) keep their logits, as in every logit-space ablation.
-torch::Tensor restricted_logits(const torch::Tensor& logits, const torch::Tensor& kept, const Cycle& cycle,
-                                const torch::Tensor& pairs) {
-  if (cycle.n == cycle.p) return kept + (logits - kept).mean(0, true);
-  auto grid = cycle_grid(cycle, pairs);
-  auto on = kept + (logits - kept).index_select(0, grid).mean(0, true);
-  return logits.index_copy(0, grid, on.index_select(0, grid));
-}
 
 void SplitSums::add(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& train_mask) {
   // One log-softmax over the rows; each split is a masked sum of the per-row values.
@@ -110,153 +86,386 @@ Splits evaluate_pairs(const Model& model, const Dataset& data, int64_t chunk) {
   return s.splits();
 }
 
-Split restricted_heldout(const torch::Tensor& logits, const Dataset& data, const Cycle& cycle,
-                         const std::vector<int64_t>& key) {
-  const auto test = data.train_mask.logical_not().nonzero().squeeze(1);
-  if (test.size(0) == 0 || key.empty()) return {};
-  const auto x = data.all_x.index_select(0, test);
-  const auto L = logits.to(torch::kCPU, torch::kFloat64).index_select(0, test);
-  const auto y = data.all_y.index_select(0, test);
-  // The key directions over the test pairs alone, orthonormalised there (zero off the cycle).
-  const auto d = relation_directions(cycle, x, key);  // [r, n_test]
-  const auto q = std::get<0>(at::linalg_qr(d.t()));    // [n_test, r]
-  const auto kept = q.matmul(q.t().matmul(L));
-  // Bias correction over the test pairs on the cycle; pairs off it keep their logits.
-  const auto idx = torch::tensor(cycle.index_of, torch::kInt64);
-  const auto on = idx.index_select(0, x.select(1, 0)).ge(0).logical_and(idx.index_select(0, x.select(1, 1)).ge(0));
-  auto restricted = L.clone();
-  if (on.any().item<bool>()) {
-    const auto rows = on.nonzero().squeeze(1);
-    const auto k = kept.index_select(0, rows);
-    restricted.index_copy_(0, rows, k + (L.index_select(0, rows) - k).mean(0, true));
-  }
-  return evaluate_splits(restricted, y, torch::zeros({y.size(0)}, torch::kBool)).test;
+// ---------------------------------------------------------------------------------------------
+// Ablations in logit space and weight space, over the pairs chunk by chunk: every measure is a
+// function of sums over the pairs (the relation directions' coefficients, the logits' sums on the
+// cycle) taken in one pass, and of a second pass that scores the ablated logits chunk by chunk.
+
+namespace {
+
+// The logits of every pair, chunk by chunk in row-major order: fn(first pair, logits [rows, C]).
+using LogitFn = std::function<void(int64_t first, const torch::Tensor& logits)>;
+using LogitChunks = std::function<void(const LogitFn&)>;
+
+LogitChunks chunks_of(PairPass& pass) {
+  return [&pass](const LogitFn& fn) { pass.each([&](int64_t first, const Cache& c) { fn(first, c.logits); }); };
 }
 
-LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key) {
+// A chunk of pairs as the logit-space measures read it.
+struct PairChunk {
+  torch::Tensor logits;  // [rows, C] float64
+  torch::Tensor dirs;    // [r, rows]: the relation directions at these pairs (zero off the cycle)
+  torch::Tensor on;      // [rows] bool: the pair is on the cycle
+  torch::Tensor grid;    // int64: the rows on the cycle
+  torch::Tensor i, j;    // [grid rows] int64: the rows' indices on the cycle
+  torch::Tensor t;       // [grid rows] int64: i + s j mod n, the label's index on the cycle
+  torch::Tensor y, train;
+};
+
+// Sums over the pairs for the logit-space measures of the relation directions (cos, sin of
+// w_k (i + s j)) of `freqs`: each direction's coefficient per class (over the whole grid the
+// directions are orthonormal: a projection is d^T D), the logits' and the directions' sums over
+// the pairs on the cycle; and the same over the test pairs alone, with the directions' Gram
+// matrix there (a projection from the test pairs alone).
+class RelationSums {
+ public:
+  RelationSums(const Cycle& cycle, std::vector<int64_t> freqs) : cycle_(cycle), freqs_(std::move(freqs)) {
+    for (auto k : freqs_) {
+      first_row_.push_back(rows_);
+      rows_ += int64_t(frequency_rows(cycle.n, k).size());
+    }
+    index_of_ = torch::tensor(cycle.index_of, torch::kInt64);
+  }
+
+  PairChunk chunk(const torch::Tensor& pairs, const torch::Tensor& logits, const torch::Tensor& y,
+                  const torch::Tensor& train) const {
+    PairChunk c;
+    c.logits = logits.to(torch::kCPU, torch::kFloat64);
+    c.dirs = relation_directions(cycle_, pairs, freqs_);
+    const auto i = index_of_.index_select(0, pairs.select(1, 0)), j = index_of_.index_select(0, pairs.select(1, 1));
+    c.on = i.ge(0).logical_and(j.ge(0));
+    c.grid = c.on.nonzero().squeeze(1);
+    c.i = i.index_select(0, c.grid), c.j = j.index_select(0, c.grid);
+    c.t = (c.i + cycle_.b_sign * c.j).remainder(cycle_.n);
+    c.y = y, c.train = train;
+    return c;
+  }
+
+  void add(const PairChunk& c) {
+    const auto& L = c.logits;
+    if (!D_.defined()) {
+      const int64_t C = L.size(1);
+      D_ = torch::zeros({rows_, C}, torch::kFloat64), Dt_ = D_.clone();
+      G_t_ = torch::zeros({rows_, rows_}, torch::kFloat64);
+      sum_ = torch::zeros({C}, torch::kFloat64), sum_t_ = sum_.clone();
+      dir_sum_ = torch::zeros({rows_}, torch::kFloat64), dir_sum_t_ = dir_sum_.clone();
+    }
+    const auto on = c.on.to(torch::kFloat64), test_on = on * c.train.logical_not().to(torch::kFloat64);
+    const auto d_t = c.dirs * c.train.logical_not().to(torch::kFloat64);  // the directions at the test pairs
+    D_ += c.dirs.matmul(L), Dt_ += d_t.matmul(L), G_t_ += d_t.matmul(c.dirs.t());
+    sum_ += on.matmul(L), sum_t_ += test_on.matmul(L);
+    dir_sum_ += c.dirs.sum(1), dir_sum_t_ += d_t.sum(1);
+    count_ += on.sum().item<double>(), count_t_ += test_on.sum().item<double>();
+  }
+
+  // A logit-space ablation, made ready by the sums: the directions of some frequencies removed
+  // (excluded), or only they kept with the per-class mean of the rest added back on the cycle
+  // (restricted; held_out: from the test pairs alone, scored on them).
+  struct Map {
+    torch::Tensor rows, coef, mean;  // the directions' rows, their coefficients [r, C], the mean [C]
+    bool remove = false, held_out = false;
+  };
+  Map excluded(const std::vector<int64_t>& freqs) const {
+    Map m;
+    m.rows = rows_of(freqs), m.coef = D_.index_select(0, m.rows), m.remove = true;
+    return m;
+  }
+  Map restricted(const std::vector<int64_t>& freqs) const {
+    Map m;
+    m.rows = rows_of(freqs), m.coef = D_.index_select(0, m.rows);
+    m.mean = (sum_ - dir_sum_.index_select(0, m.rows).matmul(m.coef)) / std::max(count_, 1.0);
+    return m;
+  }
+  Map held_out(const std::vector<int64_t>& freqs) const {
+    Map m;
+    m.rows = rows_of(freqs), m.held_out = true;
+    const auto G = G_t_.index_select(0, m.rows).index_select(1, m.rows);
+    m.coef = at::linalg_pinv(G).matmul(Dt_.index_select(0, m.rows));
+    m.mean = (sum_t_ - dir_sum_t_.index_select(0, m.rows).matmul(m.coef)) / std::max(count_t_, 1.0);
+    return m;
+  }
+  bool has_test_on_cycle() const { return count_t_ > 0; }
+
+  // The chunk's logits under `m`, scored into `s` (a held-out map: its test pairs alone).
+  void score(const Map& m, const PairChunk& c, SplitSums& s) const {
+    const auto kept = c.dirs.index_select(0, m.rows).t().matmul(m.coef);
+    if (m.remove) {
+      s.add(c.logits - kept, c.y, c.train);
+      return;
+    }
+    const auto ablated = torch::where(c.on.unsqueeze(1), kept + m.mean, c.logits);
+    if (!m.held_out) {
+      s.add(ablated, c.y, c.train);
+      return;
+    }
+    const auto test = c.train.logical_not().nonzero().squeeze(1);
+    s.add(ablated.index_select(0, test), c.y.index_select(0, test), torch::zeros({test.size(0)}, torch::kBool));
+  }
+
+ private:
+  torch::Tensor rows_of(const std::vector<int64_t>& freqs) const {
+    std::vector<int64_t> rows;
+    for (auto k : freqs) {
+      const auto at = std::find(freqs_.begin(), freqs_.end(), k);
+      if (at == freqs_.end()) throw std::logic_error("RelationSums: frequency " + std::to_string(k) + " not summed");
+      const size_t f = size_t(at - freqs_.begin());
+      const int64_t end = f + 1 < freqs_.size() ? first_row_[f + 1] : rows_;
+      for (int64_t r = first_row_[f]; r < end; ++r) rows.push_back(r);
+    }
+    return torch::tensor(rows, torch::kInt64);
+  }
+
+  Cycle cycle_;
+  std::vector<int64_t> freqs_, first_row_;
+  int64_t rows_ = 0;
+  torch::Tensor index_of_;
+  torch::Tensor D_, Dt_, G_t_, sum_, sum_t_, dir_sum_, dir_sum_t_;
+  double count_ = 0, count_t_ = 0;
+};
+
+// The logits' trig form (fit_logit_trig) over chunks: the least-squares sums in a first pass,
+// the fit's residual and its loss in a second.
+class TrigFit {
+ public:
+  TrigFit(const Cycle& cycle, std::vector<int64_t> freqs)
+      : n_(cycle.n), values_(torch::tensor(cycle.value_of, torch::kInt64)) {
+    fit_.freqs = std::move(freqs);
+    num_.assign(fit_.freqs.size(), 0.0), den_.assign(fit_.freqs.size(), 0.0);
+  }
+  void add_sums(const PairChunk& c) {
+    const auto centred = centred_of(c);
+    const auto x = features(c.t);
+    for (size_t f = 0; f < fit_.freqs.size(); ++f) {
+      num_[f] += (centred * x[f]).sum().item<double>();
+      den_[f] += x[f].pow(2).sum().item<double>();
+    }
+    total_ += centred.pow(2).sum().item<double>();
+  }
+  void solve() {
+    // The cos(w_k(i + s j - l)) features of distinct frequencies are orthogonal, and each sums
+    // to zero over l: the least-squares coefficients are separate projections.
+    fit_.alpha.clear();
+    for (size_t f = 0; f < fit_.freqs.size(); ++f) fit_.alpha.push_back(den_[f] > 0 ? num_[f] / den_[f] : 0.0);
+  }
+  void add_fitted(const PairChunk& c) {
+    const auto L = c.logits.index_select(0, c.grid).index_select(1, values_);
+    const auto pair_mean = L.mean(1, true);
+    auto fitted = torch::zeros_like(L);
+    const auto x = features(c.t);
+    for (size_t f = 0; f < fit_.freqs.size(); ++f) fitted += fit_.alpha[f] * x[f];
+    residual_ += (L - pair_mean - fitted).pow(2).sum().item<double>();
+    scored_.add(fitted + pair_mean, c.t, torch::ones({c.t.size(0)}, torch::kBool));
+  }
+  LogitFit fit() const {
+    LogitFit f = fit_;
+    f.frac_variance = total_ > 0 ? 1.0 - residual_ / total_ : 0.0;
+    const auto s = scored_.splits();
+    f.loss = s.all.loss, f.acc = s.all.acc;
+    return f;
+  }
+
+ private:
+  // The chunk's pairs on the cycle, classes on the cycle, each pair's logits centred.
+  torch::Tensor centred_of(const PairChunk& c) const {
+    const auto L = c.logits.index_select(0, c.grid).index_select(1, values_);
+    return L - L.mean(1, true);
+  }
+  std::vector<torch::Tensor> features(const torch::Tensor& t) const {
+    const auto d = t.to(torch::kFloat64).unsqueeze(1) - torch::arange(n_, torch::kFloat64).unsqueeze(0);  // t - l
+    std::vector<torch::Tensor> x;
+    for (auto k : fit_.freqs) x.push_back(torch::cos(2 * M_PI * double(k) * d / double(n_)));
+    return x;
+  }
+
+  int64_t n_;
+  torch::Tensor values_;
+  LogitFit fit_;
+  std::vector<double> num_, den_;
+  double total_ = 0, residual_ = 0;
+  SplitSums scored_;
+};
+
+// Two passes of `chunks` over the pairs `data` holds: first(chunk) with the sums' chunks, then
+// second(chunk) once `between` has made the ablations ready.
+void two_passes(const LogitChunks& chunks, const RelationSums& sums, const Dataset& data,
+                const std::function<void(const PairChunk&)>& first, const std::function<void()>& between,
+                const std::function<void(const PairChunk&)>& second) {
+  auto pass = [&](const std::function<void(const PairChunk&)>& fn) {
+    chunks([&](int64_t at, const torch::Tensor& logits) {
+      const int64_t rows = logits.size(0);
+      fn(sums.chunk(data.all_x.narrow(0, at, rows), logits, data.all_y.narrow(0, at, rows),
+                    data.train_mask.narrow(0, at, rows)));
+    });
+  };
+  pass(first);
+  between();
+  pass(second);
+}
+
+std::vector<int64_t> all_frequencies(const Cycle& cycle) {
+  std::vector<int64_t> all(size_t(n_frequencies(cycle.n)));
+  std::iota(all.begin(), all.end(), int64_t(1));
+  return all;
+}
+
+}  // namespace
+
+LossMeasures loss_measures(const Model& model, const Dataset& data, const std::vector<int64_t>& key, int64_t chunk) {
+  torch::NoGradGuard no_grad;
   const Cycle cycle = cycle_of(model.config().task);
-  auto logits = all_logits(model);
+  PairPass pass(model, chunk);
+  RelationSums sums(cycle, key);
+  TrigFit fit(cycle, key);
+  SplitSums as_is;
+  std::vector<RelationSums::Map> maps;
+  std::vector<SplitSums> scored;
+  two_passes(
+      chunks_of(pass), sums, data,
+      [&](const PairChunk& c) {
+        sums.add(c), fit.add_sums(c);
+        as_is.add(c.logits, c.y, c.train);
+      },
+      [&] {
+        fit.solve();
+        maps = {sums.restricted(key), sums.excluded(key)};
+        for (auto k : key) maps.push_back(sums.excluded({k}));
+        // The held-out restricted loss needs test pairs on the cycle and a key.
+        if (!key.empty() && sums.has_test_on_cycle()) maps.push_back(sums.held_out(key));
+        scored.resize(maps.size());
+      },
+      [&](const PairChunk& c) {
+        for (size_t i = 0; i < maps.size(); ++i) sums.score(maps[i], c, scored[i]);
+        fit.add_fitted(c);
+      });
   LossMeasures m;
-  auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
+  const auto ev = as_is.splits();
   m.full = ev.all;
   m.train_loss = ev.train.loss, m.train_acc = ev.train.acc, m.test_loss = ev.test.loss, m.test_acc = ev.test.acc;
-  auto kept = project_onto(logits, relation_directions(cycle, data.all_x, key));
-  // Bias correction: add back the per-class mean of what was removed.
-  auto restricted = restricted_logits(logits, kept, cycle, data.all_x);
-  m.restricted = evaluate_splits(restricted, data.all_y, data.train_mask);
+  m.restricted = scored[0].splits();
   m.restricted_loss = m.restricted.all.loss;
-  m.restricted_heldout = restricted_heldout(logits, data, cycle, key);
-  m.excluded_loss = evaluate_splits(logits - kept, data.all_y, data.train_mask).train.loss;
-  for (auto k : key) {
-    auto one = project_onto(logits, relation_directions(cycle, data.all_x, {k}));
-    m.excluded_by_key.push_back(evaluate_splits(logits - one, data.all_y, data.train_mask).train.loss);
-  }
-  m.fit = fit_logit_trig(logits, cycle, data.all_x, key);
+  m.excluded_loss = scored[1].splits().train.loss;
+  for (size_t i = 0; i < key.size(); ++i) m.excluded_by_key.push_back(scored[2 + i].splits().train.loss);
+  if (maps.size() > 2 + key.size()) m.restricted_heldout = scored.back().splits().test;
+  m.fit = fit.fit();
   return m;
 }
 
 std::vector<double> excluded_loss_by_frequency(const Model& model, const Dataset& data) {
   torch::NoGradGuard no_grad;
   const Cycle cycle = cycle_of(model.config().task);
-  auto logits = all_logits(model);
+  const auto freqs = all_frequencies(cycle);
+  PairPass pass(model);
+  RelationSums sums(cycle, freqs);
+  std::vector<RelationSums::Map> maps;
+  std::vector<SplitSums> scored(freqs.size());
+  two_passes(
+      chunks_of(pass), sums, data, [&](const PairChunk& c) { sums.add(c); },
+      [&] {
+        for (auto k : freqs) maps.push_back(sums.excluded({k}));
+      },
+      [&](const PairChunk& c) {
+        for (size_t i = 0; i < maps.size(); ++i) sums.score(maps[i], c, scored[i]);
+      });
   std::vector<double> out;
-  for (int64_t k = 1; k <= n_frequencies(cycle.n); ++k) {
-    auto one = project_onto(logits, relation_directions(cycle, data.all_x, {k}));
-    out.push_back(evaluate_splits(logits - one, data.all_y, data.train_mask).train.loss);
-  }
+  for (auto& s : scored) out.push_back(s.splits().train.loss);
   return out;
 }
 
 LogitFit fit_logit_trig(const Model& model, const Dataset& data, const std::vector<int64_t>& freqs) {
   torch::NoGradGuard no_grad;
-  return fit_logit_trig(all_logits(model), cycle_of(model.config().task), data.all_x, freqs);
+  const Cycle cycle = cycle_of(model.config().task);
+  PairPass pass(model);
+  RelationSums sums(cycle, {});
+  TrigFit fit(cycle, freqs);
+  two_passes(
+      chunks_of(pass), sums, data, [&](const PairChunk& c) { fit.add_sums(c); }, [&] { fit.solve(); },
+      [&](const PairChunk& c) { fit.add_fitted(c); });
+  return fit.fit();
 }
 
 LogitFit fit_logit_trig(const torch::Tensor& logits, const Cycle& cycle, const torch::Tensor& pairs,
                         const std::vector<int64_t>& freqs) {
-  const int64_t n = cycle.n;
-  auto values = torch::tensor(cycle.value_of, torch::kInt64);
-  // [n^2, n]: pairs (i, j) on the cycle, classes l on the cycle, each pair's logits centred.
-  auto L = logits.to(torch::kFloat64).index_select(0, cycle_grid(cycle, pairs)).index_select(1, values);
-  auto pair_mean = L.mean(1, true);
-  auto centred = L - pair_mean;
-  auto i = torch::arange(n, torch::kFloat64).view({n, 1, 1}), j = torch::arange(n, torch::kFloat64).view({1, n, 1});
-  auto l = torch::arange(n, torch::kFloat64).view({1, 1, n});
-  auto label_index = torch::remainder(i + double(cycle.b_sign) * j, double(n));  // [n, n, 1]
-  LogitFit fit;
-  fit.freqs = freqs;
-  auto fitted = torch::zeros_like(centred);
-  for (auto k : freqs) {
-    // The cos(w_k(i + s j - l)) features of distinct frequencies are orthogonal, and each sums
-    // to zero over l: the least-squares coefficients are separate projections.
-    auto x = torch::cos(2 * M_PI * double(k) * (label_index - l) / double(n)).reshape({n * n, n});
-    const double alpha = (centred * x).sum().item<double>() / (x * x).sum().item<double>();
-    fit.alpha.push_back(alpha);
-    fitted += alpha * x;
-  }
-  const double total = centred.pow(2).sum().item<double>();
-  fit.frac_variance = total > 0 ? 1.0 - (centred - fitted).pow(2).sum().item<double>() / total : 0.0;
-  auto labels = label_index.reshape({n * n}).to(torch::kInt64);
-  auto ev = evaluate_splits(fitted + pair_mean, labels, torch::ones({n * n}, torch::kBool));
-  fit.loss = ev.all.loss, fit.acc = ev.all.acc;
-  return fit;
+  RelationSums sums(cycle, {});
+  TrigFit fit(cycle, freqs);
+  const auto none = torch::zeros({pairs.size(0)}, torch::kInt64);
+  const auto c = sums.chunk(pairs.to(torch::kCPU), logits, none, torch::ones({pairs.size(0)}, torch::kBool));
+  fit.add_sums(c);
+  fit.solve();
+  fit.add_fitted(c);
+  return fit.fit();
 }
 
 namespace {
-// The mean over opts.control_draws seeded draws of `count` random non-key frequencies, each
-// ablated by `row_of` (the control a key set is compared with).
-AblationResult random_control(const std::string& name, const std::string& space, const std::vector<int64_t>& non_key,
-                              size_t count, const AblateOptions& opts,
-                              const std::function<AblationResult(const std::vector<int64_t>&)>& row_of) {
+// The logits' 2-D Fourier components over the cycle's (i, j) grid at the constant and the key
+// frequencies' basis rows B: c[u, v, :] = sum over the pairs on the cycle of B[u, i] B[v, j] L;
+// a pair's logits rebuilt from them: sum over (u, v) of B[u, i] B[v, j] c[u, v, :].
+class ComponentSums {
+ public:
+  ComponentSums(const Cycle& cycle, const std::vector<int64_t>& key) {
+    std::vector<int64_t> rows = {0};
+    freq_of_ = {0};
+    for (auto k : key)
+      for (auto r : frequency_rows(cycle.n, k)) rows.push_back(r), freq_of_.push_back(k);
+    B_ = fourier_basis(cycle.n).index_select(0, torch::tensor(rows, torch::kInt64));  // [r, n]
+  }
+  void add(const PairChunk& c) {
+    const auto part = products(c).matmul(c.logits.index_select(0, c.grid));  // [r^2, C]
+    coeffs_ = coeffs_.defined() ? coeffs_ + part : part;
+  }
+  // Every component, or (the paper's definition) the within-frequency ones only: the constant, a
+  // or b alone at a key frequency, or both at the same one.
+  torch::Tensor coefficients(bool within_only) const {
+    if (!within_only) return coeffs_;
+    const auto r = int64_t(freq_of_.size());
+    auto within = torch::zeros({r * r, 1}, torch::kFloat64);
+    for (int64_t x = 0; x < r; ++x)
+      for (int64_t y = 0; y < r; ++y) {
+        const auto fx = freq_of_[size_t(x)], fy = freq_of_[size_t(y)];
+        within[x * r + y][0] = (fx == fy || fx == 0 || fy == 0) ? 1.0 : 0.0;
+      }
+    return coeffs_ * within;
+  }
+  // The chunk's logits with its pairs on the cycle rebuilt from `coeffs` (pairs off it keep theirs).
+  torch::Tensor rebuilt(const PairChunk& c, const torch::Tensor& coeffs) const {
+    return c.logits.index_copy(0, c.grid, products(c).t().matmul(coeffs));
+  }
+
+ private:
+  torch::Tensor products(const PairChunk& c) const {  // [r^2, grid rows]: B[u, i] B[v, j]
+    const auto Bi = B_.index_select(1, c.i), Bj = B_.index_select(1, c.j);
+    return (Bi.unsqueeze(1) * Bj.unsqueeze(0)).reshape({B_.size(0) * B_.size(0), c.i.size(0)});
+  }
+  torch::Tensor B_, coeffs_;
+  std::vector<int64_t> freq_of_;
+};
+
+// The seeded draws of `count` random non-key frequencies a control averages over.
+std::vector<std::vector<int64_t>> control_draws(const std::vector<int64_t>& non_key, size_t count,
+                                                const AblateOptions& opts) {
   std::mt19937_64 rng(opts.seed);
-  AblationResult avg{name, space, {}, {}, {}, {}, opts.control_draws};
+  std::vector<std::vector<int64_t>> draws;
   for (int64_t d = 0; d < opts.control_draws; ++d) {
     auto pool = non_key;
     std::shuffle(pool.begin(), pool.end(), rng);
     pool.resize(std::min(pool.size(), count));
-    auto r = row_of(pool);
-    for (auto [dst, src] : {std::pair{&avg.train, &r.train}, {&avg.test, &r.test}, {&avg.all, &r.all}}) {
-      dst->loss += src->loss / double(opts.control_draws);
-      dst->acc += src->acc / double(opts.control_draws);
-    }
+    draws.push_back(std::move(pool));
   }
-  return avg;
+  return draws;
 }
 
-// The logits with 2-D Fourier components (over the cycle's (i, j) grid) removed: every one that
-// involves a non-key frequency in a or in b; and, the paper's definition, every one but the
-// within-frequency ones (the constant, a or b alone at a key frequency, or both at the same
-// one). Pairs off the cycle keep their logits.
-std::vector<std::pair<std::string, torch::Tensor>> component_ablations(const torch::Tensor& logits, const Cycle& cycle,
-                                                                       const torch::Tensor& all_x,
-                                                                       const std::vector<int64_t>& key, int64_t p) {
-  const int64_t n = cycle.n;
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  auto F = fourier_basis(n);
-  std::vector<int64_t> rows = {0}, freq_of = {0};
-  for (auto k : key)
-    for (auto r : frequency_rows(n, k)) rows.push_back(r), freq_of.push_back(k);
-  auto B = F.index_select(0, torch::tensor(rows, torch::kInt64));  // [r, n]
-  auto grid = cycle_grid(cycle, all_x);
-  auto L = logits.index_select(0, grid).view({n, n, p});              // [i, j, c]
-  auto c = torch::tensordot(B, torch::tensordot(B, L, {1}, {0}), {1}, {1});  // [j', i', c]
-  auto back_of = [&](const torch::Tensor& coeffs) {
-    auto back = torch::tensordot(B, torch::tensordot(B, coeffs, {0}, {0}), {0}, {1});  // [i, j, c]
-    return logits.index_copy(0, grid, back.reshape({n * n, p}));
-  };
-  out.emplace_back("remove all non-key components", back_of(c));
-  // The paper's definition: only within-frequency components are kept, the constant, a or b
-  // alone at a key frequency, or both at the same one; products of two different key
-  // frequencies go too.
-  const auto r = int64_t(rows.size());
-  auto within = torch::zeros({r, r}, torch::kFloat64);
-  for (int64_t x = 0; x < r; ++x)
-    for (int64_t y = 0; y < r; ++y) {
-      const auto fx = freq_of[size_t(x)], fy = freq_of[size_t(y)];
-      within[x][y] = (fx == fy || fx == 0 || fy == 0) ? 1.0 : 0.0;
+AblationResult result(const std::string& name, const std::string& space, std::vector<int64_t> freqs, const Splits& s) {
+  return AblationResult{name, space, std::move(freqs), s.train, s.test, s.all, 1};
+}
+
+// The mean over the draws' splits (the control a key set is compared with).
+AblationResult mean_of(const std::string& name, const std::string& space, const std::vector<Splits>& draws) {
+  AblationResult avg{name, space, {}, {}, {}, {}, int64_t(draws.size())};
+  for (const auto& r : draws)
+    for (auto [dst, src] : {std::pair{&avg.train, &r.train}, {&avg.test, &r.test}, {&avg.all, &r.all}}) {
+      dst->loss += src->loss / double(draws.size());
+      dst->acc += src->acc / double(draws.size());
     }
-  out.emplace_back("keep only within-frequency key components", back_of(c * within.unsqueeze(2)));
-  return out;
+  return avg;
 }
 }  // namespace
 
@@ -265,11 +474,10 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   torch::NoGradGuard no_grad;
   const auto& cfg = model.config();
   const Cycle cycle = cycle_of(cfg.task);  // no cycle at all: say that first
-  const int64_t p = model.shape().operand_values, n = cycle.n, nf = n_frequencies(n);
+  const int64_t nf = n_frequencies(cycle.n);
   const std::string W_E = readout_of(model).embedding_label;  // how the rows name the operand weights
   std::vector<int64_t> key = opts.freqs;
-  const Cache cache = run_all_pairs(model);
-  if (key.empty()) key = analyse_fourier(model, cache).key_neurons;
+  if (key.empty()) key = analyse_fourier(model).key_neurons;
   for (auto k : key)
     if (k < 1 || k > nf)
       throw UsageError("--freqs: frequency " + std::to_string(k) + " is out of range 1.." + std::to_string(nf));
@@ -279,48 +487,68 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   std::vector<int64_t> non_key;
   for (int64_t k = 1; k <= nf; ++k)
     if (std::find(key.begin(), key.end(), k) == key.end()) non_key.push_back(k);
-
-  auto row = [&](const std::string& name, const std::string& space, std::vector<int64_t> freqs,
-                 const torch::Tensor& logits) {
-    auto ev = evaluate_splits(logits, data.all_y, data.train_mask);
-    return AblationResult{name, space, std::move(freqs), ev.train, ev.test, ev.all, 1};
-  };
-  std::vector<AblationResult> out;
-  auto logits = cache.logits.to(torch::kFloat64);
-  out.push_back(row("model as is", "none", {}, logits));
-
-  // ---- logit space (the paper's): project every class's logits over the P^2 pairs ----
-  auto remove = [&](const std::vector<int64_t>& freqs) {
-    return logits - project_onto(logits, relation_directions(cycle, data.all_x, freqs));
-  };
-  for (auto k : key) out.push_back(row("remove key freq " + std::to_string(k), "logits", {k}, remove({k})));
-  auto kept = project_onto(logits, relation_directions(cycle, data.all_x, key));
-  out.push_back(row("remove all key freqs (excluded)", "logits", key, logits - kept));
-  out.push_back(row("keep only key freqs (restricted)", "logits", key, restricted_logits(logits, kept, cycle, data.all_x)));
-  for (auto& [name, ablated] : component_ablations(logits, cycle, data.all_x, key, p))
-    out.push_back(row(name, "logits", key, ablated));
-  std::vector<int64_t> largest;  // the largest non-key frequencies, for the controls
+  // The controls: as many randomly drawn non-key frequencies (averaged over seeded draws), and
+  // as many of the non-key frequencies that carry the most (by W_E norm), which a random draw
+  // mostly misses in a grokked model.
+  std::vector<std::vector<int64_t>> draws;
+  std::vector<int64_t> largest;
   if (!non_key.empty() && !key.empty()) {
-    // Control: remove as many randomly chosen non-key frequencies, averaged over seeded draws.
-    out.push_back(random_control("remove " + std::to_string(key.size()) + " random non-key freqs (control)", "logits",
-                                 non_key, key.size(), opts, [&](const std::vector<int64_t>& pool) {
-                                   return row("", "logits", pool, remove(pool));
-                                 }));
-    // Control: the as many non-key frequencies that carry the most (by W_E norm), which a
-    // random draw mostly misses in a grokked model.
+    draws = control_draws(non_key, key.size(), opts);
     auto norms = frequency_norms(on_cycle(embedding_matrix(model), cycle));
     largest = non_key;
     std::stable_sort(largest.begin(), largest.end(),
                      [&](int64_t x, int64_t y) { return norms[size_t(x - 1)] > norms[size_t(y - 1)]; });
     largest.resize(std::min(largest.size(), key.size()));
     std::sort(largest.begin(), largest.end());
-    out.push_back(row("remove " + std::to_string(largest.size()) + " largest non-key freqs (control)", "logits", largest,
-                      remove(largest)));
+  }
+
+  // ---- logit space (the paper's): every class's logits over the pairs, projected ----
+  PairPass pass(model, opts.chunk);
+  RelationSums sums(cycle, all_frequencies(cycle));
+  ComponentSums components(cycle, key);
+  SplitSums as_is;
+  std::vector<RelationSums::Map> maps;  // each key frequency, all key, restricted, the draws, the largest
+  std::vector<torch::Tensor> rebuilt;   // all non-key components removed; within-frequency key ones kept
+  std::vector<SplitSums> scored, scored_rebuilt(2);
+  two_passes(
+      chunks_of(pass), sums, data,
+      [&](const PairChunk& c) {
+        sums.add(c), components.add(c);
+        as_is.add(c.logits, c.y, c.train);
+      },
+      [&] {
+        for (auto k : key) maps.push_back(sums.excluded({k}));
+        maps.push_back(sums.excluded(key));
+        maps.push_back(sums.restricted(key));
+        for (const auto& pool : draws) maps.push_back(sums.excluded(pool));
+        if (!largest.empty()) maps.push_back(sums.excluded(largest));
+        scored.resize(maps.size());
+        rebuilt = {components.coefficients(false), components.coefficients(true)};
+      },
+      [&](const PairChunk& c) {
+        for (size_t i = 0; i < maps.size(); ++i) sums.score(maps[i], c, scored[i]);
+        for (size_t i = 0; i < rebuilt.size(); ++i)
+          scored_rebuilt[i].add(components.rebuilt(c, rebuilt[i]), c.y, c.train);
+      });
+  std::vector<AblationResult> out;
+  out.push_back(result("model as is", "none", {}, as_is.splits()));
+  size_t at = 0;
+  for (auto k : key) out.push_back(result("remove key freq " + std::to_string(k), "logits", {k}, scored[at++].splits()));
+  out.push_back(result("remove all key freqs (excluded)", "logits", key, scored[at++].splits()));
+  out.push_back(result("keep only key freqs (restricted)", "logits", key, scored[at++].splits()));
+  out.push_back(result("remove all non-key components", "logits", key, scored_rebuilt[0].splits()));
+  out.push_back(result("keep only within-frequency key components", "logits", key, scored_rebuilt[1].splits()));
+  if (!largest.empty()) {
+    std::vector<Splits> each;
+    for (size_t d = 0; d < draws.size(); ++d) each.push_back(scored[at++].splits());
+    out.push_back(mean_of("remove " + std::to_string(key.size()) + " random non-key freqs (control)", "logits", each));
+    out.push_back(result("remove " + std::to_string(largest.size()) + " largest non-key freqs (control)", "logits",
+                         largest, scored[at++].splits()));
   }
 
   // ---- neurons: the hidden activations projected onto the directions W_L reads, or off them ----
-  if (reading && cache.mlp_post.defined()) {
-    *reading = read_neuron_logit_map(model, data, cache, key);
+  if (reading && !readout_of(model).neuron_to_logits.empty()) {
+    *reading = read_neuron_logit_map(model, data, key, &pass);
     const auto& rd = *reading;
     out.push_back({"hidden acts onto W_L's " + std::to_string(rd.directions) + " key directions", "neurons", key, rd.projected.train,
                    rd.projected.test, rd.projected.all, 1});
@@ -329,19 +557,20 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   }
 
   // ---- weight space: the frequencies' components of the operand embeddings projected out ----
-  auto with_embedding = [&](const std::vector<torch::Tensor>& embeddings) {
-    return all_logits(with_operand_embeddings(model, embeddings));
+  auto with_embedding = [&](const std::vector<int64_t>& freqs, bool keep) {
+    return evaluate_pairs(with_operand_embeddings(model, project_out_embedding(model, cycle, freqs, keep)), data,
+                          opts.chunk);
   };
-  out.push_back(row("remove all key freqs from " + W_E, "weights", key, with_embedding(project_out_embedding(model, cycle, key, false))));
-  out.push_back(row("keep only key freqs in " + W_E, "weights", key, with_embedding(project_out_embedding(model, cycle, key, true))));
+  out.push_back(result("remove all key freqs from " + W_E, "weights", key, with_embedding(key, false)));
+  out.push_back(result("keep only key freqs in " + W_E, "weights", key, with_embedding(key, true)));
   if (!largest.empty()) {
     // The same controls in weight space.
-    out.push_back(random_control("remove " + std::to_string(key.size()) + " random non-key freqs from " + W_E + " (control)",
-                                 "weights", non_key, key.size(), opts, [&](const std::vector<int64_t>& pool) {
-                                   return row("", "weights", pool, with_embedding(project_out_embedding(model, cycle, pool, false)));
-                                 }));
-    out.push_back(row("remove " + std::to_string(largest.size()) + " largest non-key freqs from " + W_E + " (control)", "weights",
-                      largest, with_embedding(project_out_embedding(model, cycle, largest, false))));
+    std::vector<Splits> each;
+    for (const auto& pool : draws) each.push_back(with_embedding(pool, false));
+    out.push_back(mean_of("remove " + std::to_string(key.size()) + " random non-key freqs from " + W_E + " (control)",
+                          "weights", each));
+    out.push_back(result("remove " + std::to_string(largest.size()) + " largest non-key freqs from " + W_E + " (control)",
+                         "weights", largest, with_embedding(largest, false)));
   }
   return out;
 }

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "grokking/analysis.hpp"
 #include "grokking/error.hpp"
@@ -9,12 +10,12 @@ namespace grokking {
 // The paper's reading of W_L (section 4.2): W_L ~ sum_k cos(w_k) u_k^T + sin(w_k) v_k^T, and the
 // terms u_k . MLP(a, b), v_k . MLP(a, b) ~ multiples of cos(w_k(a+b)), sin(w_k(a+b)); and its
 // ablations in section 4.4 (the MLP activations projected onto those directions, or off them).
-NeuronLogitReading read_neuron_logit_map(const Model& model, const Dataset& data, const Cache& all_pairs,
-                                         const std::vector<int64_t>& freqs) {
+NeuronLogitReading read_neuron_logit_map(const Model& model, const Dataset& data, const std::vector<int64_t>& freqs,
+                                         PairPass* pass) {
   torch::NoGradGuard no_grad;
   const Cycle cycle = cycle_of(model.config().task);
   const int64_t n = cycle.n;
-  if (!all_pairs.mlp_post.defined())
+  if (readout_of(model).neuron_to_logits.empty())
     throw UsageError("model.kind \"" + model.config().model.kind + "\" has no hidden neurons for W_L to read (attn_only)");
   for (auto k : freqs)
     if (k < 1 || k > n_frequencies(n))
@@ -50,18 +51,46 @@ NeuronLogitReading read_neuron_logit_map(const Model& model, const Dataset& data
     r.top_share = total > 0 ? top / total : 0.0;
   }
 
-  // Table 1: each direction's reading of the activations over the pairs on the cycle.
-  const auto grid = cycle_grid(cycle, data.all_x);
-  const auto acts = all_pairs.mlp_post.to(torch::kCPU, torch::kFloat64);  // [N, m]
-  const auto on_grid = acts.index_select(0, grid);                         // [n^2, m]
-  const auto read = on_grid.matmul(coeffs.t());                            // [n^2, 2K]
-  const auto centred = read - read.mean(0, true);
-  const auto dirs = relation_directions(cycle, data.all_x, freqs).index_select(1, grid);  // [2K, n^2]
+  // Section 4.4: the activations projected onto span{u_k, v_k} or its complement; the logits move
+  // by the change through W_L (the rest of the forward is untouched).
+  const auto Q = rows.empty() ? torch::zeros({wl.size(1), 0}, torch::kFloat64)
+                              : std::get<0>(at::linalg_qr(coeffs.t()));  // [m, 2K] orthonormal
+  const auto W = W_L.t();                                              // [m, C]
+
+  // One pass over the pairs in chunks. Table 1: each direction's reading of the activations over
+  // the pairs on the cycle, u_k . MLP(a, b): its variance there (sums less the first pair's
+  // reading, so that a large mean costs no precision) and its dot product with cos or sin
+  // (w_k(a+b)) (the directions sum to zero over the cycle's grid: centring does not change it).
+  const auto index_of = torch::tensor(cycle.index_of, torch::kInt64);
+  auto read_sum = torch::zeros({int64_t(rows.size())}, torch::kFloat64), read_sq = read_sum.clone(), along = read_sum.clone();
+  torch::Tensor shift;
+  double on_cycle_pairs = 0;
+  SplitSums as_is, projected, null_space;
+  std::optional<PairPass> own;
+  if (!pass) pass = &own.emplace(model);
+  pass->each([&](int64_t first, const Cache& c) {
+    const int64_t n_rows = c.logits.size(0);
+    const auto x = data.all_x.narrow(0, first, n_rows);
+    const auto y = data.all_y.narrow(0, first, n_rows), train = data.train_mask.narrow(0, first, n_rows);
+    const auto acts = c.mlp_post.to(torch::kCPU, torch::kFloat64);  // [rows, m]
+    const auto logits = c.logits.to(torch::kCPU, torch::kFloat64);
+    const auto on = index_of.index_select(0, x.select(1, 0)).ge(0).logical_and(index_of.index_select(0, x.select(1, 1)).ge(0));
+    const auto grid = on.nonzero().squeeze(1);
+    auto read = acts.index_select(0, grid).matmul(coeffs.t());  // [grid rows, 2K]
+    if (!shift.defined() && read.size(0) > 0) shift = read[0].clone();
+    if (shift.defined()) read = read - shift;
+    read_sum += read.sum(0), read_sq += read.pow(2).sum(0);
+    along += (relation_directions(cycle, x, freqs).index_select(1, grid) * read.t()).sum(1);
+    on_cycle_pairs += double(grid.size(0));
+    const auto onto = acts.matmul(Q).matmul(Q.t());
+    as_is.add(logits, y, train);
+    projected.add(logits + (onto - acts).matmul(W), y, train);
+    null_space.add(logits - onto.matmul(W), y, train);
+  });
+  const auto var = (read_sq - read_sum.pow(2) / std::max(on_cycle_pairs, 1.0)).contiguous();
   for (size_t i = 0; i < rows.size(); ++i) {
-    auto x = centred.select(1, int64_t(i));
-    const double var = x.pow(2).sum().item<double>();
-    const double along = dirs[int64_t(i)].dot(x).item<double>();  // each direction sums to 0 over the grid
-    const double fve = var > 0 ? along * along / var : 0.0;
+    const double v = var[int64_t(i)].item<double>(), a = along[int64_t(i)].item<double>();
+    const double fve = v > 0 ? a * a / v : 0.0;
     if (is_cos[i]) {
       r.fve_cos.push_back(fve);
       if (i + 1 == rows.size() || is_cos[i + 1]) r.fve_sin.push_back(std::nan(""));  // k = n/2: no sin row
@@ -69,17 +98,7 @@ NeuronLogitReading read_neuron_logit_map(const Model& model, const Dataset& data
       r.fve_sin.push_back(fve);
     }
   }
-
-  // Section 4.4: the activations projected onto span{u_k, v_k} or its complement; the logits move
-  // by the change through W_L (the rest of the forward is untouched).
-  const auto Q = rows.empty() ? torch::zeros({acts.size(1), 0}, torch::kFloat64)
-                              : std::get<0>(at::linalg_qr(coeffs.t()));  // [m, 2K] orthonormal
-  const auto onto = acts.matmul(Q).matmul(Q.t());
-  const auto logits = all_pairs.logits.to(torch::kCPU, torch::kFloat64);
-  const auto W = W_L.t();  // [m, C]
-  r.model = evaluate_splits(logits, data.all_y, data.train_mask);
-  r.projected = evaluate_splits(logits + (onto - acts).matmul(W), data.all_y, data.train_mask);
-  r.null_space = evaluate_splits(logits - onto.matmul(W), data.all_y, data.train_mask);
+  r.model = as_is.splits(), r.projected = projected.splits(), r.null_space = null_space.splits();
   return r;
 }
 

@@ -113,9 +113,13 @@ torch::Tensor relation_directions(const Cycle& c, const torch::Tensor& pairs, co
     dirs.push_back(torch::cos(phase) * mask);
     if (2 * k != c.n) dirs.push_back(torch::sin(phase) * mask);  // sin(pi t) is 0 at every integer t
   }
-  for (auto& d : dirs) {
-    const double norm = d.norm().item<double>();
-    if (norm > 0) d = d / norm;
+  // Unit length over the whole grid, whichever of its pairs are given (a chunk of them): each
+  // value of i + s j occurs n times there, so |cos|^2 = n^2 / 2 (n^2 at k = n/2) and |sin|^2 = n^2 / 2.
+  size_t at = 0;
+  for (auto k : freqs) {
+    const double half = double(c.n) * double(c.n) / 2.0;
+    dirs[at++] /= std::sqrt(2 * k == c.n ? 2 * half : half);
+    if (2 * k != c.n) dirs[at++] /= std::sqrt(half);
   }
   if (dirs.empty()) return torch::zeros({0, n_pairs}, torch::kFloat64);
   return torch::stack(dirs);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "grokking/error.hpp"
@@ -115,11 +116,6 @@ Model with_operand_embeddings(const Model& model, const std::vector<torch::Tenso
   return copy;
 }
 
-Cache run_all_pairs(const Model& model) {
-  require_fourier_basis(model.config().task);
-  return run_pair_forward(model);
-}
-
 Cache run_pair_forward(const Model& model) {
   torch::NoGradGuard no_grad;
   (void)readout_of(model);
@@ -190,8 +186,6 @@ double gini_wl_frequencies(const Model& model, const Cycle& cycle) {
   return gini(frequency_norms(on_cycle(neuron_logit_map(model), cycle)));
 }
 
-FourierReport analyse_fourier(const Model& model) { return analyse_fourier(model, run_all_pairs(model)); }
-
 namespace {
 // The embedding's and unembedding's spectra over the cycle's indices; W_L's where there are neurons.
 void read_weight_spectra(FourierReport& r, const Model& model, const Cycle& cycle, const PairReadout& readout) {
@@ -219,19 +213,13 @@ void read_weight_spectra(FourierReport& r, const Model& model, const Cycle& cycl
 
 }
 
-// The attention of "=" to a, per head, as a function of a (mean over b), and over (a, b).
-void read_attention(FourierReport& r, const Model& model, const Cache& all_pairs, const Cycle& cycle) {
-  const auto& cfg = model.config();
-  const int64_t p = model.shape().operand_values, n = cycle.n;
-  auto pattern = all_pairs.attn_pattern.to(torch::kCPU, torch::kFloat64);  // [N, h, 3]
-  auto to_a = pattern.select(2, 0);                                         // [N, h]
-  auto a_tok = make_dataset(cfg.task).all_x.select(1, 0);  // [N]
-  const int64_t h = to_a.size(1);
-  auto sum = torch::zeros({p, h}, torch::kFloat64).index_add_(0, a_tok, to_a);
-  auto count = torch::zeros({p}, torch::kFloat64).index_add_(0, a_tok, torch::ones({a_tok.size(0)}, torch::kFloat64));
-  auto by_a = on_cycle(sum / count.clamp_min(1).unsqueeze(1), cycle);  // [n, h]
+// The attention of "=" to a, per head, as a function of a (mean over b: by_a, [p, heads]), and
+// over (a, b) on the cycle (spectrum, read as the neurons' is).
+void read_attention(FourierReport& r, const Cycle& cycle, const torch::Tensor& mean_by_a, const NeuronSpectrum& spectrum) {
+  auto by_a = on_cycle(mean_by_a, cycle);  // [n, h]
   r.attn_by_a = by_a;
   auto mean = by_a.mean(0);
+  const int64_t h = by_a.size(1);
   for (int64_t head = 0; head < h; ++head) {
     auto norms = frequency_norms(by_a.select(1, head).unsqueeze(1));
     r.attn_a_const.push_back(mean[head].item<double>());
@@ -240,9 +228,6 @@ void read_attention(FourierReport& r, const Model& model, const Cache& all_pairs
     r.attn_key.push_back(best != norms.end() && *best > 1e-6 ? int64_t(best - norms.begin()) + 1 : 0);
     r.attn_a_norm.push_back(std::move(norms));
   }
-  auto grid = to_a;
-  if (n != p) grid = grid.index_select(0, cycle_grid(cycle, make_dataset(cfg.task).all_x));
-  auto spectrum = neuron_spectrum(grid, n);
   auto [best_frac, best_k] = spectrum.frac.max(0);
   for (int64_t head = 0; head < h; ++head) {
     const bool flat = spectrum.variance[head].item<double>() < 1e-20;
@@ -251,38 +236,23 @@ void read_attention(FourierReport& r, const Model& model, const Cache& all_pairs
   }
 }
 
-// The logits' 2-D Fourier transform over the cycle's (i, j) grid.
-void read_logit_spectrum(FourierReport& r, const Cache& all_pairs, const Cycle& cycle, const torch::Tensor& all_x,
-                         int64_t p) {
-  const int64_t n = cycle.n;
-  auto logits = all_pairs.logits.to(torch::kCPU, torch::kFloat64);
-  if (n != p) logits = logits.index_select(0, cycle_grid(cycle, all_x));
-  auto F = fourier_basis(n);
-  auto L = logits.reshape({n, n, logits.size(1)});                                     // [i, j, c]
-  auto C = torch::tensordot(F, torch::tensordot(F, L, {1}, {0}), {1}, {1});           // [j', i', c]
-  r.logit_2d_norm = C.pow(2).sum(2).sqrt().t().contiguous();                           // [i', j']
-}
-
-// The hidden neurons: the 2-D Fourier transform of their centred activations over (a, b), each
-// neuron's best frequency and its share; the key frequencies by neuron clusters.
-void read_neurons(FourierReport& r, const Cache& all_pairs, const Cycle& cycle, const torch::Tensor& all_x, int64_t p) {
-  const int64_t n = cycle.n, nf = n_frequencies(n);
+// The hidden neurons (spectrum: the 2-D Fourier spectrum of their activations over (a, b) on the
+// cycle; none without hidden neurons): each neuron's best frequency and its share; the key
+// frequencies by neuron clusters.
+void read_neurons(FourierReport& r, const Cycle& cycle, const NeuronSpectrum* spectrum) {
+  const int64_t nf = n_frequencies(cycle.n);
   r.neurons_per_freq.assign(size_t(nf), 0);
   r.neurons_per_freq_85.assign(size_t(nf), 0);
   r.neuron_frac_hist.assign(10, 0);
   if (r.wl_norm.empty()) r.wl_norm.assign(size_t(nf), std::numeric_limits<double>::quiet_NaN());
-  if (!all_pairs.mlp_post.defined()) {  // no hidden neurons (attention only)
+  if (!spectrum) {  // no hidden neurons (attention only)
     r.neuron_frac_matrix = torch::zeros({nf, 0}, torch::kFloat64);
     return;
   }
-  const int64_t m = all_pairs.mlp_post.size(1);
-  // The activations on the cycle's (i, j) grid; for add and sub that is every pair as it is.
-  auto acts = all_pairs.mlp_post;
-  if (n != p) acts = acts.index_select(0, cycle_grid(cycle, all_x).to(acts.device()));
-  auto spectrum = neuron_spectrum(acts, n);
-  r.neuron_frac_matrix = spectrum.frac;
-  auto [best_frac_t, best_k_t] = spectrum.frac.max(0);
-  auto tot = spectrum.variance.contiguous(), best_frac = best_frac_t.contiguous(), best_k = best_k_t.contiguous();
+  const int64_t m = spectrum->frac.size(1);
+  r.neuron_frac_matrix = spectrum->frac;
+  auto [best_frac_t, best_k_t] = spectrum->frac.max(0);
+  auto tot = spectrum->variance.contiguous(), best_frac = best_frac_t.contiguous(), best_k = best_k_t.contiguous();
   const double* tot_v = tot.data_ptr<double>();
   const double* frac_v = best_frac.data_ptr<double>();
   const int64_t* k_v = best_k.data_ptr<int64_t>();
@@ -316,7 +286,39 @@ void read_neurons(FourierReport& r, const Cache& all_pairs, const Cycle& cycle, 
 }
 }  // namespace
 
-FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
+namespace {
+// The logits' 2-D Fourier transform over the cycle's (i, j) grid, columns j' in [first, first +
+// cols) of it, accumulated over chunks of pairs: G[i, j', c] = sum_j F[j', j] L[(i, j), c]
+// while the chunks come, then F G, squared and summed over the classes.
+class LogitSpectrumBlock {
+ public:
+  LogitSpectrumBlock(const torch::Tensor& F, int64_t classes, int64_t first, int64_t cols)
+      : F_(F), Fj_(F.narrow(0, first, cols)), G_(torch::zeros({F.size(0), cols, classes}, torch::kFloat64)) {}
+  // logits [rows, C] of pairs on the grid at (i, j), in row-major order of the pairs: each run of
+  // one i at once.
+  void add(const torch::Tensor& logits, const torch::Tensor& i, const torch::Tensor& j) {
+    const auto L = logits.to(torch::kCPU, torch::kFloat64);
+    const auto iv = i.contiguous();
+    const int64_t* ip = iv.data_ptr<int64_t>();
+    const int64_t rows = L.size(0);
+    for (int64_t start = 0; start < rows;) {
+      int64_t end = start + 1;
+      while (end < rows && ip[end] == ip[start]) ++end;
+      G_[ip[start]] += Fj_.index_select(1, j.narrow(0, start, end - start)).matmul(L.narrow(0, start, end - start));
+      start = end;
+    }
+  }
+  torch::Tensor norms() const {  // [n (i'), cols (j')]
+    const int64_t n = G_.size(0);
+    return F_.matmul(G_.view({n, -1})).view(G_.sizes()).pow(2).sum(2).sqrt();
+  }
+
+ private:
+  torch::Tensor F_, Fj_, G_;
+};
+}  // namespace
+
+FourierReport analyse_fourier(const Model& model, const PairBounds& bounds) {
   torch::NoGradGuard no_grad;
   const Cycle cycle = cycle_of(model.config().task);
   const PairReadout& readout = readout_of(model);
@@ -325,10 +327,63 @@ FourierReport analyse_fourier(const Model& model, const Cache& all_pairs) {
   r.cycle = cycle;
   r.embedding_label = readout.embedding_label;
   read_weight_spectra(r, model, cycle, readout);
-  if (readout.attention) read_attention(r, model, all_pairs, cycle);
-  const auto all_x = make_dataset(model.config().task).all_x;
-  read_logit_spectrum(r, all_pairs, cycle, all_x, r.p);
-  read_neurons(r, all_pairs, cycle, all_x, r.p);
+
+  // One pass over the pairs in chunks for the neurons, the attention and the first columns of
+  // the logits' spectrum; one more for each further block of its columns.
+  const int64_t n = cycle.n, p = r.p;
+  const auto x = make_dataset(model.config().task).all_x;
+  const auto index_of = torch::tensor(cycle.index_of, torch::kInt64);
+  PairPass pass(model, bounds.chunk, bounds.hold_bytes);
+  const int64_t classes = model.param(readout.unembed).size(1);
+  const int64_t cols = std::clamp<int64_t>(int64_t(bounds.block_bytes / (8.0 * double(n * classes))), 1, n);
+  const int64_t passes = (n + cols - 1) / cols;
+  ProgressScope scope("fourier, " + std::to_string(passes) + (passes == 1 ? " pass" : " passes") + " over " +
+                          std::to_string(pass.pairs()) + " pairs",
+                      size_t(passes * pass.chunks()));
+  const auto F = fourier_basis(n);
+  std::optional<SpectrumSums> neurons, heads;
+  torch::Tensor attn_sum, attn_count;
+  std::vector<torch::Tensor> logit_cols;
+  for (int64_t first_col = 0; first_col < n; first_col += cols) {
+    LogitSpectrumBlock block(F, classes, first_col, std::min(cols, n - first_col));
+    pass.each([&](int64_t first, const Cache& c) {
+      const int64_t rows = c.logits.size(0);
+      const auto xs = x.narrow(0, first, rows);
+      auto i = index_of.index_select(0, xs.select(1, 0)), j = index_of.index_select(0, xs.select(1, 1));
+      torch::Tensor on;  // the rows on the cycle's grid (all of them under add and sub)
+      if (n != p) {
+        on = i.ge(0).logical_and(j.ge(0)).nonzero().squeeze(1);
+        i = i.index_select(0, on), j = j.index_select(0, on);
+      }
+      auto grid = [&](const torch::Tensor& t) { return on.defined() ? t.index_select(0, on.to(t.device())) : t; };
+      block.add(grid(c.logits), i, j);
+      if (first_col > 0) return;
+      if (c.mlp_post.defined()) {
+        if (!neurons) neurons.emplace(n, c.mlp_post.size(1));
+        neurons->add(grid(c.mlp_post), i, j);
+      }
+      if (readout.attention) {
+        const auto to_a = c.attn_pattern.select(2, 0).to(torch::kCPU, torch::kFloat64);  // [rows, heads]
+        if (!heads) {
+          heads.emplace(n, to_a.size(1));
+          attn_sum = torch::zeros({p, to_a.size(1)}, torch::kFloat64), attn_count = torch::zeros({p}, torch::kFloat64);
+        }
+        const auto a_tok = xs.select(1, 0);
+        attn_sum.index_add_(0, a_tok, to_a);
+        attn_count.index_add_(0, a_tok, torch::ones({rows}, torch::kFloat64));
+        heads->add(grid(to_a), i, j);
+      }
+    });
+    logit_cols.push_back(block.norms());
+  }
+  r.logit_2d_norm = torch::cat(logit_cols, 1).contiguous();  // [i', j']
+  if (heads) read_attention(r, cycle, attn_sum / attn_count.clamp_min(1).unsqueeze(1), heads->spectrum());
+  if (neurons) {
+    const auto spectrum = neurons->spectrum();
+    read_neurons(r, cycle, &spectrum);
+  } else {
+    read_neurons(r, cycle, nullptr);
+  }
   return r;
 }
 

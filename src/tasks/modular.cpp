@@ -116,7 +116,7 @@ const TaskKind& modular_task() {
     k.keys = {
         choice_key("operation", "add", operation_names(), "binary operation mod p (Power et al. 2022)"),
         integer_key("p", 113, 2, 4096, "modulus P; vocabulary is P numbers plus \"=\"",
-                    "all P^2 pairs are evaluated at once: 4096^2 pairs already hold gigabytes of activations"),
+                    "a full-batch step runs every training pair at once: a fraction of 4096^2 pairs already holds gigabytes of activations"),
         real_key("frac_train", 0.3, 0, true, 1, true, "fraction of all pairs in the training set"),
     };
     k.size_key = "p";
