@@ -134,6 +134,8 @@ TEST_CASE("the Fourier analysis in chunks of pairs and blocks of columns gives t
     CHECK(torch::allclose(whole.neuron_frac_matrix, spectrum.frac, 1e-4, 1e-6));
     CHECK(parts.neuron_freq == whole.neuron_freq);
     CHECK(parts.key_neurons == whole.key_neurons);
+    CHECK(key_frequencies(model) == whole.key_neurons);  // one pass, no logit spectrum
+    CHECK(!analyse_fourier(model, small, false).logit_2d_norm.defined());
     // The attention to a: its mean over b, and its spectrum over (a, b).
     const auto to_a = all.attn_pattern.select(2, 0).to(torch::kFloat64);
     const auto by_a = torch::zeros({cycle.p, to_a.size(1)}, torch::kFloat64)

@@ -160,7 +160,11 @@ struct PairBounds {
   double hold_bytes = 256e6;
   double block_bytes = 256e6;
 };
-FourierReport analyse_fourier(const Model& model, const PairBounds& bounds = {});
+// Without `logit_spectrum`, logit_2d_norm is left empty: one pass over the pairs, where the
+// logits' 2-D spectrum may take several (what key_frequencies needs).
+FourierReport analyse_fourier(const Model& model, const PairBounds& bounds = {}, bool logit_spectrum = true);
+// The key frequencies by the neuron method (FourierReport::key_neurons), in one pass.
+std::vector<int64_t> key_frequencies(const Model& model);
 
 // MLP activations acts [P^2, m] over all pairs (a, b) in row-major order: for each neuron, its
 // variance over the pairs and the fraction of it in each frequency k's {const, cos k, sin k}^2

@@ -206,7 +206,7 @@ int run_patch(const AnalysisOptions& opts) {
     for (auto k : read_restricted(model_logit_sums(model, gs, make_dataset(ck.config.task)), gs, {}).rule)
       keys.push_back(int64_t(k) + 1);
   } else if (caps.has(Capability::cycle)) {
-    keys = analyse_fourier(model).key_neurons;
+    keys = key_frequencies(model);
   }
   const PatchReport r = patch(model, sets, keys, opts.draws, opts.seed);
   if (!run_dir.empty() && opts.pairs_file.empty()) write_files(run_dir, r, caps);

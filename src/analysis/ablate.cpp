@@ -477,7 +477,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   const int64_t nf = n_frequencies(cycle.n);
   const std::string W_E = readout_of(model).embedding_label;  // how the rows name the operand weights
   std::vector<int64_t> key = opts.freqs;
-  if (key.empty()) key = analyse_fourier(model).key_neurons;
+  if (key.empty()) key = key_frequencies(model);
   for (auto k : key)
     if (k < 1 || k > nf)
       throw UsageError("--freqs: frequency " + std::to_string(k) + " is out of range 1.." + std::to_string(nf));

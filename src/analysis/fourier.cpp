@@ -318,7 +318,7 @@ class LogitSpectrumBlock {
 };
 }  // namespace
 
-FourierReport analyse_fourier(const Model& model, const PairBounds& bounds) {
+FourierReport analyse_fourier(const Model& model, const PairBounds& bounds, bool logit_spectrum) {
   torch::NoGradGuard no_grad;
   const Cycle cycle = cycle_of(model.config().task);
   const PairReadout& readout = readout_of(model);
@@ -336,7 +336,7 @@ FourierReport analyse_fourier(const Model& model, const PairBounds& bounds) {
   PairPass pass(model, bounds.chunk, bounds.hold_bytes);
   const int64_t classes = model.param(readout.unembed).size(1);
   const int64_t cols = std::clamp<int64_t>(int64_t(bounds.block_bytes / (8.0 * double(n * classes))), 1, n);
-  const int64_t passes = (n + cols - 1) / cols;
+  const int64_t passes = logit_spectrum ? (n + cols - 1) / cols : 1;
   ProgressScope scope("fourier, " + std::to_string(passes) + (passes == 1 ? " pass" : " passes") + " over " +
                           std::to_string(pass.pairs()) + " pairs",
                       size_t(passes * pass.chunks()));
@@ -344,8 +344,8 @@ FourierReport analyse_fourier(const Model& model, const PairBounds& bounds) {
   std::optional<SpectrumSums> neurons, heads;
   torch::Tensor attn_sum, attn_count;
   std::vector<torch::Tensor> logit_cols;
-  for (int64_t first_col = 0; first_col < n; first_col += cols) {
-    LogitSpectrumBlock block(F, classes, first_col, std::min(cols, n - first_col));
+  for (int64_t first_col = 0, pass_at = 0; pass_at < passes; first_col += cols, ++pass_at) {
+    LogitSpectrumBlock block(F, classes, first_col, logit_spectrum ? std::min(cols, n - first_col) : 0);
     pass.each([&](int64_t first, const Cache& c) {
       const int64_t rows = c.logits.size(0);
       const auto xs = x.narrow(0, first, rows);
@@ -356,7 +356,7 @@ FourierReport analyse_fourier(const Model& model, const PairBounds& bounds) {
         i = i.index_select(0, on), j = j.index_select(0, on);
       }
       auto grid = [&](const torch::Tensor& t) { return on.defined() ? t.index_select(0, on.to(t.device())) : t; };
-      block.add(grid(c.logits), i, j);
+      if (logit_spectrum) block.add(grid(c.logits), i, j);
       if (first_col > 0) return;
       if (c.mlp_post.defined()) {
         if (!neurons) neurons.emplace(n, c.mlp_post.size(1));
@@ -374,9 +374,9 @@ FourierReport analyse_fourier(const Model& model, const PairBounds& bounds) {
         heads->add(grid(to_a), i, j);
       }
     });
-    logit_cols.push_back(block.norms());
+    if (logit_spectrum) logit_cols.push_back(block.norms());
   }
-  r.logit_2d_norm = torch::cat(logit_cols, 1).contiguous();  // [i', j']
+  if (logit_spectrum) r.logit_2d_norm = torch::cat(logit_cols, 1).contiguous();  // [i', j']
   if (heads) read_attention(r, cycle, attn_sum / attn_count.clamp_min(1).unsqueeze(1), heads->spectrum());
   if (neurons) {
     const auto spectrum = neurons->spectrum();
@@ -386,5 +386,7 @@ FourierReport analyse_fourier(const Model& model, const PairBounds& bounds) {
   }
   return r;
 }
+
+std::vector<int64_t> key_frequencies(const Model& model) { return analyse_fourier(model, {}, false).key_neurons; }
 
 }  // namespace grokking

@@ -335,7 +335,7 @@ RunProgress measure_progress(const std::string& dir, const std::vector<int64_t>&
     out.irrep_excluded.resize(list.size()), out.irrep_restricted.resize(list.size());
     out.irrep_heldout.resize(list.size());
   } else {
-    if (out.key_freqs.empty()) out.key_freqs = analyse_fourier(model_from_checkpoint(final_ck)).key_neurons;
+    if (out.key_freqs.empty()) out.key_freqs = key_frequencies(model_from_checkpoint(final_ck));
     cycle = cycle_of(final_ck.config.task);
     for (auto k : out.key_freqs)
       if (k < 1 || k > n_frequencies(cycle->n))

@@ -130,9 +130,9 @@ GROKKING_CLONES void forward_block(const float* __restrict__ q, const float* __r
   }
 }
 
-// One (sequence, head) block backward: d q, d k, d v (rows of stride rs, accumulated) from d z
+// One (sequence, head) block backward: d q, d k, d v (rows of stride rs, each written once) from d z
 // (stride zs) and the saved pattern p. Every inner loop runs over the keys j <= i, on transposed
-// [D, T] buffers: kt, vt (the block's keys and values), dkt, dvt (their gradients, added to d k
+// [D, T] buffers: kt, vt (the block's keys and values), dkt, dvt (their gradients, written to d k
 // and d v at the end); ds: [T, T] floats, the gradient at the scores.
 GROKKING_CLONES void backward_block(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                     const float* __restrict__ gz, const float* __restrict__ p, float* __restrict__ dq,
@@ -166,7 +166,7 @@ GROKKING_CLONES void backward_block(const float* __restrict__ q, const float* __
     const float dot = dot_of(d, pr, n);
     for (int64_t j = 0; j < n; ++j) d[j] = pr[j] * (d[j] - dot) * scale;  // d of q_i . k_j
     float* dqr = dq + i * rs;
-    for (int64_t e = 0; e < D; ++e) dqr[e] += dot_of(d, kt + e * T, n);
+    for (int64_t e = 0; e < D; ++e) dqr[e] = dot_of(d, kt + e * T, n);
   }
   // Then per width e: d v_j += sum_i p_ij dz_ie and d k_j += sum_i ds_ij q_ie, four query rows a
   // pass (rows of p and ds are zero past the diagonal), so that each row of dvt and dkt is loaded
@@ -196,8 +196,8 @@ GROKKING_CLONES void backward_block(const float* __restrict__ q, const float* __
   }
   for (int64_t j = 0; j < T; ++j)
     for (int64_t e = 0; e < D; ++e) {
-      dk[j * rs + e] += dkt[e * T + j];
-      dv[j * rs + e] += dvt[e * T + j];
+      dk[j * rs + e] = dkt[e * T + j];
+      dv[j * rs + e] = dvt[e * T + j];
     }
 }
 
@@ -231,7 +231,7 @@ struct CausalAttention : public torch::autograd::Function<CausalAttention> {
     const torch::Tensor& pattern = saved[1];
     const auto dz = grads[0].contiguous();
     const int64_t B = qkv.size(0), T = qkv.size(1), H = qkv.size(3), D = qkv.size(4);
-    auto dqkv = torch::zeros_like(qkv);
+    auto dqkv = torch::empty_like(qkv);  // every element written once by its block
     const float* in = qkv.data_ptr<float>();
     const float* pat = pattern.data_ptr<float>();
     const float* gz = dz.data_ptr<float>();
