@@ -184,10 +184,11 @@ class SpectrumSums {
   NeuronSpectrum spectrum() const;
 
  private:
-  int64_t n_, width_, products_ = 0;
-  torch::Tensor basis_;                // [n, n] float32
-  std::vector<torch::Tensor> blocks_;  // per frequency: the basis rows {const, cos k, sin k}
-  torch::Tensor coeffs_;               // [products, width] float64: each block's row products
+  int64_t n_;
+  torch::Tensor basis_;                 // [n, n] float32
+  std::vector<int64_t> blocks_;         // per frequency: its basis rows {const, cos k, sin k}, counted
+  torch::Tensor u_rows_, v_rows_;       // per product row: the basis row over a, over b
+  torch::Tensor coeffs_;                // [products, width] float64: each block's row products
   torch::Tensor shift_, sum_, sum_sq_;
   double count_ = 0;
 };

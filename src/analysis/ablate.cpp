@@ -7,6 +7,7 @@
 #include <random>
 
 #include "grokking/error.hpp"
+#include "grokking/progress_note.hpp"
 
 namespace grokking {
 
@@ -164,10 +165,11 @@ class RelationSums {
   struct Map {
     torch::Tensor rows, coef, mean;  // the directions' rows, their coefficients [r, C], the mean [C]
     bool remove = false, held_out = false;
+    bool train_only = false;  // scored on the training pairs alone (an excluded loss is read there)
   };
-  Map excluded(const std::vector<int64_t>& freqs) const {
+  Map excluded(const std::vector<int64_t>& freqs, bool train_only = false) const {
     Map m;
-    m.rows = rows_of(freqs), m.coef = D_.index_select(0, m.rows), m.remove = true;
+    m.rows = rows_of(freqs), m.coef = D_.index_select(0, m.rows), m.remove = true, m.train_only = train_only;
     return m;
   }
   Map restricted(const std::vector<int64_t>& freqs) const {
@@ -188,6 +190,12 @@ class RelationSums {
 
   // The chunk's logits under `m`, scored into `s` (a held-out map: its test pairs alone).
   void score(const Map& m, const PairChunk& c, SplitSums& s) const {
+    if (m.train_only) {
+      const auto rows = c.train.nonzero().squeeze(1);
+      const auto kept = c.dirs.index_select(0, m.rows).index_select(1, rows).t().matmul(m.coef);
+      s.add(c.logits.index_select(0, rows) - kept, c.y.index_select(0, rows), c.train.index_select(0, rows));
+      return;
+    }
     const auto kept = c.dirs.index_select(0, m.rows).t().matmul(m.coef);
     if (m.remove) {
       s.add(c.logits - kept, c.y, c.train);
@@ -327,8 +335,8 @@ LossMeasures loss_measures(const Model& model, const Dataset& data, const std::v
       },
       [&] {
         fit.solve();
-        maps = {sums.restricted(key), sums.excluded(key)};
-        for (auto k : key) maps.push_back(sums.excluded({k}));
+        maps = {sums.restricted(key), sums.excluded(key, true)};
+        for (auto k : key) maps.push_back(sums.excluded({k}, true));
         // The held-out restricted loss needs test pairs on the cycle and a key.
         if (!key.empty() && sums.has_test_on_cycle()) maps.push_back(sums.held_out(key));
         scored.resize(maps.size());
@@ -355,13 +363,16 @@ std::vector<double> excluded_loss_by_frequency(const Model& model, const Dataset
   const Cycle cycle = cycle_of(model.config().task);
   const auto freqs = all_frequencies(cycle);
   PairPass pass(model);
+  ProgressScope scope("the excluded loss of each of " + std::to_string(freqs.size()) + " frequencies, 2 passes over " +
+                          std::to_string(pass.pairs()) + " pairs",
+                      2 * size_t(pass.chunks()));
   RelationSums sums(cycle, freqs);
   std::vector<RelationSums::Map> maps;
   std::vector<SplitSums> scored(freqs.size());
   two_passes(
       chunks_of(pass), sums, data, [&](const PairChunk& c) { sums.add(c); },
       [&] {
-        for (auto k : freqs) maps.push_back(sums.excluded({k}));
+        for (auto k : freqs) maps.push_back(sums.excluded({k}, true));
       },
       [&](const PairChunk& c) {
         for (size_t i = 0; i < maps.size(); ++i) sums.score(maps[i], c, scored[i]);
@@ -504,6 +515,10 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
 
   // ---- logit space (the paper's): every class's logits over the pairs, projected ----
   PairPass pass(model, opts.chunk);
+  const bool read_neurons = reading && !readout_of(model).neuron_to_logits.empty();
+  const size_t passes = 2 + (read_neurons ? 1 : 0) + 2 + (largest.empty() ? 0 : draws.size() + 1);  // + weight space
+  ProgressScope scope("ablate, " + std::to_string(passes) + " passes over " + std::to_string(pass.pairs()) + " pairs",
+                      passes * size_t(pass.chunks()));
   RelationSums sums(cycle, all_frequencies(cycle));
   ComponentSums components(cycle, key);
   SplitSums as_is;
@@ -547,7 +562,7 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   }
 
   // ---- neurons: the hidden activations projected onto the directions W_L reads, or off them ----
-  if (reading && !readout_of(model).neuron_to_logits.empty()) {
+  if (read_neurons) {
     *reading = read_neuron_logit_map(model, data, key, &pass);
     const auto& rd = *reading;
     out.push_back({"hidden acts onto W_L's " + std::to_string(rd.directions) + " key directions", "neurons", key, rd.projected.train,

@@ -12,14 +12,19 @@ namespace grokking {
 // The neurons' 2-D Fourier spectra over the pairs (a, b).
 
 SpectrumSums::SpectrumSums(int64_t n, int64_t width)
-    : n_(n), width_(width), basis_(fourier_basis(n).to(torch::kFloat32)) {
+    : n_(n), basis_(fourier_basis(n).to(torch::kFloat32)) {
+  // Per frequency k, the products of its basis rows {const, cos k, sin k} over a (u) and over b
+  // (v), laid out block after block: product row (k, u, v) reads basis row u at i and v at j.
+  std::vector<int64_t> u_rows, v_rows;
   for (int64_t k = 1; k <= n_frequencies(n); ++k) {
     auto rows = frequency_rows(n, k);
     rows.insert(rows.begin(), 0);
-    blocks_.push_back(torch::tensor(rows, torch::kInt64));
-    products_ += int64_t(rows.size() * rows.size());
+    blocks_.push_back(int64_t(rows.size()));
+    for (auto u : rows)
+      for (auto v : rows) u_rows.push_back(u), v_rows.push_back(v);
   }
-  coeffs_ = torch::zeros({products_, width}, torch::kFloat64);
+  u_rows_ = torch::tensor(u_rows, torch::kInt64), v_rows_ = torch::tensor(v_rows, torch::kInt64);
+  coeffs_ = torch::zeros({int64_t(u_rows.size()), width}, torch::kFloat64);
   sum_ = torch::zeros({width}, torch::kFloat64), sum_sq_ = sum_.clone();
 }
 
@@ -33,11 +38,19 @@ void SpectrumSums::add(const torch::Tensor& values, const torch::Tensor& i, cons
   // large mean.
   if (!shift_.defined()) shift_ = x[0].clone();
   x = x - shift_;
-  const auto Fi = basis_.index_select(1, i), Fj = basis_.index_select(1, j);  // [n, rows]
-  std::vector<torch::Tensor> w;
-  for (const auto& b : blocks_)
-    w.push_back((Fi.index_select(0, b).unsqueeze(1) * Fj.index_select(0, b).unsqueeze(0)).reshape({b.size(0) * b.size(0), rows}));
-  coeffs_ += torch::cat(w).matmul(x).to(torch::kFloat64);  // [products, width]
+  // Each run of pairs with one i at once (pairs in row-major order come a row at a time): the
+  // transform over b of the run, Y = F[:, j] x ([n, width]: n s width multiplies), then every
+  // product row (k, u, v) adds F[u, i] Y[v] (9 n/2 rows): n^3 width in all over the grid.
+  const auto iv = i.contiguous();
+  const int64_t* ip = iv.data_ptr<int64_t>();
+  for (int64_t start = 0; start < rows;) {
+    int64_t end = start + 1;
+    while (end < rows && ip[end] == ip[start]) ++end;
+    const auto Y = basis_.index_select(1, j.narrow(0, start, end - start)).matmul(x.narrow(0, start, end - start));
+    const auto at_i = basis_.select(1, ip[start]).index_select(0, u_rows_);  // F[u, i] per product row
+    coeffs_ += (at_i.unsqueeze(1) * Y.index_select(0, v_rows_)).to(torch::kFloat64);
+    start = end;
+  }
   const auto xd = x.to(torch::kFloat64);
   sum_ += xd.sum(0), sum_sq_ += xd.pow(2).sum(0);
   count_ += double(rows);
@@ -51,8 +64,8 @@ NeuronSpectrum SpectrumSums::spectrum() const {
   s.variance = (sum_sq_ - sum_.pow(2) / count_).clamp_min(0);  // the sum of all squared centred coefficients
   std::vector<torch::Tensor> explained;
   int64_t at = 0;
-  for (const auto& b : blocks_) {
-    const int64_t size = b.size(0) * b.size(0);
+  for (const auto b : blocks_) {
+    const int64_t size = b * b;
     // Leave out the first product, (const, const): it is what centring removes.
     explained.push_back(coeffs_.narrow(0, at + 1, size - 1).pow(2).sum(0));
     at += size;
