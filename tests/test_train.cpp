@@ -435,3 +435,24 @@ TEST_CASE("continuous packing: runs of different lengths entering mid-way write 
   }
   CHECK(lengths.size() >= 3);  // the runs really had different lengths
 }
+
+TEST_CASE("the gradient-weight cosine of a minibatch run is the whole training set's, taken a batch at a time", "[train]") {
+  // At epoch 0 nothing has trained yet: the full-batch run and one with batches of 7 measure the
+  // same weights, the latter in chunks of 7 pairs weighted by their share of the mean.
+  std::vector<MetricsRow> first;
+  for (int64_t batch : {0, 7}) {
+    auto cfg = tiny_config();
+    cfg.train.epochs = 1, cfg.train.eval_every = 1, cfg.train.batch_size = batch;
+    const std::string dir = prepare_run(cfg, "gradcos-" + std::to_string(batch));
+    REQUIRE(train(cfg, dir, false, true).status == RunStatus::completed);
+    first.push_back(read_metrics(dir + "/metrics.csv").front());
+  }
+  REQUIRE(first[0].epoch == 0);
+  CHECK(first[1].grad_weight_cos == Approx(first[0].grad_weight_cos).epsilon(1e-5));
+  REQUIRE(first[0].extra.size() == first[1].extra.size());
+  for (size_t i = 0; i < first[0].extra.size(); ++i) {
+    INFO(first[0].extra[i].first);
+    CHECK(first[1].extra[i].second == Approx(first[0].extra[i].second).epsilon(1e-4).margin(1e-7));
+  }
+  CHECK(first[0].grad_weight_cos != 0.0);
+}

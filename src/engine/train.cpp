@@ -461,7 +461,24 @@ class TrainingRun {
     std::vector<std::vector<double>> per_param;  // [replica][trained parameter]
   };
   GradCos grad_weight_cos(const Batch& train) {
-    forward_backward(*model_, train, fast_);
+    // Where training takes minibatches, the gradient of the mean over the measure set is taken a
+    // minibatch at a time, each weighted by its share of the rows (a pair task's loss is a mean
+    // over its rows), so that it needs no more memory than a step.
+    const int64_t rows = train.size(), chunk = tc_.batch_size;
+    if (chunk > 0 && chunk < rows && model_->shape().target == TaskShape::Target::last) {
+      torch::Tensor sum;
+      for (int64_t first = 0; first < rows; first += chunk) {
+        const int64_t n = std::min(chunk, rows - first);
+        forward_backward(*model_, train.slice(first, first + n), fast_);
+        torch::NoGradGuard no_grad;
+        const auto part = model_->flat_grad().to(torch::kFloat64) * (double(n) / double(rows));
+        sum = sum.defined() ? sum + part : part;
+      }
+      torch::NoGradGuard no_grad;
+      model_->flat_grad().copy_(sum);
+    } else {
+      forward_backward(*model_, train, fast_);
+    }
     torch::NoGradGuard no_grad;
     GradCos out;
     auto cos = [](const torch::Tensor& g, const torch::Tensor& w) {
