@@ -67,6 +67,12 @@ void check_seeds(const std::vector<int64_t>& seeds) {
   }
 }
 
+int64_t evaluation_chunk(const TaskShape& shape) {
+  constexpr int64_t most = 16384;
+  if (shape.target != TaskShape::Target::last || shape.classes <= 0) return most;
+  return std::clamp<int64_t>((int64_t(1) << 21) / shape.classes, 256, most);
+}
+
 double estimate_memory_bytes(const Config& c, int64_t replicas) {
   const TaskShape shape = task_shape(c.task);
   const ModelKind& model = find_model_kind(c.model.kind);
@@ -78,8 +84,8 @@ double estimate_memory_bytes(const Config& c, int64_t replicas) {
   const double batch = shape.fresh_batches ? double(c.train.batch_size)
                                            : double(c.train.batch_size > 0 ? c.train.batch_size : shape.train_examples);
   // A step keeps its activations for the backward (about three times the forward's); an
-  // evaluation runs in chunks of at most 16384 examples.
-  const double eval = double(std::min<int64_t>(shape.eval_examples, 16384));
+  // evaluation runs in chunks.
+  const double eval = double(std::min<int64_t>(shape.eval_examples, evaluation_chunk(shape)));
   return 4.0 * double(replicas) * (params * per_param + act * (3 * batch + eval));
 }
 

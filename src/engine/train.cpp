@@ -39,7 +39,7 @@ struct Eval {
 // memory; each chunk weighs by the examples (positions, for a sequence) it scores.
 Eval evaluate(const Model& model, const Batch& batch, bool fast) {
   torch::NoGradGuard no_grad;
-  const int64_t n = batch.size(), chunk = 16384, S = model.replicas();
+  const int64_t n = batch.size(), chunk = evaluation_chunk(model.shape()), S = model.replicas();
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   auto loss_sum = torch::zeros({S}, f64), correct = torch::zeros({S}, f64);
   auto zero_sum = torch::zeros({S}, f64), collapse_sum = torch::zeros({S}, f64);
