@@ -52,7 +52,7 @@ expect 2 "loss_unknown.json: /train/loss: must be one of softmax, stablemax" -- 
 expect 2 "loss_dtype_half.json: /train/loss_dtype: must be one of float64, float32" -- $T "$data/loss_dtype_half.json" --out out
 expect 2 "p0.json: /task/p: must be an integer in \[2, 4096\] \(got 0\)" -- $T "$data/p0.json" --out out
 expect 2 "p1.json: /task/p: must be an integer in \[2, 4096\] \(got 1\)" -- $T "$data/p1.json" --out out
-expect 2 "p_huge.json: /task/p: must be an integer in \[2, 4096\]; all P\^2 pairs are evaluated at once.* \(got 100000\)" -- $T "$data/p_huge.json" --out out
+expect 2 "p_huge.json: /task/p: must be an integer in \[2, 4096\]; a full-batch step runs every training pair at once.* \(got 100000\)" -- $T "$data/p_huge.json" --out out
 expect 2 "p_memory.json: /task/p: too large: .* GB" -- $T "$data/p_memory.json" --out out
 expect 2 "frac0.json: /task/frac_train: must be in \(0, 1\) \(got 0\)" -- $T "$data/frac0.json" --out out
 expect 2 "frac1.json: /task/frac_train: must be in \(0, 1\) \(got 1\)" -- $T "$data/frac1.json" --out out
