@@ -174,6 +174,9 @@ struct NeuronSpectrum {
   torch::Tensor variance;  // [m] float64: sum over pairs of the squared deviation from the mean
 };
 NeuronSpectrum neuron_spectrum(const torch::Tensor& acts, int64_t p);
+// Calls fn(begin, end, value) for each run of equal values of `index` (int64 [rows]): pairs in
+// row-major order come a row of one a at a time.
+void for_each_run(const torch::Tensor& index, const std::function<void(int64_t begin, int64_t end, int64_t value)>& fn);
 // The same over chunks of pairs in any order: add(values [rows, width], i, j) with each pair's
 // indices on the n-grid (int64 [rows]), every (i, j) of the grid once in all, then spectrum().
 // Memory: 9 n/2 + 2 coefficients a column, whatever the number of pairs.

@@ -519,7 +519,12 @@ std::vector<AblationResult> ablate(const Model& model, const Dataset& data, cons
   const size_t passes = 2 + (read_neurons ? 1 : 0) + 2 + (largest.empty() ? 0 : draws.size() + 1);  // + weight space
   ProgressScope scope("ablate, " + std::to_string(passes) + " passes over " + std::to_string(pass.pairs()) + " pairs",
                       passes * size_t(pass.chunks()));
-  RelationSums sums(cycle, all_frequencies(cycle));
+  std::vector<int64_t> used = key;  // the frequencies some row removes or keeps
+  for (const auto& pool : draws) used.insert(used.end(), pool.begin(), pool.end());
+  used.insert(used.end(), largest.begin(), largest.end());
+  std::sort(used.begin(), used.end());
+  used.erase(std::unique(used.begin(), used.end()), used.end());
+  RelationSums sums(cycle, used);
   ComponentSums components(cycle, key);
   SplitSums as_is;
   std::vector<RelationSums::Map> maps;  // each key frequency, all key, restricted, the draws, the largest

@@ -284,9 +284,7 @@ void read_neurons(FourierReport& r, const Cycle& cycle, const NeuronSpectrum* sp
     if (count >= 2 && double(count) >= 0.02 * double(clustered)) r.key_neurons.push_back(k);
   }
 }
-}  // namespace
 
-namespace {
 // The logits' 2-D Fourier transform over the cycle's (i, j) grid, columns j' in [first, first +
 // cols) of it, accumulated over chunks of pairs: G[i, j', c] = sum_j F[j', j] L[(i, j), c]
 // while the chunks come, then F G, squared and summed over the classes.
@@ -298,15 +296,9 @@ class LogitSpectrumBlock {
   // one i at once.
   void add(const torch::Tensor& logits, const torch::Tensor& i, const torch::Tensor& j) {
     const auto L = logits.to(torch::kCPU, torch::kFloat64);
-    const auto iv = i.contiguous();
-    const int64_t* ip = iv.data_ptr<int64_t>();
-    const int64_t rows = L.size(0);
-    for (int64_t start = 0; start < rows;) {
-      int64_t end = start + 1;
-      while (end < rows && ip[end] == ip[start]) ++end;
-      G_[ip[start]] += Fj_.index_select(1, j.narrow(0, start, end - start)).matmul(L.narrow(0, start, end - start));
-      start = end;
-    }
+    for_each_run(i, [&](int64_t begin, int64_t end, int64_t at) {
+      G_[at] += Fj_.index_select(1, j.narrow(0, begin, end - begin)).matmul(L.narrow(0, begin, end - begin));
+    });
   }
   torch::Tensor norms() const {  // [n (i'), cols (j')]
     const int64_t n = G_.size(0);
@@ -378,12 +370,8 @@ FourierReport analyse_fourier(const Model& model, const PairBounds& bounds, bool
   }
   if (logit_spectrum) r.logit_2d_norm = torch::cat(logit_cols, 1).contiguous();  // [i', j']
   if (heads) read_attention(r, cycle, attn_sum / attn_count.clamp_min(1).unsqueeze(1), heads->spectrum());
-  if (neurons) {
-    const auto spectrum = neurons->spectrum();
-    read_neurons(r, cycle, &spectrum);
-  } else {
-    read_neurons(r, cycle, nullptr);
-  }
+  const auto spectrum = neurons ? std::optional<NeuronSpectrum>(neurons->spectrum()) : std::nullopt;
+  read_neurons(r, cycle, spectrum ? &*spectrum : nullptr);
   return r;
 }
 

@@ -11,6 +11,18 @@ namespace grokking {
 
 // The neurons' 2-D Fourier spectra over the pairs (a, b).
 
+void for_each_run(const torch::Tensor& index, const std::function<void(int64_t begin, int64_t end, int64_t value)>& fn) {
+  const auto iv = index.to(torch::kCPU).contiguous();
+  const int64_t* ip = iv.data_ptr<int64_t>();
+  const int64_t rows = iv.size(0);
+  for (int64_t begin = 0; begin < rows;) {
+    int64_t end = begin + 1;
+    while (end < rows && ip[end] == ip[begin]) ++end;
+    fn(begin, end, ip[begin]);
+    begin = end;
+  }
+}
+
 SpectrumSums::SpectrumSums(int64_t n, int64_t width)
     : n_(n), basis_(fourier_basis(n).to(torch::kFloat32)) {
   // Per frequency k, the products of its basis rows {const, cos k, sin k} over a (u) and over b
@@ -41,16 +53,11 @@ void SpectrumSums::add(const torch::Tensor& values, const torch::Tensor& i, cons
   // Each run of pairs with one i at once (pairs in row-major order come a row at a time): the
   // transform over b of the run, Y = F[:, j] x ([n, width]: n s width multiplies), then every
   // product row (k, u, v) adds F[u, i] Y[v] (9 n/2 rows): n^3 width in all over the grid.
-  const auto iv = i.contiguous();
-  const int64_t* ip = iv.data_ptr<int64_t>();
-  for (int64_t start = 0; start < rows;) {
-    int64_t end = start + 1;
-    while (end < rows && ip[end] == ip[start]) ++end;
-    const auto Y = basis_.index_select(1, j.narrow(0, start, end - start)).matmul(x.narrow(0, start, end - start));
-    const auto at_i = basis_.select(1, ip[start]).index_select(0, u_rows_);  // F[u, i] per product row
+  for_each_run(i, [&](int64_t begin, int64_t end, int64_t at) {
+    const auto Y = basis_.index_select(1, j.narrow(0, begin, end - begin)).matmul(x.narrow(0, begin, end - begin));
+    const auto at_i = basis_.select(1, at).index_select(0, u_rows_);  // F[u, i] per product row
     coeffs_ += (at_i.unsqueeze(1) * Y.index_select(0, v_rows_)).to(torch::kFloat64);
-    start = end;
-  }
+  });
   const auto xd = x.to(torch::kFloat64);
   sum_ += xd.sum(0), sum_sq_ += xd.pow(2).sum(0);
   count_ += double(rows);
