@@ -10,6 +10,7 @@
 
 #include "grokking/config.hpp"
 #include "grokking/rundir.hpp"
+#include "grokking/simd.hpp"
 
 namespace grokking::test {
 
@@ -31,6 +32,16 @@ inline Config tiny_config(int64_t p = 11) {
   c.train.device = "cpu";
   return c;
 }
+
+// Runs the hand-written kernels at one instruction set while in scope (simd.hpp), then at the
+// level before: the tests go through every level the CPU has.
+struct ScopedSimd {
+  explicit ScopedSimd(Simd level) : before(simd_level()) { force_simd_level(level); }
+  ~ScopedSimd() { force_simd_level(before); }
+  ScopedSimd(const ScopedSimd&) = delete;
+  ScopedSimd& operator=(const ScopedSimd&) = delete;
+  Simd before;
+};
 
 // A fresh empty directory under the build tree's temporary area.
 inline std::string temp_dir(const std::string& name) {

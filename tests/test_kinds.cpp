@@ -132,8 +132,10 @@ TEST_CASE("the transformer's fast path with the hand-written attention: the gene
       {"[a, b, =], 2 layers attention-only", two_layer_attn_only()},
       {"[a, b, =], pre-LN", pre_ln()},
       {"[a, b, =], post-LN", post_ln()}};
+  for (const auto level : simd_levels())
   for (const auto& [what, cfg] : configs) {
-    INFO(what);
+    test::ScopedSimd simd(level);
+    INFO(what << ", kernels " << simd_name(level));
     Model m(cfg);
     perturb(m);
     auto task = make_task(cfg.task);
@@ -165,7 +167,11 @@ TEST_CASE("the transformer's fast path with the hand-written attention: the gene
   }
   const auto x = make_task(cfg.task)->train_batch(0, 4).x;
   CHECK(m.forward(x).isnan().any().item<bool>());
-  CHECK(m.forward_fast(x).isnan().any().item<bool>());
+  for (const auto level : simd_levels()) {
+    test::ScopedSimd simd(level);
+    INFO("kernels " << simd_name(level));
+    CHECK(m.forward_fast(x).isnan().any().item<bool>());
+  }
 }
 
 TEST_CASE("the MLP's fast path (the first layer as two gathered tables): the generic forward's outputs and gradients",
@@ -380,4 +386,19 @@ TEST_CASE("an analysis that does not apply is refused in one line", "[kinds]") {
   CHECK(error_of([&] { neuron_logit_map(attn); }).find("no hidden neurons") != std::string::npos);
   auto r = analyse_fourier(attn);  // the spectra still apply; no neurons to cluster
   CHECK(r.neuron_freq.empty());
+}
+
+TEST_CASE("the hand-written kernels' instruction sets: the CPU's levels, lowered on request, never raised", "[kinds]") {
+  const auto levels = simd_levels();
+  REQUIRE_FALSE(levels.empty());
+  CHECK(levels.front() == Simd::base);
+  const Simd before = simd_level(), best = levels.back();
+  {
+    test::ScopedSimd simd(Simd::base);
+    CHECK(simd_level() == Simd::base);
+    force_simd_level(Simd::avx512);  // more than some CPUs have: their best instead
+    CHECK(simd_level() == best);
+  }
+  CHECK(simd_level() == before);
+  CHECK(simd_name(Simd::avx2) == "avx2");
 }

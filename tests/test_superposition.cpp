@@ -383,15 +383,17 @@ void check_grads(const Model& m, const torch::Tensor& fast, const torch::Tensor&
 }  // namespace
 
 TEST_CASE("the toy model's fast path computes the generic path's outputs, loss and gradients", "[superposition][model]") {
+  for (const auto level : simd_levels())
   for (const char* activation : {"relu", "linear"}) {
     const std::string act = activation;
     for (const auto& [sparsities, n, d] : std::vector<std::tuple<std::vector<double>, int64_t, int64_t>>{
              {{0.6}, 12, 3}, {{0.0, 0.6, 0.9}, 12, 3}, {{0.0, 0.6, 0.9}, 40, 8}}) {
+      test::ScopedSimd simd(level);
       auto p = toy_pack(act, sparsities, n, d);
       Model& m = *p.model;
       REQUIRE(m.has_fast_path());
-      const std::string where =
-          act + " S=" + std::to_string(sparsities.size()) + " n=" + std::to_string(n) + " fast vs generic ";
+      const std::string where = act + " S=" + std::to_string(sparsities.size()) + " n=" + std::to_string(n) +
+                                " kernels " + simd_name(level) + " fast vs generic ";
       INFO(where);
       {
         torch::NoGradGuard no_grad;
@@ -430,9 +432,11 @@ TEST_CASE("the toy model's fast path computes the generic path's outputs, loss a
 }
 
 TEST_CASE("the toy model's fast step: each replica's gradient is what it computes alone, bit for bit", "[superposition]") {
+  for (const auto level : simd_levels())
   for (const auto& [act, n, m] : std::vector<std::tuple<std::string, int64_t, int64_t>>{
            {"relu", 12, 3}, {"linear", 12, 3}, {"relu", 40, 8}, {"linear", 40, 8}}) {
-    INFO(act << " " << n << " -> " << m);
+    test::ScopedSimd simd(level);
+    INFO(act << " " << n << " -> " << m << ", kernels " << simd_name(level));
     auto p = toy_pack(act, {0.0, 0.6, 0.9}, n, m);
     forward_backward(*p.model, p.batch, true);
     for (int64_t s = 0; s < 3; ++s) {

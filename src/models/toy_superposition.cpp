@@ -7,7 +7,7 @@
 
 #include "grokking/error.hpp"
 #include "grokking/model.hpp"
-#include "clones.hpp"
+#include "simd.hpp"
 
 namespace grokking {
 
@@ -172,14 +172,14 @@ class ToyForward : public torch::autograd::Function<ToyForward> {
 
 // Eight running sums of e[0..32), added pairwise: a fixed order of float additions that the
 // vectoriser keeps (a plain running sum may not be reordered).
-inline float sum32(const float* __restrict__ e) {
+GROKKING_INLINE float sum32(const float* __restrict__ e) {
   float p[8];
   for (int l = 0; l < 8; ++l) p[l] = ((e[l] + e[l + 8]) + e[l + 16]) + e[l + 24];
   return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
 }
 
 // out = in W over a block of kBlockRows examples, feature-major: in [n][B], W [n, m], out [m][B].
-inline void times_w(const float* __restrict__ in, const float* __restrict__ W, float* __restrict__ out, int64_t n,
+GROKKING_INLINE void times_w(const float* __restrict__ in, const float* __restrict__ W, float* __restrict__ out, int64_t n,
                     int64_t m) {
   constexpr int64_t B = kBlockRows;
   for (int64_t j = 0; j < m; ++j) {
@@ -199,13 +199,14 @@ inline void times_w(const float* __restrict__ in, const float* __restrict__ W, f
 // contiguous floats: h = x W, the output, its loss, the gradient at the pre-activation G, W^T G,
 // and the block's sums of (o - t)^2, G and G h^T + x (W^T G)^T (sum32), added in float64 block by
 // block, in example order. x, y [N, n], W [n, m] row-major, I [n]. Returns the loss; dW, db (or
-// null) receive the gradients. Compiled for AVX2 and the baseline as the attention core is (no
-// FMA: both give the same bits).
+// null) receive the gradients. Compiled for each instruction set as the attention core is
+// (simd.hpp).
 constexpr int64_t kSmallModel = 256;
 static_assert(kBlockRows == 32, "sum32 sums one block");
-GROKKING_CLONES double small_step(const float* __restrict__ x, const float* __restrict__ y, const float* __restrict__ W,
-                                  const float* __restrict__ bias, const float* __restrict__ I, int64_t N, int64_t n,
-                                  int64_t m, bool relu, float* __restrict__ dW, float* __restrict__ db) {
+GROKKING_INLINE double small_step_impl(const float* __restrict__ x, const float* __restrict__ y,
+                                       const float* __restrict__ W, const float* __restrict__ bias,
+                                       const float* __restrict__ I, int64_t N, int64_t n, int64_t m, bool relu,
+                                       float* __restrict__ dW, float* __restrict__ db) {
   constexpr int64_t B = kBlockRows;
   std::vector<float> buf(static_cast<size_t>((3 * n + 2 * m + 3) * B));
   float* __restrict__ xT = buf.data();  // [n][B]
@@ -278,6 +279,7 @@ GROKKING_CLONES double small_step(const float* __restrict__ x, const float* __re
   }
   return loss / double(N);
 }
+GROKKING_SIMD_KERNEL(small_step, small_step_impl)
 
 // Whether toy_losses takes this batch and these weights: float32 on the CPU, contiguous, the
 // replica axes matching, and no gradient wanted for the batch.
