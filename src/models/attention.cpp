@@ -32,77 +32,66 @@ constexpr int64_t padded(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes;
 #define GROKKING_LOAD16(v, p) std::memcpy(&(v), (p), sizeof(vf16))
 #define GROKKING_STORE16(p, v) std::memcpy((p), &(v), sizeof(vf16))
 
-// exp(x) for x <= 0 (a softmax's shifted scores), to a few ulp: Cephes's expf, written so that
-// a loop over it vectorises. Below -87 it gives exp(-87), about 1.6e-38.
-GROKKING_INLINE float exp_nonpositive(float x) {
-  // x = max(x, -87) on the bits (for x <= 0 a larger pattern is a more negative float): a float
-  // comparison's select is not vectorised where comparisons may trap, an integer one is.
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  u = u > 0xC2AE0000u ? 0xC2AE0000u : u;  // -87.0f
-  std::memcpy(&x, &u, sizeof x);
+typedef int32_t vi16 __attribute__((vector_size(64)));
+constexpr vi16 kLane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+// Vectors go between functions by reference: passed or returned by value, GCC warns that their
+// registers differ between instruction sets (an ABI that never applies to these, always inlined).
+#define GROKKING_SPLAT(x) (vf16{} + (x))
+
+// exp(x) for x <= 0 (a softmax's shifted scores), lane by lane, to a few ulp: Cephes's expf.
+// Below -87 it gives exp(-87), about 1.6e-38.
+GROKKING_INLINE void exp_nonpositive(vf16& x) {
+  x = x < GROKKING_SPLAT(-87.0f) ? GROKKING_SPLAT(-87.0f) : x;
   // n = x / ln 2 rounded to the nearest integer: adding and taking away 1.5 * 2^23 rounds in the
-  // float unit itself (floor has no SSE2 instruction, so a loop calling it would not vectorise).
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = x - n * 0.693359375f;
+  // float unit itself.
+  const vf16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  vf16 r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  vf16 p = GROKKING_SPLAT(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = (int32_t(n) + 127) << 23;
-  float two_n;
-  std::memcpy(&two_n, &bits, sizeof two_n);
-  return p * two_n;
+  const vi16 bits = (__builtin_convertvector(n, vi16) + 127) << 23;
+  x = p * (vf16)bits;  // the same bits as floats
 }
 
-// Sum and dot product in eight running parts: a float reduction in one accumulator cannot be
-// reordered, so the compiler would not vectorise it.
-GROKKING_INLINE float sum_of(const float* __restrict__ x, int64_t n) {
-  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int u = 0; u < 8; ++u) part[u] += x[j + u];
-  float tail = 0;
-  for (; j < n; ++j) tail += x[j];
-  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7])) + tail;
+// The sum and the largest of a vector's lanes, in a fixed order.
+GROKKING_INLINE float lanes_sum(const vf16& v) {
+  float a[kLanes];
+  std::memcpy(a, &v, sizeof a);
+  for (int64_t w = kLanes / 2; w >= 1; w /= 2)
+    for (int64_t i = 0; i < w; ++i) a[i] += a[i + w];
+  return a[0];
 }
-GROKKING_INLINE float dot_of(const float* __restrict__ x, const float* __restrict__ y, int64_t n) {
-  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int u = 0; u < 8; ++u) part[u] += x[j + u] * y[j + u];
-  float tail = 0;
-  for (; j < n; ++j) tail += x[j] * y[j];
-  return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7])) + tail;
+GROKKING_INLINE float lanes_max(const vf16& v) {
+  float a[kLanes];
+  std::memcpy(a, &v, sizeof a);
+  for (int64_t w = kLanes / 2; w >= 1; w /= 2)
+    for (int64_t i = 0; i < w; ++i) a[i] = a[i + w] > a[i] ? a[i + w] : a[i];
+  return a[0];
 }
 
-// The largest of x[0..n), through the floats' bits mapped to integers in the same order (a
-// float max is not vectorised where comparisons may trap; an integer one is). NaN aside.
-GROKKING_INLINE float max_of(const float* x, int64_t n) {
-  int32_t best = INT32_MIN;
-  for (int64_t j = 0; j < n; ++j) {
-    int32_t b;
-    std::memcpy(&b, x + j, sizeof b);
-    const int32_t key = b ^ ((b >> 31) & 0x7FFFFFFF);
-    best = key > best ? key : best;
+// Sixteen floats of a row of length len from j0 on, zeros past its end (the row's neighbours in
+// memory are not read).
+GROKKING_INLINE void load_row(vf16& v, const float* row, int64_t j0, int64_t len) {
+  if (j0 + kLanes <= len) {
+    GROKKING_LOAD16(v, row + j0);
+  } else {
+    float a[kLanes] = {};
+    std::memcpy(a, row + j0, size_t(std::max<int64_t>(0, len - j0)) * sizeof(float));
+    GROKKING_LOAD16(v, a);
   }
-  const int32_t b = best ^ ((best >> 31) & 0x7FFFFFFF);
-  float out;
-  std::memcpy(&out, &b, sizeof out);
-  return out;
 }
-GROKKING_INLINE bool any_nan(const float* x, int64_t n) {
-  int32_t any = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    int32_t b;
-    std::memcpy(&b, x + j, sizeof b);
-    any |= (b & 0x7FFFFFFF) > 0x7F800000;
+GROKKING_INLINE void store_row(float* row, int64_t j0, int64_t len, const vf16& v) {
+  if (j0 + kLanes <= len) {
+    GROKKING_STORE16(row + j0, v);
+  } else if (j0 < len) {
+    std::memcpy(row + j0, &v, size_t(len - j0) * sizeof(float));
   }
-  return any != 0;
 }
 
 // Rows r0..r3 of a [rows, K] matrix a (row stride as) times the [K, 16] tile b (row stride bs):
@@ -120,20 +109,44 @@ GROKKING_INLINE void tile_4x16(const float* const* a, const float* b, int64_t bs
   out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
 }
 
-// Row i's softmax over its first n scores (s: a padded row; its entries past n are overwritten),
-// written to the pattern row pr [T] (zero past n). A NaN score makes the row NaN, as the generic
-// softmax does.
+// Row i's softmax over its first n scores (s: a padded row, rewritten with exp of the shifted
+// scores), written to the pattern row pr [T] (zero past n). A NaN score makes the row NaN, as the
+// generic softmax does.
 GROKKING_INLINE void softmax_row(float* __restrict__ s, float* __restrict__ pr, int64_t n, int64_t T) {
   const int64_t nb = padded(n);
-  for (int64_t j = n; j < nb; ++j) s[j] = -INFINITY;
-  const float m = max_of(s, nb);
-  const bool nan = any_nan(s, n);
-  for (int64_t j = 0; j < nb; ++j) s[j] = exp_nonpositive(s[j] - m);
-  for (int64_t j = n; j < nb; ++j) s[j] = 0.0f;
-  const float inv = nan ? std::nanf("") : 1.0f / sum_of(s, nb);
-  const int64_t w = std::min(nb, T);
-  for (int64_t j = 0; j < w; ++j) pr[j] = s[j] * inv;
-  for (int64_t j = w; j < T; ++j) pr[j] = 0.0f;
+  const auto count = int32_t(n);
+  vf16 top = GROKKING_SPLAT(-INFINITY);
+  vi16 nan = {};
+  for (int64_t j0 = 0; j0 < nb; j0 += kLanes) {
+    vf16 x;
+    GROKKING_LOAD16(x, s + j0);
+    const vi16 in = (kLane + int32_t(j0)) < count;
+    x = in ? x : GROKKING_SPLAT(-INFINITY);
+    top = x > top ? x : top;
+    nan |= x != x;
+  }
+  const float m = lanes_max(top);
+  vf16 total = {};
+  for (int64_t j0 = 0; j0 < nb; j0 += kLanes) {
+    vf16 x;
+    GROKKING_LOAD16(x, s + j0);
+    const vi16 in = (kLane + int32_t(j0)) < count;
+    vf16 e = x - m;
+    exp_nonpositive(e);
+    e = in ? e : vf16{};
+    GROKKING_STORE16(s + j0, e);
+    total += e;
+  }
+  bool any_nan = false;
+  for (int64_t l = 0; l < kLanes; ++l) any_nan |= nan[l] != 0;
+  const float inv = any_nan ? std::nanf("") : 1.0f / lanes_sum(total);
+  for (int64_t j0 = 0; j0 < nb; j0 += kLanes) {
+    vf16 x;
+    GROKKING_LOAD16(x, s + j0);
+    x *= inv;
+    store_row(pr, j0, T, x);
+  }
+  for (int64_t j = nb; j < T; ++j) pr[j] = 0.0f;
 }
 
 // Row pointers of a four-row tile from row i0 of a matrix with row stride rs and `rows` rows: a
@@ -143,7 +156,9 @@ GROKKING_INLINE void tile_rows(const float* base, int64_t i0, int64_t rows, int6
 }
 
 // One (sequence, head) block forward. q, k, v: its rows (stride rs); z: its output rows (stride
-// zs); p: its pattern [T, T]; scratch: forward_scratch(T, D) floats.
+// zs); p: its pattern [T, T]; scratch: forward_scratch(T, D) floats, finite (its padding is
+// never cleared: a lane past the row or the width is computed and dropped, never mixed into one
+// that is kept).
 int64_t forward_scratch(int64_t T, int64_t D) { return D * padded(T) + padded(T) * padded(D) + kRows * padded(T); }
 GROKKING_INLINE void forward_block_impl(const float* __restrict__ q, const float* __restrict__ k,
                                         const float* __restrict__ v, float* __restrict__ z, float* __restrict__ p,
@@ -153,7 +168,6 @@ GROKKING_INLINE void forward_block_impl(const float* __restrict__ q, const float
   float* __restrict__ kt = scratch;          // [D, Tp]: the keys, scaled, transposed
   float* __restrict__ vp = kt + D * Tp;      // [Tp, Dp]: the values
   float* __restrict__ sc = vp + Tp * Dp;     // [kRows, Tp]: a tile's scores
-  std::fill(scratch, sc, 0.0f);
   for (int64_t j = 0; j < T; ++j)
     for (int64_t e = 0; e < D; ++e) {
       kt[e * Tp + j] = k[j * rs + e] * scale;
@@ -198,7 +212,6 @@ GROKKING_INLINE void backward_block_impl(const float* __restrict__ q, const floa
   float* __restrict__ vt = gp + Tp * Dp;   // [D, Tp]: the values, transposed
   float* __restrict__ ds = vt + D * Tp;    // [T, Tp]: the gradient at the scores
   float* __restrict__ sc = ds + T * Tp;    // [kRows, Tp]: a tile's d pattern
-  std::fill(scratch, ds, 0.0f);
   for (int64_t j = 0; j < T; ++j)
     for (int64_t e = 0; e < D; ++e) {
       kp[j * Dp + e] = k[j * rs + e];
@@ -220,9 +233,28 @@ GROKKING_INLINE void backward_block_impl(const float* __restrict__ q, const floa
       const float* pr = p + i * T;
       const float* d = sc + r * Tp;
       float* out = ds + i * Tp;
-      const float dot = dot_of(d, pr, n);
-      for (int64_t j = 0; j < n; ++j) out[j] = pr[j] * (d[j] - dot) * scale;  // d of q_i . k_j
-      for (int64_t j = n; j < Tp; ++j) out[j] = 0.0f;
+      const int64_t nb = padded(n);
+      const auto count = int32_t(n);
+      vf16 acc = {};
+      for (int64_t j0 = 0; j0 < nb; j0 += kLanes) {
+        vf16 dj;
+        GROKKING_LOAD16(dj, d + j0);
+        const vi16 in = (kLane + int32_t(j0)) < count;
+        vf16 pj;
+        load_row(pj, pr, j0, T);
+        acc += in ? dj * pj : vf16{};
+      }
+      const float dot = lanes_sum(acc);
+      for (int64_t j0 = 0; j0 < nb; j0 += kLanes) {  // d of q_i . k_j
+        vf16 dj;
+        GROKKING_LOAD16(dj, d + j0);
+        const vi16 in = (kLane + int32_t(j0)) < count;
+        vf16 pj;
+        load_row(pj, pr, j0, T);
+        const vf16 g = in ? pj * (dj - dot) * scale : vf16{};
+        GROKKING_STORE16(out + j0, g);
+      }
+      for (int64_t j = nb; j < Tp; ++j) out[j] = 0.0f;
     }
     const float* dr[kRows];
     tile_rows(ds, i0, T, Tp, dr);
@@ -271,63 +303,168 @@ GROKKING_INLINE void backward_block_impl(const float* __restrict__ q, const floa
 GROKKING_SIMD_KERNEL(forward_block, forward_block_impl)
 GROKKING_SIMD_KERNEL(backward_block, backward_block_impl)
 
-struct CausalAttention : public torch::autograd::Function<CausalAttention> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv) {
-    const int64_t B = qkv.size(0), T = qkv.size(1), H = qkv.size(3), D = qkv.size(4);
-    auto z = torch::empty({B, T, H, D}, qkv.options());
-    auto pattern = torch::empty({B, H, T, T}, qkv.options());
-    const float* in = qkv.data_ptr<float>();
-    float* out = z.data_ptr<float>();
-    float* pat = pattern.data_ptr<float>();
-    const float scale = float(1.0 / std::sqrt(double(D)));
-    const int64_t rs = 3 * H * D, zs = H * D;  // row strides of qkv and z
-    at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch(static_cast<size_t>(forward_scratch(T, D)));
-      for (int64_t bh = begin; bh < end; ++bh) {
-        const int64_t b = bh / H, h = bh % H;
-        const float* q = in + b * T * rs + h * D;
-        forward_block(q, q + H * D, q + 2 * H * D, out + b * T * zs + h * D, pat + bh * T * T, scratch.data(), T, D,
-                      rs, zs, scale);
+// Every block's forward: z [B, T, H, D] and the pattern [B, H, T, T] from qkv [B, T, 3, H, D].
+void attention_forward(const float* in, float* out, float* pat, int64_t B, int64_t T, int64_t H, int64_t D) {
+  const float scale = float(1.0 / std::sqrt(double(D)));
+  const int64_t rs = 3 * H * D, zs = H * D;  // row strides of qkv and z
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(forward_scratch(T, D)));
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const float* q = in + b * T * rs + h * D;
+      forward_block(q, q + H * D, q + 2 * H * D, out + b * T * zs + h * D, pat + bh * T * T, scratch.data(), T, D, rs,
+                    zs, scale);
+    }
+  });
+}
+
+// Every block's backward: d qkv (each element written once) from qkv, the pattern and d z.
+void attention_backward(const float* in, const float* pat, const float* gz, float* gin, int64_t B, int64_t T, int64_t H,
+                        int64_t D) {
+  const float scale = float(1.0 / std::sqrt(double(D)));
+  const int64_t rs = 3 * H * D, zs = H * D;
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(backward_scratch(T, D)));
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const float* q = in + b * T * rs + h * D;
+      float* dq = gin + b * T * rs + h * D;
+      backward_block(q, q + H * D, q + 2 * H * D, gz + b * T * zs + h * D, pat + bh * T * T, dq, dq + H * D,
+                     dq + 2 * H * D, scratch.data(), T, D, rs, zs, scale);
+    }
+  });
+}
+
+// W_Q, W_K, W_V [H, d, dh] side by side as one [d, 3 H dh] matrix (to = true), or the gradient of
+// that matrix split back into three (to = false; a null part is skipped).
+void pack_qkv(float* const* parts, float* packed, int64_t H, int64_t d, int64_t dh, bool to) {
+  const int64_t F = H * dh;
+  for (int64_t part = 0; part < 3; ++part) {
+    float* w = parts[part];
+    if (!w) continue;
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < d; ++i) {
+        float* row = packed + i * 3 * F + part * F + h * dh;
+        float* src = w + (h * d + i) * dh;
+        if (to) std::memcpy(row, src, size_t(dh) * sizeof(float));
+        else std::memcpy(src, row, size_t(dh) * sizeof(float));
       }
-    });
-    ctx->save_for_backward({qkv, pattern});
-    return z;
+  }
+}
+
+// The attention sublayer as one autograd node: the products through LibTorch (addmm with the
+// biases), the core by hand, and nothing else recorded. Replica by replica, each with the shapes
+// it has alone, so that side by side = alone bit for bit.
+struct AttentionSublayer : public torch::autograd::Function<AttentionSublayer> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& in_, const torch::Tensor& WQ,
+                               const torch::Tensor& WK, const torch::Tensor& WV, const torch::Tensor& bQ,
+                               const torch::Tensor& bK, const torch::Tensor& bV, const torch::Tensor& WO_,
+                               const torch::Tensor& bO_, int64_t T) {
+    const auto in = in_.contiguous(), WO = WO_.contiguous(), bO = bO_.contiguous();
+    const int64_t S = in.size(0), M = in.size(1), d = in.size(2), H = WQ.size(1), dh = WQ.size(3), F = H * dh;
+    const auto opts = in.options();
+    auto w = torch::empty({S, d, 3 * F}, opts), b = torch::empty({S, 3 * F}, opts);
+    {
+      const torch::Tensor ws[3] = {WQ.contiguous(), WK.contiguous(), WV.contiguous()};
+      const torch::Tensor bs[3] = {bQ.contiguous(), bK.contiguous(), bV.contiguous()};
+      float* pw = w.data_ptr<float>();
+      float* pb = b.data_ptr<float>();
+      for (int64_t s = 0; s < S; ++s) {
+        float* parts[3];
+        for (int p = 0; p < 3; ++p) {
+          parts[p] = ws[p].data_ptr<float>() + s * d * F;
+          std::memcpy(pb + (3 * s + p) * F, bs[p].data_ptr<float>() + s * F, size_t(F) * sizeof(float));
+        }
+        pack_qkv(parts, pw + s * d * 3 * F, H, d, dh, true);
+      }
+    }
+    auto qkv = torch::empty({S, M, 3 * F}, opts), z = torch::empty({S, M, F}, opts);
+    auto pattern = torch::empty({S * (M / T), H, T, T}, opts), out = torch::empty({S, M, d}, opts);
+    for (int64_t s = 0; s < S; ++s) {
+      auto q = qkv[s];
+      at::addmm_out(q, b[s], in[s], w[s]);
+    }
+    attention_forward(qkv.data_ptr<float>(), z.data_ptr<float>(), pattern.data_ptr<float>(), S * (M / T), T, H, dh);
+    for (int64_t s = 0; s < S; ++s) {
+      auto o = out[s];
+      at::addmm_out(o, bO[s], z[s], WO[s].view({F, d}));
+    }
+    ctx->save_for_backward({in, w, qkv, pattern, z, WO});
+    ctx->saved_data["T"] = T;
+    return out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const torch::Tensor& qkv = saved[0];
-    const torch::Tensor& pattern = saved[1];
-    const auto dz = grads[0].contiguous();
-    const int64_t B = qkv.size(0), T = qkv.size(1), H = qkv.size(3), D = qkv.size(4);
-    auto dqkv = torch::empty_like(qkv);  // every element written once by its block
-    const float* in = qkv.data_ptr<float>();
-    const float* pat = pattern.data_ptr<float>();
-    const float* gz = dz.data_ptr<float>();
-    float* gin = dqkv.data_ptr<float>();
-    const float scale = float(1.0 / std::sqrt(double(D)));
-    const int64_t rs = 3 * H * D, zs = H * D;
-    at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch(static_cast<size_t>(backward_scratch(T, D)));
-      for (int64_t bh = begin; bh < end; ++bh) {
-        const int64_t b = bh / H, h = bh % H;
-        const float* q = in + b * T * rs + h * D;
-        float* dq = gin + b * T * rs + h * D;
-        backward_block(q, q + H * D, q + 2 * H * D, gz + b * T * zs + h * D, pat + bh * T * T, dq, dq + H * D,
-                       dq + 2 * H * D, scratch.data(), T, D, rs, zs, scale);
+    const torch::Tensor &in = saved[0], &w = saved[1], &qkv = saved[2], &pattern = saved[3], &z = saved[4],
+                        &WO = saved[5];
+    const int64_t T = ctx->saved_data["T"].toInt();
+    const int64_t S = in.size(0), M = in.size(1), d = in.size(2), H = WO.size(1), dh = WO.size(2), F = H * dh;
+    const auto dout = grads[0].contiguous();
+    const auto opts = in.options();
+    torch::Tensor din, dW[3], db[3], dWO, dbO;
+    if (ctx->needs_input_grad(7)) {
+      dWO = torch::empty_like(WO);
+      for (int64_t s = 0; s < S; ++s) {
+        auto g = dWO[s].view({F, d});
+        at::mm_out(g, z[s].t(), dout[s]);
       }
-    });
-    return {dqkv};
+    }
+    if (ctx->needs_input_grad(8)) {
+      dbO = torch::empty({S, d}, opts);
+      for (int64_t s = 0; s < S; ++s) {
+        auto g = dbO[s];
+        at::sum_out(g, dout[s], {0});
+      }
+    }
+    auto dz = torch::empty({S, M, F}, opts);
+    for (int64_t s = 0; s < S; ++s) {
+      auto g = dz[s];
+      at::mm_out(g, dout[s], WO[s].view({F, d}).t());
+    }
+    auto dqkv = torch::empty_like(qkv);
+    attention_backward(qkv.data_ptr<float>(), pattern.data_ptr<float>(), dz.data_ptr<float>(), dqkv.data_ptr<float>(),
+                       S * (M / T), T, H, dh);
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
+      auto dw = torch::empty({d, 3 * F}, opts);
+      for (int p = 0; p < 3; ++p)
+        if (ctx->needs_input_grad(size_t(1 + p))) dW[p] = torch::empty({S, H, d, dh}, opts);
+      for (int64_t s = 0; s < S; ++s) {
+        at::mm_out(dw, in[s].t(), dqkv[s]);
+        float* parts[3];
+        for (int p = 0; p < 3; ++p) parts[p] = dW[p].defined() ? dW[p].data_ptr<float>() + s * d * F : nullptr;
+        pack_qkv(parts, dw.data_ptr<float>(), H, d, dh, false);
+      }
+    }
+    if (ctx->needs_input_grad(4) || ctx->needs_input_grad(5) || ctx->needs_input_grad(6)) {
+      auto sums = torch::empty({S, 3 * F}, opts);
+      for (int64_t s = 0; s < S; ++s) {
+        auto g = sums[s];
+        at::sum_out(g, dqkv[s], {0});
+      }
+      for (int p = 0; p < 3; ++p)
+        if (ctx->needs_input_grad(size_t(4 + p))) db[p] = sums.narrow(1, p * F, F).reshape({S, H, dh});
+    }
+    if (ctx->needs_input_grad(0)) {
+      din = torch::empty({S, M, d}, opts);
+      for (int64_t s = 0; s < S; ++s) {
+        auto g = din[s];
+        at::mm_out(g, dqkv[s], w[s].t());
+      }
+    }
+    return {din, dW[0], dW[1], dW[2], db[0], db[1], db[2], dWO, dbO, torch::Tensor()};
   }
 };
 
 }  // namespace
 
-torch::Tensor causal_attention(const torch::Tensor& qkv) {
-  TORCH_CHECK(qkv.dim() == 5 && qkv.size(2) == 3 && qkv.scalar_type() == torch::kFloat && qkv.device().is_cpu(),
-              "causal_attention: qkv must be [B, T, 3, H, dh] float32 on the CPU");
-  return CausalAttention::apply(qkv.contiguous());
+torch::Tensor attention_sublayer(const torch::Tensor& in, int64_t T, const torch::Tensor& W_Q, const torch::Tensor& W_K,
+                                 const torch::Tensor& W_V, const torch::Tensor& b_Q, const torch::Tensor& b_K,
+                                 const torch::Tensor& b_V, const torch::Tensor& W_O, const torch::Tensor& b_O) {
+  TORCH_CHECK(in.dim() == 3 && in.size(1) % T == 0 && in.scalar_type() == torch::kFloat && in.device().is_cpu(),
+              "attention_sublayer: in must be [S, N*T, d] float32 on the CPU");
+  return AttentionSublayer::apply(in, W_Q, W_K, W_V, b_Q, b_K, b_V, W_O, b_O, T);
 }
 
 }  // namespace grokking

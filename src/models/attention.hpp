@@ -1,16 +1,21 @@
-// Causal self-attention's core written by hand for the CPU: what the generic transformer's
-// scores, mask, softmax and pattern-weighted values compute, for every head at once, touching
-// only the causal half and keeping each head's pattern in cache. The transformer's fast path
-// (any n_layers, attention-only or not, any LayerNorm) runs its attention through it.
+// Causal self-attention's sublayer written by hand for the CPU: what the generic transformer's
+// projections, scores, mask, softmax, pattern-weighted values and output projection compute, for
+// every head at once, touching only the causal half, keeping each head's pattern in cache, and
+// recorded as one autograd node. The transformer's fast path (any n_layers, attention-only or
+// not, any LayerNorm) runs its attention through it.
 #pragma once
 #include <torch/torch.h>
 
 namespace grokking {
 
-// qkv [B, T, 3, H, dh], float32, contiguous on the CPU: each position's query, key and value for
-// every head, as one projection gives them. Returns z [B, T, H, dh]: position i's head h is
-// sum over j <= i of softmax_j(q_i . k_j / sqrt(dh)) v_j. Differentiable: its backward is
-// written out too (d qkv from d z and the saved pattern).
-torch::Tensor causal_attention(const torch::Tensor& qkv);
+// in [S, N*T, d] float32 on the CPU (S replicas, N sequences of T positions, contiguous rows),
+// the weights as the model stores them batched over replicas (W_Q, W_K, W_V [S, H, d, dh],
+// b_Q, b_K, b_V [S, H, dh], W_O [S, H, dh, d], b_O [S, d]). Returns attn_out [S, N*T, d]: at
+// position i, sum over heads of (sum over j <= i of softmax_j(q_i . k_j / sqrt(dh)) v_j) W_O + b_O,
+// with q, k, v = in W + b. Differentiable: its backward is written out too, each gradient only
+// where an input wants one.
+torch::Tensor attention_sublayer(const torch::Tensor& in, int64_t T, const torch::Tensor& W_Q, const torch::Tensor& W_K,
+                                 const torch::Tensor& W_V, const torch::Tensor& b_Q, const torch::Tensor& b_K,
+                                 const torch::Tensor& b_V, const torch::Tensor& W_O, const torch::Tensor& b_O);
 
 }  // namespace grokking

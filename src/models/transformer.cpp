@@ -95,7 +95,7 @@ class Transformer : public Architecture {
  private:
   static std::string block(int64_t l) { return "blocks." + std::to_string(l) + "."; }
   // The generic forward, offering its activations to hooks where given (one model). fused: the
-  // attention through causal_attention (no hooks, no cache: it keeps no pattern to show).
+  // attention through attention_sublayer (no hooks, no cache: it keeps no pattern to show).
   torch::Tensor run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks, bool fused) const;
   size_t at(const std::string& name) const { return index_.at(name); }
 
@@ -199,13 +199,11 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
     resid = offer(b, "hook_resid_pre", resid, squeezed, unsqueezed);
     // Attention, causal, scores / sqrt(d_head): [S, N, H, T, dh] each
     auto in = pre ? layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b")) : resid;
-    torch::Tensor z;  // every head's output side by side: [S, N*T, H*dh]
-    if (fused) {  // one product for Q, K and V of every head, and the hand-written core
-      auto w = torch::cat({heads_in(W(b + "attn.W_Q")), heads_in(W(b + "attn.W_K")), heads_in(W(b + "attn.W_V"))}, 2);
-      auto bias = torch::cat({W(b + "attn.b_Q").reshape({S, 1, h * dh}), W(b + "attn.b_K").reshape({S, 1, h * dh}),
-                              W(b + "attn.b_V").reshape({S, 1, h * dh})}, 2);
-      auto qkv = (replica_mm(in.reshape({S, n * T, d}), w) + bias).view({S * n, T, 3, h, dh});
-      z = causal_attention(qkv).view({S, n * T, h * dh});
+    torch::Tensor attn_out;  // [S, N*T, d]
+    if (fused) {  // one product for Q, K and V of every head, the hand-written core, one autograd node
+      attn_out = attention_sublayer(in.reshape({S, n * T, d}), T, W(b + "attn.W_Q"), W(b + "attn.W_K"),
+                                    W(b + "attn.W_V"), W(b + "attn.b_Q"), W(b + "attn.b_K"), W(b + "attn.b_V"),
+                                    W(b + "attn.W_O"), W(b + "attn.b_O"));
     } else {
       // Each projection reshapes the stream itself: its gradient then sums in the order the
       // one-model forward always summed it (bit for bit).
@@ -221,9 +219,9 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
       pattern = scores.masked_fill(future, -std::numeric_limits<float>::infinity()).softmax(-1);
       pattern = offer(b, "attn.hook_pattern", pattern, squeezed, unsqueezed);
       auto heads = offer(b, "attn.hook_z", pattern.matmul(v), heads_to_tl, heads_from_tl);  // [S, N, H, T, dh]
-      z = heads.permute({0, 1, 3, 2, 4}).reshape({S, n * T, h * dh});
+      auto z = heads.permute({0, 1, 3, 2, 4}).reshape({S, n * T, h * dh});  // every head's output side by side
+      attn_out = replica_mm(z, W(b + "attn.W_O").reshape({S, h * dh, d})) + W(b + "attn.b_O").unsqueeze(1);
     }
-    auto attn_out = replica_mm(z, W(b + "attn.W_O").reshape({S, h * dh, d})) + W(b + "attn.b_O").unsqueeze(1);
     resid = resid + offer(b, "hook_attn_out", attn_out.view({S, n, T, d}), squeezed, unsqueezed);
     if (post) resid = layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b"));
     resid = offer(b, "hook_resid_mid", resid, squeezed, unsqueezed);
