@@ -34,11 +34,13 @@ void check_seeds(const std::vector<int64_t>& seeds);
 
 struct Config;
 struct TaskShape;
-// Examples an evaluation chunk holds: at most 16384, and for a task scored at its last position
-// (pairs) about 2^21 logits (at least 256): larger temporaries would be mapped afresh from the
-// system for every chunk (glibc keeps blocks up to 32 MiB on its heap), whose page faults cost
-// more than the arithmetic at large P. The same for every replica count, so that runs packed
-// side by side evaluate as each alone does.
+// Examples an evaluation chunk holds: at most 16384; for a task scored at its last position
+// (pairs) about 2^21 logits (at least 256); for sequences about 2^18 / T logits or attention
+// weights a head (T x max(classes, T) a sequence; at least 16): larger temporaries would be mapped
+// afresh from the system for every chunk (glibc keeps blocks up to 32 MiB on its heap), whose page
+// faults cost more than the arithmetic (at large P; for the minimal induction config's 512
+// evaluation sequences at once, about 160 MB of fresh pages an evaluation). The same for every
+// replica count, so that runs packed side by side evaluate as each alone does.
 int64_t evaluation_chunk(const TaskShape& shape);
 // The memory `replicas` models of this config need side by side (weights, gradients, Adam's
 // moments and the interventions' state; a training step's and an evaluation's activations), in

@@ -69,6 +69,8 @@ void check_seeds(const std::vector<int64_t>& seeds) {
 
 int64_t evaluation_chunk(const TaskShape& shape) {
   constexpr int64_t most = 16384;
+  if (shape.target == TaskShape::Target::sequence && shape.seq_len > 0 && shape.classes > 0)
+    return std::clamp<int64_t>((int64_t(1) << 18) / (shape.seq_len * std::max(shape.classes, shape.seq_len)), 16, most);
   if (shape.target != TaskShape::Target::last || shape.classes <= 0) return most;
   return std::clamp<int64_t>((int64_t(1) << 21) / shape.classes, 256, most);
 }

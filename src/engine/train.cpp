@@ -37,8 +37,9 @@ struct Eval {
 
 // Loss, accuracy and the diagnostics over a whole split for every replica, in chunks that bound
 // memory; each chunk weighs by the examples (positions, for a sequence) it scores.
-Eval evaluate(const Model& model, const Batch& batch, bool fast) {
+Eval evaluate(const Model& model, const Batch& batch, bool fast, torch::Tensor* outputs = nullptr) {
   torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> kept;  // outputs, where the caller wants them: [S, chunk, ...] each
   const int64_t n = batch.size(), chunk = evaluation_chunk(model.shape()), S = model.replicas();
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   auto loss_sum = torch::zeros({S}, f64), correct = torch::zeros({S}, f64);
@@ -49,7 +50,13 @@ Eval evaluate(const Model& model, const Batch& batch, bool fast) {
                     size_t((n + chunk - 1) / chunk));
   for (int64_t i = 0; i < n; i += chunk) {
     const Batch part = batch.slice(i, i + chunk);
-    const auto m = model_measures(model, part, fast);
+    ReplicaMeasures m;
+    if (outputs) {
+      kept.push_back(model.outputs(part.x, fast));
+      m = batch_measures(kept.back(), part, model.shape(), LossSpec::of(model.config().train));
+    } else {
+      m = model_measures(model, part, fast);
+    }
     const double w = model.shape().target == TaskShape::Target::sequence ? double((part.y >= 0).sum().item<int64_t>())
                                                                          : double(part.size());
     loss_sum += m.loss.cpu() * w;
@@ -59,6 +66,7 @@ Eval evaluate(const Model& model, const Batch& batch, bool fast) {
     scored += w;
     note.tick();
   }
+  if (outputs) *outputs = kept.size() == 1 ? kept.front() : torch::cat(kept, 1);
   Eval e;
   for (int64_t r = 0; r < S; ++r) {
     e.loss.push_back(loss_sum[r].item<double>() / scored);
@@ -526,20 +534,19 @@ class TrainingRun {
   }
 
   // The task's own figures on the evaluation set, per replica.
-  std::vector<std::vector<double>> extra_measures() const {
-    if (task_->extra_columns().empty()) return {};
-    torch::NoGradGuard no_grad;
-    return task_->extra_measures(model_->outputs(data_->eval().x, fast_), data_->eval());
-  }
 
   // Evaluates every replica on both splits and appends a metrics.csv row, at its own epoch, to
   // each of `due` that is still running (the lr column: the rate of the epoch's last step).
   void evaluate_rows(const std::vector<int64_t>& due) {
     const Batch train = data_->measure_set(local(0));
-    auto tr = evaluate(*model_, train, fast_), te = evaluate(*model_, data_->eval(), fast_);
-    const auto cos = grad_weight_cos(train);
-    const auto extra = extra_measures();
+    // The task's own columns read the evaluation set's outputs, which its evaluation keeps.
     const auto extra_names = task_->extra_columns();
+    torch::Tensor eval_outputs;
+    auto tr = evaluate(*model_, train, fast_),
+         te = evaluate(*model_, data_->eval(), fast_, extra_names.empty() ? nullptr : &eval_outputs);
+    const auto cos = grad_weight_cos(train);
+    const auto extra = extra_names.empty() ? std::vector<std::vector<double>>{}
+                                           : task_->extra_measures(eval_outputs, data_->eval());
     const auto columns = extra_columns();
     for (auto r : due) {
       if (!running(r)) continue;

@@ -124,21 +124,21 @@ class RepeatTask : public Task {
     return {"first_half_loss"};
   }
   std::vector<std::vector<double>> extra_measures(const torch::Tensor& outputs, const Batch& eval) const override {
-    const auto logp = outputs.to(torch::kCPU, torch::kFloat64).log_softmax(-1);  // [S, N, C, V]
-    const auto x = eval.x.to(torch::kCPU);
+    const auto logp = outputs.to(torch::kCPU, torch::kFloat64).log_softmax(-1).contiguous();  // [S, N, C, V]
+    const auto x = eval.x.to(torch::kCPU, torch::kInt64).contiguous();
     const int64_t S = logp.size(0), n = x.size(0);
+    const auto lp = logp.accessor<double, 4>();
+    const auto xs = x.accessor<int64_t, 2>();
     std::vector<double> first(size_t(S), 0.0), icl(size_t(S), 0.0);
     double first_count = 0;
     for (int64_t i = 0; i < n; ++i) {
       const int64_t L = eval_lengths_.at(size_t(i));
-      auto pos = torch::arange(L - 1, torch::kInt64);                                  // 0..L-2
-      auto next = x[i].narrow(0, 1, L - 1);                                           // tokens 1..L-1
-      auto lp = logp.select(1, i).index_select(1, pos).gather(2, next.view({1, -1, 1}).expand({S, L - 1, 1}));
-      auto late = logp.select(1, i).select(1, 2 * L - 2).index_select(1, x[i].narrow(0, 2 * L - 1, 1));  // [S, 1]
-      auto early = logp.select(1, i).select(1, L / 4).index_select(1, x[i].narrow(0, L / 4 + 1, 1));
       for (int64_t r = 0; r < S; ++r) {
-        first[size_t(r)] -= lp[r].sum().item<double>();
-        icl[size_t(r)] += (-late[r][0].item<double>()) - (-early[r][0].item<double>());
+        double sum = 0;  // the first half's log-probabilities of each next token
+        for (int64_t t = 0; t + 1 < L; ++t) sum += lp[r][i][t][xs[i][t + 1]];
+        first[size_t(r)] -= sum;
+        const double late = lp[r][i][2 * L - 2][xs[i][2 * L - 1]], early = lp[r][i][L / 4][xs[i][L / 4 + 1]];
+        icl[size_t(r)] += (-late) - (-early);
       }
       first_count += double(L - 1);
     }
