@@ -1,6 +1,7 @@
 // The interventions of issue "Interventions and fair comparisons": each against a reference
 // computed here independently (plain doubles, following the papers' reference code), then
 // with resume (bit for bit) and with seeds side by side.
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -142,6 +143,24 @@ TEST_CASE("Omnigrok: init_scale multiplies the initial weights; the fixed norm h
   CHECK(test::max_rel_diff(norms(), start, "fixed weight norm after 20 steps") < 1e-6);
 }
 
+TEST_CASE("each replica's gradient norm and its scaling, by hand on the CPU, as the tensor ops give them", "[optim]") {
+  auto cfg = tiny_config();
+  Model m(cfg, {1, 2, 3});
+  const auto blocks = m.param_blocks();
+  torch::Tensor param = m.flat().detach().clone(), grad = torch::randn(param.sizes(), at::detail::createCPUGenerator(9));
+  FlatView v{param, grad, blocks, 3};
+  const auto sq = v.replica_sq_norms(grad);
+  for (int64_t r = 0; r < 3; ++r) {
+    const double want = replica_part(grad, blocks, r).to(torch::kFloat64).pow(2).sum().item<double>();
+    CHECK(std::abs(sq[r].item<double>() - want) <= 1e-12 * want);
+  }
+  const auto factor = torch::tensor({0.5, 2.0, 0.25}, torch::kFloat64);
+  auto scaled = grad.clone();
+  v.scale_replicas(scaled, factor);
+  for (int64_t r = 0; r < 3; ++r)
+    CHECK(torch::equal(replica_part(scaled, blocks, r), replica_part(grad, blocks, r) * factor[r].item<float>()));
+}
+
 TEST_CASE("every intervention resumes bit for bit and trains side by side as alone", "[optim]") {
   auto base = tiny_config();
   base.train.epochs = 60;
@@ -153,6 +172,7 @@ TEST_CASE("every intervention resumes bit for bit and trains side by side as alo
       {"orthograd", [](Config& c) { c.optim.orthograd = true; }},
       {"stablemax-f32", [](Config& c) { c.train.loss = "stablemax"; c.train.loss_dtype = "float32"; }},
       {"fixed-norm", [](Config& c) { c.optim.weight_norm = "fixed"; c.model.init_scale = 2.0; }},
+      {"grad-clip", [](Config& c) { c.optim.grad_clip = 0.05; }},
   };
   for (auto& [name, set] : arms) {
     INFO(name);

@@ -48,9 +48,8 @@ TaskShape repeat_shape(const TaskConfig& t) {
 // y scores the repeated half's predictable tokens (positions L..2L-2 predict tokens L+1..2L-1),
 // or every next token of the sequence (loss_on "all", as a language model is trained). The
 // evaluation set always scores the repeated half: its loss is the measure.
-void fill(const Spec& s, int64_t L, const torch::Tensor& half, int64_t row, torch::TensorAccessor<int64_t, 2> x,
+void fill(const Spec& s, int64_t L, const int64_t* h, int64_t row, torch::TensorAccessor<int64_t, 2> x,
           torch::TensorAccessor<int64_t, 2> y, bool all) {
-  auto h = half.accessor<int64_t, 1>();
   for (int64_t t = 0; t < s.context; ++t) {
     x[row][t] = t < 2 * L ? h[t % L] : s.vocab;
     y[row][t] = -1;
@@ -71,7 +70,7 @@ class RepeatTask : public Task {
     for (int64_t i = 0; i < s_.eval_sequences; ++i) {
       const int64_t L = lo + i % (hi - lo + 1);
       eval_lengths_.push_back(L);
-      fill(s_, L, torch::randint(s_.vocab, {L}, gen, torch::kInt64), i, x, y, false);
+      fill(s_, L, torch::randint(s_.vocab, {L}, gen, torch::kInt64).data_ptr<int64_t>(), i, x, y, false);
     }
   }
 
@@ -82,7 +81,8 @@ class RepeatTask : public Task {
     auto tokens = torch::randint(s_.vocab, {batch_size, L}, gen, torch::kInt64);
     Batch b{torch::empty({batch_size, s_.context}, torch::kInt64), torch::empty({batch_size, s_.context}, torch::kInt64), {}};
     auto x = b.x.accessor<int64_t, 2>(), y = b.y.accessor<int64_t, 2>();
-    for (int64_t i = 0; i < batch_size; ++i) fill(s_, L, tokens[i].contiguous(), i, x, y, s_.loss_on_all);
+    const int64_t* t = tokens.data_ptr<int64_t>();  // [batch_size, L], contiguous
+    for (int64_t i = 0; i < batch_size; ++i) fill(s_, L, t + i * L, i, x, y, s_.loss_on_all);
     return b;
   }
   Batch eval_batch() const override { return eval_; }
