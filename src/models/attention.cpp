@@ -111,19 +111,17 @@ GROKKING_INLINE void tile_4x16(const float* const* a, const float* b, int64_t bs
 
 // Row i's softmax over its first n scores (s: a padded row, rewritten with exp of the shifted
 // scores), written to the pattern row pr [T] (zero past n). A NaN score makes the row NaN, as the
-// generic softmax does.
+// generic softmax does: it passes the clamp in exp (a comparison with NaN is false) and the sum.
 GROKKING_INLINE void softmax_row(float* __restrict__ s, float* __restrict__ pr, int64_t n, int64_t T) {
   const int64_t nb = padded(n);
   const auto count = int32_t(n);
   vf16 top = GROKKING_SPLAT(-INFINITY);
-  vi16 nan = {};
   for (int64_t j0 = 0; j0 < nb; j0 += kLanes) {
     vf16 x;
     GROKKING_LOAD16(x, s + j0);
     const vi16 in = (kLane + int32_t(j0)) < count;
     x = in ? x : GROKKING_SPLAT(-INFINITY);
     top = x > top ? x : top;
-    nan |= x != x;
   }
   const float m = lanes_max(top);
   vf16 total = {};
@@ -137,9 +135,7 @@ GROKKING_INLINE void softmax_row(float* __restrict__ s, float* __restrict__ pr, 
     GROKKING_STORE16(s + j0, e);
     total += e;
   }
-  bool any_nan = false;
-  for (int64_t l = 0; l < kLanes; ++l) any_nan |= nan[l] != 0;
-  const float inv = any_nan ? std::nanf("") : 1.0f / lanes_sum(total);
+  const float inv = 1.0f / lanes_sum(total);
   for (int64_t j0 = 0; j0 < nb; j0 += kLanes) {
     vf16 x;
     GROKKING_LOAD16(x, s + j0);
@@ -168,11 +164,11 @@ GROKKING_INLINE void forward_block_impl(const float* __restrict__ q, const float
   float* __restrict__ kt = scratch;          // [D, Tp]: the keys, scaled, transposed
   float* __restrict__ vp = kt + D * Tp;      // [Tp, Dp]: the values
   float* __restrict__ sc = vp + Tp * Dp;     // [kRows, Tp]: a tile's scores
-  for (int64_t j = 0; j < T; ++j)
-    for (int64_t e = 0; e < D; ++e) {
-      kt[e * Tp + j] = k[j * rs + e] * scale;
-      vp[j * Dp + e] = v[j * rs + e];
-    }
+  const auto row = size_t(D) * sizeof(float);
+  for (int64_t j = 0; j < T; ++j) {
+    for (int64_t e = 0; e < D; ++e) kt[e * Tp + j] = k[j * rs + e] * scale;
+    std::memcpy(vp + j * Dp, v + j * rs, row);
+  }
   for (int64_t i0 = 0; i0 < T; i0 += kRows) {
     const int64_t rows = std::min(kRows, T - i0), last = i0 + rows;  // keys 0..last-1 reach these rows
     const float* qr[kRows];
@@ -212,13 +208,13 @@ GROKKING_INLINE void backward_block_impl(const float* __restrict__ q, const floa
   float* __restrict__ vt = gp + Tp * Dp;   // [D, Tp]: the values, transposed
   float* __restrict__ ds = vt + D * Tp;    // [T, Tp]: the gradient at the scores
   float* __restrict__ sc = ds + T * Tp;    // [kRows, Tp]: a tile's d pattern
-  for (int64_t j = 0; j < T; ++j)
-    for (int64_t e = 0; e < D; ++e) {
-      kp[j * Dp + e] = k[j * rs + e];
-      qp[j * Dp + e] = q[j * rs + e];
-      gp[j * Dp + e] = gz[j * zs + e];
-      vt[e * Tp + j] = v[j * rs + e];
-    }
+  const auto row = size_t(D) * sizeof(float);
+  for (int64_t j = 0; j < T; ++j) {
+    std::memcpy(kp + j * Dp, k + j * rs, row);
+    std::memcpy(qp + j * Dp, q + j * rs, row);
+    std::memcpy(gp + j * Dp, gz + j * zs, row);
+    for (int64_t e = 0; e < D; ++e) vt[e * Tp + j] = v[j * rs + e];
+  }
   vf16 t[kRows];
   for (int64_t i0 = 0; i0 < T; i0 += kRows) {
     const int64_t rows = std::min(kRows, T - i0), last = i0 + rows;
