@@ -59,20 +59,32 @@ GROKKING_INLINE void exp_nonpositive(vf16& x) {
   x = p * (vf16)bits;  // the same bits as floats
 }
 
-// The sum and the largest of a vector's lanes, in a fixed order.
+// The sum and the largest of a vector's lanes, in a fixed order: halves folded onto each other
+// (8, 4, 2, 1 lanes), each fold one vector operation.
+typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf4 __attribute__((vector_size(16)));
 GROKKING_INLINE float lanes_sum(const vf16& v) {
-  float a[kLanes];
-  std::memcpy(a, &v, sizeof a);
-  for (int64_t w = kLanes / 2; w >= 1; w /= 2)
-    for (int64_t i = 0; i < w; ++i) a[i] += a[i + w];
-  return a[0];
+  vf8 a, b;
+  std::memcpy(&a, &v, sizeof a);
+  std::memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof a, sizeof b);
+  a += b;
+  vf4 c, d;
+  std::memcpy(&c, &a, sizeof c);
+  std::memcpy(&d, reinterpret_cast<const char*>(&a) + sizeof c, sizeof d);
+  c += d;
+  return (c[0] + c[2]) + (c[1] + c[3]);
 }
 GROKKING_INLINE float lanes_max(const vf16& v) {
-  float a[kLanes];
-  std::memcpy(a, &v, sizeof a);
-  for (int64_t w = kLanes / 2; w >= 1; w /= 2)
-    for (int64_t i = 0; i < w; ++i) a[i] = a[i + w] > a[i] ? a[i + w] : a[i];
-  return a[0];
+  vf8 a, b;
+  std::memcpy(&a, &v, sizeof a);
+  std::memcpy(&b, reinterpret_cast<const char*>(&v) + sizeof a, sizeof b);
+  a = b > a ? b : a;
+  vf4 c, d;
+  std::memcpy(&c, &a, sizeof c);
+  std::memcpy(&d, reinterpret_cast<const char*>(&a) + sizeof c, sizeof d);
+  c = d > c ? d : c;
+  const float x = c[2] > c[0] ? c[2] : c[0], y = c[3] > c[1] ? c[3] : c[1];
+  return y > x ? y : x;
 }
 
 // Sixteen floats of a row of length len from j0 on, zeros past its end (the row's neighbours in
