@@ -174,6 +174,42 @@ TEST_CASE("the transformer's fast path with the hand-written attention: the gene
   }
 }
 
+TEST_CASE("the sequence loss fused on the fast path: the generic loss and gradients of a step, alone and packed",
+          "[kinds]") {
+  auto induction = [](const std::vector<std::string>& sets) {
+    auto j = config_to_json(tiny_config());
+    j["task"] = {{"kind", "repeat"}, {"vocab", 12}, {"context", 16}, {"repeat_min", 3}, {"repeat_max", 6},
+                 {"eval_sequences", 8}};
+    j["model"] = {{"n_layers", 2}, {"attn_only", true}, {"d_model", 16}, {"n_heads", 2}, {"d_head", 8}};
+    j["train"]["batch_size"] = 16;
+    return parse_config(j.dump(), "(test)", sets);
+  };
+  for (const auto& sets : std::vector<std::vector<std::string>>{
+           {}, {"task.loss_on=\"all\""}, {"model.attn_only=false", "model.layer_norm=\"pre\"", "model.train_biases=true"}})
+    for (const std::vector<int64_t>& seeds : {std::vector<int64_t>{0}, std::vector<int64_t>{0, 1, 2}}) {
+      const Config cfg = induction(sets);
+      const std::string what = (sets.empty() ? std::string("attention-only") : sets.front()) + ", " +
+                               std::to_string(seeds.size()) + " side by side";
+      INFO(what);
+      Model m(cfg, seeds);
+      perturb(m);
+      std::vector<TaskConfig> tasks(seeds.size(), cfg.task);
+      const auto batch = make_task(tasks)->train_batch(1, 16);
+      REQUIRE(m.arch().fused_loss(m, batch, LossSpec::of(cfg.train)).defined());
+      const double fused = forward_backward(m, batch, true).item<double>();
+      const auto g_fused = m.flat_grad().clone();
+      const double generic = forward_backward(m, batch, false).item<double>();
+      const auto g_generic = m.flat_grad().clone();
+      CHECK(std::abs(fused - generic) <= 1e-6 * std::abs(generic));
+      for (int64_t r = 0; r < int64_t(seeds.size()); ++r)
+        CHECK(max_rel_diff(m.replica_part(g_fused, r), m.replica_part(g_generic, r), what + " gradients") < 1e-5);
+    }
+  // Other losses take the generic path.
+  Config cfg = induction({"train.loss=\"stablemax\""});
+  Model m(cfg);
+  CHECK_FALSE(m.arch().fused_loss(m, make_task(cfg.task)->train_batch(0, 4), LossSpec::of(cfg.train)).defined());
+}
+
 TEST_CASE("the MLP's fast path (the first layer as two gathered tables): the generic forward's outputs and gradients",
           "[kinds]") {
   const std::vector<std::pair<std::string, Config>> configs = {

@@ -465,7 +465,65 @@ struct AttentionSublayer : public torch::autograd::Function<AttentionSublayer> {
   }
 };
 
+// scored_cross_entropy's node: the scored rows gathered once, their log-softmax in float64 by
+// LibTorch (its vectorised exp), the loss and the gradient's rows by hand.
+struct ScoredCrossEntropy : public torch::autograd::Function<ScoredCrossEntropy> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
+                               const torch::Tensor& labels) {
+    const int64_t S = logits.size(0), C = logits.size(-1), M = labels.numel();
+    const auto flat = labels.reshape({-1}).to(torch::kInt64).contiguous();
+    const int64_t* y = flat.data_ptr<int64_t>();
+    std::vector<int64_t> rows, cls;
+    for (int64_t i = 0; i < M; ++i)
+      if (y[i] >= 0) rows.push_back(i), cls.push_back(y[i]);
+    const auto K = int64_t(rows.size());
+    auto idx = torch::from_blob(rows.data(), {K}, torch::kInt64).clone();
+    const auto logp = logits.reshape({S, M, C}).index_select(1, idx).to(torch::kFloat64).log_softmax(-1).contiguous();
+    const double* lp = logp.data_ptr<double>();
+    double total = 0;
+    for (int64_t r = 0; r < S; ++r) {
+      double sum = 0;
+      for (int64_t k = 0; k < K; ++k) sum += lp[(r * K + k) * C + cls[size_t(k)]];
+      total += -sum / double(K);
+    }
+    ctx->save_for_backward({logp, idx, torch::from_blob(cls.data(), {K}, torch::kInt64).clone()});
+    ctx->saved_data["shape"] = logits.sizes().vec();
+    return torch::tensor(total, torch::kFloat64);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto p = saved[0].exp();  // [S, K, C] float64: the softmax of the scored rows
+    const int64_t* rows = saved[1].data_ptr<int64_t>();
+    const int64_t* cls = saved[2].data_ptr<int64_t>();
+    const auto shape = ctx->saved_data["shape"].toIntVector();
+    const int64_t S = p.size(0), K = p.size(1), C = p.size(2), M = [&] {
+      int64_t m = 1;
+      for (size_t i = 1; i + 1 < shape.size(); ++i) m *= shape[i];
+      return m;
+    }();
+    const double scale = grads[0].item<double>() / double(K);
+    auto out = torch::zeros({S, M, C}, torch::kFloat);
+    const double* pp = p.data_ptr<double>();
+    float* po = out.data_ptr<float>();
+    for (int64_t r = 0; r < S; ++r)
+      for (int64_t k = 0; k < K; ++k) {
+        const double* src = pp + (r * K + k) * C;
+        float* dst = po + (r * M + rows[k]) * C;
+        for (int64_t c = 0; c < C; ++c) dst[c] = float((src[c] - (c == cls[k] ? 1.0 : 0.0)) * scale);
+      }
+    return {out.view(shape), torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+torch::Tensor scored_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels) {
+  TORCH_CHECK(logits.dim() >= 3 && logits.scalar_type() == torch::kFloat && logits.device().is_cpu(),
+              "scored_cross_entropy: logits must be [S, ..., C] float32 on the CPU");
+  return ScoredCrossEntropy::apply(logits, labels);
+}
 
 torch::Tensor attention_sublayer(const torch::Tensor& in, int64_t T, const torch::Tensor& W_Q, const torch::Tensor& W_K,
                                  const torch::Tensor& W_V, const torch::Tensor& b_Q, const torch::Tensor& b_K,

@@ -18,4 +18,11 @@ torch::Tensor attention_sublayer(const torch::Tensor& in, int64_t T, const torch
                                  const torch::Tensor& W_V, const torch::Tensor& b_Q, const torch::Tensor& b_K,
                                  const torch::Tensor& b_V, const torch::Tensor& W_O, const torch::Tensor& b_O);
 
+// The training loss of sequences: the mean over the positions whose label is >= 0 of the
+// cross-entropy of logits [S, N, T, C] (float32, CPU) against labels [N, T], computed in
+// float64, summed over the replicas (what batch_loss gives for Target::sequence under the default
+// LossSpec), as one autograd node whose backward writes (softmax - one-hot) / count into the
+// scored rows. Returns a float64 scalar.
+torch::Tensor scored_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels);
+
 }  // namespace grokking

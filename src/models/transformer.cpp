@@ -91,6 +91,15 @@ class Transformer : public Architecture {
   int64_t attention_layers() const override { return s_.n_layers; }
   int64_t attention_heads() const override { return s_.n_heads; }
   torch::Tensor forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const override;
+  // Sequences on the CPU under the default loss (cross-entropy in float64): the scored positions'
+  // loss as one autograd node (scored_cross_entropy) after the fast forward.
+  torch::Tensor fused_loss(const Model& m, const Batch& batch, const LossSpec& spec) const override {
+    if (fast_ || shape_.target != TaskShape::Target::sequence || spec.stablemax || spec.mse ||
+        spec.dtype != torch::kFloat64 || !batch.x.device().is_cpu() ||
+        m.weight(at("embed.W_E")).scalar_type() != torch::kFloat)
+      return {};
+    return scored_cross_entropy(forward_fast(m, batch.x, nullptr), batch.y);
+  }
 
  private:
   static std::string block(int64_t l) { return "blocks." + std::to_string(l) + "."; }
