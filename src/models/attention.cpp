@@ -517,7 +517,75 @@ struct ScoredCrossEntropy : public torch::autograd::Function<ScoredCrossEntropy>
   }
 };
 
+// embed_sequences' node: a row of each table per position, added; the tables' gradients summed
+// back row by row.
+struct EmbedSequences : public torch::autograd::Function<EmbedSequences> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& WE_,
+                               const torch::Tensor& Wpos_, const torch::Tensor& x_) {
+    const auto WE = WE_.contiguous(), Wpos = Wpos_.contiguous(), x = x_.to(torch::kInt64).contiguous();
+    const int64_t S = WE.size(0), V = WE.size(1), d = WE.size(2), P = Wpos.size(1), N = x.size(0), T = x.size(1);
+    TORCH_CHECK(T <= P, "embed_sequences: ", T, " positions, ", P, " position embeddings");
+    auto out = torch::empty({S, N, T, d}, WE.options());
+    const float *we = WE.data_ptr<float>(), *wp = Wpos.data_ptr<float>();
+    const int64_t* tok = x.data_ptr<int64_t>();
+    float* o = out.data_ptr<float>();
+    for (int64_t i = 0; i < N * T; ++i) TORCH_CHECK(tok[i] >= 0 && tok[i] < V, "embed_sequences: token ", tok[i], " of ", V);
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t t = 0; t < T; ++t) {
+          const float* e = we + (s * V + tok[i * T + t]) * d;
+          const float* p = wp + (s * P + t) * d;
+          float* r = o + ((s * N + i) * T + t) * d;
+          for (int64_t c = 0; c < d; ++c) r[c] = e[c] + p[c];
+        }
+    ctx->save_for_backward({x});
+    ctx->saved_data["V"] = V;
+    ctx->saved_data["P"] = P;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto x = ctx->get_saved_variables()[0];
+    const auto g = grads[0].contiguous();
+    const int64_t S = g.size(0), N = g.size(1), T = g.size(2), d = g.size(3);
+    const int64_t V = ctx->saved_data["V"].toInt(), P = ctx->saved_data["P"].toInt();
+    const int64_t* tok = x.data_ptr<int64_t>();
+    const float* pg = g.data_ptr<float>();
+    torch::Tensor dWE, dWpos;
+    if (ctx->needs_input_grad(0)) {
+      dWE = torch::zeros({S, V, d}, g.options());
+      float* o = dWE.data_ptr<float>();
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t i = 0; i < N * T; ++i) {
+          float* r = o + (s * V + tok[i]) * d;
+          const float* src = pg + (s * N * T + i) * d;
+          for (int64_t c = 0; c < d; ++c) r[c] += src[c];
+        }
+    }
+    if (ctx->needs_input_grad(1)) {
+      dWpos = torch::zeros({S, P, d}, g.options());
+      float* o = dWpos.data_ptr<float>();
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t i = 0; i < N; ++i)
+          for (int64_t t = 0; t < T; ++t) {
+            float* r = o + (s * P + t) * d;
+            const float* src = pg + ((s * N + i) * T + t) * d;
+            for (int64_t c = 0; c < d; ++c) r[c] += src[c];
+          }
+    }
+    return {dWE, dWpos, torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+torch::Tensor embed_sequences(const torch::Tensor& W_E, const torch::Tensor& W_pos, const torch::Tensor& x) {
+  TORCH_CHECK(W_E.dim() == 3 && W_pos.dim() == 3 && x.dim() == 2 && W_E.scalar_type() == torch::kFloat &&
+                  W_E.device().is_cpu(),
+              "embed_sequences: W_E [S, V, d], W_pos [S, P, d] float32 on the CPU, x [N, T]");
+  return EmbedSequences::apply(W_E, W_pos, x);
+}
 
 torch::Tensor scored_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels) {
   TORCH_CHECK(logits.dim() >= 3 && logits.scalar_type() == torch::kFloat && logits.device().is_cpu(),

@@ -18,6 +18,11 @@ torch::Tensor attention_sublayer(const torch::Tensor& in, int64_t T, const torch
                                  const torch::Tensor& W_V, const torch::Tensor& b_Q, const torch::Tensor& b_K,
                                  const torch::Tensor& b_V, const torch::Tensor& W_O, const torch::Tensor& b_O);
 
+// Token and position embeddings of sequences x [N, T] (int64, each < V) for S replicas: W_E [S, V, d]
+// and W_pos [S, P, d] (P >= T) float32 on the CPU -> [S, N, T, d] = W_E[x] + W_pos[:T], as one
+// autograd node (the generic forward's index_select, narrow and add, and their backward).
+torch::Tensor embed_sequences(const torch::Tensor& W_E, const torch::Tensor& W_pos, const torch::Tensor& x);
+
 // The training loss of sequences: the mean over the positions whose label is >= 0 of the
 // cross-entropy of logits [S, N, T, C] (float32, CPU) against labels [N, T], computed in
 // float64, summed over the replicas (what batch_loss gives for Target::sequence under the default

@@ -194,6 +194,8 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
     auto pos = offer("", "hook_pos_embed", m.weight(at("pos_embed.W_pos")).narrow(0, 0, T).unsqueeze(0).expand({n, T, d}),
                      same, same);
     resid = (tok + pos).unsqueeze(0);
+  } else if (fused) {
+    resid = embed_sequences(W("embed.W_E"), W("pos_embed.W_pos"), x);
   } else {
     resid = S == 1 ? (m.weight(at("embed.W_E")).index_select(0, x.reshape(-1)).view({n, T, d}) +
                       m.weight(at("pos_embed.W_pos")).narrow(0, 0, T))
