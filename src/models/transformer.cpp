@@ -203,7 +203,8 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
                    : W("embed.W_E").index_select(1, x.reshape(-1)).view({S, n, T, d}) +
                          W("pos_embed.W_pos").narrow(1, 0, T).unsqueeze(1);
   }
-  auto future = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
+  torch::Tensor future;  // the causal mask of the generic attention (the hand-written core needs none)
+  if (!fused) future = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
   torch::Tensor pattern, resid_mid, post_act;
   for (int64_t l = 0; l < s_.n_layers; ++l) {
     const std::string b = block(l);
@@ -263,7 +264,12 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
   torch::Tensor logits;
   if (shape_.target == TaskShape::Target::last)
     logits = replica_mm(resid.select(2, T - 1), W("unembed.W_U")) + W("unembed.b_U").unsqueeze(1);
-  else
+  else if (fused) {  // one addmm with the bias a replica, each with the shapes it has alone
+    const auto W_U = W("unembed.W_U"), b_U = W("unembed.b_U");
+    std::vector<torch::Tensor> per;
+    for (int64_t r = 0; r < S; ++r) per.push_back(at::addmm(b_U[r], resid[r].reshape({n * T, d}), W_U[r]));
+    logits = (S == 1 ? per.front().unsqueeze(0) : torch::stack(per)).view({S, n, T, shape_.classes});
+  } else
     logits = (replica_mm(resid.reshape({S, n * T, d}), W("unembed.W_U")) + W("unembed.b_U").unsqueeze(1))
                  .view({S, n, T, shape_.classes});
   if (cache) {
