@@ -368,8 +368,11 @@ struct AttentionSublayer : public torch::autograd::Function<AttentionSublayer> {
                                const torch::Tensor& WK, const torch::Tensor& WV, const torch::Tensor& bQ,
                                const torch::Tensor& bK, const torch::Tensor& bV, const torch::Tensor& WO_,
                                const torch::Tensor& bO_, int64_t T) {
-    const auto in = in_.contiguous(), WO = WO_.contiguous(), bO = bO_.contiguous();
-    const int64_t S = in.size(0), M = in.size(1), d = in.size(2), H = WQ.size(1), dh = WQ.size(3), F = H * dh;
+    // The weights as the model holds them: [S, ...] side by side, or without the replica axis
+    // alone (so that no view op stands between them and their gradients).
+    const auto in = in_.contiguous();
+    const int64_t S = in.size(0), M = in.size(1), d = in.size(2), H = WQ.size(-3), dh = WQ.size(-1), F = H * dh;
+    const auto WO = WO_.contiguous().view({S, F, d}), bO = bO_.contiguous().view({S, d});
     const auto opts = in.options();
     auto w = torch::empty({S, d, 3 * F}, opts), b = torch::empty({S, 3 * F}, opts);
     {
@@ -395,10 +398,15 @@ struct AttentionSublayer : public torch::autograd::Function<AttentionSublayer> {
     attention_forward(qkv.data_ptr<float>(), z.data_ptr<float>(), pattern.data_ptr<float>(), S * (M / T), T, H, dh);
     for (int64_t s = 0; s < S; ++s) {
       auto o = out[s];
-      at::addmm_out(o, bO[s], z[s], WO[s].view({F, d}));
+      at::addmm_out(o, bO[s], z[s], WO[s]);
     }
     ctx->save_for_backward({in, w, qkv, pattern, z, WO});
     ctx->saved_data["T"] = T;
+    ctx->saved_data["H"] = H;
+    ctx->saved_data["W_Q"] = WQ.sizes().vec();
+    ctx->saved_data["b_Q"] = bQ.sizes().vec();
+    ctx->saved_data["W_O"] = WO_.sizes().vec();
+    ctx->saved_data["b_O"] = bO_.sizes().vec();
     return out;
   }
 
@@ -407,17 +415,18 @@ struct AttentionSublayer : public torch::autograd::Function<AttentionSublayer> {
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor &in = saved[0], &w = saved[1], &qkv = saved[2], &pattern = saved[3], &z = saved[4],
                         &WO = saved[5];
-    const int64_t T = ctx->saved_data["T"].toInt();
-    const int64_t S = in.size(0), M = in.size(1), d = in.size(2), H = WO.size(1), dh = WO.size(2), F = H * dh;
+    const int64_t T = ctx->saved_data["T"].toInt(), H = ctx->saved_data["H"].toInt();
+    const int64_t S = in.size(0), M = in.size(1), d = in.size(2), F = WO.size(1), dh = F / H;
     const auto dout = grads[0].contiguous();
     const auto opts = in.options();
     torch::Tensor din, dW[3], db[3], dWO, dbO;
     if (ctx->needs_input_grad(7)) {
-      dWO = torch::empty_like(WO);
+      dWO = torch::empty_like(WO);  // [S, F, d], given back in W_O's own shape
       for (int64_t s = 0; s < S; ++s) {
-        auto g = dWO[s].view({F, d});
+        auto g = dWO[s];
         at::mm_out(g, z[s].t(), dout[s]);
       }
+      dWO = dWO.view(ctx->saved_data["W_O"].toIntVector());
     }
     if (ctx->needs_input_grad(8)) {
       dbO = torch::empty({S, d}, opts);
@@ -425,11 +434,12 @@ struct AttentionSublayer : public torch::autograd::Function<AttentionSublayer> {
         auto g = dbO[s];
         at::sum_out(g, dout[s], {0});
       }
+      dbO = dbO.view(ctx->saved_data["b_O"].toIntVector());
     }
     auto dz = torch::empty({S, M, F}, opts);
     for (int64_t s = 0; s < S; ++s) {
       auto g = dz[s];
-      at::mm_out(g, dout[s], WO[s].view({F, d}).t());
+      at::mm_out(g, dout[s], WO[s].t());
     }
     auto dqkv = torch::empty_like(qkv);
     attention_backward(qkv.data_ptr<float>(), pattern.data_ptr<float>(), dz.data_ptr<float>(), dqkv.data_ptr<float>(),
@@ -437,7 +447,7 @@ struct AttentionSublayer : public torch::autograd::Function<AttentionSublayer> {
     if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
       auto dw = torch::empty({d, 3 * F}, opts);
       for (int p = 0; p < 3; ++p)
-        if (ctx->needs_input_grad(size_t(1 + p))) dW[p] = torch::empty({S, H, d, dh}, opts);
+        if (ctx->needs_input_grad(size_t(1 + p))) dW[p] = torch::empty(ctx->saved_data["W_Q"].toIntVector(), opts);
       for (int64_t s = 0; s < S; ++s) {
         at::mm_out(dw, in[s].t(), dqkv[s]);
         float* parts[3];
@@ -452,7 +462,8 @@ struct AttentionSublayer : public torch::autograd::Function<AttentionSublayer> {
         at::sum_out(g, dqkv[s], {0});
       }
       for (int p = 0; p < 3; ++p)
-        if (ctx->needs_input_grad(size_t(4 + p))) db[p] = sums.narrow(1, p * F, F).reshape({S, H, dh});
+        if (ctx->needs_input_grad(size_t(4 + p)))
+          db[p] = sums.narrow(1, p * F, F).reshape(ctx->saved_data["b_Q"].toIntVector());
     }
     if (ctx->needs_input_grad(0)) {
       din = torch::empty({S, M, d}, opts);
@@ -522,8 +533,10 @@ struct ScoredCrossEntropy : public torch::autograd::Function<ScoredCrossEntropy>
 struct EmbedSequences : public torch::autograd::Function<EmbedSequences> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& WE_,
                                const torch::Tensor& Wpos_, const torch::Tensor& x_) {
+    // Tables [S, rows, d] side by side, or [rows, d] alone (no view op before their gradients).
     const auto WE = WE_.contiguous(), Wpos = Wpos_.contiguous(), x = x_.to(torch::kInt64).contiguous();
-    const int64_t S = WE.size(0), V = WE.size(1), d = WE.size(2), P = Wpos.size(1), N = x.size(0), T = x.size(1);
+    const int64_t S = WE.dim() == 3 ? WE.size(0) : 1, V = WE.size(-2), d = WE.size(-1), P = Wpos.size(-2),
+                  N = x.size(0), T = x.size(1);
     TORCH_CHECK(T <= P, "embed_sequences: ", T, " positions, ", P, " position embeddings");
     auto out = torch::empty({S, N, T, d}, WE.options());
     const float *we = WE.data_ptr<float>(), *wp = Wpos.data_ptr<float>();
@@ -539,6 +552,8 @@ struct EmbedSequences : public torch::autograd::Function<EmbedSequences> {
           for (int64_t c = 0; c < d; ++c) r[c] = e[c] + p[c];
         }
     ctx->save_for_backward({x});
+    ctx->saved_data["W_E"] = WE_.sizes().vec();
+    ctx->saved_data["W_pos"] = Wpos_.sizes().vec();
     ctx->saved_data["V"] = V;
     ctx->saved_data["P"] = P;
     return out;
@@ -554,7 +569,7 @@ struct EmbedSequences : public torch::autograd::Function<EmbedSequences> {
     const float* pg = g.data_ptr<float>();
     torch::Tensor dWE, dWpos;
     if (ctx->needs_input_grad(0)) {
-      dWE = torch::zeros({S, V, d}, g.options());
+      dWE = torch::zeros(ctx->saved_data["W_E"].toIntVector(), g.options());
       float* o = dWE.data_ptr<float>();
       for (int64_t s = 0; s < S; ++s)
         for (int64_t i = 0; i < N * T; ++i) {
@@ -564,7 +579,7 @@ struct EmbedSequences : public torch::autograd::Function<EmbedSequences> {
         }
     }
     if (ctx->needs_input_grad(1)) {
-      dWpos = torch::zeros({S, P, d}, g.options());
+      dWpos = torch::zeros(ctx->saved_data["W_pos"].toIntVector(), g.options());
       float* o = dWpos.data_ptr<float>();
       for (int64_t s = 0; s < S; ++s)
         for (int64_t i = 0; i < N; ++i)
@@ -581,9 +596,9 @@ struct EmbedSequences : public torch::autograd::Function<EmbedSequences> {
 }  // namespace
 
 torch::Tensor embed_sequences(const torch::Tensor& W_E, const torch::Tensor& W_pos, const torch::Tensor& x) {
-  TORCH_CHECK(W_E.dim() == 3 && W_pos.dim() == 3 && x.dim() == 2 && W_E.scalar_type() == torch::kFloat &&
-                  W_E.device().is_cpu(),
-              "embed_sequences: W_E [S, V, d], W_pos [S, P, d] float32 on the CPU, x [N, T]");
+  TORCH_CHECK(W_E.dim() == W_pos.dim() && (W_E.dim() == 3 || W_E.dim() == 2) && x.dim() == 2 &&
+                  W_E.scalar_type() == torch::kFloat && W_E.device().is_cpu(),
+              "embed_sequences: W_E [S, V, d] and W_pos [S, P, d] (or without S) float32 on the CPU, x [N, T]");
   return EmbedSequences::apply(W_E, W_pos, x);
 }
 

@@ -9,8 +9,9 @@
 namespace grokking {
 
 // in [S, N*T, d] float32 on the CPU (S replicas, N sequences of T positions, contiguous rows),
-// the weights as the model stores them batched over replicas (W_Q, W_K, W_V [S, H, d, dh],
-// b_Q, b_K, b_V [S, H, dh], W_O [S, H, dh, d], b_O [S, d]). Returns attn_out [S, N*T, d]: at
+// the weights as the model stores them (W_Q, W_K, W_V [S, H, d, dh], b_Q, b_K, b_V [S, H, dh],
+// W_O [S, H, dh, d], b_O [S, d]; for one model without the S axis, so that no view op stands
+// between a parameter and its gradient). Returns attn_out [S, N*T, d]: at
 // position i, sum over heads of (sum over j <= i of softmax_j(q_i . k_j / sqrt(dh)) v_j) W_O + b_O,
 // with q, k, v = in W + b. Differentiable: its backward is written out too, each gradient only
 // where an input wants one.
@@ -19,8 +20,9 @@ torch::Tensor attention_sublayer(const torch::Tensor& in, int64_t T, const torch
                                  const torch::Tensor& b_V, const torch::Tensor& W_O, const torch::Tensor& b_O);
 
 // Token and position embeddings of sequences x [N, T] (int64, each < V) for S replicas: W_E [S, V, d]
-// and W_pos [S, P, d] (P >= T) float32 on the CPU -> [S, N, T, d] = W_E[x] + W_pos[:T], as one
-// autograd node (the generic forward's index_select, narrow and add, and their backward).
+// and W_pos [S, P, d] (P >= T; [V, d] and [P, d] for one model) float32 on the CPU ->
+// [S, N, T, d] = W_E[x] + W_pos[:T], as one autograd node (the generic forward's index_select,
+// narrow and add, and their backward).
 torch::Tensor embed_sequences(const torch::Tensor& W_E, const torch::Tensor& W_pos, const torch::Tensor& x);
 
 // The training loss of sequences: the mean over the positions whose label is >= 0 of the

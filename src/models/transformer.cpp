@@ -170,6 +170,9 @@ torch::Tensor heads_in(const torch::Tensor& w) {
 torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* cache, ActivationHooks* hooks, bool fused) const {
   const int64_t S = m.replicas(), n = x.size(0), T = x.size(1), d = s_.d_model, h = s_.n_heads, dh = s_.d_head;
   auto W = [&](const std::string& name) { return m.batched(at(name)); };  // [S, ...]
+  // As the model holds it: [S, ...] side by side, without the S axis alone (the fused nodes take
+  // either, and a view op between a parameter and its gradient costs a node a step).
+  auto P = [&](const std::string& name) { return m.weight(at(name)); };
   const bool pre = s_.layer_norm == "pre", post = s_.layer_norm == "post";
   if (hooks && S != 1) throw std::logic_error("activations are named for one model");
   // Offers an activation to the hooks in TransformerLens's layout (to_tl) and goes on with what
@@ -195,7 +198,7 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
                      same, same);
     resid = (tok + pos).unsqueeze(0);
   } else if (fused) {
-    resid = embed_sequences(W("embed.W_E"), W("pos_embed.W_pos"), x);
+    resid = embed_sequences(P("embed.W_E"), P("pos_embed.W_pos"), x);
   } else {
     resid = S == 1 ? (m.weight(at("embed.W_E")).index_select(0, x.reshape(-1)).view({n, T, d}) +
                       m.weight(at("pos_embed.W_pos")).narrow(0, 0, T))
@@ -213,9 +216,9 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
     auto in = pre ? layer_norm(resid, W(b + "ln1.w"), W(b + "ln1.b")) : resid;
     torch::Tensor attn_out;  // [S, N*T, d]
     if (fused) {  // one product for Q, K and V of every head, the hand-written core, one autograd node
-      attn_out = attention_sublayer(in.reshape({S, n * T, d}), T, W(b + "attn.W_Q"), W(b + "attn.W_K"),
-                                    W(b + "attn.W_V"), W(b + "attn.b_Q"), W(b + "attn.b_K"), W(b + "attn.b_V"),
-                                    W(b + "attn.W_O"), W(b + "attn.b_O"));
+      attn_out = attention_sublayer(in.reshape({S, n * T, d}), T, P(b + "attn.W_Q"), P(b + "attn.W_K"),
+                                    P(b + "attn.W_V"), P(b + "attn.b_Q"), P(b + "attn.b_K"), P(b + "attn.b_V"),
+                                    P(b + "attn.W_O"), P(b + "attn.b_O"));
     } else {
       // Each projection reshapes the stream itself: its gradient then sums in the order the
       // one-model forward always summed it (bit for bit).
@@ -265,10 +268,14 @@ torch::Tensor Transformer::run(const Model& m, const torch::Tensor& x, Cache* ca
   if (shape_.target == TaskShape::Target::last)
     logits = replica_mm(resid.select(2, T - 1), W("unembed.W_U")) + W("unembed.b_U").unsqueeze(1);
   else if (fused) {  // one addmm with the bias a replica, each with the shapes it has alone
-    const auto W_U = W("unembed.W_U"), b_U = W("unembed.b_U");
-    std::vector<torch::Tensor> per;
-    for (int64_t r = 0; r < S; ++r) per.push_back(at::addmm(b_U[r], resid[r].reshape({n * T, d}), W_U[r]));
-    logits = (S == 1 ? per.front().unsqueeze(0) : torch::stack(per)).view({S, n, T, shape_.classes});
+    const auto W_U = P("unembed.W_U"), b_U = P("unembed.b_U");
+    if (S == 1) {
+      logits = at::addmm(b_U, resid.reshape({n * T, d}), W_U).view({1, n, T, shape_.classes});
+    } else {
+      std::vector<torch::Tensor> per;
+      for (int64_t r = 0; r < S; ++r) per.push_back(at::addmm(b_U[r], resid[r].reshape({n * T, d}), W_U[r]));
+      logits = torch::stack(per).view({S, n, T, shape_.classes});
+    }
   } else
     logits = (replica_mm(resid.reshape({S, n * T, d}), W("unembed.W_U")) + W("unembed.b_U").unsqueeze(1))
                  .view({S, n, T, shape_.classes});
