@@ -110,19 +110,21 @@ void perturb(Model& m) {
       t.add_(torch::randn(t.sizes(), gen) * 0.1);
 }
 
+// A small induction config: two attention-only layers on repeated sequences, with `sets` applied.
+Config induction(const std::vector<std::string>& sets) {
+  auto j = config_to_json(tiny_config());
+  j["task"] = {{"kind", "repeat"}, {"vocab", 12}, {"context", 16}, {"repeat_min", 3}, {"repeat_max", 6},
+               {"eval_sequences", 8}};
+  j["model"] = {{"n_layers", 2}, {"attn_only", true}, {"d_model", 16}, {"n_heads", 2}, {"d_head", 8}};
+  j["train"]["batch_size"] = 16;
+  return parse_config(j.dump(), "(test)", sets);
+}
+
 }  // namespace
 
 TEST_CASE("the transformer's fast path with the hand-written attention: the generic forward's outputs and gradients", "[kinds]") {
   // Induction's sequences (every position scored, the context 32 and 16), the [a, b, =] task with
   // two layers and with LayerNorm, and heads of widths that are not a multiple of 8.
-  auto induction = [](const std::vector<std::string>& sets) {
-    auto j = config_to_json(tiny_config());
-    j["task"] = {{"kind", "repeat"}, {"vocab", 12}, {"context", 16}, {"repeat_min", 3}, {"repeat_max", 6},
-                 {"eval_sequences", 8}};
-    j["model"] = {{"n_layers", 2}, {"attn_only", true}, {"d_model", 16}, {"n_heads", 2}, {"d_head", 8}};
-    j["train"]["batch_size"] = 16;
-    return parse_config(j.dump(), "(test)", sets);
-  };
   const std::vector<std::pair<std::string, Config>> configs = {
       {"induction, 2 attention-only layers", induction({})},
       {"induction, context 32, 3 heads of 5", induction({"task.context=32", "task.repeat_max=14", "model.d_model=15",
@@ -176,14 +178,6 @@ TEST_CASE("the transformer's fast path with the hand-written attention: the gene
 
 TEST_CASE("the sequence loss fused on the fast path: the generic loss and gradients of a step, alone and packed",
           "[kinds]") {
-  auto induction = [](const std::vector<std::string>& sets) {
-    auto j = config_to_json(tiny_config());
-    j["task"] = {{"kind", "repeat"}, {"vocab", 12}, {"context", 16}, {"repeat_min", 3}, {"repeat_max", 6},
-                 {"eval_sequences", 8}};
-    j["model"] = {{"n_layers", 2}, {"attn_only", true}, {"d_model", 16}, {"n_heads", 2}, {"d_head", 8}};
-    j["train"]["batch_size"] = 16;
-    return parse_config(j.dump(), "(test)", sets);
-  };
   for (const auto& sets : std::vector<std::vector<std::string>>{
            {}, {"task.loss_on=\"all\""}, {"model.attn_only=false", "model.layer_norm=\"pre\"", "model.train_biases=true"}})
     for (const std::vector<int64_t>& seeds : {std::vector<int64_t>{0}, std::vector<int64_t>{0, 1, 2}}) {

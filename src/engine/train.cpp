@@ -533,8 +533,6 @@ class TrainingRun {
     return cols;
   }
 
-  // The task's own figures on the evaluation set, per replica.
-
   // Evaluates every replica on both splits and appends a metrics.csv row, at its own epoch, to
   // each of `due` that is still running (the lr column: the rate of the epoch's last step).
   void evaluate_rows(const std::vector<int64_t>& due) {

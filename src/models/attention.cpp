@@ -163,6 +163,30 @@ GROKKING_INLINE void tile_rows(const float* base, int64_t i0, int64_t rows, int6
   for (int64_t r = 0; r < kRows; ++r) out[r] = base + std::min(i0 + r, rows - 1) * rs;
 }
 
+// A tile's rows written to out (row stride os) from row i0, the first `rows` of them, the
+// first w = min(16, D - e0) widths each from width e0.
+GROKKING_INLINE void store_tile(const vf16* t, float* out, int64_t i0, int64_t rows, int64_t os, int64_t e0, int64_t D) {
+  const auto w = size_t(std::min(kLanes, D - e0));
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(out + (i0 + r) * os + e0, &t[r], w * sizeof(float));
+}
+
+// Four columns jr of m (row stride ms, zero above the diagonal) against rows j0.. of b (row
+// stride bs, sixteen widths from b's start): out[r] = sum_{i >= j0} m[i][jr[r]] b[i].
+GROKKING_INLINE void columns_4x16(const float* m, int64_t ms, const int64_t* jr, const float* b, int64_t bs,
+                                  int64_t j0, int64_t T, vf16* out) {
+  vf16 c0 = {}, c1 = {}, c2 = {}, c3 = {};
+  for (int64_t i = j0; i < T; ++i) {
+    vf16 bi;
+    GROKKING_LOAD16(bi, b + i * bs);
+    const float* mi = m + i * ms;
+    c0 += mi[jr[0]] * bi;
+    c1 += mi[jr[1]] * bi;
+    c2 += mi[jr[2]] * bi;
+    c3 += mi[jr[3]] * bi;
+  }
+  out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
+}
+
 // One (sequence, head) block forward. q, k, v: its rows (stride rs); z: its output rows (stride
 // zs); p: its pattern [T, T]; scratch: forward_scratch(T, D) floats, finite (its padding is
 // never cleared: a lane past the row or the width is computed and dropped, never mixed into one
@@ -195,8 +219,7 @@ GROKKING_INLINE void forward_block_impl(const float* __restrict__ q, const float
     tile_rows(p, i0, T, T, pr);
     for (int64_t e0 = 0; e0 < D; e0 += kLanes) {
       tile_4x16(pr, vp + e0, Dp, last, t);
-      const int64_t w = std::min(kLanes, D - e0);
-      for (int64_t r = 0; r < rows; ++r) std::memcpy(z + (i0 + r) * zs + e0, &t[r], size_t(w) * sizeof(float));
+      store_tile(t, z, i0, rows, zs, e0, D);
     }
   }
 }
@@ -268,8 +291,7 @@ GROKKING_INLINE void backward_block_impl(const float* __restrict__ q, const floa
     tile_rows(ds, i0, T, Tp, dr);
     for (int64_t e0 = 0; e0 < D; e0 += kLanes) {  // d q_i = sum_j ds_ij k_j
       tile_4x16(dr, kp + e0, Dp, last, t);
-      const int64_t w = std::min(kLanes, D - e0);
-      for (int64_t r = 0; r < rows; ++r) std::memcpy(dq + (i0 + r) * rs + e0, &t[r], size_t(w) * sizeof(float));
+      store_tile(t, dq, i0, rows, rs, e0, D);
     }
   }
   // Four keys a tile: their columns of p and ds against the rows of d z and q from the diagonal on
@@ -279,31 +301,10 @@ GROKKING_INLINE void backward_block_impl(const float* __restrict__ q, const floa
     int64_t jr[kRows];
     for (int64_t r = 0; r < kRows; ++r) jr[r] = std::min(j0 + r, T - 1);
     for (int64_t e0 = 0; e0 < D; e0 += kLanes) {
-      const int64_t w = std::min(kLanes, D - e0);
-      vf16 c0 = {}, c1 = {}, c2 = {}, c3 = {};
-      for (int64_t i = j0; i < T; ++i) {
-        vf16 g;
-        GROKKING_LOAD16(g, gp + i * Dp + e0);
-        const float* pi = p + i * T;
-        c0 += pi[jr[0]] * g;
-        c1 += pi[jr[1]] * g;
-        c2 += pi[jr[2]] * g;
-        c3 += pi[jr[3]] * g;
-      }
-      t[0] = c0, t[1] = c1, t[2] = c2, t[3] = c3;
-      for (int64_t r = 0; r < rows; ++r) std::memcpy(dv + (j0 + r) * rs + e0, &t[r], size_t(w) * sizeof(float));
-      c0 = vf16{}, c1 = vf16{}, c2 = vf16{}, c3 = vf16{};
-      for (int64_t i = j0; i < T; ++i) {
-        vf16 qv;
-        GROKKING_LOAD16(qv, qp + i * Dp + e0);
-        const float* si = ds + i * Tp;
-        c0 += si[jr[0]] * qv;
-        c1 += si[jr[1]] * qv;
-        c2 += si[jr[2]] * qv;
-        c3 += si[jr[3]] * qv;
-      }
-      t[0] = c0, t[1] = c1, t[2] = c2, t[3] = c3;
-      for (int64_t r = 0; r < rows; ++r) std::memcpy(dk + (j0 + r) * rs + e0, &t[r], size_t(w) * sizeof(float));
+      columns_4x16(p, T, jr, gp + e0, Dp, j0, T, t);  // d v_j = sum_i p_ij dz_i
+      store_tile(t, dv, j0, rows, rs, e0, D);
+      columns_4x16(ds, Tp, jr, qp + e0, Dp, j0, T, t);  // d k_j = sum_i ds_ij q_i
+      store_tile(t, dk, j0, rows, rs, e0, D);
     }
   }
 }
@@ -311,18 +312,27 @@ GROKKING_INLINE void backward_block_impl(const float* __restrict__ q, const floa
 GROKKING_SIMD_KERNEL(forward_block, forward_block_impl)
 GROKKING_SIMD_KERNEL(backward_block, backward_block_impl)
 
+// Calls fn(bh, qkv offset, z offset, scratch) for each of the B H (sequence, head) blocks across
+// the threads, each thread with `scratch` floats of its own.
+template <class F>
+void for_each_block(int64_t B, int64_t T, int64_t H, int64_t D, int64_t scratch, F fn) {
+  const int64_t rs = 3 * H * D, zs = H * D;  // row strides of qkv and z
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buffer(static_cast<size_t>(scratch));
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      fn(bh, b * T * rs + h * D, b * T * zs + h * D, buffer.data());
+    }
+  });
+}
+
 // Every block's forward: z [B, T, H, D] and the pattern [B, H, T, T] from qkv [B, T, 3, H, D].
 void attention_forward(const float* in, float* out, float* pat, int64_t B, int64_t T, int64_t H, int64_t D) {
   const float scale = float(1.0 / std::sqrt(double(D)));
-  const int64_t rs = 3 * H * D, zs = H * D;  // row strides of qkv and z
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(static_cast<size_t>(forward_scratch(T, D)));
-    for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t b = bh / H, h = bh % H;
-      const float* q = in + b * T * rs + h * D;
-      forward_block(q, q + H * D, q + 2 * H * D, out + b * T * zs + h * D, pat + bh * T * T, scratch.data(), T, D, rs,
-                    zs, scale);
-    }
+  const int64_t F = H * D;
+  for_each_block(B, T, H, D, forward_scratch(T, D), [&](int64_t bh, int64_t at_qkv, int64_t at_z, float* scratch) {
+    const float* q = in + at_qkv;
+    forward_block(q, q + F, q + 2 * F, out + at_z, pat + bh * T * T, scratch, T, D, 3 * F, F, scale);
   });
 }
 
@@ -330,16 +340,12 @@ void attention_forward(const float* in, float* out, float* pat, int64_t B, int64
 void attention_backward(const float* in, const float* pat, const float* gz, float* gin, int64_t B, int64_t T, int64_t H,
                         int64_t D) {
   const float scale = float(1.0 / std::sqrt(double(D)));
-  const int64_t rs = 3 * H * D, zs = H * D;
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(static_cast<size_t>(backward_scratch(T, D)));
-    for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t b = bh / H, h = bh % H;
-      const float* q = in + b * T * rs + h * D;
-      float* dq = gin + b * T * rs + h * D;
-      backward_block(q, q + H * D, q + 2 * H * D, gz + b * T * zs + h * D, pat + bh * T * T, dq, dq + H * D,
-                     dq + 2 * H * D, scratch.data(), T, D, rs, zs, scale);
-    }
+  const int64_t F = H * D;
+  for_each_block(B, T, H, D, backward_scratch(T, D), [&](int64_t bh, int64_t at_qkv, int64_t at_z, float* scratch) {
+    const float* q = in + at_qkv;
+    float* dq = gin + at_qkv;
+    backward_block(q, q + F, q + 2 * F, gz + at_z, pat + bh * T * T, dq, dq + F, dq + 2 * F, scratch, T, D, 3 * F, F,
+                   scale);
   });
 }
 
@@ -499,6 +505,7 @@ struct ScoredCrossEntropy : public torch::autograd::Function<ScoredCrossEntropy>
     }
     ctx->save_for_backward({logp, idx, torch::from_blob(cls.data(), {K}, torch::kInt64).clone()});
     ctx->saved_data["shape"] = logits.sizes().vec();
+    ctx->saved_data["M"] = M;
     return torch::tensor(total, torch::kFloat64);
   }
 
@@ -509,11 +516,7 @@ struct ScoredCrossEntropy : public torch::autograd::Function<ScoredCrossEntropy>
     const int64_t* rows = saved[1].data_ptr<int64_t>();
     const int64_t* cls = saved[2].data_ptr<int64_t>();
     const auto shape = ctx->saved_data["shape"].toIntVector();
-    const int64_t S = p.size(0), K = p.size(1), C = p.size(2), M = [&] {
-      int64_t m = 1;
-      for (size_t i = 1; i + 1 < shape.size(); ++i) m *= shape[i];
-      return m;
-    }();
+    const int64_t S = p.size(0), K = p.size(1), C = p.size(2), M = ctx->saved_data["M"].toInt();
     const double scale = grads[0].item<double>() / double(K);
     auto out = torch::zeros({S, M, C}, torch::kFloat);
     const double* pp = p.data_ptr<double>();
