@@ -7,6 +7,7 @@
 #include "grokking/model.hpp"
 #include "grokking/optim.hpp"
 #include "grokking/graph_step.hpp"
+#include "grokking/threads.hpp"
 #include "helpers.hpp"
 
 using namespace grokking;
@@ -217,6 +218,80 @@ TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]
       CHECK(test::max_rel_diff(gf, gp, where + "grad " + name) <= 1e-5);
     }
   }
+}
+
+namespace {
+// A training step split into this many row shards while in scope, then as before.
+struct ScopedShards {
+  explicit ScopedShards(int n) : before(step_shards()) { set_step_shards(n); }
+  ~ScopedShards() { set_step_shards(before); }
+  ScopedShards(const ScopedShards&) = delete;
+  ScopedShards& operator=(const ScopedShards&) = delete;
+  int before;
+};
+
+std::pair<double, torch::Tensor> step_grads(Model& m, const Batch& b, bool fast, int shards) {
+  ScopedShards s(shards);
+  auto loss = forward_backward(m, b, fast);
+  return {loss.item<double>(), m.flat_grad().clone()};
+}
+}  // namespace
+
+TEST_CASE("a step split into row shards on threads gives the whole step's loss and gradients, the same bits each time and packed as alone",
+          "[model]") {
+  std::vector<Config> configs;
+  configs.push_back(Config{});  // the paper's P = 113: 3,830 training pairs
+  {
+    Config c;
+    c.task.set("p", 59);
+    c.model.set("train_biases", true);
+    c.model.set("activation", "gelu");
+    configs.push_back(c);
+  }
+  configs.push_back(load_config(test::source_dir() + "/configs/groups/chughtai-s5-mlp.json"));
+  for (auto& cfg : configs) {
+    cfg.train.device = "cpu";
+    const auto d = make_dataset(cfg.task);
+    const Batch b{d.train_x, d.train_y, {}};
+    INFO(cfg.model.kind << " " << describe_task(cfg.task) << ", " << b.size() << " rows");
+    Model pair(cfg, {cfg.train.seed, cfg.train.seed + 1});  // two replicas side by side
+    if (cfg.model.keys.count("train_biases") && cfg.model.keys.at("train_biases") == true) {
+      torch::NoGradGuard g;
+      for (auto& [n, t] : pair.named_parameters())
+        if (n.find(".b_") != std::string::npos) t.normal_(0, 0.1);
+    }
+    Model m = pair.replica(0);
+    for (bool fast : {true, false}) {
+      INFO((fast ? "fast" : "plain") << " path");
+      const auto [loss1, grad1] = step_grads(m, b, fast, 1);
+      for (int k : {2, 3}) {
+        INFO(k << " shards");
+        const auto [loss, grad] = step_grads(m, b, fast, k);
+        CHECK(std::abs(loss - loss1) <= 1e-6 * std::abs(loss1));
+        CHECK_FALSE(torch::equal(grad, grad1));  // split: the sums' order changed
+        int64_t off = 0;
+        for (auto& [name, t] : m.named_parameters()) {
+          auto g = grad.narrow(0, off, t.numel()), g1 = grad1.narrow(0, off, t.numel());
+          off += t.numel();
+          if (name == "blocks.0.attn.b_K") continue;  // a true gradient of zero: rounding noise alone
+          CHECK(test::max_rel_diff(g, g1, name) <= 1e-5);
+        }
+        const auto [again_loss, again] = step_grads(m, b, fast, k);
+        CHECK(again_loss == loss);
+        CHECK(torch::equal(again, grad));
+      }
+    }
+    // Side by side, the first replica's gradient is the one it has alone.
+    const auto [alone_loss, alone] = step_grads(m, b, true, 2);
+    const auto [pair_loss, both] = step_grads(pair, b, true, 2);
+    CHECK(torch::equal(pair.replica_part(both, 0), alone));
+  }
+  // Too few rows for two shards of 256: the step is not split, the same bits as one shard.
+  auto cfg = tiny_config(23);
+  Model m(cfg);
+  const auto d = make_dataset(cfg.task);
+  const Batch b{d.train_x, d.train_y, {}};
+  CHECK(torch::equal(step_grads(m, b, true, 2).second, step_grads(m, b, true, 1).second));
 }
 
 TEST_CASE("the fast path fills the plain path's activation cache", "[model]") {

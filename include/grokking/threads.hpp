@@ -1,13 +1,24 @@
 // CPU threads and the BLAS library LibTorch runs on. Torch-free.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace grokking {
 
 // Sets LibTorch's intra-op threads and the BLAS threads (0: usable_cpus()) so that the two
 // pools do not stall each other; returns the thread count used.
+// Where OpenBLAS has its own pthreads, LibTorch's kernels get one thread and a CPU training step
+// is split into row shards, one a thread (step_shards()).
 int configure_threads(int64_t requested);
+// How many row shards a CPU training step of a fixed split splits into (1: not split). A step's
+// matrix products are too small for OpenBLAS to split well, and LibTorch's kernels between them
+// run on one thread: whole shards on their own threads use both cores (forward_backward).
+int step_shards();
+void set_step_shards(int n);  // configure_threads sets it; tests set it directly
+// Runs fn(0) .. fn(n - 1) at once, fn(0) on the calling thread, each on one BLAS thread, and
+// restores the BLAS threads after; rethrows the first shard's exception.
+void run_sharded(int n, const std::function<void(int)>& fn);
 // CPUs this process may run on: the online ones within its affinity mask.
 int usable_cpus();
 // The BLAS library LibTorch's matrix products run on, as loaded into this process

@@ -6,9 +6,12 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <exception>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 namespace grokking {
 
@@ -18,7 +21,43 @@ int openblas_parallel() {
   if (auto get = reinterpret_cast<int (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_parallel"))) return get();
   return -1;
 }
+
+std::atomic<int> shards{1};
+void (*blas_set_threads())(int) {
+  return reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+}
+int (*blas_get_threads())() { return reinterpret_cast<int (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads")); }
 }  // namespace
+
+int step_shards() { return shards.load(); }
+void set_step_shards(int n) { shards.store(std::max(1, n)); }
+
+void run_sharded(int n, const std::function<void(int)>& fn) {
+  if (n <= 1) return fn(0);
+  auto set_blas = blas_set_threads();
+  auto get_blas = blas_get_threads();
+  const int before = get_blas ? get_blas() : 0;
+  // OpenBLAS's pthreads build runs a product called from two threads at once one after the
+  // other when it may use its pool; on one thread each, it runs in the caller.
+  if (set_blas) set_blas(1);
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  auto guarded = [&](int k) {
+    try {
+      fn(k);
+    } catch (...) {
+      errors[size_t(k)] = std::current_exception();
+    }
+  };
+  {
+    std::vector<std::thread> workers;
+    for (int k = 1; k < n; ++k) workers.emplace_back(guarded, k);
+    guarded(0);
+    for (auto& w : workers) w.join();
+  }
+  if (set_blas && before > 0) set_blas(before);
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
 
 int usable_cpus() {
   cpu_set_t set;
@@ -38,6 +77,7 @@ int configure_threads(int64_t requested) {
     // products carry the FLOPs, so the cores go to OpenBLAS and LibTorch's kernels get one.
     at::set_num_threads(1);
     set_blas(n);
+    set_step_shards(n);
   } else {
     // OpenBLAS on OpenMP (Debian's libopenblas0-openmp) shares LibTorch's OpenMP pool, so both
     // can have every core (P=113 step about 10 % faster than the pthreads split); a sequential
@@ -45,6 +85,7 @@ int configure_threads(int64_t requested) {
     // (openblas_get_parallel is missing) gets the pthreads split above, the safe choice.
     at::set_num_threads(n);
     if (set_blas) set_blas(n);
+    set_step_shards(1);
   }
   return n;
 }

@@ -1,7 +1,11 @@
 // The losses of the model's outputs, and the gradients of one step.
 #include "grokking/model.hpp"
 
+#include <algorithm>
 #include <limits>
+#include <vector>
+
+#include "grokking/threads.hpp"
 
 namespace grokking {
 
@@ -119,13 +123,60 @@ ReplicaMeasures model_measures(const Model& model, const Batch& batch, bool fast
   return batch_measures(model.outputs(batch.x, fast), batch, model.shape(), LossSpec::of(model.config().train));
 }
 
-torch::Tensor forward_backward(Model& model, const Batch& batch, bool fast) {
-  model.flat_grad().zero_();
-  const auto spec = LossSpec::of(model.config().train);
+namespace {
+torch::Tensor step_loss(Model& model, const Batch& batch, bool fast, const LossSpec& spec) {
   // The fast path: the kind's fused step where it has one (the same loss and gradients).
   torch::Tensor loss;
   if (fast && model.has_fast_path()) loss = model.arch().fused_loss(model, batch, spec);
   if (!loss.defined()) loss = batch_loss(model.outputs(batch.x, fast), batch, model.shape(), spec);
+  return loss;
+}
+
+// A shard has at least this many rows: below it the threads cost more than they save.
+constexpr int64_t kMinShardRows = 256;
+
+// How many row shards this step splits into: on the CPU, where a loss is a mean over the rows
+// (one label a row), with step_shards() threads and enough rows for each.
+int shards_for(const Model& model, const Batch& batch) {
+  if (!batch.x.device().is_cpu() || model.shape().target != TaskShape::Target::last) return 1;
+  return int(std::max<int64_t>(1, std::min<int64_t>(step_shards(), batch.size() / kMinShardRows)));
+}
+
+// The step on `k` shards of consecutive rows at once, each on its own thread: shard i's loss
+// weighted by its share of the rows (each replica's loss is a mean over the rows), its gradients
+// taken apart (autograd::grad) and summed in shard order into flat_grad, so that a step is the
+// same bits for the same shard count. The loss returned is the weighted sum.
+torch::Tensor sharded_forward_backward(Model& model, const Batch& batch, bool fast, const LossSpec& spec, int k) {
+  std::vector<torch::Tensor> inputs;
+  for (auto& [name, p] : model.named_parameters())
+    if (p.requires_grad()) inputs.push_back(p);
+  const int64_t n = batch.size();
+  std::vector<std::vector<torch::Tensor>> grads(static_cast<size_t>(k));
+  std::vector<torch::Tensor> losses(static_cast<size_t>(k));
+  run_sharded(k, [&](int i) {
+    const int64_t first = n * i / k, last = n * (i + 1) / k;
+    auto loss = step_loss(model, batch.slice(first, last), fast, spec) * (double(last - first) / double(n));
+    grads[size_t(i)] = torch::autograd::grad({loss}, inputs, {}, /*retain_graph=*/false, /*create_graph=*/false,
+                                             /*allow_unused=*/true);
+    losses[size_t(i)] = loss.detach();
+  });
+  torch::NoGradGuard no_grad;
+  for (size_t j = 0; j < inputs.size(); ++j) {
+    auto g = inputs[j].grad();  // a view of flat_grad, zeroed
+    for (auto& shard : grads)
+      if (shard[j].defined()) g.add_(shard[j]);
+  }
+  auto loss = losses[0];
+  for (size_t i = 1; i < losses.size(); ++i) loss = loss + losses[i];
+  return loss;
+}
+}  // namespace
+
+torch::Tensor forward_backward(Model& model, const Batch& batch, bool fast) {
+  model.flat_grad().zero_();
+  const auto spec = LossSpec::of(model.config().train);
+  if (const int k = shards_for(model, batch); k > 1) return sharded_forward_backward(model, batch, fast, spec, k);
+  auto loss = step_loss(model, batch, fast, spec);
   loss.backward();
   return loss;
 }
