@@ -178,12 +178,14 @@ TEST_CASE("the transformer's fast path with the hand-written attention: the gene
 
 TEST_CASE("the sequence loss fused on the fast path: the generic loss and gradients of a step, alone and packed",
           "[kinds]") {
+  for (const auto level : simd_levels())
   for (const auto& sets : std::vector<std::vector<std::string>>{
            {}, {"task.loss_on=\"all\""}, {"model.attn_only=false", "model.layer_norm=\"pre\"", "model.train_biases=true"}})
     for (const std::vector<int64_t>& seeds : {std::vector<int64_t>{0}, std::vector<int64_t>{0, 1, 2}}) {
+      test::ScopedSimd simd(level);
       const Config cfg = induction(sets);
-      const std::string what = (sets.empty() ? std::string("attention-only") : sets.front()) + ", " +
-                               std::to_string(seeds.size()) + " side by side";
+      const std::string what = simd_name(level) + ", " + (sets.empty() ? std::string("attention-only") : sets.front()) +
+                               ", " + std::to_string(seeds.size()) + " side by side";
       INFO(what);
       Model m(cfg, seeds);
       perturb(m);
@@ -202,6 +204,40 @@ TEST_CASE("the sequence loss fused on the fast path: the generic loss and gradie
   Config cfg = induction({"train.loss=\"stablemax\""});
   Model m(cfg);
   CHECK_FALSE(m.arch().fused_loss(m, make_task(cfg.task)->train_batch(0, 4), LossSpec::of(cfg.train)).defined());
+}
+
+TEST_CASE("the MLP's loss fused on the fast path: the generic float64 cross-entropy and its gradients, alone and packed",
+          "[kinds]") {
+  for (const auto level : simd_levels())
+    for (const std::vector<int64_t>& seeds : {std::vector<int64_t>{0}, std::vector<int64_t>{0, 1, 2}}) {
+      test::ScopedSimd simd(level);
+      const Config cfg = mlp_embed();
+      const std::string what = simd_name(level) + ", " + std::to_string(seeds.size()) + " side by side";
+      INFO(what);
+      Model m(cfg, seeds);
+      perturb(m);
+      {  // logits far apart, so that some softmax terms underflow to zero
+        torch::NoGradGuard g;
+        m.param("unembed.W_U").mul_(40);
+      }
+      const auto d = make_dataset(cfg.task);
+      const Batch batch{d.train_x, d.train_y, {}};
+      REQUIRE(m.arch().fused_loss(m, batch, LossSpec::of(cfg.train)).defined());
+      const double fused = forward_backward(m, batch, true).item<double>();
+      const auto g_fused = m.flat_grad().clone();
+      const double generic = forward_backward(m, batch, false).item<double>();
+      const auto g_generic = m.flat_grad().clone();
+      CHECK(std::abs(fused - generic) <= 1e-6 * std::abs(generic));
+      for (int64_t r = 0; r < int64_t(seeds.size()); ++r)
+        CHECK(max_rel_diff(m.replica_part(g_fused, r), m.replica_part(g_generic, r), what + " gradients") < 1e-5);
+    }
+  // Other losses and precisions take the generic path.
+  for (const char* set : {"train.loss=\"stablemax\"", "train.loss=\"mse\"", "train.loss_dtype=\"float32\""}) {
+    const Config cfg = with(mlp_embed(), {set});
+    Model m(cfg);
+    const auto d = make_dataset(cfg.task);
+    CHECK_FALSE(m.arch().fused_loss(m, Batch{d.train_x, d.train_y, {}}, LossSpec::of(cfg.train)).defined());
+  }
 }
 
 TEST_CASE("the MLP's fast path (the first layer as two gathered tables): the generic forward's outputs and gradients",

@@ -482,29 +482,103 @@ struct AttentionSublayer : public torch::autograd::Function<AttentionSublayer> {
   }
 };
 
-// scored_cross_entropy's node: the scored rows gathered once, their log-softmax in float64 by
-// LibTorch (its vectorised exp), the loss and the gradient's rows by hand.
+// exp(x) for x <= 0 in float64 (0 below -708): 2^k exp(r) with k the nearest integer to
+// x / ln 2 and |r| <= ln 2 / 2, exp(r) by its Taylor series to r^13 (truncation below 1e-17), 2^k
+// made from k's bits. Branch-free, so that a loop over a row vectorises; about 1 ulp.
+GROKKING_INLINE double exp_nonpositive(double x) {
+  const double clamped = x < -708.0 ? -708.0 : x;
+  const double shifter = 0x1.8p52;  // adding it rounds to an integer, held in the low bits
+  const double t = clamped * 1.4426950408889634 + shifter;
+  const double k = t - shifter;
+  const double r = (clamped - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
+  double p = 1.0 / 6227020800.0;  // 1/13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  int64_t bits, shifter_bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  std::memcpy(&shifter_bits, &shifter, sizeof shifter_bits);
+  const int64_t scale_bits = (bits - shifter_bits + 1023) << 52;  // 2^k, k >= -1022
+  double scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  return x < -708.0 ? 0.0 : p * scale;
+}
+
+// Rows of logits [C] float32 (row i at x + offsets[i]) with labels cls: each row's
+// cross-entropy in float64 (log-sum-exp minus the label's logit), summed into the return value in
+// row order, and its gradient row, softmax - one-hot, as float32 into d (row i at d + i * C).
+// e: C doubles of scratch.
+GROKKING_INLINE double cross_entropy_rows_impl(const float* x, const int64_t* offsets, const int64_t* cls, int64_t rows,
+                                               int64_t C, float* d, double* e) {
+  double total = 0;
+  constexpr int64_t kParts = 8;  // the reductions in eight parts, so that they vectorise
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* row = x + offsets[i];
+    float mp[kParts];
+    for (int64_t j = 0; j < kParts; ++j) mp[j] = row[0];
+    int64_t c = 0;
+    for (; c + kParts <= C; c += kParts)
+      for (int64_t j = 0; j < kParts; ++j) mp[j] = row[c + j] > mp[j] ? row[c + j] : mp[j];
+    for (; c < C; ++c) mp[0] = row[c] > mp[0] ? row[c] : mp[0];
+    float m = mp[0];
+    for (int64_t j = 1; j < kParts; ++j) m = mp[j] > m ? mp[j] : m;
+    const double md = double(m);
+    for (c = 0; c < C; ++c) e[c] = exp_nonpositive(double(row[c]) - md);
+    double sp[kParts] = {};
+    for (c = 0; c + kParts <= C; c += kParts)
+      for (int64_t j = 0; j < kParts; ++j) sp[j] += e[c + j];
+    for (; c < C; ++c) sp[0] += e[c];
+    const double sum = ((sp[0] + sp[1]) + (sp[2] + sp[3])) + ((sp[4] + sp[5]) + (sp[6] + sp[7]));
+    const double inv = 1.0 / sum;
+    float* out = d + i * C;
+    for (c = 0; c < C; ++c) out[c] = float(e[c] * inv);
+    out[cls[i]] = float(e[cls[i]] * inv - 1.0);
+    total += (md + std::log(sum)) - double(row[cls[i]]);
+  }
+  return total;
+}
+GROKKING_SIMD_KERNEL(cross_entropy_rows, cross_entropy_rows_impl)
+
+// scored_cross_entropy's node: per replica, the scored rows' log-softmax in float64 and their
+// gradient rows (softmax - one-hot, float32) in one pass over the logits (cross_entropy_rows);
+// the backward scales the saved rows into place.
 struct ScoredCrossEntropy : public torch::autograd::Function<ScoredCrossEntropy> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits_,
                                const torch::Tensor& labels) {
+    const auto logits = logits_.contiguous();
     const int64_t S = logits.size(0), C = logits.size(-1), M = labels.numel();
+    TORCH_CHECK(logits.numel() == S * M * C, "scored_cross_entropy: logits ", logits.sizes(), " for ", M, " labels");
     const auto flat = labels.reshape({-1}).to(torch::kInt64).contiguous();
     const int64_t* y = flat.data_ptr<int64_t>();
     std::vector<int64_t> rows, cls;
     for (int64_t i = 0; i < M; ++i)
-      if (y[i] >= 0) rows.push_back(i), cls.push_back(y[i]);
+      if (y[i] >= 0) {
+        TORCH_CHECK(y[i] < C, "scored_cross_entropy: label ", y[i], " of ", C, " classes");
+        rows.push_back(i), cls.push_back(y[i]);
+      }
     const auto K = int64_t(rows.size());
-    auto idx = torch::from_blob(rows.data(), {K}, torch::kInt64).clone();
-    const auto logp = logits.reshape({S, M, C}).index_select(1, idx).to(torch::kFloat64).log_softmax(-1).contiguous();
-    const double* lp = logp.data_ptr<double>();
+    auto d = torch::empty({S, K, C}, torch::kFloat);
+    std::vector<int64_t> offsets(rows.size());
+    std::vector<double> scratch(static_cast<size_t>(C));
     double total = 0;
     for (int64_t r = 0; r < S; ++r) {
-      double sum = 0;
-      for (int64_t k = 0; k < K; ++k) sum += lp[(r * K + k) * C + cls[size_t(k)]];
-      total += -sum / double(K);
+      for (int64_t k = 0; k < K; ++k) offsets[size_t(k)] = (r * M + rows[size_t(k)]) * C;
+      const double sum = cross_entropy_rows(logits.data_ptr<float>(), offsets.data(), cls.data(), K, C,
+                                            d.data_ptr<float>() + r * K * C, scratch.data());
+      total += sum / double(K);
     }
-    ctx->save_for_backward({logp, idx, torch::from_blob(cls.data(), {K}, torch::kInt64).clone()});
-    ctx->saved_data["shape"] = logits.sizes().vec();
+    ctx->save_for_backward({d, torch::from_blob(rows.data(), {K}, torch::kInt64).clone()});
+    ctx->saved_data["shape"] = logits_.sizes().vec();
     ctx->saved_data["M"] = M;
     return torch::tensor(total, torch::kFloat64);
   }
@@ -512,20 +586,19 @@ struct ScoredCrossEntropy : public torch::autograd::Function<ScoredCrossEntropy>
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto p = saved[0].exp();  // [S, K, C] float64: the softmax of the scored rows
+    const auto& d = saved[0];  // [S, K, C]: softmax - one-hot of the scored rows
     const int64_t* rows = saved[1].data_ptr<int64_t>();
-    const int64_t* cls = saved[2].data_ptr<int64_t>();
     const auto shape = ctx->saved_data["shape"].toIntVector();
-    const int64_t S = p.size(0), K = p.size(1), C = p.size(2), M = ctx->saved_data["M"].toInt();
+    const int64_t S = d.size(0), K = d.size(1), C = d.size(2), M = ctx->saved_data["M"].toInt();
     const double scale = grads[0].item<double>() / double(K);
-    auto out = torch::zeros({S, M, C}, torch::kFloat);
-    const double* pp = p.data_ptr<double>();
+    auto out = K == M ? torch::empty({S, M, C}, torch::kFloat) : torch::zeros({S, M, C}, torch::kFloat);
+    const float* pd = d.data_ptr<float>();
     float* po = out.data_ptr<float>();
     for (int64_t r = 0; r < S; ++r)
       for (int64_t k = 0; k < K; ++k) {
-        const double* src = pp + (r * K + k) * C;
+        const float* src = pd + (r * K + k) * C;
         float* dst = po + (r * M + rows[k]) * C;
-        for (int64_t c = 0; c < C; ++c) dst[c] = float((src[c] - (c == cls[k] ? 1.0 : 0.0)) * scale);
+        for (int64_t c = 0; c < C; ++c) dst[c] = float(double(src[c]) * scale);
       }
     return {out.view(shape), torch::Tensor()};
   }

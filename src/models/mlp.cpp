@@ -9,6 +9,7 @@
 #include "grokking/error.hpp"
 #include "grokking/model.hpp"
 #include "grokking/text.hpp"
+#include "attention.hpp"
 
 namespace grokking {
 
@@ -94,6 +95,14 @@ class Mlp : public Architecture {
     const auto top = weight(m, "embed.W_x").bmm(w0.narrow(1, 0, s_.d_embed));             // [S, n, h0]
     const auto bottom = weight(m, "embed.W_y").bmm(w0.narrow(1, s_.d_embed, s_.d_embed));  // [S, n, h0]
     return head(m, top.index_select(1, x.select(1, 0)) + bottom.index_select(1, x.select(1, 1)), nullptr, nullptr);
+  }
+  // The fast path's loss under the default LossSpec on the CPU: cross-entropy in float64 as one
+  // autograd node (scored_cross_entropy, every row scored).
+  torch::Tensor fused_loss(const Model& m, const Batch& batch, const LossSpec& spec) const override {
+    if (!has_fast_path() || spec.stablemax || spec.mse || spec.dtype != torch::kFloat64 || !batch.x.device().is_cpu() ||
+        weight(m, "unembed.W_U").scalar_type() != torch::kFloat)
+      return {};
+    return scored_cross_entropy(forward_fast(m, batch.x, nullptr), batch.y);
   }
   // Named activations: hook_embed [N, 2 d_embed] (encoding embed; one_hot: the rows of a and of
   // n + b in the first layer's weight, [N, 2 width], which the layer adds), hidden.L.hook_pre and
