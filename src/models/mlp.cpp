@@ -30,6 +30,71 @@ torch::Tensor mlp_activation(const torch::Tensor& x, const std::string& name) {
   return name == "gelu" ? torch::gelu(x) : torch::relu(x);
 }
 
+// The fast path's first hidden layer under ReLU without biases, as one autograd node:
+// out[s, i] = relu(top[s, a_i] + bottom[s, b_i]) for pairs x [N, >= 2] (a_i = x[i, 0], b_i =
+// x[i, 1]) and tables top, bottom [S, V, h] float32 on the CPU; the backward adds each row's
+// gradient, where the output is positive, into the rows of both tables it came from, in row order
+// (the generic path's index_select, add and relu, and their backward, in one pass each).
+// Its rows' loops, on pointers that do not alias, so that they vectorise.
+inline void pair_row_relu(const float* __restrict__ ra, const float* __restrict__ rb, float* __restrict__ o, int64_t h) {
+  for (int64_t c = 0; c < h; ++c) {
+    const float v = ra[c] + rb[c];
+    o[c] = v < 0 ? 0.0f : v;  // NaN stays NaN, as in torch::relu
+  }
+}
+inline void pair_row_relu_backward(const float* __restrict__ o, const float* __restrict__ g, float* __restrict__ da,
+                                   float* __restrict__ db, int64_t h) {
+  for (int64_t c = 0; c < h; ++c) {
+    const float gc = g[c], oc = o[c];  // both loaded, so that the select needs no branch
+    const float v = oc > 0 ? gc : 0.0f;
+    da[c] += v;
+    db[c] += v;
+  }
+}
+
+struct PairRowsRelu : public torch::autograd::Function<PairRowsRelu> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& top_,
+                               const torch::Tensor& bottom_, const torch::Tensor& x_) {
+    const auto top = top_.contiguous(), bottom = bottom_.contiguous(), x = x_.to(torch::kInt64).contiguous();
+    const int64_t S = top.size(0), V = top.size(1), h = top.size(2), N = x.size(0), T = x.size(1);
+    const int64_t* pairs = x.data_ptr<int64_t>();
+    for (int64_t i = 0; i < N; ++i)
+      TORCH_CHECK(pairs[i * T] >= 0 && pairs[i * T] < V && pairs[i * T + 1] >= 0 && pairs[i * T + 1] < V,
+                  "pair_rows_relu: operand out of range of ", V);
+    auto out = torch::empty({S, N, h}, top.options());
+    const float *pt = top.data_ptr<float>(), *pb = bottom.data_ptr<float>();
+    float* po = out.data_ptr<float>();
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t i = 0; i < N; ++i) {
+        const float* ra = pt + (s * V + pairs[i * T]) * h;
+        const float* rb = pb + (s * V + pairs[i * T + 1]) * h;
+        pair_row_relu(ra, rb, po + (s * N + i) * h, h);
+      }
+    ctx->save_for_backward({out, x});
+    ctx->saved_data["V"] = V;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& out = saved[0];
+    const auto& x = saved[1];
+    const auto g = grads[0].contiguous();
+    const int64_t S = out.size(0), N = out.size(1), h = out.size(2), T = x.size(1), V = ctx->saved_data["V"].toInt();
+    auto dtop = torch::zeros({S, V, h}, out.options()), dbottom = torch::zeros({S, V, h}, out.options());
+    const int64_t* pairs = x.data_ptr<int64_t>();
+    const float *po = out.data_ptr<float>(), *pg = g.data_ptr<float>();
+    float *dt = dtop.data_ptr<float>(), *db = dbottom.data_ptr<float>();
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t i = 0; i < N; ++i) {
+        pair_row_relu_backward(po + (s * N + i) * h, pg + (s * N + i) * h, dt + (s * V + pairs[i * T]) * h,
+                               db + (s * V + pairs[i * T + 1]) * h, h);
+      }
+    return {dtop, dbottom, torch::Tensor()};
+  }
+};
+
 class Mlp : public Architecture {
  public:
   Mlp(const Config& cfg, const TaskShape& shape) : s_(cfg.model), shape_(shape) {
@@ -86,14 +151,17 @@ class Mlp : public Architecture {
   // tables, W_x W_top and W_y W_bottom ([n, h0] each: W_top, W_bottom the first layer's rows for
   // a's embedding and for b's), so each pair gathers a row of each instead of building its
   // [2 d_embed] input and multiplying it (for Chughtai et al.'s S5 MLP the largest product of the
-  // step, 5,760 x 512 x 128, becomes two of 120 x 256 x 128). The same function; a cache is filled
-  // by the generic forward.
+  // step, 5,760 x 512 x 128, becomes two of 120 x 256 x 128); under ReLU without biases the
+  // gathers, their sum and the ReLU are one node (PairRowsRelu). The same function; a cache is
+  // filled by the generic forward.
   bool has_fast_path() const override { return s_.encoding == "embed"; }
   torch::Tensor forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const override {
     if (cache || !has_fast_path()) return run(m, x, cache, nullptr);
     const auto w0 = weight(m, "hidden.0.W");                                              // [S, 2 d_embed, h0]
     const auto top = weight(m, "embed.W_x").bmm(w0.narrow(1, 0, s_.d_embed));             // [S, n, h0]
     const auto bottom = weight(m, "embed.W_y").bmm(w0.narrow(1, s_.d_embed, s_.d_embed));  // [S, n, h0]
+    if (!s_.biases && s_.activation == "relu" && x.device().is_cpu() && top.scalar_type() == torch::kFloat)
+      return head(m, PairRowsRelu::apply(top, bottom, x), nullptr, nullptr, /*first_activated=*/true);
     return head(m, top.index_select(1, x.select(1, 0)) + bottom.index_select(1, x.select(1, 1)), nullptr, nullptr);
   }
   // The fast path's loss under the default LossSpec on the CPU: cross-entropy in float64 as one
@@ -141,13 +209,16 @@ class Mlp : public Architecture {
     }
     return head(m, h, cache, hooks);
   }
-  // From the first hidden layer's input h [S, N, h0] (before its bias) to the logits [S, N, C].
-  torch::Tensor head(const Model& m, torch::Tensor h, Cache* cache, ActivationHooks* hooks) const {
+  // From the first hidden layer's input h [S, N, h0] (before its bias) to the logits [S, N, C];
+  // first_activated: h is that layer's output already (PairRowsRelu).
+  torch::Tensor head(const Model& m, torch::Tensor h, Cache* cache, ActivationHooks* hooks,
+                     bool first_activated = false) const {
     auto W = [&](const std::string& name) { return weight(m, name); };
     auto offer = [&](const std::string& name, const torch::Tensor& act) { return offered(hooks, name, act); };
     for (size_t i = 0; i < s_.hidden.size(); ++i) {
       const std::string l = "hidden." + std::to_string(i) + ".";
       if (i > 0) h = h.bmm(W(l + "W"));
+      if (i == 0 && first_activated) continue;
       if (s_.biases) h = h + W(l + "b").unsqueeze(1);
       h = offer(l + "hook_post", mlp_activation(offer(l + "hook_pre", h), s_.activation));
     }
