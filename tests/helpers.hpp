@@ -11,6 +11,7 @@
 #include "grokking/config.hpp"
 #include "grokking/rundir.hpp"
 #include "grokking/simd.hpp"
+#include "grokking/threads.hpp"
 
 namespace grokking::test {
 
@@ -41,6 +42,15 @@ struct ScopedSimd {
   ScopedSimd(const ScopedSimd&) = delete;
   ScopedSimd& operator=(const ScopedSimd&) = delete;
   Simd before;
+};
+
+// A CPU training step on this many threads (threads.hpp: step_shards) while in scope, then as before.
+struct ScopedShards {
+  explicit ScopedShards(int n) : before(step_shards()) { set_step_shards(n); }
+  ~ScopedShards() { set_step_shards(before); }
+  ScopedShards(const ScopedShards&) = delete;
+  ScopedShards& operator=(const ScopedShards&) = delete;
+  int before;
 };
 
 // A fresh empty directory under the build tree's temporary area.

@@ -221,19 +221,39 @@ TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]
 }
 
 namespace {
-// A training step split into this many row shards while in scope, then as before.
-struct ScopedShards {
-  explicit ScopedShards(int n) : before(step_shards()) { set_step_shards(n); }
-  ~ScopedShards() { set_step_shards(before); }
-  ScopedShards(const ScopedShards&) = delete;
-  ScopedShards& operator=(const ScopedShards&) = delete;
-  int before;
-};
-
 std::pair<double, torch::Tensor> step_grads(Model& m, const Batch& b, bool fast, int shards) {
-  ScopedShards s(shards);
+  test::ScopedShards s(shards);
   auto loss = forward_backward(m, b, fast);
   return {loss.item<double>(), m.flat_grad().clone()};
+}
+
+// A split step against the whole one on a model and the batch, both paths, 2 and 3 shards; and
+// side by side (pair: two replicas, the first = m) as alone.
+void check_split_step(Model& pair, const Batch& b) {
+  Model m = pair.replica(0);
+  for (bool fast : {true, false}) {
+    INFO((fast ? "fast" : "plain") << " path");
+    const auto [loss1, grad1] = step_grads(m, b, fast, 1);
+    for (int k : {2, 3}) {
+      INFO(k << " shards");
+      const auto [loss, grad] = step_grads(m, b, fast, k);
+      CHECK(std::abs(loss - loss1) <= 1e-6 * std::abs(loss1));
+      CHECK_FALSE(torch::equal(grad, grad1));  // split: the sums' order changed
+      int64_t off = 0;
+      for (auto& [name, t] : m.named_parameters()) {
+        auto g = grad.narrow(0, off, t.numel()), g1 = grad1.narrow(0, off, t.numel());
+        off += t.numel();
+        if (name.find("attn.b_K") != std::string::npos) continue;  // a true gradient of zero: rounding noise alone
+        CHECK(test::max_rel_diff(g, g1, name) <= 1e-5);
+      }
+      const auto [again_loss, again] = step_grads(m, b, fast, k);
+      CHECK(again_loss == loss);
+      CHECK(torch::equal(again, grad));
+    }
+  }
+  const auto [alone_loss, alone] = step_grads(m, b, true, 2);
+  const auto [pair_loss, both] = step_grads(pair, b, true, 2);
+  CHECK(torch::equal(pair.replica_part(both, 0), alone));
 }
 }  // namespace
 
@@ -254,39 +274,23 @@ TEST_CASE("a step split into row shards on threads gives the whole step's loss a
     const auto d = make_dataset(cfg.task);
     const Batch b{d.train_x, d.train_y, {}};
     INFO(cfg.model.kind << " " << describe_task(cfg.task) << ", " << b.size() << " rows");
-    Model pair(cfg, {cfg.train.seed, cfg.train.seed + 1});  // two replicas side by side
+    Model pair(cfg, {cfg.train.seed, cfg.train.seed + 1});
     if (cfg.model.keys.count("train_biases") && cfg.model.keys.at("train_biases") == true) {
       torch::NoGradGuard g;
       for (auto& [n, t] : pair.named_parameters())
         if (n.find(".b_") != std::string::npos) t.normal_(0, 0.1);
     }
-    Model m = pair.replica(0);
-    for (bool fast : {true, false}) {
-      INFO((fast ? "fast" : "plain") << " path");
-      const auto [loss1, grad1] = step_grads(m, b, fast, 1);
-      for (int k : {2, 3}) {
-        INFO(k << " shards");
-        const auto [loss, grad] = step_grads(m, b, fast, k);
-        CHECK(std::abs(loss - loss1) <= 1e-6 * std::abs(loss1));
-        CHECK_FALSE(torch::equal(grad, grad1));  // split: the sums' order changed
-        int64_t off = 0;
-        for (auto& [name, t] : m.named_parameters()) {
-          auto g = grad.narrow(0, off, t.numel()), g1 = grad1.narrow(0, off, t.numel());
-          off += t.numel();
-          if (name == "blocks.0.attn.b_K") continue;  // a true gradient of zero: rounding noise alone
-          CHECK(test::max_rel_diff(g, g1, name) <= 1e-5);
-        }
-        const auto [again_loss, again] = step_grads(m, b, fast, k);
-        CHECK(again_loss == loss);
-        CHECK(torch::equal(again, grad));
-      }
-    }
-    // Side by side, the first replica's gradient is the one it has alone.
-    const auto [alone_loss, alone] = step_grads(m, b, true, 2);
-    const auto [pair_loss, both] = step_grads(pair, b, true, 2);
-    CHECK(torch::equal(pair.replica_part(both, 0), alone));
+    check_split_step(pair, b);
   }
-  // Too few rows for two shards of 256: the step is not split, the same bits as one shard.
+  // Sequences: each shard weighs by its scored positions (the repeated half, or all).
+  for (const char* loss_on : {"repeat", "all"}) {
+    INFO("induction/small.json, loss on " << loss_on);
+    const Config cfg =
+        load_config(test::source_dir() + "/configs/induction/small.json", {std::string("task.loss_on=\"") + loss_on + "\""});
+    Model pair(cfg, {0, 1});
+    check_split_step(pair, make_task(cfg.task)->train_batch(0, 32));
+  }
+  // Too little work for two shards: the step is not split, the same bits as one shard.
   auto cfg = tiny_config(23);
   Model m(cfg);
   const auto d = make_dataset(cfg.task);

@@ -448,6 +448,41 @@ TEST_CASE("the toy model's fast step: each replica's gradient is what it compute
   }
 }
 
+TEST_CASE("the toy model's fast step and evaluation on two and three threads: the bits of one, alone or packed", "[superposition]") {
+  // Enough work to share (replicas x examples x weights >= 2^20): by hand (12 -> 3) and by products (40 -> 8).
+  for (const auto& [act, n, m, S] : std::vector<std::tuple<std::string, int64_t, int64_t, int>>{
+           {"relu", 12, 3, 30}, {"linear", 40, 8, 5}}) {
+    INFO(act << " " << n << " -> " << m << ", " << S << " side by side");
+    auto p = toy_pack(act, std::vector<double>(size_t(S), 0.5), n, m);
+    p.batch = make_task(p.tasks)->train_batch(2, 1024);
+    auto step = [&](int threads) {
+      test::ScopedShards shards(threads);
+      double loss = 0;
+      torch::Tensor eval;
+      auto work = [&](int) {
+        loss = forward_backward(*p.model, p.batch, true).item<double>();
+        eval = model_measures(*p.model, p.batch, true).loss;
+      };
+      if (threads == 1) run_sharded(1, work);  // one thread, BLAS included
+      else work(0);
+      return std::make_tuple(loss, p.model->flat_grad().clone(), eval);
+    };
+    const auto [loss1, grad1, eval1] = step(1);
+    for (int threads : {2, 3}) {
+      INFO(threads << " threads");
+      const auto [loss, grad, eval] = step(threads);
+      CHECK(loss == loss1);
+      CHECK(torch::equal(grad, grad1));
+      CHECK(torch::equal(eval, eval1));
+    }
+    // Alone on two threads, the first replica gets the gradient it gets packed.
+    Model one = p.model->replica(0);
+    test::ScopedShards shards(2);
+    forward_backward(one, make_task(p.tasks[0])->train_batch(2, 1024), true);
+    CHECK(torch::equal(one.flat_grad(), p.model->replica_part(grad1, 0)));
+  }
+}
+
 TEST_CASE("a sparsity sweep packs: runs of different sparsity side by side write what each writes alone",
           "[superposition]") {
   std::vector<Config> cfgs;

@@ -16,8 +16,9 @@ int configure_threads(int64_t requested);
 // run on one thread: whole shards on their own threads use both cores (forward_backward).
 int step_shards();
 void set_step_shards(int n);  // configure_threads sets it; tests set it directly
-// Runs fn(0) .. fn(n - 1) at once, fn(0) on the calling thread, each on one BLAS thread, and
-// restores the BLAS threads after; rethrows the first shard's exception.
+// Runs fn(0) .. fn(n - 1) at once, fn(0) on the calling thread, each with BLAS on one thread (n
+// = 1 included: fn(0) alone, BLAS on one thread), and restores the BLAS threads after; rethrows
+// the first shard's exception.
 void run_sharded(int n, const std::function<void(int)>& fn);
 // CPUs this process may run on: the online ones within its affinity mask.
 int usable_cpus();

@@ -33,7 +33,7 @@ int step_shards() { return shards.load(); }
 void set_step_shards(int n) { shards.store(std::max(1, n)); }
 
 void run_sharded(int n, const std::function<void(int)>& fn) {
-  if (n <= 1) return fn(0);
+  n = std::max(1, n);
   auto set_blas = blas_set_threads();
   auto get_blas = blas_get_threads();
   const int before = get_blas ? get_blas() : 0;

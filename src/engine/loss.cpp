@@ -132,30 +132,57 @@ torch::Tensor step_loss(Model& model, const Batch& batch, bool fast, const LossS
   return loss;
 }
 
-// A shard has at least this many rows: below it the threads cost more than they save.
-constexpr int64_t kMinShardRows = 256;
+// A shard has at least this many rows of a pair task, or tokens of sequences: below it the
+// threads cost more than they save.
+constexpr int64_t kMinShardRows = 256, kMinShardTokens = 512;
 
-// How many row shards this step splits into: on the CPU, where a loss is a mean over the rows
-// (one label a row), with step_shards() threads and enough rows for each.
+// How many shards of consecutive rows this step splits into: on the CPU, where each replica's
+// loss is a mean over the rows (one label a row) or over a sequence's scored positions, with
+// step_shards() threads and enough work for each.
 int shards_for(const Model& model, const Batch& batch) {
-  if (!batch.x.device().is_cpu() || model.shape().target != TaskShape::Target::last) return 1;
-  return int(std::max<int64_t>(1, std::min<int64_t>(step_shards(), batch.size() / kMinShardRows)));
+  if (!batch.x.device().is_cpu() || step_shards() <= 1) return 1;
+  int64_t k = 1;
+  if (model.shape().target == TaskShape::Target::last) k = batch.size() / kMinShardRows;
+  else if (model.shape().target == TaskShape::Target::sequence)
+    k = std::min(batch.size(), batch.x.numel() / kMinShardTokens);
+  return int(std::max<int64_t>(1, std::min<int64_t>(step_shards(), k)));
+}
+
+// What each row weighs in the loss: 1 a row (one label a row), or its scored positions.
+std::vector<int64_t> row_weights(const Model& model, const Batch& batch) {
+  const int64_t n = batch.size();
+  if (model.shape().target != TaskShape::Target::sequence) return std::vector<int64_t>(size_t(n), 1);
+  const auto scored = batch.y.ge(0).sum(1).to(torch::kInt64).contiguous();
+  const int64_t* p = scored.data_ptr<int64_t>();
+  return std::vector<int64_t>(p, p + n);
 }
 
 // The step on `k` shards of consecutive rows at once, each on its own thread: shard i's loss
-// weighted by its share of the rows (each replica's loss is a mean over the rows), its gradients
+// weighted by its share of what is scored (each replica's loss is a mean over it), its gradients
 // taken apart (autograd::grad) and summed in shard order into flat_grad, so that a step is the
-// same bits for the same shard count. The loss returned is the weighted sum.
+// same bits for the same shard count. The loss returned is the weighted sum. A shard with
+// nothing scored is skipped.
 torch::Tensor sharded_forward_backward(Model& model, const Batch& batch, bool fast, const LossSpec& spec, int k) {
   std::vector<torch::Tensor> inputs;
   for (auto& [name, p] : model.named_parameters())
     if (p.requires_grad()) inputs.push_back(p);
   const int64_t n = batch.size();
+  const auto weights = row_weights(model, batch);
+  std::vector<int64_t> bounds, scored;
+  int64_t total = 0;
+  for (int i = 0; i <= k; ++i) bounds.push_back(n * i / k);
+  for (int i = 0; i < k; ++i) {
+    int64_t w = 0;
+    for (int64_t r = bounds[size_t(i)]; r < bounds[size_t(i) + 1]; ++r) w += weights[size_t(r)];
+    scored.push_back(w);
+    total += w;
+  }
   std::vector<std::vector<torch::Tensor>> grads(static_cast<size_t>(k));
   std::vector<torch::Tensor> losses(static_cast<size_t>(k));
   run_sharded(k, [&](int i) {
-    const int64_t first = n * i / k, last = n * (i + 1) / k;
-    auto loss = step_loss(model, batch.slice(first, last), fast, spec) * (double(last - first) / double(n));
+    if (scored[size_t(i)] == 0) return;
+    auto loss = step_loss(model, batch.slice(bounds[size_t(i)], bounds[size_t(i) + 1]), fast, spec) *
+                (double(scored[size_t(i)]) / double(total));
     grads[size_t(i)] = torch::autograd::grad({loss}, inputs, {}, /*retain_graph=*/false, /*create_graph=*/false,
                                              /*allow_unused=*/true);
     losses[size_t(i)] = loss.detach();
@@ -164,11 +191,12 @@ torch::Tensor sharded_forward_backward(Model& model, const Batch& batch, bool fa
   for (size_t j = 0; j < inputs.size(); ++j) {
     auto g = inputs[j].grad();  // a view of flat_grad, zeroed
     for (auto& shard : grads)
-      if (shard[j].defined()) g.add_(shard[j]);
+      if (!shard.empty() && shard[j].defined()) g.add_(shard[j]);
   }
-  auto loss = losses[0];
-  for (size_t i = 1; i < losses.size(); ++i) loss = loss + losses[i];
-  return loss;
+  torch::Tensor loss;
+  for (auto& l : losses)
+    if (l.defined()) loss = loss.defined() ? loss + l : l;
+  return loss.defined() ? loss : step_loss(model, batch, fast, spec).detach();
 }
 }  // namespace
 

@@ -3,10 +3,12 @@
 // that row i is feature i's direction W_i; and the linear variant (no ReLU) as the control.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "grokking/error.hpp"
 #include "grokking/model.hpp"
+#include "grokking/threads.hpp"
 #include "simd.hpp"
 
 namespace grokking {
@@ -310,57 +312,75 @@ std::vector<double> toy_losses(const torch::Tensor& x, const torch::Tensor& W, c
   const float* pb = b.data_ptr<float>();
   const float* pI = importance.data_ptr<float>();
   const float* py = y.data_ptr<float>();
+  // Replicas are independent: on step_shards() threads, each takes a share of them (or of their
+  // groups) where there is enough work to share, with BLAS on one thread whether shared or not, so
+  // that a replica gets the bits it gets on one thread, alone or packed.
+  const int threads = int(std::min<int64_t>(step_shards(), S));
+  const bool share = threads > 1 && double(S) * double(N) * double(n) * double(m) >= double(1 << 20);
+  auto in_parts = [&](int64_t count, const std::function<void(int64_t, int64_t)>& body) {
+    if (step_shards() <= 1) return body(0, count);
+    const int k = share ? threads : 1;
+    run_sharded(k, [&](int t) {
+      torch::NoGradGuard no_grad;  // as in the caller (an autograd op's forward, or an evaluation)
+      body(count * t / k, count * (t + 1) / k);
+    });
+  };
   if (n * m <= kSmallModel) {
-    at::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
+    auto replicas = [&](int64_t begin, int64_t end) {
       for (int64_t s = begin; s < end; ++s)
         losses[size_t(s)] = small_step(px + s * N * n, py + s * N * n, pW + s * n * m, pb + s * n, pI + s * n, N, n, m, relu,
                                        grads ? dW.data_ptr<float>() + s * n * m : nullptr,
                                        grads ? db.data_ptr<float>() + s * n : nullptr);
-    });
+    };
+    if (step_shards() > 1) in_parts(S, replicas);
+    else at::parallel_for(0, S, 1, replicas);  // LibTorch's threads where OpenBLAS shares them (OpenMP)
     return losses;
   }
   // Replicas per group: their [N, n] outputs within about 1 MiB (at least one replica).
   const int64_t group = std::max<int64_t>(1, std::min<int64_t>(S, (int64_t(1) << 18) / std::max<int64_t>(1, N * n)));
-  auto z = torch::empty({group, N, n}, x.options());
-  std::vector<double> acc(static_cast<size_t>(n)), dacc(static_cast<size_t>(n));
-  std::vector<float> c(static_cast<size_t>(n)), sq(static_cast<size_t>(n)), gsum(static_cast<size_t>(n)),
-      o_row(static_cast<size_t>(n));
-  for (int64_t s0 = 0; s0 < S; s0 += group) {
-    const int64_t g = std::min(group, S - s0);
-    const auto xs = x.narrow(0, s0, g), Ws = W.narrow(0, s0, g);
-    const auto h = torch::bmm(xs, Ws);  // [g, N, m]
-    auto zs = z.narrow(0, 0, g);
-    torch::bmm_out(zs, h, Ws.transpose(1, 2));
-    float* pz = zs.data_ptr<float>();
-    for (int64_t r = 0; r < g; ++r) {
-      const int64_t s = s0 + r;
-      std::fill(acc.begin(), acc.end(), 0.0);
-      std::fill(dacc.begin(), dacc.end(), 0.0);
-      std::fill(sq.begin(), sq.end(), 0.0f);
-      std::fill(gsum.begin(), gsum.end(), 0.0f);
-      for (int64_t i = 0; i < n; ++i) c[size_t(i)] = float(2.0 * double(pI[s * n + i]) / double(N));
-      const float* bias = pb + s * n;
-      for (int64_t k = 0; k < N; ++k) {
-        float* zr = pz + (r * N + k) * n;
-        const float* t = py + (s * N + k) * n;
-        if (relu) step_row_relu(zr, t, bias, c.data(), sq.data(), gsum.data(), o_row.data(), n);
-        else step_row_linear(zr, t, bias, c.data(), sq.data(), gsum.data(), n);
-        if ((k + 1) % kBlockRows == 0 || k + 1 == N) flush_block(sq, acc), flush_block(gsum, dacc);
+  const int64_t groups = (S + group - 1) / group;
+  in_parts(groups, [&](int64_t first, int64_t last) {
+    auto z = torch::empty({group, N, n}, x.options());
+    std::vector<double> acc(static_cast<size_t>(n)), dacc(static_cast<size_t>(n));
+    std::vector<float> c(static_cast<size_t>(n)), sq(static_cast<size_t>(n)), gsum(static_cast<size_t>(n)),
+        o_row(static_cast<size_t>(n));
+    for (int64_t s0 = first * group; s0 < std::min(S, last * group); s0 += group) {
+      const int64_t g = std::min(group, S - s0);
+      const auto xs = x.narrow(0, s0, g), Ws = W.narrow(0, s0, g);
+      const auto h = torch::bmm(xs, Ws);  // [g, N, m]
+      auto zs = z.narrow(0, 0, g);
+      torch::bmm_out(zs, h, Ws.transpose(1, 2));
+      float* pz = zs.data_ptr<float>();
+      for (int64_t r = 0; r < g; ++r) {
+        const int64_t s = s0 + r;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        std::fill(dacc.begin(), dacc.end(), 0.0);
+        std::fill(sq.begin(), sq.end(), 0.0f);
+        std::fill(gsum.begin(), gsum.end(), 0.0f);
+        for (int64_t i = 0; i < n; ++i) c[size_t(i)] = float(2.0 * double(pI[s * n + i]) / double(N));
+        const float* bias = pb + s * n;
+        for (int64_t k = 0; k < N; ++k) {
+          float* zr = pz + (r * N + k) * n;
+          const float* t = py + (s * N + k) * n;
+          if (relu) step_row_relu(zr, t, bias, c.data(), sq.data(), gsum.data(), o_row.data(), n);
+          else step_row_linear(zr, t, bias, c.data(), sq.data(), gsum.data(), n);
+          if ((k + 1) % kBlockRows == 0 || k + 1 == N) flush_block(sq, acc), flush_block(gsum, dacc);
+        }
+        double loss = 0;
+        for (int64_t i = 0; i < n; ++i) loss += double(pI[s * n + i]) * acc[size_t(i)];
+        losses[size_t(s)] = loss / double(N);
+        if (grads) {
+          float* pdb = db.data_ptr<float>() + s * n;
+          for (int64_t i = 0; i < n; ++i) pdb[i] = float(dacc[size_t(i)]);
+        }
       }
-      double loss = 0;
-      for (int64_t i = 0; i < n; ++i) loss += double(pI[s * n + i]) * acc[size_t(i)];
-      losses[size_t(s)] = loss / double(N);
-      if (grads) {
-        float* pdb = db.data_ptr<float>() + s * n;
-        for (int64_t i = 0; i < n; ++i) pdb[i] = float(dacc[size_t(i)]);
-      }
+      if (!grads) continue;
+      const auto dh = torch::bmm(zs, Ws);  // [g, N, m]
+      auto dWs = dW.narrow(0, s0, g);
+      torch::bmm_out(dWs, zs.transpose(1, 2), h);
+      dWs.baddbmm_(xs.transpose(1, 2), dh);
     }
-    if (!grads) continue;
-    const auto dh = torch::bmm(zs, Ws);  // [g, N, m]
-    auto dWs = dW.narrow(0, s0, g);
-    torch::bmm_out(dWs, zs.transpose(1, 2), h);
-    dWs.baddbmm_(xs.transpose(1, 2), dh);
-  }
+  });
   return losses;
 }
 
