@@ -16,6 +16,8 @@ int configure_threads(int64_t requested);
 // run on one thread: whole shards on their own threads use both cores (forward_backward).
 int step_shards();
 void set_step_shards(int n);  // configure_threads sets it; tests set it directly
+// OpenBLAS's threads (nothing where the BLAS is another).
+void set_blas_threads(int n);
 // Runs fn(0) .. fn(n - 1) at once, fn(0) on the calling thread, each with BLAS on one thread (n
 // = 1 included: fn(0) alone, BLAS on one thread), and restores the BLAS threads after; rethrows
 // the first shard's exception.

@@ -32,6 +32,10 @@ int (*blas_get_threads())() { return reinterpret_cast<int (*)()>(::dlsym(RTLD_DE
 int step_shards() { return shards.load(); }
 void set_step_shards(int n) { shards.store(std::max(1, n)); }
 
+void set_blas_threads(int n) {
+  if (auto set_blas = blas_set_threads()) set_blas(std::max(1, n));
+}
+
 void run_sharded(int n, const std::function<void(int)>& fn) {
   n = std::max(1, n);
   auto set_blas = blas_set_threads();

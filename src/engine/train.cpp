@@ -40,7 +40,13 @@ struct Eval {
 Eval evaluate(const Model& model, const Batch& batch, bool fast, torch::Tensor* outputs = nullptr) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> kept;  // outputs, where the caller wants them: [S, chunk, ...] each
-  const int64_t n = batch.size(), chunk = evaluation_chunk(model.shape()), S = model.replicas();
+  const int64_t n = batch.size(), S = model.replicas();
+  int64_t chunk = evaluation_chunk(model.shape());
+  // With several threads (step_shards), chunks go that many at a time, one a thread; a pair task's
+  // split is cut into at least as many chunks as threads where each keeps 256 rows or more.
+  const int threads = batch.x.device().is_cpu() ? step_shards() : 1;
+  if (threads > 1 && model.shape().target == TaskShape::Target::last && n / threads >= 256)
+    chunk = std::min(chunk, (n + threads - 1) / threads);
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   auto loss_sum = torch::zeros({S}, f64), correct = torch::zeros({S}, f64);
   auto zero_sum = torch::zeros({S}, f64), collapse_sum = torch::zeros({S}, f64);
@@ -48,23 +54,36 @@ Eval evaluate(const Model& model, const Batch& batch, bool fast, torch::Tensor* 
   // A long evaluation (an S6 run's half a million pairs) says where it is every few seconds.
   ProgressNote note("evaluating " + std::to_string(n) + " examples, chunks of " + std::to_string(chunk),
                     size_t((n + chunk - 1) / chunk));
-  for (int64_t i = 0; i < n; i += chunk) {
-    const Batch part = batch.slice(i, i + chunk);
-    ReplicaMeasures m;
-    if (outputs) {
-      kept.push_back(model.outputs(part.x, fast));
-      m = batch_measures(kept.back(), part, model.shape(), LossSpec::of(model.config().train));
-    } else {
-      m = model_measures(model, part, fast);
+  std::vector<ReplicaMeasures> measures(size_t(std::max(threads, 1)));
+  std::vector<torch::Tensor> outs(measures.size());
+  for (int64_t first = 0; first < n; first += chunk * threads) {
+    const int count = int(std::min<int64_t>(threads, (n - first + chunk - 1) / chunk));
+    auto measure = [&](int t) {
+      torch::NoGradGuard no_grad_here;  // each thread's own
+      const Batch part = batch.slice(first + t * chunk, first + (t + 1) * chunk);
+      if (outputs) {
+        outs[size_t(t)] = model.outputs(part.x, fast);
+        measures[size_t(t)] = batch_measures(outs[size_t(t)], part, model.shape(), LossSpec::of(model.config().train));
+      } else {
+        measures[size_t(t)] = model_measures(model, part, fast);
+      }
+    };
+    if (count > 1) run_sharded(count, measure);
+    else measure(0);
+    for (int t = 0; t < count; ++t) {  // in the chunks' order
+      const Batch part = batch.slice(first + t * chunk, first + (t + 1) * chunk);
+      const ReplicaMeasures& m = measures[size_t(t)];
+      if (outputs) kept.push_back(outs[size_t(t)]);
+      const double w = model.shape().target == TaskShape::Target::sequence
+                           ? double((part.y >= 0).sum().item<int64_t>())
+                           : double(part.size());
+      loss_sum += m.loss.cpu() * w;
+      correct += m.acc.cpu() * w;
+      zero_sum += m.zero_terms.cpu() * w;
+      collapse_sum += m.collapse.cpu() * w;
+      scored += w;
+      note.tick();
     }
-    const double w = model.shape().target == TaskShape::Target::sequence ? double((part.y >= 0).sum().item<int64_t>())
-                                                                         : double(part.size());
-    loss_sum += m.loss.cpu() * w;
-    correct += m.acc.cpu() * w;
-    zero_sum += m.zero_terms.cpu() * w;
-    collapse_sum += m.collapse.cpu() * w;
-    scored += w;
-    note.tick();
   }
   if (outputs) *outputs = kept.size() == 1 ? kept.front() : torch::cat(kept, 1);
   Eval e;
@@ -263,6 +282,11 @@ class TrainingRun {
   void set_up_run() {
     threads_ = configure_threads(tc_.threads);
     device_ = resolve_device(tc_.device);
+    // Several threads go to the step's shards and the evaluation's chunks, each with BLAS on one
+    // thread: OpenBLAS's own pool, woken by any product on more threads, spins for a while after
+    // each (sched_yield), taking a core from the shards (measured: a third of the CPU of
+    // induction/small.json on two threads).
+    if (device_.is_cpu() && step_shards() > 1) set_blas_threads(1);
     if (device_.is_cpu()) at::globalContext().setFlushDenormal(tc_.flush_denormal);
     log_ = make_run_logger(run_dirs(), quiet_);
 
