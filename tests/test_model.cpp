@@ -367,6 +367,35 @@ TEST_CASE("FlatAdamW is bit-identical to torch::optim::AdamW with warmup", "[mod
   CHECK(torch::equal(ours.flat(), ref.flat()));
 }
 
+TEST_CASE("FlatAdamW on two and three threads: the bits of one", "[model]") {
+  // A buffer long enough to share, of no whole number of vectors, with values that make every
+  // op round: random parameters and gradients over several steps.
+  const int64_t n = 3 * (1 << 15) + 37;
+  auto gen = at::detail::createCPUGenerator(11);
+  OptimConfig o;
+  o.weight_decay = 0.3;
+  auto run = [&](int threads) {
+    test::ScopedShards shards(threads);
+    auto p = torch::randn({n}, gen), g = torch::zeros({n});
+    auto start = p.clone();
+    FlatAdamW opt(p, g, o);
+    auto grads = at::detail::createCPUGenerator(12);
+    for (int step = 0; step < 5; ++step) {
+      g.copy_(torch::randn({n}, grads) * 1e-2);
+      opt.step(1e-3);
+    }
+    return std::make_pair(start, p);
+  };
+  gen = at::detail::createCPUGenerator(11);
+  const auto [start1, one] = run(1);
+  for (int threads : {2, 3}) {
+    gen = at::detail::createCPUGenerator(11);
+    const auto [start, many] = run(threads);
+    REQUIRE(torch::equal(start, start1));
+    CHECK(torch::equal(many, one));
+  }
+}
+
 TEST_CASE("the graph-capturable step equals the host-scheduled one", "[model]") {
   auto cfg = tiny_config();
   cfg.optim.warmup_steps = 10;

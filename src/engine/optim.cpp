@@ -5,6 +5,7 @@
 
 #include "grokking/error.hpp"
 #include "grokking/text.hpp"
+#include "grokking/threads.hpp"
 
 namespace grokking {
 
@@ -144,11 +145,28 @@ void FlatAdamW::step(double lr) {
   // The arithmetic and order of torch::optim::AdamW (tested to be bit-identical).
   const double bias_correction1 = 1 - std::pow(opt_.beta1, double(step_));
   const double bias_correction2 = 1 - std::pow(opt_.beta2, double(step_));
-  param_.mul_(1 - lr * opt_.weight_decay);
-  exp_avg_.mul_(opt_.beta1).add_(grad_, 1 - opt_.beta1);
-  exp_avg_sq_.mul_(opt_.beta2).addcmul_(grad_, grad_, 1 - opt_.beta2);
-  auto denom = (exp_avg_sq_.sqrt() / std::sqrt(bias_correction2)).add_(opt_.eps);
-  param_.addcdiv_(exp_avg_, denom, -lr / bias_correction1);
+  auto update = [&](torch::Tensor p, const torch::Tensor& g, torch::Tensor m, torch::Tensor s) {
+    p.mul_(1 - lr * opt_.weight_decay);
+    m.mul_(opt_.beta1).add_(g, 1 - opt_.beta1);
+    s.mul_(opt_.beta2).addcmul_(g, g, 1 - opt_.beta2);
+    auto denom = (s.sqrt() / std::sqrt(bias_correction2)).add_(opt_.eps);
+    p.addcdiv_(m, denom, -lr / bias_correction1);
+  };
+  // On several threads (step_shards), each updates a part of the buffer: elementwise, so the
+  // same bits as one thread where each part but the last is a whole number of 64 floats (no
+  // vectorised loop of LibTorch's then ends in a scalar tail that one thread would not have).
+  const int64_t n = param_.numel();
+  const int k = param_.is_cpu() ? int(std::min<int64_t>(step_shards(), n / (1 << 15))) : 1;
+  if (k > 1) {
+    run_sharded(k, [&](int t) {
+      torch::NoGradGuard no_grad_here;
+      const int64_t first = n * t / k / 64 * 64, last = t + 1 == k ? n : n * (t + 1) / k / 64 * 64;
+      auto part = [&](const torch::Tensor& x) { return x.narrow(0, first, last - first); };
+      update(part(param_), part(grad_), part(exp_avg_), part(exp_avg_sq_));
+    });
+  } else {
+    update(param_, grad_, exp_avg_, exp_avg_sq_);
+  }
   for (auto& i : interventions_) i->after_update(v);
 }
 
