@@ -176,6 +176,20 @@ TEST_CASE("the transformer's fast path with the hand-written attention: the gene
   }
 }
 
+namespace {
+// A step with the kind's fused loss gives the generic step's loss and every replica's gradients.
+void check_fused_loss(Model& m, const Batch& batch, const std::string& what) {
+  REQUIRE(m.arch().fused_loss(m, batch, LossSpec::of(m.config().train)).defined());
+  const double fused = forward_backward(m, batch, true).item<double>();
+  const auto g_fused = m.flat_grad().clone();
+  const double generic = forward_backward(m, batch, false).item<double>();
+  const auto g_generic = m.flat_grad().clone();
+  CHECK(std::abs(fused - generic) <= 1e-6 * std::abs(generic));
+  for (int64_t r = 0; r < m.replicas(); ++r)
+    CHECK(max_rel_diff(m.replica_part(g_fused, r), m.replica_part(g_generic, r), what + " gradients") < 1e-5);
+}
+}  // namespace
+
 TEST_CASE("the sequence loss fused on the fast path: the generic loss and gradients of a step, alone and packed",
           "[kinds]") {
   for (const auto level : simd_levels())
@@ -191,14 +205,7 @@ TEST_CASE("the sequence loss fused on the fast path: the generic loss and gradie
       perturb(m);
       std::vector<TaskConfig> tasks(seeds.size(), cfg.task);
       const auto batch = make_task(tasks)->train_batch(1, 16);
-      REQUIRE(m.arch().fused_loss(m, batch, LossSpec::of(cfg.train)).defined());
-      const double fused = forward_backward(m, batch, true).item<double>();
-      const auto g_fused = m.flat_grad().clone();
-      const double generic = forward_backward(m, batch, false).item<double>();
-      const auto g_generic = m.flat_grad().clone();
-      CHECK(std::abs(fused - generic) <= 1e-6 * std::abs(generic));
-      for (int64_t r = 0; r < int64_t(seeds.size()); ++r)
-        CHECK(max_rel_diff(m.replica_part(g_fused, r), m.replica_part(g_generic, r), what + " gradients") < 1e-5);
+      check_fused_loss(m, batch, what);
     }
   // Other losses take the generic path.
   Config cfg = induction({"train.loss=\"stablemax\""});
@@ -222,14 +229,7 @@ TEST_CASE("the MLP's loss fused on the fast path: the generic float64 cross-entr
       }
       const auto d = make_dataset(cfg.task);
       const Batch batch{d.train_x, d.train_y, {}};
-      REQUIRE(m.arch().fused_loss(m, batch, LossSpec::of(cfg.train)).defined());
-      const double fused = forward_backward(m, batch, true).item<double>();
-      const auto g_fused = m.flat_grad().clone();
-      const double generic = forward_backward(m, batch, false).item<double>();
-      const auto g_generic = m.flat_grad().clone();
-      CHECK(std::abs(fused - generic) <= 1e-6 * std::abs(generic));
-      for (int64_t r = 0; r < int64_t(seeds.size()); ++r)
-        CHECK(max_rel_diff(m.replica_part(g_fused, r), m.replica_part(g_generic, r), what + " gradients") < 1e-5);
+      check_fused_loss(m, batch, what);
     }
   // Other losses and precisions take the generic path.
   for (const char* set : {"train.loss=\"stablemax\"", "train.loss=\"mse\"", "train.loss_dtype=\"float32\""}) {
