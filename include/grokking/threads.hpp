@@ -7,17 +7,20 @@
 namespace grokking {
 
 // Sets LibTorch's intra-op threads and the BLAS threads (0: usable_cpus()) so that the two
-// pools do not stall each other; returns the thread count used.
-// Where OpenBLAS has its own pthreads, LibTorch's kernels get one thread and a CPU training step
-// is split into row shards, one a thread (step_shards()).
+// pools do not stall each other; returns the thread count used. Where OpenBLAS has its own
+// pthreads, LibTorch's kernels get one thread and a CPU training step is split into shards, one
+// a thread (step_shards()).
 int configure_threads(int64_t requested);
 // How many row shards a CPU training step of a fixed split splits into (1: not split). A step's
 // matrix products are too small for OpenBLAS to split well, and LibTorch's kernels between them
 // run on one thread: whole shards on their own threads use both cores (forward_backward).
 int step_shards();
 void set_step_shards(int n);  // configure_threads sets it; tests set it directly
-// OpenBLAS's threads (nothing where the BLAS is another).
-void set_blas_threads(int n);
+// Where steps go in shards (step_shards() > 1), OpenBLAS on one thread from now on, as the
+// shards run it: its own pool, woken by any product on more threads, spins in sched_yield for a
+// while after each, taking a core from the shards (a third of the CPU of induction/small.json on
+// two threads). train calls it for a CPU run, bench once it has measured the sgemm peak.
+void give_blas_threads_to_shards();
 // Runs fn(0) .. fn(n - 1) at once, fn(0) on the calling thread, each with BLAS on one thread (n
 // = 1 included: fn(0) alone, BLAS on one thread), and restores the BLAS threads after; rethrows
 // the first shard's exception.

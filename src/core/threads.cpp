@@ -23,17 +23,22 @@ int openblas_parallel() {
 }
 
 std::atomic<int> shards{1};
+// OpenBLAS's thread setters, or nullptr where the BLAS is another.
 void (*blas_set_threads())(int) {
-  return reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  static const auto f = reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  return f;
 }
-int (*blas_get_threads())() { return reinterpret_cast<int (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads")); }
+int (*blas_get_threads())() {
+  static const auto f = reinterpret_cast<int (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return f;
+}
 }  // namespace
 
 int step_shards() { return shards.load(); }
 void set_step_shards(int n) { shards.store(std::max(1, n)); }
 
-void set_blas_threads(int n) {
-  if (auto set_blas = blas_set_threads()) set_blas(std::max(1, n));
+void give_blas_threads_to_shards() {
+  if (auto set_blas = blas_set_threads(); set_blas && step_shards() > 1) set_blas(1);
 }
 
 void run_sharded(int n, const std::function<void(int)>& fn) {
@@ -73,7 +78,7 @@ int usable_cpus() {
 
 int configure_threads(int64_t requested) {
   int n = requested > 0 ? int(requested) : usable_cpus();
-  auto set_blas = reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  auto set_blas = blas_set_threads();
   const int parallel = openblas_parallel();
   if (set_blas && parallel != 0 && parallel != 2) {
     // OpenBLAS with its own pthreads (or of unknown kind): two pools on the same cores stall each other (measured:

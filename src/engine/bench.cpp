@@ -258,7 +258,7 @@ int run_bench_families(const BenchOptions& opts) {
       throw UsageError("bench --vs-peer: the peers run on the CPU; time them with train.device=cpu (got " + device + ")");
     if (dev.is_cpu()) at::globalContext().setFlushDenormal(cfg.train.flush_denormal);
     if (peak == 0) peak = gemm_peak_gflops(dev);
-    if (dev.is_cpu() && step_shards() > 1) set_blas_threads(1);  // as train has it: the threads go to the shards
+    if (dev.is_cpu()) give_blas_threads_to_shards();  // the steps run as train runs them
     auto task = f.models > 1 ? make_task(std::vector<TaskConfig>(size_t(f.models), cfg.task)) : make_task(cfg.task);
     const Batch batch = step_batch(*task, cfg, dev);
     const auto arch = make_architecture(cfg);
@@ -343,7 +343,7 @@ int run_bench_command(const BenchOptions& opts) {
   const int64_t n_examples = batch.size();
   const double flops = make_architecture(cfg)->step_flops(n_examples);
   const double peak = gemm_peak_gflops(dev);
-  if (dev.is_cpu() && step_shards() > 1) set_blas_threads(1);  // as train has it: the threads go to the shards
+  if (dev.is_cpu()) give_blas_threads_to_shards();  // the steps run as train runs them
 
   std::vector<PathResult> results;
   // Median seconds of one step of a fresh model on dev (several seeds: side by side);

@@ -148,13 +148,11 @@ int shards_for(const Model& model, const Batch& batch) {
   return int(std::max<int64_t>(1, std::min<int64_t>(step_shards(), k)));
 }
 
-// What each row weighs in the loss: 1 a row (one label a row), or its scored positions.
-std::vector<int64_t> row_weights(const Model& model, const Batch& batch) {
-  const int64_t n = batch.size();
-  if (model.shape().target != TaskShape::Target::sequence) return std::vector<int64_t>(size_t(n), 1);
-  const auto scored = batch.y.ge(0).sum(1).to(torch::kInt64).contiguous();
-  const int64_t* p = scored.data_ptr<int64_t>();
-  return std::vector<int64_t>(p, p + n);
+// What rows first..last-1 weigh in the loss: their number (one label a row), or their scored
+// positions.
+int64_t scored_in(const Model& model, const Batch& batch, int64_t first, int64_t last) {
+  if (model.shape().target != TaskShape::Target::sequence) return last - first;
+  return batch.y.slice(0, first, last).ge(0).sum().item<int64_t>();
 }
 
 // The step on `k` shards of consecutive rows at once, each on its own thread: shard i's loss
@@ -167,15 +165,12 @@ torch::Tensor sharded_forward_backward(Model& model, const Batch& batch, bool fa
   for (auto& [name, p] : model.named_parameters())
     if (p.requires_grad()) inputs.push_back(p);
   const int64_t n = batch.size();
-  const auto weights = row_weights(model, batch);
   std::vector<int64_t> bounds, scored;
   int64_t total = 0;
   for (int i = 0; i <= k; ++i) bounds.push_back(n * i / k);
   for (int i = 0; i < k; ++i) {
-    int64_t w = 0;
-    for (int64_t r = bounds[size_t(i)]; r < bounds[size_t(i) + 1]; ++r) w += weights[size_t(r)];
-    scored.push_back(w);
-    total += w;
+    scored.push_back(scored_in(model, batch, bounds[size_t(i)], bounds[size_t(i) + 1]));
+    total += scored.back();
   }
   std::vector<std::vector<torch::Tensor>> grads(static_cast<size_t>(k));
   std::vector<torch::Tensor> losses(static_cast<size_t>(k));

@@ -54,29 +54,33 @@ Eval evaluate(const Model& model, const Batch& batch, bool fast, torch::Tensor* 
   // A long evaluation (an S6 run's half a million pairs) says where it is every few seconds.
   ProgressNote note("evaluating " + std::to_string(n) + " examples, chunks of " + std::to_string(chunk),
                     size_t((n + chunk - 1) / chunk));
-  std::vector<ReplicaMeasures> measures(size_t(std::max(threads, 1)));
-  std::vector<torch::Tensor> outs(measures.size());
+  struct Chunk {
+    ReplicaMeasures m;
+    torch::Tensor outputs;  // where the caller wants them
+    double weight = 0;      // the examples (positions, for a sequence) it scores
+  };
+  std::vector<Chunk> chunks(static_cast<size_t>(threads));
   for (int64_t first = 0; first < n; first += chunk * threads) {
     const int count = int(std::min<int64_t>(threads, (n - first + chunk - 1) / chunk));
     auto measure = [&](int t) {
       torch::NoGradGuard no_grad_here;  // each thread's own
       const Batch part = batch.slice(first + t * chunk, first + (t + 1) * chunk);
+      Chunk& c = chunks[size_t(t)];
       if (outputs) {
-        outs[size_t(t)] = model.outputs(part.x, fast);
-        measures[size_t(t)] = batch_measures(outs[size_t(t)], part, model.shape(), LossSpec::of(model.config().train));
+        c.outputs = model.outputs(part.x, fast);
+        c.m = batch_measures(c.outputs, part, model.shape(), LossSpec::of(model.config().train));
       } else {
-        measures[size_t(t)] = model_measures(model, part, fast);
+        c.m = model_measures(model, part, fast);
       }
+      c.weight = model.shape().target == TaskShape::Target::sequence ? double((part.y >= 0).sum().item<int64_t>())
+                                                                     : double(part.size());
     };
     if (count > 1) run_sharded(count, measure);
     else measure(0);
     for (int t = 0; t < count; ++t) {  // in the chunks' order
-      const Batch part = batch.slice(first + t * chunk, first + (t + 1) * chunk);
-      const ReplicaMeasures& m = measures[size_t(t)];
-      if (outputs) kept.push_back(outs[size_t(t)]);
-      const double w = model.shape().target == TaskShape::Target::sequence
-                           ? double((part.y >= 0).sum().item<int64_t>())
-                           : double(part.size());
+      const ReplicaMeasures& m = chunks[size_t(t)].m;
+      const double w = chunks[size_t(t)].weight;
+      if (outputs) kept.push_back(chunks[size_t(t)].outputs);
       loss_sum += m.loss.cpu() * w;
       correct += m.acc.cpu() * w;
       zero_sum += m.zero_terms.cpu() * w;
@@ -282,11 +286,8 @@ class TrainingRun {
   void set_up_run() {
     threads_ = configure_threads(tc_.threads);
     device_ = resolve_device(tc_.device);
-    // Several threads go to the step's shards and the evaluation's chunks, each with BLAS on one
-    // thread: OpenBLAS's own pool, woken by any product on more threads, spins for a while after
-    // each (sched_yield), taking a core from the shards (measured: a third of the CPU of
-    // induction/small.json on two threads).
-    if (device_.is_cpu() && step_shards() > 1) set_blas_threads(1);
+    // Several threads go to the step's shards and the evaluation's chunks, each with BLAS on one.
+    if (device_.is_cpu()) give_blas_threads_to_shards();
     if (device_.is_cpu()) at::globalContext().setFlushDenormal(tc_.flush_denormal);
     log_ = make_run_logger(run_dirs(), quiet_);
 

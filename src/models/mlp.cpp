@@ -30,12 +30,7 @@ torch::Tensor mlp_activation(const torch::Tensor& x, const std::string& name) {
   return name == "gelu" ? torch::gelu(x) : torch::relu(x);
 }
 
-// The fast path's first hidden layer under ReLU without biases, as one autograd node:
-// out[s, i] = relu(top[s, a_i] + bottom[s, b_i]) for pairs x [N, >= 2] (a_i = x[i, 0], b_i =
-// x[i, 1]) and tables top, bottom [S, V, h] float32 on the CPU; the backward adds each row's
-// gradient, where the output is positive, into the rows of both tables it came from, in row order
-// (the generic path's index_select, add and relu, and their backward, in one pass each).
-// Its rows' loops, on pointers that do not alias, so that they vectorise.
+// PairRowsRelu's loops over a row, on pointers that do not alias, so that they vectorise.
 inline void pair_row_relu(const float* __restrict__ ra, const float* __restrict__ rb, float* __restrict__ o, int64_t h) {
   for (int64_t c = 0; c < h; ++c) {
     const float v = ra[c] + rb[c];
@@ -52,6 +47,11 @@ inline void pair_row_relu_backward(const float* __restrict__ o, const float* __r
   }
 }
 
+// The fast path's first hidden layer under ReLU without biases, as one autograd node:
+// out[s, i] = relu(top[s, a_i] + bottom[s, b_i]) for pairs x [N, >= 2] (a_i = x[i, 0], b_i =
+// x[i, 1]) and tables top, bottom [S, V, h] float32 on the CPU; the backward adds each row's
+// gradient, where the output is positive, into the rows of both tables it came from, in row order
+// (the generic path's index_select, add and relu, and their backward, in one pass each).
 struct PairRowsRelu : public torch::autograd::Function<PairRowsRelu> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& top_,
                                const torch::Tensor& bottom_, const torch::Tensor& x_) {
