@@ -155,12 +155,18 @@ TEST_CASE("the forward pass matches a per-example hand computation", "[model]") 
 }
 
 namespace {
-// Loss and flat gradient of one full-batch step through either path.
+// Loss and flat gradient of one full-batch step through either path: the plain forward and
+// loss_fn, or the step training takes on the fast path (its fused loss included), unsplit.
 std::pair<double, torch::Tensor> loss_and_grad(Model& m, const Dataset& d, bool fast) {
   m.flat_grad().zero_();
-  auto logits = fast ? m.forward_fast(d.train_x) : m.forward(d.train_x);
-  auto loss = loss_fn(logits, d.train_y);
-  loss.backward();
+  torch::Tensor loss;
+  if (fast) {
+    test::ScopedShards one(1);
+    loss = forward_backward(m, Batch{d.train_x, d.train_y, {}}, true);
+  } else {
+    loss = loss_fn(m.forward(d.train_x), d.train_y);
+    loss.backward();
+  }
   return {loss.item<double>(), m.flat_grad().clone()};
 }
 }  // namespace
@@ -169,6 +175,11 @@ TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]
   torch::manual_seed(1);
   std::vector<Config> configs;
   configs.push_back(tiny_config(11));
+  {
+    auto c = tiny_config(19);  // ReLU after a trained bias: the fast path's bias_relu node
+    c.model.set("train_biases", "mlp");
+    configs.push_back(c);
+  }
   {
     auto c = tiny_config(13);
     c.model.set("activation", "gelu");
@@ -188,36 +199,39 @@ TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]
     c.train.seed = 5;
     configs.push_back(c);
   }
-  for (auto& cfg : configs) {
-    INFO("P=" << cfg.task.integer("p") << " act=" << cfg.model.text("activation"));
-    Model m(cfg);
-    if (cfg.model.keys.at("train_biases") == true) {
-      torch::NoGradGuard g;
-      for (auto& [n, t] : m.named_parameters())
-        if (n.find(".b_") != std::string::npos) t.normal_(0, 0.1);
-    }
-    auto d = make_dataset(cfg.task);
-    auto [l_plain, g_plain] = loss_and_grad(m, d, false);
-    auto [l_fast, g_fast] = loss_and_grad(m, d, true);
-    const std::string where = "P=" + std::to_string(cfg.task.integer("p")) + " fast vs plain ";
-    CHECK(test::max_rel_diff(torch::tensor(l_fast), torch::tensor(l_plain), where + "loss") <= 1e-5);
-    // Every parameter's gradient, relative to its largest element.
-    int64_t off = 0;
-    for (auto& [name, t] : m.named_parameters()) {
-      auto gp = g_plain.narrow(0, off, t.numel()), gf = g_fast.narrow(0, off, t.numel());
-      off += t.numel();
-      INFO(name);
-      if (name == "blocks.0.attn.b_K") {
-        // Its true gradient is zero (softmax ignores a shift shared by every key): both paths
-        // must give rounding noise only.
-        const double total = g_plain.norm().item<double>();
-        CHECK(gp.norm().item<double>() <= 1e-5 * total);
-        CHECK(gf.norm().item<double>() <= 1e-5 * total);
-        continue;
+  for (auto& cfg : configs)
+    for (const auto level : simd_levels()) {
+      test::ScopedSimd simd(level);
+      INFO("P=" << cfg.task.integer("p") << " act=" << cfg.model.text("activation") << ", kernels " << simd_name(level));
+      Model m(cfg);
+      if (cfg.model.keys.at("train_biases") != false) {
+        torch::NoGradGuard g;
+        for (auto& [n, t] : m.named_parameters())
+          if (n.find(".b_") != std::string::npos) t.normal_(0, 0.1);
       }
-      CHECK(test::max_rel_diff(gf, gp, where + "grad " + name) <= 1e-5);
+      auto d = make_dataset(cfg.task);
+      auto [l_plain, g_plain] = loss_and_grad(m, d, false);
+      auto [l_fast, g_fast] = loss_and_grad(m, d, true);
+      const std::string where = "P=" + std::to_string(cfg.task.integer("p")) + " " + simd_name(level) + " fast vs plain ";
+      const auto f64 = torch::kFloat64;
+      CHECK(test::max_rel_diff(torch::tensor(l_fast, f64), torch::tensor(l_plain, f64), where + "loss") <= 1e-5);
+      // Every parameter's gradient, relative to its largest element.
+      int64_t off = 0;
+      for (auto& [name, t] : m.named_parameters()) {
+        auto gp = g_plain.narrow(0, off, t.numel()), gf = g_fast.narrow(0, off, t.numel());
+        off += t.numel();
+        INFO(name);
+        if (name == "blocks.0.attn.b_K") {
+          // Its true gradient is zero (softmax ignores a shift shared by every key): both paths
+          // must give rounding noise only.
+          const double total = g_plain.norm().item<double>();
+          CHECK(gp.norm().item<double>() <= 1e-5 * total);
+          CHECK(gf.norm().item<double>() <= 1e-5 * total);
+          continue;
+        }
+        CHECK(test::max_rel_diff(gf, gp, where + "grad " + name) <= 1e-5);
+      }
     }
-  }
 }
 
 namespace {

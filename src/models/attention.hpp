@@ -32,4 +32,17 @@ torch::Tensor embed_sequences(const torch::Tensor& W_E, const torch::Tensor& W_p
 // scored rows. Returns a float64 scalar.
 torch::Tensor scored_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels);
 
+// The transformer fast path's attention of "=" (position 2 of [a, b, =]) to a, b and itself, for
+// pairs x [N, >= 2] (int64, each < P), from per-token tables: k0, k1 [S, P, H] the scaled scores
+// of "=" against each token at position 0 and 1, k2 [S, 1, H] against itself; v0, v1 [S, P, H D]
+// the values of each token at position 0 and 1, v2 [S, 1, H D] of "=". Returns z [S, N, H D]:
+// per head, softmax(k0[a], k1[b], k2) weighting v0[a], v1[b], v2. Float32 on the CPU, as one
+// autograd node (the forward's index_select, stack, softmax, mul and add, and their backward).
+torch::Tensor pair_attention(const torch::Tensor& k0, const torch::Tensor& k1, const torch::Tensor& k2,
+                             const torch::Tensor& v0, const torch::Tensor& v1, const torch::Tensor& v2,
+                             const torch::Tensor& x);
+
+// relu(x + b) for x [S, N, M] and a bias b [S, M] float32 on the CPU, as one autograd node.
+torch::Tensor bias_relu(const torch::Tensor& x, const torch::Tensor& b);
+
 }  // namespace grokking

@@ -91,10 +91,11 @@ class Transformer : public Architecture {
   int64_t attention_layers() const override { return s_.n_layers; }
   int64_t attention_heads() const override { return s_.n_heads; }
   torch::Tensor forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const override;
-  // Sequences on the CPU under the default loss (cross-entropy in float64): the scored positions'
-  // loss as one autograd node (scored_cross_entropy) after the fast forward.
+  // On the CPU under the default loss (cross-entropy in float64): the loss of the last position
+  // (the fast path's pairs) or of a sequence's scored positions as one autograd node
+  // (scored_cross_entropy) after the fast forward.
   torch::Tensor fused_loss(const Model& m, const Batch& batch, const LossSpec& spec) const override {
-    if (fast_ || shape_.target != TaskShape::Target::sequence || spec.stablemax || spec.mse ||
+    if (shape_.target == TaskShape::Target::reconstruct || spec.stablemax || spec.mse ||
         spec.dtype != torch::kFloat64 || !batch.x.device().is_cpu() ||
         m.weight(at("embed.W_E")).scalar_type() != torch::kFloat)
       return {};
@@ -312,27 +313,37 @@ torch::Tensor Transformer::forward_fast(const Model& m, const torch::Tensor& x, 
     return e.matmul(Wm.permute({0, 2, 1, 3}).reshape({S, Wm.size(2), h * dh})) + batched(bias).reshape({S, 1, h * dh});
   };
 
-  // Attention of "=" to a, b and itself: [S, N, H, 3]
+  // Attention of "=" to a, b and itself. Its scores against each token at positions 0 and 1, and
+  // against itself, as tables: [S, P, H] and [S, 1, H].
   auto q = table(eq, "blocks.0.attn.W_Q", "blocks.0.attn.b_Q").view({S, 1, h, dh});
   auto scale = 1.0 / std::sqrt(double(dh));
-  auto s0 = (table(tok0, "blocks.0.attn.W_K", "blocks.0.attn.b_K").view({S, p, h, dh}) * q).sum(-1) * scale;  // [S, P, H]
+  auto s0 = (table(tok0, "blocks.0.attn.W_K", "blocks.0.attn.b_K").view({S, p, h, dh}) * q).sum(-1) * scale;
   auto s1 = (table(tok1, "blocks.0.attn.W_K", "blocks.0.attn.b_K").view({S, p, h, dh}) * q).sum(-1) * scale;
-  auto s2 = (table(eq, "blocks.0.attn.W_K", "blocks.0.attn.b_K").view({S, 1, h, dh}) * q).sum(-1) * scale;  // [S, 1, H]
-  auto pattern = torch::stack({s0.index_select(1, a), s1.index_select(1, b), s2.expand({S, n, h})}, -1).softmax(-1);
-
-  auto v0 = table(tok0, "blocks.0.attn.W_V", "blocks.0.attn.b_V").index_select(1, a).view({S, n, h, dh});
-  auto v1 = table(tok1, "blocks.0.attn.W_V", "blocks.0.attn.b_V").index_select(1, b).view({S, n, h, dh});
-  auto v2 = table(eq, "blocks.0.attn.W_V", "blocks.0.attn.b_V").view({S, 1, h, dh});
-  auto z = (pattern.select(3, 0).unsqueeze(-1) * v0 + pattern.select(3, 1).unsqueeze(-1) * v1 +
-            pattern.select(3, 2).unsqueeze(-1) * v2)
-               .reshape({S, n, h * dh});                                      // [S, N, H*dh]
+  auto s2 = (table(eq, "blocks.0.attn.W_K", "blocks.0.attn.b_K").view({S, 1, h, dh}) * q).sum(-1) * scale;
+  auto v0 = table(tok0, "blocks.0.attn.W_V", "blocks.0.attn.b_V");             // [S, P, H*dh]
+  auto v1 = table(tok1, "blocks.0.attn.W_V", "blocks.0.attn.b_V");
+  auto v2 = table(eq, "blocks.0.attn.W_V", "blocks.0.attn.b_V");               // [S, 1, H*dh]
+  // On the CPU in float32 without a cache: the pattern and its weighted values as one node.
+  const bool by_hand = !cache && x.device().is_cpu() && embed.scalar_type() == torch::kFloat;
+  torch::Tensor pattern, z;                                                   // [S, N, H, 3], [S, N, H*dh]
+  if (by_hand) {
+    z = pair_attention(s0, s1, s2, v0, v1, v2, x);
+  } else {
+    pattern = torch::stack({s0.index_select(1, a), s1.index_select(1, b), s2.expand({S, n, h})}, -1).softmax(-1);
+    z = (pattern.select(3, 0).unsqueeze(-1) * v0.index_select(1, a).view({S, n, h, dh}) +
+         pattern.select(3, 1).unsqueeze(-1) * v1.index_select(1, b).view({S, n, h, dh}) +
+         pattern.select(3, 2).unsqueeze(-1) * v2.view({S, 1, h, dh}))
+            .reshape({S, n, h * dh});
+  }
   auto W_O_all = batched("blocks.0.attn.W_O");                                // [S, H, dh, d]
   auto resid_mid = eq + z.matmul(W_O_all.reshape({S, h * dh, W_O_all.size(3)})) +
                    batched("blocks.0.attn.b_O").unsqueeze(1);                 // [S, N, d]
 
   // MLP and unembed
-  auto post = activation(resid_mid.matmul(batched("blocks.0.mlp.W_in")) + batched("blocks.0.mlp.b_in").unsqueeze(1),
-                         s_.activation);
+  auto pre = resid_mid.matmul(batched("blocks.0.mlp.W_in"));
+  auto post = by_hand && s_.activation == "relu"
+                  ? bias_relu(pre, batched("blocks.0.mlp.b_in"))
+                  : activation(pre + batched("blocks.0.mlp.b_in").unsqueeze(1), s_.activation);
   auto resid_post = resid_mid + post.matmul(batched("blocks.0.mlp.W_out")) + batched("blocks.0.mlp.b_out").unsqueeze(1);
   auto logits = resid_post.matmul(batched("unembed.W_U")) + batched("unembed.b_U").unsqueeze(1);  // [S, N, P]
   if (cache) {
