@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Nothing changed for existing configs when tasks and model kinds came in: configs/ci-small.json
-# (300 epochs, the default path and the plain one) and the first 200 epochs of
-# configs/tl-demo.json, on one thread, give the weights checksum and the metrics.csv values that
-# the commit before that work gave (tests/reference/). BLAS kernels differ between CPUs, so the
+# Nothing changes for existing configs unnoticed: configs/ci-small.json (300 epochs, the default
+# path and the plain one) and the first 200 epochs of configs/tl-demo.json, on one thread, give
+# the weights checksum and the metrics.csv values of the commit each run names in
+# tests/reference/identity.json (the plain path's: the last commit before the task and model
+# kinds; the fast path's: the one that wrote its attention and loss by hand, and says why and by
+# how much that moved them). A change that moves them records them again, with its reason there. BLAS kernels differ between CPUs, so the
 # reference holds only on a machine like the one it was recorded on (tests/reference/identity.json);
 # elsewhere the test says so and is skipped (exit 77), and the parity tests of the suite
 # (fast = generic forward, packed = alone, resume = uninterrupted) still run.
