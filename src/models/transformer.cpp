@@ -2,9 +2,10 @@
 // TransformerLens names and shapes, generalised as TransformerLens's config is: n_layers,
 // attn_only, LayerNorm (none, pre, post), learned positions, causal attention scaled by
 // 1/sqrt(d_head), untied embeddings. The fast path is its specialisation to one layer without
-// LayerNorm on [a, b, =] inputs, chosen where it applies and checked against the generic forward;
-// everywhere else the fast path is the generic forward with one projection for Q, K and V and
-// the attention core written by hand (attention.hpp), on the CPU.
+// LayerNorm on [a, b, =] inputs, chosen where it applies and checked against the generic forward
+// (on the CPU its attention of "=", its bias+ReLU and its loss are nodes written by hand:
+// pair_attention.cpp); everywhere else the fast path is the generic forward with one projection
+// for Q, K and V and the attention core written by hand (attention.hpp), on the CPU.
 #include <cmath>
 #include <limits>
 #include <map>
