@@ -213,6 +213,28 @@ TEST_CASE("the sequence loss fused on the fast path: the generic loss and gradie
   CHECK_FALSE(m.arch().fused_loss(m, make_task(cfg.task)->train_batch(0, 4), LossSpec::of(cfg.train)).defined());
 }
 
+// The [a, b, =] fast path (the attention of "=", bias+ReLU and the loss by hand) and the generic
+// forward with the fused loss.
+TEST_CASE("a pair task's step on the transformer's fast paths: the generic step's loss and gradients, alone and packed",
+          "[kinds]") {
+  const std::vector<std::pair<std::string, Config>> configs = {
+      {"[a, b, =] fast path, ReLU after trained biases", with(tiny_config(), {"model.train_biases=\"mlp\""})},
+      {"[a, b, =] fast path, every bias trained", with(tiny_config(), {"model.train_biases=true"})},
+      {"two layers, LayerNorm (the generic forward)",
+       with(tiny_config(), {"model.n_layers=2", "model.layer_norm=\"pre\"", "model.train_biases=true"})}};
+  for (const auto level : simd_levels())
+    for (const auto& [name, cfg] : configs)
+      for (const std::vector<int64_t>& seeds : {std::vector<int64_t>{0}, std::vector<int64_t>{0, 1, 2}}) {
+        test::ScopedSimd simd(level);
+        const std::string what = simd_name(level) + ", " + name + ", " + std::to_string(seeds.size()) + " side by side";
+        INFO(what);
+        Model m(cfg, seeds);
+        perturb(m);
+        const auto d = make_dataset(cfg.task);
+        check_fused_loss(m, Batch{d.train_x, d.train_y, {}}, what);
+      }
+}
+
 TEST_CASE("the MLP's loss fused on the fast path: the generic float64 cross-entropy and its gradients, alone and packed",
           "[kinds]") {
   for (const auto level : simd_levels())

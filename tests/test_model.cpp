@@ -210,6 +210,7 @@ TEST_CASE("the fast path computes the plain path's loss and gradients", "[model]
           if (n.find(".b_") != std::string::npos) t.normal_(0, 0.1);
       }
       auto d = make_dataset(cfg.task);
+      REQUIRE(m.arch().fused_loss(m, Batch{d.train_x, d.train_y, {}}, LossSpec::of(cfg.train)).defined());
       auto [l_plain, g_plain] = loss_and_grad(m, d, false);
       auto [l_fast, g_fast] = loss_and_grad(m, d, true);
       const std::string where = "P=" + std::to_string(cfg.task.integer("p")) + " " + simd_name(level) + " fast vs plain ";

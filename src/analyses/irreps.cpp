@@ -188,9 +188,11 @@ int run_irreps(const AnalysisOptions& opts) {
               "excluded loss %.3e (key irreps removed)\n\n",
               r.theirs_restricted_loss, r.theirs_total_excluded_loss);
   const double classes = double(r.order);
-  auto row = [](const char* what, const Splits& s) {
-    std::printf("%-46s train %10.3e / %6.4f   test %10.3e / %6.4f\n", what, s.train.loss, s.train.acc, s.test.loss,
-                s.test.acc);
+  // A row of losses and accuracies; `which`, the irreps it names, after them (they vary with the
+  // seed and the machine where the numbers do not).
+  auto row = [](const char* what, const Splits& s, const std::string& which = "") {
+    std::printf("%-46s train %10.3e / %6.4f   test %10.3e / %6.4f%s\n", what, s.train.loss, s.train.acc, s.test.loss,
+                s.test.acc, which.empty() ? "" : ("   (" + which + ")").c_str());
   };
   row("model as is", r.model);
   row("keep only the key irreps (restricted, all pairs)", r.restricted);
@@ -202,7 +204,7 @@ int run_irreps(const AnalysisOptions& opts) {
   if (!r.matched.empty()) {
     std::string m;
     for (auto i : r.matched) m += (m.empty() ? "" : ", ") + r.irreps[i].name;
-    row(("remove matched non-key irreps (" + m + ")").c_str(), r.matched_excluded);
+    row("remove as many non-key irreps (matched)", r.matched_excluded, m);
   }
   if (r.random_draws > 0)
     row(("remove random directions of the same dimension (" + std::to_string(r.random_draws) + " draws)").c_str(),

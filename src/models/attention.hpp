@@ -25,9 +25,10 @@ torch::Tensor attention_sublayer(const torch::Tensor& in, int64_t T, const torch
 // narrow and add, and their backward).
 torch::Tensor embed_sequences(const torch::Tensor& W_E, const torch::Tensor& W_pos, const torch::Tensor& x);
 
-// The training loss of sequences: the mean over the positions whose label is >= 0 of the
-// cross-entropy of logits [S, N, T, C] (float32, CPU) against labels [N, T], computed in
-// float64, summed over the replicas (what batch_loss gives for Target::sequence under the default
+// The training loss of the fast paths: the mean over the rows whose label is >= 0 of the
+// cross-entropy of logits [S, ..., C] (float32, CPU) against labels of the shape between (logits
+// [S, N, T, C] and labels [N, T] for sequences; [S, N, C] and [N] for pairs, every row scored),
+// computed in float64, summed over the replicas (what batch_loss gives under the default
 // LossSpec), as one autograd node whose backward writes (softmax - one-hot) / count into the
 // scored rows. Returns a float64 scalar.
 torch::Tensor scored_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels);

@@ -14,8 +14,8 @@ namespace grokking {
 namespace {
 
 // Each (row, head)'s softmax over its three scores, given planar (t0, t1, t2: n each), into the
-// planar pattern p0, p1, p2: in float64 (exp_nonpositive64), rounded to float32. A NaN or an
-// infinite score makes its row NaN, as torch's softmax does.
+// planar pattern p0, p1, p2: in float64 (exp_nonpositive64), rounded to float32. As torch's
+// softmax: a NaN or a +inf score makes its row NaN, a -inf score weighs 0 (all three -inf: NaN).
 GROKKING_INLINE void softmax3(const float* __restrict__ t0, const float* __restrict__ t1, const float* __restrict__ t2,
                               float* __restrict__ p0, float* __restrict__ p1, float* __restrict__ p2, int64_t n) {
   for (int64_t k = 0; k < n; ++k) {
@@ -222,15 +222,18 @@ torch::Tensor pair_attention(const torch::Tensor& k0, const torch::Tensor& k1, c
                   k2.size(2) == k0.size(2) && v0.dim() == 3 && v1.sizes() == v0.sizes() && v2.dim() == 3 &&
                   v2.size(1) == 1 && v2.size(2) == v0.size(2) && v0.size(1) == k0.size(1) &&
                   v0.size(2) % k0.size(2) == 0 && x.dim() == 2 && x.size(1) >= 2;
-  TORCH_CHECK(ok, "pair_attention: k0, k1 [S, P, H], k2 [S, 1, H], v0, v1 [S, P, H D], v2 [S, 1, H D], x [N, >= 2]");
+  TORCH_CHECK(ok && k2.size(0) == k0.size(0) && v0.size(0) == k0.size(0) && v2.size(0) == k0.size(0),
+              "pair_attention: k0, k1 [S, P, H], k2 [S, 1, H], v0, v1 [S, P, H D], v2 [S, 1, H D], x [N, >= 2]");
   for (auto* t : {&k0, &k1, &k2, &v0, &v1, &v2})
     TORCH_CHECK(t->scalar_type() == torch::kFloat && t->device().is_cpu(), "pair_attention: float32 on the CPU");
+  TORCH_CHECK(x.device().is_cpu() && !x.is_floating_point() && !x.is_complex(), "pair_attention: x integer on the CPU");
   return PairAttention::apply(k0, k1, k2, v0, v1, v2, x);
 }
 
 torch::Tensor bias_relu(const torch::Tensor& x, const torch::Tensor& b) {
   TORCH_CHECK(x.dim() == 3 && b.dim() == 2 && b.size(0) == x.size(0) && b.size(1) == x.size(2) &&
-                  x.scalar_type() == torch::kFloat && b.scalar_type() == torch::kFloat && x.device().is_cpu(),
+                  x.scalar_type() == torch::kFloat && b.scalar_type() == torch::kFloat && x.device().is_cpu() &&
+                  b.device().is_cpu(),
               "bias_relu: x [S, N, M] and b [S, M] float32 on the CPU");
   return BiasRelu::apply(x, b);
 }
