@@ -96,8 +96,7 @@ class Transformer : public Architecture {
   // (the fast path's pairs) or of a sequence's scored positions as one autograd node
   // (scored_cross_entropy) after the fast forward.
   torch::Tensor fused_loss(const Model& m, const Batch& batch, const LossSpec& spec) const override {
-    if (shape_.target == TaskShape::Target::reconstruct || spec.stablemax || spec.mse ||
-        spec.dtype != torch::kFloat64 || !batch.x.device().is_cpu() ||
+    if (spec.stablemax || spec.mse || spec.dtype != torch::kFloat64 || !batch.x.device().is_cpu() ||
         m.weight(at("embed.W_E")).scalar_type() != torch::kFloat)
       return {};
     return scored_cross_entropy(forward_fast(m, batch.x, nullptr), batch.y);
@@ -302,7 +301,6 @@ torch::Tensor Transformer::forward_fast(const Model& m, const torch::Tensor& x, 
   const int64_t n = x.size(0), p = shape_.operand_values, h = s_.n_heads, dh = s_.d_head, S = m.replicas();
   // Every parameter with a leading replica axis: [S, ...].
   auto batched = [&](const char* name) { return m.batched(at(name)); };
-  auto a = x.select(1, 0), b = x.select(1, 1);
 
   // Embeddings of the three positions: numbers at 0 and 1, "=" at 2.
   auto embed = batched("embed.W_E"), pos = batched("pos_embed.W_pos");
@@ -330,6 +328,7 @@ torch::Tensor Transformer::forward_fast(const Model& m, const torch::Tensor& x, 
   if (by_hand) {
     z = pair_attention(s0, s1, s2, v0, v1, v2, x);
   } else {
+    auto a = x.select(1, 0), b = x.select(1, 1);
     pattern = torch::stack({s0.index_select(1, a), s1.index_select(1, b), s2.expand({S, n, h})}, -1).softmax(-1);
     z = (pattern.select(3, 0).unsqueeze(-1) * v0.index_select(1, a).view({S, n, h, dh}) +
          pattern.select(3, 1).unsqueeze(-1) * v1.index_select(1, b).view({S, n, h, dh}) +
