@@ -237,22 +237,39 @@ TEST_CASE("a pair task's step on the transformer's fast paths: the generic step'
 
 TEST_CASE("the MLP's loss fused on the fast path: the generic float64 cross-entropy and its gradients, alone and packed",
           "[kinds]") {
+  // p = 11: 60 rows, one block of PairMlpLoss; p = 23: 264 rows, a full block and a part.
   for (const auto level : simd_levels())
-    for (const std::vector<int64_t>& seeds : {std::vector<int64_t>{0}, std::vector<int64_t>{0, 1, 2}}) {
-      test::ScopedSimd simd(level);
-      const Config cfg = mlp_embed();
-      const std::string what = simd_name(level) + ", " + std::to_string(seeds.size()) + " side by side";
-      INFO(what);
-      Model m(cfg, seeds);
-      perturb(m);
-      {  // logits far apart, so that some softmax terms underflow to zero
+    for (const int64_t p : {11, 23})
+      for (const std::vector<int64_t>& seeds : {std::vector<int64_t>{0}, std::vector<int64_t>{0, 1, 2}}) {
+        test::ScopedSimd simd(level);
+        const Config cfg = with(mlp_embed(), {"task.p=" + std::to_string(p)});
+        const std::string what =
+            simd_name(level) + ", p = " + std::to_string(p) + ", " + std::to_string(seeds.size()) + " side by side";
+        INFO(what);
+        Model m(cfg, seeds);
+        perturb(m);
+        {  // logits far apart, so that some softmax terms underflow to zero
+          torch::NoGradGuard g;
+          m.param("unembed.W_U").mul_(40);
+        }
+        const auto d = make_dataset(cfg.task);
+        const Batch batch{d.train_x, d.train_y, {}};
+        check_fused_loss(m, batch, what);
+        // Without gradients (no backward to come) the same loss.
+        const double with_grads = m.arch().fused_loss(m, batch, LossSpec::of(cfg.train)).item<double>();
         torch::NoGradGuard g;
-        m.param("unembed.W_U").mul_(40);
+        const auto alone = m.arch().fused_loss(m, batch, LossSpec::of(cfg.train));
+        CHECK_FALSE(alone.requires_grad());
+        CHECK(alone.item<double>() == with_grads);
       }
-      const auto d = make_dataset(cfg.task);
-      const Batch batch{d.train_x, d.train_y, {}};
-      check_fused_loss(m, batch, what);
-    }
+  // Two hidden layers (or biases, or another activation) fuse only the loss: the same check.
+  {
+    const Config cfg = tiny_with_model({{"kind", "mlp"}, {"d_embed", 6}, {"hidden", {12, 10}}});
+    Model m(cfg, {0, 1});
+    perturb(m);
+    const auto d = make_dataset(cfg.task);
+    check_fused_loss(m, Batch{d.train_x, d.train_y, {}}, "two hidden layers");
+  }
   // Other losses and precisions take the generic path.
   for (const char* set : {"train.loss=\"stablemax\"", "train.loss=\"mse\"", "train.loss_dtype=\"float32\""}) {
     const Config cfg = with(mlp_embed(), {set});

@@ -33,6 +33,13 @@ torch::Tensor embed_sequences(const torch::Tensor& W_E, const torch::Tensor& W_p
 // scored rows. Returns a float64 scalar.
 torch::Tensor scored_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels);
 
+// scored_cross_entropy's rows, for a kind that takes its logits a block at a time: row i of
+// logits [C] float32 at logits + offsets[i], label labels[i] in [0, C); each row's cross-entropy
+// in float64 summed in row order into the return value, and its gradient row softmax - one-hot
+// as float32 into d + i * C. scratch: C doubles.
+double cross_entropy_gradient_rows(const float* logits, const int64_t* offsets, const int64_t* labels, int64_t rows,
+                                   int64_t C, float* d, double* scratch);
+
 // The transformer fast path's attention of "=" (position 2 of [a, b, =]) to a, b and itself, for
 // pairs x [N, >= 2] (int64, each < P), from per-token tables: k0, k1 [S, P, H] the scaled scores
 // of "=" against each token at position 0 and 1, k2 [S, 1, H] against itself; v0, v1 [S, P, H D]

@@ -10,6 +10,7 @@
 #include "grokking/model.hpp"
 #include "grokking/text.hpp"
 #include "attention.hpp"
+#include "simd.hpp"
 
 namespace grokking {
 
@@ -31,13 +32,13 @@ torch::Tensor mlp_activation(const torch::Tensor& x, const std::string& name) {
 }
 
 // PairRowsRelu's loops over a row, on pointers that do not alias, so that they vectorise.
-inline void pair_row_relu(const float* __restrict__ ra, const float* __restrict__ rb, float* __restrict__ o, int64_t h) {
+GROKKING_INLINE void pair_row_relu(const float* __restrict__ ra, const float* __restrict__ rb, float* __restrict__ o, int64_t h) {
   for (int64_t c = 0; c < h; ++c) {
     const float v = ra[c] + rb[c];
     o[c] = v < 0 ? 0.0f : v;  // NaN stays NaN, as in torch::relu
   }
 }
-inline void pair_row_relu_backward(const float* __restrict__ o, const float* __restrict__ g, float* __restrict__ da,
+GROKKING_INLINE void pair_row_relu_backward(const float* __restrict__ o, const float* __restrict__ g, float* __restrict__ da,
                                    float* __restrict__ db, int64_t h) {
   for (int64_t c = 0; c < h; ++c) {
     const float gc = g[c], oc = o[c];  // both loaded, so that the select needs no branch
@@ -92,6 +93,91 @@ struct PairRowsRelu : public torch::autograd::Function<PairRowsRelu> {
                                db + (s * V + pairs[i * T + 1]) * h, h);
       }
     return {dtop, dbottom, torch::Tensor()};
+  }
+};
+
+// Rows of the first hidden layer under ReLU for r pairs (a_i = pairs[i * T], b_i = pairs[i * T + 1]):
+// out[i] = relu(top[a_i] + bottom[b_i]), rows of h.
+GROKKING_INLINE void gather_relu_rows_impl(const float* top, const float* bottom, const int64_t* pairs, int64_t T,
+                                           int64_t r, int64_t h, float* out) {
+  for (int64_t i = 0; i < r; ++i) pair_row_relu(top + pairs[i * T] * h, bottom + pairs[i * T + 1] * h, out + i * h, h);
+}
+// Their backward: row i's gradient g[i], where out[i] > 0, added into the rows a_i of dtop and
+// b_i of dbottom, in row order.
+GROKKING_INLINE void scatter_relu_rows_impl(const float* out, const float* g, const int64_t* pairs, int64_t T,
+                                            int64_t r, int64_t h, float* dtop, float* dbottom) {
+  for (int64_t i = 0; i < r; ++i)
+    pair_row_relu_backward(out + i * h, g + i * h, dtop + pairs[i * T] * h, dbottom + pairs[i * T + 1] * h, h);
+}
+GROKKING_SIMD_KERNEL(gather_relu_rows, gather_relu_rows_impl)
+GROKKING_SIMD_KERNEL(scatter_relu_rows, scatter_relu_rows_impl)
+
+// The fast path's whole step for one hidden layer under ReLU without biases, on the CPU, as one
+// autograd node: the cross-entropy in float64 (each replica's mean over the rows, summed over the
+// replicas: scored_cross_entropy's loss) of the logits relu(top[a] + bottom[b]) W_U, taken
+// kRows rows at a time, so that a block's hidden rows, logits and their gradients stay in cache
+// from the forward to the backward (PairRowsRelu, a product and scored_cross_entropy hold four
+// arrays of N rows each and pass over each several times: for Chughtai et al.'s S5 MLP 2.7 to
+// 2.9 MB each, and a quarter of the step outside the products). With `grads`, the forward also
+// sums, block by block, the gradients of top, bottom and W_U for a loss of the rows' summed
+// cross-entropy (softmax - one-hot through the block's products and the ReLU); the backward
+// scales them by the incoming gradient over N.
+struct PairMlpLoss : public torch::autograd::Function<PairMlpLoss> {
+  static constexpr int64_t kRows = 256;
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& top_,
+                               const torch::Tensor& bottom_, const torch::Tensor& WU_, const torch::Tensor& x_,
+                               const torch::Tensor& y_, bool grads) {
+    const auto top = top_.contiguous(), bottom = bottom_.contiguous(), WU = WU_.contiguous();
+    const auto x = x_.to(torch::kInt64).contiguous(), y = y_.reshape({-1}).to(torch::kInt64).contiguous();
+    const int64_t S = top.size(0), V = top.size(1), h = top.size(2), C = WU.size(2), N = x.size(0), T = x.size(1);
+    TORCH_CHECK(bottom.sizes() == top.sizes() && WU.size(0) == S && WU.size(1) == h && y.numel() == N && N > 0 && T >= 2,
+                "pair_mlp_loss: top, bottom [S, V, h], W_U [S, h, C], x [N, >= 2], y [N]");
+    const int64_t *pairs = x.data_ptr<int64_t>(), *cls = y.data_ptr<int64_t>();
+    for (int64_t i = 0; i < N; ++i) {
+      TORCH_CHECK(pairs[i * T] >= 0 && pairs[i * T] < V && pairs[i * T + 1] >= 0 && pairs[i * T + 1] < V,
+                  "pair_mlp_loss: operand out of range of ", V);
+      TORCH_CHECK(cls[i] >= 0 && cls[i] < C, "pair_mlp_loss: label ", cls[i], " of ", C, " classes");
+    }
+    torch::Tensor dtop, dbottom, dWU;
+    if (grads) dtop = torch::zeros_like(top), dbottom = torch::zeros_like(bottom), dWU = torch::zeros_like(WU);
+    const int64_t R = std::min(kRows, N);
+    const auto opts = top.options();
+    auto hid = torch::empty({R, h}, opts), logits = torch::empty({R, C}, opts), d = torch::empty({R, C}, opts),
+         dhid = torch::empty({R, h}, opts);
+    std::vector<int64_t> offsets(static_cast<size_t>(R));
+    for (int64_t i = 0; i < R; ++i) offsets[size_t(i)] = i * C;
+    std::vector<double> scratch(static_cast<size_t>(C));
+    double total = 0;
+    for (int64_t s = 0; s < S; ++s) {
+      const auto W = WU[s];
+      const float *pt = top.data_ptr<float>() + s * V * h, *pb = bottom.data_ptr<float>() + s * V * h;
+      double sum = 0;
+      for (int64_t first = 0; first < N; first += R) {
+        const int64_t r = std::min(R, N - first);
+        auto hv = hid.narrow(0, 0, r), lv = logits.narrow(0, 0, r), dv = d.narrow(0, 0, r), dhv = dhid.narrow(0, 0, r);
+        gather_relu_rows(pt, pb, pairs + first * T, T, r, h, hid.data_ptr<float>());
+        at::mm_out(lv, hv, W);
+        sum += cross_entropy_gradient_rows(logits.data_ptr<float>(), offsets.data(), cls + first, r, C,
+                                           d.data_ptr<float>(), scratch.data());
+        if (!grads) continue;
+        dWU[s].addmm_(hv.t(), dv);
+        at::mm_out(dhv, dv, W.t());
+        scatter_relu_rows(hid.data_ptr<float>(), dhid.data_ptr<float>(), pairs + first * T, T, r, h,
+                          dtop.data_ptr<float>() + s * V * h, dbottom.data_ptr<float>() + s * V * h);
+      }
+      total += sum / double(N);
+    }
+    if (grads) ctx->save_for_backward({dtop, dbottom, dWU});
+    ctx->saved_data["N"] = N;
+    return torch::tensor(total, torch::kFloat64);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    TORCH_CHECK(saved.size() == 3, "pair_mlp_loss: its gradients were not taken (grads false)");
+    const double scale = grads[0].item<double>() / double(ctx->saved_data["N"].toInt());
+    return {saved[0] * scale, saved[1] * scale, saved[2] * scale, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -157,19 +243,24 @@ class Mlp : public Architecture {
   bool has_fast_path() const override { return s_.encoding == "embed"; }
   torch::Tensor forward_fast(const Model& m, const torch::Tensor& x, Cache* cache) const override {
     if (cache || !has_fast_path()) return run(m, x, cache, nullptr);
-    const auto w0 = weight(m, "hidden.0.W");                                              // [S, 2 d_embed, h0]
-    const auto top = weight(m, "embed.W_x").bmm(w0.narrow(1, 0, s_.d_embed));             // [S, n, h0]
-    const auto bottom = weight(m, "embed.W_y").bmm(w0.narrow(1, s_.d_embed, s_.d_embed));  // [S, n, h0]
+    const auto [top, bottom] = tables(m);
     if (!s_.biases && s_.activation == "relu" && x.device().is_cpu() && top.scalar_type() == torch::kFloat)
       return head(m, PairRowsRelu::apply(top, bottom, x), nullptr, nullptr, /*first_activated=*/true);
     return head(m, top.index_select(1, x.select(1, 0)) + bottom.index_select(1, x.select(1, 1)), nullptr, nullptr);
   }
-  // The fast path's loss under the default LossSpec on the CPU: cross-entropy in float64 as one
-  // autograd node (scored_cross_entropy, every row scored).
+  // The fast path's loss under the default LossSpec on the CPU: cross-entropy in float64, for one
+  // hidden layer under ReLU without biases (Chughtai et al.'s MLP) the whole step block by block
+  // (PairMlpLoss), otherwise as one autograd node after forward_fast (scored_cross_entropy).
   torch::Tensor fused_loss(const Model& m, const Batch& batch, const LossSpec& spec) const override {
     if (!has_fast_path() || spec.stablemax || spec.mse || spec.dtype != torch::kFloat64 || !batch.x.device().is_cpu() ||
         weight(m, "unembed.W_U").scalar_type() != torch::kFloat)
       return {};
+    if (s_.hidden.size() == 1 && !s_.biases && s_.activation == "relu") {
+      const auto [top, bottom] = tables(m);
+      const auto W_U = weight(m, "unembed.W_U");
+      const bool grads = torch::GradMode::is_enabled() && (top.requires_grad() || bottom.requires_grad() || W_U.requires_grad());
+      return PairMlpLoss::apply(top, bottom, W_U, batch.x, batch.y, grads);
+    }
     return scored_cross_entropy(forward_fast(m, batch.x, nullptr), batch.y);
   }
   // Named activations: hook_embed [N, 2 d_embed] (encoding embed; one_hot: the rows of a and of
@@ -182,6 +273,11 @@ class Mlp : public Architecture {
 
  private:
   torch::Tensor weight(const Model& m, const std::string& name) const { return m.batched(index_.at(name)); }  // [S, ...]
+  // The first layer's tables of the fast path, W_x W_top and W_y W_bottom ([S, n, h0] each).
+  std::pair<torch::Tensor, torch::Tensor> tables(const Model& m) const {
+    const auto w0 = weight(m, "hidden.0.W");  // [S, 2 d_embed, h0]
+    return {weight(m, "embed.W_x").bmm(w0.narrow(1, 0, s_.d_embed)), weight(m, "embed.W_y").bmm(w0.narrow(1, s_.d_embed, s_.d_embed))};
+  }
   // An activation handed to the hooks that want it ([1, N, w] <-> [N, w]), or as it is.
   static torch::Tensor offered(ActivationHooks* hooks, const std::string& name, const torch::Tensor& act) {
     if (!hooks || !hooks->wants(name)) return act;
