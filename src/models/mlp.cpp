@@ -31,7 +31,8 @@ torch::Tensor mlp_activation(const torch::Tensor& x, const std::string& name) {
   return name == "gelu" ? torch::gelu(x) : torch::relu(x);
 }
 
-// PairRowsRelu's loops over a row, on pointers that do not alias, so that they vectorise.
+// The first layer's loops over a row (PairRowsRelu, PairMlpLoss), on pointers that do not alias,
+// so that they vectorise.
 GROKKING_INLINE void pair_row_relu(const float* __restrict__ ra, const float* __restrict__ rb, float* __restrict__ o, int64_t h) {
   for (int64_t c = 0; c < h; ++c) {
     const float v = ra[c] + rb[c];
@@ -39,13 +40,36 @@ GROKKING_INLINE void pair_row_relu(const float* __restrict__ ra, const float* __
   }
 }
 GROKKING_INLINE void pair_row_relu_backward(const float* __restrict__ o, const float* __restrict__ g, float* __restrict__ da,
-                                   float* __restrict__ db, int64_t h) {
+                                            float* __restrict__ db, int64_t h) {
   for (int64_t c = 0; c < h; ++c) {
     const float gc = g[c], oc = o[c];  // both loaded, so that the select needs no branch
     const float v = oc > 0 ? gc : 0.0f;
     da[c] += v;
     db[c] += v;
   }
+}
+
+// Rows of the first hidden layer under ReLU for r pairs (a_i = pairs[i * T], b_i = pairs[i * T + 1]):
+// out[i] = relu(top[a_i] + bottom[b_i]), rows of h.
+GROKKING_INLINE void gather_relu_rows_impl(const float* top, const float* bottom, const int64_t* pairs, int64_t T,
+                                           int64_t r, int64_t h, float* out) {
+  for (int64_t i = 0; i < r; ++i) pair_row_relu(top + pairs[i * T] * h, bottom + pairs[i * T + 1] * h, out + i * h, h);
+}
+// Their backward: row i's gradient g[i], where out[i] > 0, added into the rows a_i of dtop and
+// b_i of dbottom, in row order.
+GROKKING_INLINE void scatter_relu_rows_impl(const float* out, const float* g, const int64_t* pairs, int64_t T,
+                                            int64_t r, int64_t h, float* dtop, float* dbottom) {
+  for (int64_t i = 0; i < r; ++i)
+    pair_row_relu_backward(out + i * h, g + i * h, dtop + pairs[i * T] * h, dbottom + pairs[i * T + 1] * h, h);
+}
+GROKKING_SIMD_KERNEL(gather_relu_rows, gather_relu_rows_impl)
+GROKKING_SIMD_KERNEL(scatter_relu_rows, scatter_relu_rows_impl)
+
+// Both operands of each of the N pairs (rows of T) in [0, V), or a one-line error naming `who`.
+void check_pairs(const int64_t* pairs, int64_t N, int64_t T, int64_t V, const char* who) {
+  for (int64_t i = 0; i < N; ++i)
+    TORCH_CHECK(pairs[i * T] >= 0 && pairs[i * T] < V && pairs[i * T + 1] >= 0 && pairs[i * T + 1] < V, who,
+                ": operand out of range of ", V);
 }
 
 // The fast path's first hidden layer under ReLU without biases, as one autograd node:
@@ -59,18 +83,11 @@ struct PairRowsRelu : public torch::autograd::Function<PairRowsRelu> {
     const auto top = top_.contiguous(), bottom = bottom_.contiguous(), x = x_.to(torch::kInt64).contiguous();
     const int64_t S = top.size(0), V = top.size(1), h = top.size(2), N = x.size(0), T = x.size(1);
     const int64_t* pairs = x.data_ptr<int64_t>();
-    for (int64_t i = 0; i < N; ++i)
-      TORCH_CHECK(pairs[i * T] >= 0 && pairs[i * T] < V && pairs[i * T + 1] >= 0 && pairs[i * T + 1] < V,
-                  "pair_rows_relu: operand out of range of ", V);
+    check_pairs(pairs, N, T, V, "pair_rows_relu");
     auto out = torch::empty({S, N, h}, top.options());
     const float *pt = top.data_ptr<float>(), *pb = bottom.data_ptr<float>();
     float* po = out.data_ptr<float>();
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t i = 0; i < N; ++i) {
-        const float* ra = pt + (s * V + pairs[i * T]) * h;
-        const float* rb = pb + (s * V + pairs[i * T + 1]) * h;
-        pair_row_relu(ra, rb, po + (s * N + i) * h, h);
-      }
+    for (int64_t s = 0; s < S; ++s) gather_relu_rows(pt + s * V * h, pb + s * V * h, pairs, T, N, h, po + s * N * h);
     ctx->save_for_backward({out, x});
     ctx->saved_data["V"] = V;
     return out;
@@ -88,29 +105,10 @@ struct PairRowsRelu : public torch::autograd::Function<PairRowsRelu> {
     const float *po = out.data_ptr<float>(), *pg = g.data_ptr<float>();
     float *dt = dtop.data_ptr<float>(), *db = dbottom.data_ptr<float>();
     for (int64_t s = 0; s < S; ++s)
-      for (int64_t i = 0; i < N; ++i) {
-        pair_row_relu_backward(po + (s * N + i) * h, pg + (s * N + i) * h, dt + (s * V + pairs[i * T]) * h,
-                               db + (s * V + pairs[i * T + 1]) * h, h);
-      }
+      scatter_relu_rows(po + s * N * h, pg + s * N * h, pairs, T, N, h, dt + s * V * h, db + s * V * h);
     return {dtop, dbottom, torch::Tensor()};
   }
 };
-
-// Rows of the first hidden layer under ReLU for r pairs (a_i = pairs[i * T], b_i = pairs[i * T + 1]):
-// out[i] = relu(top[a_i] + bottom[b_i]), rows of h.
-GROKKING_INLINE void gather_relu_rows_impl(const float* top, const float* bottom, const int64_t* pairs, int64_t T,
-                                           int64_t r, int64_t h, float* out) {
-  for (int64_t i = 0; i < r; ++i) pair_row_relu(top + pairs[i * T] * h, bottom + pairs[i * T + 1] * h, out + i * h, h);
-}
-// Their backward: row i's gradient g[i], where out[i] > 0, added into the rows a_i of dtop and
-// b_i of dbottom, in row order.
-GROKKING_INLINE void scatter_relu_rows_impl(const float* out, const float* g, const int64_t* pairs, int64_t T,
-                                            int64_t r, int64_t h, float* dtop, float* dbottom) {
-  for (int64_t i = 0; i < r; ++i)
-    pair_row_relu_backward(out + i * h, g + i * h, dtop + pairs[i * T] * h, dbottom + pairs[i * T + 1] * h, h);
-}
-GROKKING_SIMD_KERNEL(gather_relu_rows, gather_relu_rows_impl)
-GROKKING_SIMD_KERNEL(scatter_relu_rows, scatter_relu_rows_impl)
 
 // The fast path's whole step for one hidden layer under ReLU without biases, on the CPU, as one
 // autograd node: the cross-entropy in float64 (each replica's mean over the rows, summed over the
@@ -133,11 +131,9 @@ struct PairMlpLoss : public torch::autograd::Function<PairMlpLoss> {
     TORCH_CHECK(bottom.sizes() == top.sizes() && WU.size(0) == S && WU.size(1) == h && y.numel() == N && N > 0 && T >= 2,
                 "pair_mlp_loss: top, bottom [S, V, h], W_U [S, h, C], x [N, >= 2], y [N]");
     const int64_t *pairs = x.data_ptr<int64_t>(), *cls = y.data_ptr<int64_t>();
-    for (int64_t i = 0; i < N; ++i) {
-      TORCH_CHECK(pairs[i * T] >= 0 && pairs[i * T] < V && pairs[i * T + 1] >= 0 && pairs[i * T + 1] < V,
-                  "pair_mlp_loss: operand out of range of ", V);
+    check_pairs(pairs, N, T, V, "pair_mlp_loss");
+    for (int64_t i = 0; i < N; ++i)
       TORCH_CHECK(cls[i] >= 0 && cls[i] < C, "pair_mlp_loss: label ", cls[i], " of ", C, " classes");
-    }
     torch::Tensor dtop, dbottom, dWU;
     if (grads) dtop = torch::zeros_like(top), dbottom = torch::zeros_like(bottom), dWU = torch::zeros_like(WU);
     const int64_t R = std::min(kRows, N);
